@@ -1,0 +1,501 @@
+//! The plugin host: one wasmtime Engine, a compiled-component cache on disk,
+//! one binding module per supported WIT version, and per-agent limits.
+
+mod limits;
+pub mod v0_1_0;
+
+use std::hash::Hasher;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, ResourceTable};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub use limits::{ComputeClock, MemoryCap};
+
+use crate::llm::{LlmSession, Setting};
+use crate::messaging::MessageBus;
+use crate::progress::Progress;
+use crate::sandbox::Sandbox;
+use crate::trajectory::{Recorder, Trajectory};
+
+/// The WIT package plugins implement.
+pub const WIT_PACKAGE: &str = "cooperbench:agent";
+/// WIT versions this host can run, newest first.
+pub const SUPPORTED_WIT_VERSIONS: &[&str] = &["0.1.0"];
+/// How often the epoch ticker advances; the granularity of compute deadlines.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Why a plugin could not be loaded. Always names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("plugin {path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("plugin {path}: not a valid WebAssembly component: {reason}")]
+    InvalidWasm { path: PathBuf, reason: String },
+    #[error("plugin {path}: does not export `{WIT_PACKAGE}/agent`; it is not a cbench agent plugin (exports: {exports})")]
+    NotAnAgent { path: PathBuf, exports: String },
+    #[error("plugin {path}: built against WIT {WIT_PACKAGE}@{found}, but this host supports {WIT_PACKAGE}@{supported}")]
+    UnsupportedWitVersion {
+        path: PathBuf,
+        found: String,
+        supported: String,
+    },
+    #[error("plugin {path} (WIT {version}): cannot link: {reason}")]
+    Link {
+        path: PathBuf,
+        version: String,
+        reason: String,
+    },
+    #[error("plugin {path}: `info()` failed: {reason}")]
+    Info { path: PathBuf, reason: String },
+    #[error("wasmtime engine: {0}")]
+    Engine(String),
+}
+
+/// Identity of a loaded plugin, recorded in every result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PluginIdentity {
+    pub path: String,
+    pub sha256: String,
+    pub name: String,
+    pub version: String,
+    pub wit_version: String,
+}
+
+/// How long loading took, for benchmarks.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct LoadTimings {
+    pub from_cache: bool,
+    pub load_ms: f64,
+    pub info_instantiate_ms: f64,
+}
+
+/// Resource limits for one agent instance.
+#[derive(Debug, Clone, Copy)]
+pub struct PluginLimits {
+    /// Sum of all linear memories.
+    pub memory_bytes: usize,
+    /// Time spent running plugin code between host calls.
+    pub compute: Duration,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        PluginLimits {
+            memory_bytes: 512 << 20,
+            compute: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The engine, its epoch ticker and the on-disk cache of compiled components.
+pub struct PluginHost {
+    engine: Engine,
+    cache_dir: PathBuf,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for PluginHost {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Feeds `Hash` output into sha256 so the cache key is stable across processes.
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn finish(&self) -> u64 {
+        0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+impl PluginHost {
+    /// Creates the engine (epoch interruption on, short backtraces) and starts its ticker.
+    pub fn new(cache_dir: &Path) -> Result<PluginHost, PluginError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.wasm_backtrace_max_frames(NonZeroUsize::new(32));
+        let engine = Engine::new(&config).map_err(|e| PluginError::Engine(e.to_string()))?;
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        {
+            // A dedicated OS thread: as a tokio task the ticker starves when a plugin busy-loops.
+            let engine = engine.clone();
+            let stop = stop_ticker.clone();
+            std::thread::Builder::new()
+                .name("cbench-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| PluginError::Engine(format!("cannot start epoch ticker: {e}")))?;
+        }
+        Ok(PluginHost {
+            engine,
+            cache_dir: cache_dir.to_path_buf(),
+            stop_ticker,
+        })
+    }
+
+    /// The default cache directory: `$CBENCH_CACHE_DIR`, else `$XDG_CACHE_HOME/cbench`, else `~/.cache/cbench`.
+    pub fn default_cache_dir() -> PathBuf {
+        if let Some(dir) = std::env::var_os("CBENCH_CACHE_DIR") {
+            return PathBuf::from(dir);
+        }
+        if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+            return PathBuf::from(dir).join("cbench");
+        }
+        match std::env::var_os("HOME") {
+            Some(home) => PathBuf::from(home).join(".cache").join("cbench"),
+            None => std::env::temp_dir().join("cbench-cache"),
+        }
+    }
+
+    fn engine_fingerprint(&self) -> String {
+        let mut hasher = Sha256Hasher(Sha256::new());
+        std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut hasher);
+        hex::encode(&hasher.0.finalize()[..8])
+    }
+
+    /// Loads a plugin: from the compiled cache when possible, else compiles and caches it;
+    /// checks its WIT version and asks it for its name and version.
+    pub async fn load(&self, path: &Path) -> Result<(LoadedPlugin, LoadTimings), PluginError> {
+        let started = Instant::now();
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let sha256 = crate::fsutil::sha256_hex(&bytes);
+        let cached = self
+            .cache_dir
+            .join("components")
+            .join(format!("{sha256}-{}.cwasm", self.engine_fingerprint()));
+        let mut from_cache = false;
+        // SAFETY: deserialize trusts its input; the cache only holds files this host
+        // serialised, keyed by the wasm hash and the engine's compatibility hash.
+        let component = match unsafe { Component::deserialize_file(&self.engine, &cached) } {
+            Ok(c) => {
+                from_cache = true;
+                c
+            }
+            Err(_) => {
+                let c = Component::new(&self.engine, &bytes).map_err(|e| PluginError::InvalidWasm {
+                    path: path.to_path_buf(),
+                    reason: format!("{e:#}"),
+                })?;
+                match c.serialize() {
+                    Ok(serialized) => {
+                        if let Err(e) = crate::fsutil::write_atomic(&cached, &serialized) {
+                            tracing::warn!("not caching compiled plugin: {e}");
+                        }
+                    }
+                    Err(e) => tracing::warn!("not caching compiled plugin: {e}"),
+                }
+                c
+            }
+        };
+        let wit_version = self.wit_version_of(path, &component)?;
+        let load_ms = started.elapsed().as_secs_f64() * 1e3;
+        let bindings = match wit_version.as_str() {
+            "0.1.0" => Bindings::V0_1_0(v0_1_0::prepare(&self.engine, &component).map_err(|e| {
+                PluginError::Link {
+                    path: path.to_path_buf(),
+                    version: wit_version.clone(),
+                    reason: format!("{e:#}"),
+                }
+            })?),
+            other => {
+                return Err(PluginError::UnsupportedWitVersion {
+                    path: path.to_path_buf(),
+                    found: other.to_string(),
+                    supported: SUPPORTED_WIT_VERSIONS.join(", "),
+                })
+            }
+        };
+        let info_started = Instant::now();
+        let (name, version) = match &bindings {
+            Bindings::V0_1_0(pre) => v0_1_0::info(&self.engine, pre).await,
+        }
+        .map_err(|reason| PluginError::Info {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+        let timings = LoadTimings {
+            from_cache,
+            load_ms,
+            info_instantiate_ms: info_started.elapsed().as_secs_f64() * 1e3,
+        };
+        Ok((
+            LoadedPlugin {
+                identity: PluginIdentity {
+                    path: path.display().to_string(),
+                    sha256,
+                    name,
+                    version,
+                    wit_version,
+                },
+                engine: self.engine.clone(),
+                bindings,
+            },
+            timings,
+        ))
+    }
+
+    /// Reads the WIT version from the component's `cooperbench:agent/agent@X` export.
+    fn wit_version_of(&self, path: &Path, component: &Component) -> Result<String, PluginError> {
+        let prefix = format!("{WIT_PACKAGE}/agent@");
+        let ty = component.component_type();
+        let exports: Vec<String> = ty.exports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        let version = exports
+            .iter()
+            .find_map(|name| name.strip_prefix(&prefix).map(str::to_string));
+        let Some(version) = version else {
+            return Err(PluginError::NotAnAgent {
+                path: path.to_path_buf(),
+                exports: if exports.is_empty() { "none".into() } else { exports.join(", ") },
+            });
+        };
+        if !SUPPORTED_WIT_VERSIONS.contains(&version.as_str()) {
+            return Err(PluginError::UnsupportedWitVersion {
+                path: path.to_path_buf(),
+                found: version,
+                supported: SUPPORTED_WIT_VERSIONS.join(", "),
+            });
+        }
+        Ok(version)
+    }
+}
+
+/// Pre-linked bindings, one variant per supported WIT version.
+enum Bindings {
+    V0_1_0(v0_1_0::Pre),
+}
+
+/// A compiled, linked plugin ready to instantiate once per agent.
+pub struct LoadedPlugin {
+    pub identity: PluginIdentity,
+    engine: Engine,
+    bindings: Bindings,
+}
+
+/// The task record given to the plugin (host-side form).
+#[derive(Debug, Clone)]
+pub struct AgentTask {
+    pub agent_id: String,
+    pub teammates: Vec<String>,
+    pub setting: Setting,
+    pub feature_text: String,
+    pub max_steps: u32,
+    pub command_timeout: Duration,
+    pub git_enabled: bool,
+    pub messaging_enabled: bool,
+    pub agent_config: String,
+}
+
+/// Everything one agent instance is given by the runner.
+pub struct AgentEnv {
+    pub task: AgentTask,
+    pub sandbox: Arc<dyn Sandbox>,
+    pub llm: Box<dyn LlmSession>,
+    pub bus: MessageBus,
+    pub recorder: Recorder,
+    pub progress: Progress,
+    pub limits: PluginLimits,
+}
+
+/// How an agent's run ended (the host's view).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentStatus {
+    Submitted,
+    StepLimitReached,
+    LimitsExceeded,
+    Error,
+}
+
+impl AgentStatus {
+    /// The name used in files.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AgentStatus::Submitted => "Submitted",
+            AgentStatus::StepLimitReached => "StepLimitReached",
+            AgentStatus::LimitsExceeded => "LimitsExceeded",
+            AgentStatus::Error => "Error",
+        }
+    }
+}
+
+/// What the host knows after `run` returned (or trapped).
+#[derive(Debug)]
+pub struct AgentRun {
+    pub status: AgentStatus,
+    pub error: Option<String>,
+    pub summary: Option<String>,
+    pub steps: u32,
+    pub trajectory: Trajectory,
+    pub compute: Duration,
+    pub wall: Duration,
+}
+
+/// Per-store state: WASI (nothing granted) plus the agent's capabilities.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryCap,
+    clock: ComputeClock,
+    compute_budget: Duration,
+    agent: Option<AgentCapabilities>,
+}
+
+/// The capabilities host imports act on.
+pub(crate) struct AgentCapabilities {
+    pub(crate) task: AgentTask,
+    pub(crate) sandbox: Arc<dyn Sandbox>,
+    pub(crate) llm: Box<dyn LlmSession>,
+    pub(crate) bus: MessageBus,
+    pub(crate) recorder: Recorder,
+    pub(crate) progress: Progress,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl HostState {
+    fn new(limits: PluginLimits, agent: Option<AgentCapabilities>) -> HostState {
+        // No preopens, env, args or stdin; no sockets.
+        let wasi = WasiCtx::builder()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryCap::new(limits.memory_bytes),
+            clock: ComputeClock::default(),
+            compute_budget: limits.compute,
+            agent,
+        }
+    }
+}
+
+/// A store with the memory cap and the compute deadline installed.
+fn new_store(engine: &Engine, state: HostState) -> Store<HostState> {
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limiter);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|ctx| {
+        let state = ctx.data();
+        if state.clock.spent() > state.compute_budget {
+            Ok(wasmtime::UpdateDeadline::Interrupt)
+        } else {
+            // Yield so other agents on this worker thread keep running.
+            Ok(wasmtime::UpdateDeadline::Yield(1))
+        }
+    });
+    store
+}
+
+/// Turns a wasmtime error from a plugin call into a message a user can act on.
+fn describe_trap(state: &HostState, error: &wasmtime::Error) -> String {
+    if state.limiter.exceeded {
+        return format!(
+            "plugin exceeded its memory cap of {} MiB",
+            state.limiter.cap_bytes() >> 20
+        );
+    }
+    if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
+        if *trap == wasmtime::Trap::Interrupt {
+            return format!(
+                "plugin exceeded its compute deadline of {:.1}s (time spent in plugin code)",
+                state.compute_budget.as_secs_f64()
+            );
+        }
+    }
+    let text = format!("{error:#}");
+    let mut lines: Vec<&str> = text.lines().take(12).collect();
+    if text.lines().count() > 12 {
+        lines.push("…");
+    }
+    format!("plugin trapped: {}", lines.join("\n"))
+}
+
+impl LoadedPlugin {
+    /// Instantiates the plugin for one agent and runs it to completion. Never fails:
+    /// a trap, deadline or memory blow-up becomes status `Error` with a message.
+    pub async fn run_agent(&self, env: AgentEnv) -> AgentRun {
+        let started = Instant::now();
+        let agent_id = env.task.agent_id.clone();
+        let bus = env.bus.clone();
+        let caps = AgentCapabilities {
+            task: env.task,
+            sandbox: env.sandbox,
+            llm: env.llm,
+            bus: env.bus,
+            recorder: env.recorder,
+            progress: env.progress,
+        };
+        let mut store = new_store(&self.engine, HostState::new(env.limits, Some(caps)));
+        store.data().clock.start();
+        let result = match &self.bindings {
+            Bindings::V0_1_0(pre) => v0_1_0::run(pre, &mut store).await,
+        };
+        store.data().clock.stop();
+        bus.mark_finished(&agent_id);
+        let compute = store.data().clock.spent();
+        let (status, error, summary, steps) = match result {
+            Ok(Ok(outcome)) => (outcome.status, None, Some(outcome.summary), outcome.steps),
+            Ok(Err(plugin_error)) => (
+                AgentStatus::Error,
+                Some(format!("plugin returned an error: {plugin_error}")),
+                None,
+                0,
+            ),
+            Err(trap) => (AgentStatus::Error, Some(describe_trap(store.data(), &trap)), None, 0),
+        };
+        let state = store.into_data();
+        let recorder = match state.agent {
+            Some(caps) => caps.recorder,
+            None => Recorder::default(),
+        };
+        let steps = steps.max(recorder.llm_calls() as u32);
+        let trajectory = recorder.finish(status.as_str(), error.clone(), summary.clone());
+        AgentRun {
+            status,
+            error,
+            summary,
+            steps,
+            trajectory,
+            compute,
+            wall: started.elapsed(),
+        }
+    }
+}
+
+/// The outcome as the host understands it, independent of WIT version.
+pub(crate) struct PluginOutcome {
+    pub status: AgentStatus,
+    pub steps: u32,
+    pub summary: String,
+}

@@ -1,0 +1,317 @@
+//! The local backend: a per-agent copy of the task repo in a temp dir, commands
+//! run with `bash` under a scrubbed environment, in their own process group.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::process::Command;
+
+use super::{checked_relative_path, ExecOutput, Sandbox, SandboxError};
+
+/// Host-side cap on one command's captured output (the agent truncates further).
+pub const DEFAULT_OUTPUT_CAP: usize = 1 << 20;
+/// How long to wait for output still buffered after the command's group was killed.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
+/// Fixed identity and date make the base commit id reproducible.
+const BASE_COMMIT_ENV: [(&str, &str); 6] = [
+    ("GIT_AUTHOR_NAME", "cbench"),
+    ("GIT_AUTHOR_EMAIL", "cbench@localhost"),
+    ("GIT_COMMITTER_NAME", "cbench"),
+    ("GIT_COMMITTER_EMAIL", "cbench@localhost"),
+    ("GIT_AUTHOR_DATE", "2025-01-01T00:00:00Z"),
+    ("GIT_COMMITTER_DATE", "2025-01-01T00:00:00Z"),
+];
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SandboxError {
+    let what = what.into();
+    move |source| SandboxError::Io { what, source }
+}
+
+/// Runs git with a clean environment; returns stdout or an error carrying stderr.
+pub async fn git(repo: &Path, args: &[&str], extra_env: &[(&str, &str)]) -> Result<String, SandboxError> {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(repo)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", repo)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .envs(BASE_COMMIT_ENV)
+        .envs(extra_env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(io(format!("running git {}", args.join(" "))))?;
+    if !out.status.success() {
+        return Err(SandboxError::Command(format!(
+            "git {} failed in {}: {}",
+            args.join(" "),
+            repo.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A task repository committed once at a fixed date; sandboxes and graders copy it.
+#[derive(Debug)]
+pub struct BaseRepo {
+    /// The repository directory (has `.git`).
+    pub path: PathBuf,
+    /// The base commit id.
+    pub commit: String,
+}
+
+impl BaseRepo {
+    /// Creates a git repo in `dest` from a plain source tree with one reproducible commit.
+    pub async fn from_source_tree(source: &Path, dest: &Path) -> Result<BaseRepo, SandboxError> {
+        if !source.is_dir() {
+            return Err(SandboxError::Command(format!(
+                "task repository {} does not exist",
+                source.display()
+            )));
+        }
+        copy_tree(source, dest).await?;
+        git(dest, &["init", "-q", "-b", "main"], &[]).await?;
+        git(dest, &["add", "-A"], &[]).await?;
+        git(dest, &["commit", "-q", "--no-gpg-sign", "-m", "base"], &[]).await?;
+        let commit = git(dest, &["rev-parse", "HEAD"], &[]).await?.trim().to_string();
+        Ok(BaseRepo {
+            path: dest.to_path_buf(),
+            commit,
+        })
+    }
+
+    /// Copies the repository (with its `.git`) to `dest`.
+    pub async fn checkout_to(&self, dest: &Path) -> Result<(), SandboxError> {
+        copy_tree(&self.path, dest).await
+    }
+}
+
+/// `cp -a src/. dest`: preserves modes and symlinks, which a hand-written copy tends not to.
+pub async fn copy_tree(src: &Path, dest: &Path) -> Result<(), SandboxError> {
+    tokio::fs::create_dir_all(dest)
+        .await
+        .map_err(io(format!("creating {}", dest.display())))?;
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", src.display()))
+        .arg(dest)
+        .status()
+        .await
+        .map_err(io("running cp"))?;
+    if !status.success() {
+        return Err(SandboxError::Command(format!(
+            "copying {} to {} failed",
+            src.display(),
+            dest.display()
+        )));
+    }
+    Ok(())
+}
+
+/// One agent's local sandbox. The temp dir (repo, home, tmp) is removed on drop.
+pub struct LocalSandbox {
+    root: tempfile::TempDir,
+    base_commit: String,
+    output_cap: usize,
+    next_script: AtomicU64,
+}
+
+impl LocalSandbox {
+    /// Copies `base` into a fresh temp dir under `parent`.
+    pub async fn create(base: &BaseRepo, parent: &Path) -> Result<LocalSandbox, SandboxError> {
+        std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
+        let root = tempfile::Builder::new()
+            .prefix("sandbox-")
+            .tempdir_in(parent)
+            .map_err(io("creating sandbox dir"))?;
+        for dir in ["home", "tmp", "scripts"] {
+            std::fs::create_dir_all(root.path().join(dir)).map_err(io("creating sandbox dirs"))?;
+        }
+        base.checkout_to(&root.path().join("repo")).await?;
+        Ok(LocalSandbox {
+            root,
+            base_commit: base.commit.clone(),
+            output_cap: DEFAULT_OUTPUT_CAP,
+            next_script: AtomicU64::new(0),
+        })
+    }
+
+    /// The repository directory.
+    pub fn repo(&self) -> PathBuf {
+        self.root.path().join("repo")
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        let home = self.root.path().join("home").display().to_string();
+        let tmp = self.root.path().join("tmp").display().to_string();
+        let mut env = vec![
+            ("PATH", "/usr/local/bin:/usr/bin:/bin".to_string()),
+            ("HOME", home),
+            ("TMPDIR", tmp),
+            ("LANG", "C.UTF-8".into()),
+            ("TERM", "dumb".into()),
+            ("PAGER", "cat".into()),
+            ("GIT_PAGER", "cat".into()),
+            ("GIT_CONFIG_NOSYSTEM", "1".into()),
+            ("PYTHONDONTWRITEBYTECODE", "1".into()),
+        ];
+        env.extend(
+            BASE_COMMIT_ENV[..4]
+                .iter()
+                .map(|(k, v)| (*k, v.to_string())),
+        );
+        env
+    }
+}
+
+/// Runs a script file under bash in its own process group with a timeout; merged, capped output.
+pub async fn run_script(
+    script: &Path,
+    args: &[&str],
+    cwd: &Path,
+    env: &[(&str, String)],
+    timeout: Duration,
+    output_cap: usize,
+) -> Result<ExecOutput, SandboxError> {
+    let (reader, writer) = std::io::pipe().map_err(io("creating output pipe"))?;
+    let writer_err = writer.try_clone().map_err(io("creating output pipe"))?;
+    let mut child = Command::new("bash")
+        .arg("-l")
+        .arg(script)
+        .args(args)
+        .current_dir(cwd)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::from(writer_err))
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(io("starting bash"))?;
+    let pgid = child.id().map(|id| id as i32);
+
+    let captured = Arc::new(Mutex::new(Captured::default()));
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    {
+        let captured = captured.clone();
+        std::thread::spawn(move || {
+            drain(reader, &captured, output_cap);
+            let _ = done_tx.send(());
+        });
+    }
+
+    let (exit_code, timed_out) = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) => (status.code().unwrap_or(-1), false),
+        Ok(Err(e)) => return Err(io("waiting for command")(e)),
+        Err(_) => (-1, true),
+    };
+    // Each command is a fresh shell: whatever it left behind (background jobs,
+    // a timed-out pipeline) dies with it.
+    if let Some(pgid) = pgid {
+        kill_group(pgid);
+    }
+    if timed_out {
+        let _ = child.wait().await;
+    }
+    let _ = tokio::time::timeout(DRAIN_GRACE, done_rx).await;
+    let captured = match captured.lock() {
+        Ok(mut c) => std::mem::take(&mut *c),
+        Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+    };
+    Ok(ExecOutput {
+        exit_code,
+        output: String::from_utf8_lossy(&captured.bytes).into_owned(),
+        timed_out,
+        truncated: captured.truncated,
+    })
+}
+
+#[derive(Default)]
+struct Captured {
+    bytes: Vec<u8>,
+    truncated: bool,
+}
+
+fn drain(mut reader: std::io::PipeReader, captured: &Mutex<Captured>, cap: usize) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                let Ok(mut c) = captured.lock() else { return };
+                let room = cap.saturating_sub(c.bytes.len());
+                if n > room {
+                    c.truncated = true;
+                }
+                let keep = n.min(room);
+                c.bytes.extend_from_slice(&buf[..keep]);
+            }
+        }
+    }
+}
+
+fn kill_group(pgid: i32) {
+    // SAFETY: kill(2) with a negative pid signals a process group; no memory is touched.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+}
+
+#[async_trait]
+impl Sandbox for LocalSandbox {
+    async fn exec(&self, command: &str, timeout: Duration) -> Result<ExecOutput, SandboxError> {
+        // The command goes through a file, not argv, so its size is not limited by ARG_MAX.
+        let n = self.next_script.fetch_add(1, Ordering::Relaxed);
+        let script = self.root.path().join("scripts").join(format!("cmd-{n}.sh"));
+        tokio::fs::write(&script, command)
+            .await
+            .map_err(io("writing command script"))?;
+        let result = run_script(&script, &[], &self.repo(), &self.env(), timeout, self.output_cap).await;
+        let _ = tokio::fs::remove_file(&script).await;
+        result
+    }
+
+    async fn read_file(&self, path: &str) -> Result<Vec<u8>, SandboxError> {
+        let rel = checked_relative_path(path)?;
+        tokio::fs::read(self.repo().join(rel))
+            .await
+            .map_err(io(format!("reading {path}")))
+    }
+
+    async fn write_file(&self, path: &str, contents: &[u8]) -> Result<(), SandboxError> {
+        let full = self.repo().join(checked_relative_path(path)?);
+        if let Some(parent) = full.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(io(format!("creating parent of {path}")))?;
+        }
+        tokio::fs::write(full, contents)
+            .await
+            .map_err(io(format!("writing {path}")))
+    }
+
+    async fn diff(&self) -> Result<String, SandboxError> {
+        work_tree_diff(&self.repo(), &self.base_commit, &self.root.path().join("tmp")).await
+    }
+}
+
+/// The work tree against `base`, new files included, without touching the agent's own index.
+pub async fn work_tree_diff(repo: &Path, base: &str, scratch: &Path) -> Result<String, SandboxError> {
+    let index = tempfile::Builder::new()
+        .prefix("diff-index-")
+        .tempdir_in(scratch)
+        .map_err(io("creating scratch index"))?;
+    let index_file = index.path().join("index").display().to_string();
+    let env = [("GIT_INDEX_FILE", index_file.as_str())];
+    git(repo, &["read-tree", base], &env).await?;
+    git(repo, &["add", "-A"], &env).await?;
+    git(repo, &["diff", "--cached", "--binary", "--no-color", "--no-ext-diff", base], &env).await
+}

@@ -1,0 +1,62 @@
+//! Sandboxes: where an agent's commands run and where its patch comes from.
+
+pub mod local;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+/// Result of one command.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExecOutput {
+    /// Exit code; -1 when killed by a signal or timed out.
+    pub exit_code: i32,
+    /// stdout and stderr merged in order, capped.
+    pub output: String,
+    /// The command hit its timeout and its process group was killed.
+    pub timed_out: bool,
+    /// Output exceeded the cap and was cut.
+    pub truncated: bool,
+}
+
+/// A sandbox failure; names what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("sandbox I/O failed ({what}): {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Command(String),
+    #[error("invalid path `{0}`: must be relative and stay inside the repository")]
+    InvalidPath(String),
+}
+
+/// One agent's isolated working copy of a task repository at its base commit.
+#[async_trait]
+pub trait Sandbox: Send + Sync {
+    /// Runs `command` in a fresh bash in the repository root.
+    async fn exec(&self, command: &str, timeout: Duration) -> Result<ExecOutput, SandboxError>;
+    /// Reads a file relative to the repository root.
+    async fn read_file(&self, path: &str) -> Result<Vec<u8>, SandboxError>;
+    /// Writes a file relative to the repository root.
+    async fn write_file(&self, path: &str, contents: &[u8]) -> Result<(), SandboxError>;
+    /// The work tree's changes against the base commit, new files included (`git diff` format).
+    async fn diff(&self) -> Result<String, SandboxError>;
+}
+
+/// Rejects absolute paths and `..` so file access stays inside the repository.
+pub fn checked_relative_path(path: &str) -> Result<&std::path::Path, SandboxError> {
+    let p = std::path::Path::new(path);
+    let escapes = p.components().any(|c| {
+        !matches!(
+            c,
+            std::path::Component::Normal(_) | std::path::Component::CurDir
+        )
+    });
+    if path.is_empty() || escapes {
+        return Err(SandboxError::InvalidPath(path.to_string()));
+    }
+    Ok(p)
+}

@@ -1,0 +1,285 @@
+//! mini_swe: a mini-swe-agent style loop as a cbench plugin.
+//!
+//! Bash is the only action. Each command runs in a fresh shell in the repo.
+//! The agent submits by running a command whose first output line is the
+//! submit sentinel. Coop agents talk with `send_message <id> <<'MSG' … MSG`
+//! inside a command; the plugin lifts those out and sends them via the host.
+
+mod action;
+mod prompts;
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "agent-plugin",
+});
+
+use cooperbench::agent::llm::{self, CompletionRequest, LlmError};
+use cooperbench::agent::messaging;
+use cooperbench::agent::sandbox;
+use cooperbench::agent::trajectory;
+use cooperbench::agent::types::{
+    AgentInfo, ChatMessage, ExitStatus, Outcome, Role, Task, ToolCall, ToolDefinition,
+};
+use exports::cooperbench::agent::agent::Guest;
+
+use action::{parse_action, split_messages, Action, ActionSource};
+
+/// First output line that ends the run.
+pub const SUBMIT_SENTINEL: &str = "COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT";
+/// Observations longer than this many characters are cut.
+const OUTPUT_LIMIT_CHARS: usize = 10_000;
+/// Characters kept from each end of a cut observation.
+const OUTPUT_KEEP_CHARS: usize = 5_000;
+
+/// Plugin configuration, read from the `--agent-config` JSON text.
+#[derive(serde::Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct Config {
+    /// Step limit; defaults to the host's `limits.max-steps`.
+    step_limit: Option<u32>,
+    /// Offer the bash tool to the model (default true). Text ```bash blocks always work.
+    use_tools: Option<bool>,
+    /// Per-command timeout in milliseconds; 0 = host default.
+    command_timeout_ms: Option<u32>,
+}
+
+struct MiniSwe;
+
+impl Guest for MiniSwe {
+    fn info() -> AgentInfo {
+        AgentInfo {
+            name: "mini_swe".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+
+    fn run(task: Task) -> Result<Outcome, String> {
+        let config: Config = if task.agent_config.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_json::from_str(&task.agent_config)
+                .map_err(|e| format!("mini_swe: invalid agent config: {e}"))?
+        };
+        Agent::new(task, config).run()
+    }
+}
+
+export!(MiniSwe);
+
+struct Agent {
+    step_limit: u32,
+    tools: Vec<ToolDefinition>,
+    command_timeout_ms: u32,
+    messages: Vec<ChatMessage>,
+}
+
+fn message(role: Role, content: String) -> ChatMessage {
+    ChatMessage {
+        role,
+        content,
+        tool_calls: Vec::new(),
+        tool_call_id: None,
+    }
+}
+
+impl Agent {
+    fn new(task: Task, config: Config) -> Self {
+        let tools = if config.use_tools.unwrap_or(true) {
+            vec![prompts::bash_tool()]
+        } else {
+            Vec::new()
+        };
+        let messages = vec![
+            message(Role::System, prompts::system_prompt(&task)),
+            message(Role::User, prompts::task_prompt(&task)),
+        ];
+        Agent {
+            step_limit: config.step_limit.unwrap_or(task.limits.max_steps),
+            command_timeout_ms: config.command_timeout_ms.unwrap_or(0),
+            tools,
+            messages,
+        }
+    }
+
+    fn run(mut self) -> Result<Outcome, String> {
+        let mut steps = 0;
+        while steps < self.step_limit {
+            self.deliver_incoming_messages();
+            steps += 1;
+            let request = CompletionRequest {
+                messages: self.messages.clone(),
+                tools: self.tools.clone(),
+            };
+            let completion = match llm::complete(&request) {
+                Ok(c) => c,
+                Err(LlmError::LimitExceeded(why)) => {
+                    return Ok(Outcome {
+                        status: ExitStatus::LimitsExceeded,
+                        steps,
+                        summary: format!("stopped by the host: {why}"),
+                    })
+                }
+                Err(LlmError::Provider(why)) => return Err(format!("LLM provider failed: {why}")),
+                Err(LlmError::InvalidRequest(why)) => {
+                    return Err(format!("LLM request rejected: {why}"))
+                }
+            };
+            self.messages.push(ChatMessage {
+                role: Role::Assistant,
+                content: completion.content.clone(),
+                tool_calls: completion.tool_calls.clone(),
+                tool_call_id: None,
+            });
+            let action = match parse_action(&completion.content, &completion.tool_calls) {
+                Ok(action) => action,
+                Err(problem) => {
+                    trajectory::event("format-error", &problem);
+                    self.reply_format_error(&completion.tool_calls, &problem);
+                    continue;
+                }
+            };
+            if let Some(summary) = self.execute(&action)? {
+                return Ok(Outcome {
+                    status: ExitStatus::Submitted,
+                    steps,
+                    summary,
+                });
+            }
+        }
+        Ok(Outcome {
+            status: ExitStatus::StepLimitReached,
+            steps,
+            summary: format!("step limit of {} reached", self.step_limit),
+        })
+    }
+
+    /// Teammates' messages become user turns before each LLM call.
+    fn deliver_incoming_messages(&mut self) {
+        for m in messaging::receive() {
+            self.messages.push(message(
+                Role::User,
+                format!("[Message from {}]: {}", m.sender, m.content),
+            ));
+        }
+    }
+
+    /// Every tool call must be answered, so a format error goes to each of them.
+    fn reply_format_error(&mut self, tool_calls: &[ToolCall], problem: &str) {
+        let text = prompts::format_error(problem);
+        if tool_calls.is_empty() {
+            self.messages.push(message(Role::User, text));
+        } else {
+            for call in tool_calls {
+                self.messages.push(ChatMessage {
+                    role: Role::Tool,
+                    content: text.clone(),
+                    tool_calls: Vec::new(),
+                    tool_call_id: Some(call.id.clone()),
+                });
+            }
+        }
+    }
+
+    /// Runs one action. Returns the submission summary when the agent submitted.
+    fn execute(&mut self, action: &Action) -> Result<Option<String>, String> {
+        let (outgoing, command) = split_messages(&action.command);
+        let mut notes = Vec::new();
+        for m in &outgoing {
+            match messaging::send(&m.to, &m.body) {
+                Ok(()) => notes.push(format!("Message sent to {}.", m.to)),
+                Err(e) => notes.push(format!("Message to {} NOT sent: {}", m.to, describe(&e))),
+            }
+        }
+        let mut observation = notes.join("\n");
+        if !command.trim().is_empty() {
+            let output = match sandbox::exec(&command, self.command_timeout_ms) {
+                Ok(o) => o,
+                Err(e) => return Err(format!("sandbox failed: {}", describe_sandbox(&e))),
+            };
+            if output.exit_code == 0 && first_line_is_sentinel(&output.output) {
+                return Ok(Some(format!("submitted after running: {}", command.trim())));
+            }
+            if !observation.is_empty() {
+                observation.push('\n');
+            }
+            observation.push_str(&prompts::observation(
+                output.exit_code,
+                output.timed_out,
+                &truncate_middle(&output.output),
+            ));
+        }
+        if observation.is_empty() {
+            observation = "(nothing to run)".into();
+        }
+        self.push_observation(action, observation);
+        Ok(None)
+    }
+
+    fn push_observation(&mut self, action: &Action, observation: String) {
+        match &action.source {
+            ActionSource::ToolCall { id } => self.messages.push(ChatMessage {
+                role: Role::Tool,
+                content: observation,
+                tool_calls: Vec::new(),
+                tool_call_id: Some(id.clone()),
+            }),
+            ActionSource::TextBlock => self.messages.push(message(Role::User, observation)),
+        }
+    }
+}
+
+fn first_line_is_sentinel(output: &str) -> bool {
+    output.trim_start().lines().next().map(str::trim) == Some(SUBMIT_SENTINEL)
+}
+
+/// Keeps the first and last 5,000 characters of long output and says how many were cut.
+fn truncate_middle(output: &str) -> String {
+    let total = output.chars().count();
+    if total <= OUTPUT_LIMIT_CHARS {
+        return output.to_string();
+    }
+    let head: String = output.chars().take(OUTPUT_KEEP_CHARS).collect();
+    let tail: String = output.chars().skip(total - OUTPUT_KEEP_CHARS).collect();
+    let elided = total - 2 * OUTPUT_KEEP_CHARS;
+    format!("{head}\n<output cut: {elided} characters elided>\n{tail}")
+}
+
+fn describe(e: &messaging::MessagingError) -> String {
+    match e {
+        messaging::MessagingError::UnknownRecipient(who) => format!("no teammate named {who}"),
+        messaging::MessagingError::PeerFinished(who) => format!("{who} has already finished"),
+        messaging::MessagingError::Disabled => "messaging is disabled in this run".into(),
+    }
+}
+
+fn describe_sandbox(e: &sandbox::SandboxError) -> String {
+    match e {
+        sandbox::SandboxError::Failed(m) | sandbox::SandboxError::InvalidArgument(m) => m.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_output_is_untouched() {
+        assert_eq!(truncate_middle("abc"), "abc");
+    }
+
+    #[test]
+    fn long_output_keeps_both_ends_and_counts_the_cut() {
+        let text = "a".repeat(5_000) + &"b".repeat(2_345) + &"c".repeat(5_000);
+        let cut = truncate_middle(&text);
+        assert!(cut.starts_with(&"a".repeat(5_000)));
+        assert!(cut.ends_with(&"c".repeat(5_000)));
+        assert!(cut.contains("2345 characters elided"));
+        assert!(!cut.contains('b'));
+    }
+
+    #[test]
+    fn sentinel_must_be_the_first_line() {
+        assert!(first_line_is_sentinel("\nCOMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT\nrest"));
+        assert!(!first_line_is_sentinel("x\nCOMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"));
+    }
+}

@@ -1,0 +1,72 @@
+//! Prompt texts, in our own words.
+
+use crate::cooperbench::agent::types::{Setting, Task, ToolDefinition};
+use crate::SUBMIT_SENTINEL;
+
+/// The single tool offered to tool-calling models.
+pub fn bash_tool() -> ToolDefinition {
+    ToolDefinition {
+        name: "bash".into(),
+        description: "Run one bash command in a fresh shell at the repository root.".into(),
+        parameters_schema: r#"{"type":"object","properties":{"command":{"type":"string","description":"The bash command to run."}},"required":["command"]}"#.into(),
+    }
+}
+
+pub fn system_prompt(task: &Task) -> String {
+    let mut text = format!(
+        "You are a software engineer working in a git repository through a bash shell.\n\
+         Each reply must contain exactly one bash command: either call the `bash` tool, or write \
+         exactly one ```bash fenced block. Every command runs in a new shell at the repository \
+         root, so `cd` and variables do not carry over; chain with `&&` when needed.\n\
+         Commands have a time limit; avoid interactive programs and long-running servers.\n\
+         When the work is complete, run `echo {SUBMIT_SENTINEL}` as a command of its own. \
+         Your changes in the working tree are collected automatically; do not print a patch."
+    );
+    if task.setting == Setting::Coop {
+        let team = task.teammates.join(", ");
+        text.push_str(&format!(
+            "\n\nYou are {me}, one of a team. Your teammates ({team}) are implementing other \
+             features of the same repository in their own copies. Your changes and theirs will be \
+             merged with git, so agree on who edits which files and lines, and avoid editing the \
+             same lines.",
+            me = task.agent_id
+        ));
+        if task.messaging_enabled {
+            text.push_str(
+                "\nTo message a teammate, put this inside a bash command (it is delivered, not run):\n\
+                 send_message <teammate-id> <<'MSG'\nyour message\nMSG\n\
+                 Messages from teammates appear as `[Message from <id>]: ...`.",
+            );
+        }
+        if task.git_enabled {
+            text.push_str(
+                "\nA git remote named `team` is shared with your teammates. Push your own branch \
+                 there; to look at a teammate's work without changing yours, `git fetch team` and \
+                 then `git diff HEAD team/<teammate-id>` or `git show team/<teammate-id>:<file>`.",
+            );
+        }
+    }
+    text
+}
+
+pub fn task_prompt(task: &Task) -> String {
+    format!(
+        "Implement the following in this repository.\n\n{}\n\nStart by exploring the code.",
+        task.feature_text.trim()
+    )
+}
+
+pub fn format_error(problem: &str) -> String {
+    format!(
+        "Format error: {problem}.\nReply with exactly one bash command (one `bash` tool call, or \
+         one ```bash block). To finish, run `echo {SUBMIT_SENTINEL}`."
+    )
+}
+
+pub fn observation(exit_code: i32, timed_out: bool, output: &str) -> String {
+    if timed_out {
+        format!("The command timed out and was killed.\n<output>\n{output}\n</output>")
+    } else {
+        format!("<exit_code>{exit_code}</exit_code>\n<output>\n{output}\n</output>")
+    }
+}
