@@ -177,6 +177,11 @@ impl Dataset {
         if !root.is_dir() {
             return Err(DatasetError::Missing(root.to_path_buf()));
         }
+        // Absolute paths: test runners are started from scratch directories.
+        let root = &root.canonicalize().map_err(|source| DatasetError::Io {
+            path: root.to_path_buf(),
+            source,
+        })?;
         let mut tasks = Vec::new();
         for repo_dir in read_dir_sorted(root)? {
             let repo = file_name(&repo_dir);

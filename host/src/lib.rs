@@ -1,15 +1,16 @@
 //! cbench: a benchmark harness for cooperative coding agents whose agent
 //! frameworks are WebAssembly components.
 
-//pub mod cli;
+pub mod bench;
+pub mod cli;
 pub mod dataset;
-//pub mod eval;
+pub mod eval;
 pub mod fsutil;
 pub mod llm;
 pub mod messaging;
 pub mod plugin;
 pub mod progress;
-//pub mod report;
-//pub mod runner;
+pub mod report;
+pub mod runner;
 pub mod sandbox;
 pub mod trajectory;

@@ -315,3 +315,38 @@ pub async fn work_tree_diff(repo: &Path, base: &str, scratch: &Path) -> Result<S
     git(repo, &["add", "-A"], &env).await?;
     git(repo, &["diff", "--cached", "--binary", "--no-color", "--no-ext-diff", base], &env).await
 }
+
+/// Prepares each task's base repository once per run and shares it.
+pub struct BaseRepoCache {
+    dir: PathBuf,
+    repos: tokio::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::OnceCell<Arc<BaseRepo>>>>>,
+}
+
+impl BaseRepoCache {
+    /// Base repositories will live under `dir`.
+    pub fn new(dir: &Path) -> BaseRepoCache {
+        BaseRepoCache {
+            dir: dir.to_path_buf(),
+            repos: Default::default(),
+        }
+    }
+
+    /// The task's base repository, created on first use.
+    pub async fn get(&self, task: &crate::dataset::Task) -> Result<Arc<BaseRepo>, SandboxError> {
+        let key = format!("{}-task{}", task.repo, task.id);
+        let cell = self.repos.lock().await.entry(key.clone()).or_default().clone();
+        let dest = self.dir.join(&key);
+        cell.get_or_try_init(|| async {
+            let source = task.bundled_repo();
+            if !source.is_dir() {
+                return Err(SandboxError::Command(format!(
+                    "{} has no bundled repo/ directory; cloning upstream repositories is not supported yet",
+                    task.dir.display()
+                )));
+            }
+            BaseRepo::from_source_tree(&source, &dest).await.map(Arc::new)
+        })
+        .await
+        .cloned()
+    }
+}

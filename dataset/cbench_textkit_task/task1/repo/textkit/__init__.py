@@ -1,0 +1,1 @@
+"""textkit: small text helpers (the bundled cbench demo repository)."""

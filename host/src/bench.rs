@@ -1,0 +1,140 @@
+//! `cbench bench`: plugin load (cold and cached), instantiation, and the host
+//! round-trip of one agent step (LLM call + command + inbox check) with an
+//! instant in-memory model and sandbox, so only host + plugin overhead is timed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::cli::BenchArgs;
+use crate::llm::{bash_reply, Completion, CompletionRequest, LlmError, LlmSession, Setting, TokenUsage};
+use crate::messaging::MessageBus;
+use crate::plugin::{AgentEnv, AgentTask, PluginHost, PluginLimits};
+use crate::progress::Progress;
+use crate::sandbox::{ExecOutput, Sandbox, SandboxError};
+use crate::trajectory::Recorder;
+
+/// Answers every command instantly.
+struct InstantSandbox;
+
+#[async_trait]
+impl Sandbox for InstantSandbox {
+    async fn exec(&self, command: &str, _timeout: Duration) -> Result<ExecOutput, SandboxError> {
+        let output = if command.contains("COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT") {
+            "COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT\n".to_string()
+        } else {
+            "ok\n".to_string()
+        };
+        Ok(ExecOutput {
+            exit_code: 0,
+            output,
+            timed_out: false,
+            truncated: false,
+        })
+    }
+    async fn read_file(&self, _path: &str) -> Result<Vec<u8>, SandboxError> {
+        Ok(Vec::new())
+    }
+    async fn write_file(&self, _path: &str, _contents: &[u8]) -> Result<(), SandboxError> {
+        Ok(())
+    }
+    async fn diff(&self) -> Result<String, SandboxError> {
+        Ok(String::new())
+    }
+}
+
+/// Replies `echo step` until `steps` replies were given, then submits.
+struct CountingModel {
+    steps: u32,
+    given: u32,
+}
+
+#[async_trait]
+impl LlmSession for CountingModel {
+    async fn complete(&mut self, request: &CompletionRequest) -> Result<Completion, LlmError> {
+        self.given += 1;
+        let command = if self.given > self.steps {
+            "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT".to_string()
+        } else {
+            format!("echo step {}", self.given)
+        };
+        let (content, tool_calls) = bash_reply(request, "", &command, format!("c{}", self.given));
+        Ok(Completion {
+            content,
+            tool_calls,
+            usage: TokenUsage::default(),
+            cost_usd: Some(0.0),
+        })
+    }
+}
+
+fn median_ms(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    samples.get(samples.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Prints the measurements.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let cache_root = args.cache_dir.clone().unwrap_or_else(PluginHost::default_cache_dir);
+    // Cold: an empty cache forces a compile.
+    let cold_dir = tempfile::tempdir()?;
+    let cold_host = PluginHost::new(cold_dir.path())?;
+    let t = Instant::now();
+    cold_host.load(&args.agent).await?;
+    let cold_ms = t.elapsed().as_secs_f64() * 1e3;
+    drop(cold_host);
+
+    let host = PluginHost::new(&cache_root)?;
+    host.load(&args.agent).await?; // fill the cache
+    let mut load = Vec::new();
+    let mut instantiate = Vec::new();
+    let mut plugin = None;
+    for _ in 0..args.iterations.max(1) {
+        let (p, timings) = host.load(&args.agent).await?;
+        anyhow::ensure!(timings.from_cache, "the compiled-plugin cache in {} is not being hit", cache_root.display());
+        load.push(timings.load_ms);
+        instantiate.push(timings.info_instantiate_ms);
+        plugin = Some(p);
+    }
+    let Some(plugin) = plugin else {
+        anyhow::bail!("no iterations");
+    };
+
+    let steps = args.iterations.max(1);
+    let bus = MessageBus::new(&["agent1".into()], false);
+    let env = AgentEnv {
+        task: AgentTask {
+            agent_id: "agent1".into(),
+            teammates: Vec::new(),
+            setting: Setting::Coop,
+            feature_text: "benchmark".into(),
+            max_steps: steps + 5,
+            command_timeout: Duration::from_secs(10),
+            git_enabled: false,
+            messaging_enabled: false,
+            agent_config: String::new(),
+        },
+        sandbox: Arc::new(InstantSandbox),
+        llm: Box::new(CountingModel { steps, given: 0 }),
+        bus,
+        recorder: Recorder::new("agent1", &[1], "bench"),
+        progress: Progress::new(true),
+        limits: PluginLimits::default(),
+    };
+    let t = Instant::now();
+    let run = plugin.run_agent(env).await;
+    let per_step_us = t.elapsed().as_secs_f64() * 1e6 / f64::from(steps + 1);
+    anyhow::ensure!(run.error.is_none(), "benchmark agent failed: {:?}", run.error);
+
+    println!("plugin: {} {} ({})", plugin.identity.name, plugin.identity.version, args.agent.display());
+    println!("  compile (cold cache):        {cold_ms:9.1} ms");
+    println!("  load from compiled cache:    {:9.3} ms (median of {})", median_ms(load), args.iterations);
+    println!("  instantiate + info():        {:9.3} ms (median)", median_ms(instantiate));
+    println!(
+        "  host round-trip per step:    {per_step_us:9.1} µs ({} steps; LLM + exec + inbox, instant backends, trajectory recorded)",
+        steps + 1
+    );
+    println!("  plugin compute in that run:  {:9.1} ms", run.compute.as_secs_f64() * 1e3);
+    Ok(())
+}

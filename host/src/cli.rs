@@ -1,0 +1,305 @@
+//! Command-line arguments, and their validation into configurations before any work starts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::dataset::Selection;
+use crate::llm::Setting;
+use crate::plugin::{PluginHost, PluginLimits};
+use crate::runner::{EvalConfig, RunConfig};
+
+/// cbench: cooperative coding-agent benchmark with WebAssembly agent plugins.
+#[derive(Debug, Parser)]
+#[command(name = "cbench", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run agents on the selected pairs, then grade them.
+    Run(RunArgs),
+    /// (Re-)grade an existing run; pairs whose eval.json matches their patches are kept.
+    Eval(EvalArgs),
+    /// Measure plugin load, instantiation and host round-trips.
+    Bench(BenchArgs),
+}
+
+/// `--setting`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SettingArg {
+    Coop,
+    Solo,
+}
+
+/// Raw `cbench run` arguments.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Agent plugin (.wasm component).
+    #[arg(long, short = 'a')]
+    pub agent: PathBuf,
+    /// Model: `oracle`, or `scripted:<file>`.
+    #[arg(long, short = 'm')]
+    pub model: String,
+    /// Run name (default: <setting>-<agent>-<model>-<subset>).
+    #[arg(long, short = 'n')]
+    pub name: Option<String>,
+    /// Subset from <dataset>/subsets/<name>.json.
+    #[arg(long, short = 's')]
+    pub subset: Option<String>,
+    /// Repository (directory name, with or without `_task`).
+    #[arg(long, short = 'r')]
+    pub repo: Option<String>,
+    /// Task id (0 is a task id like any other).
+    #[arg(long, short = 't')]
+    pub task: Option<u64>,
+    /// Feature ids, e.g. `1,2`.
+    #[arg(long, short = 'f', value_delimiter = ',')]
+    pub features: Option<Vec<u32>>,
+    /// coop: one agent per feature; solo: one agent for all features.
+    #[arg(long, value_enum, default_value = "coop")]
+    pub setting: SettingArg,
+    /// Pairs run at once.
+    #[arg(long, short = 'c', default_value_t = 30)]
+    pub concurrency: usize,
+    /// Pairs graded at once.
+    #[arg(long, default_value_t = 10)]
+    pub eval_concurrency: usize,
+    /// Dataset root (env CBENCH_DATASET_DIR).
+    #[arg(long, env = "CBENCH_DATASET_DIR", default_value = "dataset")]
+    pub dataset_dir: PathBuf,
+    /// Where runs are written.
+    #[arg(long, default_value = "logs")]
+    pub log_dir: PathBuf,
+    /// Sandbox backend.
+    #[arg(long, default_value = "local")]
+    pub backend: String,
+    /// Discard an existing run of the same name and start over.
+    #[arg(long)]
+    pub force: bool,
+    /// Agents cannot message each other.
+    #[arg(long)]
+    pub no_messaging: bool,
+    /// Do not grade after the agents finish.
+    #[arg(long)]
+    pub no_auto_eval: bool,
+    /// File handed to the plugin as its configuration.
+    #[arg(long)]
+    pub agent_config: Option<PathBuf>,
+    /// LLM calls per agent.
+    #[arg(long, default_value_t = 100)]
+    pub max_steps: u32,
+    /// Default per-command timeout, seconds.
+    #[arg(long, default_value_t = 180)]
+    pub command_timeout: u64,
+    /// Timeout of one test run while grading, seconds.
+    #[arg(long, default_value_t = 900)]
+    pub test_timeout: u64,
+    /// Memory cap per plugin instance (all its memories together), MiB.
+    #[arg(long, default_value_t = 512)]
+    pub plugin_memory_mb: usize,
+    /// Time a plugin may spend computing between host calls, in total, seconds.
+    #[arg(long, default_value_t = 120.0)]
+    pub plugin_compute_secs: f64,
+    /// Compiled-plugin cache (default ~/.cache/cbench; env CBENCH_CACHE_DIR).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// No progress output.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+/// Raw `cbench eval` arguments.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Run name.
+    #[arg(long, short = 'n')]
+    pub name: String,
+    #[arg(long, default_value = "logs")]
+    pub log_dir: PathBuf,
+    /// Override the dataset directory recorded in the run's config.json.
+    #[arg(long)]
+    pub dataset_dir: Option<PathBuf>,
+    /// Re-grade every pair even when eval.json is current.
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long, default_value_t = 10)]
+    pub eval_concurrency: usize,
+    #[arg(long, default_value_t = 900)]
+    pub test_timeout: u64,
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+/// Raw `cbench bench` arguments.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Agent plugin to measure.
+    #[arg(long, short = 'a')]
+    pub agent: PathBuf,
+    /// Repetitions for each measurement.
+    #[arg(long, default_value_t = 200)]
+    pub iterations: u32,
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// A bad command line; names the flag.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("--backend {0}: not available in this build (only `local`; docker comes next)")]
+    Backend(String),
+    #[error("--agent {0}: file not found")]
+    AgentMissing(PathBuf),
+    #[error("--agent-config {path}: cannot read: {source}")]
+    AgentConfig {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("-f: give at least two feature ids (got {0:?})")]
+    Features(Vec<u32>),
+    #[error("{flag} must be greater than zero")]
+    Zero { flag: &'static str },
+    #[error("--plugin-compute-secs must be a positive number of seconds")]
+    ComputeSecs,
+    #[error("run name `{0}` may only contain letters, digits, `.`, `_` and `-`")]
+    Name(String),
+}
+
+/// `mini_swe` → `msa` (as in CooperBench's run names); other plugins keep their file stem.
+fn agent_abbreviation(agent: &std::path::Path) -> String {
+    let stem = agent
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "agent".into());
+    match stem.as_str() {
+        "mini_swe" | "mini_swe_agent" => "msa".into(),
+        _ => stem,
+    }
+}
+
+fn sanitize(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '-' })
+        .collect()
+}
+
+impl RunArgs {
+    /// Validates the arguments into a run configuration.
+    pub fn validate(self) -> Result<RunConfig, CliError> {
+        if self.backend != "local" {
+            return Err(CliError::Backend(self.backend));
+        }
+        if !self.agent.is_file() {
+            return Err(CliError::AgentMissing(self.agent));
+        }
+        if let Some(f) = &self.features {
+            if f.len() < 2 {
+                return Err(CliError::Features(f.clone()));
+            }
+        }
+        for (flag, value) in [
+            ("-c/--concurrency", self.concurrency as u64),
+            ("--eval-concurrency", self.eval_concurrency as u64),
+            ("--max-steps", self.max_steps.into()),
+            ("--command-timeout", self.command_timeout),
+            ("--test-timeout", self.test_timeout),
+            ("--plugin-memory-mb", self.plugin_memory_mb as u64),
+        ] {
+            if value == 0 {
+                return Err(CliError::Zero { flag });
+            }
+        }
+        if !(self.plugin_compute_secs.is_finite() && self.plugin_compute_secs > 0.0) {
+            return Err(CliError::ComputeSecs);
+        }
+        let agent_config = match self.agent_config {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|source| CliError::AgentConfig { path: path.clone(), source })?;
+                Some((path, text))
+            }
+            None => None,
+        };
+        let setting = match self.setting {
+            SettingArg::Coop => Setting::Coop,
+            SettingArg::Solo => Setting::Solo,
+        };
+        let name = match self.name {
+            Some(n) => {
+                if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) || n.starts_with('.') {
+                    return Err(CliError::Name(n));
+                }
+                n
+            }
+            None => format!(
+                "{setting}-{}-{}-{}",
+                agent_abbreviation(&self.agent),
+                sanitize(&self.model),
+                self.subset.as_deref().map(sanitize).unwrap_or_else(|| "full".into())
+            ),
+        };
+        Ok(RunConfig {
+            name,
+            agent: self.agent,
+            model: self.model,
+            setting,
+            selection: Selection {
+                subset: self.subset,
+                repo: self.repo,
+                task: self.task,
+                features: self.features,
+            },
+            concurrency: self.concurrency,
+            eval_concurrency: self.eval_concurrency,
+            dataset_dir: self.dataset_dir,
+            log_dir: self.log_dir,
+            force: self.force,
+            messaging: !self.no_messaging,
+            auto_eval: !self.no_auto_eval,
+            agent_config,
+            max_steps: self.max_steps,
+            command_timeout: Duration::from_secs(self.command_timeout),
+            test_timeout: Duration::from_secs(self.test_timeout),
+            plugin_limits: PluginLimits {
+                memory_bytes: self.plugin_memory_mb << 20,
+                compute: Duration::from_secs_f64(self.plugin_compute_secs),
+            },
+            cache_dir: self.cache_dir.unwrap_or_else(PluginHost::default_cache_dir),
+            quiet: self.quiet,
+        })
+    }
+}
+
+impl EvalArgs {
+    /// Validates the arguments into an eval configuration.
+    pub fn validate(self) -> Result<EvalConfig, CliError> {
+        if self.eval_concurrency == 0 {
+            return Err(CliError::Zero { flag: "--eval-concurrency" });
+        }
+        Ok(EvalConfig {
+            name: self.name,
+            log_dir: self.log_dir,
+            dataset_dir: self.dataset_dir,
+            force: self.force,
+            eval_concurrency: self.eval_concurrency,
+            test_timeout: Duration::from_secs(self.test_timeout),
+            quiet: self.quiet,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_names_follow_the_documented_pattern() {
+        assert_eq!(agent_abbreviation(std::path::Path::new("plugins/mini_swe.wasm")), "msa");
+        assert_eq!(sanitize("openai/gpt-4o"), "openai-gpt-4o");
+    }
+}

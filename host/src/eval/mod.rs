@@ -1,0 +1,340 @@
+//! Grading (first cut; see docs/grading.md): each agent's patch alone against its
+//! own features' tests, then the merged tree against every feature's tests.
+
+pub mod merge;
+pub mod parse;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::dataset::{Feature, Pair};
+use crate::llm::Setting;
+use crate::sandbox::local::{run_script, BaseRepo};
+use crate::sandbox::SandboxError;
+use merge::{merge_patches, MergeStrategy};
+
+/// Version of the grading procedure; part of the input hash so a changed
+/// procedure re-grades old runs.
+const GRADING_VERSION: &str = "cbench-grading-1/union";
+/// Output kept from one test run.
+const TEST_OUTPUT_CAP: usize = 4 << 20;
+
+/// A grading failure that is the harness's fault (not the agents').
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("grading {pair}: {source}")]
+    Sandbox { pair: String, source: SandboxError },
+    #[error("grading {pair}: cannot read {path}: {source}")]
+    Read {
+        pair: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("grading {pair}: {source}")]
+    Write {
+        pair: String,
+        source: crate::fsutil::FsError,
+    },
+}
+
+/// One feature's hidden tests on one tree.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FeatureGrade {
+    pub feature_id: u32,
+    pub tests_passed: u32,
+    pub tests_failed: u32,
+    pub success: bool,
+    pub exit_code: i32,
+    pub error: Option<String>,
+    /// Runner output, relative to the pair directory.
+    pub log: String,
+}
+
+/// An agent's patch alone, against its own features' tests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentGrade {
+    pub tests_passed: u32,
+    pub tests_failed: u32,
+    pub success: bool,
+    pub error: Option<String>,
+    pub feature_ids: Vec<u32>,
+    pub features: Vec<FeatureGrade>,
+}
+
+/// The merged tree against every feature's tests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MergedGrade {
+    pub tests_passed: u32,
+    pub tests_failed: u32,
+    pub success: bool,
+    /// The naive merge conflicted.
+    pub merge_conflict: bool,
+    pub merge_strategy: MergeStrategy,
+    pub error: Option<String>,
+    pub features: Vec<FeatureGrade>,
+}
+
+/// eval.json: CooperBench's shape (`agent1`, `agent2`, `merged`, `overall_success`) plus extras.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub setting: Setting,
+    pub feature_ids: Vec<u32>,
+    /// `agent1`, `agent2`, … (coop) or `solo`.
+    #[serde(flatten)]
+    pub agents: BTreeMap<String, AgentGrade>,
+    /// Absent in solo (one patch, nothing to merge).
+    pub merged: Option<MergedGrade>,
+    /// Every agent succeeded alone and the merged tree passed every feature's tests.
+    pub overall_success: bool,
+    pub merge_strategy: Option<MergeStrategy>,
+    /// Hash of patches, tests, runner and procedure; a mismatch means re-grade.
+    pub inputs_sha256: String,
+    pub evaluated_at: String,
+    pub duration_s: f64,
+}
+
+/// One agent's patch as graded.
+#[derive(Debug, Clone)]
+pub struct GradedPatch {
+    pub agent_id: String,
+    pub feature_ids: Vec<u32>,
+    pub patch: String,
+}
+
+/// Hash of everything a grade depends on.
+pub fn inputs_hash(pair: &Pair, setting: Setting, patches: &[GradedPatch]) -> Result<String, EvalError> {
+    let mut h = Sha256::new();
+    h.update(GRADING_VERSION);
+    h.update(setting.to_string());
+    let read = |path: PathBuf| {
+        std::fs::read(&path).map_err(|source| EvalError::Read {
+            pair: pair_label(pair),
+            path,
+            source,
+        })
+    };
+    h.update(read(pair.task.test_runner())?);
+    for f in pair.feature_records() {
+        h.update(f.id.to_le_bytes());
+        h.update(read(f.tests_patch_path())?);
+    }
+    for p in patches {
+        h.update(p.agent_id.as_bytes());
+        h.update((p.patch.len() as u64).to_le_bytes());
+        h.update(p.patch.as_bytes());
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn pair_label(pair: &Pair) -> String {
+    format!("{} {}", pair.task.label(), pair.dir_name())
+}
+
+/// Grades pairs against a base repository in scratch space.
+pub struct Grader {
+    pub test_timeout: Duration,
+}
+
+impl Grader {
+    /// Grades one pair and returns eval.json's content; runner logs go to `pair_dir/eval_logs`.
+    pub async fn grade(
+        &self,
+        pair: &Pair,
+        setting: Setting,
+        base: &BaseRepo,
+        scratch_parent: &Path,
+        pair_dir: &Path,
+        patches: &[GradedPatch],
+    ) -> Result<EvalReport, EvalError> {
+        let started = Instant::now();
+        let label = pair_label(pair);
+        let sandbox_err = |source| EvalError::Sandbox {
+            pair: label.clone(),
+            source,
+        };
+        let inputs_sha256 = inputs_hash(pair, setting, patches)?;
+        std::fs::create_dir_all(scratch_parent).map_err(|e| sandbox_err(SandboxError::Io {
+            what: format!("creating {}", scratch_parent.display()),
+            source: e,
+        }))?;
+        let scratch = tempfile::Builder::new()
+            .prefix("grade-")
+            .tempdir_in(scratch_parent)
+            .map_err(|e| sandbox_err(SandboxError::Io {
+                what: "creating grading scratch dir".into(),
+                source: e,
+            }))?;
+        let features = pair.feature_records();
+
+        let mut agents = BTreeMap::new();
+        for p in patches {
+            let patch_file = scratch.path().join(format!("{}.patch", p.agent_id));
+            write_patch(&patch_file, &p.patch).map_err(&sandbox_err)?;
+            let mut grades = Vec::new();
+            for f in features.iter().filter(|f| p.feature_ids.contains(&f.id)) {
+                let name = format!("{}_feature{}", p.agent_id, f.id);
+                grades.push(
+                    self.run_tests(pair, base, scratch.path(), pair_dir, f, &patch_file, &name)
+                        .await?,
+                );
+            }
+            agents.insert(p.agent_id.clone(), summarize_agent(&p.feature_ids, grades));
+        }
+
+        let merged = if setting == Setting::Coop {
+            let inputs: Vec<(String, String)> = patches
+                .iter()
+                .map(|p| (p.agent_id.clone(), p.patch.clone()))
+                .collect();
+            let outcome = merge_patches(base, scratch.path(), &inputs)
+                .await
+                .map_err(&sandbox_err)?;
+            let mut grades = Vec::new();
+            if outcome.strategy != MergeStrategy::Failed {
+                let merged_file = scratch.path().join("merged.patch");
+                write_patch(&merged_file, &outcome.diff).map_err(&sandbox_err)?;
+                for f in &features {
+                    let name = format!("merged_feature{}", f.id);
+                    grades.push(
+                        self.run_tests(pair, base, scratch.path(), pair_dir, f, &merged_file, &name)
+                            .await?,
+                    );
+                }
+                crate::fsutil::write_atomic(&pair_dir.join("merged.diff"), outcome.diff.as_bytes())
+                    .map_err(|source| EvalError::Write {
+                        pair: label.clone(),
+                        source,
+                    })?;
+            }
+            let passed: u32 = grades.iter().map(|g| g.tests_passed).sum();
+            let failed: u32 = grades.iter().map(|g| g.tests_failed).sum();
+            let all_pass = !grades.is_empty() && grades.iter().all(|g| g.success);
+            Some(MergedGrade {
+                tests_passed: passed,
+                tests_failed: failed,
+                success: outcome.strategy != MergeStrategy::Failed && all_pass,
+                merge_conflict: outcome.conflict,
+                merge_strategy: outcome.strategy,
+                error: outcome.error,
+                features: grades,
+            })
+        } else {
+            None
+        };
+
+        let agents_ok = !agents.is_empty() && agents.values().all(|a: &AgentGrade| a.success);
+        let overall_success = agents_ok && merged.as_ref().is_none_or(|m| m.success);
+        Ok(EvalReport {
+            setting,
+            feature_ids: pair.features.clone(),
+            merge_strategy: merged.as_ref().map(|m| m.merge_strategy),
+            agents,
+            merged,
+            overall_success,
+            inputs_sha256,
+            evaluated_at: crate::trajectory::now_rfc3339(),
+            duration_s: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Runs the task's runner with `feature`'s tests on a fresh copy of the base plus `patch`.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_tests(
+        &self,
+        pair: &Pair,
+        base: &BaseRepo,
+        scratch: &Path,
+        pair_dir: &Path,
+        feature: &Feature,
+        patch: &Path,
+        name: &str,
+    ) -> Result<FeatureGrade, EvalError> {
+        let label = pair_label(pair);
+        let sandbox_err = |source| EvalError::Sandbox {
+            pair: label.clone(),
+            source,
+        };
+        let repo = scratch.join(format!("tree-{name}"));
+        base.checkout_to(&repo).await.map_err(&sandbox_err)?;
+        let home = scratch.join("home");
+        std::fs::create_dir_all(&home).map_err(|e| sandbox_err(SandboxError::Io {
+            what: "creating grader home".into(),
+            source: e,
+        }))?;
+        let repo_arg = repo.display().to_string();
+        let tests_arg = feature.tests_patch_path().display().to_string();
+        let patch_arg = patch.display().to_string();
+        let mut args = vec![repo_arg.as_str(), tests_arg.as_str()];
+        let patch_is_empty = std::fs::metadata(patch).map(|m| m.len() == 0).unwrap_or(true);
+        if !patch_is_empty {
+            args.push(&patch_arg);
+        }
+        let env = vec![
+            ("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())),
+            ("HOME", home.display().to_string()),
+            ("LANG", "C.UTF-8".to_string()),
+            ("PYTHONDONTWRITEBYTECODE", "1".to_string()),
+        ];
+        let out = run_script(
+            &pair.task.test_runner(),
+            &args,
+            scratch,
+            &env,
+            self.test_timeout,
+            TEST_OUTPUT_CAP,
+        )
+        .await
+        .map_err(&sandbox_err)?;
+        let _ = tokio::fs::remove_dir_all(&repo).await;
+        let log = format!("eval_logs/{name}.log");
+        crate::fsutil::write_atomic(&pair_dir.join(&log), out.output.as_bytes()).map_err(|source| {
+            EvalError::Write {
+                pair: label.clone(),
+                source,
+            }
+        })?;
+        let counts = parse::parse_test_output(&out.output);
+        let (passed, failed) = counts.map(|c| (c.passed, c.failed)).unwrap_or((0, 0));
+        let error = if out.timed_out {
+            Some(format!("tests timed out after {}s", self.test_timeout.as_secs()))
+        } else if counts.is_none() {
+            Some(format!(
+                "test runner exited with code {} without a test summary (see {log})",
+                out.exit_code
+            ))
+        } else {
+            None
+        };
+        Ok(FeatureGrade {
+            feature_id: feature.id,
+            tests_passed: passed,
+            tests_failed: failed,
+            success: out.exit_code == 0 && !out.timed_out && passed >= 1,
+            exit_code: out.exit_code,
+            error,
+            log,
+        })
+    }
+}
+
+fn write_patch(path: &Path, patch: &str) -> Result<(), SandboxError> {
+    std::fs::write(path, patch).map_err(|source| SandboxError::Io {
+        what: format!("writing {}", path.display()),
+        source,
+    })
+}
+
+fn summarize_agent(feature_ids: &[u32], grades: Vec<FeatureGrade>) -> AgentGrade {
+    AgentGrade {
+        tests_passed: grades.iter().map(|g| g.tests_passed).sum(),
+        tests_failed: grades.iter().map(|g| g.tests_failed).sum(),
+        success: !grades.is_empty() && grades.iter().all(|g| g.success),
+        error: grades.iter().find_map(|g| g.error.clone()),
+        feature_ids: feature_ids.to_vec(),
+        features: grades,
+    }
+}

@@ -1,0 +1,669 @@
+//! Orchestration: run every selected pair (coop or solo) with the plugin, write
+//! the logs, grade, and summarise. Pairs already complete on disk are resumed.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use crate::dataset::{Dataset, DatasetError, Pair, Selection};
+use crate::eval::{inputs_hash, EvalReport, GradedPatch, Grader};
+use crate::fsutil::{read_json, sha256_hex, write_atomic, write_json_atomic, FsError};
+use crate::llm::{self, AgentBrief, FeatureBrief, Model, ModelError, Setting};
+use crate::messaging::MessageBus;
+use crate::plugin::{
+    AgentEnv, AgentRun, AgentStatus, AgentTask, LoadedPlugin, PluginError, PluginHost,
+    PluginIdentity, PluginLimits,
+};
+use crate::progress::{human_duration, Progress};
+use crate::report::{summarize, RunSummary};
+use crate::sandbox::local::{BaseRepoCache, LocalSandbox};
+use crate::sandbox::Sandbox;
+use crate::trajectory::{now_rfc3339, Recorder, TokenTotals};
+
+/// A validated `cbench run` configuration.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub name: String,
+    pub agent: PathBuf,
+    pub model: String,
+    pub setting: Setting,
+    pub selection: Selection,
+    pub concurrency: usize,
+    pub eval_concurrency: usize,
+    pub dataset_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub force: bool,
+    pub messaging: bool,
+    pub auto_eval: bool,
+    /// The `--agent-config` file and its text.
+    pub agent_config: Option<(PathBuf, String)>,
+    pub max_steps: u32,
+    pub command_timeout: Duration,
+    pub test_timeout: Duration,
+    pub plugin_limits: PluginLimits,
+    pub cache_dir: PathBuf,
+    pub quiet: bool,
+}
+
+/// A run-level failure (the run could not start or its results could not be written).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error("run `{name}` already exists in {dir} with a different {what} ({old} → {new}); use --force to start over or -n for a new name")]
+    ConfigMismatch {
+        name: String,
+        dir: PathBuf,
+        what: &'static str,
+        old: String,
+        new: String,
+    },
+    #[error("run `{name}` not found: {path} does not exist")]
+    UnknownRun { name: String, path: PathBuf },
+    #[error("cannot prepare run directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// config.json: what the run was asked to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub name: String,
+    pub setting: Setting,
+    pub model: String,
+    pub agent: PluginIdentity,
+    pub dataset_dir: String,
+    pub subset: Option<String>,
+    pub repo: Option<String>,
+    pub task: Option<u64>,
+    pub features: Option<Vec<u32>>,
+    pub backend: String,
+    pub concurrency: usize,
+    pub eval_concurrency: usize,
+    pub messaging: bool,
+    pub auto_eval: bool,
+    pub agent_config: Option<String>,
+    pub max_steps: u32,
+    pub command_timeout_s: f64,
+    pub plugin_memory_mb: usize,
+    pub plugin_compute_s: f64,
+    pub merge_policy: String,
+    pub created_at: String,
+    pub cbench_version: String,
+}
+
+/// One agent's line in result.json.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub agent_id: String,
+    pub feature_ids: Vec<u32>,
+    pub status: AgentStatus,
+    pub error: Option<String>,
+    pub summary: Option<String>,
+    pub steps: u32,
+    pub token_usage: TokenTotals,
+    pub cost_usd: Option<f64>,
+    pub wall_s: f64,
+    pub plugin_compute_s: f64,
+    pub patch_sha256: String,
+    pub patch_bytes: usize,
+}
+
+/// result.json: the per-pair record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PairRecord {
+    pub run_name: String,
+    pub repo: String,
+    pub task_id: u64,
+    pub features: Vec<u32>,
+    pub setting: Setting,
+    pub model: String,
+    pub plugin: PluginIdentity,
+    pub agents: Vec<AgentRecord>,
+    pub messages: usize,
+    pub started_at: String,
+    pub finished_at: String,
+    pub duration_s: f64,
+}
+
+/// What happened to one pair in this invocation.
+#[derive(Debug, Clone)]
+pub struct PairResult {
+    pub pair_dir: PathBuf,
+    pub record: Option<PairRecord>,
+    pub eval: Option<EvalReport>,
+    /// A harness failure: the pair was not run or not graded.
+    pub infra_error: Option<String>,
+}
+
+struct RunContext {
+    cfg: RunConfig,
+    run_dir: PathBuf,
+    work_dir: tempfile::TempDir,
+    plugin: LoadedPlugin,
+    model: Arc<dyn Model>,
+    bases: BaseRepoCache,
+    grader: Grader,
+    progress: Progress,
+    agent_slots: Semaphore,
+    eval_slots: Semaphore,
+    started: AtomicUsize,
+    total: usize,
+}
+
+fn run_dir_io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
+    move |source| RunError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Runs the benchmark described by `cfg`.
+pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
+    let started = Instant::now();
+    let progress = Progress::new(cfg.quiet);
+    let dataset = Dataset::discover(&cfg.dataset_dir)?;
+    let pairs = dataset.select(&cfg.selection)?;
+    let model = llm::resolve(&cfg.model)?;
+    let host = PluginHost::new(&cfg.cache_dir)?;
+    let (plugin, timings) = host.load(&cfg.agent).await?;
+    tracing::info!(
+        from_cache = timings.from_cache,
+        load_ms = timings.load_ms,
+        "loaded plugin {} {}",
+        plugin.identity.name,
+        plugin.identity.version
+    );
+
+    let run_dir = cfg.log_dir.join(&cfg.name);
+    let record = run_record(&cfg, &plugin.identity);
+    prepare_run_dir(&cfg, &run_dir, &record)?;
+    let work_dir = tempfile::Builder::new()
+        .prefix(&format!("cbench-{}-", cfg.name))
+        .tempdir()
+        .map_err(run_dir_io(&std::env::temp_dir()))?;
+
+    progress.line(&format!(
+        "cbench run: {name}\n  setting: {setting} · model: {model} · agent: {agent} {version} (sha256 {sha}…) · backend: local\n  tasks: {tasks} · pairs: {pairs} · concurrency: {c}",
+        name = cfg.name,
+        setting = cfg.setting,
+        model = cfg.model,
+        agent = plugin.identity.name,
+        version = plugin.identity.version,
+        sha = &plugin.identity.sha256[..12],
+        tasks = count_tasks(&pairs),
+        pairs = pairs.len(),
+        c = cfg.concurrency,
+    ));
+
+    let ctx = Arc::new(RunContext {
+        bases: BaseRepoCache::new(&work_dir.path().join("bases")),
+        grader: Grader {
+            test_timeout: cfg.test_timeout,
+        },
+        agent_slots: Semaphore::new(cfg.concurrency.max(1)),
+        eval_slots: Semaphore::new(cfg.eval_concurrency.max(1)),
+        started: AtomicUsize::new(0),
+        total: pairs.len(),
+        cfg,
+        run_dir: run_dir.clone(),
+        work_dir,
+        plugin,
+        model,
+        progress,
+    });
+    let mut set = tokio::task::JoinSet::new();
+    for (i, pair) in pairs.into_iter().enumerate() {
+        let ctx = ctx.clone();
+        set.spawn(async move { (i, run_pair(&ctx, pair).await) });
+    }
+    let mut results = collect(set).await;
+    results.sort_by_key(|(i, _)| *i);
+    let results: Vec<PairResult> = results.into_iter().map(|(_, r)| r).collect();
+    let summary = summarize(&ctx.cfg.name, &results, started.elapsed(), ctx.cfg.auto_eval);
+    write_json_atomic(&run_dir.join("summary.json"), &summary)?;
+    summary.print(&ctx.progress);
+    Ok(summary)
+}
+
+async fn collect(mut set: tokio::task::JoinSet<(usize, PairResult)>) -> Vec<(usize, PairResult)> {
+    let mut results = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok(r) => results.push(r),
+            Err(e) => tracing::error!("a pair task failed: {e}"),
+        }
+    }
+    results
+}
+
+fn count_tasks(pairs: &[Pair]) -> usize {
+    let mut tasks: Vec<(&str, u64)> = pairs.iter().map(|p| (p.task.repo.as_str(), p.task.id)).collect();
+    tasks.sort_unstable();
+    tasks.dedup();
+    tasks.len()
+}
+
+fn run_record(cfg: &RunConfig, plugin: &PluginIdentity) -> RunRecord {
+    RunRecord {
+        name: cfg.name.clone(),
+        setting: cfg.setting,
+        model: cfg.model.clone(),
+        agent: plugin.clone(),
+        dataset_dir: cfg.dataset_dir.display().to_string(),
+        subset: cfg.selection.subset.clone(),
+        repo: cfg.selection.repo.clone(),
+        task: cfg.selection.task,
+        features: cfg.selection.features.clone(),
+        backend: "local".into(),
+        concurrency: cfg.concurrency,
+        eval_concurrency: cfg.eval_concurrency,
+        messaging: cfg.messaging,
+        auto_eval: cfg.auto_eval,
+        agent_config: cfg.agent_config.as_ref().map(|(p, _)| p.display().to_string()),
+        max_steps: cfg.max_steps,
+        command_timeout_s: cfg.command_timeout.as_secs_f64(),
+        plugin_memory_mb: cfg.plugin_limits.memory_bytes >> 20,
+        plugin_compute_s: cfg.plugin_limits.compute.as_secs_f64(),
+        merge_policy: "union".into(),
+        created_at: now_rfc3339(),
+        cbench_version: env!("CARGO_PKG_VERSION").into(),
+    }
+}
+
+/// Refuses to mix results of different configurations under one name (unless --force).
+fn prepare_run_dir(cfg: &RunConfig, run_dir: &Path, record: &RunRecord) -> Result<(), RunError> {
+    let config_path = run_dir.join("config.json");
+    if config_path.exists() {
+        if cfg.force {
+            std::fs::remove_dir_all(run_dir).map_err(run_dir_io(run_dir))?;
+        } else {
+            let old: RunRecord = read_json(&config_path)?;
+            let checks: [(&'static str, String, String); 3] = [
+                ("setting", old.setting.to_string(), record.setting.to_string()),
+                ("model", old.model.clone(), record.model.clone()),
+                ("agent plugin", old.agent.sha256.clone(), record.agent.sha256.clone()),
+            ];
+            for (what, old, new) in checks {
+                if old != new {
+                    return Err(RunError::ConfigMismatch {
+                        name: cfg.name.clone(),
+                        dir: run_dir.to_path_buf(),
+                        what,
+                        old,
+                        new,
+                    });
+                }
+            }
+        }
+    }
+    std::fs::create_dir_all(run_dir).map_err(run_dir_io(run_dir))?;
+    write_json_atomic(&config_path, record)?;
+    Ok(())
+}
+
+/// Agent ids in order: `agent1..N` (coop) or `solo`.
+fn agent_ids(setting: Setting, n: usize) -> Vec<String> {
+    match setting {
+        Setting::Solo => vec!["solo".into()],
+        Setting::Coop => (1..=n).map(|k| format!("agent{k}")).collect(),
+    }
+}
+
+/// Feature ids each agent works on, aligned with `agent_ids`.
+fn agent_features(setting: Setting, pair: &Pair) -> Vec<Vec<u32>> {
+    match setting {
+        Setting::Solo => vec![pair.features.clone()],
+        Setting::Coop => pair.features.iter().map(|f| vec![*f]).collect(),
+    }
+}
+
+async fn run_pair(ctx: &RunContext, pair: Pair) -> PairResult {
+    let pair_dir = pair.log_dir(&ctx.run_dir);
+    let slot = ctx.agent_slots.acquire().await;
+    let i = ctx.started.fetch_add(1, Ordering::Relaxed) + 1;
+    let started = Instant::now();
+    let resumed = read_json::<PairRecord>(&pair_dir.join("result.json")).ok();
+    ctx.progress.line(&format!(
+        "[Task {i}/{total}] {label} {features}{note}",
+        total = ctx.total,
+        label = pair.task.label(),
+        features = pair.dir_name(),
+        note = if resumed.is_some() { " (agents already ran; resuming)" } else { "" },
+    ));
+    let record = match resumed {
+        Some(r) => r,
+        None => match run_agents(ctx, &pair, &pair_dir).await {
+            Ok(r) => r,
+            Err(e) => {
+                ctx.progress.line(&format!("  ✗ Failed: {e}"));
+                return PairResult {
+                    pair_dir,
+                    record: None,
+                    eval: None,
+                    infra_error: Some(e),
+                };
+            }
+        },
+    };
+    drop(slot);
+    let mut result = PairResult {
+        pair_dir: pair_dir.clone(),
+        record: Some(record),
+        eval: None,
+        infra_error: None,
+    };
+    if ctx.cfg.auto_eval {
+        let _eval_slot = ctx.eval_slots.acquire().await;
+        match grade_pair_dir(ctx, &pair, &pair_dir, false).await {
+            Ok(report) => result.eval = Some(report),
+            Err(e) => result.infra_error = Some(e),
+        }
+    }
+    let verdict = match (&result.eval, &result.infra_error) {
+        (_, Some(e)) => format!("✗ Grading failed: {e}"),
+        (Some(ev), None) => format!(
+            "✓ Complete in {} — {}{}",
+            human_duration(started.elapsed()),
+            if ev.overall_success { "success" } else { "failed" },
+            ev.merge_strategy
+                .map(|s| format!(" (merge: {})", serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()))
+                .unwrap_or_default()
+        ),
+        (None, None) => format!("✓ Complete in {} (not graded)", human_duration(started.elapsed())),
+    };
+    ctx.progress.line(&format!("  {} {}: {verdict}", pair.task.label(), pair.dir_name()));
+    result
+}
+
+/// Runs the agents of one pair and writes their trajectories, patches, conversation and result.json.
+async fn run_agents(ctx: &RunContext, pair: &Pair, pair_dir: &Path) -> Result<PairRecord, String> {
+    let started_at = now_rfc3339();
+    let started = Instant::now();
+    let setting = ctx.cfg.setting;
+    let features = pair.feature_records();
+    let ids = agent_ids(setting, features.len());
+    let per_agent = agent_features(setting, pair);
+    let base = ctx
+        .bases
+        .get(&pair.task)
+        .await
+        .map_err(|e| format!("preparing {}: {e}", pair.task.label()))?;
+    let bus = MessageBus::new(&ids, ctx.cfg.messaging && setting == Setting::Coop);
+    let _ = std::fs::remove_dir_all(pair_dir);
+
+    let mut running = Vec::new();
+    for (agent_id, feature_ids) in ids.iter().zip(&per_agent) {
+        let sandbox = LocalSandbox::create(&base, &ctx.work_dir.path().join("sandboxes"))
+            .await
+            .map_err(|e| format!("creating the sandbox of {agent_id}: {e}"))?;
+        let sandbox: Arc<dyn Sandbox> = Arc::new(sandbox);
+        let mut briefs = Vec::new();
+        let mut texts = Vec::new();
+        for id in feature_ids {
+            let Some(f) = pair.task.feature(*id) else {
+                return Err(format!("feature {id} vanished from {}", pair.task.dir.display()));
+            };
+            let read = |p: PathBuf| std::fs::read_to_string(&p).map_err(|e| format!("reading {}: {e}", p.display()));
+            texts.push((f.id, read(f.description_path())?));
+            briefs.push(FeatureBrief {
+                id: f.id,
+                gold_patch: read(f.gold_patch_path())?,
+            });
+        }
+        let feature_text = match setting {
+            Setting::Coop => texts.first().map(|(_, t)| t.clone()).unwrap_or_default(),
+            Setting::Solo => texts
+                .iter()
+                .map(|(id, t)| format!("## Feature {id}\n\n{}", t.trim()))
+                .collect::<Vec<_>>()
+                .join("\n\n---\n\n"),
+        };
+        let teammates: Vec<String> = ids.iter().filter(|x| *x != agent_id).cloned().collect();
+        let brief = AgentBrief {
+            agent_id: agent_id.clone(),
+            teammates: teammates.clone(),
+            setting,
+            features: briefs,
+            messaging_enabled: bus.enabled(),
+        };
+        let env = AgentEnv {
+            task: AgentTask {
+                agent_id: agent_id.clone(),
+                teammates,
+                setting,
+                feature_text,
+                max_steps: ctx.cfg.max_steps,
+                command_timeout: ctx.cfg.command_timeout,
+                git_enabled: false,
+                messaging_enabled: bus.enabled(),
+                agent_config: ctx.cfg.agent_config.as_ref().map(|(_, t)| t.clone()).unwrap_or_default(),
+            },
+            sandbox: sandbox.clone(),
+            llm: ctx.model.session(&brief),
+            bus: bus.clone(),
+            recorder: Recorder::new(agent_id, feature_ids, &ctx.cfg.model),
+            progress: ctx.progress,
+            limits: ctx.cfg.plugin_limits,
+        };
+        running.push((agent_id.clone(), feature_ids.clone(), sandbox, ctx.plugin.run_agent(env)));
+    }
+    // All agents run concurrently within this pair's task.
+    let (meta, futures): (Vec<_>, Vec<_>) = running
+        .into_iter()
+        .map(|(id, f, s, fut)| ((id, f, s), fut))
+        .unzip();
+    let runs: Vec<AgentRun> = join_all(futures).await;
+
+    let mut agents = Vec::new();
+    for ((agent_id, feature_ids, sandbox), run) in meta.into_iter().zip(runs) {
+        let patch = sandbox
+            .diff()
+            .await
+            .map_err(|e| format!("computing the patch of {agent_id}: {e}"))?;
+        let dir = pair_dir.join(&agent_id);
+        write_atomic(&dir.join("patch.diff"), patch.as_bytes()).map_err(|e| e.to_string())?;
+        write_json_atomic(&dir.join("trajectory.json"), &run.trajectory).map_err(|e| e.to_string())?;
+        if let Some(err) = &run.error {
+            ctx.progress.line(&format!("  {agent_id} ended with an error: {err}"));
+        }
+        agents.push(AgentRecord {
+            agent_id,
+            feature_ids,
+            status: run.status,
+            error: run.error,
+            summary: run.summary,
+            steps: run.steps,
+            token_usage: run.trajectory.token_usage.clone(),
+            cost_usd: run.trajectory.cost_usd,
+            wall_s: run.wall.as_secs_f64(),
+            plugin_compute_s: run.compute.as_secs_f64(),
+            patch_sha256: sha256_hex(patch.as_bytes()),
+            patch_bytes: patch.len(),
+        });
+    }
+    let conversation = bus.conversation();
+    write_json_atomic(&pair_dir.join("conversation.json"), &conversation).map_err(|e| e.to_string())?;
+    let record = PairRecord {
+        run_name: ctx.cfg.name.clone(),
+        repo: pair.task.repo.clone(),
+        task_id: pair.task.id,
+        features: pair.features.clone(),
+        setting,
+        model: ctx.cfg.model.clone(),
+        plugin: ctx.plugin.identity.clone(),
+        agents,
+        messages: conversation.len(),
+        started_at,
+        finished_at: now_rfc3339(),
+        duration_s: started.elapsed().as_secs_f64(),
+    };
+    write_json_atomic(&pair_dir.join("result.json"), &record).map_err(|e| e.to_string())?;
+    Ok(record)
+}
+
+/// Polls all futures concurrently on the current task.
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut handles: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = handles.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (h, out) in handles.iter_mut().zip(outputs.iter_mut()) {
+            if out.is_none() {
+                match h.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *out = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
+/// Reads the patches in `pair_dir` and (re-)grades unless eval.json already matches them.
+async fn grade_pair_dir(ctx: &RunContext, pair: &Pair, pair_dir: &Path, force: bool) -> Result<EvalReport, String> {
+    grade_with(&ctx.bases, &ctx.grader, ctx.work_dir.path(), ctx.cfg.setting, pair, pair_dir, force).await
+}
+
+async fn grade_with(
+    bases: &BaseRepoCache,
+    grader: &Grader,
+    work_dir: &Path,
+    setting: Setting,
+    pair: &Pair,
+    pair_dir: &Path,
+    force: bool,
+) -> Result<EvalReport, String> {
+    let ids = agent_ids(setting, pair.features.len());
+    let per_agent = agent_features(setting, pair);
+    let mut patches = Vec::new();
+    for (agent_id, feature_ids) in ids.iter().zip(per_agent) {
+        let path = pair_dir.join(agent_id).join("patch.diff");
+        let patch = std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        patches.push(GradedPatch {
+            agent_id: agent_id.clone(),
+            feature_ids,
+            patch,
+        });
+    }
+    let eval_path = pair_dir.join("eval.json");
+    let hash = inputs_hash(pair, setting, &patches).map_err(|e| e.to_string())?;
+    if !force {
+        if let Ok(existing) = read_json::<EvalReport>(&eval_path) {
+            if existing.inputs_sha256 == hash {
+                return Ok(existing);
+            }
+        }
+    }
+    let base = bases.get(&pair.task).await.map_err(|e| e.to_string())?;
+    let report = grader
+        .grade(pair, setting, &base, &work_dir.join("grading"), pair_dir, &patches)
+        .await
+        .map_err(|e| e.to_string())?;
+    write_json_atomic(&eval_path, &report).map_err(|e| e.to_string())?;
+    Ok(report)
+}
+
+/// Options of `cbench eval`.
+#[derive(Debug, Clone)]
+pub struct EvalConfig {
+    pub name: String,
+    pub log_dir: PathBuf,
+    /// Overrides the dataset directory recorded in config.json.
+    pub dataset_dir: Option<PathBuf>,
+    pub force: bool,
+    pub eval_concurrency: usize,
+    pub test_timeout: Duration,
+    pub quiet: bool,
+}
+
+/// (Re-)grades every pair of an existing run; pairs whose eval.json matches their patches are kept.
+pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
+    let started = Instant::now();
+    let progress = Progress::new(cfg.quiet);
+    let run_dir = cfg.log_dir.join(&cfg.name);
+    let config_path = run_dir.join("config.json");
+    if !config_path.is_file() {
+        return Err(RunError::UnknownRun {
+            name: cfg.name.clone(),
+            path: config_path,
+        });
+    }
+    let record: RunRecord = read_json(&config_path)?;
+    let dataset_dir = cfg.dataset_dir.clone().unwrap_or_else(|| PathBuf::from(&record.dataset_dir));
+    let dataset = Dataset::discover(&dataset_dir)?;
+    let selection = Selection {
+        subset: record.subset.clone(),
+        repo: record.repo.clone(),
+        task: record.task,
+        features: record.features.clone(),
+    };
+    let pairs = dataset.select(&selection)?;
+    let work_dir = tempfile::Builder::new()
+        .prefix(&format!("cbench-eval-{}-", cfg.name))
+        .tempdir()
+        .map_err(run_dir_io(&std::env::temp_dir()))?;
+    let bases = Arc::new(BaseRepoCache::new(&work_dir.path().join("bases")));
+    let grader = Arc::new(Grader {
+        test_timeout: cfg.test_timeout,
+    });
+    let slots = Arc::new(Semaphore::new(cfg.eval_concurrency.max(1)));
+    let work = Arc::new(work_dir);
+    let total = pairs.len();
+    progress.line(&format!("cbench eval: {} · {} pairs", cfg.name, total));
+    let mut set = tokio::task::JoinSet::new();
+    for (i, pair) in pairs.into_iter().enumerate() {
+        let (bases, grader, slots, work) = (bases.clone(), grader.clone(), slots.clone(), work.clone());
+        let (setting, force, run_dir) = (record.setting, cfg.force, run_dir.clone());
+        set.spawn(async move {
+            let _slot = slots.acquire().await;
+            let pair_dir = pair.log_dir(&run_dir);
+            let record = read_json::<PairRecord>(&pair_dir.join("result.json")).ok();
+            let mut result = PairResult {
+                pair_dir: pair_dir.clone(),
+                record: record.clone(),
+                eval: None,
+                infra_error: None,
+            };
+            if record.is_none() {
+                result.infra_error = Some(format!("{} has no result.json: the agents never ran", pair_dir.display()));
+            } else {
+                match grade_with(&bases, &grader, work.path(), setting, &pair, &pair_dir, force).await {
+                    Ok(r) => result.eval = Some(r),
+                    Err(e) => result.infra_error = Some(e),
+                }
+            }
+            (i, result)
+        });
+    }
+    let mut results = collect(set).await;
+    results.sort_by_key(|(i, _)| *i);
+    let results: Vec<PairResult> = results.into_iter().map(|(_, r)| r).collect();
+    for r in &results {
+        if let Some(e) = &r.infra_error {
+            progress.line(&format!("  ✗ {e}"));
+        }
+    }
+    let summary = summarize(&cfg.name, &results, started.elapsed(), true);
+    write_json_atomic(&run_dir.join("summary.json"), &summary)?;
+    summary.print(&progress);
+    Ok(summary)
+}
