@@ -1,1 +1,11 @@
+//! cbench integration tests: real plugins built in the test run, the real
+//! binary, the bundled dataset, real git and bash. No network.
 
+mod support;
+
+mod dataset_selection;
+mod end_to_end;
+mod errors;
+mod local_sandbox;
+mod mini_swe_loop;
+mod plugin_isolation;

@@ -1,7 +1,7 @@
 //! probe: a deliberately misbehaving plugin for the host's isolation tests.
 //!
 //! The mode comes from the agent config text: `read-host-file`, `spin`,
-//! `hog-memory` or `chat`. The outcome summary reports what happened.
+//! `hog-memory`, `chat`, `noop` or `wait-in-host`. The outcome summary reports what happened.
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -54,6 +54,14 @@ impl Guest for Probe {
                 let net = std::net::TcpStream::connect("127.0.0.1:22").map(|_| ());
                 report.push(format!("tcp: {net:?}"));
                 done(report.join("\n"))
+            }
+            "noop" => done("did nothing".into()),
+            "wait-in-host" => {
+                // 3 s spent waiting inside the host; none of it is plugin compute.
+                for _ in 0..3 {
+                    messaging::wait(1_000);
+                }
+                done("waited 3 s in the host".into())
             }
             "spin" => {
                 let mut x: u64 = 0;

@@ -1,0 +1,49 @@
+//! Bad inputs end in a clear error naming the thing at fault, with a non-zero exit.
+
+use crate::support::{cbench, plugins, text, write_temp, Run};
+
+fn assert_refused(run: &Run, needles: &[&str]) {
+    assert_eq!(run.output.status.code(), Some(2), "{}", text(&run.output));
+    let err = String::from_utf8_lossy(&run.output.stderr);
+    for n in needles {
+        assert!(err.contains(n), "expected `{n}` in:\n{err}");
+    }
+}
+
+#[test]
+fn unknown_model_is_named() {
+    let agent = plugins().mini_swe.display().to_string();
+    let run = Run::start("m", &["--agent", &agent, "-m", "gpt-17-ultra"]);
+    assert_refused(&run, &["unknown model `gpt-17-ultra`"]);
+}
+
+#[test]
+fn missing_agent_file_and_dataset_dir_are_named() {
+    let run = Run::start("a", &["--agent", "/nonexistent/agent.wasm", "-m", "oracle"]);
+    assert_refused(&run, &["--agent /nonexistent/agent.wasm"]);
+
+    let agent = plugins().mini_swe.display().to_string();
+    let out = cbench(&["run", "-q", "--agent", &agent, "-m", "oracle", "--dataset-dir", "/nonexistent/ds", "--log-dir", "/tmp/cbench-never"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("/nonexistent/ds"), "{}", text(&out));
+}
+
+#[test]
+fn unsupported_backend_and_bad_script_are_named() {
+    let agent = plugins().mini_swe.display().to_string();
+    let run = Run::start("b", &["--agent", &agent, "-m", "oracle", "--backend", "modal"]);
+    assert_refused(&run, &["--backend modal"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let script = write_temp(dir.path(), "broken.json", "{ nope");
+    let run = Run::start("s", &["--agent", &agent, "-m", &format!("scripted:{script}")]);
+    assert_refused(&run, &["broken.json"]);
+}
+
+#[test]
+fn eval_of_an_unknown_run_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cbench(&["eval", "-n", "never-ran", "--log-dir", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("run `never-ran` not found"), "{}", text(&out));
+}

@@ -1,0 +1,133 @@
+//! Shared helpers: plugin builds, running the binary, reading results.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ has a parent")
+        .to_path_buf()
+}
+
+/// The bundled dataset (override with CBENCH_TEST_DATASET).
+pub fn dataset() -> PathBuf {
+    std::env::var_os("CBENCH_TEST_DATASET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("dataset"))
+}
+
+/// Paths of the plugins, built once per test run for wasm32-wasip2.
+pub struct Plugins {
+    pub mini_swe: PathBuf,
+    pub probe: PathBuf,
+}
+
+/// Builds the plugins (once) in their own target dir so the outer cargo lock is not contended.
+pub fn plugins() -> &'static Plugins {
+    static PLUGINS: OnceLock<Plugins> = OnceLock::new();
+    PLUGINS.get_or_init(|| {
+        let target_dir = workspace().join("target").join("test-plugins");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(workspace())
+            .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "mini_swe", "-p", "probe"])
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .status()
+            .expect("running cargo to build the test plugins");
+        assert!(
+            status.success(),
+            "building the plugins for wasm32-wasip2 failed (is the target installed? `rustup target add wasm32-wasip2`)"
+        );
+        let out = target_dir.join("wasm32-wasip2").join("release");
+        Plugins {
+            mini_swe: out.join("mini_swe.wasm"),
+            probe: out.join("probe.wasm"),
+        }
+    })
+}
+
+/// Compiled-component cache shared by the tests.
+pub fn cache_dir() -> PathBuf {
+    workspace().join("target").join("test-cache")
+}
+
+/// Runs the cbench binary.
+pub fn cbench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cbench"))
+        .args(args)
+        .env("CBENCH_CACHE_DIR", cache_dir())
+        .env_remove("CBENCH_DATASET_DIR")
+        .output()
+        .expect("running cbench")
+}
+
+/// stdout + stderr as text, for assertion messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A run in its own temporary log directory.
+pub struct Run {
+    pub logs: tempfile::TempDir,
+    pub name: String,
+    pub output: Output,
+}
+
+impl Run {
+    /// `cbench run -n NAME --log-dir TMP --dataset-dir DATASET <extra>`.
+    pub fn start(name: &str, extra: &[&str]) -> Run {
+        let logs = tempfile::tempdir().expect("temp log dir");
+        let log_dir = logs.path().display().to_string();
+        let dataset = dataset().display().to_string();
+        let mut args = vec!["run", "-q", "-n", name, "--log-dir", &log_dir, "--dataset-dir", &dataset];
+        args.extend_from_slice(extra);
+        let output = cbench(&args);
+        Run {
+            logs,
+            name: name.to_string(),
+            output,
+        }
+    }
+
+    /// Asserts exit 0.
+    pub fn assert_ok(&self) -> &Run {
+        assert!(self.output.status.success(), "cbench run failed:\n{}", text(&self.output));
+        self
+    }
+
+    /// The run directory.
+    pub fn dir(&self) -> PathBuf {
+        self.logs.path().join(&self.name)
+    }
+
+    /// A pair directory of the bundled task.
+    pub fn pair(&self, a: u32, b: u32) -> PathBuf {
+        self.dir()
+            .join("cbench_textkit_task")
+            .join("1")
+            .join(format!("features_{a}_{b}"))
+    }
+}
+
+/// Parses a JSON file.
+pub fn json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
+}
+
+/// Writes a file in a temp dir and returns its path as a string.
+pub fn write_temp(dir: &Path, name: &str, content: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, content).expect("writing temp file");
+    path.display().to_string()
+}
