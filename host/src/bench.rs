@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use crate::cli::BenchArgs;
-use crate::llm::{bash_reply, Completion, CompletionRequest, LlmError, LlmSession, Setting, TokenUsage};
+use crate::llm::{
+    bash_reply, Completion, CompletionRequest, LlmError, LlmSession, Setting, TokenUsage,
+};
 use crate::messaging::MessageBus;
 use crate::plugin::{AgentEnv, AgentTask, PluginHost, PluginLimits};
 use crate::progress::Progress;
@@ -76,7 +78,10 @@ fn median_ms(mut samples: Vec<f64>) -> f64 {
 
 /// Prints the measurements.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let cache_root = args.cache_dir.clone().unwrap_or_else(PluginHost::default_cache_dir);
+    let cache_root = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(PluginHost::default_cache_dir);
     // Cold: an empty cache forces a compile.
     let cold_dir = tempfile::tempdir()?;
     let cold_host = PluginHost::new(cold_dir.path())?;
@@ -92,7 +97,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut plugin = None;
     for _ in 0..args.iterations.max(1) {
         let (p, timings) = host.load(&args.agent).await?;
-        anyhow::ensure!(timings.from_cache, "the compiled-plugin cache in {} is not being hit", cache_root.display());
+        anyhow::ensure!(
+            timings.from_cache,
+            "the compiled-plugin cache in {} is not being hit",
+            cache_root.display()
+        );
         load.push(timings.load_ms);
         instantiate.push(timings.info_instantiate_ms);
         plugin = Some(p);
@@ -125,16 +134,35 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let t = Instant::now();
     let run = plugin.run_agent(env).await;
     let per_step_us = t.elapsed().as_secs_f64() * 1e6 / f64::from(steps + 1);
-    anyhow::ensure!(run.error.is_none(), "benchmark agent failed: {:?}", run.error);
+    anyhow::ensure!(
+        run.error.is_none(),
+        "benchmark agent failed: {:?}",
+        run.error
+    );
 
-    println!("plugin: {} {} ({})", plugin.identity.name, plugin.identity.version, args.agent.display());
+    println!(
+        "plugin: {} {} ({})",
+        plugin.identity.name,
+        plugin.identity.version,
+        args.agent.display()
+    );
     println!("  compile (cold cache):        {cold_ms:9.1} ms");
-    println!("  load from compiled cache:    {:9.3} ms (median of {})", median_ms(load), args.iterations);
-    println!("  instantiate + info():        {:9.3} ms (median)", median_ms(instantiate));
+    println!(
+        "  load from compiled cache:    {:9.3} ms (median of {})",
+        median_ms(load),
+        args.iterations
+    );
+    println!(
+        "  instantiate + info():        {:9.3} ms (median)",
+        median_ms(instantiate)
+    );
     println!(
         "  host round-trip per step:    {per_step_us:9.1} µs ({} steps; LLM + exec + inbox, instant backends, trajectory recorded)",
         steps + 1
     );
-    println!("  plugin compute in that run:  {:9.1} ms", run.compute.as_secs_f64() * 1e3);
+    println!(
+        "  plugin compute in that run:  {:9.1} ms",
+        run.compute.as_secs_f64() * 1e3
+    );
     Ok(())
 }

@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run agents on the selected pairs, then grade them.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// (Re-)grade an existing run; pairs whose eval.json matches their patches are kept.
     Eval(EvalArgs),
     /// Measure plugin load, instantiation and host round-trips.
@@ -184,7 +184,13 @@ fn agent_abbreviation(agent: &std::path::Path) -> String {
 
 fn sanitize(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect()
 }
 
@@ -219,8 +225,11 @@ impl RunArgs {
         }
         let agent_config = match self.agent_config {
             Some(path) => {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|source| CliError::AgentConfig { path: path.clone(), source })?;
+                let text =
+                    std::fs::read_to_string(&path).map_err(|source| CliError::AgentConfig {
+                        path: path.clone(),
+                        source,
+                    })?;
                 Some((path, text))
             }
             None => None,
@@ -231,7 +240,12 @@ impl RunArgs {
         };
         let name = match self.name {
             Some(n) => {
-                if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) || n.starts_with('.') {
+                if n.is_empty()
+                    || !n
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                    || n.starts_with('.')
+                {
                     return Err(CliError::Name(n));
                 }
                 n
@@ -240,7 +254,10 @@ impl RunArgs {
                 "{setting}-{}-{}-{}",
                 agent_abbreviation(&self.agent),
                 sanitize(&self.model),
-                self.subset.as_deref().map(sanitize).unwrap_or_else(|| "full".into())
+                self.subset
+                    .as_deref()
+                    .map(sanitize)
+                    .unwrap_or_else(|| "full".into())
             ),
         };
         Ok(RunConfig {
@@ -279,7 +296,9 @@ impl EvalArgs {
     /// Validates the arguments into an eval configuration.
     pub fn validate(self) -> Result<EvalConfig, CliError> {
         if self.eval_concurrency == 0 {
-            return Err(CliError::Zero { flag: "--eval-concurrency" });
+            return Err(CliError::Zero {
+                flag: "--eval-concurrency",
+            });
         }
         Ok(EvalConfig {
             name: self.name,
@@ -299,7 +318,10 @@ mod tests {
 
     #[test]
     fn run_names_follow_the_documented_pattern() {
-        assert_eq!(agent_abbreviation(std::path::Path::new("plugins/mini_swe.wasm")), "msa");
+        assert_eq!(
+            agent_abbreviation(std::path::Path::new("plugins/mini_swe.wasm")),
+            "msa"
+        );
         assert_eq!(sanitize("openai/gpt-4o"), "openai-gpt-4o");
     }
 }

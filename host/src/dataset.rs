@@ -190,7 +190,10 @@ impl Dataset {
             }
             for task_dir in read_dir_sorted(&repo_dir)? {
                 let name = file_name(&task_dir);
-                let Some(id) = name.strip_prefix("task").and_then(|n| n.parse::<u64>().ok()) else {
+                let Some(id) = name
+                    .strip_prefix("task")
+                    .and_then(|n| n.parse::<u64>().ok())
+                else {
                     if task_dir.is_dir() {
                         tracing::warn!("skipping {}: not a task<id> directory", task_dir.display());
                     }
@@ -261,7 +264,11 @@ impl Dataset {
         };
         let mut pairs = Vec::new();
         for task in &self.tasks {
-            if selection.repo.as_ref().is_some_and(|r| !repo_matches(r, &task.repo)) {
+            if selection
+                .repo
+                .as_ref()
+                .is_some_and(|r| !repo_matches(r, &task.repo))
+            {
                 continue;
             }
             if selection.task.is_some_and(|t| t != task.id) {
@@ -340,7 +347,11 @@ impl Dataset {
             })?;
         let mut map = BTreeMap::new();
         for t in file.tasks {
-            if !self.tasks.iter().any(|x| x.repo == t.repo && x.id == t.task_id) {
+            if !self
+                .tasks
+                .iter()
+                .any(|x| x.repo == t.repo && x.id == t.task_id)
+            {
                 return Err(DatasetError::SubsetTaskMissing {
                     path: path.clone(),
                     repo: t.repo,
@@ -351,7 +362,10 @@ impl Dataset {
                 if let Some(bad) = groups.iter().find(|g| g.len() < 2) {
                     return Err(DatasetError::BadSubset {
                         path: path.clone(),
-                        reason: format!("pair {bad:?} of {}/task{} has fewer than two features", t.repo, t.task_id),
+                        reason: format!(
+                            "pair {bad:?} of {}/task{} has fewer than two features",
+                            t.repo, t.task_id
+                        ),
                     });
                 }
             }

@@ -30,10 +30,10 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async {
+    let work = async {
         match cli.command {
             Command::Run(args) => {
-                let cfg = args.validate()?;
+                let cfg = (*args).validate()?;
                 let summary = cbench::runner::run(cfg).await?;
                 Ok(exit_for(summary.infra_errors))
             }
@@ -47,7 +47,33 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         }
+    };
+    runtime.block_on(async {
+        tokio::select! {
+            result = work => result,
+            signal = shutdown_signal() => {
+                // Dropping the run aborts its pairs: sandboxes and scratch dirs are removed
+                // as they drop; every result file was written atomically, so none is torn.
+                eprintln!("interrupted ({signal}): stopping; results already written are kept");
+                Ok(ExitCode::from(130))
+            }
+        }
     })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
 }
 
 /// Pairs failing is a result; pairs the harness could not run or grade is not.

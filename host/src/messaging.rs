@@ -47,7 +47,10 @@ impl MessageBus {
     /// Creates the inboxes of every agent up front, so no early message is lost.
     pub fn new(agents: &[String], enabled: bool) -> MessageBus {
         let state = State {
-            inboxes: agents.iter().map(|a| (a.clone(), VecDeque::new())).collect(),
+            inboxes: agents
+                .iter()
+                .map(|a| (a.clone(), VecDeque::new()))
+                .collect(),
             ..State::default()
         };
         MessageBus {
@@ -116,7 +119,10 @@ impl MessageBus {
             let Some(notify) = self.wakeups.get(agent) else {
                 return got;
             };
-            if tokio::time::timeout_at(deadline, notify.notified()).await.is_err() {
+            if tokio::time::timeout_at(deadline, notify.notified())
+                .await
+                .is_err()
+            {
                 return self.receive(agent);
             }
         }

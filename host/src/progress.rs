@@ -33,9 +33,17 @@ impl Progress {
 
     /// `Agent 1 → Agent 2: "…"`.
     pub fn message(&self, message: &Message) {
-        let flat: String = message.content.split_whitespace().collect::<Vec<_>>().join(" ");
+        let flat: String = message
+            .content
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         let excerpt: String = flat.chars().take(MESSAGE_EXCERPT_CHARS).collect();
-        let ellipsis = if flat.chars().count() > MESSAGE_EXCERPT_CHARS { "…" } else { "" };
+        let ellipsis = if flat.chars().count() > MESSAGE_EXCERPT_CHARS {
+            "…"
+        } else {
+            ""
+        };
         self.line(&format!(
             "  {} → {}: \"{excerpt}{ellipsis}\"",
             agent_display(&message.from),

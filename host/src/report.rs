@@ -43,7 +43,12 @@ pub struct RunSummary {
 }
 
 /// Aggregates the pairs of one invocation. With `expect_grades`, an ungraded pair is an infra error.
-pub fn summarize(run: &str, results: &[PairResult], duration: Duration, expect_grades: bool) -> RunSummary {
+pub fn summarize(
+    run: &str,
+    results: &[PairResult],
+    duration: Duration,
+    expect_grades: bool,
+) -> RunSummary {
     let mut s = RunSummary {
         run: run.to_string(),
         pairs: results.len(),
@@ -105,7 +110,8 @@ pub fn summarize(run: &str, results: &[PairResult], duration: Duration, expect_g
             }
             if let Some(m) = &ev.merged {
                 s.merge_conflicts += usize::from(m.merge_conflict);
-                s.union_rescues += usize::from(m.merge_strategy == MergeStrategy::Union && m.success);
+                s.union_rescues +=
+                    usize::from(m.merge_strategy == MergeStrategy::Union && m.success);
             }
         }
         s.per_pair.push(PairSummary {

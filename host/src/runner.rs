@@ -232,7 +232,12 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
     let mut results = collect(set).await;
     results.sort_by_key(|(i, _)| *i);
     let results: Vec<PairResult> = results.into_iter().map(|(_, r)| r).collect();
-    let summary = summarize(&ctx.cfg.name, &results, started.elapsed(), ctx.cfg.auto_eval);
+    let summary = summarize(
+        &ctx.cfg.name,
+        &results,
+        started.elapsed(),
+        ctx.cfg.auto_eval,
+    );
     write_json_atomic(&run_dir.join("summary.json"), &summary)?;
     summary.print(&ctx.progress);
     Ok(summary)
@@ -250,7 +255,10 @@ async fn collect(mut set: tokio::task::JoinSet<(usize, PairResult)>) -> Vec<(usi
 }
 
 fn count_tasks(pairs: &[Pair]) -> usize {
-    let mut tasks: Vec<(&str, u64)> = pairs.iter().map(|p| (p.task.repo.as_str(), p.task.id)).collect();
+    let mut tasks: Vec<(&str, u64)> = pairs
+        .iter()
+        .map(|p| (p.task.repo.as_str(), p.task.id))
+        .collect();
     tasks.sort_unstable();
     tasks.dedup();
     tasks.len()
@@ -272,7 +280,10 @@ fn run_record(cfg: &RunConfig, plugin: &PluginIdentity) -> RunRecord {
         eval_concurrency: cfg.eval_concurrency,
         messaging: cfg.messaging,
         auto_eval: cfg.auto_eval,
-        agent_config: cfg.agent_config.as_ref().map(|(p, _)| p.display().to_string()),
+        agent_config: cfg
+            .agent_config
+            .as_ref()
+            .map(|(p, _)| p.display().to_string()),
         max_steps: cfg.max_steps,
         command_timeout_s: cfg.command_timeout.as_secs_f64(),
         plugin_memory_mb: cfg.plugin_limits.memory_bytes >> 20,
@@ -292,9 +303,17 @@ fn prepare_run_dir(cfg: &RunConfig, run_dir: &Path, record: &RunRecord) -> Resul
         } else {
             let old: RunRecord = read_json(&config_path)?;
             let checks: [(&'static str, String, String); 3] = [
-                ("setting", old.setting.to_string(), record.setting.to_string()),
+                (
+                    "setting",
+                    old.setting.to_string(),
+                    record.setting.to_string(),
+                ),
                 ("model", old.model.clone(), record.model.clone()),
-                ("agent plugin", old.agent.sha256.clone(), record.agent.sha256.clone()),
+                (
+                    "agent plugin",
+                    old.agent.sha256.clone(),
+                    record.agent.sha256.clone(),
+                ),
             ];
             for (what, old, new) in checks {
                 if old != new {
@@ -341,7 +360,11 @@ async fn run_pair(ctx: &RunContext, pair: Pair) -> PairResult {
         total = ctx.total,
         label = pair.task.label(),
         features = pair.dir_name(),
-        note = if resumed.is_some() { " (agents already ran; resuming)" } else { "" },
+        note = if resumed.is_some() {
+            " (agents already ran; resuming)"
+        } else {
+            ""
+        },
     ));
     let record = match resumed {
         Some(r) => r,
@@ -377,14 +400,31 @@ async fn run_pair(ctx: &RunContext, pair: Pair) -> PairResult {
         (Some(ev), None) => format!(
             "✓ Complete in {} — {}{}",
             human_duration(started.elapsed()),
-            if ev.overall_success { "success" } else { "failed" },
+            if ev.overall_success {
+                "success"
+            } else {
+                "failed"
+            },
             ev.merge_strategy
-                .map(|s| format!(" (merge: {})", serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()))
+                .map(|s| format!(
+                    " (merge: {})",
+                    serde_json::to_value(s)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                ))
                 .unwrap_or_default()
         ),
-        (None, None) => format!("✓ Complete in {} (not graded)", human_duration(started.elapsed())),
+        (None, None) => format!(
+            "✓ Complete in {} (not graded)",
+            human_duration(started.elapsed())
+        ),
     };
-    ctx.progress.line(&format!("  {} {}: {verdict}", pair.task.label(), pair.dir_name()));
+    ctx.progress.line(&format!(
+        "  {} {}: {verdict}",
+        pair.task.label(),
+        pair.dir_name()
+    ));
     result
 }
 
@@ -414,9 +454,14 @@ async fn run_agents(ctx: &RunContext, pair: &Pair, pair_dir: &Path) -> Result<Pa
         let mut texts = Vec::new();
         for id in feature_ids {
             let Some(f) = pair.task.feature(*id) else {
-                return Err(format!("feature {id} vanished from {}", pair.task.dir.display()));
+                return Err(format!(
+                    "feature {id} vanished from {}",
+                    pair.task.dir.display()
+                ));
             };
-            let read = |p: PathBuf| std::fs::read_to_string(&p).map_err(|e| format!("reading {}: {e}", p.display()));
+            let read = |p: PathBuf| {
+                std::fs::read_to_string(&p).map_err(|e| format!("reading {}: {e}", p.display()))
+            };
             texts.push((f.id, read(f.description_path())?));
             briefs.push(FeatureBrief {
                 id: f.id,
@@ -449,7 +494,12 @@ async fn run_agents(ctx: &RunContext, pair: &Pair, pair_dir: &Path) -> Result<Pa
                 command_timeout: ctx.cfg.command_timeout,
                 git_enabled: false,
                 messaging_enabled: bus.enabled(),
-                agent_config: ctx.cfg.agent_config.as_ref().map(|(_, t)| t.clone()).unwrap_or_default(),
+                agent_config: ctx
+                    .cfg
+                    .agent_config
+                    .as_ref()
+                    .map(|(_, t)| t.clone())
+                    .unwrap_or_default(),
             },
             sandbox: sandbox.clone(),
             llm: ctx.model.session(&brief),
@@ -458,7 +508,12 @@ async fn run_agents(ctx: &RunContext, pair: &Pair, pair_dir: &Path) -> Result<Pa
             progress: ctx.progress,
             limits: ctx.cfg.plugin_limits,
         };
-        running.push((agent_id.clone(), feature_ids.clone(), sandbox, ctx.plugin.run_agent(env)));
+        running.push((
+            agent_id.clone(),
+            feature_ids.clone(),
+            sandbox,
+            ctx.plugin.run_agent(env),
+        ));
     }
     // All agents run concurrently within this pair's task.
     let (meta, futures): (Vec<_>, Vec<_>) = running
@@ -475,9 +530,11 @@ async fn run_agents(ctx: &RunContext, pair: &Pair, pair_dir: &Path) -> Result<Pa
             .map_err(|e| format!("computing the patch of {agent_id}: {e}"))?;
         let dir = pair_dir.join(&agent_id);
         write_atomic(&dir.join("patch.diff"), patch.as_bytes()).map_err(|e| e.to_string())?;
-        write_json_atomic(&dir.join("trajectory.json"), &run.trajectory).map_err(|e| e.to_string())?;
+        write_json_atomic(&dir.join("trajectory.json"), &run.trajectory)
+            .map_err(|e| e.to_string())?;
         if let Some(err) = &run.error {
-            ctx.progress.line(&format!("  {agent_id} ended with an error: {err}"));
+            ctx.progress
+                .line(&format!("  {agent_id} ended with an error: {err}"));
         }
         agents.push(AgentRecord {
             agent_id,
@@ -495,7 +552,8 @@ async fn run_agents(ctx: &RunContext, pair: &Pair, pair_dir: &Path) -> Result<Pa
         });
     }
     let conversation = bus.conversation();
-    write_json_atomic(&pair_dir.join("conversation.json"), &conversation).map_err(|e| e.to_string())?;
+    write_json_atomic(&pair_dir.join("conversation.json"), &conversation)
+        .map_err(|e| e.to_string())?;
     let record = PairRecord {
         run_name: ctx.cfg.name.clone(),
         repo: pair.task.repo.clone(),
@@ -539,8 +597,22 @@ async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
 }
 
 /// Reads the patches in `pair_dir` and (re-)grades unless eval.json already matches them.
-async fn grade_pair_dir(ctx: &RunContext, pair: &Pair, pair_dir: &Path, force: bool) -> Result<EvalReport, String> {
-    grade_with(&ctx.bases, &ctx.grader, ctx.work_dir.path(), ctx.cfg.setting, pair, pair_dir, force).await
+async fn grade_pair_dir(
+    ctx: &RunContext,
+    pair: &Pair,
+    pair_dir: &Path,
+    force: bool,
+) -> Result<EvalReport, String> {
+    grade_with(
+        &ctx.bases,
+        &ctx.grader,
+        ctx.work_dir.path(),
+        ctx.cfg.setting,
+        pair,
+        pair_dir,
+        force,
+    )
+    .await
 }
 
 async fn grade_with(
@@ -557,7 +629,8 @@ async fn grade_with(
     let mut patches = Vec::new();
     for (agent_id, feature_ids) in ids.iter().zip(per_agent) {
         let path = pair_dir.join(agent_id).join("patch.diff");
-        let patch = std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let patch = std::fs::read_to_string(&path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
         patches.push(GradedPatch {
             agent_id: agent_id.clone(),
             feature_ids,
@@ -575,7 +648,14 @@ async fn grade_with(
     }
     let base = bases.get(&pair.task).await.map_err(|e| e.to_string())?;
     let report = grader
-        .grade(pair, setting, &base, &work_dir.join("grading"), pair_dir, &patches)
+        .grade(
+            pair,
+            setting,
+            &base,
+            &work_dir.join("grading"),
+            pair_dir,
+            &patches,
+        )
         .await
         .map_err(|e| e.to_string())?;
     write_json_atomic(&eval_path, &report).map_err(|e| e.to_string())?;
@@ -608,7 +688,10 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
         });
     }
     let record: RunRecord = read_json(&config_path)?;
-    let dataset_dir = cfg.dataset_dir.clone().unwrap_or_else(|| PathBuf::from(&record.dataset_dir));
+    let dataset_dir = cfg
+        .dataset_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&record.dataset_dir));
     let dataset = Dataset::discover(&dataset_dir)?;
     let selection = Selection {
         subset: record.subset.clone(),
@@ -631,7 +714,8 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
     progress.line(&format!("cbench eval: {} · {} pairs", cfg.name, total));
     let mut set = tokio::task::JoinSet::new();
     for (i, pair) in pairs.into_iter().enumerate() {
-        let (bases, grader, slots, work) = (bases.clone(), grader.clone(), slots.clone(), work.clone());
+        let (bases, grader, slots, work) =
+            (bases.clone(), grader.clone(), slots.clone(), work.clone());
         let (setting, force, run_dir) = (record.setting, cfg.force, run_dir.clone());
         set.spawn(async move {
             let _slot = slots.acquire().await;
@@ -644,9 +728,22 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
                 infra_error: None,
             };
             if record.is_none() {
-                result.infra_error = Some(format!("{} has no result.json: the agents never ran", pair_dir.display()));
+                result.infra_error = Some(format!(
+                    "{} has no result.json: the agents never ran",
+                    pair_dir.display()
+                ));
             } else {
-                match grade_with(&bases, &grader, work.path(), setting, &pair, &pair_dir, force).await {
+                match grade_with(
+                    &bases,
+                    &grader,
+                    work.path(),
+                    setting,
+                    &pair,
+                    &pair_dir,
+                    force,
+                )
+                .await
+                {
                     Ok(r) => result.eval = Some(r),
                     Err(e) => result.infra_error = Some(e),
                 }

@@ -166,7 +166,12 @@ impl Recorder {
     }
 
     /// Closes the trajectory with the agent's final status.
-    pub fn finish(mut self, status: &str, error: Option<String>, summary: Option<String>) -> Trajectory {
+    pub fn finish(
+        mut self,
+        status: &str,
+        error: Option<String>,
+        summary: Option<String>,
+    ) -> Trajectory {
         let t = &mut self.trajectory;
         t.end_time = now_rfc3339();
         t.status = status.to_string();

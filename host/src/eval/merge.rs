@@ -47,10 +47,12 @@ pub async fn merge_patches(
         git(&repo, &["checkout", "-q", "-B", agent, &base.commit], &[]).await?;
         if !patch.trim().is_empty() {
             let file = scratch.join(format!("{agent}.patch"));
-            tokio::fs::write(&file, patch).await.map_err(|source| SandboxError::Io {
-                what: format!("writing {}", file.display()),
-                source,
-            })?;
+            tokio::fs::write(&file, patch)
+                .await
+                .map_err(|source| SandboxError::Io {
+                    what: format!("writing {}", file.display()),
+                    source,
+                })?;
             let file = file.display().to_string();
             if git(&repo, &["apply", &file], &[]).await.is_err() {
                 if let Err(e) = git(&repo, &["apply", "--3way", &file], &[]).await {
@@ -64,8 +66,25 @@ pub async fn merge_patches(
             }
         }
         git(&repo, &["add", "-A"], &[]).await?;
-        git(&repo, &["commit", "-q", "--allow-empty", "--no-gpg-sign", "-m", agent], &[]).await?;
-        commits.push(git(&repo, &["rev-parse", "HEAD"], &[]).await?.trim().to_string());
+        git(
+            &repo,
+            &[
+                "commit",
+                "-q",
+                "--allow-empty",
+                "--no-gpg-sign",
+                "-m",
+                agent,
+            ],
+            &[],
+        )
+        .await?;
+        commits.push(
+            git(&repo, &["rev-parse", "HEAD"], &[])
+                .await?
+                .trim()
+                .to_string(),
+        );
     }
     let Some((last, others)) = commits.split_last() else {
         return Ok(MergeOutcome {
@@ -102,7 +121,12 @@ pub async fn merge_patches(
             });
         }
     }
-    let diff = git(&repo, &["diff", "--binary", "--no-color", &base.commit, "HEAD"], &[]).await?;
+    let diff = git(
+        &repo,
+        &["diff", "--binary", "--no-color", &base.commit, "HEAD"],
+        &[],
+    )
+    .await?;
     Ok(MergeOutcome {
         strategy,
         conflict: strategy == MergeStrategy::Union,
@@ -115,7 +139,14 @@ pub async fn merge_patches(
 async fn merge_all(repo: &Path, last: &str, others: &[String]) -> Result<bool, SandboxError> {
     git(repo, &["checkout", "-q", "-f", "-B", "merged", last], &[]).await?;
     for commit in others {
-        if git(repo, &["merge", "-q", "--no-edit", "--no-gpg-sign", commit], &[]).await.is_err() {
+        if git(
+            repo,
+            &["merge", "-q", "--no-edit", "--no-gpg-sign", commit],
+            &[],
+        )
+        .await
+        .is_err()
+        {
             let _ = git(repo, &["merge", "--abort"], &[]).await;
             return Ok(false);
         }

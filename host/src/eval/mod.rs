@@ -106,7 +106,11 @@ pub struct GradedPatch {
 }
 
 /// Hash of everything a grade depends on.
-pub fn inputs_hash(pair: &Pair, setting: Setting, patches: &[GradedPatch]) -> Result<String, EvalError> {
+pub fn inputs_hash(
+    pair: &Pair,
+    setting: Setting,
+    patches: &[GradedPatch],
+) -> Result<String, EvalError> {
     let mut h = Sha256::new();
     h.update(GRADING_VERSION);
     h.update(setting.to_string());
@@ -157,17 +161,21 @@ impl Grader {
             source,
         };
         let inputs_sha256 = inputs_hash(pair, setting, patches)?;
-        std::fs::create_dir_all(scratch_parent).map_err(|e| sandbox_err(SandboxError::Io {
-            what: format!("creating {}", scratch_parent.display()),
-            source: e,
-        }))?;
+        std::fs::create_dir_all(scratch_parent).map_err(|e| {
+            sandbox_err(SandboxError::Io {
+                what: format!("creating {}", scratch_parent.display()),
+                source: e,
+            })
+        })?;
         let scratch = tempfile::Builder::new()
             .prefix("grade-")
             .tempdir_in(scratch_parent)
-            .map_err(|e| sandbox_err(SandboxError::Io {
-                what: "creating grading scratch dir".into(),
-                source: e,
-            }))?;
+            .map_err(|e| {
+                sandbox_err(SandboxError::Io {
+                    what: "creating grading scratch dir".into(),
+                    source: e,
+                })
+            })?;
         let features = pair.feature_records();
 
         let mut agents = BTreeMap::new();
@@ -200,8 +208,16 @@ impl Grader {
                 for f in &features {
                     let name = format!("merged_feature{}", f.id);
                     grades.push(
-                        self.run_tests(pair, base, scratch.path(), pair_dir, f, &merged_file, &name)
-                            .await?,
+                        self.run_tests(
+                            pair,
+                            base,
+                            scratch.path(),
+                            pair_dir,
+                            f,
+                            &merged_file,
+                            &name,
+                        )
+                        .await?,
                     );
                 }
                 crate::fsutil::write_atomic(&pair_dir.join("merged.diff"), outcome.diff.as_bytes())
@@ -261,20 +277,27 @@ impl Grader {
         let repo = scratch.join(format!("tree-{name}"));
         base.checkout_to(&repo).await.map_err(&sandbox_err)?;
         let home = scratch.join("home");
-        std::fs::create_dir_all(&home).map_err(|e| sandbox_err(SandboxError::Io {
-            what: "creating grader home".into(),
-            source: e,
-        }))?;
+        std::fs::create_dir_all(&home).map_err(|e| {
+            sandbox_err(SandboxError::Io {
+                what: "creating grader home".into(),
+                source: e,
+            })
+        })?;
         let repo_arg = repo.display().to_string();
         let tests_arg = feature.tests_patch_path().display().to_string();
         let patch_arg = patch.display().to_string();
         let mut args = vec![repo_arg.as_str(), tests_arg.as_str()];
-        let patch_is_empty = std::fs::metadata(patch).map(|m| m.len() == 0).unwrap_or(true);
+        let patch_is_empty = std::fs::metadata(patch)
+            .map(|m| m.len() == 0)
+            .unwrap_or(true);
         if !patch_is_empty {
             args.push(&patch_arg);
         }
         let env = vec![
-            ("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())),
+            (
+                "PATH",
+                std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+            ),
             ("HOME", home.display().to_string()),
             ("LANG", "C.UTF-8".to_string()),
             ("PYTHONDONTWRITEBYTECODE", "1".to_string()),
@@ -291,16 +314,19 @@ impl Grader {
         .map_err(&sandbox_err)?;
         let _ = tokio::fs::remove_dir_all(&repo).await;
         let log = format!("eval_logs/{name}.log");
-        crate::fsutil::write_atomic(&pair_dir.join(&log), out.output.as_bytes()).map_err(|source| {
-            EvalError::Write {
+        crate::fsutil::write_atomic(&pair_dir.join(&log), out.output.as_bytes()).map_err(
+            |source| EvalError::Write {
                 pair: label.clone(),
                 source,
-            }
-        })?;
+            },
+        )?;
         let counts = parse::parse_test_output(&out.output);
         let (passed, failed) = counts.map(|c| (c.passed, c.failed)).unwrap_or((0, 0));
         let error = if out.timed_out {
-            Some(format!("tests timed out after {}s", self.test_timeout.as_secs()))
+            Some(format!(
+                "tests timed out after {}s",
+                self.test_timeout.as_secs()
+            ))
         } else if counts.is_none() {
             Some(format!(
                 "test runner exited with code {} without a test summary (see {log})",

@@ -32,7 +32,7 @@ pub fn parse_unittest(output: &str) -> Option<TestCounts> {
         };
         if let Some(ok) = verdict {
             let field = |name: &str| -> u32 {
-                line.split(|c| c == '(' || c == ')' || c == ',')
+                line.split(['(', ')', ','])
                     .filter_map(|part| part.trim().split_once('='))
                     .find(|(k, _)| k.trim() == name)
                     .and_then(|(_, v)| v.trim().parse().ok())
@@ -53,8 +53,13 @@ pub fn parse_unittest(output: &str) -> Option<TestCounts> {
 pub fn parse_pytest(output: &str) -> Option<TestCounts> {
     let line = output.lines().rev().find(|l| {
         let l = l.trim();
-        l.starts_with('=') && l.ends_with('=') && l.contains(" in ")
-            && (l.contains(" passed") || l.contains(" failed") || l.contains(" error") || l.contains("no tests ran"))
+        l.starts_with('=')
+            && l.ends_with('=')
+            && l.contains(" in ")
+            && (l.contains(" passed")
+                || l.contains(" failed")
+                || l.contains(" error")
+                || l.contains("no tests ran"))
     })?;
     let mut counts = TestCounts::default();
     let words: Vec<&str> = line
@@ -62,7 +67,9 @@ pub fn parse_pytest(output: &str) -> Option<TestCounts> {
         .filter(|w| !w.is_empty())
         .collect();
     for pair in words.windows(2) {
-        let Ok(n) = pair[0].parse::<u32>() else { continue };
+        let Ok(n) = pair[0].parse::<u32>() else {
+            continue;
+        };
         match pair[1] {
             "passed" => counts.passed += n,
             "failed" | "error" | "errors" => counts.failed += n,
@@ -79,31 +86,61 @@ mod tests {
     #[test]
     fn unittest_ok() {
         let out = "test_a (t.A) ... ok\n\n----------------------------------------------------------------------\nRan 8 tests in 0.002s\n\nOK\n";
-        assert_eq!(parse_unittest(out), Some(TestCounts { passed: 8, failed: 0 }));
+        assert_eq!(
+            parse_unittest(out),
+            Some(TestCounts {
+                passed: 8,
+                failed: 0
+            })
+        );
     }
 
     #[test]
     fn unittest_ok_with_skips() {
         let out = "Ran 5 tests in 0.002s\n\nOK (skipped=2)\n";
-        assert_eq!(parse_unittest(out), Some(TestCounts { passed: 3, failed: 0 }));
+        assert_eq!(
+            parse_unittest(out),
+            Some(TestCounts {
+                passed: 3,
+                failed: 0
+            })
+        );
     }
 
     #[test]
     fn unittest_failures_and_errors() {
         let out = "FAIL: test_x\n----\nRan 8 tests in 0.003s\n\nFAILED (failures=2, errors=1)\n";
-        assert_eq!(parse_unittest(out), Some(TestCounts { passed: 5, failed: 3 }));
+        assert_eq!(
+            parse_unittest(out),
+            Some(TestCounts {
+                passed: 5,
+                failed: 3
+            })
+        );
     }
 
     #[test]
     fn unittest_import_error_counts_as_failure() {
         let out = "ERROR: tests.test_feature1 (unittest.loader._FailedTest)\nImportError: cannot import name 'x'\nRan 6 tests in 0.001s\n\nFAILED (errors=1)\n";
-        assert_eq!(parse_unittest(out), Some(TestCounts { passed: 5, failed: 1 }));
+        assert_eq!(
+            parse_unittest(out),
+            Some(TestCounts {
+                passed: 5,
+                failed: 1
+            })
+        );
     }
 
     #[test]
     fn pytest_summary() {
         let out = "tests/test_a.py::test_x PASSED\n========================= 3 passed, 1 failed, 2 errors in 0.12s =========================\n";
-        assert_eq!(parse_pytest(out), Some(TestCounts { passed: 3, failed: 3 }));
+        assert_eq!(
+            parse_pytest(out),
+            Some(TestCounts {
+                passed: 3,
+                failed: 3
+            })
+        );
     }
 
     #[test]

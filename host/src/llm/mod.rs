@@ -160,7 +160,10 @@ pub fn resolve(spec: &str) -> Result<Arc<dyn Model>, ModelError> {
         return Ok(Arc::new(oracle::Oracle));
     }
     if let Some(path) = spec.strip_prefix("scripted:") {
-        return Ok(Arc::new(scripted::Scripted::load(spec, PathBuf::from(path))?));
+        return Ok(Arc::new(scripted::Scripted::load(
+            spec,
+            PathBuf::from(path),
+        )?));
     }
     Err(ModelError::Unknown(spec.to_string()))
 }
@@ -175,12 +178,23 @@ pub fn estimate_request_tokens(request: &CompletionRequest) -> u64 {
     request
         .messages
         .iter()
-        .map(|m| estimate_tokens(&m.content) + m.tool_calls.iter().map(|c| estimate_tokens(&c.arguments)).sum::<u64>())
+        .map(|m| {
+            estimate_tokens(&m.content)
+                + m.tool_calls
+                    .iter()
+                    .map(|c| estimate_tokens(&c.arguments))
+                    .sum::<u64>()
+        })
         .sum()
 }
 
 /// A reply carrying one bash command: a tool call when tools were offered, a ```bash block otherwise.
-pub fn bash_reply(request: &CompletionRequest, thought: &str, command: &str, call_id: String) -> (String, Vec<ToolCall>) {
+pub fn bash_reply(
+    request: &CompletionRequest,
+    thought: &str,
+    command: &str,
+    call_id: String,
+) -> (String, Vec<ToolCall>) {
     if request.tools.iter().any(|t| t.name == "bash") {
         let arguments = serde_json::json!({ "command": command }).to_string();
         (

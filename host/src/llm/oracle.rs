@@ -7,8 +7,8 @@
 use async_trait::async_trait;
 
 use super::{
-    bash_reply, estimate_request_tokens, estimate_tokens, AgentBrief, Completion, CompletionRequest,
-    FeatureBrief, LlmError, LlmSession, Model, Setting, TokenUsage,
+    bash_reply, estimate_request_tokens, estimate_tokens, AgentBrief, Completion,
+    CompletionRequest, FeatureBrief, LlmError, LlmSession, Model, Setting, TokenUsage,
 };
 
 /// Marker the apply command prints when a gold patch does not apply.
@@ -25,7 +25,8 @@ impl Model for Oracle {
 
     fn session(&self, brief: &AgentBrief) -> Box<dyn LlmSession> {
         let mut plan = Vec::new();
-        if brief.setting == Setting::Coop && brief.messaging_enabled && !brief.teammates.is_empty() {
+        if brief.setting == Setting::Coop && brief.messaging_enabled && !brief.teammates.is_empty()
+        {
             plan.push(Step::Announce);
         }
         plan.extend(brief.features.iter().cloned().map(Step::Apply));
@@ -94,7 +95,11 @@ fn apply_command(feature: &FeatureBrief) -> String {
 impl LlmSession for OracleSession {
     async fn complete(&mut self, request: &CompletionRequest) -> Result<Completion, LlmError> {
         if let Some(id) = self.pending_check.take() {
-            let last = request.messages.last().map(|m| m.content.as_str()).unwrap_or("");
+            let last = request
+                .messages
+                .last()
+                .map(|m| m.content.as_str())
+                .unwrap_or("");
             if last.contains(&format!("{APPLY_FAILED} feature={id}")) {
                 self.failed.push(id);
             }
@@ -122,7 +127,10 @@ impl LlmSession for OracleSession {
                         files = files.join(", ")
                     ));
                 }
-                ("I will tell my teammates which files I am changing.".to_string(), command)
+                (
+                    "I will tell my teammates which files I am changing.".to_string(),
+                    command,
+                )
             }
             Step::Apply(feature) => {
                 self.pending_check = Some(feature.id);
@@ -148,7 +156,10 @@ impl LlmSession for OracleSession {
         let usage = TokenUsage {
             input_tokens: estimate_request_tokens(request),
             output_tokens: estimate_tokens(&content)
-                + tool_calls.iter().map(|c| estimate_tokens(&c.arguments)).sum::<u64>(),
+                + tool_calls
+                    .iter()
+                    .map(|c| estimate_tokens(&c.arguments))
+                    .sum::<u64>(),
             ..TokenUsage::default()
         };
         Ok(Completion {

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::{
-    bash_reply, estimate_request_tokens, estimate_tokens, AgentBrief, Completion, CompletionRequest,
-    LlmError, LlmSession, Model, ModelError, TokenUsage, ToolCall,
+    bash_reply, estimate_request_tokens, estimate_tokens, AgentBrief, Completion,
+    CompletionRequest, LlmError, LlmSession, Model, ModelError, TokenUsage, ToolCall,
 };
 
 #[derive(Debug, Clone, Deserialize)]

@@ -41,7 +41,10 @@ impl wasmtime::ResourceLimiter for MemoryCap {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let total = self.total_bytes.saturating_sub(current).saturating_add(desired);
+        let total = self
+            .total_bytes
+            .saturating_sub(current)
+            .saturating_add(desired);
         if total > self.cap_bytes {
             self.exceeded = true;
             return Err(wasmtime::Error::msg(format!(
@@ -139,7 +142,11 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
         }
         clock.stop();
-        assert!(clock.spent() < Duration::from_millis(40), "{:?}", clock.spent());
+        assert!(
+            clock.spent() < Duration::from_millis(40),
+            "{:?}",
+            clock.spent()
+        );
     }
 
     #[test]

@@ -195,10 +195,11 @@ impl PluginHost {
                 c
             }
             Err(_) => {
-                let c = Component::new(&self.engine, &bytes).map_err(|e| PluginError::InvalidWasm {
-                    path: path.to_path_buf(),
-                    reason: format!("{e:#}"),
-                })?;
+                let c =
+                    Component::new(&self.engine, &bytes).map_err(|e| PluginError::InvalidWasm {
+                        path: path.to_path_buf(),
+                        reason: format!("{e:#}"),
+                    })?;
                 match c.serialize() {
                     Ok(serialized) => {
                         if let Err(e) = crate::fsutil::write_atomic(&cached, &serialized) {
@@ -213,13 +214,15 @@ impl PluginHost {
         let wit_version = self.wit_version_of(path, &component)?;
         let load_ms = started.elapsed().as_secs_f64() * 1e3;
         let bindings = match wit_version.as_str() {
-            "0.1.0" => Bindings::V0_1_0(v0_1_0::prepare(&self.engine, &component).map_err(|e| {
-                PluginError::Link {
-                    path: path.to_path_buf(),
-                    version: wit_version.clone(),
-                    reason: format!("{e:#}"),
-                }
-            })?),
+            "0.1.0" => {
+                Bindings::V0_1_0(v0_1_0::prepare(&self.engine, &component).map_err(|e| {
+                    PluginError::Link {
+                        path: path.to_path_buf(),
+                        version: wit_version.clone(),
+                        reason: format!("{e:#}"),
+                    }
+                })?)
+            }
             other => {
                 return Err(PluginError::UnsupportedWitVersion {
                     path: path.to_path_buf(),
@@ -261,14 +264,21 @@ impl PluginHost {
     fn wit_version_of(&self, path: &Path, component: &Component) -> Result<String, PluginError> {
         let prefix = format!("{WIT_PACKAGE}/agent@");
         let ty = component.component_type();
-        let exports: Vec<String> = ty.exports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
         let version = exports
             .iter()
             .find_map(|name| name.strip_prefix(&prefix).map(str::to_string));
         let Some(version) = version else {
             return Err(PluginError::NotAnAgent {
                 path: path.to_path_buf(),
-                exports: if exports.is_empty() { "none".into() } else { exports.join(", ") },
+                exports: if exports.is_empty() {
+                    "none".into()
+                } else {
+                    exports.join(", ")
+                },
             });
         };
         if !SUPPORTED_WIT_VERSIONS.contains(&version.as_str()) {
@@ -472,7 +482,12 @@ impl LoadedPlugin {
                 None,
                 0,
             ),
-            Err(trap) => (AgentStatus::Error, Some(describe_trap(store.data(), &trap)), None, 0),
+            Err(trap) => (
+                AgentStatus::Error,
+                Some(describe_trap(store.data(), &trap)),
+                None,
+                0,
+            ),
         };
         let state = store.into_data();
         let recorder = match state.agent {

@@ -201,7 +201,8 @@ impl wit_sandbox::Host for HostState {
         } else {
             Duration::from_millis(timeout_ms.into())
         };
-        let args = serde_json::json!({ "command": command, "timeout_ms": timeout.as_millis() as u64 });
+        let args =
+            serde_json::json!({ "command": command, "timeout_ms": timeout.as_millis() as u64 });
         match caps.sandbox.exec(&command, timeout).await {
             Ok(out) => {
                 caps.recorder.step(
@@ -223,7 +224,8 @@ impl wit_sandbox::Host for HostState {
                 })
             }
             Err(e) => {
-                caps.recorder.step("bash", args, format!("sandbox error: {e}"));
+                caps.recorder
+                    .step("bash", args, format!("sandbox error: {e}"));
                 Err(wit_sandbox::SandboxError::Failed(e.to_string()))
             }
         }
@@ -239,8 +241,11 @@ impl wit_sandbox::Host for HostState {
             Ok(bytes) => format!("{} bytes", bytes.len()),
             Err(e) => e.to_string(),
         };
-        caps.recorder
-            .step("read_file", serde_json::json!({ "path": path }), observation);
+        caps.recorder.step(
+            "read_file",
+            serde_json::json!({ "path": path }),
+            observation,
+        );
         result.map_err(sandbox_error_out)
     }
 
@@ -347,7 +352,10 @@ impl wit_messaging::Host for HostState {
         };
         let got = caps
             .bus
-            .wait(&caps.task.agent_id, Duration::from_millis(timeout_ms.into()))
+            .wait(
+                &caps.task.agent_id,
+                Duration::from_millis(timeout_ms.into()),
+            )
             .await;
         record_received(caps, &got);
         got.into_iter().map(message_out).collect()

@@ -33,7 +33,11 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SandboxError {
 }
 
 /// Runs git with a clean environment; returns stdout or an error carrying stderr.
-pub async fn git(repo: &Path, args: &[&str], extra_env: &[(&str, &str)]) -> Result<String, SandboxError> {
+pub async fn git(
+    repo: &Path,
+    args: &[&str],
+    extra_env: &[(&str, &str)],
+) -> Result<String, SandboxError> {
     let out = Command::new("git")
         .args(args)
         .current_dir(repo)
@@ -80,7 +84,10 @@ impl BaseRepo {
         git(dest, &["init", "-q", "-b", "main"], &[]).await?;
         git(dest, &["add", "-A"], &[]).await?;
         git(dest, &["commit", "-q", "--no-gpg-sign", "-m", "base"], &[]).await?;
-        let commit = git(dest, &["rev-parse", "HEAD"], &[]).await?.trim().to_string();
+        let commit = git(dest, &["rev-parse", "HEAD"], &[])
+            .await?
+            .trim()
+            .to_string();
         Ok(BaseRepo {
             path: dest.to_path_buf(),
             commit,
@@ -197,6 +204,8 @@ pub async fn run_script(
         .spawn()
         .map_err(io("starting bash"))?;
     let pgid = child.id().map(|id| id as i32);
+    // If this future is dropped (Ctrl-C, an aborted pair), the whole group dies with it.
+    let _group = pgid.map(GroupGuard);
 
     let captured = Arc::new(Mutex::new(Captured::default()));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -258,6 +267,15 @@ fn drain(mut reader: std::io::PipeReader, captured: &Mutex<Captured>, cap: usize
     }
 }
 
+/// Kills a process group when dropped.
+struct GroupGuard(i32);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0);
+    }
+}
+
 fn kill_group(pgid: i32) {
     // SAFETY: kill(2) with a negative pid signals a process group; no memory is touched.
     unsafe {
@@ -274,7 +292,15 @@ impl Sandbox for LocalSandbox {
         tokio::fs::write(&script, command)
             .await
             .map_err(io("writing command script"))?;
-        let result = run_script(&script, &[], &self.repo(), &self.env(), timeout, self.output_cap).await;
+        let result = run_script(
+            &script,
+            &[],
+            &self.repo(),
+            &self.env(),
+            timeout,
+            self.output_cap,
+        )
+        .await;
         let _ = tokio::fs::remove_file(&script).await;
         result
     }
@@ -299,12 +325,21 @@ impl Sandbox for LocalSandbox {
     }
 
     async fn diff(&self) -> Result<String, SandboxError> {
-        work_tree_diff(&self.repo(), &self.base_commit, &self.root.path().join("tmp")).await
+        work_tree_diff(
+            &self.repo(),
+            &self.base_commit,
+            &self.root.path().join("tmp"),
+        )
+        .await
     }
 }
 
 /// The work tree against `base`, new files included, without touching the agent's own index.
-pub async fn work_tree_diff(repo: &Path, base: &str, scratch: &Path) -> Result<String, SandboxError> {
+pub async fn work_tree_diff(
+    repo: &Path,
+    base: &str,
+    scratch: &Path,
+) -> Result<String, SandboxError> {
     let index = tempfile::Builder::new()
         .prefix("diff-index-")
         .tempdir_in(scratch)
@@ -313,13 +348,27 @@ pub async fn work_tree_diff(repo: &Path, base: &str, scratch: &Path) -> Result<S
     let env = [("GIT_INDEX_FILE", index_file.as_str())];
     git(repo, &["read-tree", base], &env).await?;
     git(repo, &["add", "-A"], &env).await?;
-    git(repo, &["diff", "--cached", "--binary", "--no-color", "--no-ext-diff", base], &env).await
+    git(
+        repo,
+        &[
+            "diff",
+            "--cached",
+            "--binary",
+            "--no-color",
+            "--no-ext-diff",
+            base,
+        ],
+        &env,
+    )
+    .await
 }
 
 /// Prepares each task's base repository once per run and shares it.
 pub struct BaseRepoCache {
     dir: PathBuf,
-    repos: tokio::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::OnceCell<Arc<BaseRepo>>>>>,
+    repos: tokio::sync::Mutex<
+        std::collections::HashMap<String, Arc<tokio::sync::OnceCell<Arc<BaseRepo>>>>,
+    >,
 }
 
 impl BaseRepoCache {
@@ -334,7 +383,13 @@ impl BaseRepoCache {
     /// The task's base repository, created on first use.
     pub async fn get(&self, task: &crate::dataset::Task) -> Result<Arc<BaseRepo>, SandboxError> {
         let key = format!("{}-task{}", task.repo, task.id);
-        let cell = self.repos.lock().await.entry(key.clone()).or_default().clone();
+        let cell = self
+            .repos
+            .lock()
+            .await
+            .entry(key.clone())
+            .or_default()
+            .clone();
         let dest = self.dir.join(&key);
         cell.get_or_try_init(|| async {
             let source = task.bundled_repo();

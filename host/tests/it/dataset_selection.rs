@@ -34,7 +34,12 @@ fn fake_task(root: &std::path::Path, repo: &str, task: &str, features: &[&str]) 
 fn task_zero_is_a_task_id_not_a_wildcard() {
     let root = tempfile::tempdir().unwrap();
     fake_task(root.path(), "a_task", "task0", &["feature1", "feature2"]);
-    fake_task(root.path(), "a_task", "task7", &["feature1", "feature2", "feature3"]);
+    fake_task(
+        root.path(),
+        "a_task",
+        "task7",
+        &["feature1", "feature2", "feature3"],
+    );
     let ds = Dataset::discover(root.path()).unwrap();
     let t0 = ds
         .select(&Selection {
@@ -50,7 +55,12 @@ fn task_zero_is_a_task_id_not_a_wildcard() {
 #[test]
 fn malformed_feature_dirs_are_skipped_and_bad_subsets_name_the_file() {
     let root = tempfile::tempdir().unwrap();
-    fake_task(root.path(), "a_task", "task1", &["feature1", "feature2", "featureX"]);
+    fake_task(
+        root.path(),
+        "a_task",
+        "task1",
+        &["feature1", "feature2", "featureX"],
+    );
     std::fs::create_dir_all(root.path().join("a_task/task1/feature3")).unwrap(); // no files
     let ds = Dataset::discover(root.path()).unwrap();
     assert_eq!(ds.tasks[0].features.len(), 2);

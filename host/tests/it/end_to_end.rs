@@ -24,35 +24,69 @@ fn coop_oracle_run_grades_every_pair_as_designed() {
     let dataset = crate::support::dataset().display().to_string();
     // Not quiet: the progress output is part of the contract.
     let out = cbench(&[
-        "run", "--agent", &agent, "-m", "oracle", "--log-dir", &log_dir, "--dataset-dir", &dataset,
+        "run",
+        "--agent",
+        &agent,
+        "-m",
+        "oracle",
+        "--log-dir",
+        &log_dir,
+        "--dataset-dir",
+        &dataset,
     ]);
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    for expected in ["cbench run: coop-msa-oracle-full", "[Task 1/10]", "[Task 10/10]", "Agent 1 → Agent 2: \"", "✓ Complete in", "Summary: coop-msa-oracle-full", "overall successes: 9"] {
-        assert!(stdout.contains(expected), "missing `{expected}` in:\n{stdout}");
+    for expected in [
+        "cbench run: coop-msa-oracle-full",
+        "[Task 1/10]",
+        "[Task 10/10]",
+        "Agent 1 → Agent 2: \"",
+        "✓ Complete in",
+        "Summary: coop-msa-oracle-full",
+        "overall successes: 9",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing `{expected}` in:\n{stdout}"
+        );
     }
 
     let run_dir = logs.path().join("coop-msa-oracle-full");
     for ((a, b), strategy, merged_ok) in DESIGN {
-        let pair = run_dir.join("cbench_textkit_task/1").join(format!("features_{a}_{b}"));
+        let pair = run_dir
+            .join("cbench_textkit_task/1")
+            .join(format!("features_{a}_{b}"));
         let eval = json(&pair.join("eval.json"));
         let what = format!("pair {a},{b}: {eval:#}");
         assert_eq!(eval["agent1"]["success"], true, "{what}");
         assert_eq!(eval["agent2"]["success"], true, "{what}");
         assert_eq!(eval["merged"]["merge_strategy"], *strategy, "{what}");
-        assert_eq!(eval["merged"]["merge_conflict"], *strategy == "union", "{what}");
+        assert_eq!(
+            eval["merged"]["merge_conflict"],
+            *strategy == "union",
+            "{what}"
+        );
         assert_eq!(eval["merged"]["success"], *merged_ok, "{what}");
         assert_eq!(eval["overall_success"], *merged_ok, "{what}");
         for agent in ["agent1", "agent2"] {
             let traj = json(&pair.join(agent).join("trajectory.json"));
             assert_eq!(traj["agent_id"], agent);
             assert!(traj["steps"].as_array().is_some_and(|s| !s.is_empty()));
-            assert!(traj["token_usage"]["total_tokens"].as_u64().is_some_and(|t| t > 0));
+            assert!(traj["token_usage"]["total_tokens"]
+                .as_u64()
+                .is_some_and(|t| t > 0));
             let patch = std::fs::read_to_string(pair.join(agent).join("patch.diff")).unwrap();
-            assert!(patch.starts_with("diff --git"), "{agent} patch of {a},{b}: {patch}");
+            assert!(
+                patch.starts_with("diff --git"),
+                "{agent} patch of {a},{b}: {patch}"
+            );
         }
         let conversation = json(&pair.join("conversation.json"));
-        assert_eq!(conversation.as_array().map(Vec::len), Some(2), "each oracle agent announces once");
+        assert_eq!(
+            conversation.as_array().map(Vec::len),
+            Some(2),
+            "each oracle agent announces once"
+        );
         let result = json(&pair.join("result.json"));
         assert_eq!(result["plugin"]["name"], "mini_swe");
         assert_eq!(result["plugin"]["wit_version"], "0.1.0");
@@ -71,7 +105,19 @@ fn coop_oracle_run_grades_every_pair_as_designed() {
 #[test]
 fn solo_oracle_applies_both_features_and_reports_what_did_not_apply() {
     let agent = plugins().mini_swe.display().to_string();
-    let run = Run::start("solo", &["--agent", &agent, "-m", "oracle", "--setting", "solo", "-s", "smoke"]);
+    let run = Run::start(
+        "solo",
+        &[
+            "--agent",
+            &agent,
+            "-m",
+            "oracle",
+            "--setting",
+            "solo",
+            "-s",
+            "smoke",
+        ],
+    );
     run.assert_ok();
     let clean = json(&run.pair(1, 3).join("eval.json"));
     assert_eq!(clean["solo"]["success"], true, "{clean:#}");
@@ -81,9 +127,16 @@ fn solo_oracle_applies_both_features_and_reports_what_did_not_apply() {
     let clash = json(&run.pair(4, 5).join("eval.json"));
     assert_eq!(clash["overall_success"], false);
     let traj = json(&run.pair(4, 5).join("solo/trajectory.json"));
-    let last = traj["llm_calls"].as_array().and_then(|c| c.last()).cloned().unwrap();
+    let last = traj["llm_calls"]
+        .as_array()
+        .and_then(|c| c.last())
+        .cloned()
+        .unwrap();
     assert!(
-        last["response"]["content"].as_str().unwrap().contains("feature 5 did not apply"),
+        last["response"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("feature 5 did not apply"),
         "{last:#}"
     );
     assert!(run.pair(4, 5).join("solo/patch.diff").is_file());
@@ -92,7 +145,10 @@ fn solo_oracle_applies_both_features_and_reports_what_did_not_apply() {
 #[test]
 fn eval_regrades_a_changed_patch_and_keeps_current_grades() {
     let agent = plugins().mini_swe.display().to_string();
-    let run = Run::start("regrade", &["--agent", &agent, "-m", "oracle", "-s", "smoke"]);
+    let run = Run::start(
+        "regrade",
+        &["--agent", &agent, "-m", "oracle", "-s", "smoke"],
+    );
     run.assert_ok();
     let untouched_before = json(&run.pair(1, 3).join("eval.json"));
     std::fs::write(run.pair(1, 2).join("agent1/patch.diff"), "").unwrap();
@@ -101,10 +157,16 @@ fn eval_regrades_a_changed_patch_and_keeps_current_grades() {
     let out = cbench(&["eval", "-q", "-n", &run.name, "--log-dir", &log_dir]);
     assert!(out.status.success(), "{}", text(&out));
     let regraded = json(&run.pair(1, 2).join("eval.json"));
-    assert_eq!(regraded["agent1"]["success"], false, "an empty patch cannot pass: {regraded:#}");
+    assert_eq!(
+        regraded["agent1"]["success"], false,
+        "an empty patch cannot pass: {regraded:#}"
+    );
     assert_eq!(regraded["overall_success"], false);
     let untouched_after = json(&run.pair(1, 3).join("eval.json"));
-    assert_eq!(untouched_before["evaluated_at"], untouched_after["evaluated_at"]);
+    assert_eq!(
+        untouched_before["evaluated_at"],
+        untouched_after["evaluated_at"]
+    );
 }
 
 #[test]
@@ -115,16 +177,37 @@ fn a_second_run_resumes_and_force_starts_over() {
     let first = json(&run.pair(1, 3).join("result.json"));
     let log_dir = run.logs.path().display().to_string();
     let dataset = crate::support::dataset().display().to_string();
-    let common = ["run", "-q", "-n", "resume", "--log-dir", &log_dir, "--dataset-dir", &dataset, "--agent", &agent, "-m", "oracle", "-f", "1,3"];
+    let common = [
+        "run",
+        "-q",
+        "-n",
+        "resume",
+        "--log-dir",
+        &log_dir,
+        "--dataset-dir",
+        &dataset,
+        "--agent",
+        &agent,
+        "-m",
+        "oracle",
+        "-f",
+        "1,3",
+    ];
     let out = cbench(&common);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(json(&run.pair(1, 3).join("result.json"))["started_at"], first["started_at"]);
+    assert_eq!(
+        json(&run.pair(1, 3).join("result.json"))["started_at"],
+        first["started_at"]
+    );
 
     let mut forced = common.to_vec();
     forced.push("--force");
     let out = cbench(&forced);
     assert!(out.status.success(), "{}", text(&out));
-    assert_ne!(json(&run.pair(1, 3).join("result.json"))["started_at"], first["started_at"]);
+    assert_ne!(
+        json(&run.pair(1, 3).join("result.json"))["started_at"],
+        first["started_at"]
+    );
 
     // Same name, different model: refused instead of mixing results.
     let script = crate::support::write_temp(run.logs.path(), "s.json", "[]");
@@ -134,4 +217,41 @@ fn a_second_run_resumes_and_force_starts_over() {
     let out = cbench(&other);
     assert!(!out.status.success());
     assert!(text(&out).contains("different model"), "{}", text(&out));
+}
+
+#[test]
+fn ctrl_c_stops_the_run_kills_its_commands_and_keeps_written_results() {
+    let dir = tempfile::tempdir().unwrap();
+    // A sleep length no other test uses, so the process check below is unambiguous.
+    let script = crate::support::write_temp(
+        dir.path(),
+        "sleepy.json",
+        r#"[{"bash": "sleep 4242"}, {"bash": "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"}]"#,
+    );
+    let agent = plugins().mini_swe.display().to_string();
+    let logs = dir.path().join("logs");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cbench"))
+        .args(["run", "-q", "-n", "interrupted", "-f", "1,3", "--agent", &agent])
+        .args(["-m", &format!("scripted:{script}")])
+        .arg("--log-dir")
+        .arg(&logs)
+        .arg("--dataset-dir")
+        .arg(crate::support::dataset())
+        .env("CBENCH_CACHE_DIR", crate::support::cache_dir())
+        .spawn()
+        .unwrap();
+    let config = logs.join("interrupted/config.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !config.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let ps = std::process::Command::new("pgrep").args(["-f", "sleep 4242"]).output().unwrap();
+    assert!(ps.stdout.is_empty(), "agent commands survived Ctrl-C: {}", String::from_utf8_lossy(&ps.stdout));
+    assert!(json(&config)["name"] == "interrupted", "config.json intact");
 }

@@ -23,7 +23,18 @@ fn missing_agent_file_and_dataset_dir_are_named() {
     assert_refused(&run, &["--agent /nonexistent/agent.wasm"]);
 
     let agent = plugins().mini_swe.display().to_string();
-    let out = cbench(&["run", "-q", "--agent", &agent, "-m", "oracle", "--dataset-dir", "/nonexistent/ds", "--log-dir", "/tmp/cbench-never"]);
+    let out = cbench(&[
+        "run",
+        "-q",
+        "--agent",
+        &agent,
+        "-m",
+        "oracle",
+        "--dataset-dir",
+        "/nonexistent/ds",
+        "--log-dir",
+        "/tmp/cbench-never",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("/nonexistent/ds"), "{}", text(&out));
 }
@@ -31,19 +42,35 @@ fn missing_agent_file_and_dataset_dir_are_named() {
 #[test]
 fn unsupported_backend_and_bad_script_are_named() {
     let agent = plugins().mini_swe.display().to_string();
-    let run = Run::start("b", &["--agent", &agent, "-m", "oracle", "--backend", "modal"]);
+    let run = Run::start(
+        "b",
+        &["--agent", &agent, "-m", "oracle", "--backend", "modal"],
+    );
     assert_refused(&run, &["--backend modal"]);
 
     let dir = tempfile::tempdir().unwrap();
     let script = write_temp(dir.path(), "broken.json", "{ nope");
-    let run = Run::start("s", &["--agent", &agent, "-m", &format!("scripted:{script}")]);
+    let run = Run::start(
+        "s",
+        &["--agent", &agent, "-m", &format!("scripted:{script}")],
+    );
     assert_refused(&run, &["broken.json"]);
 }
 
 #[test]
 fn eval_of_an_unknown_run_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let out = cbench(&["eval", "-n", "never-ran", "--log-dir", dir.path().to_str().unwrap()]);
+    let out = cbench(&[
+        "eval",
+        "-n",
+        "never-ran",
+        "--log-dir",
+        dir.path().to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).contains("run `never-ran` not found"), "{}", text(&out));
+    assert!(
+        text(&out).contains("run `never-ran` not found"),
+        "{}",
+        text(&out)
+    );
 }

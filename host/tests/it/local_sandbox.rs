@@ -10,8 +10,12 @@ async fn sandbox(dir: &std::path::Path) -> LocalSandbox {
     let src = dir.join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("a.txt"), "one\n").unwrap();
-    let base = BaseRepo::from_source_tree(&src, &dir.join("base")).await.unwrap();
-    LocalSandbox::create(&base, &dir.join("boxes")).await.unwrap()
+    let base = BaseRepo::from_source_tree(&src, &dir.join("base"))
+        .await
+        .unwrap();
+    LocalSandbox::create(&base, &dir.join("boxes"))
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -19,14 +23,20 @@ async fn a_timed_out_command_and_its_children_are_killed() {
     let dir = tempfile::tempdir().unwrap();
     let sb = sandbox(dir.path()).await;
     let marker = dir.path().join("survivor");
-    let cmd = format!("(sleep 2; touch {m}) & echo started; sleep 30", m = marker.display());
+    let cmd = format!(
+        "(sleep 2; touch {m}) & echo started; sleep 30",
+        m = marker.display()
+    );
     let t = Instant::now();
     let out = sb.exec(&cmd, Duration::from_millis(500)).await.unwrap();
     assert!(out.timed_out);
     assert!(out.output.contains("started"));
     assert!(t.elapsed() < Duration::from_secs(10));
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(!marker.exists(), "a child of the timed-out command kept running");
+    assert!(
+        !marker.exists(),
+        "a child of the timed-out command kept running"
+    );
 }
 
 #[tokio::test]
@@ -35,7 +45,10 @@ async fn background_jobs_die_with_their_command() {
     let sb = sandbox(dir.path()).await;
     let marker = dir.path().join("bg");
     let out = sb
-        .exec(&format!("(sleep 1; touch {}) & echo done", marker.display()), Duration::from_secs(10))
+        .exec(
+            &format!("(sleep 1; touch {}) & echo done", marker.display()),
+            Duration::from_secs(10),
+        )
         .await
         .unwrap();
     assert_eq!(out.exit_code, 0);
@@ -53,14 +66,25 @@ async fn a_megabyte_command_runs_and_the_environment_is_scrubbed() {
     let cmd = format!("cat > big.txt <<'EOF'\n{payload}\nEOF\nwc -c < big.txt; env | grep -c CBENCH_TEST_SECRET || true");
     let out = sb.exec(&cmd, Duration::from_secs(30)).await.unwrap();
     let lines: Vec<&str> = out.output.lines().collect();
-    assert_eq!(lines, vec![&*format!("{}", (1 << 20) + 1), "0"], "{}", out.output);
+    assert_eq!(
+        lines,
+        vec![&*format!("{}", (1 << 20) + 1), "0"],
+        "{}",
+        out.output
+    );
 }
 
 #[tokio::test]
 async fn output_is_capped_and_flagged() {
     let dir = tempfile::tempdir().unwrap();
     let sb = sandbox(dir.path()).await;
-    let out = sb.exec("head -c 3000000 /dev/zero | tr '\\0' y", Duration::from_secs(30)).await.unwrap();
+    let out = sb
+        .exec(
+            "head -c 3000000 /dev/zero | tr '\\0' y",
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
     assert!(out.truncated);
     assert_eq!(out.output.len(), cbench::sandbox::local::DEFAULT_OUTPUT_CAP);
 }
@@ -77,7 +101,10 @@ async fn the_patch_includes_new_files_deletions_and_committed_work() {
     .unwrap();
     let diff = sb.diff().await.unwrap();
     assert!(diff.contains("+two"), "{diff}");
-    assert!(diff.contains("b/b.txt") && diff.contains("new file mode"), "{diff}");
+    assert!(
+        diff.contains("b/b.txt") && diff.contains("new file mode"),
+        "{diff}"
+    );
     assert!(diff.contains("b/d/c.txt"), "{diff}");
     sb.exec("rm a.txt", Duration::from_secs(10)).await.unwrap();
     assert!(sb.diff().await.unwrap().contains("deleted file mode"));

@@ -45,10 +45,19 @@ fn new_messages(traj: &Value, call: usize) -> String {
 
 #[test]
 fn a_reply_without_an_action_gets_a_format_error_and_counts_as_a_step() {
-    let run = scripted("format", j!(["I believe I am finished.", {"bash": SUBMIT}]), None, &[]);
+    let run = scripted(
+        "format",
+        j!(["I believe I am finished.", {"bash": SUBMIT}]),
+        None,
+        &[],
+    );
     let traj = trajectory(&run, "agent1");
     assert_eq!(traj["llm_calls"].as_array().unwrap().len(), 2);
-    assert!(traj["steps"].as_array().unwrap().iter().any(|s| s["action"] == "format-error"));
+    assert!(traj["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["action"] == "format-error"));
     assert!(new_messages(&traj, 1).contains("Format error"), "{traj:#}");
     let rec = agent_record(&run, 0);
     assert_eq!(rec["status"], "Submitted");
@@ -60,11 +69,23 @@ fn the_step_limit_ends_the_run() {
     let script = j!(std::iter::repeat_n(j!({"bash": "echo again"}), 10).collect::<Vec<_>>());
     let run = scripted("steps", script.clone(), None, &["--max-steps", "3"]);
     assert_eq!(agent_record(&run, 0)["status"], "StepLimitReached");
-    assert_eq!(trajectory(&run, "agent1")["llm_calls"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        trajectory(&run, "agent1")["llm_calls"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
 
     let run = scripted("steps-cfg", script, Some(j!({"step_limit": 2})), &[]);
     assert_eq!(agent_record(&run, 0)["status"], "StepLimitReached");
-    assert_eq!(trajectory(&run, "agent1")["llm_calls"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        trajectory(&run, "agent1")["llm_calls"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 #[test]
@@ -76,8 +97,14 @@ fn long_output_is_cut_to_both_ends_with_the_elided_count() {
         &[],
     );
     let shown = new_messages(&trajectory(&run, "agent1"), 1);
-    assert!(shown.contains("<output cut: 2000 characters elided>"), "{shown}");
-    assert_eq!(shown.matches('a').count(), 10_000 + "<output cut: 2000 characters elided>".matches('a').count());
+    assert!(
+        shown.contains("<output cut: 2000 characters elided>"),
+        "{shown}"
+    );
+    assert_eq!(
+        shown.matches('a').count(),
+        10_000 + "<output cut: 2000 characters elided>".matches('a').count()
+    );
 }
 
 #[test]
@@ -93,7 +120,13 @@ fn only_a_first_output_line_sentinel_with_exit_zero_submits() {
         None,
         &[],
     );
-    assert_eq!(trajectory(&run, "agent1")["llm_calls"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        trajectory(&run, "agent1")["llm_calls"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
     assert_eq!(agent_record(&run, 0)["status"], "Submitted");
 }
 
@@ -107,7 +140,10 @@ fn text_only_models_use_a_bash_block() {
     );
     let traj = trajectory(&run, "agent1");
     assert_eq!(traj["llm_calls"][0]["tools"], j!([]));
-    assert!(traj["llm_calls"][0]["response"]["content"].as_str().unwrap().contains("```bash"));
+    assert!(traj["llm_calls"][0]["response"]["content"]
+        .as_str()
+        .unwrap()
+        .contains("```bash"));
     assert!(new_messages(&traj, 1).contains("from-a-block"));
     assert_eq!(agent_record(&run, 0)["status"], "Submitted");
 }
@@ -124,10 +160,16 @@ fn the_patch_is_the_hosts_diff_even_when_the_agent_never_prints_one() {
         &[],
     );
     let patch = std::fs::read_to_string(run.pair(1, 3).join("agent1/patch.diff")).unwrap();
-    assert!(patch.contains("b/textkit/hello.py") && patch.contains("new file mode"), "{patch}");
+    assert!(
+        patch.contains("b/textkit/hello.py") && patch.contains("new file mode"),
+        "{patch}"
+    );
     assert!(patch.contains("+# touched"), "{patch}");
     let traj = trajectory(&run, "agent1");
-    assert!(!traj.to_string().contains("diff --git"), "the agent never printed a patch");
+    assert!(
+        !traj.to_string().contains("diff --git"),
+        "the agent never printed a patch"
+    );
 }
 
 #[test]
@@ -147,12 +189,21 @@ fn send_message_is_intercepted_delivered_and_the_rest_of_the_command_runs() {
     );
     let a1 = trajectory(&run, "agent1");
     let after_send = new_messages(&a1, 1);
-    assert!(after_send.contains("Message sent to agent2") && after_send.contains("rest-ran"), "{after_send}");
+    assert!(
+        after_send.contains("Message sent to agent2") && after_send.contains("rest-ran"),
+        "{after_send}"
+    );
     assert!(new_messages(&a1, 2).contains("NOT sent"), "{a1:#}");
     // Delivered before whichever LLM call came first after the send.
     let a2 = trajectory(&run, "agent2");
-    let seen_by_a2 = (0..2).map(|i| new_messages(&a2, i)).collect::<Vec<_>>().join("\n");
-    assert!(seen_by_a2.contains("[Message from agent1]: I take numbers.py"), "{a2:#}");
+    let seen_by_a2 = (0..2)
+        .map(|i| new_messages(&a2, i))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        seen_by_a2.contains("[Message from agent1]: I take numbers.py"),
+        "{a2:#}"
+    );
     let conversation = json(&run.pair(1, 3).join("conversation.json"));
     assert_eq!(conversation[0]["content"], "I take numbers.py");
     assert_eq!(conversation.as_array().unwrap().len(), 1);

@@ -89,7 +89,16 @@ impl Run {
         let logs = tempfile::tempdir().expect("temp log dir");
         let log_dir = logs.path().display().to_string();
         let dataset = dataset().display().to_string();
-        let mut args = vec!["run", "-q", "-n", name, "--log-dir", &log_dir, "--dataset-dir", &dataset];
+        let mut args = vec![
+            "run",
+            "-q",
+            "-n",
+            name,
+            "--log-dir",
+            &log_dir,
+            "--dataset-dir",
+            &dataset,
+        ];
         args.extend_from_slice(extra);
         let output = cbench(&args);
         Run {
@@ -101,7 +110,11 @@ impl Run {
 
     /// Asserts exit 0.
     pub fn assert_ok(&self) -> &Run {
-        assert!(self.output.status.success(), "cbench run failed:\n{}", text(&self.output));
+        assert!(
+            self.output.status.success(),
+            "cbench run failed:\n{}",
+            text(&self.output)
+        );
         self
     }
 
@@ -121,7 +134,8 @@ impl Run {
 
 /// Parses a JSON file.
 pub fn json(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
 }
 

@@ -123,7 +123,11 @@ fn parse_send_line(line: &str) -> Option<(String, String)> {
         return None;
     }
     let (to, heredoc) = rest.trim_start().split_once(char::is_whitespace)?;
-    let delimiter = heredoc.trim().strip_prefix("<<")?.trim_start_matches('-').trim();
+    let delimiter = heredoc
+        .trim()
+        .strip_prefix("<<")?
+        .trim_start_matches('-')
+        .trim();
     let delimiter = delimiter.trim_matches(|c| c == '\'' || c == '"');
     if to.is_empty() || delimiter.is_empty() {
         return None;
@@ -167,7 +171,8 @@ mod tests {
 
     #[test]
     fn send_message_heredoc_is_lifted_and_the_rest_still_runs() {
-        let cmd = "echo before\nsend_message agent2 <<'MSG'\nI edit a.py\nlines 1-9\nMSG\necho after";
+        let cmd =
+            "echo before\nsend_message agent2 <<'MSG'\nI edit a.py\nlines 1-9\nMSG\necho after";
         let (out, rest) = split_messages(cmd);
         assert_eq!(
             out,

@@ -279,7 +279,11 @@ mod tests {
 
     #[test]
     fn sentinel_must_be_the_first_line() {
-        assert!(first_line_is_sentinel("\nCOMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT\nrest"));
-        assert!(!first_line_is_sentinel("x\nCOMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"));
+        assert!(first_line_is_sentinel(
+            "\nCOMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT\nrest"
+        ));
+        assert!(!first_line_is_sentinel(
+            "x\nCOMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"
+        ));
     }
 }

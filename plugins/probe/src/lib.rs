@@ -87,7 +87,10 @@ impl Guest for Probe {
                     if got.is_empty() {
                         return Err(format!("no message after 10 s; heard {heard:?}"));
                     }
-                    heard.extend(got.into_iter().map(|m| format!("{}: {}", m.sender, m.content)));
+                    heard.extend(
+                        got.into_iter()
+                            .map(|m| format!("{}: {}", m.sender, m.content)),
+                    );
                 }
                 done(format!("heard {}", heard.join(" | ")))
             }

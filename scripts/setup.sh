@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what cbench needs (the wasm32-wasip2 target), builds the host and
+# every plugin, and places each plugin at plugins/<name>.wasm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if command -v rustup >/dev/null 2>&1; then
+    rustup target add wasm32-wasip2 >/dev/null
+fi
+for tool in git python3 bash; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "setup: '$tool' is required but not installed" >&2; exit 1; }
+done
+
+cargo build --release -p cbench
+cargo build --release --target wasm32-wasip2 -p mini_swe -p probe
+for plugin in mini_swe probe; do
+    cp "target/wasm32-wasip2/release/$plugin.wasm" "plugins/$plugin.wasm"
+done
+echo "setup: built target/release/cbench and plugins/{mini_swe,probe}.wasm"

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints (host natively, plugins for wasm),
+# plugin unit tests, and the host's unit + integration tests (which build the
+# plugins for wasm32-wasip2 themselves).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if command -v rustup >/dev/null 2>&1; then
+    rustup target add wasm32-wasip2 >/dev/null
+    rustup component add rustfmt clippy >/dev/null 2>&1 || true
+fi
+
+cargo fmt --all -- --check
+cargo clippy -p cbench --all-targets -- -D warnings
+cargo clippy --target wasm32-wasip2 -p mini_swe -p probe -- -D warnings
+cargo test -p mini_swe
+cargo test -p cbench
