@@ -10,6 +10,17 @@ if command -v rustup >/dev/null 2>&1; then
     rustup component add rustfmt clippy >/dev/null 2>&1 || true
 fi
 
+# The local sandbox's bwrap isolation is tested for real.
+if ! command -v bwrap >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get install -y -qq bubblewrap >/dev/null 2>&1 \
+            || { apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; }
+    else
+        echo "test.sh: bubblewrap (bwrap) is required; install it (e.g. apt-get install bubblewrap)" >&2
+        exit 1
+    fi
+fi
+
 cargo fmt --all -- --check
 cargo clippy -p cbench --all-targets -- -D warnings
 cargo clippy --target wasm32-wasip2 -p mini_swe -p probe -- -D warnings

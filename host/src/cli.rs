@@ -9,6 +9,7 @@ use crate::dataset::Selection;
 use crate::llm::Setting;
 use crate::plugin::{PluginHost, PluginLimits};
 use crate::runner::{EvalConfig, RunConfig};
+use crate::sandbox::local::IsolationMode;
 
 /// cbench: cooperative coding-agent benchmark with WebAssembly agent plugins.
 #[derive(Debug, Parser)]
@@ -34,6 +35,14 @@ pub enum Command {
 pub enum SettingArg {
     Coop,
     Solo,
+}
+
+/// `--isolation`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum IsolationArg {
+    Auto,
+    Bwrap,
+    None,
 }
 
 /// Raw `cbench run` arguments.
@@ -78,6 +87,9 @@ pub struct RunArgs {
     /// Sandbox backend.
     #[arg(long, default_value = "local")]
     pub backend: String,
+    /// Local-backend confinement: bwrap when installed (auto), always bwrap, or none.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub isolation: IsolationArg,
     /// Discard an existing run of the same name and start over.
     #[arg(long)]
     pub force: bool,
@@ -287,6 +299,11 @@ impl RunArgs {
                 compute: Duration::from_secs_f64(self.plugin_compute_secs),
             },
             cache_dir: self.cache_dir.unwrap_or_else(PluginHost::default_cache_dir),
+            isolation: match self.isolation {
+                IsolationArg::Auto => IsolationMode::Auto,
+                IsolationArg::Bwrap => IsolationMode::Bwrap,
+                IsolationArg::None => IsolationMode::None,
+            },
             quiet: self.quiet,
         })
     }

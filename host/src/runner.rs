@@ -20,7 +20,7 @@ use crate::plugin::{
 };
 use crate::progress::{human_duration, Progress};
 use crate::report::{summarize, RunSummary};
-use crate::sandbox::local::{BaseRepoCache, LocalSandbox};
+use crate::sandbox::local::{BaseRepoCache, Isolation, IsolationMode, LocalSandbox};
 use crate::sandbox::Sandbox;
 use crate::trajectory::{now_rfc3339, Recorder, TokenTotals};
 
@@ -46,6 +46,7 @@ pub struct RunConfig {
     pub test_timeout: Duration,
     pub plugin_limits: PluginLimits,
     pub cache_dir: PathBuf,
+    pub isolation: IsolationMode,
     pub quiet: bool,
 }
 
@@ -70,6 +71,8 @@ pub enum RunError {
     },
     #[error("run `{name}` not found: {path} does not exist")]
     UnknownRun { name: String, path: PathBuf },
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
     #[error("cannot prepare run directory {path}: {source}")]
     Io {
         path: PathBuf,
@@ -90,6 +93,7 @@ pub struct RunRecord {
     pub task: Option<u64>,
     pub features: Option<Vec<u32>>,
     pub backend: String,
+    pub isolation: String,
     pub concurrency: usize,
     pub eval_concurrency: usize,
     pub messaging: bool,
@@ -150,6 +154,7 @@ pub struct PairResult {
 
 struct RunContext {
     cfg: RunConfig,
+    isolation: Isolation,
     run_dir: PathBuf,
     work_dir: tempfile::TempDir,
     plugin: LoadedPlugin,
@@ -177,6 +182,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
     let dataset = Dataset::discover(&cfg.dataset_dir)?;
     let pairs = dataset.select(&cfg.selection)?;
     let model = llm::resolve(&cfg.model)?;
+    let isolation = Isolation::resolve(cfg.isolation)?;
     let host = PluginHost::new(&cfg.cache_dir)?;
     let (plugin, timings) = host.load(&cfg.agent).await?;
     tracing::info!(
@@ -188,7 +194,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
     );
 
     let run_dir = cfg.log_dir.join(&cfg.name);
-    let record = run_record(&cfg, &plugin.identity);
+    let record = run_record(&cfg, &plugin.identity, &isolation);
     prepare_run_dir(&cfg, &run_dir, &record)?;
     let work_dir = tempfile::Builder::new()
         .prefix(&format!("cbench-{}-", cfg.name))
@@ -196,7 +202,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
         .map_err(run_dir_io(&std::env::temp_dir()))?;
 
     progress.line(&format!(
-        "cbench run: {name}\n  setting: {setting} · model: {model} · agent: {agent} {version} (sha256 {sha}…) · backend: local\n  tasks: {tasks} · pairs: {pairs} · concurrency: {c}",
+        "cbench run: {name}\n  setting: {setting} · model: {model} · agent: {agent} {version} (sha256 {sha}…) · backend: local ({isolation})\n  tasks: {tasks} · pairs: {pairs} · concurrency: {c}",
         name = cfg.name,
         setting = cfg.setting,
         model = cfg.model,
@@ -206,6 +212,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
         tasks = count_tasks(&pairs),
         pairs = pairs.len(),
         c = cfg.concurrency,
+        isolation = isolation.name(),
     ));
 
     let ctx = Arc::new(RunContext {
@@ -218,6 +225,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
         started: AtomicUsize::new(0),
         total: pairs.len(),
         cfg,
+        isolation,
         run_dir: run_dir.clone(),
         work_dir,
         plugin,
@@ -264,7 +272,7 @@ fn count_tasks(pairs: &[Pair]) -> usize {
     tasks.len()
 }
 
-fn run_record(cfg: &RunConfig, plugin: &PluginIdentity) -> RunRecord {
+fn run_record(cfg: &RunConfig, plugin: &PluginIdentity, isolation: &Isolation) -> RunRecord {
     RunRecord {
         name: cfg.name.clone(),
         setting: cfg.setting,
@@ -276,6 +284,7 @@ fn run_record(cfg: &RunConfig, plugin: &PluginIdentity) -> RunRecord {
         task: cfg.selection.task,
         features: cfg.selection.features.clone(),
         backend: "local".into(),
+        isolation: isolation.name().into(),
         concurrency: cfg.concurrency,
         eval_concurrency: cfg.eval_concurrency,
         messaging: cfg.messaging,
@@ -446,9 +455,13 @@ async fn run_agents(ctx: &RunContext, pair: &Pair, pair_dir: &Path) -> Result<Pa
 
     let mut running = Vec::new();
     for (agent_id, feature_ids) in ids.iter().zip(&per_agent) {
-        let sandbox = LocalSandbox::create(&base, &ctx.work_dir.path().join("sandboxes"))
-            .await
-            .map_err(|e| format!("creating the sandbox of {agent_id}: {e}"))?;
+        let sandbox = LocalSandbox::create(
+            &base,
+            &ctx.work_dir.path().join("sandboxes"),
+            &ctx.isolation,
+        )
+        .await
+        .map_err(|e| format!("creating the sandbox of {agent_id}: {e}"))?;
         let sandbox: Arc<dyn Sandbox> = Arc::new(sandbox);
         let mut briefs = Vec::new();
         let mut texts = Vec::new();

@@ -302,7 +302,9 @@ impl Grader {
             ("LANG", "C.UTF-8".to_string()),
             ("PYTHONDONTWRITEBYTECODE", "1".to_string()),
         ];
+        // Graders run the task's own trusted runner, unconfined (real runners install packages).
         let out = run_script(
+            &[],
             &pair.task.test_runner(),
             &args,
             scratch,

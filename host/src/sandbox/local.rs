@@ -122,8 +122,87 @@ pub async fn copy_tree(src: &Path, dest: &Path) -> Result<(), SandboxError> {
     Ok(())
 }
 
+/// How commands are confined on the local backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Isolation {
+    /// Plain processes with a scrubbed environment.
+    None,
+    /// bubblewrap: network off, only the sandbox directory writable, own PID namespace.
+    Bwrap(PathBuf),
+}
+
+/// `--isolation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsolationMode {
+    /// bwrap when it is installed, else none.
+    Auto,
+    /// bwrap, or an error when it is missing.
+    Bwrap,
+    /// No confinement beyond the scrubbed environment.
+    None,
+}
+
+impl Isolation {
+    /// Resolves the mode against what this machine has.
+    pub fn resolve(mode: IsolationMode) -> Result<Isolation, SandboxError> {
+        let found = std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("bwrap"))
+                .find(|candidate| candidate.is_file())
+        });
+        match (mode, found) {
+            (IsolationMode::None, _) | (IsolationMode::Auto, None) => Ok(Isolation::None),
+            (_, Some(path)) => Ok(Isolation::Bwrap(path)),
+            (IsolationMode::Bwrap, None) => Err(SandboxError::Command(
+                "--isolation bwrap: `bwrap` is not installed (apt-get install bubblewrap)".into(),
+            )),
+        }
+    }
+
+    /// `bwrap` or `none`, for config.json.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Isolation::None => "none",
+            Isolation::Bwrap(_) => "bwrap",
+        }
+    }
+
+    fn wrapper(&self, root: &Path, repo: &Path) -> Vec<String> {
+        let Isolation::Bwrap(bwrap) = self else {
+            return Vec::new();
+        };
+        let root = root.display().to_string();
+        let mut args = vec![bwrap.display().to_string()];
+        // Order matters: the fresh /tmp first, then the sandbox (which may live under /tmp).
+        for a in [
+            "--ro-bind",
+            "/",
+            "/",
+            "--tmpfs",
+            "/tmp",
+            "--bind",
+            &root,
+            &root,
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--unshare-net",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--die-with-parent",
+            "--chdir",
+        ] {
+            args.push(a.to_string());
+        }
+        args.push(repo.display().to_string());
+        args
+    }
+}
+
 /// One agent's local sandbox. The temp dir (repo, home, tmp) is removed on drop.
 pub struct LocalSandbox {
+    isolation: Isolation,
     root: tempfile::TempDir,
     base_commit: String,
     output_cap: usize,
@@ -132,7 +211,11 @@ pub struct LocalSandbox {
 
 impl LocalSandbox {
     /// Copies `base` into a fresh temp dir under `parent`.
-    pub async fn create(base: &BaseRepo, parent: &Path) -> Result<LocalSandbox, SandboxError> {
+    pub async fn create(
+        base: &BaseRepo,
+        parent: &Path,
+        isolation: &Isolation,
+    ) -> Result<LocalSandbox, SandboxError> {
         std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
         let root = tempfile::Builder::new()
             .prefix("sandbox-")
@@ -143,6 +226,7 @@ impl LocalSandbox {
         }
         base.checkout_to(&root.path().join("repo")).await?;
         Ok(LocalSandbox {
+            isolation: isolation.clone(),
             root,
             base_commit: base.commit.clone(),
             output_cap: DEFAULT_OUTPUT_CAP,
@@ -178,8 +262,11 @@ impl LocalSandbox {
     }
 }
 
-/// Runs a script file under bash in its own process group with a timeout; merged, capped output.
+/// Runs a script file under bash (inside `wrapper`, e.g. bwrap, when given) in its own
+/// process group with a timeout; merged, capped output.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_script(
+    wrapper: &[String],
     script: &Path,
     args: &[&str],
     cwd: &Path,
@@ -189,7 +276,15 @@ pub async fn run_script(
 ) -> Result<ExecOutput, SandboxError> {
     let (reader, writer) = std::io::pipe().map_err(io("creating output pipe"))?;
     let writer_err = writer.try_clone().map_err(io("creating output pipe"))?;
-    let mut child = Command::new("bash")
+    let mut command = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg("bash");
+            c
+        }
+        None => Command::new("bash"),
+    };
+    let mut child = command
         .arg("-l")
         .arg(script)
         .args(args)
@@ -292,7 +387,9 @@ impl Sandbox for LocalSandbox {
         tokio::fs::write(&script, command)
             .await
             .map_err(io("writing command script"))?;
+        let wrapper = self.isolation.wrapper(self.root.path(), &self.repo());
         let result = run_script(
+            &wrapper,
             &script,
             &[],
             &self.repo(),

@@ -231,7 +231,16 @@ fn ctrl_c_stops_the_run_kills_its_commands_and_keeps_written_results() {
     let agent = plugins().mini_swe.display().to_string();
     let logs = dir.path().join("logs");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cbench"))
-        .args(["run", "-q", "-n", "interrupted", "-f", "1,3", "--agent", &agent])
+        .args([
+            "run",
+            "-q",
+            "-n",
+            "interrupted",
+            "-f",
+            "1,3",
+            "--agent",
+            &agent,
+        ])
         .args(["-m", &format!("scripted:{script}")])
         .arg("--log-dir")
         .arg(&logs)
@@ -251,7 +260,14 @@ fn ctrl_c_stops_the_run_kills_its_commands_and_keeps_written_results() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let ps = std::process::Command::new("pgrep").args(["-f", "sleep 4242"]).output().unwrap();
-    assert!(ps.stdout.is_empty(), "agent commands survived Ctrl-C: {}", String::from_utf8_lossy(&ps.stdout));
+    let ps = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 4242"])
+        .output()
+        .unwrap();
+    assert!(
+        ps.stdout.is_empty(),
+        "agent commands survived Ctrl-C: {}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
     assert!(json(&config)["name"] == "interrupted", "config.json intact");
 }

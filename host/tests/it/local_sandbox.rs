@@ -3,17 +3,21 @@
 
 use std::time::{Duration, Instant};
 
-use cbench::sandbox::local::{BaseRepo, LocalSandbox};
+use cbench::sandbox::local::{BaseRepo, Isolation, IsolationMode, LocalSandbox};
 use cbench::sandbox::Sandbox;
 
 async fn sandbox(dir: &std::path::Path) -> LocalSandbox {
+    sandbox_with(dir, &Isolation::None).await
+}
+
+async fn sandbox_with(dir: &std::path::Path, isolation: &Isolation) -> LocalSandbox {
     let src = dir.join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("a.txt"), "one\n").unwrap();
     let base = BaseRepo::from_source_tree(&src, &dir.join("base"))
         .await
         .unwrap();
-    LocalSandbox::create(&base, &dir.join("boxes"))
+    LocalSandbox::create(&base, &dir.join("boxes"), isolation)
         .await
         .unwrap()
 }
@@ -110,4 +114,43 @@ async fn the_patch_includes_new_files_deletions_and_committed_work() {
     assert!(sb.diff().await.unwrap().contains("deleted file mode"));
     assert!(sb.read_file("../escape").await.is_err());
     assert!(sb.write_file("/etc/x", b"no").await.is_err());
+}
+
+/// Our machines and CI install bubblewrap (scripts/test.sh does it when missing), so this
+/// runs for real; without bwrap, `--isolation bwrap` must be refused instead.
+#[tokio::test]
+async fn bwrap_confines_commands_to_the_workspace_without_network() {
+    let isolation = match Isolation::resolve(IsolationMode::Bwrap) {
+        Ok(i) => i,
+        Err(e) => panic!("bubblewrap is required for this test (apt-get install bubblewrap): {e}"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox_with(dir.path(), &isolation).await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Not under /tmp: inside bwrap, /tmp is a private tmpfs where writes are allowed (and vanish).
+    let outside = crate::support::workspace()
+        .join("target")
+        .join(format!("bwrap-escape-{}.txt", std::process::id()));
+    let cmd = format!(
+        "echo inside > inside.txt && cat inside.txt\n\
+         (echo x > {outside}) 2>/dev/null && echo wrote-outside || echo outside-refused\n\
+         (echo x > /etc/cbench-probe) 2>/dev/null && echo wrote-etc || echo etc-refused\n\
+         python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2)\" 2>/dev/null && echo net-open || echo net-refused",
+        outside = outside.display()
+    );
+    let out = sb.exec(&cmd, Duration::from_secs(30)).await.unwrap();
+    let lines: Vec<&str> = out
+        .output
+        .lines()
+        .filter(|l| !l.contains("pyenv"))
+        .collect();
+    assert_eq!(
+        lines,
+        vec!["inside", "outside-refused", "etc-refused", "net-refused"],
+        "{}",
+        out.output
+    );
+    assert!(!outside.exists());
+    assert!(sb.diff().await.unwrap().contains("b/inside.txt"));
 }
