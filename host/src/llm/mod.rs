@@ -188,6 +188,29 @@ pub fn estimate_request_tokens(request: &CompletionRequest) -> u64 {
         .sum()
 }
 
+/// A reply of a built-in model: free, with estimated token counts.
+pub fn builtin_completion(
+    request: &CompletionRequest,
+    content: String,
+    tool_calls: Vec<ToolCall>,
+) -> Completion {
+    let output_tokens = estimate_tokens(&content)
+        + tool_calls
+            .iter()
+            .map(|c| estimate_tokens(&c.arguments))
+            .sum::<u64>();
+    Completion {
+        usage: TokenUsage {
+            input_tokens: estimate_request_tokens(request),
+            output_tokens,
+            ..TokenUsage::default()
+        },
+        content,
+        tool_calls,
+        cost_usd: Some(0.0),
+    }
+}
+
 /// A reply carrying one bash command: a tool call when tools were offered, a ```bash block otherwise.
 pub fn bash_reply(
     request: &CompletionRequest,

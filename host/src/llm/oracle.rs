@@ -7,8 +7,8 @@
 use async_trait::async_trait;
 
 use super::{
-    bash_reply, estimate_request_tokens, estimate_tokens, AgentBrief, Completion,
-    CompletionRequest, FeatureBrief, LlmError, LlmSession, Model, Setting, TokenUsage,
+    bash_reply, builtin_completion, AgentBrief, Completion, CompletionRequest, FeatureBrief,
+    LlmError, LlmSession, Model, Setting,
 };
 
 /// Marker the apply command prints when a gold patch does not apply.
@@ -153,21 +153,7 @@ impl LlmSession for OracleSession {
             }
         };
         let (content, tool_calls) = bash_reply(request, &thought, &command, call_id);
-        let usage = TokenUsage {
-            input_tokens: estimate_request_tokens(request),
-            output_tokens: estimate_tokens(&content)
-                + tool_calls
-                    .iter()
-                    .map(|c| estimate_tokens(&c.arguments))
-                    .sum::<u64>(),
-            ..TokenUsage::default()
-        };
-        Ok(Completion {
-            content,
-            tool_calls,
-            usage,
-            cost_usd: Some(0.0),
-        })
+        Ok(builtin_completion(request, content, tool_calls))
     }
 }
 

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::{
-    bash_reply, estimate_request_tokens, estimate_tokens, AgentBrief, Completion,
-    CompletionRequest, LlmError, LlmSession, Model, ModelError, TokenUsage, ToolCall,
+    bash_reply, builtin_completion, AgentBrief, Completion, CompletionRequest, LlmError,
+    LlmSession, Model, ModelError, ToolCall,
 };
 
 #[derive(Debug, Clone, Deserialize)]
@@ -138,16 +138,6 @@ impl LlmSession for ScriptedSession {
                 }
             },
         };
-        let usage = TokenUsage {
-            input_tokens: estimate_request_tokens(request),
-            output_tokens: estimate_tokens(&content),
-            ..TokenUsage::default()
-        };
-        Ok(Completion {
-            content,
-            tool_calls,
-            usage,
-            cost_usd: Some(0.0),
-        })
+        Ok(builtin_completion(request, content, tool_calls))
     }
 }
