@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::dataset::Selection;
+use crate::eval::merge::MergePolicy;
 use crate::llm::Setting;
 use crate::plugin::{PluginHost, PluginLimits};
 use crate::runner::{EvalConfig, RunConfig};
@@ -28,6 +29,9 @@ pub enum Command {
     Eval(EvalArgs),
     /// Measure plugin load, instantiation and host round-trips.
     Bench(BenchArgs),
+    /// Inspect the dataset.
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
 }
 
 /// `--setting`.
@@ -35,6 +39,87 @@ pub enum Command {
 pub enum SettingArg {
     Coop,
     Solo,
+}
+
+/// Which part of the dataset (shared by `run`, `dataset list`, `gold`).
+#[derive(Debug, Args)]
+pub struct SelectionArgs {
+    /// Subset from <dataset>/subsets/<name>.json.
+    #[arg(long, short = 's')]
+    pub subset: Option<String>,
+    /// Repository (directory name, with or without `_task`).
+    #[arg(long, short = 'r')]
+    pub repo: Option<String>,
+    /// Task id (0 is a task id like any other).
+    #[arg(long, short = 't')]
+    pub task: Option<u64>,
+    /// Feature ids, e.g. `1,2` (3 or 4 ids make one group of that many agents).
+    #[arg(long, short = 'f', value_delimiter = ',')]
+    pub features: Option<Vec<u32>>,
+    /// Dataset root (env CBENCH_DATASET_DIR).
+    #[arg(long, env = "CBENCH_DATASET_DIR", default_value = "dataset")]
+    pub dataset_dir: PathBuf,
+}
+
+impl SelectionArgs {
+    /// Validates the filters.
+    pub fn validate(&self) -> Result<Selection, CliError> {
+        if let Some(f) = &self.features {
+            let mut unique = f.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            if unique.len() < 2 || unique.len() != f.len() {
+                return Err(CliError::Features(f.clone()));
+            }
+        }
+        Ok(Selection {
+            subset: self.subset.clone(),
+            repo: self.repo.clone(),
+            task: self.task,
+            features: self.features.clone(),
+        })
+    }
+}
+
+/// `cbench dataset …`.
+#[derive(Debug, Subcommand)]
+pub enum DatasetCommand {
+    /// What a selection contains: repos, tasks, features, pairs.
+    List(DatasetListArgs),
+}
+
+/// Raw `cbench dataset list` arguments.
+#[derive(Debug, Args)]
+pub struct DatasetListArgs {
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    /// Add lines changed and files per feature, and files shared per pair (from the gold patches).
+    #[arg(long)]
+    pub stats: bool,
+    /// Image name prefix (registry/user/repo-prefix).
+    #[arg(long, default_value = crate::dataset::metadata::DEFAULT_IMAGE_PREFIX)]
+    pub image_prefix: String,
+}
+
+/// `--merge-policy`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum MergePolicyArg {
+    /// Retry a conflicting merge with `merge=union` (CooperBench 0.0.14, the paper).
+    Union,
+    /// Grade the lead agent's patch alone when the merge conflicts (CooperBench 0.0.29).
+    Lead,
+}
+
+impl From<MergePolicyArg> for MergePolicy {
+    fn from(p: MergePolicyArg) -> MergePolicy {
+        match p {
+            MergePolicyArg::Union => MergePolicy::Union,
+            MergePolicyArg::Lead => MergePolicy::Lead,
+        }
+    }
 }
 
 /// `--isolation`.
@@ -57,18 +142,8 @@ pub struct RunArgs {
     /// Run name (default: <setting>-<agent>-<model>-<subset>).
     #[arg(long, short = 'n')]
     pub name: Option<String>,
-    /// Subset from <dataset>/subsets/<name>.json.
-    #[arg(long, short = 's')]
-    pub subset: Option<String>,
-    /// Repository (directory name, with or without `_task`).
-    #[arg(long, short = 'r')]
-    pub repo: Option<String>,
-    /// Task id (0 is a task id like any other).
-    #[arg(long, short = 't')]
-    pub task: Option<u64>,
-    /// Feature ids, e.g. `1,2`.
-    #[arg(long, short = 'f', value_delimiter = ',')]
-    pub features: Option<Vec<u32>>,
+    #[command(flatten)]
+    pub selection: SelectionArgs,
     /// coop: one agent per feature; solo: one agent for all features.
     #[arg(long, value_enum, default_value = "coop")]
     pub setting: SettingArg,
@@ -78,15 +153,15 @@ pub struct RunArgs {
     /// Pairs graded at once.
     #[arg(long, default_value_t = 10)]
     pub eval_concurrency: usize,
-    /// Dataset root (env CBENCH_DATASET_DIR).
-    #[arg(long, env = "CBENCH_DATASET_DIR", default_value = "dataset")]
-    pub dataset_dir: PathBuf,
     /// Where runs are written.
     #[arg(long, default_value = "logs")]
     pub log_dir: PathBuf,
     /// Sandbox backend.
     #[arg(long, default_value = "local")]
     pub backend: String,
+    /// What grading does when the agents' patches conflict.
+    #[arg(long, value_enum, default_value = "union")]
+    pub merge_policy: MergePolicyArg,
     /// Local-backend confinement: bwrap when installed (auto), always bwrap, or none.
     #[arg(long, value_enum, default_value = "auto")]
     pub isolation: IsolationArg,
@@ -117,9 +192,12 @@ pub struct RunArgs {
     /// Time a plugin may spend computing between host calls, in total, seconds.
     #[arg(long, default_value_t = 120.0)]
     pub plugin_compute_secs: f64,
-    /// Compiled-plugin cache (default ~/.cache/cbench; env CBENCH_CACHE_DIR).
+    /// Cache for compiled plugins and prepared repositories (default ~/.cache/cbench; env CBENCH_CACHE_DIR).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// Clone upstream repositories from DIR/<owner>/<name> instead of the network.
+    #[arg(long, value_name = "DIR")]
+    pub repo_cache: Option<PathBuf>,
     /// No progress output.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -143,6 +221,15 @@ pub struct EvalArgs {
     pub eval_concurrency: usize,
     #[arg(long, default_value_t = 900)]
     pub test_timeout: u64,
+    /// Cache for prepared repositories (default ~/.cache/cbench; env CBENCH_CACHE_DIR).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Clone upstream repositories from DIR/<owner>/<name> instead of the network.
+    #[arg(long, value_name = "DIR")]
+    pub repo_cache: Option<PathBuf>,
+    /// Override the run's merge policy.
+    #[arg(long, value_enum)]
+    pub merge_policy: Option<MergePolicyArg>,
     #[arg(long, short = 'q')]
     pub quiet: bool,
 }
@@ -172,7 +259,7 @@ pub enum CliError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("-f: give at least two feature ids (got {0:?})")]
+    #[error("-f: give at least two distinct feature ids (got {0:?})")]
     Features(Vec<u32>),
     #[error("{flag} must be greater than zero")]
     Zero { flag: &'static str },
@@ -215,11 +302,7 @@ impl RunArgs {
         if !self.agent.is_file() {
             return Err(CliError::AgentMissing(self.agent));
         }
-        if let Some(f) = &self.features {
-            if f.len() < 2 {
-                return Err(CliError::Features(f.clone()));
-            }
-        }
+        let selection = self.selection.validate()?;
         for (flag, value) in [
             ("-c/--concurrency", self.concurrency as u64),
             ("--eval-concurrency", self.eval_concurrency as u64),
@@ -266,7 +349,8 @@ impl RunArgs {
                 "{setting}-{}-{}-{}",
                 agent_abbreviation(&self.agent),
                 sanitize(&self.model),
-                self.subset
+                self.selection
+                    .subset
                     .as_deref()
                     .map(sanitize)
                     .unwrap_or_else(|| "full".into())
@@ -277,15 +361,10 @@ impl RunArgs {
             agent: self.agent,
             model: self.model,
             setting,
-            selection: Selection {
-                subset: self.subset,
-                repo: self.repo,
-                task: self.task,
-                features: self.features,
-            },
+            selection,
             concurrency: self.concurrency,
             eval_concurrency: self.eval_concurrency,
-            dataset_dir: self.dataset_dir,
+            dataset_dir: self.selection.dataset_dir,
             log_dir: self.log_dir,
             force: self.force,
             messaging: !self.no_messaging,
@@ -299,6 +378,8 @@ impl RunArgs {
                 compute: Duration::from_secs_f64(self.plugin_compute_secs),
             },
             cache_dir: self.cache_dir.unwrap_or_else(PluginHost::default_cache_dir),
+            repo_cache: self.repo_cache,
+            merge_policy: self.merge_policy.into(),
             isolation: match self.isolation {
                 IsolationArg::Auto => IsolationMode::Auto,
                 IsolationArg::Bwrap => IsolationMode::Bwrap,
@@ -324,6 +405,9 @@ impl EvalArgs {
             force: self.force,
             eval_concurrency: self.eval_concurrency,
             test_timeout: Duration::from_secs(self.test_timeout),
+            cache_dir: self.cache_dir.unwrap_or_else(PluginHost::default_cache_dir),
+            repo_cache: self.repo_cache,
+            merge_policy: self.merge_policy.map(Into::into),
             quiet: self.quiet,
         })
     }

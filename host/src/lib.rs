@@ -11,6 +11,7 @@ pub mod messaging;
 pub mod plugin;
 pub mod progress;
 pub mod report;
+pub mod repos;
 pub mod runner;
 pub mod sandbox;
 pub mod trajectory;

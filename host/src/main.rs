@@ -42,6 +42,19 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 let summary = cbench::runner::eval_run(cfg).await?;
                 Ok(exit_for(summary.infra_errors))
             }
+            Command::Dataset(cbench::cli::DatasetCommand::List(args)) => {
+                let selection = args.selection.validate()?;
+                let dataset = cbench::dataset::Dataset::discover(&args.selection.dataset_dir)?;
+                let pairs = dataset.select(&selection)?;
+                let listing =
+                    cbench::dataset::listing::list(&pairs, &args.image_prefix, args.stats);
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&listing)?);
+                } else {
+                    print!("{}", listing.render(args.stats));
+                }
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Bench(args) => {
                 cbench::bench::run(args).await?;
                 Ok(ExitCode::SUCCESS)

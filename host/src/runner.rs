@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use crate::dataset::{Dataset, DatasetError, Pair, Selection};
+use crate::eval::merge::MergePolicy;
 use crate::eval::{inputs_hash, EvalReport, GradedPatch, Grader};
 use crate::fsutil::{read_json, sha256_hex, write_atomic, write_json_atomic, FsError};
 use crate::llm::{self, AgentBrief, FeatureBrief, Model, ModelError, Setting};
@@ -20,7 +21,8 @@ use crate::plugin::{
 };
 use crate::progress::{human_duration, Progress};
 use crate::report::{summarize, RunSummary};
-use crate::sandbox::local::{BaseRepoCache, Isolation, IsolationMode, LocalSandbox};
+use crate::repos::{BaseRepos, UpstreamRepos};
+use crate::sandbox::local::{Isolation, IsolationMode, LocalSandbox};
 use crate::sandbox::Sandbox;
 use crate::trajectory::{now_rfc3339, Recorder, TokenTotals};
 
@@ -46,6 +48,10 @@ pub struct RunConfig {
     pub test_timeout: Duration,
     pub plugin_limits: PluginLimits,
     pub cache_dir: PathBuf,
+    /// What to do when the naive merge conflicts.
+    pub merge_policy: MergePolicy,
+    /// `--repo-cache`: local copies of upstream repositories as `<owner>/<name>`.
+    pub repo_cache: Option<PathBuf>,
     pub isolation: IsolationMode,
     pub quiet: bool,
 }
@@ -103,7 +109,7 @@ pub struct RunRecord {
     pub command_timeout_s: f64,
     pub plugin_memory_mb: usize,
     pub plugin_compute_s: f64,
-    pub merge_policy: String,
+    pub merge_policy: MergePolicy,
     pub created_at: String,
     pub cbench_version: String,
 }
@@ -159,7 +165,7 @@ struct RunContext {
     work_dir: tempfile::TempDir,
     plugin: LoadedPlugin,
     model: Arc<dyn Model>,
-    bases: BaseRepoCache,
+    bases: BaseRepos,
     grader: Grader,
     progress: Progress,
     agent_slots: Semaphore,
@@ -216,9 +222,16 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
     ));
 
     let ctx = Arc::new(RunContext {
-        bases: BaseRepoCache::new(&work_dir.path().join("bases")),
+        bases: BaseRepos::new(
+            &work_dir.path().join("bases"),
+            UpstreamRepos {
+                cache_dir: cfg.cache_dir.clone(),
+                mirror_dir: cfg.repo_cache.clone(),
+            },
+        ),
         grader: Grader {
             test_timeout: cfg.test_timeout,
+            policy: cfg.merge_policy,
         },
         agent_slots: Semaphore::new(cfg.concurrency.max(1)),
         eval_slots: Semaphore::new(cfg.eval_concurrency.max(1)),
@@ -297,7 +310,7 @@ fn run_record(cfg: &RunConfig, plugin: &PluginIdentity, isolation: &Isolation) -
         command_timeout_s: cfg.command_timeout.as_secs_f64(),
         plugin_memory_mb: cfg.plugin_limits.memory_bytes >> 20,
         plugin_compute_s: cfg.plugin_limits.compute.as_secs_f64(),
-        merge_policy: "union".into(),
+        merge_policy: cfg.merge_policy,
         created_at: now_rfc3339(),
         cbench_version: env!("CARGO_PKG_VERSION").into(),
     }
@@ -629,7 +642,7 @@ async fn grade_pair_dir(
 }
 
 async fn grade_with(
-    bases: &BaseRepoCache,
+    bases: &BaseRepos,
     grader: &Grader,
     work_dir: &Path,
     setting: Setting,
@@ -651,7 +664,7 @@ async fn grade_with(
         });
     }
     let eval_path = pair_dir.join("eval.json");
-    let hash = inputs_hash(pair, setting, &patches).map_err(|e| e.to_string())?;
+    let hash = inputs_hash(pair, setting, grader.policy, &patches).map_err(|e| e.to_string())?;
     if !force {
         if let Ok(existing) = read_json::<EvalReport>(&eval_path) {
             if existing.inputs_sha256 == hash {
@@ -685,6 +698,10 @@ pub struct EvalConfig {
     pub force: bool,
     pub eval_concurrency: usize,
     pub test_timeout: Duration,
+    pub cache_dir: PathBuf,
+    pub repo_cache: Option<PathBuf>,
+    /// Overrides the merge policy recorded in config.json.
+    pub merge_policy: Option<MergePolicy>,
     pub quiet: bool,
 }
 
@@ -717,9 +734,20 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
         .prefix(&format!("cbench-eval-{}-", cfg.name))
         .tempdir()
         .map_err(run_dir_io(&std::env::temp_dir()))?;
-    let bases = Arc::new(BaseRepoCache::new(&work_dir.path().join("bases")));
+    let bases = Arc::new(BaseRepos::new(
+        &work_dir.path().join("bases"),
+        UpstreamRepos {
+            cache_dir: cfg.cache_dir.clone(),
+            mirror_dir: cfg.repo_cache.clone(),
+        },
+    ));
+    let policy = match cfg.merge_policy {
+        Some(p) => p,
+        None => record.merge_policy,
+    };
     let grader = Arc::new(Grader {
         test_timeout: cfg.test_timeout,
+        policy,
     });
     let slots = Arc::new(Semaphore::new(cfg.eval_concurrency.max(1)));
     let work = Arc::new(work_dir);

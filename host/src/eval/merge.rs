@@ -8,6 +8,26 @@ use serde::{Deserialize, Serialize};
 use crate::sandbox::local::{git, BaseRepo};
 use crate::sandbox::SandboxError;
 
+/// What to do when the naive merge conflicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MergePolicy {
+    /// Retry with `merge=union` (CooperBench 0.0.14, the paper).
+    Union,
+    /// Grade the lead agent's (agent1's) patch alone (CooperBench 0.0.29).
+    Lead,
+}
+
+impl MergePolicy {
+    /// The name used in files and flags.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MergePolicy::Union => "union",
+            MergePolicy::Lead => "lead",
+        }
+    }
+}
+
 /// How the merged tree was produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -16,6 +36,8 @@ pub enum MergeStrategy {
     Naive,
     /// Naive merge conflicted; union merge succeeded.
     Union,
+    /// Naive merge conflicted; the lead agent's patch alone is graded.
+    Lead,
     /// No merged tree: a patch did not apply, or even the union merge failed.
     Failed,
 }
@@ -30,6 +52,8 @@ pub struct MergeOutcome {
     pub diff: String,
     /// Why there is no merged tree.
     pub error: Option<String>,
+    /// Agents whose patch did not apply to the base.
+    pub apply_failed: Vec<String>,
 }
 
 /// Merges `patches` (agent id, patch) in a copy of `base` under `scratch`.
@@ -39,10 +63,12 @@ pub async fn merge_patches(
     base: &BaseRepo,
     scratch: &Path,
     patches: &[(String, String)],
+    policy: MergePolicy,
 ) -> Result<MergeOutcome, SandboxError> {
     let repo = scratch.join("merge");
     base.checkout_to(&repo).await?;
     let mut commits = Vec::new();
+    let mut apply_failed = Vec::new();
     for (agent, patch) in patches {
         git(&repo, &["checkout", "-q", "-B", agent, &base.commit], &[]).await?;
         if !patch.trim().is_empty() {
@@ -55,13 +81,11 @@ pub async fn merge_patches(
                 })?;
             let file = file.display().to_string();
             if git(&repo, &["apply", &file], &[]).await.is_err() {
-                if let Err(e) = git(&repo, &["apply", "--3way", &file], &[]).await {
-                    return Ok(MergeOutcome {
-                        strategy: MergeStrategy::Failed,
-                        conflict: false,
-                        diff: String::new(),
-                        error: Some(format!("{agent}'s patch does not apply to the base: {e}")),
-                    });
+                if git(&repo, &["apply", "--3way", &file], &[]).await.is_err() {
+                    apply_failed.push(agent.clone());
+                    // Leave no half-applied 3-way state on this branch.
+                    git(&repo, &["reset", "-q", "--hard"], &[]).await?;
+                    git(&repo, &["clean", "-q", "-fd"], &[]).await?;
                 }
             }
         }
@@ -86,41 +110,62 @@ pub async fn merge_patches(
                 .to_string(),
         );
     }
+    if !apply_failed.is_empty() {
+        return Ok(MergeOutcome {
+            strategy: MergeStrategy::Failed,
+            conflict: false,
+            diff: String::new(),
+            error: Some(format!(
+                "the patch of {} does not apply to the base",
+                apply_failed.join(" and ")
+            )),
+            apply_failed,
+        });
+    }
     let Some((last, others)) = commits.split_last() else {
         return Ok(MergeOutcome {
             strategy: MergeStrategy::Naive,
             conflict: false,
             diff: String::new(),
             error: None,
+            apply_failed,
         });
     };
-    let mut strategy = MergeStrategy::Naive;
-    if !merge_all(&repo, last, others).await? {
-        strategy = MergeStrategy::Union;
-        // .git/info/attributes, not .gitattributes: it outranks the repo's own file
-        // and never shows up in the merged diff.
-        let attributes = repo.join(".git").join("info").join("attributes");
-        tokio::fs::create_dir_all(attributes.parent().unwrap_or(&repo))
-            .await
-            .map_err(|source| SandboxError::Io {
-                what: "creating .git/info".into(),
-                source,
-            })?;
-        tokio::fs::write(&attributes, "* merge=union\n")
-            .await
-            .map_err(|source| SandboxError::Io {
-                what: "writing .git/info/attributes".into(),
-                source,
-            })?;
-        if !merge_all(&repo, last, others).await? {
-            return Ok(MergeOutcome {
-                strategy: MergeStrategy::Failed,
-                conflict: true,
-                diff: String::new(),
-                error: Some("the patches conflict and even the union merge failed".into()),
-            });
+    let strategy = if merge_all(&repo, last, others).await? {
+        MergeStrategy::Naive
+    } else {
+        match policy {
+            MergePolicy::Lead => {
+                let lead = commits.first().unwrap_or(last);
+                let diff = git(
+                    &repo,
+                    &["diff", "--binary", "--no-color", &base.commit, lead],
+                    &[],
+                )
+                .await?;
+                return Ok(MergeOutcome {
+                    strategy: MergeStrategy::Lead,
+                    conflict: true,
+                    diff,
+                    error: None,
+                    apply_failed,
+                });
+            }
+            MergePolicy::Union => {
+                enable_union_merge(&repo).await?;
+                if !merge_all(&repo, last, others).await? {
+                    return Ok(MergeOutcome {
+                        strategy: MergeStrategy::Failed,
+                        conflict: true,
+                        diff: String::new(),
+                        error: Some("the patches conflict and even the union merge failed".into()),
+                        apply_failed,
+                    });
+                }
+                MergeStrategy::Union
+            }
         }
-    }
+    };
     let diff = git(
         &repo,
         &["diff", "--binary", "--no-color", &base.commit, "HEAD"],
@@ -132,7 +177,24 @@ pub async fn merge_patches(
         conflict: strategy == MergeStrategy::Union,
         diff,
         error: None,
+        apply_failed,
     })
+}
+
+/// Sets `* merge=union` in `.git/info/attributes`, not `.gitattributes`: it
+/// outranks the repository's own file and never shows up in the merged diff.
+async fn enable_union_merge(repo: &Path) -> Result<(), SandboxError> {
+    let info = repo.join(".git").join("info");
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |source| SandboxError::Io { what, source }
+    };
+    tokio::fs::create_dir_all(&info)
+        .await
+        .map_err(io("creating .git/info"))?;
+    tokio::fs::write(info.join("attributes"), "* merge=union\n")
+        .await
+        .map_err(io("writing .git/info/attributes"))
 }
 
 /// Resets to the last agent's branch and merges the others; false on a conflict.

@@ -3,6 +3,7 @@
 
 pub mod merge;
 pub mod parse;
+pub mod test_files;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,11 +16,11 @@ use crate::dataset::{Feature, Pair};
 use crate::llm::Setting;
 use crate::sandbox::local::{run_script, BaseRepo};
 use crate::sandbox::SandboxError;
-use merge::{merge_patches, MergeStrategy};
+use merge::{merge_patches, MergePolicy, MergeStrategy};
 
 /// Version of the grading procedure; part of the input hash so a changed
 /// procedure re-grades old runs.
-const GRADING_VERSION: &str = "cbench-grading-1/union";
+const GRADING_VERSION: &str = "cbench-grading-2";
 /// Output kept from one test run.
 const TEST_OUTPUT_CAP: usize = 4 << 20;
 
@@ -63,6 +64,9 @@ pub struct AgentGrade {
     pub error: Option<String>,
     pub feature_ids: Vec<u32>,
     pub features: Vec<FeatureGrade>,
+    /// Test files the agent changed; dropped from its patch before grading.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped_test_files: Vec<String>,
 }
 
 /// The merged tree against every feature's tests.
@@ -74,6 +78,11 @@ pub struct MergedGrade {
     /// The naive merge conflicted.
     pub merge_conflict: bool,
     pub merge_strategy: MergeStrategy,
+    /// The policy applied on conflict (`union` or `lead`).
+    pub merge_policy: MergePolicy,
+    /// Agents whose patch did not apply to the base (the merge then fails).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apply_failed: Vec<String>,
     pub error: Option<String>,
     pub features: Vec<FeatureGrade>,
 }
@@ -109,11 +118,13 @@ pub struct GradedPatch {
 pub fn inputs_hash(
     pair: &Pair,
     setting: Setting,
+    policy: MergePolicy,
     patches: &[GradedPatch],
 ) -> Result<String, EvalError> {
     let mut h = Sha256::new();
     h.update(GRADING_VERSION);
     h.update(setting.to_string());
+    h.update(policy.as_str());
     let read = |path: PathBuf| {
         std::fs::read(&path).map_err(|source| EvalError::Read {
             pair: pair_label(pair),
@@ -141,6 +152,7 @@ fn pair_label(pair: &Pair) -> String {
 /// Grades pairs against a base repository in scratch space.
 pub struct Grader {
     pub test_timeout: Duration,
+    pub policy: MergePolicy,
 }
 
 impl Grader {
@@ -160,7 +172,15 @@ impl Grader {
             pair: label.clone(),
             source,
         };
-        let inputs_sha256 = inputs_hash(pair, setting, patches)?;
+        let inputs_sha256 = inputs_hash(pair, setting, self.policy, patches)?;
+        // Agents' own edits to test files would collide with the hidden tests.
+        let filtered: Vec<(GradedPatch, Vec<String>)> = patches
+            .iter()
+            .map(|p| {
+                let (patch, dropped) = test_files::drop_test_files(&p.patch);
+                (GradedPatch { patch, ..p.clone() }, dropped)
+            })
+            .collect();
         std::fs::create_dir_all(scratch_parent).map_err(|e| {
             sandbox_err(SandboxError::Io {
                 what: format!("creating {}", scratch_parent.display()),
@@ -179,7 +199,7 @@ impl Grader {
         let features = pair.feature_records();
 
         let mut agents = BTreeMap::new();
-        for p in patches {
+        for (p, dropped) in &filtered {
             let patch_file = scratch.path().join(format!("{}.patch", p.agent_id));
             write_patch(&patch_file, &p.patch).map_err(&sandbox_err)?;
             let mut grades = Vec::new();
@@ -190,15 +210,17 @@ impl Grader {
                         .await?,
                 );
             }
-            agents.insert(p.agent_id.clone(), summarize_agent(&p.feature_ids, grades));
+            let mut grade = summarize_agent(&p.feature_ids, grades);
+            grade.dropped_test_files = dropped.clone();
+            agents.insert(p.agent_id.clone(), grade);
         }
 
         let merged = if setting == Setting::Coop {
-            let inputs: Vec<(String, String)> = patches
+            let inputs: Vec<(String, String)> = filtered
                 .iter()
-                .map(|p| (p.agent_id.clone(), p.patch.clone()))
+                .map(|(p, _)| (p.agent_id.clone(), p.patch.clone()))
                 .collect();
-            let outcome = merge_patches(base, scratch.path(), &inputs)
+            let outcome = merge_patches(base, scratch.path(), &inputs, self.policy)
                 .await
                 .map_err(&sandbox_err)?;
             let mut grades = Vec::new();
@@ -235,6 +257,8 @@ impl Grader {
                 success: outcome.strategy != MergeStrategy::Failed && all_pass,
                 merge_conflict: outcome.conflict,
                 merge_strategy: outcome.strategy,
+                merge_policy: self.policy,
+                apply_failed: outcome.apply_failed,
                 error: outcome.error,
                 features: grades,
             })
@@ -364,5 +388,6 @@ fn summarize_agent(feature_ids: &[u32], grades: Vec<FeatureGrade>) -> AgentGrade
         error: grades.iter().find_map(|g| g.error.clone()),
         feature_ids: feature_ids.to_vec(),
         features: grades,
+        dropped_test_files: Vec::new(),
     }
 }

@@ -7,9 +7,122 @@ pub struct TestCounts {
     pub failed: u32,
 }
 
-/// Tries each known format (unittest, pytest); None when no summary is found.
+/// Tries each known format; None when no summary is found.
 pub fn parse_test_output(output: &str) -> Option<TestCounts> {
-    parse_pytest(output).or_else(|| parse_unittest(output))
+    parse_cargo(output)
+        .or_else(|| parse_go(output))
+        .or_else(|| parse_jest(output))
+        .or_else(|| parse_vitest(output))
+        .or_else(|| parse_pytest(output))
+        .or_else(|| parse_unittest(output))
+}
+
+/// Numbers before the given words in one summary line, e.g. `3 passed, 1 failed`.
+fn count_before(line: &str, words: &[&str]) -> u32 {
+    let tokens: Vec<&str> = line
+        .split(|c: char| {
+            c == ',' || c == ';' || c == '|' || c == '(' || c == ')' || c.is_whitespace()
+        })
+        .filter(|w| !w.is_empty())
+        .collect();
+    tokens
+        .windows(2)
+        .filter(|pair| words.contains(&pair[1]))
+        .filter_map(|pair| pair[0].parse::<u32>().ok())
+        .sum()
+}
+
+/// cargo test: every `test result: ok. N passed; M failed; …` line, summed.
+pub fn parse_cargo(output: &str) -> Option<TestCounts> {
+    let mut found = false;
+    let mut counts = TestCounts::default();
+    for line in output
+        .lines()
+        .filter(|l| l.trim_start().starts_with("test result:"))
+    {
+        found = true;
+        counts.passed += count_before(line, &["passed"]);
+        counts.failed += count_before(line, &["failed"]);
+    }
+    found.then_some(counts)
+}
+
+/// go test: `--- PASS:` / `--- FAIL:` lines (-v); plain output counts `ok  <pkg>` lines as passes.
+pub fn parse_go(output: &str) -> Option<TestCounts> {
+    let mut counts = TestCounts::default();
+    let (mut verbose_lines, mut ok_packages, mut failed_packages) = (0u32, 0u32, 0u32);
+    for line in output.lines() {
+        let t = line.trim_start();
+        if t.starts_with("--- PASS:") {
+            counts.passed += 1;
+            verbose_lines += 1;
+        } else if t.starts_with("--- FAIL:") {
+            counts.failed += 1;
+            verbose_lines += 1;
+        } else if line.starts_with("ok  \t") || line.starts_with("ok\t") || line.starts_with("ok  ")
+        {
+            ok_packages += 1;
+        } else if line.starts_with("FAIL\t") {
+            failed_packages += 1;
+        }
+    }
+    if verbose_lines == 0 && ok_packages + failed_packages == 0 {
+        return None;
+    }
+    if counts.passed == 0 && ok_packages > 0 && !output.contains("=== RUN") {
+        counts.passed = ok_packages;
+    }
+    if counts.failed == 0 && failed_packages > 0 {
+        counts.failed = failed_packages;
+    }
+    Some(counts)
+}
+
+/// jest: `Tests:       1 failed, 12 passed, 13 total`.
+pub fn parse_jest(output: &str) -> Option<TestCounts> {
+    let line = output
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with("Tests:"))?;
+    Some(TestCounts {
+        passed: count_before(line, &["passed"]),
+        failed: count_before(line, &["failed"]),
+    })
+}
+
+/// vitest: ` Tests  12 passed | 1 failed (13)`.
+pub fn parse_vitest(output: &str) -> Option<TestCounts> {
+    let line = output.lines().rev().find(|l| {
+        let t = strip_ansi(l);
+        let t = t.trim_start();
+        t.starts_with("Tests ") && (t.contains(" passed") || t.contains(" failed"))
+    })?;
+    let line = strip_ansi(line);
+    Some(TestCounts {
+        passed: count_before(&line, &["passed"]),
+        failed: count_before(&line, &["failed"]),
+    })
+}
+
+/// Removes ANSI colour sequences (vitest colours its summary).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for d in chars.by_ref() {
+                    if d.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `Ran N tests in …` followed by `OK` / `OK (skipped=s)` / `FAILED (failures=f, errors=e, skipped=s)`.
@@ -82,6 +195,82 @@ pub fn parse_pytest(output: &str) -> Option<TestCounts> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Outputs captured from real runs of each tool (pytest 9.2, cargo 1.95, go 1.19,
+    /// jest 30.5, vitest 4.1) on small suites with one failing test; paths anonymised.
+    const CARGO: &str = include_str!("fixtures/cargo_test.txt");
+    const GO_VERBOSE: &str = include_str!("fixtures/go_test_v.txt");
+    const GO_PLAIN: &str = include_str!("fixtures/go_test_plain.txt");
+    const JEST: &str = include_str!("fixtures/jest.txt");
+    const VITEST: &str = include_str!("fixtures/vitest.txt");
+    const PYTEST: &str = include_str!("fixtures/pytest.txt");
+
+    #[test]
+    fn cargo_test_sums_every_result_line() {
+        assert_eq!(
+            parse_test_output(CARGO),
+            Some(TestCounts {
+                passed: 5,
+                failed: 1
+            })
+        );
+    }
+
+    #[test]
+    fn go_test_verbose_counts_each_test() {
+        // Subtests count: TestA, TestB, TestC, TestC/inner, TestS pass; TestD fails.
+        assert_eq!(
+            parse_test_output(GO_VERBOSE),
+            Some(TestCounts {
+                passed: 5,
+                failed: 1
+            })
+        );
+    }
+
+    #[test]
+    fn go_test_plain_counts_packages() {
+        assert_eq!(
+            parse_test_output(GO_PLAIN),
+            Some(TestCounts {
+                passed: 1,
+                failed: 1
+            })
+        );
+    }
+
+    #[test]
+    fn jest_summary() {
+        assert_eq!(
+            parse_test_output(JEST),
+            Some(TestCounts {
+                passed: 2,
+                failed: 1
+            })
+        );
+    }
+
+    #[test]
+    fn vitest_summary_with_colours() {
+        assert_eq!(
+            parse_test_output(VITEST),
+            Some(TestCounts {
+                passed: 2,
+                failed: 1
+            })
+        );
+    }
+
+    #[test]
+    fn pytest_verbose_run() {
+        assert_eq!(
+            parse_test_output(PYTEST),
+            Some(TestCounts {
+                passed: 4,
+                failed: 1
+            })
+        );
+    }
 
     #[test]
     fn unittest_ok() {

@@ -3,11 +3,16 @@
 //! Layout: `<root>/<repo>_task/task<id>/feature<N>/{feature.md, feature.patch, tests.patch}`
 //! plus `run_tests.sh` per task and `<root>/subsets/<name>.json`.
 
+pub mod listing;
+pub mod metadata;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
+
+pub use metadata::RepoSource;
 
 /// A dataset problem that stops the run; always names the path at fault.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +75,8 @@ pub struct Task {
     pub dir: PathBuf,
     /// Features sorted by id.
     pub features: Vec<Feature>,
+    /// Where the base repository comes from.
+    pub source: RepoSource,
 }
 
 impl Task {
@@ -81,9 +88,9 @@ impl Task {
     pub fn test_runner(&self) -> PathBuf {
         self.dir.join("run_tests.sh")
     }
-    /// The base repository shipped with a bundled task (a plain source tree).
-    pub fn bundled_repo(&self) -> PathBuf {
-        self.dir.join("repo")
+    /// The task's container image under `prefix` (e.g. `akhatua/cooperbench-`).
+    pub fn image(&self, prefix: &str) -> String {
+        metadata::image_name(prefix, &self.repo, self.id)
     }
     /// `repo/task<id>` for messages.
     pub fn label(&self) -> String {
@@ -207,11 +214,16 @@ impl Dataset {
                     );
                     continue;
                 }
+                let source = metadata::repo_source(&task_dir);
+                if let RepoSource::Unknown(why) = &source {
+                    tracing::warn!("{}: base repository unknown: {why}", task_dir.display());
+                }
                 tasks.push(Arc::new(Task {
                     repo: repo.clone(),
                     id,
                     dir: task_dir,
                     features,
+                    source,
                 }));
             }
         }

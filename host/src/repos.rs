@@ -1,0 +1,188 @@
+//! Upstream base repositories: cloned once into a cache at the task's base
+//! commit, with every ref and object after that commit removed, so agents see
+//! the project as it was (tags up to the base stay, for version tooling).
+//!
+//! `--repo-cache DIR` clones `https://github.com/<owner>/<name>` from
+//! `DIR/<owner>/<name>` (bare or not) instead of the network.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, OnceCell};
+
+use crate::dataset::metadata::github_owner_and_name;
+use crate::dataset::{RepoSource, Task};
+use crate::sandbox::local::{git, BaseRepo};
+use crate::sandbox::SandboxError;
+
+/// Each task's base repository, prepared once per process and shared by its
+/// sandboxes and graders (which only ever copy it).
+pub struct BaseRepos {
+    scratch: PathBuf,
+    upstream: UpstreamRepos,
+    repos: Mutex<HashMap<String, Arc<OnceCell<Arc<BaseRepo>>>>>,
+}
+
+impl BaseRepos {
+    /// Bundled bases are committed under `scratch`; upstream ones come from `upstream`.
+    pub fn new(scratch: &Path, upstream: UpstreamRepos) -> BaseRepos {
+        BaseRepos {
+            scratch: scratch.to_path_buf(),
+            upstream,
+            repos: Mutex::default(),
+        }
+    }
+
+    /// The task's base repository, created on first use.
+    pub async fn get(&self, task: &Task) -> Result<Arc<BaseRepo>, SandboxError> {
+        let key = format!("{}-task{}", task.repo, task.id);
+        let cell = self
+            .repos
+            .lock()
+            .await
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| async {
+            match &task.source {
+                RepoSource::Bundled(tree) => {
+                    BaseRepo::from_source_tree(tree, &self.scratch.join(&key)).await
+                }
+                RepoSource::Upstream { url, commit } => Ok(BaseRepo {
+                    path: self.upstream.prepare(url, commit).await?,
+                    commit: commit.clone(),
+                }),
+                RepoSource::Unknown(why) => Err(SandboxError::Command(format!(
+                    "{}: cannot tell where the base repository comes from: {why}",
+                    task.dir.display()
+                ))),
+            }
+            .map(Arc::new)
+        })
+        .await
+        .cloned()
+    }
+}
+
+/// Where upstream repositories come from and where prepared bases are kept.
+#[derive(Debug, Clone)]
+pub struct UpstreamRepos {
+    /// Prepared bases live in `<cache_dir>/bases/`.
+    pub cache_dir: PathBuf,
+    /// `--repo-cache`: local copies laid out as `<owner>/<name>`.
+    pub mirror_dir: Option<PathBuf>,
+}
+
+fn io(what: String) -> impl FnOnce(std::io::Error) -> SandboxError {
+    move |source| SandboxError::Io { what, source }
+}
+
+impl UpstreamRepos {
+    /// Where to clone `url` from: the local mirror when configured, else the URL.
+    pub fn clone_source(&self, url: &str) -> Result<String, SandboxError> {
+        let Some(mirror) = &self.mirror_dir else {
+            return Ok(url.to_string());
+        };
+        let Some((owner, name)) = github_owner_and_name(url) else {
+            return Err(SandboxError::Command(format!(
+                "--repo-cache {}: cannot map {url} to <owner>/<name> (only GitHub URLs are mapped)",
+                mirror.display()
+            )));
+        };
+        for candidate in [
+            mirror.join(&owner).join(&name),
+            mirror.join(&owner).join(format!("{name}.git")),
+        ] {
+            if candidate.is_dir() {
+                return Ok(candidate.display().to_string());
+            }
+        }
+        Err(SandboxError::Command(format!(
+            "--repo-cache {}: no local copy of {url}; expected a git repository at {}",
+            mirror.display(),
+            mirror.join(&owner).join(&name).display()
+        )))
+    }
+
+    /// A prepared repository at `commit` (branch `main`), created once and reused.
+    pub async fn prepare(&self, url: &str, commit: &str) -> Result<PathBuf, SandboxError> {
+        let (owner, name) =
+            github_owner_and_name(url).unwrap_or_else(|| ("other".into(), sanitize(url)));
+        let bases = self.cache_dir.join("bases").join(&owner);
+        let final_dir = bases.join(format!("{name}@{commit}"));
+        if final_dir.join(".git").is_dir() {
+            return Ok(final_dir);
+        }
+        let source = self.clone_source(url)?;
+        std::fs::create_dir_all(&bases).map_err(io(format!("creating {}", bases.display())))?;
+        let staging = tempfile::Builder::new()
+            .prefix(&format!(".{name}-"))
+            .tempdir_in(&bases)
+            .map_err(io("creating a staging dir".into()))?;
+        let repo = staging.path().join("repo");
+        let repo_arg = repo.display().to_string();
+        git(
+            staging.path(),
+            &["clone", "-q", "--no-checkout", &source, &repo_arg],
+            &[],
+        )
+        .await
+        .map_err(|e| SandboxError::Command(format!("cloning {url} from {source}: {e}")))?;
+        let object = format!("{commit}^{{commit}}");
+        if git(&repo, &["rev-parse", "-q", "--verify", &object], &[])
+            .await
+            .is_err()
+        {
+            return Err(SandboxError::Command(format!(
+                "base commit {commit} of {url} is not in {source}"
+            )));
+        }
+        git(&repo, &["checkout", "-q", "-B", "main", commit], &[]).await?;
+        truncate_history(&repo, commit).await?;
+        match std::fs::rename(&repo, &final_dir) {
+            Ok(()) => Ok(final_dir),
+            // Another cbench prepared it meanwhile; theirs is as good as ours.
+            Err(_) if final_dir.join(".git").is_dir() => Ok(final_dir),
+            Err(e) => Err(io(format!(
+                "moving the prepared base to {}",
+                final_dir.display()
+            ))(e)),
+        }
+    }
+}
+
+fn sanitize(url: &str) -> String {
+    url.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Removes every ref except `main` and the tags reachable from `commit`, the
+/// remote, the reflogs, and then the objects nothing reaches any more.
+async fn truncate_history(repo: &Path, commit: &str) -> Result<(), SandboxError> {
+    let keep_tags = git(repo, &["tag", "--merged", commit], &[]).await?;
+    let keep: std::collections::HashSet<String> = keep_tags
+        .lines()
+        .map(|t| format!("refs/tags/{}", t.trim()))
+        .chain(std::iter::once("refs/heads/main".to_string()))
+        .collect();
+    let refs = git(repo, &["for-each-ref", "--format=%(refname)"], &[]).await?;
+    for r in refs
+        .lines()
+        .map(str::trim)
+        .filter(|r| !r.is_empty() && !keep.contains(*r))
+    {
+        git(repo, &["update-ref", "-d", r], &[]).await?;
+    }
+    let _ = git(repo, &["remote", "remove", "origin"], &[]).await;
+    git(repo, &["reflog", "expire", "--expire=now", "--all"], &[]).await?;
+    git(repo, &["gc", "-q", "--prune=now"], &[]).await?;
+    Ok(())
+}
