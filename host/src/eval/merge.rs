@@ -80,13 +80,13 @@ pub async fn merge_patches(
                     source,
                 })?;
             let file = file.display().to_string();
-            if git(&repo, &["apply", &file], &[]).await.is_err() {
-                if git(&repo, &["apply", "--3way", &file], &[]).await.is_err() {
-                    apply_failed.push(agent.clone());
-                    // Leave no half-applied 3-way state on this branch.
-                    git(&repo, &["reset", "-q", "--hard"], &[]).await?;
-                    git(&repo, &["clean", "-q", "-fd"], &[]).await?;
-                }
+            let applied = git(&repo, &["apply", &file], &[]).await.is_ok()
+                || git(&repo, &["apply", "--3way", &file], &[]).await.is_ok();
+            if !applied {
+                apply_failed.push(agent.clone());
+                // Leave no half-applied 3-way state on this branch.
+                git(&repo, &["reset", "-q", "--hard"], &[]).await?;
+                git(&repo, &["clean", "-q", "-fd"], &[]).await?;
             }
         }
         git(&repo, &["add", "-A"], &[]).await?;
