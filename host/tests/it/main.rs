@@ -10,3 +10,5 @@ mod grading;
 mod local_sandbox;
 mod mini_swe_loop;
 mod plugin_isolation;
+mod real_dataset;
+mod upstream_repos;

@@ -1,0 +1,167 @@
+//! Real upstream repositories on the local backend: a task whose Dockerfile
+//! names `https://github.com/acme/widget` at a base commit, served from a
+//! `--repo-cache` directory the test builds with git.
+
+use std::path::Path;
+use std::process::Command;
+
+use cbench::repos::UpstreamRepos;
+
+use crate::support::{cbench, dataset, json, plugins, text};
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// An "upstream" repo whose first commit is the bundled textkit tree (tagged
+/// v0.1) followed by a later commit (tagged v0.2). Returns (base, later).
+fn upstream(dir: &Path) -> (String, String) {
+    std::fs::create_dir_all(dir).unwrap();
+    let tree = dataset().join("cbench_textkit_task/task1/repo");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", tree.display()))
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    git(dir, &["init", "-q"]);
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-qm", "base"]);
+    git(dir, &["tag", "v0.1"]);
+    let base = git(dir, &["rev-parse", "HEAD"]);
+    std::fs::write(dir.join("FUTURE.md"), "from the future\n").unwrap();
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-qm", "later"]);
+    git(dir, &["tag", "v0.2"]);
+    let later = git(dir, &["rev-parse", "HEAD"]);
+    (base, later)
+}
+
+/// A dataset with one task pointing at acme/widget, features 1 and 3 of the bundled task.
+fn dataset_for(root: &Path, base: &str) {
+    let task = root.join("acme_widget_task/task7");
+    std::fs::create_dir_all(&task).unwrap();
+    std::fs::write(
+        task.join("Dockerfile"),
+        format!("FROM python:3.11-slim\nWORKDIR /workspace\nRUN git clone https://github.com/acme/widget.git repo && \\\n    cd repo && \\\n    git checkout {base}\n"),
+    )
+    .unwrap();
+    let bundled = dataset().join("cbench_textkit_task/task1");
+    std::fs::copy(bundled.join("run_tests.sh"), task.join("run_tests.sh")).unwrap();
+    for (from, to) in [(1, 1), (3, 2)] {
+        let dest = task.join(format!("feature{to}"));
+        std::fs::create_dir_all(&dest).unwrap();
+        for f in ["feature.md", "feature.patch", "tests.patch"] {
+            std::fs::copy(bundled.join(format!("feature{from}")).join(f), dest.join(f)).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_prepared_base_has_no_history_after_the_base_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, later) = upstream(&tmp.path().join("mirror/acme/widget"));
+    let repos = UpstreamRepos {
+        cache_dir: tmp.path().join("cache"),
+        mirror_dir: Some(tmp.path().join("mirror")),
+    };
+    let prepared = repos
+        .prepare("https://github.com/acme/widget.git", &base)
+        .await
+        .unwrap();
+    assert_eq!(git(&prepared, &["rev-parse", "HEAD"]), base);
+    assert_eq!(git(&prepared, &["tag"]), "v0.1");
+    assert_eq!(git(&prepared, &["remote"]), "");
+    assert_eq!(
+        git(&prepared, &["log", "--all", "--oneline"])
+            .lines()
+            .count(),
+        1
+    );
+    let probe = Command::new("git")
+        .args(["cat-file", "-e", &later])
+        .current_dir(&prepared)
+        .status()
+        .unwrap();
+    assert!(
+        !probe.success(),
+        "the later commit is still in the object store"
+    );
+    assert!(!prepared.join("FUTURE.md").exists());
+
+    // A missing mirror is named, with where it was expected.
+    let err = repos
+        .prepare("https://github.com/acme/nope.git", &base)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("acme/nope"), "{err}");
+}
+
+#[test]
+fn oracle_runs_on_an_upstream_task_from_a_repo_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, _) = upstream(&tmp.path().join("mirror/acme/widget"));
+    dataset_for(&tmp.path().join("ds"), &base);
+    let agent = plugins().mini_swe.display().to_string();
+    let p = |s: &str| tmp.path().join(s).display().to_string();
+    let out = cbench(&[
+        "run",
+        "-q",
+        "-n",
+        "upstream",
+        "--agent",
+        &agent,
+        "-m",
+        "oracle",
+        "-r",
+        "acme_widget",
+        "-t",
+        "7",
+        "--repo-cache",
+        &p("mirror"),
+        "--dataset-dir",
+        &p("ds"),
+        "--log-dir",
+        &p("logs"),
+        "--cache-dir",
+        &p("cache"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let eval = json(
+        &tmp.path()
+            .join("logs/upstream/acme_widget_task/7/features_1_2/eval.json"),
+    );
+    assert_eq!(eval["overall_success"], true, "{eval:#}");
+    assert_eq!(eval["merged"]["merge_strategy"], "naive");
+
+    let listing = cbench(&["dataset", "list", "--json", "--dataset-dir", &p("ds")]);
+    let listing: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
+    assert_eq!(
+        listing["per_task"][0]["upstream_url"],
+        "https://github.com/acme/widget.git"
+    );
+    assert_eq!(listing["per_task"][0]["base_commit"], base.as_str());
+    assert_eq!(
+        listing["per_task"][0]["image"],
+        "akhatua/cooperbench-acme-widget:task7"
+    );
+}
