@@ -32,6 +32,8 @@ pub enum Command {
     /// Inspect the dataset.
     #[command(subcommand)]
     Dataset(DatasetCommand),
+    /// Validate a selection with its gold patches: own tests, and naive merges of every pair.
+    Gold(GoldArgs),
 }
 
 /// `--setting`.
@@ -102,6 +104,34 @@ pub struct DatasetListArgs {
     /// Image name prefix (registry/user/repo-prefix).
     #[arg(long, default_value = crate::dataset::metadata::DEFAULT_IMAGE_PREFIX)]
     pub image_prefix: String,
+}
+
+/// Raw `cbench gold` arguments.
+#[derive(Debug, Args)]
+pub struct GoldArgs {
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+    /// Only check merges; do not run any tests.
+    #[arg(long)]
+    pub no_tests: bool,
+    /// A gold_conflict_report.json to compare with; differences make the exit code 1.
+    #[arg(long, value_name = "FILE")]
+    pub reference: Option<PathBuf>,
+    /// Where to write the report (default <log-dir>/gold/gold_conflict_report.json).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[arg(long, default_value = "logs")]
+    pub log_dir: PathBuf,
+    /// Checks run at once.
+    #[arg(long, short = 'c', default_value_t = 10)]
+    pub concurrency: usize,
+    #[arg(long, default_value_t = 900)]
+    pub test_timeout: u64,
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Clone upstream repositories from DIR/<owner>/<name> instead of the network.
+    #[arg(long, value_name = "DIR")]
+    pub repo_cache: Option<PathBuf>,
 }
 
 /// `--merge-policy`.

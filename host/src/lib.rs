@@ -6,6 +6,7 @@ pub mod cli;
 pub mod dataset;
 pub mod eval;
 pub mod fsutil;
+pub mod gold;
 pub mod llm;
 pub mod messaging;
 pub mod plugin;

@@ -55,6 +55,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Gold(args) => cbench::gold::run_cli(args).await,
             Command::Bench(args) => {
                 cbench::bench::run(args).await?;
                 Ok(ExitCode::SUCCESS)

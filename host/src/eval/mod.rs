@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::dataset::{Feature, Pair};
+use crate::dataset::{Feature, Pair, Task};
 use crate::llm::Setting;
 use crate::sandbox::local::{run_script, BaseRepo};
 use crate::sandbox::SandboxError;
@@ -206,8 +206,17 @@ impl Grader {
             for f in features.iter().filter(|f| p.feature_ids.contains(&f.id)) {
                 let name = format!("{}_feature{}", p.agent_id, f.id);
                 grades.push(
-                    self.run_tests(pair, base, scratch.path(), pair_dir, f, &patch_file, &name)
-                        .await?,
+                    self.run_feature_tests(
+                        &pair.task,
+                        &label,
+                        base,
+                        scratch.path(),
+                        pair_dir,
+                        f,
+                        &patch_file,
+                        &name,
+                    )
+                    .await?,
                 );
             }
             let mut grade = summarize_agent(&p.feature_ids, grades);
@@ -230,8 +239,9 @@ impl Grader {
                 for f in &features {
                     let name = format!("merged_feature{}", f.id);
                     grades.push(
-                        self.run_tests(
-                            pair,
+                        self.run_feature_tests(
+                            &pair.task,
+                            &label,
                             base,
                             scratch.path(),
                             pair_dir,
@@ -281,11 +291,13 @@ impl Grader {
         })
     }
 
-    /// Runs the task's runner with `feature`'s tests on a fresh copy of the base plus `patch`.
+    /// Runs the task's runner with `feature`'s tests on a fresh copy of the base plus `patch`;
+    /// the runner's output goes to `log_root/eval_logs/<name>.log`.
     #[allow(clippy::too_many_arguments)]
-    async fn run_tests(
+    pub async fn run_feature_tests(
         &self,
-        pair: &Pair,
+        task: &Task,
+        label: &str,
         base: &BaseRepo,
         scratch: &Path,
         pair_dir: &Path,
@@ -293,7 +305,7 @@ impl Grader {
         patch: &Path,
         name: &str,
     ) -> Result<FeatureGrade, EvalError> {
-        let label = pair_label(pair);
+        let label = label.to_string();
         let sandbox_err = |source| EvalError::Sandbox {
             pair: label.clone(),
             source,
@@ -329,7 +341,7 @@ impl Grader {
         // Graders run the task's own trusted runner, unconfined (real runners install packages).
         let out = run_script(
             &[],
-            &pair.task.test_runner(),
+            &task.test_runner(),
             &args,
             scratch,
             &env,

@@ -6,6 +6,7 @@ mod support;
 mod dataset_selection;
 mod end_to_end;
 mod errors;
+mod gold;
 mod grading;
 mod local_sandbox;
 mod mini_swe_loop;
