@@ -34,6 +34,8 @@ pub enum Command {
     Dataset(DatasetCommand),
     /// Validate a selection with its gold patches: own tests, and naive merges of every pair.
     Gold(GoldArgs),
+    /// Metrics of a run (optionally against a solo baseline run); writes report.json.
+    Report(ReportArgs),
 }
 
 /// `--setting`.
@@ -104,6 +106,22 @@ pub struct DatasetListArgs {
     /// Image name prefix (registry/user/repo-prefix).
     #[arg(long, default_value = crate::dataset::metadata::DEFAULT_IMAGE_PREFIX)]
     pub image_prefix: String,
+}
+
+/// Raw `cbench report` arguments.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Run name.
+    #[arg(long, short = 'n')]
+    pub name: String,
+    #[arg(long, default_value = "logs")]
+    pub log_dir: PathBuf,
+    /// A solo run of the same pairs: adds the coordination deficit with a 95% bootstrap interval.
+    #[arg(long, value_name = "SOLO_RUN")]
+    pub baseline: Option<String>,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Raw `cbench gold` arguments.

@@ -15,4 +15,5 @@ pub mod report;
 pub mod repos;
 pub mod runner;
 pub mod sandbox;
+pub mod summary;
 pub mod trajectory;

@@ -55,6 +55,18 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Report(args) => {
+                let run_dir = args.log_dir.join(&args.name);
+                let baseline = args.baseline.as_ref().map(|b| args.log_dir.join(b));
+                let report = cbench::report::build(&run_dir, baseline.as_deref())?;
+                cbench::fsutil::write_json_atomic(&run_dir.join("report.json"), &report)?;
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{}", report.render());
+                }
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Gold(args) => cbench::gold::run_cli(args).await,
             Command::Bench(args) => {
                 cbench::bench::run(args).await?;

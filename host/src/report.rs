@@ -1,158 +1,365 @@
-//! Run-level metrics: summary.json and the closing lines on the terminal.
+//! Metrics of a run read back from its files (`cbench report`, and the end of
+//! `run`/`eval`): success rates, coordination failures, merge statistics, a
+//! per-repo table, and against a solo baseline the coordination deficit with a
+//! 95% bootstrap interval.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::eval::merge::MergeStrategy;
-use crate::plugin::AgentStatus;
-use crate::progress::{human_duration, Progress};
-use crate::runner::PairResult;
-use crate::trajectory::TokenTotals;
+use crate::eval::EvalReport;
+use crate::fsutil::{read_json, FsError};
+use crate::summary::RunSummary;
 
-/// One pair's line in summary.json.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PairSummary {
-    pub pair: String,
-    pub overall_success: Option<bool>,
-    pub merge_strategy: Option<MergeStrategy>,
-    pub agent_statuses: Vec<AgentStatus>,
-    pub infra_error: Option<String>,
+/// Bootstrap resamples for the deficit interval.
+const BOOTSTRAP_RESAMPLES: usize = 10_000;
+/// Fixed seed: the same runs give the same interval.
+const BOOTSTRAP_SEED: u64 = 0x0c00_7e4b_e4c4;
+
+/// Why a report could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("run directory {0} does not exist")]
+    MissingRun(PathBuf),
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error("cannot read {path}: {source}")]
+    Walk {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
-/// summary.json.
+/// One graded pair as the report sees it.
+#[derive(Debug, Clone)]
+struct PairOutcome {
+    repo: String,
+    overall: bool,
+    agents_ok: usize,
+    agents: usize,
+    all_agents_ok: bool,
+    merged: Option<(bool, bool, MergeStrategy, bool)>, // success, conflict, strategy, apply_failed
+}
+
+/// A rate with its numerator and denominator.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Rate {
+    pub count: usize,
+    pub of: usize,
+    pub rate: Option<f64>,
+}
+
+impl Rate {
+    fn new(count: usize, of: usize) -> Rate {
+        Rate {
+            count,
+            of,
+            rate: (of > 0).then(|| count as f64 / of as f64),
+        }
+    }
+
+    fn show(&self) -> String {
+        match self.rate {
+            Some(r) => format!("{}/{} ({:.1}%)", self.count, self.of, r * 100.0),
+            None => format!("{}/{}", self.count, self.of),
+        }
+    }
+}
+
+/// One line of the per-repo table.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunSummary {
+pub struct RepoLine {
+    pub repo: String,
+    pub pairs: usize,
+    pub overall: Rate,
+}
+
+/// Coop against solo on the pairs both runs graded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Deficit {
+    pub baseline: String,
+    pub matched_pairs: usize,
+    pub coop_rate: f64,
+    pub solo_rate: f64,
+    /// 1 − coop/solo; None when the solo rate is 0.
+    pub deficit: Option<f64>,
+    /// 95% percentile bootstrap interval over matched pairs.
+    pub ci95: Option<(f64, f64)>,
+}
+
+/// report.json.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
     pub run: String,
     pub pairs: usize,
     pub graded: usize,
-    pub overall_successes: usize,
-    /// Over graded pairs; unmergeable pairs count as failures.
-    pub overall_success_rate: Option<f64>,
-    pub individual_successes: usize,
-    pub individual_attempts: usize,
-    pub merge_conflicts: usize,
-    pub union_rescues: usize,
-    pub agent_errors: usize,
-    /// Pairs the harness could not run or grade; never folded into failures.
+    pub overall: Rate,
+    pub failures: usize,
+    /// Pairs never run or never graded: reported, never folded into failures.
     pub infra_errors: usize,
-    pub token_usage: TokenTotals,
-    pub cost_usd: Option<f64>,
-    pub duration_s: f64,
-    pub per_pair: Vec<PairSummary>,
+    pub individual: Rate,
+    /// Both (all) agents succeeded alone but the merged tree failed.
+    pub coordination_failures: Rate,
+    pub naive_merge_conflicts: Rate,
+    /// Conflicted pairs the union merge turned into a passing merged tree.
+    pub union_rescues: Rate,
+    pub apply_failures: Rate,
+    pub per_repo: Vec<RepoLine>,
+    pub baseline: Option<Deficit>,
 }
 
-/// Aggregates the pairs of one invocation. With `expect_grades`, an ungraded pair is an infra error.
-pub fn summarize(
-    run: &str,
-    results: &[PairResult],
-    duration: Duration,
-    expect_grades: bool,
-) -> RunSummary {
-    let mut s = RunSummary {
-        run: run.to_string(),
-        pairs: results.len(),
-        graded: 0,
-        overall_successes: 0,
-        overall_success_rate: None,
-        individual_successes: 0,
-        individual_attempts: 0,
-        merge_conflicts: 0,
-        union_rescues: 0,
-        agent_errors: 0,
-        infra_errors: 0,
-        token_usage: TokenTotals::default(),
-        cost_usd: Some(0.0),
-        duration_s: duration.as_secs_f64(),
-        per_pair: Vec::new(),
-    };
-    for r in results {
-        let pair = r
-            .pair_dir
-            .iter()
-            .rev()
-            .take(3)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .map(|c| c.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join("/");
-        let ungraded = expect_grades && r.eval.is_none();
-        if r.infra_error.is_some() || r.record.is_none() || ungraded {
-            s.infra_errors += 1;
-        }
-        let mut statuses = Vec::new();
-        if let Some(rec) = &r.record {
-            for a in &rec.agents {
-                statuses.push(a.status);
-                if a.status == AgentStatus::Error {
-                    s.agent_errors += 1;
+fn read_outcomes(run_dir: &Path) -> Result<(BTreeMap<String, PairOutcome>, usize), ReportError> {
+    if !run_dir.is_dir() {
+        return Err(ReportError::MissingRun(run_dir.to_path_buf()));
+    }
+    let mut outcomes = BTreeMap::new();
+    let mut ungraded = 0;
+    // Layout: <run>/<repo>/<task>/features_*/
+    for repo_dir in dirs(run_dir)? {
+        for task_dir in dirs(&repo_dir)? {
+            for pair_dir in dirs(&task_dir)? {
+                let name = pair_dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if !name.starts_with("features_") {
+                    continue;
                 }
-                let t = &mut s.token_usage;
-                t.prompt_tokens += a.token_usage.prompt_tokens;
-                t.completion_tokens += a.token_usage.completion_tokens;
-                t.total_tokens += a.token_usage.total_tokens;
-                t.cache_read_tokens += a.token_usage.cache_read_tokens;
-                t.cache_write_tokens += a.token_usage.cache_write_tokens;
-                s.cost_usd = match (s.cost_usd, a.cost_usd) {
-                    (Some(x), Some(y)) => Some(x + y),
-                    _ => None,
-                };
+                let key = format!(
+                    "{}/{}/{}",
+                    repo_dir
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    task_dir
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    name
+                );
+                let eval_path = pair_dir.join("eval.json");
+                if !eval_path.is_file() {
+                    ungraded += 1;
+                    continue;
+                }
+                let eval: EvalReport = read_json(&eval_path)?;
+                let agents_ok = eval.agents.values().filter(|a| a.success).count();
+                outcomes.insert(
+                    key,
+                    PairOutcome {
+                        repo: repo_dir
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                        overall: eval.overall_success,
+                        agents_ok,
+                        agents: eval.agents.len(),
+                        all_agents_ok: agents_ok == eval.agents.len() && agents_ok > 0,
+                        merged: eval.merged.as_ref().map(|m| {
+                            (
+                                m.success,
+                                m.merge_conflict,
+                                m.merge_strategy,
+                                !m.apply_failed.is_empty(),
+                            )
+                        }),
+                    },
+                );
             }
         }
-        if let Some(ev) = &r.eval {
-            s.graded += 1;
-            s.overall_successes += usize::from(ev.overall_success);
-            for a in ev.agents.values() {
-                s.individual_attempts += 1;
-                s.individual_successes += usize::from(a.success);
-            }
-            if let Some(m) = &ev.merged {
-                s.merge_conflicts += usize::from(m.merge_conflict);
-                s.union_rescues +=
-                    usize::from(m.merge_strategy == MergeStrategy::Union && m.success);
-            }
-        }
-        s.per_pair.push(PairSummary {
-            pair,
-            overall_success: r.eval.as_ref().map(|e| e.overall_success),
-            merge_strategy: r.eval.as_ref().and_then(|e| e.merge_strategy),
-            agent_statuses: statuses,
-            infra_error: r.infra_error.clone(),
-        });
     }
-    if s.graded > 0 {
-        s.overall_success_rate = Some(s.overall_successes as f64 / s.graded as f64);
-    }
-    s
+    Ok((outcomes, ungraded))
 }
 
-impl RunSummary {
-    /// The closing lines: pairs, overall successes, merge conflicts, duration.
-    pub fn print(&self, progress: &Progress) {
-        let rate = self
-            .overall_success_rate
-            .map(|r| format!(" ({:.1}%)", r * 100.0))
-            .unwrap_or_default();
-        let cost = self
-            .cost_usd
-            .map(|c| format!("${c:.4}"))
-            .unwrap_or_else(|| "unknown".into());
-        progress.line(&format!(
-            "\nSummary: {run}\n  pairs: {pairs} · graded: {graded} · overall successes: {ok}{rate}\n  individual successes: {ind}/{att} · merge conflicts: {conf} (union rescued {resc})\n  agent errors: {aerr} · infrastructure errors: {ierr}\n  tokens: {tok} · cost: {cost} · duration: {dur}",
+fn dirs(path: &Path) -> Result<Vec<PathBuf>, ReportError> {
+    let walk = |source| ReportError::Walk {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(walk)? {
+        let p = entry.map_err(walk)?.path();
+        if p.is_dir() {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Builds the report of the run in `run_dir` (and, optionally, against a solo baseline run).
+pub fn build(run_dir: &Path, baseline_dir: Option<&Path>) -> Result<Report, ReportError> {
+    let (outcomes, ungraded) = read_outcomes(run_dir)?;
+    // Pairs that failed before their directory existed are only in summary.json.
+    let summary_infra = read_json::<RunSummary>(&run_dir.join("summary.json"))
+        .map(|s| {
+            s.per_pair
+                .iter()
+                .filter(|p| p.infra_error.is_some())
+                .count()
+        })
+        .unwrap_or(0);
+    let infra_errors = ungraded.max(summary_infra);
+    let graded = outcomes.len();
+    let successes = outcomes.values().filter(|o| o.overall).count();
+    let agents: usize = outcomes.values().map(|o| o.agents).sum();
+    let agents_ok: usize = outcomes.values().map(|o| o.agents_ok).sum();
+    let merged: Vec<&(bool, bool, MergeStrategy, bool)> = outcomes
+        .values()
+        .filter_map(|o| o.merged.as_ref())
+        .collect();
+    let coordination = outcomes
+        .values()
+        .filter(|o| o.all_agents_ok && o.merged.is_some_and(|m| !m.0))
+        .count();
+    let conflicts = merged.iter().filter(|m| m.1).count();
+    let rescued = merged
+        .iter()
+        .filter(|m| m.2 == MergeStrategy::Union && m.0)
+        .count();
+    let apply_failed = merged.iter().filter(|m| m.3).count();
+    let mut per_repo: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for o in outcomes.values() {
+        let e = per_repo.entry(o.repo.clone()).or_default();
+        e.0 += 1;
+        e.1 += usize::from(o.overall);
+    }
+    let baseline = match baseline_dir {
+        Some(dir) => Some(deficit(&outcomes, dir)?),
+        None => None,
+    };
+    Ok(Report {
+        run: run_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        pairs: graded + infra_errors,
+        graded,
+        overall: Rate::new(successes, graded),
+        failures: graded - successes,
+        infra_errors,
+        individual: Rate::new(agents_ok, agents),
+        coordination_failures: Rate::new(coordination, merged.len()),
+        naive_merge_conflicts: Rate::new(conflicts, merged.len()),
+        union_rescues: Rate::new(rescued, conflicts),
+        apply_failures: Rate::new(apply_failed, merged.len()),
+        per_repo: per_repo
+            .into_iter()
+            .map(|(repo, (pairs, ok))| RepoLine {
+                repo,
+                pairs,
+                overall: Rate::new(ok, pairs),
+            })
+            .collect(),
+        baseline,
+    })
+}
+
+fn deficit(
+    coop: &BTreeMap<String, PairOutcome>,
+    baseline_dir: &Path,
+) -> Result<Deficit, ReportError> {
+    let (solo, _) = read_outcomes(baseline_dir)?;
+    let matched: Vec<(bool, bool)> = coop
+        .iter()
+        .filter_map(|(k, c)| solo.get(k).map(|s| (c.overall, s.overall)))
+        .collect();
+    let rates = |sample: &[(bool, bool)]| {
+        let n = sample.len().max(1) as f64;
+        let c = sample.iter().filter(|(c, _)| *c).count() as f64 / n;
+        let s = sample.iter().filter(|(_, s)| *s).count() as f64 / n;
+        (c, s)
+    };
+    let (coop_rate, solo_rate) = rates(&matched);
+    let point = (solo_rate > 0.0).then(|| 1.0 - coop_rate / solo_rate);
+    let ci95 = if matched.is_empty() || point.is_none() {
+        None
+    } else {
+        let mut rng = SplitMix64(BOOTSTRAP_SEED);
+        let mut stats = Vec::with_capacity(BOOTSTRAP_RESAMPLES);
+        let mut sample = Vec::with_capacity(matched.len());
+        for _ in 0..BOOTSTRAP_RESAMPLES {
+            sample.clear();
+            for _ in 0..matched.len() {
+                sample.push(matched[(rng.next() % matched.len() as u64) as usize]);
+            }
+            let (c, s) = rates(&sample);
+            if s > 0.0 {
+                stats.push(1.0 - c / s);
+            }
+        }
+        stats.sort_by(|a, b| a.total_cmp(b));
+        let at = |q: f64| stats[((stats.len() - 1) as f64 * q).round() as usize];
+        (!stats.is_empty()).then(|| (at(0.025), at(0.975)))
+    };
+    Ok(Deficit {
+        baseline: baseline_dir.display().to_string(),
+        matched_pairs: matched.len(),
+        coop_rate,
+        solo_rate,
+        deficit: point,
+        ci95,
+    })
+}
+
+/// A small, seedable generator; the bootstrap needs repeatability, not cryptography.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+impl Report {
+    /// The terminal table.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "Report: {run}\n  pairs: {pairs} · graded: {graded} · infrastructure errors: {infra}\n  overall success: {overall} · failures: {fail}\n  individual success: {ind}\n  coordination failures (all agents pass alone, merge fails): {coord}\n  naive-merge conflicts: {conf} · union rescues: {resc} · apply failures: {apply}\n",
             run = self.run,
             pairs = self.pairs,
             graded = self.graded,
-            ok = self.overall_successes,
-            ind = self.individual_successes,
-            att = self.individual_attempts,
-            conf = self.merge_conflicts,
-            resc = self.union_rescues,
-            aerr = self.agent_errors,
-            ierr = self.infra_errors,
-            tok = self.token_usage.total_tokens,
-            dur = human_duration(Duration::from_secs_f64(self.duration_s)),
-        ));
+            infra = self.infra_errors,
+            overall = self.overall.show(),
+            fail = self.failures,
+            ind = self.individual.show(),
+            coord = self.coordination_failures.show(),
+            conf = self.naive_merge_conflicts.show(),
+            resc = self.union_rescues.show(),
+            apply = self.apply_failures.show(),
+        );
+        out.push_str("  per repo:\n");
+        for r in &self.per_repo {
+            out.push_str(&format!(
+                "    {:<36} {:>4} pairs  {}\n",
+                r.repo,
+                r.pairs,
+                r.overall.show()
+            ));
+        }
+        if let Some(d) = &self.baseline {
+            let deficit = d
+                .deficit
+                .map(|x| format!("{:.1}%", x * 100.0))
+                .unwrap_or_else(|| "undefined (solo rate 0)".into());
+            let ci = d
+                .ci95
+                .map(|(lo, hi)| format!(" [95% CI {:.1}% – {:.1}%]", lo * 100.0, hi * 100.0))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "  vs solo baseline {} ({} matched pairs): coop {:.1}% · solo {:.1}% · coordination deficit {deficit}{ci}\n",
+                d.baseline,
+                d.matched_pairs,
+                d.coop_rate * 100.0,
+                d.solo_rate * 100.0
+            ));
+        }
+        out
     }
 }

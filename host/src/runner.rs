@@ -20,10 +20,10 @@ use crate::plugin::{
     PluginIdentity, PluginLimits,
 };
 use crate::progress::{human_duration, Progress};
-use crate::report::{summarize, RunSummary};
 use crate::repos::{BaseRepos, UpstreamRepos};
 use crate::sandbox::local::{Isolation, IsolationMode, LocalSandbox};
 use crate::sandbox::Sandbox;
+use crate::summary::{summarize, RunSummary};
 use crate::trajectory::{now_rfc3339, Recorder, TokenTotals};
 
 /// A validated `cbench run` configuration.
@@ -261,6 +261,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
     );
     write_json_atomic(&run_dir.join("summary.json"), &summary)?;
     summary.print(&ctx.progress);
+    write_report(&run_dir, &ctx.progress)?;
     Ok(summary)
 }
 
@@ -688,6 +689,19 @@ async fn grade_with(
     Ok(report)
 }
 
+/// Writes report.json (metrics over every pair on disk, resumed ones included) and prints it.
+fn write_report(run_dir: &Path, progress: &Progress) -> Result<(), RunError> {
+    match crate::report::build(run_dir, None) {
+        Ok(report) => {
+            write_json_atomic(&run_dir.join("report.json"), &report)?;
+            progress.line(&report.render());
+        }
+        // Metrics are a view of results already written; failing to build them loses nothing.
+        Err(e) => tracing::warn!("no report.json: {e}"),
+    }
+    Ok(())
+}
+
 /// Options of `cbench eval`.
 #[derive(Debug, Clone)]
 pub struct EvalConfig {
@@ -803,5 +817,6 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
     let summary = summarize(&cfg.name, &results, started.elapsed(), true);
     write_json_atomic(&run_dir.join("summary.json"), &summary)?;
     summary.print(&progress);
+    write_report(&run_dir, &progress)?;
     Ok(summary)
 }

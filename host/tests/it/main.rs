@@ -12,4 +12,5 @@ mod local_sandbox;
 mod mini_swe_loop;
 mod plugin_isolation;
 mod real_dataset;
+mod report;
 mod upstream_repos;
