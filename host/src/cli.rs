@@ -90,6 +90,28 @@ impl SelectionArgs {
 pub enum DatasetCommand {
     /// What a selection contains: repos, tasks, features, pairs.
     List(DatasetListArgs),
+    /// Download the dataset from the Hugging Face hub (resumable, every file verified).
+    Fetch(DatasetFetchArgs),
+}
+
+/// Raw `cbench dataset fetch` arguments.
+#[derive(Debug, Args)]
+pub struct DatasetFetchArgs {
+    /// Where to put the dataset.
+    #[arg(long, env = "CBENCH_DATASET_DIR", default_value = "dataset")]
+    pub dataset_dir: PathBuf,
+    /// The hub (env HF_ENDPOINT).
+    #[arg(long, env = "HF_ENDPOINT", default_value = crate::dataset::fetch::DEFAULT_BASE_URL)]
+    pub base_url: String,
+    /// Dataset repository on the hub.
+    #[arg(long, default_value = crate::dataset::fetch::DEFAULT_REPO_ID)]
+    pub repo_id: String,
+    /// Branch, tag or commit.
+    #[arg(long, default_value = "main")]
+    pub revision: String,
+    /// Downloads at once.
+    #[arg(long, short = 'c', default_value_t = 8)]
+    pub concurrency: usize,
 }
 
 /// Raw `cbench dataset list` arguments.

@@ -42,6 +42,26 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 let summary = cbench::runner::eval_run(cfg).await?;
                 Ok(exit_for(summary.infra_errors))
             }
+            Command::Dataset(cbench::cli::DatasetCommand::Fetch(args)) => {
+                let summary = cbench::dataset::fetch::fetch(cbench::dataset::fetch::FetchConfig {
+                    base_url: args.base_url,
+                    repo_id: args.repo_id,
+                    revision: args.revision,
+                    dest: args.dataset_dir.clone(),
+                    concurrency: args.concurrency,
+                })
+                .await?;
+                println!(
+                    "fetched {} files into {}: {} downloaded ({} resumed, {} bytes), {} already present and verified",
+                    summary.files,
+                    args.dataset_dir.display(),
+                    summary.downloaded,
+                    summary.resumed,
+                    summary.bytes_downloaded,
+                    summary.already_present
+                );
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Dataset(cbench::cli::DatasetCommand::List(args)) => {
                 let selection = args.selection.validate()?;
                 let dataset = cbench::dataset::Dataset::discover(&args.selection.dataset_dir)?;

@@ -3,6 +3,7 @@
 //! Layout: `<root>/<repo>_task/task<id>/feature<N>/{feature.md, feature.patch, tests.patch}`
 //! plus `run_tests.sh` per task and `<root>/subsets/<name>.json`.
 
+pub mod fetch;
 pub mod listing;
 pub mod metadata;
 

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod dataset_fetch;
 mod dataset_selection;
 mod end_to_end;
 mod errors;
