@@ -277,10 +277,11 @@ pub async fn fetch(cfg: FetchConfig) -> Result<FetchSummary, FetchError> {
             reason: e.to_string(),
         })?;
     let entries = list(&client, &cfg).await?;
+    let files = entries.len();
     let cfg = Arc::new(cfg);
     let slots = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
     let mut set = tokio::task::JoinSet::new();
-    for entry in entries.iter().cloned() {
+    for entry in entries {
         let (client, cfg, slots) = (client.clone(), cfg.clone(), slots.clone());
         set.spawn(async move {
             let _slot = slots.acquire().await;
@@ -288,7 +289,7 @@ pub async fn fetch(cfg: FetchConfig) -> Result<FetchSummary, FetchError> {
         });
     }
     let mut summary = FetchSummary {
-        files: entries.len(),
+        files,
         ..FetchSummary::default()
     };
     let mut first_error = None;
