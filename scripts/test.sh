@@ -21,6 +21,11 @@ if ! command -v bwrap >/dev/null 2>&1; then
     fi
 fi
 
+# Task runners shaped like the real dataset's use uv.
+if ! command -v uv >/dev/null 2>&1; then
+    python3 -m pip install -q uv >/dev/null 2>&1 || { echo "test.sh: uv is required (pip install uv)" >&2; exit 1; }
+fi
+
 cargo fmt --all -- --check
 cargo clippy -p cbench --all-targets -- -D warnings
 cargo clippy --target wasm32-wasip2 -p mini_swe -p probe -- -D warnings

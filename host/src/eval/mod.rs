@@ -312,13 +312,6 @@ impl Grader {
         };
         let repo = scratch.join(format!("tree-{name}"));
         base.checkout_to(&repo).await.map_err(&sandbox_err)?;
-        let home = scratch.join("home");
-        std::fs::create_dir_all(&home).map_err(|e| {
-            sandbox_err(SandboxError::Io {
-                what: "creating grader home".into(),
-                source: e,
-            })
-        })?;
         let repo_arg = repo.display().to_string();
         let tests_arg = feature.tests_patch_path().display().to_string();
         let patch_arg = patch.display().to_string();
@@ -329,15 +322,7 @@ impl Grader {
         if !patch_is_empty {
             args.push(&patch_arg);
         }
-        let env = vec![
-            (
-                "PATH",
-                std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
-            ),
-            ("HOME", home.display().to_string()),
-            ("LANG", "C.UTF-8".to_string()),
-            ("PYTHONDONTWRITEBYTECODE", "1".to_string()),
-        ];
+        let env = grader_env();
         // Graders run the task's own trusted runner, unconfined (real runners install packages).
         let out = run_script(
             &[],
@@ -383,6 +368,21 @@ impl Grader {
             log,
         })
     }
+}
+
+/// Task runners are the dataset's own trusted scripts and need the user's
+/// toolchain set-up (PATH, HOME for uv/pyenv/cargo caches); credentials are
+/// removed so no test can read them.
+fn grader_env() -> Vec<(String, String)> {
+    let secret = |name: &str| {
+        let upper = name.to_ascii_uppercase();
+        ["KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL"]
+            .iter()
+            .any(|s| upper.contains(s))
+    };
+    let mut env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| !secret(k)).collect();
+    env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
+    env
 }
 
 fn write_patch(path: &Path, patch: &str) -> Result<(), SandboxError> {

@@ -239,26 +239,24 @@ impl LocalSandbox {
         self.root.path().join("repo")
     }
 
-    fn env(&self) -> Vec<(&'static str, String)> {
+    fn env(&self) -> Vec<(String, String)> {
         let home = self.root.path().join("home").display().to_string();
         let tmp = self.root.path().join("tmp").display().to_string();
-        let mut env = vec![
-            ("PATH", "/usr/local/bin:/usr/bin:/bin".to_string()),
-            ("HOME", home),
-            ("TMPDIR", tmp),
-            ("LANG", "C.UTF-8".into()),
-            ("TERM", "dumb".into()),
-            ("PAGER", "cat".into()),
-            ("GIT_PAGER", "cat".into()),
-            ("GIT_CONFIG_NOSYSTEM", "1".into()),
-            ("PYTHONDONTWRITEBYTECODE", "1".into()),
+        let mut env: Vec<(&str, &str)> = vec![
+            ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            ("HOME", &home),
+            ("TMPDIR", &tmp),
+            ("LANG", "C.UTF-8"),
+            ("TERM", "dumb"),
+            ("PAGER", "cat"),
+            ("GIT_PAGER", "cat"),
+            ("GIT_CONFIG_NOSYSTEM", "1"),
+            ("PYTHONDONTWRITEBYTECODE", "1"),
         ];
-        env.extend(
-            BASE_COMMIT_ENV[..4]
-                .iter()
-                .map(|(k, v)| (*k, v.to_string())),
-        );
-        env
+        env.extend(BASE_COMMIT_ENV[..4].iter().copied());
+        env.into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 }
 
@@ -270,7 +268,7 @@ pub async fn run_script(
     script: &Path,
     args: &[&str],
     cwd: &Path,
-    env: &[(&str, String)],
+    env: &[(String, String)],
     timeout: Duration,
     output_cap: usize,
 ) -> Result<ExecOutput, SandboxError> {
@@ -290,7 +288,7 @@ pub async fn run_script(
         .args(args)
         .current_dir(cwd)
         .env_clear()
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::from(writer))
         .stderr(Stdio::from(writer_err))

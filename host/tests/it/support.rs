@@ -59,10 +59,16 @@ pub fn cache_dir() -> PathBuf {
 
 /// Runs the cbench binary.
 pub fn cbench(args: &[&str]) -> Output {
+    cbench_with_env(args, &[])
+}
+
+/// Runs the cbench binary with extra environment variables.
+pub fn cbench_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cbench"))
         .args(args)
         .env("CBENCH_CACHE_DIR", cache_dir())
         .env_remove("CBENCH_DATASET_DIR")
+        .envs(env.iter().copied())
         .output()
         .expect("running cbench")
 }

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use cbench::repos::UpstreamRepos;
 
-use crate::support::{cbench, dataset, json, plugins, text};
+use crate::support::{cbench, cbench_with_env, dataset, json, plugins, text};
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
@@ -164,4 +164,73 @@ fn oracle_runs_on_an_upstream_task_from_a_repo_cache() {
         listing["per_task"][0]["image"],
         "akhatua/cooperbench-acme-widget:task7"
     );
+}
+
+/// A runner shaped like the real tasks' run_tests.sh: a uv venv, pytest from PyPI, and the
+/// `tests/test_feature*.py` selection. (PyPI is reachable on our machines and in CI.)
+const UV_RUNNER: &str = r#"#!/bin/bash
+set -e
+REPO_PATH="$1"; TEST_PATCH="$(realpath "$2")"; FEATURE_PATCH="$3"
+[[ -n "$FEATURE_PATCH" ]] && FEATURE_PATCH="$(realpath "$FEATURE_PATCH")"
+cd "$REPO_PATH"
+if [[ -n "$FEATURE_PATCH" ]]; then
+    git apply --ignore-whitespace --ignore-space-change "$FEATURE_PATCH" || git apply --3way "$FEATURE_PATCH"
+fi
+git apply --ignore-whitespace --ignore-space-change "$TEST_PATCH" || git apply --3way "$TEST_PATCH"
+uv venv --python python3 -q .venv
+uv pip install --python .venv/bin/python -q pytest
+echo "credentials visible: $(env | grep -c not-for-tests || true)"
+.venv/bin/python -m pytest tests/test_feature*.py -v 2>&1
+"#;
+
+#[test]
+fn a_uv_venv_runner_with_pytest_grades_on_the_local_backend() {
+    assert!(
+        Command::new("uv")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "uv is required for this test (pip install uv)"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, _) = upstream(&tmp.path().join("mirror/acme/widget"));
+    dataset_for(&tmp.path().join("ds"), &base);
+    std::fs::write(
+        tmp.path().join("ds/acme_widget_task/task7/run_tests.sh"),
+        UV_RUNNER,
+    )
+    .unwrap();
+    let agent = plugins().mini_swe.display().to_string();
+    let p = |s: &str| tmp.path().join(s).display().to_string();
+    let out = cbench_with_env(
+        &[
+            "run",
+            "-q",
+            "-n",
+            "uv",
+            "--agent",
+            &agent,
+            "-m",
+            "oracle",
+            "--repo-cache",
+            &p("mirror"),
+            "--dataset-dir",
+            &p("ds"),
+            "--log-dir",
+            &p("logs"),
+            "--cache-dir",
+            &p("cache"),
+        ],
+        &[("EXAMPLE_API_KEY", "not-for-tests")],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let pair = tmp.path().join("logs/uv/acme_widget_task/7/features_1_2");
+    let eval = json(&pair.join("eval.json"));
+    assert_eq!(eval["overall_success"], true, "{eval:#}");
+    // pytest's counts: feature 1 has 3 tests, feature 3 (here feature 2) has 3.
+    assert_eq!(eval["agent1"]["tests_passed"], 3, "{eval:#}");
+    assert_eq!(eval["merged"]["tests_passed"], 6, "{eval:#}");
+    let log = std::fs::read_to_string(pair.join("eval_logs/merged_feature1.log")).unwrap();
+    assert!(log.contains("passed in"), "{log}");
+    assert!(log.contains("credentials visible: 0"), "{log}");
 }
