@@ -130,6 +130,26 @@ pub struct DatasetListArgs {
     pub image_prefix: String,
 }
 
+/// Where compiled plugins and prepared repositories are cached, and local repository copies.
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// Cache for compiled plugins and prepared repositories (default ~/.cache/cbench; env CBENCH_CACHE_DIR).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Clone upstream repositories from DIR/<owner>/<name> instead of the network.
+    #[arg(long, value_name = "DIR")]
+    pub repo_cache: Option<PathBuf>,
+}
+
+impl CacheArgs {
+    /// The cache directory, defaulted.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(PluginHost::default_cache_dir)
+    }
+}
+
 /// Raw `cbench report` arguments.
 #[derive(Debug, Args)]
 pub struct ReportArgs {
@@ -167,11 +187,8 @@ pub struct GoldArgs {
     pub concurrency: usize,
     #[arg(long, default_value_t = 900)]
     pub test_timeout: u64,
-    #[arg(long)]
-    pub cache_dir: Option<PathBuf>,
-    /// Clone upstream repositories from DIR/<owner>/<name> instead of the network.
-    #[arg(long, value_name = "DIR")]
-    pub repo_cache: Option<PathBuf>,
+    #[command(flatten)]
+    pub caches: CacheArgs,
 }
 
 /// `--merge-policy`.
@@ -262,12 +279,8 @@ pub struct RunArgs {
     /// Time a plugin may spend computing between host calls, in total, seconds.
     #[arg(long, default_value_t = 120.0)]
     pub plugin_compute_secs: f64,
-    /// Cache for compiled plugins and prepared repositories (default ~/.cache/cbench; env CBENCH_CACHE_DIR).
-    #[arg(long)]
-    pub cache_dir: Option<PathBuf>,
-    /// Clone upstream repositories from DIR/<owner>/<name> instead of the network.
-    #[arg(long, value_name = "DIR")]
-    pub repo_cache: Option<PathBuf>,
+    #[command(flatten)]
+    pub caches: CacheArgs,
     /// No progress output.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -291,12 +304,8 @@ pub struct EvalArgs {
     pub eval_concurrency: usize,
     #[arg(long, default_value_t = 900)]
     pub test_timeout: u64,
-    /// Cache for prepared repositories (default ~/.cache/cbench; env CBENCH_CACHE_DIR).
-    #[arg(long)]
-    pub cache_dir: Option<PathBuf>,
-    /// Clone upstream repositories from DIR/<owner>/<name> instead of the network.
-    #[arg(long, value_name = "DIR")]
-    pub repo_cache: Option<PathBuf>,
+    #[command(flatten)]
+    pub caches: CacheArgs,
     /// Override the run's merge policy.
     #[arg(long, value_enum)]
     pub merge_policy: Option<MergePolicyArg>,
@@ -447,8 +456,8 @@ impl RunArgs {
                 memory_bytes: self.plugin_memory_mb << 20,
                 compute: Duration::from_secs_f64(self.plugin_compute_secs),
             },
-            cache_dir: self.cache_dir.unwrap_or_else(PluginHost::default_cache_dir),
-            repo_cache: self.repo_cache,
+            cache_dir: self.caches.cache_dir(),
+            repo_cache: self.caches.repo_cache,
             merge_policy: self.merge_policy.into(),
             isolation: match self.isolation {
                 IsolationArg::Auto => IsolationMode::Auto,
@@ -475,8 +484,8 @@ impl EvalArgs {
             force: self.force,
             eval_concurrency: self.eval_concurrency,
             test_timeout: Duration::from_secs(self.test_timeout),
-            cache_dir: self.cache_dir.unwrap_or_else(PluginHost::default_cache_dir),
-            repo_cache: self.repo_cache,
+            cache_dir: self.caches.cache_dir(),
+            repo_cache: self.caches.repo_cache,
             merge_policy: self.merge_policy.map(Into::into),
             quiet: self.quiet,
         })

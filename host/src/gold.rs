@@ -395,15 +395,12 @@ pub async fn run_cli(args: crate::cli::GoldArgs) -> anyhow::Result<std::process:
         None => None,
     };
     let scratch = tempfile::Builder::new().prefix("cbench-gold-").tempdir()?;
-    let cache_dir = args
-        .cache_dir
-        .clone()
-        .unwrap_or_else(crate::plugin::PluginHost::default_cache_dir);
+    let cache_dir = args.caches.cache_dir();
     let bases = Arc::new(BaseRepos::new(
         &scratch.path().join("bases"),
         crate::repos::UpstreamRepos {
             cache_dir,
-            mirror_dir: args.repo_cache.clone(),
+            mirror_dir: args.caches.repo_cache.clone(),
         },
     ));
     let gold_dir = args.log_dir.join("gold");
