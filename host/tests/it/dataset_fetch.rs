@@ -15,7 +15,7 @@ use sha1::{Digest, Sha1};
 
 use cbench::dataset::fetch::{fetch, FetchConfig, FetchError};
 
-use crate::support::{cbench, text, workspace};
+use crate::support::{cbench, real_dataset, text};
 
 const REPO: &str = "CodeConflict/cooperbench-dataset";
 const PAGE: usize = 100;
@@ -103,10 +103,7 @@ async fn resolve(
 /// Starts the hub; returns its base URL. Link headers carry a `{host}` placeholder that a
 /// response layer replaces with the server's own address.
 async fn start_hub() -> (String, Arc<Hub>) {
-    let root = workspace()
-        .join("../shared/cooperbench-dataset")
-        .canonicalize()
-        .unwrap();
+    let root = real_dataset().canonicalize().unwrap();
     let mut files = Vec::new();
     all_files(&root, &root, &mut files);
     files.sort();

@@ -3,7 +3,7 @@
 
 use cbench::gold::GoldReport;
 
-use crate::support::{cbench, dataset, json, text, workspace};
+use crate::support::{cbench, dataset, json, real_dataset, text};
 
 #[test]
 fn gold_finds_exactly_the_designed_conflicts_and_every_gold_patch_passes() {
@@ -61,7 +61,7 @@ fn gold_finds_exactly_the_designed_conflicts_and_every_gold_patch_passes() {
 
 #[test]
 fn the_reference_gold_report_of_cooperbench_reads_in_our_shape() {
-    let path = workspace().join("../shared/cooperbench-dataset/gold_conflict_report.json");
+    let path = real_dataset().join("gold_conflict_report.json");
     let report: GoldReport = cbench::fsutil::read_json(&path).unwrap();
     assert_eq!(report.summary.total_pairs, 652);
     assert_eq!(report.summary.conflicts, 499);

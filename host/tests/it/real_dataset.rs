@@ -1,23 +1,9 @@
 //! The real CooperBench dataset (a copy lives in ../shared/cooperbench-dataset;
 //! override with CBENCH_REAL_DATASET). Never copied into this repository.
 
-use std::path::PathBuf;
-
 use cbench::dataset::{Dataset, RepoSource, Selection};
 
-use crate::support::{cbench, text, workspace};
-
-fn real_dataset() -> PathBuf {
-    let path = std::env::var_os("CBENCH_REAL_DATASET")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("../shared/cooperbench-dataset"));
-    assert!(
-        path.is_dir(),
-        "the real CooperBench dataset is needed at {} (set CBENCH_REAL_DATASET)",
-        path.display()
-    );
-    path
-}
+use crate::support::{cbench, real_dataset, text};
 
 fn count(ds: &Dataset, selection: Selection) -> (usize, usize, usize, usize) {
     let pairs = ds.select(&selection).unwrap();

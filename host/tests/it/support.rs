@@ -21,6 +21,20 @@ pub fn dataset() -> PathBuf {
         .unwrap_or_else(|| workspace().join("dataset"))
 }
 
+/// The copy of the real CooperBench dataset (CBENCH_REAL_DATASET, else ../shared next to
+/// the workspace). Never copied into this repository; its absence is a failure, not a skip.
+pub fn real_dataset() -> PathBuf {
+    let path = std::env::var_os("CBENCH_REAL_DATASET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("../shared/cooperbench-dataset"));
+    assert!(
+        path.is_dir(),
+        "the real CooperBench dataset is needed at {} (set CBENCH_REAL_DATASET)",
+        path.display()
+    );
+    path
+}
+
 /// Paths of the plugins, built once per test run for wasm32-wasip2.
 pub struct Plugins {
     pub mini_swe: PathBuf,
