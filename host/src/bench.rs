@@ -1,6 +1,7 @@
-//! `cbench bench`: plugin load (cold and cached), instantiation, and the host
+//! `cbench bench`: plugin load (cold and cached), instantiation, the host
 //! round-trip of one agent step (LLM call + command + inbox check) with an
-//! instant in-memory model and sandbox, so only host + plugin overhead is timed.
+//! instant in-memory model and sandbox, so only host + plugin overhead is timed,
+//! and one real command through the local sandbox.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use crate::llm::{
 use crate::messaging::MessageBus;
 use crate::plugin::{AgentEnv, AgentTask, PluginHost, PluginLimits};
 use crate::progress::Progress;
+use crate::sandbox::local::{BaseRepo, Isolation, IsolationMode, LocalSandbox};
 use crate::sandbox::{ExecOutput, Sandbox, SandboxError};
 use crate::trajectory::Recorder;
 
@@ -164,5 +166,34 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "  plugin compute in that run:  {:9.1} ms",
         run.compute.as_secs_f64() * 1e3
     );
+
+    // A real local sandbox: what one agent command costs end to end (bash start, process
+    // group, output capture, drain), with and without bwrap when it is installed.
+    let scratch = tempfile::tempdir()?;
+    let tree = scratch.path().join("tree");
+    std::fs::create_dir_all(&tree)?;
+    std::fs::write(tree.join("README"), "bench\n")?;
+    let base = BaseRepo::from_source_tree(&tree, &scratch.path().join("base")).await?;
+    let mut modes = vec![Isolation::None];
+    if let Ok(bwrap @ Isolation::Bwrap(_)) = Isolation::resolve(IsolationMode::Bwrap) {
+        modes.push(bwrap);
+    }
+    let runs = args.iterations.clamp(1, 50);
+    for isolation in modes {
+        let sandbox =
+            LocalSandbox::create(&base, &scratch.path().join("boxes"), &isolation).await?;
+        let mut samples = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            let out = sandbox.exec("echo ok", Duration::from_secs(10)).await?;
+            anyhow::ensure!(out.exit_code == 0, "bench command failed: {}", out.output);
+            samples.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let label = format!("local exec round-trip ({}):", isolation.name());
+        println!(
+            "  {label:<29}{:9.2} ms (median of {runs})",
+            median_ms(samples)
+        );
+    }
     Ok(())
 }

@@ -324,8 +324,9 @@ impl Grader {
         }
         let env = grader_env();
         // Graders run the task's own trusted runner, unconfined (real runners install packages).
+        // Not a login shell: the user's profile (pyenv init, …) would cost ~100 ms a run.
         let out = run_script(
-            &[],
+            &["bash".to_string()],
             &task.test_runner(),
             &args,
             scratch,

@@ -167,9 +167,11 @@ impl Isolation {
         }
     }
 
-    fn wrapper(&self, root: &Path, repo: &Path) -> Vec<String> {
+    /// The agent's command launcher: a login bash, inside bwrap when confined.
+    fn launcher(&self, root: &Path, repo: &Path) -> Vec<String> {
+        let login_bash = ["bash".to_string(), "-l".to_string()];
         let Isolation::Bwrap(bwrap) = self else {
-            return Vec::new();
+            return login_bash.to_vec();
         };
         let root = root.display().to_string();
         let mut args = vec![bwrap.display().to_string()];
@@ -196,6 +198,7 @@ impl Isolation {
             args.push(a.to_string());
         }
         args.push(repo.display().to_string());
+        args.extend(login_bash);
         args
     }
 }
@@ -260,11 +263,11 @@ impl LocalSandbox {
     }
 }
 
-/// Runs a script file under bash (inside `wrapper`, e.g. bwrap, when given) in its own
+/// Runs `launcher… script args…` (e.g. `bash -l script`, or bwrap around it) in its own
 /// process group with a timeout; merged, capped output.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_script(
-    wrapper: &[String],
+    launcher: &[String],
     script: &Path,
     args: &[&str],
     cwd: &Path,
@@ -274,16 +277,14 @@ pub async fn run_script(
 ) -> Result<ExecOutput, SandboxError> {
     let (reader, writer) = std::io::pipe().map_err(io("creating output pipe"))?;
     let writer_err = writer.try_clone().map_err(io("creating output pipe"))?;
-    let mut command = match wrapper.split_first() {
-        Some((program, rest)) => {
-            let mut c = Command::new(program);
-            c.args(rest).arg("bash");
-            c
-        }
-        None => Command::new("bash"),
+    let Some((program, launcher_args)) = launcher.split_first() else {
+        return Err(SandboxError::Command(
+            "no program to run the script with".into(),
+        ));
     };
+    let mut command = Command::new(program);
     let mut child = command
-        .arg("-l")
+        .args(launcher_args)
         .arg(script)
         .args(args)
         .current_dir(cwd)
@@ -296,6 +297,9 @@ pub async fn run_script(
         .kill_on_drop(true)
         .spawn()
         .map_err(io("starting bash"))?;
+    // The builder still holds our copies of the pipe's write end; until they are
+    // closed the reader never sees end-of-file and every command waits out DRAIN_GRACE.
+    drop(command);
     let pgid = child.id().map(|id| id as i32);
     // If this future is dropped (Ctrl-C, an aborted pair), the whole group dies with it.
     let _group = pgid.map(GroupGuard);
@@ -385,9 +389,9 @@ impl Sandbox for LocalSandbox {
         tokio::fs::write(&script, command)
             .await
             .map_err(io("writing command script"))?;
-        let wrapper = self.isolation.wrapper(self.root.path(), &self.repo());
+        let launcher = self.isolation.launcher(self.root.path(), &self.repo());
         let result = run_script(
-            &wrapper,
+            &launcher,
             &script,
             &[],
             &self.repo(),
