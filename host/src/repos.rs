@@ -13,7 +13,7 @@ use tokio::sync::{Mutex, OnceCell};
 
 use crate::dataset::metadata::github_owner_and_name;
 use crate::dataset::{RepoSource, Task};
-use crate::sandbox::local::{git, BaseRepo};
+use crate::sandbox::local::{git, io, BaseRepo};
 use crate::sandbox::SandboxError;
 
 /// Each task's base repository, prepared once per process and shared by its
@@ -74,10 +74,6 @@ pub struct UpstreamRepos {
     pub mirror_dir: Option<PathBuf>,
 }
 
-fn io(what: String) -> impl FnOnce(std::io::Error) -> SandboxError {
-    move |source| SandboxError::Io { what, source }
-}
-
 impl UpstreamRepos {
     /// Where to clone `url` from: the local mirror when configured, else the URL.
     pub fn clone_source(&self, url: &str) -> Result<String, SandboxError> {
@@ -119,7 +115,7 @@ impl UpstreamRepos {
         let staging = tempfile::Builder::new()
             .prefix(&format!(".{name}-"))
             .tempdir_in(&bases)
-            .map_err(io("creating a staging dir".into()))?;
+            .map_err(io("creating a staging dir"))?;
         let repo = staging.path().join("repo");
         let repo_arg = repo.display().to_string();
         git(

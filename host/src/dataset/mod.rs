@@ -147,8 +147,6 @@ pub struct Dataset {
 
 #[derive(Deserialize)]
 struct SubsetFile {
-    #[allow(dead_code)]
-    name: Option<String>,
     tasks: Vec<SubsetTask>,
 }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::sandbox::local::{git, BaseRepo};
+use crate::sandbox::local::{git, io, BaseRepo};
 use crate::sandbox::SandboxError;
 
 /// What to do when the naive merge conflicts.
@@ -185,10 +185,6 @@ pub async fn merge_patches(
 /// outranks the repository's own file and never shows up in the merged diff.
 async fn enable_union_merge(repo: &Path) -> Result<(), SandboxError> {
     let info = repo.join(".git").join("info");
-    let io = |what: &str| {
-        let what = what.to_string();
-        move |source| SandboxError::Io { what, source }
-    };
     tokio::fs::create_dir_all(&info)
         .await
         .map_err(io("creating .git/info"))?;

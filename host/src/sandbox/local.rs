@@ -27,7 +27,8 @@ const BASE_COMMIT_ENV: [(&str, &str); 6] = [
     ("GIT_COMMITTER_DATE", "2025-01-01T00:00:00Z"),
 ];
 
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SandboxError {
+/// Wraps an I/O error with what was being done.
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SandboxError {
     let what = what.into();
     move |source| SandboxError::Io { what, source }
 }
