@@ -10,6 +10,8 @@ use crate::eval::merge::MergePolicy;
 use crate::llm::Setting;
 use crate::plugin::{PluginHost, PluginLimits};
 use crate::runner::{EvalConfig, RunConfig};
+use crate::backend::{BackendChoice, DockerOptions};
+use crate::docker::ResourceLimits;
 use crate::sandbox::local::IsolationMode;
 
 /// cbench: cooperative coding-agent benchmark with WebAssembly agent plugins.
@@ -36,6 +38,156 @@ pub enum Command {
     Gold(GoldArgs),
     /// Metrics of a run (optionally against a solo baseline run); writes report.json.
     Report(ReportArgs),
+    /// Task images for the docker backend.
+    #[command(subcommand)]
+    Images(ImagesCommand),
+    /// Remove Docker containers and networks left behind by cbench runs that crashed.
+    Cleanup(CleanupArgs),
+}
+
+/// `cbench images …`.
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// Build the selected tasks' images from their Dockerfiles.
+    Build(ImagesBuildArgs),
+}
+
+/// Raw `cbench images build` arguments.
+#[derive(Debug, Args)]
+pub struct ImagesBuildArgs {
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+    /// Image name prefix (registry/user/repo-prefix).
+    #[arg(long, default_value = crate::dataset::metadata::DEFAULT_IMAGE_PREFIX)]
+    pub image_prefix: String,
+    /// Base image passed as the BASE_IMAGE build argument (bundled tasks build offline
+    /// from it; it needs git and python3 — scripts/docker-base.sh makes one).
+    #[arg(long)]
+    pub base_image: Option<String>,
+    /// Rebuild images that already exist.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Raw `cbench cleanup` arguments.
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Only objects of runs with this name.
+    #[arg(long, short = 'n')]
+    pub name: Option<String>,
+    /// Also objects of cbench processes that are still running.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `--backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// Sandboxes in temp dirs on this machine (bwrap when installed).
+    Local,
+    /// One container per agent from the task's image; graders in containers too.
+    Docker,
+    /// Modal sandboxes (not in this build).
+    Modal,
+    /// GCP VMs (not in this build).
+    Gcp,
+}
+
+/// Docker-backend settings (shared by `run` and `eval`).
+#[derive(Debug, Args)]
+pub struct DockerArgs {
+    /// Image name prefix: images are `<prefix><repo>:task<id>`.
+    #[arg(long, default_value = crate::dataset::metadata::DEFAULT_IMAGE_PREFIX)]
+    pub image_prefix: String,
+    /// CPUs per container.
+    #[arg(long, default_value_t = 2.0)]
+    pub cpus: f64,
+    /// Memory per container (e.g. 512m, 8g); no swap beyond it.
+    #[arg(long, default_value = "8g")]
+    pub memory: String,
+    /// Processes per container.
+    #[arg(long, default_value_t = 4096)]
+    pub pids_limit: i64,
+    /// Network of agents' containers.
+    #[arg(long, value_enum, default_value = "none")]
+    pub agent_network: NetworkArg,
+    /// Network of grading containers (real runners install packages).
+    #[arg(long, value_enum, default_value = "bridge")]
+    pub grading_network: NetworkArg,
+}
+
+/// A container network.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum NetworkArg {
+    None,
+    Bridge,
+}
+
+impl NetworkArg {
+    fn name(self) -> String {
+        match self {
+            NetworkArg::None => "none".into(),
+            NetworkArg::Bridge => "bridge".into(),
+        }
+    }
+}
+
+impl DockerArgs {
+    /// Validates the docker settings.
+    pub fn validate(&self) -> Result<DockerOptions, CliError> {
+        if !(self.cpus.is_finite() && self.cpus > 0.0) {
+            return Err(CliError::Cpus(self.cpus));
+        }
+        let memory = parse_size(&self.memory)
+            .filter(|m| *m >= 6 << 20)
+            .ok_or_else(|| CliError::Memory(self.memory.clone()))?;
+        if self.pids_limit <= 0 {
+            return Err(CliError::Zero {
+                flag: "--pids-limit",
+            });
+        }
+        Ok(DockerOptions {
+            image_prefix: self.image_prefix.clone(),
+            limits: ResourceLimits {
+                cpus: self.cpus,
+                memory_bytes: memory,
+                pids: self.pids_limit,
+            },
+            agent_network: self.agent_network.name(),
+            grading_network: self.grading_network.name(),
+        })
+    }
+}
+
+/// `512m`, `8g`, `1048576` → bytes.
+fn parse_size(text: &str) -> Option<i64> {
+    let t = text.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (digits, shift) = match t.chars().last()? {
+        'k' => (&t[..t.len() - 1], 10),
+        'm' => (&t[..t.len() - 1], 20),
+        'g' => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    let n: i64 = digits.parse().ok()?;
+    n.checked_mul(1i64 << shift).filter(|v| *v > 0)
+}
+
+fn backend_choice(
+    backend: BackendArg,
+    isolation: IsolationArg,
+    docker: &DockerArgs,
+) -> Result<BackendChoice, CliError> {
+    match backend {
+        BackendArg::Local => Ok(BackendChoice::Local(match isolation {
+            IsolationArg::Auto => IsolationMode::Auto,
+            IsolationArg::Bwrap => IsolationMode::Bwrap,
+            IsolationArg::None => IsolationMode::None,
+        })),
+        BackendArg::Docker => Ok(BackendChoice::Docker(docker.validate()?)),
+        BackendArg::Modal => Err(CliError::Backend("modal".into())),
+        BackendArg::Gcp => Err(CliError::Backend("gcp".into())),
+    }
 }
 
 /// `--setting`.
@@ -244,8 +396,10 @@ pub struct RunArgs {
     #[arg(long, default_value = "logs")]
     pub log_dir: PathBuf,
     /// Sandbox backend.
-    #[arg(long, default_value = "local")]
-    pub backend: String,
+    #[arg(long, value_enum, default_value = "local")]
+    pub backend: BackendArg,
+    #[command(flatten)]
+    pub docker: DockerArgs,
     /// What grading does when the agents' patches conflict.
     #[arg(long, value_enum, default_value = "union")]
     pub merge_policy: MergePolicyArg,
@@ -309,6 +463,11 @@ pub struct EvalArgs {
     /// Override the run's merge policy.
     #[arg(long, value_enum)]
     pub merge_policy: Option<MergePolicyArg>,
+    /// Where graders run (default: the backend the run used).
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendArg>,
+    #[command(flatten)]
+    pub docker: DockerArgs,
     #[arg(long, short = 'q')]
     pub quiet: bool,
 }
@@ -329,8 +488,12 @@ pub struct BenchArgs {
 /// A bad command line; names the flag.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    #[error("--backend {0}: not available in this build (only `local`; docker comes next)")]
+    #[error("--backend {0}: not available in this build (use `local` or `docker`)")]
     Backend(String),
+    #[error("--cpus {0}: must be a positive number")]
+    Cpus(f64),
+    #[error("--memory {0}: give a size of at least 6m, like 512m or 8g")]
+    Memory(String),
     #[error("--agent {0}: file not found")]
     AgentMissing(PathBuf),
     #[error("--agent-config {path}: cannot read: {source}")]
@@ -375,9 +538,7 @@ fn sanitize(text: &str) -> String {
 impl RunArgs {
     /// Validates the arguments into a run configuration.
     pub fn validate(self) -> Result<RunConfig, CliError> {
-        if self.backend != "local" {
-            return Err(CliError::Backend(self.backend));
-        }
+        let backend = backend_choice(self.backend, self.isolation, &self.docker)?;
         if !self.agent.is_file() {
             return Err(CliError::AgentMissing(self.agent));
         }
@@ -459,11 +620,7 @@ impl RunArgs {
             cache_dir: self.caches.cache_dir(),
             repo_cache: self.caches.repo_cache,
             merge_policy: self.merge_policy.into(),
-            isolation: match self.isolation {
-                IsolationArg::Auto => IsolationMode::Auto,
-                IsolationArg::Bwrap => IsolationMode::Bwrap,
-                IsolationArg::None => IsolationMode::None,
-            },
+            backend,
             quiet: self.quiet,
         })
     }
@@ -487,6 +644,11 @@ impl EvalArgs {
             cache_dir: self.caches.cache_dir(),
             repo_cache: self.caches.repo_cache,
             merge_policy: self.merge_policy.map(Into::into),
+            backend: self
+                .backend
+                .map(|b| backend_choice(b, IsolationArg::Auto, &self.docker))
+                .transpose()?,
+            docker: self.docker.validate()?,
             quiet: self.quiet,
         })
     }
@@ -503,5 +665,15 @@ mod tests {
             "msa"
         );
         assert_eq!(sanitize("openai/gpt-4o"), "openai-gpt-4o");
+    }
+
+    #[test]
+    fn memory_sizes_parse_like_docker_flags() {
+        assert_eq!(parse_size("512m"), Some(512 << 20));
+        assert_eq!(parse_size("8g"), Some(8 << 30));
+        assert_eq!(parse_size("8GB"), Some(8 << 30));
+        assert_eq!(parse_size("1048576"), Some(1 << 20));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("-1g"), None);
     }
 }

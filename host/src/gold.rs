@@ -99,6 +99,7 @@ pub async fn check(pairs: &[Pair], bases: Arc<BaseRepos>, cfg: &GoldConfig) -> G
     let grader = Arc::new(Grader {
         test_timeout: cfg.test_timeout,
         policy: MergePolicy::Lead,
+        backend: crate::eval::testbench::GradingBackend::Local,
     });
 
     let mut merges = tokio::task::JoinSet::new();
@@ -225,6 +226,7 @@ async fn check_feature(
         let label = format!("{} feature{id}", task.label());
         grader
             .run_feature_tests(
+                &crate::eval::testbench::TestBench::Local,
                 task,
                 &label,
                 &base,

@@ -1,9 +1,11 @@
 //! cbench: a benchmark harness for cooperative coding agents whose agent
 //! frameworks are WebAssembly components.
 
+pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod dataset;
+pub mod docker;
 pub mod eval;
 pub mod fsutil;
 pub mod gold;

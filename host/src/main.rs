@@ -92,6 +92,36 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 cbench::bench::run(args).await?;
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Images(cbench::cli::ImagesCommand::Build(args)) => {
+                let selection = args.selection.validate()?;
+                let dataset = cbench::dataset::Dataset::discover(&args.selection.dataset_dir)?;
+                let pairs = dataset.select(&selection)?;
+                let engine = cbench::docker::Engine::connect().await?;
+                cbench::docker::images::build_tasks(
+                    &engine,
+                    &pairs,
+                    &args.image_prefix,
+                    args.base_image.as_deref(),
+                    args.force,
+                )
+                .await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Cleanup(args) => {
+                use cbench::docker::cleanup::{sweep, Scope};
+                let engine = cbench::docker::Engine::connect().await?;
+                let scope = match (args.name, args.all) {
+                    (Some(name), _) => Scope::RunName(name),
+                    (None, true) => Scope::All,
+                    (None, false) => Scope::Orphans,
+                };
+                let swept = sweep(&engine, &scope).await?;
+                println!(
+                    "removed {} container(s) and {} network(s)",
+                    swept.containers, swept.networks
+                );
+                Ok(ExitCode::SUCCESS)
+            }
         }
     };
     runtime.block_on(async {
@@ -101,6 +131,16 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 // Dropping the run aborts its pairs: sandboxes and scratch dirs are removed
                 // as they drop; every result file was written atomically, so none is torn.
                 eprintln!("interrupted ({signal}): stopping; results already written are kept");
+                let sweep = cbench::docker::cleanup::sweep_registered();
+                match tokio::time::timeout(std::time::Duration::from_secs(30), sweep).await {
+                    Ok(Ok(swept)) if swept.containers + swept.networks > 0 => eprintln!(
+                        "removed {} container(s) and {} network(s) of this run",
+                        swept.containers, swept.networks
+                    ),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => eprintln!("error: cleanup after the signal: {e} (run `cbench cleanup`)"),
+                    Err(_) => eprintln!("error: cleanup after the signal took over 30 s (run `cbench cleanup`)"),
+                }
                 Ok(ExitCode::from(130))
             }
         }

@@ -13,6 +13,9 @@ use tokio::sync::{Mutex, OnceCell};
 
 use crate::dataset::metadata::github_owner_and_name;
 use crate::dataset::{RepoSource, Task};
+use crate::docker::container::Container;
+use crate::docker::{Engine, RunLabels};
+use crate::sandbox::docker::REPO_DIR;
 use crate::sandbox::local::{git, io, BaseRepo};
 use crate::sandbox::SandboxError;
 
@@ -21,7 +24,17 @@ use crate::sandbox::SandboxError;
 pub struct BaseRepos {
     scratch: PathBuf,
     upstream: UpstreamRepos,
+    images: Option<ImageBases>,
     repos: Mutex<HashMap<String, Arc<OnceCell<Arc<BaseRepo>>>>>,
+}
+
+/// Docker backend: bases are copied out of the task images, so grading merges
+/// exactly the repository the agents saw (and no upstream clone is needed).
+#[derive(Debug, Clone)]
+pub struct ImageBases {
+    pub engine: Arc<Engine>,
+    pub image_prefix: String,
+    pub labels: RunLabels,
 }
 
 impl BaseRepos {
@@ -30,8 +43,15 @@ impl BaseRepos {
         BaseRepos {
             scratch: scratch.to_path_buf(),
             upstream,
+            images: None,
             repos: Mutex::default(),
         }
+    }
+
+    /// Takes every base from the task's image instead.
+    pub fn from_images(mut self, images: ImageBases) -> BaseRepos {
+        self.images = Some(images);
+        self
     }
 
     /// The task's base repository, created on first use.
@@ -45,6 +65,11 @@ impl BaseRepos {
             .or_default()
             .clone();
         cell.get_or_try_init(|| async {
+            if let Some(images) = &self.images {
+                return export_from_image(images, task, &self.scratch.join(&key))
+                    .await
+                    .map(Arc::new);
+            }
             match &task.source {
                 RepoSource::Bundled(tree) => {
                     BaseRepo::from_source_tree(tree, &self.scratch.join(&key)).await
@@ -146,6 +171,40 @@ impl UpstreamRepos {
             ))(e)),
         }
     }
+}
+
+/// Copies `/workspace/repo` out of the task's image into `dest/repo`.
+async fn export_from_image(
+    images: &ImageBases,
+    task: &Task,
+    dest: &Path,
+) -> Result<BaseRepo, SandboxError> {
+    let image = task.image(&images.image_prefix);
+    crate::docker::images::inspect(&images.engine, &image, task).await?;
+    let container = Container::create_stopped(
+        &images.engine,
+        &image,
+        images.labels.object(&task.label(), "", "base-export"),
+    )
+    .await?;
+    std::fs::create_dir_all(dest).map_err(io(format!("creating {}", dest.display())))?;
+    let archive = dest.join("repo.tar");
+    let result = async {
+        container.download_to_file(REPO_DIR, &archive).await?;
+        let file = std::fs::File::open(&archive).map_err(io("opening the exported repository"))?;
+        let mut tar = tar::Archive::new(file);
+        tar.set_preserve_permissions(true);
+        tar.unpack(dest)
+            .map_err(io(format!("unpacking {REPO_DIR} of {image}")))?;
+        Ok::<_, SandboxError>(())
+    }
+    .await;
+    let _ = std::fs::remove_file(&archive);
+    container.remove().await?;
+    result?;
+    let path = dest.join("repo");
+    let commit = git(&path, &["rev-parse", "HEAD"], &[]).await?.trim().to_string();
+    Ok(BaseRepo { path, commit })
 }
 
 fn sanitize(url: &str) -> String {

@@ -21,7 +21,7 @@ use crate::plugin::{
 };
 use crate::progress::{human_duration, Progress};
 use crate::repos::{BaseRepos, UpstreamRepos};
-use crate::sandbox::local::{Isolation, IsolationMode, LocalSandbox};
+use crate::backend::{Backend, BackendChoice};
 use crate::sandbox::Sandbox;
 use crate::summary::{summarize, RunSummary};
 use crate::trajectory::{now_rfc3339, Recorder, TokenTotals};
@@ -52,7 +52,8 @@ pub struct RunConfig {
     pub merge_policy: MergePolicy,
     /// `--repo-cache`: local copies of upstream repositories as `<owner>/<name>`.
     pub repo_cache: Option<PathBuf>,
-    pub isolation: IsolationMode,
+    /// Where agents and graders run.
+    pub backend: BackendChoice,
     pub quiet: bool,
 }
 
@@ -160,7 +161,7 @@ pub struct PairResult {
 
 struct RunContext {
     cfg: RunConfig,
-    isolation: Isolation,
+    backend: Backend,
     run_dir: PathBuf,
     work_dir: tempfile::TempDir,
     plugin: LoadedPlugin,
@@ -188,7 +189,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
     let dataset = Dataset::discover(&cfg.dataset_dir)?;
     let pairs = dataset.select(&cfg.selection)?;
     let model = llm::resolve(&cfg.model)?;
-    let isolation = Isolation::resolve(cfg.isolation)?;
+    let backend = Backend::resolve(&cfg.backend, &cfg.name).await?;
     let host = PluginHost::new(&cfg.cache_dir)?;
     let (plugin, timings) = host.load(&cfg.agent).await?;
     tracing::info!(
@@ -200,7 +201,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
     );
 
     let run_dir = cfg.log_dir.join(&cfg.name);
-    let record = run_record(&cfg, &plugin.identity, &isolation);
+    let record = run_record(&cfg, &plugin.identity, &backend);
     prepare_run_dir(&cfg, &run_dir, &record)?;
     let work_dir = tempfile::Builder::new()
         .prefix(&format!("cbench-{}-", cfg.name))
@@ -208,7 +209,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
         .map_err(run_dir_io(&std::env::temp_dir()))?;
 
     progress.line(&format!(
-        "cbench run: {name}\n  setting: {setting} · model: {model} · agent: {agent} {version} (sha256 {sha}…) · backend: local ({isolation})\n  tasks: {tasks} · pairs: {pairs} · concurrency: {c}",
+        "cbench run: {name}\n  setting: {setting} · model: {model} · agent: {agent} {version} (sha256 {sha}…) · backend: {backend} ({isolation})\n  tasks: {tasks} · pairs: {pairs} · concurrency: {c}",
         name = cfg.name,
         setting = cfg.setting,
         model = cfg.model,
@@ -218,11 +219,12 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
         tasks = count_tasks(&pairs),
         pairs = pairs.len(),
         c = cfg.concurrency,
-        isolation = isolation.name(),
+        backend = backend.name(),
+        isolation = backend.isolation(),
     ));
 
     let ctx = Arc::new(RunContext {
-        bases: BaseRepos::new(
+        bases: backend.base_repos(
             &work_dir.path().join("bases"),
             UpstreamRepos {
                 cache_dir: cfg.cache_dir.clone(),
@@ -232,13 +234,14 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
         grader: Grader {
             test_timeout: cfg.test_timeout,
             policy: cfg.merge_policy,
+            backend: backend.grading(),
         },
         agent_slots: Semaphore::new(cfg.concurrency.max(1)),
         eval_slots: Semaphore::new(cfg.eval_concurrency.max(1)),
         started: AtomicUsize::new(0),
         total: pairs.len(),
         cfg,
-        isolation,
+        backend,
         run_dir: run_dir.clone(),
         work_dir,
         plugin,
@@ -251,6 +254,10 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
         set.spawn(async move { (i, run_pair(&ctx, pair).await) });
     }
     let mut results = collect(set).await;
+    // Every pair has ended (or failed): nothing of this run may stay behind.
+    if let Err(e) = ctx.backend.cleanup().await {
+        ctx.progress.line(&format!("  ✗ cleanup: {e}"));
+    }
     results.sort_by_key(|(i, _)| *i);
     let results: Vec<PairResult> = results.into_iter().map(|(_, r)| r).collect();
     let summary = summarize(
@@ -286,7 +293,7 @@ fn count_tasks(pairs: &[Pair]) -> usize {
     tasks.len()
 }
 
-fn run_record(cfg: &RunConfig, plugin: &PluginIdentity, isolation: &Isolation) -> RunRecord {
+fn run_record(cfg: &RunConfig, plugin: &PluginIdentity, backend: &Backend) -> RunRecord {
     RunRecord {
         name: cfg.name.clone(),
         setting: cfg.setting,
@@ -297,8 +304,8 @@ fn run_record(cfg: &RunConfig, plugin: &PluginIdentity, isolation: &Isolation) -
         repo: cfg.selection.repo.clone(),
         task: cfg.selection.task,
         features: cfg.selection.features.clone(),
-        backend: "local".into(),
-        isolation: isolation.name().into(),
+        backend: backend.name().into(),
+        isolation: backend.isolation(),
         concurrency: cfg.concurrency,
         eval_concurrency: cfg.eval_concurrency,
         messaging: cfg.messaging,
@@ -459,24 +466,16 @@ async fn run_agents(ctx: &RunContext, pair: &Pair, pair_dir: &Path) -> Result<Pa
     let features = pair.feature_records();
     let ids = agent_ids(setting, features.len());
     let per_agent = agent_features(setting, pair);
-    let base = ctx
-        .bases
-        .get(&pair.task)
-        .await
-        .map_err(|e| format!("preparing {}: {e}", pair.task.label()))?;
     let bus = MessageBus::new(&ids, ctx.cfg.messaging && setting == Setting::Coop);
     let _ = std::fs::remove_dir_all(pair_dir);
 
     let mut running = Vec::new();
     for (agent_id, feature_ids) in ids.iter().zip(&per_agent) {
-        let sandbox = LocalSandbox::create(
-            &base,
-            &ctx.work_dir.path().join("sandboxes"),
-            &ctx.isolation,
-        )
-        .await
-        .map_err(|e| format!("creating the sandbox of {agent_id}: {e}"))?;
-        let sandbox: Arc<dyn Sandbox> = Arc::new(sandbox);
+        let sandbox: Arc<dyn Sandbox> = ctx
+            .backend
+            .sandbox(pair, agent_id, &ctx.bases, ctx.work_dir.path())
+            .await
+            .map_err(|e| format!("creating the sandbox of {agent_id}: {e}"))?;
         let mut briefs = Vec::new();
         let mut texts = Vec::new();
         for id in feature_ids {
@@ -551,10 +550,11 @@ async fn run_agents(ctx: &RunContext, pair: &Pair, pair_dir: &Path) -> Result<Pa
 
     let mut agents = Vec::new();
     for ((agent_id, feature_ids, sandbox), run) in meta.into_iter().zip(runs) {
-        let patch = sandbox
-            .diff()
-            .await
-            .map_err(|e| format!("computing the patch of {agent_id}: {e}"))?;
+        let patch = sandbox.diff().await;
+        if let Err(e) = sandbox.close().await {
+            tracing::warn!("closing the sandbox of {agent_id}: {e}");
+        }
+        let patch = patch.map_err(|e| format!("computing the patch of {agent_id}: {e}"))?;
         let dir = pair_dir.join(&agent_id);
         write_atomic(&dir.join("patch.diff"), patch.as_bytes()).map_err(|e| e.to_string())?;
         write_json_atomic(&dir.join("trajectory.json"), &run.trajectory)
@@ -716,6 +716,10 @@ pub struct EvalConfig {
     pub repo_cache: Option<PathBuf>,
     /// Overrides the merge policy recorded in config.json.
     pub merge_policy: Option<MergePolicy>,
+    /// Overrides the backend recorded in config.json.
+    pub backend: Option<BackendChoice>,
+    /// Docker settings when the recorded backend is docker.
+    pub docker: crate::backend::DockerOptions,
     pub quiet: bool,
 }
 
@@ -748,7 +752,13 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
         .prefix(&format!("cbench-eval-{}-", cfg.name))
         .tempdir()
         .map_err(run_dir_io(&std::env::temp_dir()))?;
-    let bases = Arc::new(BaseRepos::new(
+    let choice = match &cfg.backend {
+        Some(choice) => choice.clone(),
+        None if record.backend == "docker" => BackendChoice::Docker(cfg.docker.clone()),
+        None => BackendChoice::Local(crate::sandbox::local::IsolationMode::Auto),
+    };
+    let backend = Backend::resolve(&choice, &cfg.name).await?;
+    let bases = Arc::new(backend.base_repos(
         &work_dir.path().join("bases"),
         UpstreamRepos {
             cache_dir: cfg.cache_dir.clone(),
@@ -762,6 +772,7 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
     let grader = Arc::new(Grader {
         test_timeout: cfg.test_timeout,
         policy,
+        backend: backend.grading(),
     });
     let slots = Arc::new(Semaphore::new(cfg.eval_concurrency.max(1)));
     let work = Arc::new(work_dir);
@@ -807,6 +818,9 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
         });
     }
     let mut results = collect(set).await;
+    if let Err(e) = backend.cleanup().await {
+        progress.line(&format!("  ✗ cleanup: {e}"));
+    }
     results.sort_by_key(|(i, _)| *i);
     let results: Vec<PairResult> = results.into_iter().map(|(_, r)| r).collect();
     for r in &results {

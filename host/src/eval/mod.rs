@@ -4,6 +4,7 @@
 pub mod merge;
 pub mod parse;
 pub mod test_files;
+pub mod testbench;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,13 +15,14 @@ use sha2::{Digest, Sha256};
 
 use crate::dataset::{Feature, Pair, Task};
 use crate::llm::Setting;
-use crate::sandbox::local::{run_script, BaseRepo};
+use crate::sandbox::local::BaseRepo;
 use crate::sandbox::SandboxError;
 use merge::{merge_patches, MergePolicy, MergeStrategy};
+use testbench::{GradingBackend, TestBench};
 
 /// Version of the grading procedure; part of the input hash so a changed
 /// procedure re-grades old runs.
-const GRADING_VERSION: &str = "cbench-grading-2";
+const GRADING_VERSION: &str = "cbench-grading-3";
 /// Output kept from one test run.
 const TEST_OUTPUT_CAP: usize = 4 << 20;
 
@@ -133,6 +135,12 @@ pub fn inputs_hash(
         })
     };
     h.update(read(pair.task.test_runner())?);
+    // The image's runner (docker backend) when the task has one: the hash is the
+    // same whichever backend grades, so eval.json compares across backends.
+    let image_runner = pair.task.dir.join("runner.sh");
+    if image_runner.is_file() {
+        h.update(read(image_runner)?);
+    }
     for f in pair.feature_records() {
         h.update(f.id.to_le_bytes());
         h.update(read(f.tests_patch_path())?);
@@ -153,6 +161,8 @@ fn pair_label(pair: &Pair) -> String {
 pub struct Grader {
     pub test_timeout: Duration,
     pub policy: MergePolicy,
+    /// Where test runs happen.
+    pub backend: GradingBackend,
 }
 
 impl Grader {
@@ -197,9 +207,53 @@ impl Grader {
                 })
             })?;
         let features = pair.feature_records();
+        let bench = TestBench::open(&self.backend, pair)
+            .await
+            .map_err(&sandbox_err)?;
+        let result = self
+            .grade_on(
+                &bench, pair, setting, base, &scratch, pair_dir, &filtered, &features,
+            )
+            .await;
+        // Closed on success and failure alike; a failed close loses no grade.
+        if let Err(e) = bench.close().await {
+            tracing::warn!("{label}: {e}");
+        }
+        let (agents, merged) = result?;
+        let agents_ok = !agents.is_empty() && agents.values().all(|a: &AgentGrade| a.success);
+        let overall_success = agents_ok && merged.as_ref().is_none_or(|m| m.success);
+        Ok(EvalReport {
+            setting,
+            feature_ids: pair.features.clone(),
+            merge_strategy: merged.as_ref().map(|m| m.merge_strategy),
+            agents,
+            merged,
+            overall_success,
+            inputs_sha256,
+            evaluated_at: crate::trajectory::now_rfc3339(),
+            duration_s: started.elapsed().as_secs_f64(),
+        })
+    }
 
+    #[allow(clippy::too_many_arguments)]
+    async fn grade_on(
+        &self,
+        bench: &TestBench,
+        pair: &Pair,
+        setting: Setting,
+        base: &BaseRepo,
+        scratch: &tempfile::TempDir,
+        pair_dir: &Path,
+        filtered: &[(GradedPatch, Vec<String>)],
+        features: &[&Feature],
+    ) -> Result<(BTreeMap<String, AgentGrade>, Option<MergedGrade>), EvalError> {
+        let label = pair_label(pair);
+        let sandbox_err = |source| EvalError::Sandbox {
+            pair: label.clone(),
+            source,
+        };
         let mut agents = BTreeMap::new();
-        for (p, dropped) in &filtered {
+        for (p, dropped) in filtered {
             let patch_file = scratch.path().join(format!("{}.patch", p.agent_id));
             write_patch(&patch_file, &p.patch).map_err(&sandbox_err)?;
             let mut grades = Vec::new();
@@ -207,6 +261,7 @@ impl Grader {
                 let name = format!("{}_feature{}", p.agent_id, f.id);
                 grades.push(
                     self.run_feature_tests(
+                        bench,
                         &pair.task,
                         &label,
                         base,
@@ -236,10 +291,11 @@ impl Grader {
             if outcome.strategy != MergeStrategy::Failed {
                 let merged_file = scratch.path().join("merged.patch");
                 write_patch(&merged_file, &outcome.diff).map_err(&sandbox_err)?;
-                for f in &features {
+                for f in features {
                     let name = format!("merged_feature{}", f.id);
                     grades.push(
                         self.run_feature_tests(
+                            bench,
                             &pair.task,
                             &label,
                             base,
@@ -275,20 +331,7 @@ impl Grader {
         } else {
             None
         };
-
-        let agents_ok = !agents.is_empty() && agents.values().all(|a: &AgentGrade| a.success);
-        let overall_success = agents_ok && merged.as_ref().is_none_or(|m| m.success);
-        Ok(EvalReport {
-            setting,
-            feature_ids: pair.features.clone(),
-            merge_strategy: merged.as_ref().map(|m| m.merge_strategy),
-            agents,
-            merged,
-            overall_success,
-            inputs_sha256,
-            evaluated_at: crate::trajectory::now_rfc3339(),
-            duration_s: started.elapsed().as_secs_f64(),
-        })
+        Ok((agents, merged))
     }
 
     /// Runs the task's runner with `feature`'s tests on a fresh copy of the base plus `patch`;
@@ -296,6 +339,7 @@ impl Grader {
     #[allow(clippy::too_many_arguments)]
     pub async fn run_feature_tests(
         &self,
+        bench: &TestBench,
         task: &Task,
         label: &str,
         base: &BaseRepo,
@@ -310,33 +354,20 @@ impl Grader {
             pair: label.clone(),
             source,
         };
-        let repo = scratch.join(format!("tree-{name}"));
-        base.checkout_to(&repo).await.map_err(&sandbox_err)?;
-        let repo_arg = repo.display().to_string();
-        let tests_arg = feature.tests_patch_path().display().to_string();
-        let patch_arg = patch.display().to_string();
-        let mut args = vec![repo_arg.as_str(), tests_arg.as_str()];
-        let patch_is_empty = std::fs::metadata(patch)
-            .map(|m| m.len() == 0)
-            .unwrap_or(true);
-        if !patch_is_empty {
-            args.push(&patch_arg);
-        }
-        let env = grader_env();
-        // Graders run the task's own trusted runner, unconfined (real runners install packages).
-        // Not a login shell: the user's profile (pyenv init, …) would cost ~100 ms a run.
-        let out = run_script(
-            &["bash".to_string()],
-            &task.test_runner(),
-            &args,
-            scratch,
-            &env,
-            self.test_timeout,
-            TEST_OUTPUT_CAP,
-        )
-        .await
-        .map_err(&sandbox_err)?;
-        let _ = tokio::fs::remove_dir_all(&repo).await;
+        let out = bench
+            .run(
+                task,
+                base,
+                scratch,
+                feature,
+                patch,
+                name,
+                self.test_timeout,
+                TEST_OUTPUT_CAP,
+                &grader_env(),
+            )
+            .await
+            .map_err(&sandbox_err)?;
         let log = format!("eval_logs/{name}.log");
         crate::fsutil::write_atomic(&pair_dir.join(&log), out.output.as_bytes()).map_err(
             |source| EvalError::Write {

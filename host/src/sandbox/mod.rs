@@ -1,5 +1,6 @@
 //! Sandboxes: where an agent's commands run and where its patch comes from.
 
+pub mod docker;
 pub mod local;
 
 use std::time::Duration;
@@ -31,6 +32,8 @@ pub enum SandboxError {
     Command(String),
     #[error("invalid path `{0}`: must be relative and stay inside the repository")]
     InvalidPath(String),
+    #[error(transparent)]
+    Docker(#[from] crate::docker::DockerError),
 }
 
 /// One agent's isolated working copy of a task repository at its base commit.
@@ -44,6 +47,10 @@ pub trait Sandbox: Send + Sync {
     async fn write_file(&self, path: &str, contents: &[u8]) -> Result<(), SandboxError>;
     /// The work tree's changes against the base commit, new files included (`git diff` format).
     async fn diff(&self) -> Result<String, SandboxError>;
+    /// Releases what the sandbox holds (containers); dropping also releases it, later.
+    async fn close(&self) -> Result<(), SandboxError> {
+        Ok(())
+    }
 }
 
 /// Rejects absolute paths and `..` so file access stays inside the repository.

@@ -48,6 +48,7 @@ async fn grade(pair: &Pair, patches: Vec<String>, policy: MergePolicy) -> EvalRe
     let grader = Grader {
         test_timeout: Duration::from_secs(120),
         policy,
+        backend: Default::default(),
     };
     let pair_dir: PathBuf = scratch.path().join("pair");
     grader

@@ -1,0 +1,176 @@
+//! The docker backend: one container per agent from the task's image, the
+//! repository at `/workspace/repo`, commands through exec, files as tar archives.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{checked_relative_path, ExecOutput, Sandbox, SandboxError};
+use crate::docker::container::{Container, ContainerSpec, Shell, TarEntry};
+use crate::docker::Engine;
+use crate::sandbox::local::DEFAULT_OUTPUT_CAP;
+
+/// Where task images keep the repository.
+pub const REPO_DIR: &str = "/workspace/repo";
+
+/// Environment of agents' commands (the image's own environment stays underneath).
+const AGENT_ENV: [&str; 9] = [
+    "TERM=dumb",
+    "PAGER=cat",
+    "GIT_PAGER=cat",
+    "LANG=C.UTF-8",
+    "PYTHONDONTWRITEBYTECODE=1",
+    "GIT_AUTHOR_NAME=cbench",
+    "GIT_AUTHOR_EMAIL=cbench@localhost",
+    "GIT_COMMITTER_NAME=cbench",
+    "GIT_COMMITTER_EMAIL=cbench@localhost",
+];
+
+/// CooperBench images clone upstream and check out the base, so branches, remote
+/// refs and later tags still point at the project's future (possibly the very
+/// feature). Like the local backend, agents get `main` at the base and nothing after
+/// it. (Unreachable objects stay: a `gc` per container would cost too much.)
+const HIDE_LATER_HISTORY: &str = r#"set -e
+cd /workspace/repo
+git checkout -q -B main HEAD
+git for-each-ref --format='%(refname)' refs/heads refs/remotes | grep -vx refs/heads/main | xargs -r -n1 git update-ref -d
+git tag --no-merged HEAD | xargs -r -n1 git tag -d >/dev/null
+for r in $(git remote); do git remote remove "$r"; done
+git reflog expire --expire=now --all"#;
+
+/// One agent's container.
+pub struct DockerSandbox {
+    container: Container,
+    base_commit: String,
+    env: Vec<String>,
+    output_cap: usize,
+}
+
+impl DockerSandbox {
+    /// Starts a container from `spec` and checks it has what the harness needs.
+    /// `image_path` is the image's PATH, restored after a login shell's profile resets it.
+    pub async fn create(
+        engine: &Arc<Engine>,
+        spec: &ContainerSpec,
+        image_path: Option<&str>,
+        extra_env: &[String],
+    ) -> Result<DockerSandbox, SandboxError> {
+        let container = Container::start(engine, spec).await?;
+        let (code, out) = container
+            .exec_argv(
+                &[
+                    "sh",
+                    "-c",
+                    "for t in bash setsid git; do command -v $t >/dev/null || { echo \"missing: $t\"; exit 3; }; done; cd /workspace/repo && git rev-parse HEAD",
+                ],
+                &[],
+            )
+            .await?;
+        if code != 0 {
+            return Err(SandboxError::Command(format!(
+                "image {} cannot host an agent: {} (it needs bash, setsid, git and a git repository at {REPO_DIR})",
+                spec.image,
+                out.trim()
+            )));
+        }
+        let (code, hidden) = container
+            .exec_argv(&["sh", "-c", HIDE_LATER_HISTORY], &[])
+            .await?;
+        if code != 0 {
+            return Err(SandboxError::Command(format!(
+                "image {}: removing refs after the base commit failed: {}",
+                spec.image,
+                hidden.trim()
+            )));
+        }
+        let mut env: Vec<String> = AGENT_ENV.iter().map(|s| s.to_string()).collect();
+        if let Some(path) = image_path {
+            env.push(format!("CBENCH_IMAGE_PATH={path}"));
+        }
+        env.extend(extra_env.iter().cloned());
+        Ok(DockerSandbox {
+            container,
+            base_commit: out.trim().to_string(),
+            env,
+            output_cap: DEFAULT_OUTPUT_CAP,
+        })
+    }
+
+    /// The container (for tests and measurements).
+    pub fn container(&self) -> &Container {
+        &self.container
+    }
+}
+
+fn repo_path(rel: &std::path::Path) -> String {
+    format!("{REPO_DIR}/{}", rel.display())
+}
+
+#[async_trait]
+impl Sandbox for DockerSandbox {
+    async fn exec(&self, command: &str, timeout: Duration) -> Result<ExecOutput, SandboxError> {
+        Ok(self
+            .container
+            .run_script(
+                command,
+                Shell::Login,
+                REPO_DIR,
+                &self.env,
+                timeout,
+                self.output_cap,
+            )
+            .await?)
+    }
+
+    async fn read_file(&self, path: &str) -> Result<Vec<u8>, SandboxError> {
+        let rel = checked_relative_path(path)?;
+        Ok(self.container.read_file(&repo_path(rel)).await?)
+    }
+
+    async fn write_file(&self, path: &str, contents: &[u8]) -> Result<(), SandboxError> {
+        let rel = checked_relative_path(path)?;
+        let entry = TarEntry::file(&rel.display().to_string(), contents, 0o644);
+        Ok(self.container.upload(REPO_DIR, &[entry]).await?)
+    }
+
+    async fn diff(&self) -> Result<String, SandboxError> {
+        // A throwaway index, so the agent's own index and staging are untouched.
+        let script = format!(
+            r#"set -e
+export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
+idx="$(mktemp -u /tmp/cbench/diff-index.XXXXXX)"
+trap 'rm -f "$idx" "$idx.lock"' EXIT
+export GIT_INDEX_FILE="$idx"
+git read-tree {base}
+git add -A
+git diff --cached --binary --no-color --no-ext-diff {base} > /tmp/cbench/patch.diff"#,
+            base = self.base_commit
+        );
+        let out = self
+            .container
+            .run_script(
+                &script,
+                Shell::Plain,
+                REPO_DIR,
+                &[],
+                Duration::from_secs(300),
+                64 << 10,
+            )
+            .await?;
+        if out.exit_code != 0 {
+            return Err(SandboxError::Command(format!(
+                "computing the patch in container {} failed (exit {}): {}",
+                self.container.id(),
+                out.exit_code,
+                out.output.trim()
+            )));
+        }
+        let bytes = self.container.read_file("/tmp/cbench/patch.diff").await?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    async fn close(&self) -> Result<(), SandboxError> {
+        Ok(self.container.remove().await?)
+    }
+}
