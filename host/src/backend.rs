@@ -12,6 +12,8 @@ use crate::repos::{BaseRepos, ImageBases, UpstreamRepos};
 use crate::sandbox::docker::{DockerSandbox, REPO_DIR};
 use crate::sandbox::local::{Isolation, IsolationMode, LocalSandbox};
 use crate::sandbox::{Sandbox, SandboxError};
+use crate::team::{self, GitServer, PairRemote};
+use tokio::sync::OnceCell;
 
 /// `--backend` and its settings, validated.
 #[derive(Debug, Clone)]
@@ -30,6 +32,8 @@ pub struct DockerOptions {
     pub agent_network: String,
     /// Grading containers: `bridge` (default; runners install packages) or `none`.
     pub grading_network: String,
+    /// Image of the `--git` server (needs `git daemon`); default: the first task's image.
+    pub git_image: Option<String>,
 }
 
 /// A resolved backend for one invocation.
@@ -39,6 +43,8 @@ pub enum Backend {
         engine: Arc<Engine>,
         options: DockerOptions,
         labels: RunLabels,
+        /// The run's `--git` server, started for the first pair that needs it.
+        git_server: OnceCell<Arc<GitServer>>,
     },
 }
 
@@ -55,6 +61,7 @@ impl Backend {
                     engine,
                     options: options.clone(),
                     labels,
+                    git_server: OnceCell::new(),
                 })
             }
         }
@@ -90,6 +97,7 @@ impl Backend {
                 engine,
                 options,
                 labels,
+                ..
             } => GradingBackend::Docker(DockerGrading {
                 engine: engine.clone(),
                 image_prefix: options.image_prefix.clone(),
@@ -109,6 +117,7 @@ impl Backend {
                 engine,
                 options,
                 labels,
+                ..
             } => bases.from_images(ImageBases {
                 engine: engine.clone(),
                 image_prefix: options.image_prefix.clone(),
@@ -117,41 +126,110 @@ impl Backend {
         }
     }
 
-    /// A fresh sandbox for `agent_id` of `pair`.
+    /// The `--git` remote of `pair`, seeded with its base.
+    pub async fn team_remote(
+        &self,
+        pair: &Pair,
+        bases: &BaseRepos,
+        work_dir: &Path,
+    ) -> Result<PairRemote, SandboxError> {
+        let base = bases.get(&pair.task).await?;
+        match self {
+            Backend::Local(_) => team::local_remote(&base, &work_dir.join("team")).await,
+            Backend::Docker {
+                engine,
+                options,
+                labels,
+                git_server,
+            } => {
+                let server = git_server
+                    .get_or_try_init(|| async {
+                        let image = match &options.git_image {
+                            Some(image) => image.clone(),
+                            None => pair.task.image(&options.image_prefix),
+                        };
+                        GitServer::start(engine, labels, &image).await.map(Arc::new)
+                    })
+                    .await?
+                    .clone();
+                let key = format!(
+                    "{}-task{}-{}",
+                    pair.task.repo,
+                    pair.task.id,
+                    pair.dir_name()
+                );
+                server.add_repo(&key, &base, &work_dir.join("team")).await?;
+                Ok(PairRemote::Docker { server, key })
+            }
+        }
+    }
+
+    /// A fresh sandbox for `agent_id` of `pair`, with the pair's team remote when given.
     pub async fn sandbox(
         &self,
         pair: &Pair,
         agent_id: &str,
         bases: &BaseRepos,
         work_dir: &Path,
+        remote: Option<&PairRemote>,
     ) -> Result<Arc<dyn Sandbox>, SandboxError> {
-        match self {
+        let sandbox: Arc<dyn Sandbox> = match self {
             Backend::Local(isolation) => {
                 let base = bases.get(&pair.task).await?;
-                Ok(Arc::new(
-                    LocalSandbox::create(&base, &work_dir.join("sandboxes"), isolation).await?,
-                ))
+                let mut sandbox =
+                    LocalSandbox::create(&base, &work_dir.join("sandboxes"), isolation).await?;
+                if let Some(PairRemote::Local { bare, .. }) = remote {
+                    sandbox = sandbox.with_team_remote(bare, agent_id);
+                }
+                Arc::new(sandbox)
             }
             Backend::Docker {
                 engine,
                 options,
                 labels,
+                ..
             } => {
                 let image = pair.task.image(&options.image_prefix);
                 let info = images::inspect(engine, &image, &pair.task).await?;
+                let network = match remote {
+                    Some(PairRemote::Docker { server, .. }) => server.network.clone(),
+                    _ => options.agent_network.clone(),
+                };
                 let spec = ContainerSpec {
                     image,
                     labels: labels.object(&pair.task.label(), &pair.dir_name(), agent_id),
                     limits: options.limits,
-                    network: options.agent_network.clone(),
+                    network: network.clone(),
                     env: Vec::new(),
                     working_dir: REPO_DIR.into(),
                 };
-                Ok(Arc::new(
-                    DockerSandbox::create(engine, &spec, info.path_env.as_deref(), &[]).await?,
-                ))
+                let mut sandbox =
+                    DockerSandbox::create(engine, &spec, info.path_env.as_deref(), &[]).await?;
+                if let Some(PairRemote::Docker { server, key }) = remote {
+                    let ip = team::container_ip(engine, sandbox.container().id(), &network).await?;
+                    server.admit(&ip, key, agent_id).await?;
+                    sandbox = sandbox.with_team_client(server.clone(), ip);
+                }
+                Arc::new(sandbox)
+            }
+        };
+        if let Some(remote) = remote {
+            let add = format!(
+                "git remote add {} {}",
+                team::REMOTE_NAME,
+                crate::eval::testbench::shell_quote(&remote.url())
+            );
+            let out = sandbox
+                .exec(&add, std::time::Duration::from_secs(60))
+                .await?;
+            if out.exit_code != 0 {
+                return Err(SandboxError::Command(format!(
+                    "adding the team remote for {agent_id}: {}",
+                    out.output.trim()
+                )));
             }
         }
+        Ok(sandbox)
     }
 
     /// Removes every object of this invocation (a no-op locally: temp dirs go on drop).

@@ -114,6 +114,9 @@ pub struct DockerArgs {
     /// Network of grading containers (real runners install packages).
     #[arg(long, value_enum, default_value = "bridge")]
     pub grading_network: NetworkArg,
+    /// Image of the `--git` server (needs `git daemon`; default: the first task's image).
+    #[arg(long)]
+    pub git_image: Option<String>,
 }
 
 /// A container network.
@@ -155,6 +158,7 @@ impl DockerArgs {
             },
             agent_network: self.agent_network.name(),
             grading_network: self.grading_network.name(),
+            git_image: self.git_image.clone(),
         })
     }
 }
@@ -412,6 +416,9 @@ pub struct RunArgs {
     /// Agents cannot message each other.
     #[arg(long)]
     pub no_messaging: bool,
+    /// Give each coop pair a shared git remote named `team` (fetch; push your own branch).
+    #[arg(long)]
+    pub git: bool,
     /// Do not grade after the agents finish.
     #[arg(long)]
     pub no_auto_eval: bool,
@@ -608,6 +615,7 @@ impl RunArgs {
             log_dir: self.log_dir,
             force: self.force,
             messaging: !self.no_messaging,
+            git: self.git,
             auto_eval: !self.no_auto_eval,
             agent_config,
             max_steps: self.max_steps,

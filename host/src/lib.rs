@@ -18,4 +18,5 @@ pub mod repos;
 pub mod runner;
 pub mod sandbox;
 pub mod summary;
+pub mod team;
 pub mod trajectory;

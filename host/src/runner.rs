@@ -54,6 +54,8 @@ pub struct RunConfig {
     pub repo_cache: Option<PathBuf>,
     /// Where agents and graders run.
     pub backend: BackendChoice,
+    /// `--git`: a shared `team` remote per pair.
+    pub git: bool,
     pub quiet: bool,
 }
 
@@ -104,6 +106,8 @@ pub struct RunRecord {
     pub concurrency: usize,
     pub eval_concurrency: usize,
     pub messaging: bool,
+    #[serde(default)]
+    pub git: bool,
     pub auto_eval: bool,
     pub agent_config: Option<String>,
     pub max_steps: u32,
@@ -309,6 +313,7 @@ fn run_record(cfg: &RunConfig, plugin: &PluginIdentity, backend: &Backend) -> Ru
         concurrency: cfg.concurrency,
         eval_concurrency: cfg.eval_concurrency,
         messaging: cfg.messaging,
+        git: cfg.git,
         auto_eval: cfg.auto_eval,
         agent_config: cfg
             .agent_config
@@ -469,11 +474,28 @@ async fn run_agents(ctx: &RunContext, pair: &Pair, pair_dir: &Path) -> Result<Pa
     let bus = MessageBus::new(&ids, ctx.cfg.messaging && setting == Setting::Coop);
     let _ = std::fs::remove_dir_all(pair_dir);
 
+    let git = ctx.cfg.git && setting == Setting::Coop;
+    let remote = if git {
+        Some(
+            ctx.backend
+                .team_remote(pair, &ctx.bases, ctx.work_dir.path())
+                .await
+                .map_err(|e| format!("creating the team remote: {e}"))?,
+        )
+    } else {
+        None
+    };
     let mut running = Vec::new();
     for (agent_id, feature_ids) in ids.iter().zip(&per_agent) {
         let sandbox: Arc<dyn Sandbox> = ctx
             .backend
-            .sandbox(pair, agent_id, &ctx.bases, ctx.work_dir.path())
+            .sandbox(
+                pair,
+                agent_id,
+                &ctx.bases,
+                ctx.work_dir.path(),
+                remote.as_ref(),
+            )
             .await
             .map_err(|e| format!("creating the sandbox of {agent_id}: {e}"))?;
         let mut briefs = Vec::new();
@@ -518,7 +540,7 @@ async fn run_agents(ctx: &RunContext, pair: &Pair, pair_dir: &Path) -> Result<Pa
                 feature_text,
                 max_steps: ctx.cfg.max_steps,
                 command_timeout: ctx.cfg.command_timeout,
-                git_enabled: false,
+                git_enabled: git,
                 messaging_enabled: bus.enabled(),
                 agent_config: ctx
                     .cfg

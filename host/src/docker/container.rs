@@ -372,7 +372,11 @@ impl Container {
 
     /// Extracts `entries` under `dest_dir` (which must exist); parents are created.
     pub async fn upload(&self, dest_dir: &str, entries: &[TarEntry]) -> Result<(), DockerError> {
-        let archive = tar_archive(entries)?;
+        self.upload_archive(dest_dir, tar_archive(entries)?).await
+    }
+
+    /// Extracts a ready tar archive under `dest_dir` (which must exist).
+    pub async fn upload_archive(&self, dest_dir: &str, archive: Vec<u8>) -> Result<(), DockerError> {
         self.engine
             .api()
             .upload_to_container(

@@ -10,6 +10,7 @@ use super::{checked_relative_path, ExecOutput, Sandbox, SandboxError};
 use crate::docker::container::{Container, ContainerSpec, Shell, TarEntry};
 use crate::docker::Engine;
 use crate::sandbox::local::DEFAULT_OUTPUT_CAP;
+use crate::team::GitServer;
 
 /// Where task images keep the repository.
 pub const REPO_DIR: &str = "/workspace/repo";
@@ -45,6 +46,8 @@ pub struct DockerSandbox {
     base_commit: String,
     env: Vec<String>,
     output_cap: usize,
+    /// The team server that admitted this container's address (`--git`).
+    team_client: Option<(Arc<GitServer>, String)>,
 }
 
 impl DockerSandbox {
@@ -94,7 +97,14 @@ impl DockerSandbox {
             base_commit: out.trim().to_string(),
             env,
             output_cap: DEFAULT_OUTPUT_CAP,
+            team_client: None,
         })
+    }
+
+    /// Makes `close` withdraw `ip` from the team server's client table.
+    pub fn with_team_client(mut self, server: Arc<GitServer>, ip: String) -> DockerSandbox {
+        self.team_client = Some((server, ip));
+        self
     }
 
     /// The container (for tests and measurements).
@@ -171,6 +181,10 @@ git diff --cached --binary --no-color --no-ext-diff {base} > /tmp/cbench/patch.d
     }
 
     async fn close(&self) -> Result<(), SandboxError> {
-        Ok(self.container.remove().await?)
+        self.container.remove().await?;
+        if let Some((server, ip)) = &self.team_client {
+            server.forget(ip).await;
+        }
+        Ok(())
     }
 }

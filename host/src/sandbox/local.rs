@@ -168,8 +168,9 @@ impl Isolation {
         }
     }
 
-    /// The agent's command launcher: a login bash, inside bwrap when confined.
-    fn launcher(&self, root: &Path, repo: &Path) -> Vec<String> {
+    /// The agent's command launcher: a login bash, inside bwrap when confined
+    /// (`writable`: directories besides the sandbox the commands may write).
+    fn launcher(&self, root: &Path, repo: &Path, writable: &[PathBuf]) -> Vec<String> {
         let login_bash = ["bash".to_string(), "-l".to_string()];
         let Isolation::Bwrap(bwrap) = self else {
             return login_bash.to_vec();
@@ -186,6 +187,14 @@ impl Isolation {
             "--bind",
             &root,
             &root,
+        ] {
+            args.push(a.to_string());
+        }
+        for dir in writable {
+            let dir = dir.display().to_string();
+            args.extend(["--bind".to_string(), dir.clone(), dir]);
+        }
+        for a in [
             "--dev",
             "/dev",
             "--proc",
@@ -207,6 +216,10 @@ impl Isolation {
 /// One agent's local sandbox. The temp dir (repo, home, tmp) is removed on drop.
 pub struct LocalSandbox {
     isolation: Isolation,
+    /// Directories outside the sandbox its commands may write (the team remote).
+    writable: Vec<PathBuf>,
+    /// Extra environment (the agent's id for the team remote's hook).
+    extra_env: Vec<(String, String)>,
     root: tempfile::TempDir,
     base_commit: String,
     output_cap: usize,
@@ -231,11 +244,21 @@ impl LocalSandbox {
         base.checkout_to(&root.path().join("repo")).await?;
         Ok(LocalSandbox {
             isolation: isolation.clone(),
+            writable: Vec::new(),
+            extra_env: Vec::new(),
             root,
             base_commit: base.commit.clone(),
             output_cap: DEFAULT_OUTPUT_CAP,
             next_script: AtomicU64::new(0),
         })
+    }
+
+    /// Lets commands write `bare` (the pair's team remote) and names the agent to its hook.
+    pub fn with_team_remote(mut self, bare: &Path, agent_id: &str) -> LocalSandbox {
+        self.writable.push(bare.to_path_buf());
+        self.extra_env
+            .push(("CBENCH_AGENT_ID".into(), agent_id.to_string()));
+        self
     }
 
     /// The repository directory.
@@ -260,6 +283,7 @@ impl LocalSandbox {
         env.extend(BASE_COMMIT_ENV[..4].iter().copied());
         env.into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain(self.extra_env.iter().cloned())
             .collect()
     }
 }
@@ -390,7 +414,9 @@ impl Sandbox for LocalSandbox {
         tokio::fs::write(&script, command)
             .await
             .map_err(io("writing command script"))?;
-        let launcher = self.isolation.launcher(self.root.path(), &self.repo());
+        let launcher = self
+            .isolation
+            .launcher(self.root.path(), &self.repo(), &self.writable);
         let result = run_script(
             &launcher,
             &script,
