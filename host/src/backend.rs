@@ -37,6 +37,7 @@ pub struct DockerOptions {
 }
 
 /// A resolved backend for one invocation.
+#[allow(clippy::large_enum_variant)] // one per invocation; boxing buys nothing
 pub enum Backend {
     Local(Isolation),
     Docker {
@@ -65,6 +66,23 @@ impl Backend {
                 })
             }
         }
+    }
+
+    /// Checks what the selected pairs need before anything starts (docker: every task image).
+    pub async fn preflight(&self, pairs: &[Pair]) -> Result<(), SandboxError> {
+        if let Backend::Docker {
+            engine, options, ..
+        } = self
+        {
+            let mut seen = std::collections::BTreeSet::new();
+            for pair in pairs {
+                let image = pair.task.image(&options.image_prefix);
+                if seen.insert(image.clone()) {
+                    images::inspect(engine, &image, &pair.task).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// `local` or `docker`, for config.json.

@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::backend::{BackendChoice, DockerOptions};
 use crate::dataset::Selection;
+use crate::docker::ResourceLimits;
 use crate::eval::merge::MergePolicy;
 use crate::llm::Setting;
 use crate::plugin::{PluginHost, PluginLimits};
 use crate::runner::{EvalConfig, RunConfig};
-use crate::backend::{BackendChoice, DockerOptions};
-use crate::docker::ResourceLimits;
 use crate::sandbox::local::IsolationMode;
 
 /// cbench: cooperative coding-agent benchmark with WebAssembly agent plugins.

@@ -203,7 +203,10 @@ async fn export_from_image(
     container.remove().await?;
     result?;
     let path = dest.join("repo");
-    let commit = git(&path, &["rev-parse", "HEAD"], &[]).await?.trim().to_string();
+    let commit = git(&path, &["rev-parse", "HEAD"], &[])
+        .await?
+        .trim()
+        .to_string();
     Ok(BaseRepo { path, commit })
 }
 

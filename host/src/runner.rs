@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
+use crate::backend::{Backend, BackendChoice};
 use crate::dataset::{Dataset, DatasetError, Pair, Selection};
 use crate::eval::merge::MergePolicy;
 use crate::eval::{inputs_hash, EvalReport, GradedPatch, Grader};
@@ -21,7 +22,6 @@ use crate::plugin::{
 };
 use crate::progress::{human_duration, Progress};
 use crate::repos::{BaseRepos, UpstreamRepos};
-use crate::backend::{Backend, BackendChoice};
 use crate::sandbox::Sandbox;
 use crate::summary::{summarize, RunSummary};
 use crate::trajectory::{now_rfc3339, Recorder, TokenTotals};
@@ -194,6 +194,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
     let pairs = dataset.select(&cfg.selection)?;
     let model = llm::resolve(&cfg.model)?;
     let backend = Backend::resolve(&cfg.backend, &cfg.name).await?;
+    backend.preflight(&pairs).await?;
     let host = PluginHost::new(&cfg.cache_dir)?;
     let (plugin, timings) = host.load(&cfg.agent).await?;
     tracing::info!(
@@ -780,6 +781,7 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
         None => BackendChoice::Local(crate::sandbox::local::IsolationMode::Auto),
     };
     let backend = Backend::resolve(&choice, &cfg.name).await?;
+    backend.preflight(&pairs).await?;
     let bases = Arc::new(backend.base_repos(
         &work_dir.path().join("bases"),
         UpstreamRepos {

@@ -253,7 +253,11 @@ impl GitServer {
 }
 
 /// The IPv4 address of container `id` on `network`.
-pub async fn container_ip(engine: &Engine, id: &str, network: &str) -> Result<String, SandboxError> {
+pub async fn container_ip(
+    engine: &Engine,
+    id: &str,
+    network: &str,
+) -> Result<String, SandboxError> {
     let info = engine
         .api()
         .inspect_container(id, None)
@@ -265,6 +269,8 @@ pub async fn container_ip(engine: &Engine, id: &str, network: &str) -> Result<St
         .and_then(|e| e.ip_address)
         .filter(|ip| !ip.is_empty())
         .ok_or_else(|| {
-            SandboxError::Command(format!("container {id} has no address on network {network}"))
+            SandboxError::Command(format!(
+                "container {id} has no address on network {network}"
+            ))
         })
 }

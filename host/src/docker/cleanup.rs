@@ -40,7 +40,10 @@ pub async fn sweep(engine: &Engine, scope: &Scope) -> Result<Swept, DockerError>
     let filters = HashMap::from([("label".to_string(), vec![label])]);
     let keep_live = matches!(scope, Scope::RunName(_) | Scope::Orphans);
     let selected = |labels: Option<&HashMap<String, String>>| {
-        !keep_live || labels.and_then(|l| l.get(LABEL_OWNER)).is_none_or(|o| owner_is_gone(o))
+        !keep_live
+            || labels
+                .and_then(|l| l.get(LABEL_OWNER))
+                .is_none_or(|o| owner_is_gone(o))
     };
     let api = engine.api();
     let mut swept = Swept::default();

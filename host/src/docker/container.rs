@@ -38,7 +38,7 @@ pid=$!
 echo "$pid" > "$s.pid"
 wait "$pid"
 code=$?
-kill -KILL -- "-$pid" 2>/dev/null
+kill -9 "-$pid" 2>/dev/null
 rm -f "$s" "$s.pid"
 exit "$code""#;
 /// How long to wait for the output stream to end after a timed-out command's group was killed.
@@ -126,10 +126,7 @@ impl Container {
             ..Default::default()
         };
         let created = api
-            .create_container(
-                Some(CreateContainerOptionsBuilder::default().build()),
-                body,
-            )
+            .create_container(Some(CreateContainerOptionsBuilder::default().build()), body)
             .await
             .map_err(DockerError::api(format!(
                 "creating a container from {}",
@@ -168,7 +165,10 @@ impl Container {
         };
         let created = engine
             .api()
-            .create_container(None::<bollard::query_parameters::CreateContainerOptions>, body)
+            .create_container(
+                None::<bollard::query_parameters::CreateContainerOptions>,
+                body,
+            )
             .await
             .map_err(|e| {
                 if is_not_found(&e) {
@@ -230,7 +230,10 @@ impl Container {
             }
         }
         let code = self.exit_code(&exec.id).await?;
-        Ok((code.unwrap_or(-1), String::from_utf8_lossy(&text).into_owned()))
+        Ok((
+            code.unwrap_or(-1),
+            String::from_utf8_lossy(&text).into_owned(),
+        ))
     }
 
     async fn exit_code(&self, exec_id: &str) -> Result<Option<i64>, DockerError> {
@@ -358,7 +361,7 @@ impl Container {
                 &[
                     "sh",
                     "-c",
-                    r#"pid=$(cat "$1" 2>/dev/null) && kill -KILL -- "-$pid" 2>/dev/null; true"#,
+                    r#"pid=$(cat "$1" 2>/dev/null) && kill -9 "-$pid" 2>/dev/null; true"#,
                     "cbench-kill",
                     &pidfile,
                 ],
@@ -376,12 +379,20 @@ impl Container {
     }
 
     /// Extracts a ready tar archive under `dest_dir` (which must exist).
-    pub async fn upload_archive(&self, dest_dir: &str, archive: Vec<u8>) -> Result<(), DockerError> {
+    pub async fn upload_archive(
+        &self,
+        dest_dir: &str,
+        archive: Vec<u8>,
+    ) -> Result<(), DockerError> {
         self.engine
             .api()
             .upload_to_container(
                 &self.id,
-                Some(UploadToContainerOptionsBuilder::default().path(dest_dir).build()),
+                Some(
+                    UploadToContainerOptionsBuilder::default()
+                        .path(dest_dir)
+                        .build(),
+                ),
                 bollard::body_full(archive.into()),
             )
             .await
@@ -392,7 +403,11 @@ impl Container {
     pub async fn download(&self, path: &str) -> Result<Vec<u8>, DockerError> {
         let mut stream = self.engine.api().download_from_container(
             &self.id,
-            Some(DownloadFromContainerOptionsBuilder::default().path(path).build()),
+            Some(
+                DownloadFromContainerOptionsBuilder::default()
+                    .path(path)
+                    .build(),
+            ),
         );
         let mut bytes = Vec::new();
         while let Some(chunk) = stream.next().await {
@@ -420,7 +435,11 @@ impl Container {
             .map_err(|e| DockerError::Other(format!("creating {}: {e}", dest.display())))?;
         let mut stream = self.engine.api().download_from_container(
             &self.id,
-            Some(DownloadFromContainerOptionsBuilder::default().path(path).build()),
+            Some(
+                DownloadFromContainerOptionsBuilder::default()
+                    .path(path)
+                    .build(),
+            ),
         );
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(DockerError::api(format!(
@@ -439,10 +458,10 @@ impl Container {
     pub async fn read_file(&self, path: &str) -> Result<Vec<u8>, DockerError> {
         let archive = self.download(path).await?;
         let mut tar = tar::Archive::new(archive.as_slice());
-        let entries = tar
+        let mut entries = tar
             .entries()
             .map_err(|e| DockerError::Other(format!("reading the archive of {path}: {e}")))?;
-        for entry in entries {
+        if let Some(entry) = entries.next() {
             let mut entry = entry
                 .map_err(|e| DockerError::Other(format!("reading the archive of {path}: {e}")))?;
             if !entry.header().entry_type().is_file() {

@@ -47,22 +47,32 @@ pub async fn inspect(engine: &Engine, image: &str, task: &Task) -> Result<ImageI
         }
         Err(e) if is_not_found(&e) => Err(DockerError::MissingImage {
             image: image.to_string(),
-            hint: build_hint(task),
+            hint: build_hint(task, image),
         }),
         Err(e) => Err(DockerError::api(format!("inspecting image {image}"))(e)),
     }
 }
 
-/// The command that builds `task`'s image.
-pub fn build_hint(task: &Task) -> String {
+/// The command that builds `task`'s image named `image`.
+pub fn build_hint(task: &Task, image: &str) -> String {
     let repo = task.repo.strip_suffix("_task").unwrap_or(&task.repo);
+    let default_name = task.image(crate::dataset::metadata::DEFAULT_IMAGE_PREFIX);
+    let prefix = match image.strip_suffix(
+        default_name.trim_start_matches(crate::dataset::metadata::DEFAULT_IMAGE_PREFIX),
+    ) {
+        Some(p) if image != default_name => format!(" --image-prefix {p}"),
+        _ => String::new(),
+    };
     if task.dir.join("repo").is_dir() {
         format!(
-            "cbench images build -r {repo} -t {} --base-image <image with git and python3, e.g. scripts/docker-base.sh>",
+            "cbench images build -r {repo} -t {}{prefix} --base-image <image with git and python3, e.g. from scripts/docker-base.sh>",
             task.id
         )
     } else {
-        format!("cbench images build -r {repo} -t {} (needs network)", task.id)
+        format!(
+            "cbench images build -r {repo} -t {}{prefix} (needs network)",
+            task.id
+        )
     }
 }
 
@@ -97,9 +107,10 @@ pub async fn build(
         .buildargs(&buildargs)
         .labels(&labels)
         .build();
-    let mut stream = engine
-        .api()
-        .build_image(options, None, Some(bollard::body_full(context.into())));
+    let mut stream =
+        engine
+            .api()
+            .build_image(options, None, Some(bollard::body_full(context.into())));
     let mut last_lines: Vec<String> = Vec::new();
     while let Some(item) = stream.next().await {
         let info = item.map_err(DockerError::api(format!("building {tag}")))?;
@@ -162,7 +173,10 @@ pub async fn build_tasks(
             continue;
         }
         let started = std::time::Instant::now();
-        eprintln!("{tag}: building from {}", task.dir.join("Dockerfile").display());
+        eprintln!(
+            "{tag}: building from {}",
+            task.dir.join("Dockerfile").display()
+        );
         let labels = HashMap::from([(super::LABEL_TASK.to_string(), task.label())]);
         let id = build(engine, task, &tag, base_image, labels, |line| {
             tracing::info!("{tag}: {line}")

@@ -63,9 +63,7 @@ impl TestBench {
             working_dir: REPO_DIR.into(),
         };
         let container = Container::start(&d.engine, &spec).await?;
-        container
-            .upload("/", &[TarEntry::dir("patches")])
-            .await?;
+        container.upload("/", &[TarEntry::dir("patches")]).await?;
         let (code, out) = container
             .exec_argv(&["git", "-C", REPO_DIR, "rev-parse", "HEAD"], &[])
             .await?;

@@ -165,3 +165,70 @@ pub fn write_temp(dir: &Path, name: &str, content: &str) -> String {
     std::fs::write(&path, content).expect("writing temp file");
     path.display().to_string()
 }
+
+/// The Docker engine for the docker-backend tests (DOCKER_HOST, else the local socket),
+/// with the bundled task's image built once from the offline base image
+/// (CBENCH_BASE_IMAGE, default `cbench-base:bookworm`, made by scripts/docker-base.sh).
+/// An unreachable engine or a missing base image fails the test: these tests are never
+/// skipped silently.
+pub fn docker() -> &'static std::sync::Arc<cbench::docker::Engine> {
+    static ENGINE: OnceLock<std::sync::Arc<cbench::docker::Engine>> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let engine = runtime
+            .block_on(cbench::docker::Engine::connect())
+            .unwrap_or_else(|e| {
+                panic!("the docker-backend tests need a Docker engine (.ci/run starts one): {e}")
+            });
+        let base = std::env::var("CBENCH_BASE_IMAGE").unwrap_or_else(|_| "cbench-base:bookworm".into());
+        let dataset = dataset().display().to_string();
+        let out = cbench(&[
+            "images",
+            "build",
+            "--dataset-dir",
+            &dataset,
+            "-r",
+            "cbench_textkit",
+            "-t",
+            "1",
+            "--force",
+            "--base-image",
+            &base,
+        ]);
+        assert!(
+            out.status.success(),
+            "building the bundled task image from {base} failed (scripts/docker-base.sh makes the base):\n{}",
+            text(&out)
+        );
+        engine
+    })
+}
+
+/// The bundled task's image name.
+pub const BUNDLED_IMAGE: &str = "akhatua/cooperbench-cbench-textkit:task1";
+
+/// Ids of the containers carrying `label=value` (running or not).
+pub async fn containers_labelled(
+    engine: &cbench::docker::Engine,
+    label: &str,
+    value: &str,
+) -> Vec<String> {
+    let filters =
+        std::collections::HashMap::from([("label".to_string(), vec![format!("{label}={value}")])]);
+    engine
+        .api()
+        .list_containers(Some(
+            bollard::query_parameters::ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .expect("listing containers")
+        .into_iter()
+        .filter_map(|c| c.id)
+        .collect()
+}
