@@ -26,6 +26,14 @@ if ! command -v uv >/dev/null 2>&1; then
     python3 -m pip install -q uv >/dev/null 2>&1 || { echo "test.sh: uv is required (pip install uv)" >&2; exit 1; }
 fi
 
+# The docker backend is tested against a real engine (DOCKER_HOST or the local socket;
+# .ci/run starts a private one) with an offline base image for the bundled task.
+if ! docker info >/dev/null 2>&1; then
+    echo "test.sh: the docker-backend tests need a running Docker engine (start dockerd as .ci/run does, or set DOCKER_HOST)" >&2
+    exit 1
+fi
+./scripts/docker-base.sh "${CBENCH_BASE_IMAGE:-cbench-base:bookworm}"
+
 cargo fmt --all -- --check
 cargo clippy -p cbench --all-targets -- -D warnings
 cargo clippy --target wasm32-wasip2 -p mini_swe -p probe -- -D warnings

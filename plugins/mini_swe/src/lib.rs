@@ -277,6 +277,34 @@ mod tests {
         assert!(!cut.contains('b'));
     }
 
+    use crate::cooperbench::agent::types::Setting;
+
+    fn coop_task(git_enabled: bool) -> Task {
+        Task {
+            agent_id: "agent1".into(),
+            teammates: vec!["agent2".into()],
+            setting: Setting::Coop,
+            feature_text: "Add a thing.".into(),
+            limits: cooperbench::agent::types::Limits {
+                max_steps: 10,
+                command_timeout_ms: 1_000,
+            },
+            git_enabled,
+            messaging_enabled: true,
+            agent_config: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_team_remote_is_explained_only_when_enabled() {
+        let with = prompts::system_prompt(&coop_task(true));
+        assert!(with.contains("git push team HEAD:agent1"), "{with}");
+        assert!(with.contains("git diff HEAD team/<teammate-id>"), "{with}");
+        assert!(with.contains("Do not merge or cherry-pick"), "{with}");
+        let without = prompts::system_prompt(&coop_task(false));
+        assert!(!without.contains("team/"), "{without}");
+    }
+
     #[test]
     fn sentinel_must_be_the_first_line() {
         assert!(first_line_is_sentinel(

@@ -39,11 +39,16 @@ pub fn system_prompt(task: &Task) -> String {
             );
         }
         if task.git_enabled {
-            text.push_str(
-                "\nA git remote named `team` is shared with your teammates. Push your own branch \
-                 there; to look at a teammate's work without changing yours, `git fetch team` and \
-                 then `git diff HEAD team/<teammate-id>` or `git show team/<teammate-id>:<file>`.",
-            );
+            text.push_str(&format!(
+                "\nA git remote named `team` is shared with your teammates. Publish your work with \
+                 `git push team HEAD:{me}` (only your own branch, `{me}`, accepts pushes). To read \
+                 a teammate's work without touching your tree: `git fetch team`, then \
+                 `git log team/<teammate-id>`, `git diff HEAD team/<teammate-id>` or \
+                 `git show team/<teammate-id>:<file>`. Do not merge or cherry-pick their branch: \
+                 both sets of changes are merged at the end, and a copy of theirs in yours makes \
+                 that merge conflict.",
+                me = task.agent_id
+            ));
         }
     }
     text
