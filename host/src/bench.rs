@@ -8,13 +8,18 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+use crate::backend::{Backend, BackendChoice};
 use crate::cli::BenchArgs;
+use crate::dataset::{Dataset, Selection};
+use crate::eval::merge::MergePolicy;
+use crate::eval::{GradedPatch, Grader};
 use crate::llm::{
     bash_reply, Completion, CompletionRequest, LlmError, LlmSession, Setting, TokenUsage,
 };
 use crate::messaging::MessageBus;
 use crate::plugin::{AgentEnv, AgentTask, PluginHost, PluginLimits};
 use crate::progress::Progress;
+use crate::repos::UpstreamRepos;
 use crate::sandbox::local::{BaseRepo, Isolation, IsolationMode, LocalSandbox};
 use crate::sandbox::{ExecOutput, Sandbox, SandboxError};
 use crate::trajectory::Recorder;
@@ -195,5 +200,129 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             median_ms(samples)
         );
     }
+    for choice in args.backend_choices()? {
+        backend(&choice, &args.dataset_dir).await?;
+    }
+    Ok(())
+}
+
+/// Sandbox start, exec round-trip, patch, close and per-pair grading on one backend,
+/// with the first pair (and its gold patches) of the dataset's first task.
+async fn backend(choice: &BackendChoice, dataset_dir: &std::path::Path) -> anyhow::Result<()> {
+    let dataset = Dataset::discover(dataset_dir)?;
+    let pairs = dataset.select(&Selection::default())?;
+    let Some(pair) = pairs.into_iter().next() else {
+        anyhow::bail!("{}: no pair to measure with", dataset_dir.display());
+    };
+    let backend = Backend::resolve(choice, "bench").await?;
+    backend.preflight(std::slice::from_ref(&pair)).await?;
+    let scratch = tempfile::tempdir()?;
+    let result = measure_backend(&backend, &pair, scratch.path()).await;
+    backend.cleanup().await?;
+    result
+}
+
+async fn measure_backend(
+    backend: &Backend,
+    pair: &crate::dataset::Pair,
+    scratch: &std::path::Path,
+) -> anyhow::Result<()> {
+    const STARTS: usize = 5;
+    const EXECS: usize = 30;
+    let bases = backend.base_repos(
+        &scratch.join("bases"),
+        UpstreamRepos {
+            cache_dir: scratch.join("cache"),
+            mirror_dir: None,
+        },
+    );
+    // Warm the base (bundled commit / image export) so starts measure the sandbox alone.
+    bases.get(&pair.task).await?;
+    let (mut start, mut exec, mut diff, mut close) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..STARTS {
+        let t = Instant::now();
+        let sandbox = backend
+            .sandbox(pair, "agent1", &bases, scratch, None)
+            .await?;
+        start.push(t.elapsed().as_secs_f64() * 1e3);
+        for _ in 0..EXECS / STARTS {
+            let t = Instant::now();
+            let out = sandbox.exec("true", Duration::from_secs(30)).await?;
+            anyhow::ensure!(out.exit_code == 0, "`true` failed: {}", out.output);
+            exec.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let t = Instant::now();
+        sandbox.diff().await?;
+        diff.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        sandbox.close().await?;
+        drop(sandbox);
+        close.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let grader = Grader {
+        test_timeout: Duration::from_secs(900),
+        policy: MergePolicy::Union,
+        backend: backend.grading(),
+    };
+    let patches: Vec<GradedPatch> = pair
+        .feature_records()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            Ok(GradedPatch {
+                agent_id: format!("agent{}", i + 1),
+                feature_ids: vec![f.id],
+                patch: std::fs::read_to_string(f.gold_patch_path())?,
+            })
+        })
+        .collect::<std::io::Result<_>>()?;
+    let base = bases.get(&pair.task).await?;
+    let mut grading = Vec::new();
+    for i in 0..3 {
+        let t = Instant::now();
+        let report = grader
+            .grade(
+                pair,
+                Setting::Coop,
+                &base,
+                &scratch.join("grading"),
+                &scratch.join(format!("pair-{i}")),
+                &patches,
+            )
+            .await?;
+        grading.push(t.elapsed().as_secs_f64() * 1e3);
+        anyhow::ensure!(
+            report.agents.values().all(|a| a.success),
+            "gold patches failed their own tests on {}",
+            backend.name()
+        );
+    }
+    println!(
+        "backend {} ({}), pair {} {}:",
+        backend.name(),
+        backend.isolation(),
+        pair.task.label(),
+        pair.dir_name()
+    );
+    println!(
+        "  sandbox start:               {:9.1} ms (median of {STARTS})",
+        median_ms(start)
+    );
+    println!(
+        "  exec round-trip (`true`):    {:9.2} ms (median of {EXECS})",
+        median_ms(exec)
+    );
+    println!(
+        "  patch (git diff) out:        {:9.1} ms (median of {STARTS})",
+        median_ms(diff)
+    );
+    println!(
+        "  sandbox close:               {:9.1} ms (median of {STARTS})",
+        median_ms(close)
+    );
+    println!(
+        "  grading one pair (4 runs):   {:9.1} ms (median of 3; merge + 2 own + 2 merged test runs)",
+        median_ms(grading)
+    );
     Ok(())
 }

@@ -490,6 +490,25 @@ pub struct BenchArgs {
     pub iterations: u32,
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// Also measure sandbox start, exec round-trip and per-pair grading on these backends
+    /// (`local`, `docker`), with the first pair of the dataset selection's first task.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub backends: Vec<BackendArg>,
+    /// Dataset for the backend measurements.
+    #[arg(long, env = "CBENCH_DATASET_DIR", default_value = "dataset")]
+    pub dataset_dir: PathBuf,
+    #[command(flatten)]
+    pub docker: DockerArgs,
+}
+
+impl BenchArgs {
+    /// The backends to measure, validated.
+    pub fn backend_choices(&self) -> Result<Vec<BackendChoice>, CliError> {
+        self.backends
+            .iter()
+            .map(|b| backend_choice(*b, IsolationArg::Auto, &self.docker))
+            .collect()
+    }
 }
 
 /// A bad command line; names the flag.

@@ -28,6 +28,9 @@ const SCRATCH: &str = "/tmp/cbench";
 /// with the command, as on the local backend). stderr is merged into stdout. A login
 /// shell's profile resets PATH (Debian, Alpine), so the image's PATH is put back first.
 const EXEC_WRAPPER: &str = r#"s="$1"
+if [ "$3" = inline ]; then
+  mkdir -p "${s%/*}" && printf '%s' "$4" > "$s" || exit 126
+fi
 if [ "$2" = login ]; then
   set -- bash -l -c 'export PATH="${CBENCH_IMAGE_PATH:+$CBENCH_IMAGE_PATH:}$PATH"; . "$0"' "$s"
 else
@@ -41,6 +44,10 @@ code=$?
 kill -9 "-$pid" 2>/dev/null
 rm -f "$s" "$s.pid"
 exit "$code""#;
+/// Scripts up to this size travel in the exec's argv (one request fewer, and no
+/// archive extraction in the engine); larger ones are uploaded as a tar archive, so
+/// no command is too long (the kernel caps one argument at 128 KiB).
+const INLINE_SCRIPT_MAX: usize = 32 << 10;
 /// How long to wait for the output stream to end after a timed-out command's group was killed.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
@@ -267,15 +274,18 @@ impl Container {
         let n = self.next_script.fetch_add(1, Ordering::Relaxed);
         let name = format!("cmd-{n}.sh");
         let path = format!("{SCRATCH}/{name}");
-        self.upload(
-            "/",
-            &[TarEntry::file(
-                &format!("{}/{name}", SCRATCH.trim_start_matches('/')),
-                script.as_bytes(),
-                0o644,
-            )],
-        )
-        .await?;
+        let inline = script.len() <= INLINE_SCRIPT_MAX;
+        if !inline {
+            self.upload(
+                "/",
+                &[TarEntry::file(
+                    &format!("{}/{name}", SCRATCH.trim_start_matches('/')),
+                    script.as_bytes(),
+                    0o644,
+                )],
+            )
+            .await?;
+        }
         let api = self.engine.api();
         let argv = vec![
             "sh".to_string(),
@@ -287,6 +297,8 @@ impl Container {
                 Shell::Login => "login".to_string(),
                 Shell::Plain => "plain".to_string(),
             },
+            if inline { "inline" } else { "uploaded" }.to_string(),
+            if inline { script } else { "" }.to_string(),
         ];
         let exec = api
             .create_exec(

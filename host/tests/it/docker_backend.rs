@@ -108,6 +108,13 @@ fn output_is_merged_and_capped_and_exit_codes_come_through() {
             .expect("exec");
         assert_eq!(out.exit_code, 7);
         assert_eq!(out.output, "out\nerr\n");
+        // A 200 KB command (too long for one argv string) still runs: it travels as a file.
+        let long = format!(": '{}'; echo long-ok", "y".repeat(200_000));
+        let out = sandbox
+            .exec(&long, Duration::from_secs(30))
+            .await
+            .expect("exec");
+        assert_eq!((out.exit_code, out.output.as_str()), (0, "long-ok\n"));
         // 3 MB of output: capped at 1 MiB, flagged, and the command still ends.
         let out = sandbox
             .exec(
