@@ -338,7 +338,7 @@ fn prepare_run_dir(cfg: &RunConfig, run_dir: &Path, record: &RunRecord) -> Resul
             std::fs::remove_dir_all(run_dir).map_err(run_dir_io(run_dir))?;
         } else {
             let old: RunRecord = read_json(&config_path)?;
-            let checks: [(&'static str, String, String); 3] = [
+            let checks: [(&'static str, String, String); 4] = [
                 (
                     "setting",
                     old.setting.to_string(),
@@ -350,6 +350,7 @@ fn prepare_run_dir(cfg: &RunConfig, run_dir: &Path, record: &RunRecord) -> Resul
                     old.agent.sha256.clone(),
                     record.agent.sha256.clone(),
                 ),
+                ("backend", old.backend.clone(), record.backend.clone()),
             ];
             for (what, old, new) in checks {
                 if old != new {

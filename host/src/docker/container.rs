@@ -413,25 +413,8 @@ impl Container {
 
     /// A tar archive of `path` (a file or a directory) inside the container.
     pub async fn download(&self, path: &str) -> Result<Vec<u8>, DockerError> {
-        let mut stream = self.engine.api().download_from_container(
-            &self.id,
-            Some(
-                DownloadFromContainerOptionsBuilder::default()
-                    .path(path)
-                    .build(),
-            ),
-        );
         let mut bytes = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| {
-                if is_not_found(&e) {
-                    DockerError::Other(format!("{path}: no such file in the container"))
-                } else {
-                    DockerError::api(format!("copying {path} out of the container"))(e)
-                }
-            })?;
-            bytes.extend_from_slice(&chunk);
-        }
+        self.download_into(path, &mut bytes, "memory").await?;
         Ok(bytes)
     }
 
@@ -441,10 +424,20 @@ impl Container {
         path: &str,
         dest: &std::path::Path,
     ) -> Result<(), DockerError> {
-        use tokio::io::AsyncWriteExt;
         let mut file = tokio::fs::File::create(dest)
             .await
             .map_err(|e| DockerError::Other(format!("creating {}: {e}", dest.display())))?;
+        self.download_into(path, &mut file, &dest.display().to_string())
+            .await
+    }
+
+    async fn download_into<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        path: &str,
+        writer: &mut W,
+        dest: &str,
+    ) -> Result<(), DockerError> {
+        use tokio::io::AsyncWriteExt;
         let mut stream = self.engine.api().download_from_container(
             &self.id,
             Some(
@@ -453,17 +446,18 @@ impl Container {
                     .build(),
             ),
         );
+        let write_err = |e: std::io::Error| DockerError::Other(format!("writing {dest}: {e}"));
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(DockerError::api(format!(
-                "copying {path} out of the container"
-            )))?;
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| DockerError::Other(format!("writing {}: {e}", dest.display())))?;
+            let chunk = chunk.map_err(|e| {
+                if is_not_found(&e) {
+                    DockerError::Other(format!("{path}: no such file in the container"))
+                } else {
+                    DockerError::api(format!("copying {path} out of the container"))(e)
+                }
+            })?;
+            writer.write_all(&chunk).await.map_err(write_err)?;
         }
-        file.flush()
-            .await
-            .map_err(|e| DockerError::Other(format!("writing {}: {e}", dest.display())))
+        writer.flush().await.map_err(write_err)
     }
 
     /// The contents of one regular file inside the container.

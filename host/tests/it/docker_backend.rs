@@ -22,6 +22,13 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a runtime")
 }
 
+/// A started container of the bundled task for `agent`.
+async fn sandbox(run: &RunLabels, agent: &str) -> DockerSandbox {
+    DockerSandbox::create(docker(), &spec(run, agent), None, &[])
+        .await
+        .expect("starting a sandbox container")
+}
+
 fn spec(run: &RunLabels, agent: &str) -> ContainerSpec {
     ContainerSpec {
         image: BUNDLED_IMAGE.into(),
@@ -42,9 +49,7 @@ fn a_timed_out_command_is_killed_with_its_whole_process_group() {
     let engine = docker();
     runtime().block_on(async {
         let labels = RunLabels::new("it-docker-timeout");
-        let sandbox = DockerSandbox::create(engine, &spec(&labels, "agent1"), None, &[])
-            .await
-            .expect("sandbox");
+        let sandbox = sandbox(&labels, "agent1").await;
         let started = Instant::now();
         let out = sandbox
             .exec(
@@ -96,12 +101,10 @@ fn a_timed_out_command_is_killed_with_its_whole_process_group() {
 
 #[test]
 fn output_is_merged_and_capped_and_exit_codes_come_through() {
-    let engine = docker();
+    docker();
     runtime().block_on(async {
         let labels = RunLabels::new("it-docker-exec");
-        let sandbox = DockerSandbox::create(engine, &spec(&labels, "agent1"), None, &[])
-            .await
-            .expect("sandbox");
+        let sandbox = sandbox(&labels, "agent1").await;
         let out = sandbox
             .exec("echo out; echo err >&2; exit 7", Duration::from_secs(10))
             .await
@@ -132,12 +135,10 @@ fn output_is_merged_and_capped_and_exit_codes_come_through() {
 
 #[test]
 fn a_one_megabyte_patch_round_trips_through_tar() {
-    let engine = docker();
+    docker();
     runtime().block_on(async {
         let labels = RunLabels::new("it-docker-tar");
-        let writer = DockerSandbox::create(engine, &spec(&labels, "agent1"), None, &[])
-            .await
-            .expect("sandbox");
+        let writer = sandbox(&labels, "agent1").await;
         // 1.2 MB of distinct lines, written through the API (no argv anywhere).
         let big: String = (0..80_000).map(|i| format!("line {i:08}\n")).collect();
         writer
@@ -148,9 +149,7 @@ fn a_one_megabyte_patch_round_trips_through_tar() {
         assert!(patch.len() > 1_000_000, "patch is {} bytes", patch.len());
         assert!(patch.contains("+line 00079999"));
 
-        let reader = DockerSandbox::create(engine, &spec(&labels, "agent2"), None, &[])
-            .await
-            .expect("sandbox");
+        let reader = sandbox(&labels, "agent2").await;
         reader
             .write_file("incoming.patch", patch.as_bytes())
             .await
@@ -176,12 +175,10 @@ fn a_one_megabyte_patch_round_trips_through_tar() {
 
 #[test]
 fn agents_do_not_see_history_after_the_base() {
-    let engine = docker();
+    docker();
     runtime().block_on(async {
         let labels = RunLabels::new("it-docker-refs");
-        let sandbox = DockerSandbox::create(engine, &spec(&labels, "agent1"), None, &[])
-            .await
-            .expect("sandbox");
+        let sandbox = sandbox(&labels, "agent1").await;
         let out = sandbox
             .exec(
                 "git for-each-ref --format='%(refname)'; git remote; git symbolic-ref HEAD",
@@ -539,4 +536,151 @@ fn an_unreachable_engine_is_a_clear_error() {
         stderr.contains("cannot reach the Docker engine at unix:///nonexistent/docker.sock"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_run_is_not_resumed_on_another_backend() {
+    docker();
+    let agent = plugins().mini_swe.display().to_string();
+    let local = Run::start(
+        "switch-backend",
+        &[
+            "--agent",
+            &agent,
+            "-m",
+            "oracle",
+            "-f",
+            "1,2",
+            "--no-auto-eval",
+        ],
+    );
+    local.assert_ok();
+    let log_dir = local.logs.path().display().to_string();
+    let dataset = crate::support::dataset().display().to_string();
+    let out = crate::support::cbench(&[
+        "run",
+        "-q",
+        "-n",
+        "switch-backend",
+        "--log-dir",
+        &log_dir,
+        "--dataset-dir",
+        &dataset,
+        "--agent",
+        &agent,
+        "-m",
+        "oracle",
+        "-f",
+        "1,2",
+        "--backend",
+        "docker",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("different backend (local → docker)"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn containers_carry_labels_and_limits() {
+    let engine = docker();
+    runtime().block_on(async {
+        let labels = RunLabels::new("it-docker-labels");
+        let sandbox = sandbox(&labels, "agent1").await;
+        let info = engine
+            .api()
+            .inspect_container(sandbox.container().id(), None)
+            .await
+            .expect("inspect");
+        let config = info.config.expect("config");
+        let container_labels = config.labels.expect("labels");
+        for (key, value) in [
+            (LABEL_RUN, "it-docker-labels"),
+            (cbench::docker::LABEL_RUN_ID, labels.run_id.as_str()),
+            (cbench::docker::LABEL_TASK, "cbench_textkit_task/task1"),
+            (cbench::docker::LABEL_ROLE, "agent1"),
+        ] {
+            assert_eq!(
+                container_labels.get(key).map(String::as_str),
+                Some(value),
+                "{key}"
+            );
+        }
+        assert_eq!(config.working_dir.as_deref(), Some(REPO_DIR));
+        let host = info.host_config.expect("host config");
+        assert_eq!(host.memory, Some(256 << 20));
+        assert_eq!(host.memory_swap, Some(256 << 20));
+        assert_eq!(host.nano_cpus, Some(1_000_000_000));
+        assert_eq!(host.pids_limit, Some(256));
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        sandbox.close().await.expect("close");
+    });
+}
+
+#[test]
+fn the_git_server_is_private_and_serves_each_pair_only_its_own_repository() {
+    let engine = docker();
+    runtime().block_on(async {
+        let labels = RunLabels::new("it-docker-gitd");
+        let server = cbench::team::GitServer::start(engine, &labels, BUNDLED_IMAGE)
+            .await
+            .expect("git server");
+        // An internal network, and nothing published on the host.
+        let network = engine
+            .api()
+            .inspect_network(&server.network, None)
+            .await
+            .expect("inspect network");
+        assert_eq!(network.internal, Some(true));
+        let scratch = tempfile::tempdir().unwrap();
+        let base = cbench::sandbox::local::BaseRepo::from_source_tree(
+            &crate::support::dataset().join("cbench_textkit_task/task1/repo"),
+            &scratch.path().join("base"),
+        )
+        .await
+        .expect("base");
+        for key in ["pair-a", "pair-b"] {
+            server
+                .add_repo(key, &base, &scratch.path().join("team"))
+                .await
+                .expect("repo");
+        }
+        let mut client_spec = spec(&labels, "agent1");
+        client_spec.network = server.network.clone();
+        let client = cbench::docker::container::Container::start(engine, &client_spec)
+            .await
+            .expect("client");
+        let ip = cbench::team::container_ip(engine, client.id(), &server.network)
+            .await
+            .expect("ip");
+        let ls_remote = |key: &str| format!("git ls-remote git://{}/{key}.git", server.ip);
+        let run = |cmd: String| {
+            let client = &client;
+            async move {
+                client
+                    .exec_argv(&["sh", "-c", &cmd], &[])
+                    .await
+                    .expect("exec")
+            }
+        };
+        // Not admitted: refused.
+        assert_ne!(run(ls_remote("pair-a")).await.0, 0);
+        server.admit(&ip, "pair-a", "agent1").await.expect("admit");
+        let (code, refs) = run(ls_remote("pair-a")).await;
+        assert_eq!(code, 0, "{refs}");
+        assert!(refs.contains("refs/heads/main"), "{refs}");
+        // Another pair's repository stays closed.
+        assert_ne!(run(ls_remote("pair-b")).await.0, 0);
+        server.forget(&ip).await;
+        assert_ne!(run(ls_remote("pair-a")).await.0, 0);
+        client.remove().await.expect("remove");
+        cbench::docker::cleanup::sweep(
+            engine,
+            &cbench::docker::cleanup::Scope::RunId(labels.run_id.clone()),
+        )
+        .await
+        .expect("sweep");
+    });
 }
