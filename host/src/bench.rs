@@ -74,6 +74,7 @@ impl LlmSession for CountingModel {
             tool_calls,
             usage: TokenUsage::default(),
             cost_usd: Some(0.0),
+            retries: Vec::new(),
         })
     }
 }
@@ -137,6 +138,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         recorder: Recorder::new("agent1", &[1], "bench"),
         progress: Progress::new(true),
         limits: PluginLimits::default(),
+        budget: Default::default(),
     };
     let t = Instant::now();
     let run = plugin.run_agent(env).await;

@@ -9,9 +9,10 @@ use crate::backend::{BackendChoice, DockerOptions};
 use crate::dataset::Selection;
 use crate::docker::ResourceLimits;
 use crate::eval::merge::MergePolicy;
+use crate::llm::providers::transport::RetryPolicy;
 use crate::llm::Setting;
 use crate::plugin::{PluginHost, PluginLimits};
-use crate::runner::{EvalConfig, RunConfig};
+use crate::runner::{EvalConfig, LlmConfig, RunConfig};
 use crate::sandbox::local::IsolationMode;
 
 /// cbench: cooperative coding-agent benchmark with WebAssembly agent plugins.
@@ -442,9 +443,89 @@ pub struct RunArgs {
     pub plugin_compute_secs: f64,
     #[command(flatten)]
     pub caches: CacheArgs,
+    #[command(flatten)]
+    pub llm: LlmArgs,
     /// No progress output.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+/// LLM provider settings and the budgets the host enforces.
+#[derive(Debug, Args)]
+pub struct LlmArgs {
+    /// Base URL of the provider (overrides OPENAI_BASE_URL / ANTHROPIC_BASE_URL / GEMINI_BASE_URL).
+    #[arg(long, value_name = "URL")]
+    pub api_base: Option<String>,
+    /// Requests in flight to the provider at once.
+    #[arg(long, default_value_t = 16)]
+    pub max_connections: usize,
+    /// Price table adding to / replacing the built-in one (data/prices.json shape).
+    #[arg(long, value_name = "FILE")]
+    pub prices: Option<PathBuf>,
+    /// Retries of one LLM call on 429, 5xx and timeouts.
+    #[arg(long, default_value_t = 6)]
+    pub llm_retries: u32,
+    /// First retry's backoff, milliseconds (doubles each retry, with jitter; Retry-After wins).
+    #[arg(long, default_value_t = 1000)]
+    pub llm_backoff_ms: u64,
+    /// Longest total wait for retries of one call, seconds.
+    #[arg(long, default_value_t = 300)]
+    pub llm_max_wait: u64,
+    /// Timeout of one LLM request, seconds.
+    #[arg(long, default_value_t = 600)]
+    pub llm_timeout: u64,
+    /// Cost limit per agent, USD (0 = none).
+    #[arg(long, default_value_t = 3.0)]
+    pub max_cost: f64,
+    /// Token limit per agent (input + output + cache).
+    #[arg(long)]
+    pub max_tokens: Option<u64>,
+    /// Wall-time limit per agent, seconds.
+    #[arg(long)]
+    pub max_agent_secs: Option<u64>,
+    /// Cost cap of the whole run, USD.
+    #[arg(long)]
+    pub max_run_cost: Option<f64>,
+}
+
+impl LlmArgs {
+    /// Validates the LLM settings.
+    pub fn validate(&self) -> Result<LlmConfig, CliError> {
+        if self.max_connections == 0 {
+            return Err(CliError::Zero {
+                flag: "--max-connections",
+            });
+        }
+        if self.llm_timeout == 0 {
+            return Err(CliError::Zero {
+                flag: "--llm-timeout",
+            });
+        }
+        for (flag, value) in [
+            ("--max-cost", Some(self.max_cost)),
+            ("--max-run-cost", self.max_run_cost),
+        ] {
+            if value.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+                return Err(CliError::Money { flag });
+            }
+        }
+        Ok(LlmConfig {
+            api_base: self.api_base.clone(),
+            max_connections: self.max_connections,
+            prices: self.prices.clone(),
+            retry: RetryPolicy {
+                max_retries: self.llm_retries,
+                initial_backoff: Duration::from_millis(self.llm_backoff_ms),
+                max_backoff: Duration::from_secs(60),
+                max_total_wait: Duration::from_secs(self.llm_max_wait),
+                request_timeout: Duration::from_secs(self.llm_timeout),
+            },
+            max_cost_usd: (self.max_cost > 0.0).then_some(self.max_cost),
+            max_tokens: self.max_tokens,
+            max_agent_wall: self.max_agent_secs.map(Duration::from_secs),
+            max_run_cost_usd: self.max_run_cost,
+        })
+    }
 }
 
 /// Raw `cbench eval` arguments.
@@ -533,6 +614,8 @@ pub enum CliError {
     Zero { flag: &'static str },
     #[error("--plugin-compute-secs must be a positive number of seconds")]
     ComputeSecs,
+    #[error("{flag} must be a non-negative amount of US dollars")]
+    Money { flag: &'static str },
     #[error("run name `{0}` may only contain letters, digits, `.`, `_` and `-`")]
     Name(String),
 }
@@ -648,6 +731,7 @@ impl RunArgs {
             repo_cache: self.caches.repo_cache,
             merge_policy: self.merge_policy.into(),
             backend,
+            llm: self.llm.validate()?,
             quiet: self.quiet,
         })
     }

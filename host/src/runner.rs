@@ -14,6 +14,7 @@ use crate::dataset::{Dataset, DatasetError, Pair, Selection};
 use crate::eval::merge::MergePolicy;
 use crate::eval::{inputs_hash, EvalReport, GradedPatch, Grader};
 use crate::fsutil::{read_json, sha256_hex, write_atomic, write_json_atomic, FsError};
+use crate::llm::budget::{AgentBudget, RunBudget};
 use crate::llm::{self, AgentBrief, FeatureBrief, Model, ModelError, Setting};
 use crate::messaging::MessageBus;
 use crate::plugin::{
@@ -56,7 +57,56 @@ pub struct RunConfig {
     pub backend: BackendChoice,
     /// `--git`: a shared `team` remote per pair.
     pub git: bool,
+    /// LLM providers and budgets.
+    pub llm: LlmConfig,
     pub quiet: bool,
+}
+
+/// LLM provider settings and budgets of a run.
+#[derive(Debug, Clone)]
+pub struct LlmConfig {
+    pub api_base: Option<String>,
+    pub max_connections: usize,
+    /// `--prices`: a user's price table over the built-in one.
+    pub prices: Option<PathBuf>,
+    pub retry: crate::llm::providers::transport::RetryPolicy,
+    pub max_cost_usd: Option<f64>,
+    pub max_tokens: Option<u64>,
+    pub max_agent_wall: Option<Duration>,
+    pub max_run_cost_usd: Option<f64>,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        LlmConfig {
+            api_base: None,
+            max_connections: 16,
+            prices: None,
+            retry: Default::default(),
+            max_cost_usd: Some(3.0),
+            max_tokens: None,
+            max_agent_wall: None,
+            max_run_cost_usd: None,
+        }
+    }
+}
+
+impl LlmConfig {
+    /// Resolves `-m` with these settings (keys from the environment and ./.env).
+    pub fn model(&self, spec: &str) -> Result<Arc<dyn Model>, ModelError> {
+        let prices = match &self.prices {
+            Some(path) => crate::llm::prices::PriceTable::with_overrides(path)?,
+            None => crate::llm::prices::PriceTable::builtin(),
+        };
+        let options = crate::llm::providers::ProviderOptions {
+            api_base: self.api_base.clone(),
+            retry: self.retry,
+            max_connections: self.max_connections,
+            prices,
+            credentials: crate::llm::providers::Credentials::load(Path::new("."))?,
+        };
+        llm::resolve_with(spec, &options)
+    }
 }
 
 /// A run-level failure (the run could not start or its results could not be written).
@@ -177,6 +227,7 @@ struct RunContext {
     eval_slots: Semaphore,
     started: AtomicUsize,
     total: usize,
+    run_budget: Option<Arc<RunBudget>>,
 }
 
 fn run_dir_io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
@@ -192,7 +243,8 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
     let progress = Progress::new(cfg.quiet);
     let dataset = Dataset::discover(&cfg.dataset_dir)?;
     let pairs = dataset.select(&cfg.selection)?;
-    let model = llm::resolve(&cfg.model)?;
+    let model = cfg.llm.model(&cfg.model)?;
+    let run_budget = cfg.llm.max_run_cost_usd.map(RunBudget::new);
     let backend = Backend::resolve(&cfg.backend, &cfg.name).await?;
     backend.preflight(&pairs).await?;
     let host = PluginHost::new(&cfg.cache_dir)?;
@@ -245,6 +297,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
         eval_slots: Semaphore::new(cfg.eval_concurrency.max(1)),
         started: AtomicUsize::new(0),
         total: pairs.len(),
+        run_budget,
         cfg,
         backend,
         run_dir: run_dir.clone(),
@@ -533,6 +586,7 @@ async fn run_agents(ctx: &RunContext, pair: &Pair, pair_dir: &Path) -> Result<Pa
             setting,
             features: briefs,
             messaging_enabled: bus.enabled(),
+            pair_key: pair.log_dir(Path::new("")).display().to_string(),
         };
         let env = AgentEnv {
             task: AgentTask {
@@ -557,6 +611,12 @@ async fn run_agents(ctx: &RunContext, pair: &Pair, pair_dir: &Path) -> Result<Pa
             recorder: Recorder::new(agent_id, feature_ids, &ctx.cfg.model),
             progress: ctx.progress,
             limits: ctx.cfg.plugin_limits,
+            budget: AgentBudget {
+                max_cost_usd: ctx.cfg.llm.max_cost_usd,
+                max_tokens: ctx.cfg.llm.max_tokens,
+                max_wall: ctx.cfg.llm.max_agent_wall,
+                run: ctx.run_budget.clone(),
+            },
         };
         running.push((
             agent_id.clone(),

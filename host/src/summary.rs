@@ -17,7 +17,19 @@ pub struct PairSummary {
     pub overall_success: Option<bool>,
     pub merge_strategy: Option<MergeStrategy>,
     pub agent_statuses: Vec<AgentStatus>,
+    /// Tokens and cost of each agent of the pair.
+    #[serde(default)]
+    pub agents: Vec<AgentSpend>,
     pub infra_error: Option<String>,
+}
+
+/// One agent's LLM spend.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentSpend {
+    pub agent_id: String,
+    pub token_usage: TokenTotals,
+    /// None when a call's price was unknown.
+    pub cost_usd: Option<f64>,
 }
 
 /// summary.json.
@@ -83,9 +95,15 @@ pub fn summarize(
             s.infra_errors += 1;
         }
         let mut statuses = Vec::new();
+        let mut spends = Vec::new();
         if let Some(rec) = &r.record {
             for a in &rec.agents {
                 statuses.push(a.status);
+                spends.push(AgentSpend {
+                    agent_id: a.agent_id.clone(),
+                    token_usage: a.token_usage.clone(),
+                    cost_usd: a.cost_usd,
+                });
                 if a.status == AgentStatus::Error {
                     s.agent_errors += 1;
                 }
@@ -119,6 +137,7 @@ pub fn summarize(
             overall_success: r.eval.as_ref().map(|e| e.overall_success),
             merge_strategy: r.eval.as_ref().and_then(|e| e.merge_strategy),
             agent_statuses: statuses,
+            agents: spends,
             infra_error: r.infra_error.clone(),
         });
     }

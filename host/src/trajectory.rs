@@ -25,7 +25,7 @@ pub struct TokenTotals {
 }
 
 /// The model's answer as recorded.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RecordedResponse {
     pub content: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -46,6 +46,9 @@ pub struct LlmCall {
     pub usage: TokenUsage,
     pub cost_usd: Option<f64>,
     pub error: Option<String>,
+    /// Attempts the host retried (429, 5xx, timeouts) before this call's outcome.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retries: Vec<crate::llm::providers::transport::RetryNote>,
 }
 
 /// The whole trajectory file.
@@ -130,9 +133,11 @@ impl Recorder {
             usage: TokenUsage::default(),
             cost_usd: None,
             error: None,
+            retries: Vec::new(),
         };
         match result {
             Ok(c) => {
+                call.retries = c.retries.clone();
                 call.response = Some(RecordedResponse {
                     content: c.content.clone(),
                     tool_calls: c.tool_calls.clone(),
@@ -165,6 +170,11 @@ impl Recorder {
         self.usage
     }
 
+    /// Cost of the calls whose price is known.
+    pub fn known_cost(&self) -> f64 {
+        self.cost
+    }
+
     /// Closes the trajectory with the agent's final status.
     pub fn finish(
         mut self,
@@ -177,10 +187,14 @@ impl Recorder {
         t.status = status.to_string();
         t.error = error;
         t.summary = summary;
+        // CooperBench's fields: prompt tokens include cached ones (as providers report
+        // them); the cache split is kept beside.
+        let u = &self.usage;
+        let prompt = u.input_tokens + u.cache_read_tokens + u.cache_write_tokens;
         t.token_usage = TokenTotals {
-            prompt_tokens: self.usage.input_tokens,
-            completion_tokens: self.usage.output_tokens,
-            total_tokens: self.usage.input_tokens + self.usage.output_tokens,
+            prompt_tokens: prompt,
+            completion_tokens: u.output_tokens,
+            total_tokens: prompt + u.output_tokens,
             cache_read_tokens: self.usage.cache_read_tokens,
             cache_write_tokens: self.usage.cache_write_tokens,
         };

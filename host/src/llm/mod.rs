@@ -1,10 +1,14 @@
 //! LLM mediation: the model a run uses, per-agent sessions, and the host-side
 //! message types every provider speaks.
 
+pub mod budget;
 pub mod oracle;
+pub mod prices;
+pub mod providers;
+pub mod replay;
 pub mod scripted;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -83,6 +87,9 @@ pub struct Completion {
     pub usage: TokenUsage,
     /// None when the price is unknown.
     pub cost_usd: Option<f64>,
+    /// Attempts that failed and were retried before this reply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retries: Vec<providers::transport::RetryNote>,
 }
 
 /// Why a completion failed.
@@ -99,8 +106,20 @@ pub enum LlmError {
 /// Problems resolving `-m MODEL`.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("unknown model `{0}`: this build knows `oracle` and `scripted:<file>`")]
+    #[error("unknown model `{0}`: use `oracle`, `scripted:<file>`, `replay:<run dir>`, `gpt-…` / `openai/<model>` (any OpenAI-compatible server with --api-base), `anthropic/<model>`, `gemini/<model>`, `openrouter/<model>`, `ollama/<model>` or `hosted_vllm/<model>`")]
     Unknown(String),
+    #[error("model `{model}`: no API key: set {var} in the environment or in ./.env")]
+    MissingKey { model: String, var: &'static str },
+    #[error("model `{model}`: no server address: set {var} or --api-base")]
+    NoBaseUrl { model: String, var: &'static str },
+    #[error("model `{model}`: base URL `{url}` must start with http:// or https://")]
+    BadBaseUrl { model: String, url: String },
+    #[error("{path}: cannot read: {reason}")]
+    EnvFile { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Prices(#[from] prices::PriceError),
+    #[error("replay:{path}: {reason}")]
+    BadReplay { path: PathBuf, reason: String },
     #[error("scripted model file {path}: {reason}")]
     BadScript { path: PathBuf, reason: String },
 }
@@ -137,6 +156,8 @@ pub struct AgentBrief {
     pub setting: Setting,
     pub features: Vec<FeatureBrief>,
     pub messaging_enabled: bool,
+    /// The pair's log directory relative to the run (`<repo>/<task>/features_<a>_<b>`).
+    pub pair_key: String,
 }
 
 /// One agent's conversation with the model.
@@ -154,10 +175,31 @@ pub trait Model: Send + Sync {
     fn session(&self, brief: &AgentBrief) -> Box<dyn LlmSession>;
 }
 
-/// Resolves a `-m` string into a model.
+/// Resolves a `-m` string into a model, with default provider settings.
 pub fn resolve(spec: &str) -> Result<Arc<dyn Model>, ModelError> {
+    let options = providers::ProviderOptions {
+        api_base: None,
+        retry: providers::transport::RetryPolicy::default(),
+        max_connections: 16,
+        prices: prices::PriceTable::builtin(),
+        credentials: providers::Credentials::load(Path::new("."))?,
+    };
+    resolve_with(spec, &options)
+}
+
+/// Resolves a `-m` string into a model.
+pub fn resolve_with(
+    spec: &str,
+    options: &providers::ProviderOptions,
+) -> Result<Arc<dyn Model>, ModelError> {
+    if let Some(provider) = providers::parse_spec(spec) {
+        return Ok(Arc::new(providers::build(spec, provider, options)?));
+    }
     if spec == "oracle" {
         return Ok(Arc::new(oracle::Oracle));
+    }
+    if let Some(dir) = spec.strip_prefix("replay:") {
+        return Ok(Arc::new(replay::Replay::open(spec, Path::new(dir))?));
     }
     if let Some(path) = spec.strip_prefix("scripted:") {
         return Ok(Arc::new(scripted::Scripted::load(
@@ -208,6 +250,7 @@ pub fn builtin_completion(
         content,
         tool_calls,
         cost_usd: Some(0.0),
+        retries: Vec::new(),
     }
 }
 

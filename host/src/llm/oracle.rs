@@ -73,7 +73,8 @@ pub fn files_in_patch(patch: &str) -> Vec<String> {
     files
 }
 
-fn apply_command(feature: &FeatureBrief) -> String {
+/// The bash command that applies (and commits) one feature's gold patch.
+pub fn apply_command(feature: &FeatureBrief) -> String {
     let mut delimiter = "CBENCH_ORACLE_PATCH_EOF".to_string();
     while feature.gold_patch.contains(&delimiter) {
         delimiter.push('_');

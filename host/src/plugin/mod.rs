@@ -327,6 +327,8 @@ pub struct AgentEnv {
     pub recorder: Recorder,
     pub progress: Progress,
     pub limits: PluginLimits,
+    /// LLM budget the host enforces.
+    pub budget: crate::llm::budget::AgentBudget,
 }
 
 /// How an agent's run ended (the host's view).
@@ -380,6 +382,10 @@ pub(crate) struct AgentCapabilities {
     pub(crate) bus: MessageBus,
     pub(crate) recorder: Recorder,
     pub(crate) progress: Progress,
+    pub(crate) budget: crate::llm::budget::AgentBudget,
+    pub(crate) started: Instant,
+    /// The first limit the host enforced (the agent ends with this status).
+    pub(crate) limit_hit: Option<(AgentStatus, String)>,
 }
 
 impl WasiView for HostState {
@@ -465,6 +471,9 @@ impl LoadedPlugin {
             bus: env.bus,
             recorder: env.recorder,
             progress: env.progress,
+            budget: env.budget,
+            started,
+            limit_hit: None,
         };
         let mut store = new_store(&self.engine, HostState::new(env.limits, Some(caps)));
         store.data().clock.start();
@@ -490,9 +499,16 @@ impl LoadedPlugin {
             ),
         };
         let state = store.into_data();
-        let recorder = match state.agent {
-            Some(caps) => caps.recorder,
-            None => Recorder::default(),
+        let (recorder, limit_hit) = match state.agent {
+            Some(caps) => (caps.recorder, caps.limit_hit),
+            None => (Recorder::default(), None),
+        };
+        // The host's limits decide the status, whatever the plugin reported.
+        let (status, error) = match (limit_hit, status) {
+            (Some((limit_status, why)), s) if s != AgentStatus::Error => {
+                (limit_status, error.or(Some(why)))
+            }
+            (_, s) => (s, error),
         };
         let steps = steps.max(recorder.llm_calls() as u32);
         let trajectory = recorder.finish(status.as_str(), error.clone(), summary.clone());

@@ -158,15 +158,44 @@ impl wit_llm::Host for HostState {
             return Err(wit_llm::LlmError::InvalidRequest(NO_AGENT.into()));
         };
         let request = request_in(request);
-        if caps.recorder.llm_calls() >= caps.task.max_steps as usize {
-            let why = format!("step limit of {} LLM calls reached", caps.task.max_steps);
+        let limit = if caps.recorder.llm_calls() >= caps.task.max_steps as usize {
+            Some((
+                AgentStatus::StepLimitReached,
+                format!("step limit of {} LLM calls reached", caps.task.max_steps),
+            ))
+        } else {
+            caps.budget
+                .exhausted(
+                    caps.recorder.known_cost(),
+                    &caps.recorder.usage(),
+                    caps.started,
+                )
+                .map(|why| (AgentStatus::LimitsExceeded, why))
+        };
+        if let Some((status, why)) = limit {
             let result = Err(llm::LlmError::LimitExceeded(why.clone()));
             caps.recorder.llm_call(&request, &result, Duration::ZERO);
+            caps.limit_hit.get_or_insert((status, why.clone()));
             return Err(wit_llm::LlmError::LimitExceeded(why));
         }
         let started = Instant::now();
         let result = caps.llm.complete(&request).await;
         caps.recorder.llm_call(&request, &result, started.elapsed());
+        if let Ok(c) = &result {
+            if let (Some(run), Some(cost)) = (&caps.budget.run, c.cost_usd) {
+                run.add(cost);
+            }
+            if !c.retries.is_empty() {
+                let reasons: Vec<String> = c.retries.iter().map(|r| r.reason.clone()).collect();
+                caps.progress.line(&format!(
+                    "  {}: LLM call {} retried {}× ({})",
+                    caps.task.agent_id,
+                    caps.recorder.llm_calls(),
+                    c.retries.len(),
+                    reasons.join(", ")
+                ));
+            }
+        }
         match result {
             Ok(c) => Ok(wit_llm::Completion {
                 content: c.content,

@@ -13,8 +13,11 @@ fn assert_refused(run: &Run, needles: &[&str]) {
 #[test]
 fn unknown_model_is_named() {
     let agent = plugins().mini_swe.display().to_string();
-    let run = Run::start("m", &["--agent", &agent, "-m", "gpt-17-ultra"]);
-    assert_refused(&run, &["unknown model `gpt-17-ultra`"]);
+    let run = Run::start("m", &["--agent", &agent, "-m", "mystery-model-9"]);
+    assert_refused(
+        &run,
+        &["unknown model `mystery-model-9`", "anthropic/<model>"],
+    );
 }
 
 #[test]
