@@ -165,6 +165,15 @@ pub struct RunRecord {
     pub plugin_memory_mb: usize,
     pub plugin_compute_s: f64,
     pub merge_policy: MergePolicy,
+    /// Per-agent LLM budgets and the run's cost cap (None: unlimited).
+    #[serde(default)]
+    pub max_cost_usd: Option<f64>,
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    #[serde(default)]
+    pub max_agent_secs: Option<f64>,
+    #[serde(default)]
+    pub max_run_cost_usd: Option<f64>,
     pub created_at: String,
     pub cbench_version: String,
 }
@@ -378,6 +387,10 @@ fn run_record(cfg: &RunConfig, plugin: &PluginIdentity, backend: &Backend) -> Ru
         plugin_memory_mb: cfg.plugin_limits.memory_bytes >> 20,
         plugin_compute_s: cfg.plugin_limits.compute.as_secs_f64(),
         merge_policy: cfg.merge_policy,
+        max_cost_usd: cfg.llm.max_cost_usd,
+        max_tokens: cfg.llm.max_tokens,
+        max_agent_secs: cfg.llm.max_agent_wall.map(|d| d.as_secs_f64()),
+        max_run_cost_usd: cfg.llm.max_run_cost_usd,
         created_at: now_rfc3339(),
         cbench_version: env!("CARGO_PKG_VERSION").into(),
     }

@@ -175,18 +175,6 @@ pub trait Model: Send + Sync {
     fn session(&self, brief: &AgentBrief) -> Box<dyn LlmSession>;
 }
 
-/// Resolves a `-m` string into a model, with default provider settings.
-pub fn resolve(spec: &str) -> Result<Arc<dyn Model>, ModelError> {
-    let options = providers::ProviderOptions {
-        api_base: None,
-        retry: providers::transport::RetryPolicy::default(),
-        max_connections: 16,
-        prices: prices::PriceTable::builtin(),
-        credentials: providers::Credentials::load(Path::new("."))?,
-    };
-    resolve_with(spec, &options)
-}
-
 /// Resolves a `-m` string into a model.
 pub fn resolve_with(
     spec: &str,

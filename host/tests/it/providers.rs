@@ -402,6 +402,11 @@ fn a_missing_key_is_a_clear_error_before_anything_runs() {
 /// feature in the task prompt, answers the first call with the gold patch and the
 /// second with the submit command, and reports a fixed usage per call.
 fn oracle_server() -> MockLlm {
+    MockLlm::with_handler(oracle_handler())
+}
+
+/// The oracle server's answers, as a handler.
+fn oracle_handler() -> impl Fn(&crate::mock_llm::Received) -> Reply + Send + Sync + 'static {
     let dataset = crate::support::dataset().join("cbench_textkit_task/task1");
     let features: Vec<(u32, String, String)> = (1..=5)
         .map(|id| {
@@ -413,7 +418,7 @@ fn oracle_server() -> MockLlm {
             )
         })
         .collect();
-    MockLlm::with_handler(move |req| {
+    move |req: &crate::mock_llm::Received| {
         let messages = req.body["messages"].as_array().cloned().unwrap_or_default();
         let task = messages
             .iter()
@@ -443,7 +448,7 @@ fn oracle_server() -> MockLlm {
             "usage": {"prompt_tokens": 1500, "completion_tokens": 100,
                       "prompt_tokens_details": {"cached_tokens": 500}}
         }))
-    })
+    }
 }
 
 fn pair_evals(run_dir: &std::path::Path) -> Vec<(String, Value)> {
@@ -706,4 +711,67 @@ fn the_host_stops_an_agent_at_its_cost_limit() {
         );
     }
     assert_eq!(server.received().len(), 2, "no call passed the run's cap");
+}
+
+#[test]
+fn retries_show_in_the_progress_output_and_the_trajectory() {
+    use crate::support::{json, plugins, text};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let oracle = oracle_handler();
+    let seen = AtomicUsize::new(0);
+    // The very first request is rate limited once.
+    let server = MockLlm::with_handler(move |req| {
+        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+            Reply::status(429, r#"{"error":{"message":"slow down"}}"#).header("retry-after", "0")
+        } else {
+            oracle(req)
+        }
+    });
+    let agent = plugins().mini_swe.display().to_string();
+    let logs = tempfile::tempdir().unwrap();
+    let out = crate::support::cbench_with_env(
+        &[
+            "run",
+            "-n",
+            "retried",
+            "--log-dir",
+            &logs.path().display().to_string(),
+            "--dataset-dir",
+            &crate::support::dataset().display().to_string(),
+            "--agent",
+            &agent,
+            "-m",
+            "openai/gpt-4o",
+            "--no-messaging",
+            "-f",
+            "1,2",
+            "--no-auto-eval",
+            "--api-base",
+            &format!("{}/v1", server.base_url),
+        ],
+        // Debug logs of every crate (reqwest, hyper included) must not carry the key either.
+        &[("OPENAI_API_KEY", KEY), ("RUST_LOG", "debug")],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains(KEY), "the key reached the logs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("LLM call 1 retried 1× (HTTP 429)"),
+        "{stdout}"
+    );
+    let pair = logs
+        .path()
+        .join("retried/cbench_textkit_task/1/features_1_2");
+    let retried: usize = ["agent1", "agent2"]
+        .iter()
+        .map(|a| {
+            json(&pair.join(a).join("trajectory.json"))["llm_calls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["retries"][0]["reason"] == "HTTP 429")
+                .count()
+        })
+        .sum();
+    assert_eq!(retried, 1);
 }

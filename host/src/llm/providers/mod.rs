@@ -358,6 +358,24 @@ mod tests {
         assert_eq!(parse_spec("nosuch/model"), None);
     }
 
+    #[test]
+    fn keys_come_from_dotenv_with_the_environment_winning() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(".env"),
+            "CBENCH_TEST_DOTENV_ONLY=from-file\nPATH=not-the-real-path\n# a comment\n",
+        )
+        .unwrap();
+        let creds = Credentials::load(dir.path()).unwrap();
+        assert_eq!(creds.get("CBENCH_TEST_DOTENV_ONLY"), Some("from-file"));
+        assert_ne!(creds.get("PATH"), Some("not-the-real-path"));
+        std::fs::write(dir.path().join(".env"), "BROKEN LINE WITHOUT EQUALS\n").unwrap();
+        let err = Credentials::load(dir.path())
+            .err()
+            .expect("a bad .env is an error");
+        assert!(err.to_string().contains(".env"), "{err}");
+    }
+
     fn options(vars: &[(&str, &str)]) -> ProviderOptions {
         ProviderOptions {
             api_base: None,
