@@ -370,9 +370,7 @@ mod tests {
         assert_eq!(creds.get("CBENCH_TEST_DOTENV_ONLY"), Some("from-file"));
         assert_ne!(creds.get("PATH"), Some("not-the-real-path"));
         std::fs::write(dir.path().join(".env"), "BROKEN LINE WITHOUT EQUALS\n").unwrap();
-        let err = Credentials::load(dir.path())
-            .err()
-            .expect("a bad .env is an error");
+        let err = Credentials::load(dir.path()).expect_err("a bad .env is an error");
         assert!(err.to_string().contains(".env"), "{err}");
     }
 
