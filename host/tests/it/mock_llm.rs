@@ -69,6 +69,8 @@ struct Shared {
     script: Arc<Mutex<VecDeque<Reply>>>,
     handler: Option<Arc<Handler>>,
     received: Arc<Mutex<Vec<Received>>>,
+    /// Requests being answered now, and the most ever at once.
+    in_flight: Arc<Mutex<(usize, usize)>>,
 }
 
 /// A running mock provider (stopped when dropped with its thread's runtime).
@@ -85,6 +87,7 @@ impl MockLlm {
             script: Arc::new(Mutex::new(replies.into())),
             handler: None,
             received: Arc::default(),
+            in_flight: Arc::default(),
         })
     }
 
@@ -94,6 +97,7 @@ impl MockLlm {
             script: Arc::default(),
             handler: Some(Arc::new(handler)),
             received: Arc::default(),
+            in_flight: Arc::default(),
         })
     }
 
@@ -126,6 +130,11 @@ impl MockLlm {
         }
     }
 
+    /// The most requests that were being answered at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.in_flight.lock().unwrap().1
+    }
+
     /// Requests received so far.
     pub fn received(&self) -> Vec<Received> {
         self.shared.received.lock().unwrap().clone()
@@ -153,9 +162,15 @@ async fn serve(
             .unwrap_or_else(|| Reply::status(599, "no more scripted replies")),
     };
     shared.received.lock().unwrap().push(received);
+    {
+        let mut f = shared.in_flight.lock().unwrap();
+        f.0 += 1;
+        f.1 = f.1.max(f.0);
+    }
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
+    shared.in_flight.lock().unwrap().0 -= 1;
     let mut response = (
         StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         reply.body,

@@ -775,3 +775,143 @@ fn retries_show_in_the_progress_output_and_the_trajectory() {
         .sum();
     assert_eq!(retried, 1);
 }
+
+#[test]
+fn max_connections_bounds_the_requests_in_flight() {
+    let wire = &wires()[0];
+    for (limit, expected) in [(1, 1), (3, 3)] {
+        let replies = (0..6)
+            .map(|_| Reply::ok((wire.text_reply)("ok")).after(Duration::from_millis(200)))
+            .collect();
+        let mock = MockLlm::scripted(replies);
+        let options = ProviderOptions {
+            max_connections: limit,
+            ..options(&mock, wire, fast_retries(0))
+        };
+        let model = cbench::llm::resolve_with(wire.model, &options).unwrap();
+        let brief = AgentBrief {
+            agent_id: "agent1".into(),
+            teammates: Vec::new(),
+            setting: Setting::Solo,
+            features: Vec::new(),
+            messaging_enabled: false,
+            pair_key: String::new(),
+        };
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let calls: Vec<_> = (0..6)
+                .map(|_| {
+                    let mut session = model.session(&brief);
+                    async move { session.complete(&request(false)).await }
+                })
+                .collect();
+            let mut set = tokio::task::JoinSet::new();
+            for call in calls {
+                set.spawn(call);
+            }
+            while let Some(done) = set.join_next().await {
+                done.unwrap().unwrap();
+            }
+        });
+        assert_eq!(mock.max_in_flight(), expected, "--max-connections {limit}");
+    }
+}
+
+#[test]
+fn a_model_without_a_price_costs_unknown_not_zero() {
+    use crate::support::{json, plugins, text};
+    let server = oracle_server();
+    let agent = plugins().mini_swe.display().to_string();
+    let logs = tempfile::tempdir().unwrap();
+    let out = crate::support::cbench(&[
+        "run",
+        "-q",
+        "-n",
+        "unpriced",
+        "--log-dir",
+        &logs.path().display().to_string(),
+        "--dataset-dir",
+        &crate::support::dataset().display().to_string(),
+        "--agent",
+        &agent,
+        "-m",
+        "hosted_vllm/my-local-model",
+        "--no-messaging",
+        "-f",
+        "1,2",
+        "--no-auto-eval",
+        "--api-base",
+        &format!("{}/v1", server.base_url),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("no price for model `hosted_vllm/my-local-model`"),
+        "{}",
+        text(&out)
+    );
+    let summary = json(&logs.path().join("unpriced/summary.json"));
+    assert!(summary["cost_usd"].is_null(), "{summary:#}");
+    assert_eq!(
+        summary["token_usage"]["completion_tokens"], 400,
+        "{summary:#}"
+    );
+    // With a price file the same model is priced.
+    let prices = crate::support::write_temp(
+        logs.path(),
+        "prices.json",
+        r#"{"models": {"my-local-model": {"input": 1.0, "output": 2.0}}}"#,
+    );
+    let out = crate::support::cbench(&[
+        "run",
+        "-q",
+        "-n",
+        "priced",
+        "--log-dir",
+        &logs.path().display().to_string(),
+        "--dataset-dir",
+        &crate::support::dataset().display().to_string(),
+        "--agent",
+        &agent,
+        "-m",
+        "hosted_vllm/my-local-model",
+        "--no-messaging",
+        "-f",
+        "1,2",
+        "--no-auto-eval",
+        "--api-base",
+        &format!("{}/v1", server.base_url),
+        "--prices",
+        &prices,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let summary = json(&logs.path().join("priced/summary.json"));
+    // 4 calls × (1000 uncached + 500 cached at the input price × $1 + 100 × $2) per million.
+    let expected = 4.0 * (1500.0 * 1.0 + 100.0 * 2.0) / 1e6;
+    assert!(
+        (summary["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-12,
+        "{summary:#}"
+    );
+    // A broken price file is named.
+    let bad = crate::support::write_temp(logs.path(), "bad.json", "{\"models\": 3}");
+    let out = crate::support::cbench(&[
+        "run",
+        "-q",
+        "-n",
+        "bad-prices",
+        "--log-dir",
+        &logs.path().display().to_string(),
+        "--dataset-dir",
+        &crate::support::dataset().display().to_string(),
+        "--agent",
+        &agent,
+        "-m",
+        "hosted_vllm/my-local-model",
+        "--api-base",
+        "http://127.0.0.1:9/v1",
+        "--prices",
+        &bad,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("bad.json"), "{}", text(&out));
+}
