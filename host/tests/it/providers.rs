@@ -622,43 +622,38 @@ fn a_replay_that_diverges_says_so() {
     assert!(error.contains("replay diverged"), "{result:#}");
 }
 
+/// `cbench run` of pair 1,2 with mini_swe against `server` (OpenAI wire), plus `extra`.
+fn run_pair_against(
+    server: &MockLlm,
+    name: &str,
+    model: &str,
+    extra: &[&str],
+) -> crate::support::Run {
+    let agent = crate::support::plugins().mini_swe.display().to_string();
+    let base = format!("{}/v1", server.base_url);
+    let mut args = vec![
+        "--agent",
+        &agent,
+        "-m",
+        model,
+        "--no-messaging",
+        "-f",
+        "1,2",
+        "--api-base",
+        &base,
+    ];
+    args.extend_from_slice(extra);
+    crate::support::Run::start_with_env(name, &args, &[("OPENAI_API_KEY", KEY)])
+}
+
 #[test]
 fn the_host_stops_an_agent_at_its_cost_limit() {
-    use crate::support::{json, plugins, text};
+    use crate::support::json;
     let server = oracle_server();
-    let agent = plugins().mini_swe.display().to_string();
-    let logs = tempfile::tempdir().unwrap();
-    let out = crate::support::cbench_with_env(
-        &[
-            "run",
-            "-q",
-            "-n",
-            "capped",
-            "--log-dir",
-            &logs.path().display().to_string(),
-            "--dataset-dir",
-            &crate::support::dataset().display().to_string(),
-            "--agent",
-            &agent,
-            "-m",
-            "openai/gpt-4o",
-            "--no-messaging",
-            "-f",
-            "1,2",
-            "--api-base",
-            &format!("{}/v1", server.base_url),
-            // One call costs $0.004125: the second call is refused.
-            "--max-cost",
-            "0.004",
-        ],
-        &[("OPENAI_API_KEY", KEY)],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    let result = json(
-        &logs
-            .path()
-            .join("capped/cbench_textkit_task/1/features_1_2/result.json"),
-    );
+    // One call costs $0.004125: the second call is refused.
+    let run = run_pair_against(&server, "capped", "openai/gpt-4o", &["--max-cost", "0.004"]);
+    run.assert_ok();
+    let result = json(&run.pair(1, 2).join("result.json"));
     for a in result["agents"].as_array().unwrap() {
         assert_eq!(a["status"], "LimitsExceeded", "{a:#}");
         assert!(
@@ -673,36 +668,14 @@ fn the_host_stops_an_agent_at_its_cost_limit() {
     );
 
     // A run cost cap of $0 refuses every call before it reaches the provider.
-    let out = crate::support::cbench_with_env(
-        &[
-            "run",
-            "-q",
-            "-n",
-            "run-capped",
-            "--log-dir",
-            &logs.path().display().to_string(),
-            "--dataset-dir",
-            &crate::support::dataset().display().to_string(),
-            "--agent",
-            &agent,
-            "-m",
-            "openai/gpt-4o",
-            "--no-messaging",
-            "-f",
-            "1,2",
-            "--api-base",
-            &format!("{}/v1", server.base_url),
-            "--max-run-cost",
-            "0",
-        ],
-        &[("OPENAI_API_KEY", KEY)],
+    let run = run_pair_against(
+        &server,
+        "run-capped",
+        "openai/gpt-4o",
+        &["--max-run-cost", "0"],
     );
-    assert!(out.status.success(), "{}", text(&out));
-    let result = json(
-        &logs
-            .path()
-            .join("run-capped/cbench_textkit_task/1/features_1_2/result.json"),
-    );
+    run.assert_ok();
+    let result = json(&run.pair(1, 2).join("result.json"));
     for a in result["agents"].as_array().unwrap() {
         assert_eq!(a["status"], "LimitsExceeded", "{a:#}");
         assert!(
@@ -819,99 +792,52 @@ fn max_connections_bounds_the_requests_in_flight() {
 
 #[test]
 fn a_model_without_a_price_costs_unknown_not_zero() {
-    use crate::support::{json, plugins, text};
+    use crate::support::{json, text, write_temp};
     let server = oracle_server();
-    let agent = plugins().mini_swe.display().to_string();
-    let logs = tempfile::tempdir().unwrap();
-    let out = crate::support::cbench(&[
-        "run",
-        "-q",
-        "-n",
-        "unpriced",
-        "--log-dir",
-        &logs.path().display().to_string(),
-        "--dataset-dir",
-        &crate::support::dataset().display().to_string(),
-        "--agent",
-        &agent,
-        "-m",
-        "hosted_vllm/my-local-model",
-        "--no-messaging",
-        "-f",
-        "1,2",
-        "--no-auto-eval",
-        "--api-base",
-        &format!("{}/v1", server.base_url),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    let model = "hosted_vllm/my-local-model";
+    let run = run_pair_against(&server, "unpriced", model, &["--no-auto-eval"]);
+    run.assert_ok();
+    let stderr = String::from_utf8_lossy(&run.output.stderr);
     assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("no price for model `hosted_vllm/my-local-model`"),
-        "{}",
-        text(&out)
+        stderr.contains("no price for model `hosted_vllm/my-local-model`"),
+        "{stderr}"
     );
-    let summary = json(&logs.path().join("unpriced/summary.json"));
+    let summary = json(&run.dir().join("summary.json"));
     assert!(summary["cost_usd"].is_null(), "{summary:#}");
     assert_eq!(
         summary["token_usage"]["completion_tokens"], 400,
         "{summary:#}"
     );
+
     // With a price file the same model is priced.
-    let prices = crate::support::write_temp(
-        logs.path(),
+    let scratch = tempfile::tempdir().unwrap();
+    let prices = write_temp(
+        scratch.path(),
         "prices.json",
         r#"{"models": {"my-local-model": {"input": 1.0, "output": 2.0}}}"#,
     );
-    let out = crate::support::cbench(&[
-        "run",
-        "-q",
-        "-n",
+    let run = run_pair_against(
+        &server,
         "priced",
-        "--log-dir",
-        &logs.path().display().to_string(),
-        "--dataset-dir",
-        &crate::support::dataset().display().to_string(),
-        "--agent",
-        &agent,
-        "-m",
-        "hosted_vllm/my-local-model",
-        "--no-messaging",
-        "-f",
-        "1,2",
-        "--no-auto-eval",
-        "--api-base",
-        &format!("{}/v1", server.base_url),
-        "--prices",
-        &prices,
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-    let summary = json(&logs.path().join("priced/summary.json"));
-    // 4 calls × (1000 uncached + 500 cached at the input price × $1 + 100 × $2) per million.
+        model,
+        &["--no-auto-eval", "--prices", &prices],
+    );
+    run.assert_ok();
+    let summary = json(&run.dir().join("summary.json"));
+    // 4 calls × (1500 input tokens, cached ones at the input price, × $1 + 100 × $2) per million.
     let expected = 4.0 * (1500.0 * 1.0 + 100.0 * 2.0) / 1e6;
     assert!(
         (summary["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-12,
         "{summary:#}"
     );
+
     // A broken price file is named.
-    let bad = crate::support::write_temp(logs.path(), "bad.json", "{\"models\": 3}");
-    let out = crate::support::cbench(&[
-        "run",
-        "-q",
-        "-n",
-        "bad-prices",
-        "--log-dir",
-        &logs.path().display().to_string(),
-        "--dataset-dir",
-        &crate::support::dataset().display().to_string(),
-        "--agent",
-        &agent,
-        "-m",
-        "hosted_vllm/my-local-model",
-        "--api-base",
-        "http://127.0.0.1:9/v1",
-        "--prices",
-        &bad,
-    ]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("bad.json"), "{}", text(&out));
+    let bad = write_temp(scratch.path(), "bad.json", r#"{"models": 3}"#);
+    let run = run_pair_against(&server, "bad-prices", model, &["--prices", &bad]);
+    assert_eq!(run.output.status.code(), Some(2), "{}", text(&run.output));
+    assert!(
+        text(&run.output).contains("bad.json"),
+        "{}",
+        text(&run.output)
+    );
 }

@@ -106,6 +106,11 @@ pub struct Run {
 impl Run {
     /// `cbench run -n NAME --log-dir TMP --dataset-dir DATASET <extra>`.
     pub fn start(name: &str, extra: &[&str]) -> Run {
+        Run::start_with_env(name, extra, &[])
+    }
+
+    /// Like `start`, with extra environment variables.
+    pub fn start_with_env(name: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
         let logs = tempfile::tempdir().expect("temp log dir");
         let log_dir = logs.path().display().to_string();
         let dataset = dataset().display().to_string();
@@ -120,7 +125,7 @@ impl Run {
             &dataset,
         ];
         args.extend_from_slice(extra);
-        let output = cbench(&args);
+        let output = cbench_with_env(&args, env);
         Run {
             logs,
             name: name.to_string(),
