@@ -145,6 +145,18 @@ fn request(with_tools: bool) -> CompletionRequest {
     }
 }
 
+/// A solo agent's brief (providers do not look at it).
+fn brief() -> AgentBrief {
+    AgentBrief {
+        agent_id: "agent1".into(),
+        teammates: Vec::new(),
+        setting: Setting::Solo,
+        features: Vec::new(),
+        messaging_enabled: false,
+        pair_key: String::new(),
+    }
+}
+
 fn complete(
     mock: &MockLlm,
     wire: &Wire,
@@ -153,14 +165,7 @@ fn complete(
 ) -> Result<Completion, LlmError> {
     let model = cbench::llm::resolve_with(wire.model, &options(mock, wire, retry))
         .unwrap_or_else(|e| panic!("{}: {e}", wire.model));
-    let brief = AgentBrief {
-        agent_id: "agent1".into(),
-        teammates: Vec::new(),
-        setting: Setting::Solo,
-        features: Vec::new(),
-        messaging_enabled: false,
-        pair_key: String::new(),
-    };
+    let brief = brief();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -762,14 +767,7 @@ fn max_connections_bounds_the_requests_in_flight() {
             ..options(&mock, wire, fast_retries(0))
         };
         let model = cbench::llm::resolve_with(wire.model, &options).unwrap();
-        let brief = AgentBrief {
-            agent_id: "agent1".into(),
-            teammates: Vec::new(),
-            setting: Setting::Solo,
-            features: Vec::new(),
-            messaging_enabled: false,
-            pair_key: String::new(),
-        };
+        let brief = brief();
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
             let calls: Vec<_> = (0..6)
