@@ -380,7 +380,7 @@ pub struct RunArgs {
     /// Agent plugin (.wasm component).
     #[arg(long, short = 'a')]
     pub agent: PathBuf,
-    /// Model: `oracle`, or `scripted:<file>`.
+    /// Model: `gpt-4o`, `openai/<m>`, `anthropic/<m>`, `gemini/<m>`, `openrouter/<m>`, `ollama/<m>`, `hosted_vllm/<m>`, `replay:<run dir>`, `oracle`, `scripted:<file>`.
     #[arg(long, short = 'm')]
     pub model: String,
     /// Run name (default: <setting>-<agent>-<model>-<subset>).

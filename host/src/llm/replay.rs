@@ -105,8 +105,7 @@ impl LlmSession for ReplaySession {
         };
         self.transcript = call.request_total_messages + 1;
         if let Some(why) = divergence {
-            // Reported, not hidden: the run continues with the recorded reply.
-            tracing::warn!("{}: {why}", self.path.display());
+            // Reported, not hidden: the call fails and the agent ends with this error.
             eprintln!("warning: {}: {why}", self.path.display());
             return Err(LlmError::Provider(why));
         }

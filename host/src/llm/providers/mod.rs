@@ -258,7 +258,6 @@ pub fn build(
     };
     let price = options.prices.lookup(&spec.model);
     if price.is_none() {
-        tracing::warn!("no price for model `{id}` in the price table: its cost is reported as unknown (add it with --prices FILE)");
         eprintln!("warning: no price for model `{id}` in the price table: costs are reported as unknown (add it with --prices FILE)");
     }
     Ok(ProviderModel {
