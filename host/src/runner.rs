@@ -76,21 +76,6 @@ pub struct LlmConfig {
     pub max_run_cost_usd: Option<f64>,
 }
 
-impl Default for LlmConfig {
-    fn default() -> Self {
-        LlmConfig {
-            api_base: None,
-            max_connections: 16,
-            prices: None,
-            retry: Default::default(),
-            max_cost_usd: Some(3.0),
-            max_tokens: None,
-            max_agent_wall: None,
-            max_run_cost_usd: None,
-        }
-    }
-}
-
 impl LlmConfig {
     /// Resolves `-m` with these settings (keys from the environment and ./.env).
     pub fn model(&self, spec: &str) -> Result<Arc<dyn Model>, ModelError> {
