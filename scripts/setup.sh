@@ -11,6 +11,21 @@ for tool in git python3 bash; do
     command -v "$tool" >/dev/null 2>&1 || { echo "setup: '$tool' is required but not installed" >&2; exit 1; }
 done
 
+# The local sandbox confines agents with bubblewrap; without it `cbench run` refuses to
+# start (unless --isolation none).
+if ! command -v bwrap >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get install -y -qq bubblewrap >/dev/null 2>&1 \
+            || { apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; } \
+            || echo "setup: could not install bubblewrap; install it (bwrap) before running agents" >&2
+    elif command -v sudo >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+        sudo apt-get install -y -qq bubblewrap >/dev/null \
+            || echo "setup: could not install bubblewrap; install it (bwrap) before running agents" >&2
+    else
+        echo "setup: bubblewrap (bwrap) is not installed; install it with your package manager before running agents" >&2
+    fi
+fi
+
 cargo build --release -p cbench
 cargo build --release --target wasm32-wasip2 -p mini_swe -p probe
 for plugin in mini_swe probe; do

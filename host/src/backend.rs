@@ -9,8 +9,9 @@ use crate::docker::container::ContainerSpec;
 use crate::docker::{cleanup, images, Engine, ResourceLimits, RunLabels};
 use crate::eval::testbench::{DockerGrading, GradingBackend};
 use crate::repos::{BaseRepos, ImageBases, UpstreamRepos};
+use crate::sandbox::confine::{Confinement, LocalOptions};
 use crate::sandbox::docker::{DockerSandbox, REPO_DIR};
-use crate::sandbox::local::{Isolation, IsolationMode, LocalSandbox};
+use crate::sandbox::local::LocalSandbox;
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::team::{self, GitServer, PairRemote};
 use tokio::sync::OnceCell;
@@ -18,7 +19,7 @@ use tokio::sync::OnceCell;
 /// `--backend` and its settings, validated.
 #[derive(Debug, Clone)]
 pub enum BackendChoice {
-    Local(IsolationMode),
+    Local(LocalOptions),
     Docker(DockerOptions),
 }
 
@@ -39,7 +40,7 @@ pub struct DockerOptions {
 /// A resolved backend for one invocation.
 #[allow(clippy::large_enum_variant)] // one per invocation; boxing buys nothing
 pub enum Backend {
-    Local(Isolation),
+    Local(Confinement),
     Docker {
         engine: Arc<Engine>,
         options: DockerOptions,
@@ -50,13 +51,39 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// Checks the backend is usable (bwrap present, Docker reachable) before any work starts.
-    pub async fn resolve(choice: &BackendChoice, run_name: &str) -> Result<Backend, SandboxError> {
+    /// Checks the backend is usable (bwrap present, Docker reachable) before any work
+    /// starts; `hidden`: paths no local command may see (dataset, logs, caches).
+    /// What a dead earlier invocation of `run_name` left behind is removed first.
+    pub async fn resolve(
+        choice: &BackendChoice,
+        run_name: &str,
+        hidden: &[std::path::PathBuf],
+    ) -> Result<Backend, SandboxError> {
+        let swept = crate::leftovers::sweep(Some(run_name));
+        if swept.scratch_dirs > 0 {
+            tracing::info!(
+                "removed {} scratch dir(s) of a dead invocation of {run_name}",
+                swept.scratch_dirs
+            );
+        }
         match choice {
-            BackendChoice::Local(mode) => Ok(Backend::Local(Isolation::resolve(*mode)?)),
+            BackendChoice::Local(options) => {
+                let mut confinement = Confinement::resolve(*options)?;
+                confinement.isolation.hide(hidden);
+                Ok(Backend::Local(confinement))
+            }
             BackendChoice::Docker(options) => {
                 let engine = Engine::connect().await?;
                 let labels = RunLabels::new(run_name);
+                let swept =
+                    cleanup::sweep(&engine, &cleanup::Scope::RunName(run_name.into())).await?;
+                if swept.containers + swept.networks > 0 {
+                    tracing::info!(
+                        "removed {} container(s) and {} network(s) of a dead invocation of {run_name}",
+                        swept.containers,
+                        swept.networks
+                    );
+                }
                 cleanup::register(&engine, &labels.run_id);
                 Ok(Backend::Docker {
                     engine,
@@ -96,7 +123,7 @@ impl Backend {
     /// How agents are confined, for config.json and the header.
     pub fn isolation(&self) -> String {
         match self {
-            Backend::Local(isolation) => isolation.name().to_string(),
+            Backend::Local(confinement) => confinement.describe(),
             Backend::Docker { options, .. } => format!(
                 "container ({} CPUs, {} MiB, {} pids, network {})",
                 options.limits.cpus,
@@ -110,7 +137,7 @@ impl Backend {
     /// Where graders run.
     pub fn grading(&self) -> GradingBackend {
         match self {
-            Backend::Local(_) => GradingBackend::Local,
+            Backend::Local(confinement) => GradingBackend::Local(confinement.clone()),
             Backend::Docker {
                 engine,
                 options,
@@ -192,10 +219,10 @@ impl Backend {
         remote: Option<&PairRemote>,
     ) -> Result<Arc<dyn Sandbox>, SandboxError> {
         let sandbox: Arc<dyn Sandbox> = match self {
-            Backend::Local(isolation) => {
+            Backend::Local(confinement) => {
                 let base = bases.get(&pair.task).await?;
                 let mut sandbox =
-                    LocalSandbox::create(&base, &work_dir.join("sandboxes"), isolation).await?;
+                    LocalSandbox::create(&base, &work_dir.join("sandboxes"), confinement).await?;
                 if let Some(PairRemote::Local { bare, .. }) = remote {
                     sandbox = sandbox.with_team_remote(bare, agent_id);
                 }

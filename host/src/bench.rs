@@ -20,7 +20,8 @@ use crate::messaging::MessageBus;
 use crate::plugin::{AgentEnv, AgentTask, PluginHost, PluginLimits};
 use crate::progress::Progress;
 use crate::repos::UpstreamRepos;
-use crate::sandbox::local::{BaseRepo, Isolation, IsolationMode, LocalSandbox};
+use crate::sandbox::confine::{Confinement, IsolationMode, LocalOptions};
+use crate::sandbox::local::{BaseRepo, LocalSandbox};
 use crate::sandbox::{ExecOutput, Sandbox, SandboxError};
 use crate::trajectory::Recorder;
 
@@ -181,14 +182,31 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&tree)?;
     std::fs::write(tree.join("README"), "bench\n")?;
     let base = BaseRepo::from_source_tree(&tree, &scratch.path().join("base")).await?;
-    let mut modes = vec![Isolation::None];
-    if let Ok(bwrap @ Isolation::Bwrap(_)) = Isolation::resolve(IsolationMode::Bwrap) {
-        modes.push(bwrap);
+    // Unconfined, then with limits (a cgroup per sandbox), then the default (bwrap + limits).
+    let mut modes = vec![(Confinement::none(), "none")];
+    if let Ok(limited) = Confinement::resolve(LocalOptions {
+        mode: IsolationMode::None,
+        limits: Default::default(),
+    }) {
+        if limited.cgroups.is_ok() {
+            modes.push((limited, "none + cgroup"));
+        }
+    }
+    if let Ok(confined) = Confinement::resolve(LocalOptions {
+        mode: IsolationMode::Bwrap,
+        limits: Default::default(),
+    }) {
+        let label = if confined.cgroups.is_ok() {
+            "bwrap + cgroup"
+        } else {
+            "bwrap"
+        };
+        modes.push((confined, label));
     }
     let runs = args.iterations.clamp(1, 50);
-    for isolation in modes {
+    for (confinement, name) in modes {
         let sandbox =
-            LocalSandbox::create(&base, &scratch.path().join("boxes"), &isolation).await?;
+            LocalSandbox::create(&base, &scratch.path().join("boxes"), &confinement).await?;
         let mut samples = Vec::new();
         for _ in 0..runs {
             let t = Instant::now();
@@ -196,7 +214,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             anyhow::ensure!(out.exit_code == 0, "bench command failed: {}", out.output);
             samples.push(t.elapsed().as_secs_f64() * 1e3);
         }
-        let label = format!("local exec round-trip ({}):", isolation.name());
+        let label = format!("local exec ({name}):");
         println!(
             "  {label:<29}{:9.2} ms (median of {runs})",
             median_ms(samples)
@@ -216,7 +234,7 @@ async fn backend(choice: &BackendChoice, dataset_dir: &std::path::Path) -> anyho
     let Some(pair) = pairs.into_iter().next() else {
         anyhow::bail!("{}: no pair to measure with", dataset_dir.display());
     };
-    let backend = Backend::resolve(choice, "bench").await?;
+    let backend = Backend::resolve(choice, "bench", &[dataset_dir.to_path_buf()]).await?;
     backend.preflight(std::slice::from_ref(&pair)).await?;
     let scratch = tempfile::tempdir()?;
     let result = measure_backend(&backend, &pair, scratch.path()).await;

@@ -13,7 +13,8 @@ use crate::llm::providers::transport::RetryPolicy;
 use crate::llm::Setting;
 use crate::plugin::{PluginHost, PluginLimits};
 use crate::runner::{EvalConfig, LlmConfig, RunConfig};
-use crate::sandbox::local::IsolationMode;
+use crate::sandbox::cgroup::ProcessLimits;
+use crate::sandbox::confine::{IsolationMode, LocalOptions};
 
 /// cbench: cooperative coding-agent benchmark with WebAssembly agent plugins.
 #[derive(Debug, Parser)]
@@ -42,7 +43,7 @@ pub enum Command {
     /// Task images for the docker backend.
     #[command(subcommand)]
     Images(ImagesCommand),
-    /// Remove Docker containers and networks left behind by cbench runs that crashed.
+    /// Remove what crashed or killed cbench runs left: scratch dirs, cgroups, containers, networks.
     Cleanup(CleanupArgs),
 }
 
@@ -103,10 +104,10 @@ pub struct DockerArgs {
     /// CPUs per container.
     #[arg(long, default_value_t = 2.0)]
     pub cpus: f64,
-    /// Memory per container (e.g. 512m, 8g); no swap beyond it.
+    /// Memory per sandbox (container, or local cgroup), e.g. 512m, 8g; no swap beyond it.
     #[arg(long, default_value = "8g")]
     pub memory: String,
-    /// Processes per container.
+    /// Processes per sandbox (container, or local cgroup).
     #[arg(long, default_value_t = 4096)]
     pub pids_limit: i64,
     /// Network of agents' containers.
@@ -184,11 +185,20 @@ fn backend_choice(
     docker: &DockerArgs,
 ) -> Result<BackendChoice, CliError> {
     match backend {
-        BackendArg::Local => Ok(BackendChoice::Local(match isolation {
-            IsolationArg::Auto => IsolationMode::Auto,
-            IsolationArg::Bwrap => IsolationMode::Bwrap,
-            IsolationArg::None => IsolationMode::None,
-        })),
+        BackendArg::Local => {
+            let limits = docker.validate()?.limits;
+            Ok(BackendChoice::Local(LocalOptions {
+                mode: match isolation {
+                    IsolationArg::Auto => IsolationMode::Auto,
+                    IsolationArg::Bwrap => IsolationMode::Bwrap,
+                    IsolationArg::None => IsolationMode::None,
+                },
+                limits: ProcessLimits {
+                    pids: limits.pids as u64,
+                    memory_bytes: limits.memory_bytes as u64,
+                },
+            }))
+        }
         BackendArg::Docker => Ok(BackendChoice::Docker(docker.validate()?)),
         BackendArg::Modal => Err(CliError::Backend("modal".into())),
         BackendArg::Gcp => Err(CliError::Backend("gcp".into())),

@@ -99,7 +99,10 @@ pub async fn check(pairs: &[Pair], bases: Arc<BaseRepos>, cfg: &GoldConfig) -> G
     let grader = Arc::new(Grader {
         test_timeout: cfg.test_timeout,
         policy: MergePolicy::Lead,
-        backend: crate::eval::testbench::GradingBackend::Local,
+        // Gold patches are the dataset's own, trusted like its runners.
+        backend: crate::eval::testbench::GradingBackend::Local(
+            crate::sandbox::confine::Confinement::none(),
+        ),
     });
 
     let mut merges = tokio::task::JoinSet::new();
@@ -226,7 +229,9 @@ async fn check_feature(
         let label = format!("{} feature{id}", task.label());
         grader
             .run_feature_tests(
-                &crate::eval::testbench::TestBench::Local,
+                &crate::eval::testbench::TestBench::Local(
+                    crate::sandbox::confine::Confinement::none(),
+                ),
                 task,
                 &label,
                 &base,

@@ -109,11 +109,23 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Command::Cleanup(args) => {
                 use cbench::docker::cleanup::{sweep, Scope};
-                let engine = cbench::docker::Engine::connect().await?;
                 let scope = match (args.name, args.all) {
                     (Some(name), _) => Scope::RunName(name),
                     (None, true) => Scope::All,
                     (None, false) => Scope::Orphans,
+                };
+                // Local leftovers first: they need no Docker engine.
+                let local = cbench::leftovers::sweep(scope_run_name(&scope));
+                println!(
+                    "removed {} scratch dir(s) and {} cgroup(s) of dead invocations",
+                    local.scratch_dirs, local.cgroups
+                );
+                let engine = match cbench::docker::Engine::connect().await {
+                    Ok(engine) => engine,
+                    Err(e) => {
+                        println!("containers not checked: {e}");
+                        return Ok(ExitCode::SUCCESS);
+                    }
                 };
                 let swept = sweep(&engine, &scope).await?;
                 println!(
@@ -147,18 +159,21 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Resolves on SIGINT or SIGTERM.
+/// Resolves on SIGINT, SIGTERM or SIGHUP (a closed terminal): all three stop the run
+/// the same way, with cleanup.
 async fn shutdown_signal() -> &'static str {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return "SIGINT";
-        }
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return "SIGINT";
     };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => "SIGINT",
         _ = term.recv() => "SIGTERM",
+        _ = hup.recv() => "SIGHUP",
     }
 }
 
@@ -169,5 +184,13 @@ fn exit_for(infra_errors: usize) -> ExitCode {
     } else {
         eprintln!("error: {infra_errors} pair(s) could not be run or graded (see summary.json)");
         ExitCode::from(1)
+    }
+}
+
+/// The run a cleanup is limited to, if any.
+fn scope_run_name(scope: &cbench::docker::cleanup::Scope) -> Option<&str> {
+    match scope {
+        cbench::docker::cleanup::Scope::RunName(name) => Some(name),
+        _ => None,
     }
 }

@@ -117,6 +117,16 @@ pub enum RunError {
     UnknownRun { name: String, path: PathBuf },
     #[error(transparent)]
     Sandbox(#[from] crate::sandbox::SandboxError),
+    #[error(transparent)]
+    Lock(#[from] crate::runlock::LockError),
+    #[error("run `{name}` already exists in {dir} with a different {option} ({old} → {new}); results made with both would be mixed: rerun with the same value, --force to start over, or -n for a new name")]
+    OptionChanged {
+        name: String,
+        dir: PathBuf,
+        option: &'static str,
+        old: String,
+        new: String,
+    },
     #[error("cannot prepare run directory {path}: {source}")]
     Io {
         path: PathBuf,
@@ -137,7 +147,11 @@ pub struct RunRecord {
     pub task: Option<u64>,
     pub features: Option<Vec<u32>>,
     pub backend: String,
+    /// How agents are confined and limited, as the run header says.
     pub isolation: String,
+    /// `--isolation` as given (`auto`, `bwrap`, `none`); local backend only.
+    #[serde(default)]
+    pub isolation_mode: String,
     pub concurrency: usize,
     pub eval_concurrency: usize,
     pub messaging: bool,
@@ -145,6 +159,9 @@ pub struct RunRecord {
     pub git: bool,
     pub auto_eval: bool,
     pub agent_config: Option<String>,
+    /// sha256 of the `--agent-config` text (the path may stay while the content changes).
+    #[serde(default)]
+    pub agent_config_sha256: Option<String>,
     pub max_steps: u32,
     pub command_timeout_s: f64,
     pub plugin_memory_mb: usize,
@@ -160,6 +177,9 @@ pub struct RunRecord {
     #[serde(default)]
     pub max_run_cost_usd: Option<f64>,
     pub created_at: String,
+    /// When later invocations resumed the run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resumed_at: Vec<String>,
     pub cbench_version: String,
 }
 
@@ -195,6 +215,22 @@ pub struct PairRecord {
     pub started_at: String,
     pub finished_at: String,
     pub duration_s: f64,
+}
+
+impl PairRecord {
+    /// Why the infrastructure stopped an agent of this pair, if it did.
+    pub fn infra_failure(&self) -> Option<String> {
+        self.agents
+            .iter()
+            .find(|a| a.status == AgentStatus::InfraError)
+            .map(|a| {
+                format!(
+                    "{}: {}",
+                    a.agent_id,
+                    a.error.as_deref().unwrap_or("infrastructure error")
+                )
+            })
+    }
 }
 
 /// What happened to one pair in this invocation.
@@ -239,7 +275,15 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
     let pairs = dataset.select(&cfg.selection)?;
     let model = cfg.llm.model(&cfg.model)?;
     let run_budget = cfg.llm.max_run_cost_usd.map(RunBudget::new);
-    let backend = Backend::resolve(&cfg.backend, &cfg.name).await?;
+    let run_dir = cfg.log_dir.join(&cfg.name);
+    // Before anything of the run is touched: a second live invocation is refused.
+    let lock = crate::runlock::RunLock::acquire(&run_dir, &cfg.name)?;
+    let backend = Backend::resolve(
+        &cfg.backend,
+        &cfg.name,
+        &hidden_paths(&cfg.dataset_dir, &cfg.log_dir, &cfg.cache_dir),
+    )
+    .await?;
     backend.preflight(&pairs).await?;
     let host = PluginHost::new(&cfg.cache_dir)?;
     let (plugin, timings) = host.load(&cfg.agent).await?;
@@ -251,12 +295,9 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
         plugin.identity.version
     );
 
-    let run_dir = cfg.log_dir.join(&cfg.name);
     let record = run_record(&cfg, &plugin.identity, &backend);
-    prepare_run_dir(&cfg, &run_dir, &record)?;
-    let work_dir = tempfile::Builder::new()
-        .prefix(&format!("cbench-{}-", cfg.name))
-        .tempdir()
+    prepare_run_dir(&cfg, &run_dir, &record, &lock)?;
+    let work_dir = crate::leftovers::scratch_dir("run", &cfg.name)
         .map_err(run_dir_io(&std::env::temp_dir()))?;
 
     progress.line(&format!(
@@ -358,6 +399,10 @@ fn run_record(cfg: &RunConfig, plugin: &PluginIdentity, backend: &Backend) -> Ru
         features: cfg.selection.features.clone(),
         backend: backend.name().into(),
         isolation: backend.isolation(),
+        isolation_mode: match &cfg.backend {
+            BackendChoice::Local(o) => format!("{:?}", o.mode).to_lowercase(),
+            BackendChoice::Docker(_) => "container".into(),
+        },
         concurrency: cfg.concurrency,
         eval_concurrency: cfg.eval_concurrency,
         messaging: cfg.messaging,
@@ -367,6 +412,10 @@ fn run_record(cfg: &RunConfig, plugin: &PluginIdentity, backend: &Backend) -> Ru
             .agent_config
             .as_ref()
             .map(|(p, _)| p.display().to_string()),
+        agent_config_sha256: cfg
+            .agent_config
+            .as_ref()
+            .map(|(_, text)| sha256_hex(text.as_bytes())),
         max_steps: cfg.max_steps,
         command_timeout_s: cfg.command_timeout.as_secs_f64(),
         plugin_memory_mb: cfg.plugin_limits.memory_bytes >> 20,
@@ -377,47 +426,116 @@ fn run_record(cfg: &RunConfig, plugin: &PluginIdentity, backend: &Backend) -> Ru
         max_agent_secs: cfg.llm.max_agent_wall.map(|d| d.as_secs_f64()),
         max_run_cost_usd: cfg.llm.max_run_cost_usd,
         created_at: now_rfc3339(),
+        resumed_at: Vec::new(),
         cbench_version: env!("CARGO_PKG_VERSION").into(),
     }
 }
 
+/// Paths no local command may see: the dataset (hidden tests, gold patches), the
+/// logs (other agents' work) and cbench's cache.
+fn hidden_paths(dataset: &Path, logs: &Path, cache: &Path) -> Vec<PathBuf> {
+    vec![
+        dataset.to_path_buf(),
+        logs.to_path_buf(),
+        cache.to_path_buf(),
+    ]
+}
+
+/// Options that change results, as (flag, value): a run keeps them for life.
+fn identity(r: &RunRecord) -> Vec<(&'static str, String)> {
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "(none)".into());
+    vec![
+        ("--setting", r.setting.to_string()),
+        ("-m/--model", r.model.clone()),
+        ("--agent (plugin sha256)", r.agent.sha256.clone()),
+        ("--backend", r.backend.clone()),
+        ("--dataset-dir", r.dataset_dir.clone()),
+        ("-s/--subset", opt(r.subset.clone())),
+        ("-r/--repo", opt(r.repo.clone())),
+        ("-t/--task", opt(r.task.map(|t| t.to_string()))),
+        (
+            "-f/--features",
+            opt(r.features.as_ref().map(|f| {
+                f.iter()
+                    .map(|x| x.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })),
+        ),
+        ("--no-messaging", (!r.messaging).to_string()),
+        ("--git", r.git.to_string()),
+        ("--agent-config", opt(r.agent_config_sha256.clone())),
+        ("--max-steps", r.max_steps.to_string()),
+        ("--command-timeout", r.command_timeout_s.to_string()),
+        ("--plugin-memory-mb", r.plugin_memory_mb.to_string()),
+        ("--plugin-compute-secs", r.plugin_compute_s.to_string()),
+        (
+            "--merge-policy",
+            format!("{:?}", r.merge_policy).to_lowercase(),
+        ),
+        ("--max-cost", opt(r.max_cost_usd.map(|v| v.to_string()))),
+        ("--max-tokens", opt(r.max_tokens.map(|v| v.to_string()))),
+        (
+            "--max-agent-secs",
+            opt(r.max_agent_secs.map(|v| v.to_string())),
+        ),
+        (
+            "--max-run-cost",
+            opt(r.max_run_cost_usd.map(|v| v.to_string())),
+        ),
+        ("--isolation", r.isolation_mode.clone()),
+    ]
+}
+
 /// Refuses to mix results of different configurations under one name (unless --force).
-fn prepare_run_dir(cfg: &RunConfig, run_dir: &Path, record: &RunRecord) -> Result<(), RunError> {
+/// A resumed run keeps its config.json (creation time included) and records the
+/// invocation; only options that do not change results (concurrency) may differ.
+fn prepare_run_dir(
+    cfg: &RunConfig,
+    run_dir: &Path,
+    record: &RunRecord,
+    lock: &crate::runlock::RunLock,
+) -> Result<(), RunError> {
     let config_path = run_dir.join("config.json");
+    let mut record = record.clone();
     if config_path.exists() {
         if cfg.force {
-            std::fs::remove_dir_all(run_dir).map_err(run_dir_io(run_dir))?;
+            // Everything but the lock we hold (removing it would let a second run in).
+            for entry in std::fs::read_dir(run_dir).map_err(run_dir_io(run_dir))? {
+                let entry = entry.map_err(run_dir_io(run_dir))?;
+                let path = entry.path();
+                if path == lock.path() {
+                    continue;
+                }
+                let removed = if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                removed.map_err(run_dir_io(&path))?;
+            }
         } else {
             let old: RunRecord = read_json(&config_path)?;
-            let checks: [(&'static str, String, String); 4] = [
-                (
-                    "setting",
-                    old.setting.to_string(),
-                    record.setting.to_string(),
-                ),
-                ("model", old.model.clone(), record.model.clone()),
-                (
-                    "agent plugin",
-                    old.agent.sha256.clone(),
-                    record.agent.sha256.clone(),
-                ),
-                ("backend", old.backend.clone(), record.backend.clone()),
-            ];
-            for (what, old, new) in checks {
-                if old != new {
-                    return Err(RunError::ConfigMismatch {
+            for ((option, old_value), (_, new_value)) in
+                identity(&old).into_iter().zip(identity(&record))
+            {
+                if old_value != new_value {
+                    return Err(RunError::OptionChanged {
                         name: cfg.name.clone(),
                         dir: run_dir.to_path_buf(),
-                        what,
-                        old,
-                        new,
+                        option,
+                        old: old_value,
+                        new: new_value,
                     });
                 }
             }
+            record.created_at = old.created_at;
+            record.resumed_at = old.resumed_at;
+            record.resumed_at.push(now_rfc3339());
         }
     }
     std::fs::create_dir_all(run_dir).map_err(run_dir_io(run_dir))?;
-    write_json_atomic(&config_path, record)?;
+    write_json_atomic(&config_path, &record)?;
     Ok(())
 }
 
@@ -442,7 +560,10 @@ async fn run_pair(ctx: &RunContext, pair: Pair) -> PairResult {
     let slot = ctx.agent_slots.acquire().await;
     let i = ctx.started.fetch_add(1, Ordering::Relaxed) + 1;
     let started = Instant::now();
-    let resumed = read_json::<PairRecord>(&pair_dir.join("result.json")).ok();
+    // A pair whose agents the infrastructure stopped is run again; any other outcome is final.
+    let resumed = read_json::<PairRecord>(&pair_dir.join("result.json"))
+        .ok()
+        .filter(|r| r.infra_failure().is_none());
     ctx.progress.line(&format!(
         "[Task {i}/{total}] {label} {features}{note}",
         total = ctx.total,
@@ -470,12 +591,22 @@ async fn run_pair(ctx: &RunContext, pair: Pair) -> PairResult {
         },
     };
     drop(slot);
+    let infra = record.infra_failure();
     let mut result = PairResult {
         pair_dir: pair_dir.clone(),
         record: Some(record),
         eval: None,
         infra_error: None,
     };
+    if let Some(why) = infra {
+        ctx.progress.line(&format!(
+            "  {} {}: ✗ Infrastructure error (not graded; a rerun of this run retries it): {why}",
+            pair.task.label(),
+            pair.dir_name()
+        ));
+        result.infra_error = Some(why);
+        return result;
+    }
     if ctx.cfg.auto_eval {
         let _eval_slot = ctx.eval_slots.acquire().await;
         match grade_pair_dir(ctx, &pair, &pair_dir, false).await {
@@ -817,7 +948,8 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
             path: config_path,
         });
     }
-    let record: RunRecord = read_json(&config_path)?;
+    let _lock = crate::runlock::RunLock::acquire(&run_dir, &cfg.name)?;
+    let mut record: RunRecord = read_json(&config_path)?;
     let dataset_dir = cfg
         .dataset_dir
         .clone()
@@ -830,16 +962,21 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
         features: record.features.clone(),
     };
     let pairs = dataset.select(&selection)?;
-    let work_dir = tempfile::Builder::new()
-        .prefix(&format!("cbench-eval-{}-", cfg.name))
-        .tempdir()
+    let work_dir = crate::leftovers::scratch_dir("eval", &cfg.name)
         .map_err(run_dir_io(&std::env::temp_dir()))?;
     let choice = match &cfg.backend {
         Some(choice) => choice.clone(),
         None if record.backend == "docker" => BackendChoice::Docker(cfg.docker.clone()),
-        None => BackendChoice::Local(crate::sandbox::local::IsolationMode::Auto),
+        None => BackendChoice::Local(crate::sandbox::confine::LocalOptions {
+            mode: crate::sandbox::confine::IsolationMode::Auto,
+            limits: crate::sandbox::cgroup::ProcessLimits {
+                pids: cfg.docker.limits.pids as u64,
+                memory_bytes: cfg.docker.limits.memory_bytes as u64,
+            },
+        }),
     };
-    let backend = Backend::resolve(&choice, &cfg.name).await?;
+    let hidden = hidden_paths(&dataset_dir, &cfg.log_dir, &cfg.cache_dir);
+    let backend = Backend::resolve(&choice, &cfg.name, &hidden).await?;
     backend.preflight(&pairs).await?;
     let bases = Arc::new(backend.base_repos(
         &work_dir.path().join("bases"),
@@ -852,6 +989,12 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
         Some(p) => p,
         None => record.merge_policy,
     };
+    if policy != record.merge_policy {
+        // The run's pairs are regraded under the new policy (it is part of each eval.json's
+        // input hash); config.json says so rather than keep the old one.
+        record.merge_policy = policy;
+        write_json_atomic(&config_path, &record)?;
+    }
     let grader = Arc::new(Grader {
         test_timeout: cfg.test_timeout,
         policy,
@@ -879,6 +1022,11 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
             if record.is_none() {
                 result.infra_error = Some(format!(
                     "{} has no result.json: the agents never ran",
+                    pair_dir.display()
+                ));
+            } else if let Some(why) = record.as_ref().and_then(PairRecord::infra_failure) {
+                result.infra_error = Some(format!(
+                    "{}: not graded, the agents were stopped by the infrastructure ({why}); `cbench run` with the same name runs them again",
                     pair_dir.display()
                 ));
             } else {

@@ -24,9 +24,12 @@ const KEEP_ALIVE: &str = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait 
 /// Where exec scripts and their pid files live inside the container.
 const SCRATCH: &str = "/tmp/cbench";
 /// Runs `$1` (a script) in its own session so the host can kill its whole process
-/// group on timeout, and kills that group when the script ends (background jobs die
-/// with the command, as on the local backend). stderr is merged into stdout. A login
-/// shell's profile resets PATH (Debian, Alpine), so the image's PATH is put back first.
+/// group on timeout, and kills that group when the script ends. A process that left
+/// the group (`setsid`, a double fork) is caught by the sweep that follows: every
+/// process but the container's init and the wrapper itself is killed, so nothing a
+/// command started outlives it (a container runs one command at a time: an agent's,
+/// or a grader's test run). stderr is merged into stdout. A login shell's profile
+/// resets PATH (Debian, Alpine), so the image's PATH is put back first.
 const EXEC_WRAPPER: &str = r#"s="$1"
 if [ "$3" = inline ]; then
   mkdir -p "${s%/*}" && printf '%s' "$4" > "$s" || exit 126
@@ -42,6 +45,19 @@ echo "$pid" > "$s.pid"
 wait "$pid"
 code=$?
 kill -9 "-$pid" 2>/dev/null
+n=0
+while [ "$n" -lt 100 ]; do
+  left=
+  for d in /proc/[0-9]*; do
+    p="${d#/proc/}"
+    [ "$p" = 1 ] || [ "$p" = "$$" ] || [ ! -r "$d/stat" ] && continue
+    read -r st < "$d/stat" 2>/dev/null || continue
+    case "${st##*) }" in Z*) continue ;; esac
+    kill -9 "$p" 2>/dev/null && left=1
+  done
+  [ -z "$left" ] && break
+  n=$((n + 1))
+done
 rm -f "$s" "$s.pid"
 exit "$code""#;
 /// Scripts up to this size travel in the exec's argv (one request fewer, and no

@@ -364,7 +364,6 @@ impl Grader {
                 name,
                 self.test_timeout,
                 TEST_OUTPUT_CAP,
-                &grader_env(),
             )
             .await
             .map_err(&sandbox_err)?;
@@ -400,21 +399,6 @@ impl Grader {
             log,
         })
     }
-}
-
-/// Task runners are the dataset's own trusted scripts and need the user's
-/// toolchain set-up (PATH, HOME for uv/pyenv/cargo caches); credentials are
-/// removed so no test can read them.
-fn grader_env() -> Vec<(String, String)> {
-    let secret = |name: &str| {
-        let upper = name.to_ascii_uppercase();
-        ["KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL"]
-            .iter()
-            .any(|s| upper.contains(s))
-    };
-    let mut env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| !secret(k)).collect();
-    env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
-    env
 }
 
 fn write_patch(path: &Path, patch: &str) -> Result<(), SandboxError> {

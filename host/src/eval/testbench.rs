@@ -9,16 +9,16 @@ use std::time::Duration;
 use crate::dataset::{Feature, Pair, Task};
 use crate::docker::container::{Container, ContainerSpec, Shell, TarEntry};
 use crate::docker::{images, Engine, ResourceLimits, RunLabels};
+use crate::sandbox::confine::{toolchain_env, Confinement, Mounts};
 use crate::sandbox::docker::REPO_DIR;
-use crate::sandbox::local::{run_script, BaseRepo};
+use crate::sandbox::local::{run_script, BaseRepo, Launch};
 use crate::sandbox::{ExecOutput, SandboxError};
 
 /// How a run grades.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub enum GradingBackend {
-    /// On the host with the task's `run_tests.sh`.
-    #[default]
-    Local,
+    /// On the host with the task's `run_tests.sh`, confined like an agent (with network).
+    Local(Confinement),
     /// In a fresh container per pair from the task's image.
     Docker(DockerGrading),
 }
@@ -36,7 +36,7 @@ pub struct DockerGrading {
 
 /// An open test bench for one pair.
 pub enum TestBench {
-    Local,
+    Local(Confinement),
     Docker {
         container: Container,
         runner: Vec<String>,
@@ -47,8 +47,9 @@ pub enum TestBench {
 impl TestBench {
     /// Opens the bench for `pair` (starts its grading container on docker).
     pub async fn open(backend: &GradingBackend, pair: &Pair) -> Result<TestBench, SandboxError> {
-        let GradingBackend::Docker(d) = backend else {
-            return Ok(TestBench::Local);
+        let d = match backend {
+            GradingBackend::Local(confinement) => return Ok(TestBench::Local(confinement.clone())),
+            GradingBackend::Docker(d) => d,
         };
         let image = pair.task.image(&d.image_prefix);
         let info = images::inspect(&d.engine, &image, &pair.task).await?;
@@ -92,35 +93,55 @@ impl TestBench {
         name: &str,
         timeout: Duration,
         cap: usize,
-        env: &[(String, String)],
     ) -> Result<ExecOutput, SandboxError> {
         let patch_is_empty = std::fs::metadata(patch)
             .map(|m| m.len() == 0)
             .unwrap_or(true);
         match self {
-            TestBench::Local => {
+            TestBench::Local(confinement) => {
                 let repo = scratch.join(format!("tree-{name}"));
+                let home = scratch.join(format!("home-{name}"));
                 base.checkout_to(&repo).await?;
+                std::fs::create_dir_all(home.join("tmp")).map_err(crate::sandbox::local::io(
+                    format!("creating {}", home.display()),
+                ))?;
+                let runner = task.test_runner();
+                let tests = feature.tests_patch_path();
                 let repo_arg = repo.display().to_string();
-                let tests_arg = feature.tests_patch_path().display().to_string();
+                let tests_arg = tests.display().to_string();
                 let patch_arg = patch.display().to_string();
                 let mut args = vec![repo_arg.as_str(), tests_arg.as_str()];
+                let mut readonly = vec![runner.clone(), tests.clone()];
                 if !patch_is_empty {
                     args.push(&patch_arg);
+                    readonly.push(patch.to_path_buf());
                 }
-                // The task's own trusted runner, unconfined (real runners install packages).
+                // The runner executes the agent's code: it sees its tree, a private home, this
+                // feature's tests and the patch, the system and toolchain directories read-only,
+                // and the network (real runners install packages); never the dataset, the logs,
+                // the user's files or cbench's environment.
+                let mounts = Mounts {
+                    writable: vec![repo.clone(), home.clone()],
+                    readonly,
+                    network: true,
+                    toolchains: true,
+                };
                 // Not a login shell: the user's profile (pyenv init, …) would cost ~100 ms a run.
-                let out = run_script(
-                    &["bash".to_string()],
-                    &task.test_runner(),
-                    &args,
-                    scratch,
-                    env,
+                let launcher = confinement.isolation.launcher(&repo, &mounts, false);
+                let env = grader_env(&home);
+                let cgroup = confinement.cgroup()?;
+                let launch = Launch {
+                    launcher: &launcher,
+                    cwd: scratch,
+                    env: &env,
                     timeout,
-                    cap,
-                )
-                .await;
+                    output_cap: cap,
+                    cgroup: cgroup.as_ref(),
+                };
+                let out = run_script(&launch, &runner, &args).await;
+                drop(cgroup);
                 let _ = tokio::fs::remove_dir_all(&repo).await;
+                let _ = tokio::fs::remove_dir_all(&home).await;
                 out
             }
             TestBench::Docker {
@@ -178,6 +199,71 @@ impl TestBench {
     }
 }
 
+/// Variables a local grader may inherit: locale, toolchain roots, package indexes and
+/// proxies (those carrying credentials in their URL are dropped), harmless test
+/// tuning. Everything else (API keys, tokens, cbench's own settings) stays out.
+const GRADER_ENV_ALLOWED: [&str; 27] = [
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TERM",
+    "PYENV_VERSION",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_TRUSTED_HOST",
+    "UV_INDEX_URL",
+    "UV_EXTRA_INDEX_URL",
+    "UV_DEFAULT_INDEX",
+    "UV_INDEX",
+    "UV_PYTHON",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "TOKENIZERS_PARALLELISM",
+    "PYTHON_KEYRING_BACKEND",
+    "GOFLAGS",
+];
+
+/// A local grader's environment, built from an allow-list, with a private home.
+pub fn grader_env(home: &Path) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = GRADER_ENV_ALLOWED
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .filter(|(_, v)| !carries_credentials(v))
+        .collect();
+    env.extend(toolchain_env());
+    let home_s = home.display().to_string();
+    env.push(("HOME".into(), home_s.clone()));
+    env.push(("TMPDIR".into(), format!("{home_s}/tmp")));
+    env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
+    if !env.iter().any(|(k, _)| k == "LANG") {
+        env.push(("LANG".into(), "C.UTF-8".into()));
+    }
+    env
+}
+
+/// `scheme://user:password@host…`: a URL with user information.
+fn carries_credentials(value: &str) -> bool {
+    value.split(',').any(|part| {
+        part.split_once("://")
+            .map(|(_, rest)| {
+                rest.split(['/', '?', '#'])
+                    .next()
+                    .unwrap_or("")
+                    .contains('@')
+            })
+            .unwrap_or(false)
+    })
+}
+
 /// Single-quotes `s` for sh.
 pub fn shell_quote(s: &str) -> String {
     if !s.is_empty()
@@ -187,4 +273,20 @@ pub fn shell_quote(s: &str) -> String {
         return s.to_string();
     }
     format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::carries_credentials;
+
+    #[test]
+    fn urls_with_user_information_are_recognised() {
+        assert!(carries_credentials("http://user:pw@proxy:3128"));
+        assert!(carries_credentials(
+            "https://a.example,https://tok@b.example/simple"
+        ));
+        assert!(!carries_credentials("https://pypi.org/simple"));
+        assert!(!carries_credentials("https://example.com/a@b"));
+        assert!(!carries_credentials("localhost,127.0.0.1"));
+    }
 }

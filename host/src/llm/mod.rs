@@ -99,6 +99,10 @@ pub enum LlmError {
     LimitExceeded(String),
     #[error("provider error: {0}")]
     Provider(String),
+    /// The provider could not be used (unreachable, 5xx/429 after every retry, timeouts,
+    /// a rejected key): an infrastructure failure, never the agent's.
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
     #[error("invalid request: {0}")]
     InvalidRequest(String),
 }

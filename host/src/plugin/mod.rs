@@ -338,6 +338,9 @@ pub enum AgentStatus {
     StepLimitReached,
     LimitsExceeded,
     Error,
+    /// Ended by the infrastructure (provider down, sandbox broken): not a result; the
+    /// next run of the same name runs the pair again.
+    InfraError,
 }
 
 impl AgentStatus {
@@ -348,6 +351,7 @@ impl AgentStatus {
             AgentStatus::StepLimitReached => "StepLimitReached",
             AgentStatus::LimitsExceeded => "LimitsExceeded",
             AgentStatus::Error => "Error",
+            AgentStatus::InfraError => "InfraError",
         }
     }
 }
@@ -386,6 +390,8 @@ pub(crate) struct AgentCapabilities {
     pub(crate) started: Instant,
     /// The first limit the host enforced (the agent ends with this status).
     pub(crate) limit_hit: Option<(AgentStatus, String)>,
+    /// The first infrastructure failure the agent met (decides `InfraError` if it did not submit).
+    pub(crate) infra_failure: Option<String>,
 }
 
 impl WasiView for HostState {
@@ -474,6 +480,7 @@ impl LoadedPlugin {
             budget: env.budget,
             started,
             limit_hit: None,
+            infra_failure: None,
         };
         let mut store = new_store(&self.engine, HostState::new(env.limits, Some(caps)));
         store.data().clock.start();
@@ -499,9 +506,9 @@ impl LoadedPlugin {
             ),
         };
         let state = store.into_data();
-        let (recorder, limit_hit) = match state.agent {
-            Some(caps) => (caps.recorder, caps.limit_hit),
-            None => (Recorder::default(), None),
+        let (recorder, limit_hit, infra_failure) = match state.agent {
+            Some(caps) => (caps.recorder, caps.limit_hit, caps.infra_failure),
+            None => (Recorder::default(), None, None),
         };
         // The host's limits decide the status, whatever the plugin reported.
         let (status, error) = match (limit_hit, status) {
@@ -509,6 +516,15 @@ impl LoadedPlugin {
                 (limit_status, error.or(Some(why)))
             }
             (_, s) => (s, error),
+        };
+        // An agent that met an infrastructure failure and did not finish on its own terms
+        // was stopped by us, not by its own decisions.
+        let (status, error) = match infra_failure {
+            Some(why) if matches!(status, AgentStatus::Error | AgentStatus::StepLimitReached) => {
+                let detail = error.map(|e| format!(" (agent: {e})")).unwrap_or_default();
+                (AgentStatus::InfraError, Some(format!("{why}{detail}")))
+            }
+            _ => (status, error),
         };
         let steps = steps.max(recorder.llm_calls() as u32);
         let trajectory = recorder.finish(status.as_str(), error.clone(), summary.clone());

@@ -210,6 +210,11 @@ impl wit_llm::Host for HostState {
             }),
             Err(llm::LlmError::LimitExceeded(m)) => Err(wit_llm::LlmError::LimitExceeded(m)),
             Err(llm::LlmError::Provider(m)) => Err(wit_llm::LlmError::Provider(m)),
+            Err(llm::LlmError::Unavailable(m)) => {
+                caps.infra_failure
+                    .get_or_insert_with(|| format!("LLM provider unavailable: {m}"));
+                Err(wit_llm::LlmError::Provider(m))
+            }
             Err(llm::LlmError::InvalidRequest(m)) => Err(wit_llm::LlmError::InvalidRequest(m)),
         }
     }
@@ -253,6 +258,9 @@ impl wit_sandbox::Host for HostState {
                 })
             }
             Err(e) => {
+                // The command could not be run at all (not a failing command): the sandbox broke.
+                caps.infra_failure
+                    .get_or_insert_with(|| format!("sandbox failed: {e}"));
                 caps.recorder
                     .step("bash", args, format!("sandbox error: {e}"));
                 Err(wit_sandbox::SandboxError::Failed(e.to_string()))

@@ -11,6 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::process::Command;
 
+use super::cgroup::SandboxCgroup;
+pub use super::confine::{Confinement, Isolation, IsolationMode, Mounts};
 use super::{checked_relative_path, ExecOutput, Sandbox, SandboxError};
 
 /// Host-side cap on one command's captured output (the agent truncates further).
@@ -123,99 +125,11 @@ pub async fn copy_tree(src: &Path, dest: &Path) -> Result<(), SandboxError> {
     Ok(())
 }
 
-/// How commands are confined on the local backend.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Isolation {
-    /// Plain processes with a scrubbed environment.
-    None,
-    /// bubblewrap: network off, only the sandbox directory writable, own PID namespace.
-    Bwrap(PathBuf),
-}
-
-/// `--isolation`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IsolationMode {
-    /// bwrap when it is installed, else none.
-    Auto,
-    /// bwrap, or an error when it is missing.
-    Bwrap,
-    /// No confinement beyond the scrubbed environment.
-    None,
-}
-
-impl Isolation {
-    /// Resolves the mode against what this machine has.
-    pub fn resolve(mode: IsolationMode) -> Result<Isolation, SandboxError> {
-        let found = std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|dir| dir.join("bwrap"))
-                .find(|candidate| candidate.is_file())
-        });
-        match (mode, found) {
-            (IsolationMode::None, _) | (IsolationMode::Auto, None) => Ok(Isolation::None),
-            (_, Some(path)) => Ok(Isolation::Bwrap(path)),
-            (IsolationMode::Bwrap, None) => Err(SandboxError::Command(
-                "--isolation bwrap: `bwrap` is not installed (apt-get install bubblewrap)".into(),
-            )),
-        }
-    }
-
-    /// `bwrap` or `none`, for config.json.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Isolation::None => "none",
-            Isolation::Bwrap(_) => "bwrap",
-        }
-    }
-
-    /// The agent's command launcher: a login bash, inside bwrap when confined
-    /// (`writable`: directories besides the sandbox the commands may write).
-    fn launcher(&self, root: &Path, repo: &Path, writable: &[PathBuf]) -> Vec<String> {
-        let login_bash = ["bash".to_string(), "-l".to_string()];
-        let Isolation::Bwrap(bwrap) = self else {
-            return login_bash.to_vec();
-        };
-        let root = root.display().to_string();
-        let mut args = vec![bwrap.display().to_string()];
-        // Order matters: the fresh /tmp first, then the sandbox (which may live under /tmp).
-        for a in [
-            "--ro-bind",
-            "/",
-            "/",
-            "--tmpfs",
-            "/tmp",
-            "--bind",
-            &root,
-            &root,
-        ] {
-            args.push(a.to_string());
-        }
-        for dir in writable {
-            let dir = dir.display().to_string();
-            args.extend(["--bind".to_string(), dir.clone(), dir]);
-        }
-        for a in [
-            "--dev",
-            "/dev",
-            "--proc",
-            "/proc",
-            "--unshare-net",
-            "--unshare-pid",
-            "--unshare-ipc",
-            "--die-with-parent",
-            "--chdir",
-        ] {
-            args.push(a.to_string());
-        }
-        args.push(repo.display().to_string());
-        args.extend(login_bash);
-        args
-    }
-}
-
 /// One agent's local sandbox. The temp dir (repo, home, tmp) is removed on drop.
 pub struct LocalSandbox {
     isolation: Isolation,
+    /// Limits every process of the sandbox and ends them all after each command.
+    cgroup: Option<SandboxCgroup>,
     /// Directories outside the sandbox its commands may write (the team remote).
     writable: Vec<PathBuf>,
     /// Extra environment (the agent's id for the team remote's hook).
@@ -231,7 +145,7 @@ impl LocalSandbox {
     pub async fn create(
         base: &BaseRepo,
         parent: &Path,
-        isolation: &Isolation,
+        confinement: &Confinement,
     ) -> Result<LocalSandbox, SandboxError> {
         std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
         let root = tempfile::Builder::new()
@@ -243,7 +157,8 @@ impl LocalSandbox {
         }
         base.checkout_to(&root.path().join("repo")).await?;
         Ok(LocalSandbox {
-            isolation: isolation.clone(),
+            isolation: confinement.isolation.clone(),
+            cgroup: confinement.cgroup()?,
             writable: Vec::new(),
             extra_env: Vec::new(),
             root,
@@ -288,40 +203,55 @@ impl LocalSandbox {
     }
 }
 
-/// Runs `launcher… script args…` (e.g. `bash -l script`, or bwrap around it) in its own
-/// process group with a timeout; merged, capped output.
-#[allow(clippy::too_many_arguments)]
+/// How a script is launched: the launcher (`bash`, or bwrap around it), where, with
+/// which environment, for how long, and in which cgroup.
+pub struct Launch<'a> {
+    pub launcher: &'a [String],
+    pub cwd: &'a Path,
+    pub env: &'a [(String, String)],
+    pub timeout: Duration,
+    pub output_cap: usize,
+    /// Limits the script's processes; every one of them is killed when it ends.
+    pub cgroup: Option<&'a SandboxCgroup>,
+}
+
+/// Runs `launcher… script args…` in its own process group with a timeout; merged,
+/// capped output. When it ends, whatever it started ends too (its process group, and
+/// with a cgroup every process in it, `setsid` ones included).
 pub async fn run_script(
-    launcher: &[String],
+    launch: &Launch<'_>,
     script: &Path,
     args: &[&str],
-    cwd: &Path,
-    env: &[(String, String)],
-    timeout: Duration,
-    output_cap: usize,
 ) -> Result<ExecOutput, SandboxError> {
+    let (timeout, output_cap) = (launch.timeout, launch.output_cap);
     let (reader, writer) = std::io::pipe().map_err(io("creating output pipe"))?;
     let writer_err = writer.try_clone().map_err(io("creating output pipe"))?;
-    let Some((program, launcher_args)) = launcher.split_first() else {
+    let Some((program, launcher_args)) = launch.launcher.split_first() else {
         return Err(SandboxError::Command(
             "no program to run the script with".into(),
         ));
     };
     let mut command = Command::new(program);
-    let mut child = command
+    command
         .args(launcher_args)
         .arg(script)
         .args(args)
-        .current_dir(cwd)
+        .current_dir(launch.cwd)
         .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .envs(launch.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::from(writer))
         .stderr(Stdio::from(writer_err))
         .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(io("starting bash"))?;
+        .kill_on_drop(true);
+    if let Some(cgroup) = launch.cgroup {
+        let join = cgroup.joiner();
+        // SAFETY: the hook only makes async-signal-safe system calls (see `joiner`).
+        unsafe {
+            command.pre_exec(join);
+        }
+    }
+    let mut child = command.spawn().map_err(io(format!("starting {program}")))?;
     // The builder still holds our copies of the pipe's write end; until they are
     // closed the reader never sees end-of-file and every command waits out DRAIN_GRACE.
     drop(command);
@@ -348,6 +278,9 @@ pub async fn run_script(
     // a timed-out pipeline) dies with it.
     if let Some(pgid) = pgid {
         kill_group(pgid);
+    }
+    if let Some(cgroup) = launch.cgroup {
+        cgroup.kill_all();
     }
     if timed_out {
         let _ = child.wait().await;
@@ -414,19 +347,23 @@ impl Sandbox for LocalSandbox {
         tokio::fs::write(&script, command)
             .await
             .map_err(io("writing command script"))?;
-        let launcher = self
-            .isolation
-            .launcher(self.root.path(), &self.repo(), &self.writable);
-        let result = run_script(
-            &launcher,
-            &script,
-            &[],
-            &self.repo(),
-            &self.env(),
+        let mut writable = vec![self.root.path().to_path_buf()];
+        writable.extend(self.writable.iter().cloned());
+        let mounts = Mounts {
+            writable,
+            ..Mounts::default()
+        };
+        let launcher = self.isolation.launcher(&self.repo(), &mounts, true);
+        let env = self.env();
+        let launch = Launch {
+            launcher: &launcher,
+            cwd: &self.repo(),
+            env: &env,
             timeout,
-            self.output_cap,
-        )
-        .await;
+            output_cap: self.output_cap,
+            cgroup: self.cgroup.as_ref(),
+        };
+        let result = run_script(&launch, &script, &[]).await;
         let _ = tokio::fs::remove_file(&script).await;
         result
     }

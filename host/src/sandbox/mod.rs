@@ -1,5 +1,7 @@
 //! Sandboxes: where an agent's commands run and where its patch comes from.
 
+pub mod cgroup;
+pub mod confine;
 pub mod docker;
 pub mod local;
 

@@ -118,7 +118,7 @@ impl Transport {
                 .min(self.policy.max_backoff);
             let spent = started.elapsed();
             if attempt > self.policy.max_retries || spent + wait > self.policy.max_total_wait {
-                let error = LlmError::Provider(format!(
+                let error = LlmError::Unavailable(format!(
                     "{reason} after {attempt} attempt(s) over {:.1} s; giving up",
                     spent.as_secs_f64()
                 ));
@@ -183,11 +183,15 @@ impl Transport {
             "too long",
             "maximum context",
             "too many tokens",
+            "context size",
         ]
         .iter()
         .any(|m| lower.contains(m));
         Attempt::Fail(if context {
             LlmError::Provider(format!("context length exceeded (HTTP {code}): {message}"))
+        } else if matches!(code, 401 | 403 | 404) {
+            // A rejected key or an unknown model is the user's setup, not the agent.
+            LlmError::Unavailable(format!("HTTP {code}: {message}"))
         } else {
             LlmError::Provider(format!("HTTP {code}: {message}"))
         })

@@ -1,0 +1,91 @@
+//! One live invocation per run: `cbench run`/`eval` hold an exclusive lock on
+//! `<run dir>/.lock` (flock), so a second invocation on the same run is refused
+//! instead of running every pair again. The kernel drops the lock when its process
+//! dies, however it dies, so a stale lock is simply taken over.
+
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// The run is locked by another live invocation, or the lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("run `{name}` is in use by another cbench ({owner}); wait for it to finish or stop it first")]
+    Busy { name: String, owner: String },
+    #[error("cannot lock run directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Held for the whole invocation; released when dropped or when the process dies.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl RunLock {
+    /// Takes the lock of `run_dir` (created if missing) for run `name`.
+    pub fn acquire(run_dir: &Path, name: &str) -> Result<RunLock, LockError> {
+        let path = run_dir.join(".lock");
+        let io = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(run_dir).map_err(io)?;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        // SAFETY: flock(2) on a file descriptor we own.
+        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        if !locked {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(io(err));
+            }
+            let mut owner = String::new();
+            let _ = file.read_to_string(&mut owner);
+            let owner = owner.trim();
+            return Err(LockError::Busy {
+                name: name.to_string(),
+                owner: if owner.is_empty() {
+                    "owner unknown".into()
+                } else {
+                    owner.to_string()
+                },
+            });
+        }
+        let owner = format!(
+            "pid {} on {}, since {}",
+            std::process::id(),
+            crate::docker::hostname(),
+            crate::trajectory::now_rfc3339()
+        );
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        file.write_all(owner.as_bytes()).map_err(io)?;
+        Ok(RunLock { _file: file, path })
+    }
+
+    /// The lock file (kept by `--force`, which clears the rest of the run directory).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Whether process `pid` exists on this machine.
+pub fn process_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill(2) with signal 0 only checks existence and permission.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
