@@ -134,6 +134,27 @@ impl Backend {
         }
     }
 
+    /// What the user must know before trusting this run's sandboxes (printed on every run).
+    pub fn warnings(&self) -> Vec<String> {
+        let Backend::Local(confinement) = self else {
+            return Vec::new();
+        };
+        let mut warnings = Vec::new();
+        if confinement.isolation == crate::sandbox::confine::Isolation::None {
+            warnings.push(
+                "--isolation none: agents' commands and graders run UNCONFINED on this machine: \
+                 they can read your files, API keys and other sandboxes and reach your network"
+                    .to_string(),
+            );
+        }
+        if let Err(why) = &confinement.cgroups {
+            warnings.push(format!(
+                "--pids-limit and --memory are not enforced on the local backend: {why}"
+            ));
+        }
+        warnings
+    }
+
     /// Where graders run.
     pub fn grading(&self) -> GradingBackend {
         match self {
@@ -247,6 +268,7 @@ impl Backend {
                     network: network.clone(),
                     env: Vec::new(),
                     working_dir: REPO_DIR.into(),
+                    drop_capabilities: true,
                 };
                 let mut sandbox =
                     DockerSandbox::create(engine, &spec, info.path_env.as_deref(), &[]).await?;

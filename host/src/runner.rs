@@ -276,14 +276,11 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
     let model = cfg.llm.model(&cfg.model)?;
     let run_budget = cfg.llm.max_run_cost_usd.map(RunBudget::new);
     let run_dir = cfg.log_dir.join(&cfg.name);
-    // Before anything of the run is touched: a second live invocation is refused.
-    let lock = crate::runlock::RunLock::acquire(&run_dir, &cfg.name)?;
-    let backend = Backend::resolve(
-        &cfg.backend,
-        &cfg.name,
-        &hidden_paths(&cfg.dataset_dir, &cfg.log_dir, &cfg.cache_dir),
-    )
-    .await?;
+    let hidden = hidden_paths(&cfg.dataset_dir, &cfg.log_dir, &cfg.cache_dir);
+    let backend = Backend::resolve(&cfg.backend, &cfg.name, &hidden).await?;
+    for warning in backend.warnings() {
+        eprintln!("warning: {warning}");
+    }
     backend.preflight(&pairs).await?;
     let host = PluginHost::new(&cfg.cache_dir)?;
     let (plugin, timings) = host.load(&cfg.agent).await?;
@@ -295,6 +292,8 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
         plugin.identity.version
     );
 
+    // Before anything of the run is touched: a second live invocation is refused.
+    let lock = crate::runlock::RunLock::acquire(&run_dir, &cfg.name)?;
     let record = run_record(&cfg, &plugin.identity, &backend);
     prepare_run_dir(&cfg, &run_dir, &record, &lock)?;
     let work_dir = crate::leftovers::scratch_dir("run", &cfg.name)
@@ -977,6 +976,9 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
     };
     let hidden = hidden_paths(&dataset_dir, &cfg.log_dir, &cfg.cache_dir);
     let backend = Backend::resolve(&choice, &cfg.name, &hidden).await?;
+    for warning in backend.warnings() {
+        eprintln!("warning: {warning}");
+    }
     backend.preflight(&pairs).await?;
     let bases = Arc::new(backend.base_repos(
         &work_dir.path().join("bases"),

@@ -153,6 +153,7 @@ impl GitServer {
             network: network.clone(),
             env: Vec::new(),
             working_dir: "/".into(),
+            drop_capabilities: false,
         };
         let container = Container::start(engine, &spec).await?;
         container

@@ -88,6 +88,9 @@ pub struct ContainerSpec {
     pub env: Vec<String>,
     /// Working directory of the keep-alive process (execs set their own).
     pub working_dir: String,
+    /// Drop every capability (agents: root in the container can then not mount,
+    /// trace, or override file permissions).
+    pub drop_capabilities: bool,
 }
 
 /// A started container; removed (with its anonymous volumes) by `remove`, or on drop.
@@ -128,6 +131,8 @@ impl Container {
             nano_cpus: Some((spec.limits.cpus * 1e9) as i64),
             pids_limit: Some(spec.limits.pids),
             network_mode: Some(spec.network.clone()),
+            cap_drop: spec.drop_capabilities.then(|| vec!["ALL".to_string()]),
+            security_opt: Some(vec!["no-new-privileges".to_string()]),
             ..Default::default()
         };
         let networking_config = (!matches!(spec.network.as_str(), "none" | "bridge" | "host"))

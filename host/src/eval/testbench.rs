@@ -62,6 +62,7 @@ impl TestBench {
             network: d.network.clone(),
             env: Vec::new(),
             working_dir: REPO_DIR.into(),
+            drop_capabilities: false,
         };
         let container = Container::start(&d.engine, &spec).await?;
         container.upload("/", &[TarEntry::dir("patches")]).await?;

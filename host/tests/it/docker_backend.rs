@@ -41,6 +41,7 @@ fn spec(run: &RunLabels, agent: &str) -> ContainerSpec {
         network: "none".into(),
         env: Vec::new(),
         working_dir: REPO_DIR.into(),
+        drop_capabilities: true,
     }
 }
 

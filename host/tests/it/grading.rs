@@ -48,7 +48,16 @@ async fn grade(pair: &Pair, patches: Vec<String>, policy: MergePolicy) -> EvalRe
     let grader = Grader {
         test_timeout: Duration::from_secs(120),
         policy,
-        backend: Default::default(),
+        // Graded as a run grades: confined (bwrap) and limited.
+        backend: cbench::eval::testbench::GradingBackend::Local(
+            cbench::sandbox::confine::Confinement::resolve(
+                cbench::sandbox::confine::LocalOptions {
+                    mode: cbench::sandbox::confine::IsolationMode::Bwrap,
+                    limits: Default::default(),
+                },
+            )
+            .expect("bubblewrap is required (scripts/test.sh installs it)"),
+        ),
     };
     let pair_dir: PathBuf = scratch.path().join("pair");
     grader

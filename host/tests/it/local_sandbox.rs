@@ -3,21 +3,22 @@
 
 use std::time::{Duration, Instant};
 
-use cbench::sandbox::local::{BaseRepo, Isolation, IsolationMode, LocalSandbox};
+use cbench::sandbox::confine::{Confinement, IsolationMode, LocalOptions};
+use cbench::sandbox::local::{BaseRepo, LocalSandbox};
 use cbench::sandbox::Sandbox;
 
 async fn sandbox(dir: &std::path::Path) -> LocalSandbox {
-    sandbox_with(dir, &Isolation::None).await
+    sandbox_with(dir, &Confinement::none()).await
 }
 
-async fn sandbox_with(dir: &std::path::Path, isolation: &Isolation) -> LocalSandbox {
+async fn sandbox_with(dir: &std::path::Path, confinement: &Confinement) -> LocalSandbox {
     let src = dir.join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("a.txt"), "one\n").unwrap();
     let base = BaseRepo::from_source_tree(&src, &dir.join("base"))
         .await
         .unwrap();
-    LocalSandbox::create(&base, &dir.join("boxes"), isolation)
+    LocalSandbox::create(&base, &dir.join("boxes"), confinement)
         .await
         .unwrap()
 }
@@ -120,7 +121,10 @@ async fn the_patch_includes_new_files_deletions_and_committed_work() {
 /// runs for real; without bwrap, `--isolation bwrap` must be refused instead.
 #[tokio::test]
 async fn bwrap_confines_commands_to_the_workspace_without_network() {
-    let isolation = match Isolation::resolve(IsolationMode::Bwrap) {
+    let isolation = match Confinement::resolve(LocalOptions {
+        mode: IsolationMode::Bwrap,
+        limits: Default::default(),
+    }) {
         Ok(i) => i,
         Err(e) => panic!("bubblewrap is required for this test (apt-get install bubblewrap): {e}"),
     };

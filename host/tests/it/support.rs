@@ -87,6 +87,18 @@ pub fn cbench_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         .expect("running cbench")
 }
 
+/// Runs the cbench binary in `cwd` (where it reads `.env`) with extra environment variables.
+pub fn cbench_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cbench"))
+        .current_dir(cwd)
+        .args(args)
+        .env("CBENCH_CACHE_DIR", cache_dir())
+        .env_remove("CBENCH_DATASET_DIR")
+        .envs(env.iter().copied())
+        .output()
+        .expect("running cbench")
+}
+
 /// stdout + stderr as text, for assertion messages.
 pub fn text(out: &Output) -> String {
     format!(
