@@ -352,11 +352,16 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
     }
     results.sort_by_key(|(i, _)| *i);
     let results: Vec<PairResult> = results.into_iter().map(|(_, r)| r).collect();
-    let summary = summarize(
+    let mut summary = summarize(
         &ctx.cfg.name,
         &results,
         started.elapsed(),
         ctx.cfg.auto_eval,
+    );
+    summary.continue_from(
+        read_json::<RunSummary>(&run_dir.join("summary.json"))
+            .ok()
+            .as_ref(),
     );
     write_json_atomic(&run_dir.join("summary.json"), &summary)?;
     summary.print(&ctx.progress);
@@ -1061,7 +1066,12 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
             progress.line(&format!("  ✗ {e}"));
         }
     }
-    let summary = summarize(&cfg.name, &results, started.elapsed(), true);
+    let mut summary = summarize(&cfg.name, &results, started.elapsed(), true);
+    summary.continue_from(
+        read_json::<RunSummary>(&run_dir.join("summary.json"))
+            .ok()
+            .as_ref(),
+    );
     write_json_atomic(&run_dir.join("summary.json"), &summary)?;
     summary.print(&progress);
     write_report(&run_dir, &progress)?;

@@ -50,8 +50,21 @@ pub struct RunSummary {
     pub infra_errors: usize,
     pub token_usage: TokenTotals,
     pub cost_usd: Option<f64>,
+    /// This invocation's wall time.
     pub duration_s: f64,
+    /// Wall time of every invocation of the run so far (resumes and evals add theirs).
+    #[serde(default)]
+    pub run_duration_s: f64,
     pub per_pair: Vec<PairSummary>,
+}
+
+impl RunSummary {
+    /// Adds the wall time of the run's earlier invocations (from their summary.json).
+    pub fn continue_from(&mut self, previous: Option<&RunSummary>) {
+        if let Some(p) = previous {
+            self.run_duration_s = p.run_duration_s.max(p.duration_s) + self.duration_s;
+        }
+    }
 }
 
 /// Aggregates the pairs of one invocation. With `expect_grades`, an ungraded pair is an infra error.
@@ -76,6 +89,7 @@ pub fn summarize(
         token_usage: TokenTotals::default(),
         cost_usd: Some(0.0),
         duration_s: duration.as_secs_f64(),
+        run_duration_s: duration.as_secs_f64(),
         per_pair: Vec::new(),
     };
     for r in results {

@@ -22,7 +22,8 @@ use testbench::{GradingBackend, TestBench};
 
 /// Version of the grading procedure; part of the input hash so a changed
 /// procedure re-grades old runs.
-const GRADING_VERSION: &str = "cbench-grading-3";
+/// 4: local graders run confined, with an allow-listed environment and a private home.
+const GRADING_VERSION: &str = "cbench-grading-4";
 /// Output kept from one test run.
 const TEST_OUTPUT_CAP: usize = 4 << 20;
 
@@ -102,6 +103,9 @@ pub struct EvalReport {
     /// Every agent succeeded alone and the merged tree passed every feature's tests.
     pub overall_success: bool,
     pub merge_strategy: Option<MergeStrategy>,
+    /// The policy this pair was graded under (part of the input hash: another one regrades).
+    #[serde(default)]
+    pub merge_policy: Option<MergePolicy>,
     /// Hash of patches, tests, runner and procedure; a mismatch means re-grade.
     pub inputs_sha256: String,
     pub evaluated_at: String,
@@ -226,6 +230,7 @@ impl Grader {
             setting,
             feature_ids: pair.features.clone(),
             merge_strategy: merged.as_ref().map(|m| m.merge_strategy),
+            merge_policy: Some(self.policy),
             agents,
             merged,
             overall_success,

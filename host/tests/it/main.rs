@@ -18,4 +18,5 @@ mod plugin_isolation;
 mod providers;
 mod real_dataset;
 mod report;
+mod run_lifecycle;
 mod upstream_repos;

@@ -411,7 +411,8 @@ fn oracle_server() -> MockLlm {
 }
 
 /// The oracle server's answers, as a handler.
-fn oracle_handler() -> impl Fn(&crate::mock_llm::Received) -> Reply + Send + Sync + 'static {
+pub(crate) fn oracle_handler(
+) -> impl Fn(&crate::mock_llm::Received) -> Reply + Send + Sync + 'static {
     let dataset = crate::support::dataset().join("cbench_textkit_task/task1");
     let features: Vec<(u32, String, String)> = (1..=5)
         .map(|id| {
