@@ -478,7 +478,7 @@ pub struct LlmArgs {
     /// First retry's backoff, milliseconds (doubles each retry, with jitter; Retry-After wins).
     #[arg(long, default_value_t = 1000)]
     pub llm_backoff_ms: u64,
-    /// Longest total wait for retries of one call, seconds.
+    /// Longest total backoff between retries of one call, seconds (request time not counted).
     #[arg(long, default_value_t = 300)]
     pub llm_max_wait: u64,
     /// Timeout of one LLM request, seconds.
@@ -496,6 +496,12 @@ pub struct LlmArgs {
     /// Cost cap of the whole run, USD.
     #[arg(long)]
     pub max_run_cost: Option<f64>,
+    /// Output-token cap of every LLM call (default: the provider's; Anthropic 8192).
+    #[arg(long)]
+    pub max_output_tokens: Option<u32>,
+    /// Sampling temperature of every LLM call (default: the provider's).
+    #[arg(long)]
+    pub temperature: Option<f64>,
 }
 
 impl LlmArgs {
@@ -519,7 +525,22 @@ impl LlmArgs {
                 return Err(CliError::Money { flag });
             }
         }
+        if self.max_output_tokens == Some(0) {
+            return Err(CliError::Zero {
+                flag: "--max-output-tokens",
+            });
+        }
+        if self
+            .temperature
+            .is_some_and(|t| !(t.is_finite() && (0.0..=2.0).contains(&t)))
+        {
+            return Err(CliError::Temperature(self.temperature.unwrap_or_default()));
+        }
         Ok(LlmConfig {
+            sampling: crate::llm::providers::Sampling {
+                max_output_tokens: self.max_output_tokens,
+                temperature: self.temperature,
+            },
             api_base: self.api_base.clone(),
             max_connections: self.max_connections,
             prices: self.prices.clone(),
@@ -609,6 +630,8 @@ pub enum CliError {
     Backend(String),
     #[error("--cpus {0}: must be a positive number")]
     Cpus(f64),
+    #[error("--temperature {0}: give a number from 0 to 2")]
+    Temperature(f64),
     #[error("--memory {0}: give a size of at least 6m, like 512m or 8g")]
     Memory(String),
     #[error("--agent {0}: file not found")]

@@ -66,6 +66,8 @@ pub struct RunConfig {
 #[derive(Debug, Clone)]
 pub struct LlmConfig {
     pub api_base: Option<String>,
+    /// `--max-output-tokens`, `--temperature`.
+    pub sampling: crate::llm::providers::Sampling,
     pub max_connections: usize,
     /// `--prices`: a user's price table over the built-in one.
     pub prices: Option<PathBuf>,
@@ -89,6 +91,7 @@ impl LlmConfig {
             max_connections: self.max_connections,
             prices,
             credentials: crate::llm::providers::Credentials::load(Path::new("."))?,
+            sampling: self.sampling,
         };
         llm::resolve_with(spec, &options)
     }
@@ -105,14 +108,6 @@ pub enum RunError {
     Plugin(#[from] PluginError),
     #[error(transparent)]
     Fs(#[from] FsError),
-    #[error("run `{name}` already exists in {dir} with a different {what} ({old} → {new}); use --force to start over or -n for a new name")]
-    ConfigMismatch {
-        name: String,
-        dir: PathBuf,
-        what: &'static str,
-        old: String,
-        new: String,
-    },
     #[error("run `{name}` not found: {path} does not exist")]
     UnknownRun { name: String, path: PathBuf },
     #[error(transparent)]
@@ -176,6 +171,11 @@ pub struct RunRecord {
     pub max_agent_secs: Option<f64>,
     #[serde(default)]
     pub max_run_cost_usd: Option<f64>,
+    /// Per-call output cap and temperature sent to the provider (None: its default).
+    #[serde(default)]
+    pub max_output_tokens: Option<u32>,
+    #[serde(default)]
+    pub temperature: Option<f64>,
     pub created_at: String,
     /// When later invocations resumed the run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -429,6 +429,8 @@ fn run_record(cfg: &RunConfig, plugin: &PluginIdentity, backend: &Backend) -> Ru
         max_tokens: cfg.llm.max_tokens,
         max_agent_secs: cfg.llm.max_agent_wall.map(|d| d.as_secs_f64()),
         max_run_cost_usd: cfg.llm.max_run_cost_usd,
+        max_output_tokens: cfg.llm.sampling.max_output_tokens,
+        temperature: cfg.llm.sampling.temperature,
         created_at: now_rfc3339(),
         resumed_at: Vec::new(),
         cbench_version: env!("CARGO_PKG_VERSION").into(),
@@ -488,6 +490,11 @@ fn identity(r: &RunRecord) -> Vec<(&'static str, String)> {
             opt(r.max_run_cost_usd.map(|v| v.to_string())),
         ),
         ("--isolation", r.isolation_mode.clone()),
+        (
+            "--max-output-tokens",
+            opt(r.max_output_tokens.map(|v| v.to_string())),
+        ),
+        ("--temperature", opt(r.temperature.map(|v| v.to_string()))),
     ]
 }
 
@@ -741,7 +748,11 @@ async fn run_agents(ctx: &RunContext, pair: &Pair, pair_dir: &Path) -> Result<Pa
             sandbox: sandbox.clone(),
             llm: ctx.model.session(&brief),
             bus: bus.clone(),
-            recorder: Recorder::new(agent_id, feature_ids, &ctx.cfg.model),
+            recorder: if ctx.model.priced() {
+                Recorder::new(agent_id, feature_ids, &ctx.cfg.model)
+            } else {
+                Recorder::new(agent_id, feature_ids, &ctx.cfg.model).unpriced()
+            },
             progress: ctx.progress,
             limits: ctx.cfg.plugin_limits,
             budget: AgentBudget {

@@ -104,6 +104,13 @@ impl Recorder {
         }
     }
 
+    /// Marks the cost unknown from the start (the model has no price).
+    pub fn unpriced(mut self) -> Recorder {
+        self.cost_known = false;
+        self.trajectory.cost_usd = None;
+        self
+    }
+
     /// Records an action and its observation.
     pub fn step(&mut self, action: &str, args: serde_json::Value, observation: String) {
         self.trajectory.steps.push(Step {

@@ -177,6 +177,10 @@ pub trait Model: Send + Sync {
     fn id(&self) -> &str;
     /// A fresh session for one agent.
     fn session(&self, brief: &AgentBrief) -> Box<dyn LlmSession>;
+    /// Whether calls have a known price (an unpriced model's cost is unknown, never 0).
+    fn priced(&self) -> bool {
+        true
+    }
 }
 
 /// Resolves a `-m` string into a model.

@@ -89,9 +89,13 @@ impl PriceTable {
         Ok(table)
     }
 
-    /// The price of `model` (provider prefix stripped): exact name, else the longest
+    /// The price of `model`: the full string, else without its provider prefix, exactly or the longest
     /// table name it starts with followed by `-` (dated snapshots like `…-20250929`).
     pub fn lookup(&self, model: &str) -> Option<Price> {
+        // The full model string first (`openai/smollm2-135m`, as the warning names it).
+        if let Some(p) = self.models.get(model) {
+            return Some(*p);
+        }
         let name = model.rsplit('/').next().unwrap_or(model);
         if let Some(p) = self.models.get(name) {
             return Some(*p);

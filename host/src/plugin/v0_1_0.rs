@@ -211,6 +211,11 @@ impl wit_llm::Host for HostState {
             Err(llm::LlmError::LimitExceeded(m)) => Err(wit_llm::LlmError::LimitExceeded(m)),
             Err(llm::LlmError::Provider(m)) => Err(wit_llm::LlmError::Provider(m)),
             Err(llm::LlmError::Unavailable(m)) => {
+                caps.progress.line(&format!(
+                    "  {}: LLM call {} failed: {m}",
+                    caps.task.agent_id,
+                    caps.recorder.llm_calls()
+                ));
                 caps.infra_failure
                     .get_or_insert_with(|| format!("LLM provider unavailable: {m}"));
                 Err(wit_llm::LlmError::Provider(m))

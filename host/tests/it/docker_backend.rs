@@ -578,7 +578,7 @@ fn a_run_is_not_resumed_on_another_backend() {
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
-        text(&out).contains("different backend (local → docker)"),
+        text(&out).contains("different --backend (local → docker)"),
         "{}",
         text(&out)
     );

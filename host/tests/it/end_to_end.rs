@@ -216,7 +216,11 @@ fn a_second_run_resumes_and_force_starts_over() {
     other[11] = &model;
     let out = cbench(&other);
     assert!(!out.status.success());
-    assert!(text(&out).contains("different model"), "{}", text(&out));
+    assert!(
+        text(&out).contains("different -m/--model (oracle → scripted:"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

@@ -14,23 +14,23 @@ use serde_json::{json, Value};
 
 use crate::mock_llm::{MockLlm, Reply};
 
-const KEY: &str = "sk-cbench-test-SECRET-4242";
+pub(crate) const KEY: &str = "sk-cbench-test-SECRET-4242";
 
 /// One provider's wire format, as the mock must speak it.
-struct Wire {
-    model: &'static str,
-    key_var: &'static str,
+pub(crate) struct Wire {
+    pub(crate) model: &'static str,
+    pub(crate) key_var: &'static str,
     /// How the request path ends.
-    path_suffix: &'static str,
+    pub(crate) path_suffix: &'static str,
     /// Header carrying the key, and its expected value.
-    auth: (&'static str, fn() -> String),
-    text_reply: fn(&str) -> Value,
-    tool_reply: fn(&str) -> Value,
+    pub(crate) auth: (&'static str, fn() -> String),
+    pub(crate) text_reply: fn(&str) -> Value,
+    pub(crate) tool_reply: fn(&str) -> Value,
     /// Expected cost of the fixed usage every reply reports.
-    cost: f64,
+    pub(crate) cost: f64,
 }
 
-fn wires() -> Vec<Wire> {
+pub(crate) fn wires() -> Vec<Wire> {
     vec![
         Wire {
             model: "openai/gpt-4o",
@@ -95,7 +95,7 @@ fn wires() -> Vec<Wire> {
     ]
 }
 
-fn options(mock: &MockLlm, wire: &Wire, retry: RetryPolicy) -> ProviderOptions {
+pub(crate) fn options(mock: &MockLlm, wire: &Wire, retry: RetryPolicy) -> ProviderOptions {
     // OpenAI-compatible base URLs include the API version segment.
     let base = if wire.model.starts_with("openai/") {
         format!("{}/v1", mock.base_url)
@@ -108,10 +108,11 @@ fn options(mock: &MockLlm, wire: &Wire, retry: RetryPolicy) -> ProviderOptions {
         max_connections: 4,
         prices: PriceTable::builtin(),
         credentials: Credentials::from_vars(&[(wire.key_var, KEY)]),
+        sampling: Default::default(),
     }
 }
 
-fn fast_retries(max_retries: u32) -> RetryPolicy {
+pub(crate) fn fast_retries(max_retries: u32) -> RetryPolicy {
     RetryPolicy {
         max_retries,
         initial_backoff: Duration::from_millis(10),
@@ -121,7 +122,7 @@ fn fast_retries(max_retries: u32) -> RetryPolicy {
     }
 }
 
-fn request(with_tools: bool) -> CompletionRequest {
+pub(crate) fn request(with_tools: bool) -> CompletionRequest {
     let message = |role, content: &str| ChatMessage {
         role,
         content: content.into(),
@@ -146,7 +147,7 @@ fn request(with_tools: bool) -> CompletionRequest {
 }
 
 /// A solo agent's brief (providers do not look at it).
-fn brief() -> AgentBrief {
+pub(crate) fn brief() -> AgentBrief {
     AgentBrief {
         agent_id: "agent1".into(),
         teammates: Vec::new(),
@@ -157,7 +158,7 @@ fn brief() -> AgentBrief {
     }
 }
 
-fn complete(
+pub(crate) fn complete(
     mock: &MockLlm,
     wire: &Wire,
     retry: RetryPolicy,

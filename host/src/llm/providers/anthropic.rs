@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use super::{malformed, Reply};
+use super::{malformed, Reply, Sampling};
 use crate::llm::{CompletionRequest, LlmError, Role, TokenUsage, ToolCall};
 
 /// The API version header value.
@@ -12,7 +12,7 @@ const MAX_TOKENS: u32 = 8192;
 
 /// The request body: system text apart, tool results as user turns, consecutive
 /// turns of one role joined (the API requires alternation).
-pub fn request_body(model: &str, request: &CompletionRequest) -> Value {
+pub fn request_body(model: &str, request: &CompletionRequest, sampling: Sampling) -> Value {
     let mut system = Vec::new();
     let mut turns: Vec<(String, Vec<Value>)> = Vec::new();
     for m in &request.messages {
@@ -52,7 +52,11 @@ pub fn request_body(model: &str, request: &CompletionRequest) -> Value {
         .into_iter()
         .map(|(role, content)| json!({"role": role, "content": content}))
         .collect();
-    let mut body = json!({"model": model, "max_tokens": MAX_TOKENS, "messages": messages});
+    let max_tokens = sampling.max_output_tokens.unwrap_or(MAX_TOKENS);
+    let mut body = json!({"model": model, "max_tokens": max_tokens, "messages": messages});
+    if let Some(t) = sampling.temperature {
+        body["temperature"] = json!(t);
+    }
     if !system.is_empty() {
         body["system"] = json!(system.join("\n\n"));
     }

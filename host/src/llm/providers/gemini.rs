@@ -4,12 +4,12 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
-use super::{malformed, Reply};
+use super::{malformed, Reply, Sampling};
 use crate::llm::{CompletionRequest, LlmError, Role, TokenUsage, ToolCall};
 
 /// The request body. Gemini names function results by function name, so tool
 /// results are matched to the calls that asked for them.
-pub fn request_body(request: &CompletionRequest) -> Value {
+pub fn request_body(request: &CompletionRequest, sampling: Sampling) -> Value {
     let mut system = Vec::new();
     let mut call_names: HashMap<String, String> = HashMap::new();
     let mut contents: Vec<(String, Vec<Value>)> = Vec::new();
@@ -57,6 +57,16 @@ pub fn request_body(request: &CompletionRequest) -> Value {
         .map(|(role, parts)| json!({"role": role, "parts": parts}))
         .collect();
     let mut body = json!({"contents": contents});
+    let mut generation = serde_json::Map::new();
+    if let Some(n) = sampling.max_output_tokens {
+        generation.insert("maxOutputTokens".into(), json!(n));
+    }
+    if let Some(t) = sampling.temperature {
+        generation.insert("temperature".into(), json!(t));
+    }
+    if !generation.is_empty() {
+        body["generationConfig"] = Value::Object(generation);
+    }
     if !system.is_empty() {
         body["systemInstruction"] = json!({"parts": system});
     }

@@ -166,6 +166,15 @@ pub struct ProviderOptions {
     pub max_connections: usize,
     pub prices: PriceTable,
     pub credentials: Credentials,
+    /// Per-call sampling settings the host puts in every request.
+    pub sampling: Sampling,
+}
+
+/// `--max-output-tokens` and `--temperature`: the same for every call of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Sampling {
+    pub max_output_tokens: Option<u32>,
+    pub temperature: Option<f64>,
 }
 
 /// A model served by a provider.
@@ -180,6 +189,7 @@ struct Inner {
     headers: HeaderMap,
     transport: Transport,
     price: Option<Price>,
+    sampling: Sampling,
 }
 
 /// Builds the provider model for `spec`, or says what is missing (before any sandbox starts).
@@ -256,7 +266,10 @@ pub fn build(
             format!("{base}/v1beta/models/{}:generateContent", spec.model)
         }
     };
-    let price = options.prices.lookup(&spec.model);
+    let price = options
+        .prices
+        .lookup(id)
+        .or_else(|| options.prices.lookup(&spec.model));
     if price.is_none() {
         eprintln!("warning: no price for model `{id}` in the price table: costs are reported as unknown (add it with --prices FILE)");
     }
@@ -268,6 +281,7 @@ pub fn build(
             url,
             headers,
             price,
+            sampling: options.sampling,
         }),
     })
 }
@@ -281,6 +295,10 @@ impl Model for ProviderModel {
         Box::new(ProviderSession {
             inner: self.inner.clone(),
         })
+    }
+
+    fn priced(&self) -> bool {
+        self.inner.price.is_some()
     }
 }
 
@@ -304,9 +322,9 @@ impl LlmSession for ProviderSession {
     async fn complete(&mut self, request: &CompletionRequest) -> Result<Completion, LlmError> {
         let inner = &self.inner;
         let body = match inner.spec.wire {
-            Wire::OpenAi => openai::request_body(&inner.spec.model, request),
-            Wire::Anthropic => anthropic::request_body(&inner.spec.model, request),
-            Wire::Gemini => gemini::request_body(request),
+            Wire::OpenAi => openai::request_body(&inner.spec.model, request, inner.sampling),
+            Wire::Anthropic => anthropic::request_body(&inner.spec.model, request, inner.sampling),
+            Wire::Gemini => gemini::request_body(request, inner.sampling),
         };
         let (value, retries) = inner
             .transport
@@ -380,6 +398,7 @@ mod tests {
             max_connections: 4,
             prices: PriceTable::builtin(),
             credentials: Credentials::from_vars(vars),
+            sampling: Default::default(),
         }
     }
 

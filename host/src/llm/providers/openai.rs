@@ -3,11 +3,11 @@
 
 use serde_json::{json, Value};
 
-use super::{malformed, Reply};
+use super::{malformed, Reply, Sampling};
 use crate::llm::{CompletionRequest, LlmError, Role, TokenUsage, ToolCall};
 
 /// The request body.
-pub fn request_body(model: &str, request: &CompletionRequest) -> Value {
+pub fn request_body(model: &str, request: &CompletionRequest, sampling: Sampling) -> Value {
     let messages: Vec<Value> = request
         .messages
         .iter()
@@ -36,6 +36,12 @@ pub fn request_body(model: &str, request: &CompletionRequest) -> Value {
         })
         .collect();
     let mut body = json!({"model": model, "messages": messages});
+    if let Some(n) = sampling.max_output_tokens {
+        body["max_tokens"] = json!(n);
+    }
+    if let Some(t) = sampling.temperature {
+        body["temperature"] = json!(t);
+    }
     if !request.tools.is_empty() {
         body["tools"] = request
             .tools

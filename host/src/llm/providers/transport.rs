@@ -20,7 +20,8 @@ pub struct RetryPolicy {
     pub initial_backoff: Duration,
     /// Cap of one backoff (and of an honoured Retry-After).
     pub max_backoff: Duration,
-    /// Cap of all waiting for one call.
+    /// Cap of all backoff waiting for one call (time spent in requests does not count,
+    /// so a timed-out request is retried like a 503).
     pub max_total_wait: Duration,
     /// Timeout of one attempt (connect to last byte).
     pub request_timeout: Duration,
@@ -97,7 +98,8 @@ impl Transport {
         body: &Value,
     ) -> Result<(Value, Vec<RetryNote>), Failure> {
         let started = Instant::now();
-        let mut retries = Vec::new();
+        let mut waited = Duration::ZERO;
+        let mut retries: Vec<RetryNote> = Vec::new();
         let mut backoff = self.policy.initial_backoff;
         let mut attempt = 1u32;
         loop {
@@ -117,10 +119,16 @@ impl Transport {
                 .unwrap_or_else(|| jittered(backoff))
                 .min(self.policy.max_backoff);
             let spent = started.elapsed();
-            if attempt > self.policy.max_retries || spent + wait > self.policy.max_total_wait {
+            if attempt > self.policy.max_retries || waited + wait > self.policy.max_total_wait {
+                let earlier: Vec<&str> = retries.iter().map(|r| r.reason.as_str()).collect();
                 let error = LlmError::Unavailable(format!(
-                    "{reason} after {attempt} attempt(s) over {:.1} s; giving up",
-                    spent.as_secs_f64()
+                    "{reason} after {attempt} attempt(s) over {:.1} s{}; giving up",
+                    spent.as_secs_f64(),
+                    if earlier.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (earlier: {})", earlier.join(", "))
+                    }
                 ));
                 retries.push(RetryNote {
                     attempt,
@@ -136,6 +144,7 @@ impl Transport {
                 waited_ms: wait.as_millis() as u64,
             });
             tokio::time::sleep(wait).await;
+            waited += wait;
             backoff = backoff.saturating_mul(2);
             attempt += 1;
         }
