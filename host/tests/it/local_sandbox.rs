@@ -158,3 +158,53 @@ async fn bwrap_confines_commands_to_the_workspace_without_network() {
     assert!(!outside.exists());
     assert!(sb.diff().await.unwrap().contains("b/inside.txt"));
 }
+
+/// Even unconfined (`--isolation none`), a sandbox's cgroup ends what a command left
+/// running, `setsid` included, and limits its processes.
+#[tokio::test]
+async fn without_bwrap_the_cgroup_still_ends_setsid_children_and_caps_processes() {
+    let confinement = Confinement::resolve(LocalOptions {
+        mode: IsolationMode::None,
+        limits: cbench::sandbox::cgroup::ProcessLimits {
+            pids: 32,
+            memory_bytes: 256 << 20,
+        },
+    })
+    .unwrap();
+    assert!(
+        confinement.cgroups.is_ok(),
+        "this machine (and CI) has writable cgroups: {:?}",
+        confinement.cgroups
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox_with(dir.path(), &confinement).await;
+    let marker = dir.path().join("escaped");
+    let out = sb
+        .exec(
+            &format!(
+                "setsid sh -c 'sleep 1; touch {}' </dev/null >/dev/null 2>&1 & echo started",
+                marker.display()
+            ),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert!(out.output.contains("started"), "{}", out.output);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!marker.exists(), "a setsid child outlived its command");
+    let fork_loop = r#"python3 -c '
+import os, time
+n = 0
+try:
+    for _ in range(100):
+        if os.fork() == 0:
+            time.sleep(5)
+            os._exit(0)
+        n += 1
+    print("forked-all", n)
+except OSError:
+    print("stopped-at", n)
+'"#;
+    let out = sb.exec(fork_loop, Duration::from_secs(30)).await.unwrap();
+    assert!(out.output.contains("stopped-at"), "{}", out.output);
+}
