@@ -196,12 +196,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         mode: IsolationMode::Bwrap,
         limits: Default::default(),
     }) {
-        let label = if confined.cgroups.is_ok() {
-            "bwrap + cgroup"
+        if confined.cgroups.is_ok() {
+            let without_limits = Confinement {
+                cgroups: Err("measured without".into()),
+                ..confined.clone()
+            };
+            modes.push((without_limits, "bwrap"));
+            modes.push((confined, "bwrap + cgroup"));
         } else {
-            "bwrap"
-        };
-        modes.push((confined, label));
+            modes.push((confined, "bwrap"));
+        }
     }
     let runs = args.iterations.clamp(1, 50);
     for (confinement, name) in modes {

@@ -276,7 +276,12 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
     let model = cfg.llm.model(&cfg.model)?;
     let run_budget = cfg.llm.max_run_cost_usd.map(RunBudget::new);
     let run_dir = cfg.log_dir.join(&cfg.name);
-    let hidden = hidden_paths(&cfg.dataset_dir, &cfg.log_dir, &cfg.cache_dir);
+    let hidden = hidden_paths(
+        &cfg.dataset_dir,
+        &cfg.log_dir,
+        &cfg.cache_dir,
+        cfg.repo_cache.as_deref(),
+    );
     let backend = Backend::resolve(&cfg.backend, &cfg.name, &hidden).await?;
     for warning in backend.warnings() {
         eprintln!("warning: {warning}");
@@ -438,13 +443,16 @@ fn run_record(cfg: &RunConfig, plugin: &PluginIdentity, backend: &Backend) -> Ru
 }
 
 /// Paths no local command may see: the dataset (hidden tests, gold patches), the
-/// logs (other agents' work) and cbench's cache.
-fn hidden_paths(dataset: &Path, logs: &Path, cache: &Path) -> Vec<PathBuf> {
-    vec![
+/// logs (other agents' work), cbench's cache, and the upstream mirrors (whose later
+/// history holds the features' real implementations).
+fn hidden_paths(dataset: &Path, logs: &Path, cache: &Path, mirrors: Option<&Path>) -> Vec<PathBuf> {
+    let mut hidden = vec![
         dataset.to_path_buf(),
         logs.to_path_buf(),
         cache.to_path_buf(),
-    ]
+    ];
+    hidden.extend(mirrors.map(Path::to_path_buf));
+    hidden
 }
 
 /// Options that change results, as (flag, value): a run keeps them for life.
@@ -990,7 +998,12 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
             },
         }),
     };
-    let hidden = hidden_paths(&dataset_dir, &cfg.log_dir, &cfg.cache_dir);
+    let hidden = hidden_paths(
+        &dataset_dir,
+        &cfg.log_dir,
+        &cfg.cache_dir,
+        cfg.repo_cache.as_deref(),
+    );
     let backend = Backend::resolve(&choice, &cfg.name, &hidden).await?;
     for warning in backend.warnings() {
         eprintln!("warning: {warning}");

@@ -226,8 +226,9 @@ impl SandboxCgroup {
             self.wait_empty(first);
             return;
         }
-        // v1: kill what is listed until nothing is left (a forking process may add more).
-        for _ in 0..200 {
+        // v1: kill what is listed until nothing is left (a forking process may add more;
+        // a killed process leaves the list a moment later, so poll finely).
+        for _ in 0..4000 {
             let pids = read_pids(&first.join("cgroup.procs"));
             if pids.is_empty() {
                 return;
@@ -238,17 +239,17 @@ impl SandboxCgroup {
                     libc::kill(pid, libc::SIGKILL);
                 }
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_micros(500));
         }
         tracing::warn!("processes survived in {}", first.display());
     }
 
     fn wait_empty(&self, dir: &Path) {
-        for _ in 0..200 {
+        for _ in 0..4000 {
             if read_pids(&dir.join("cgroup.procs")).is_empty() {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_micros(500));
         }
     }
 }
