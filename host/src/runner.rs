@@ -497,7 +497,14 @@ fn identity(r: &RunRecord) -> Vec<(&'static str, String)> {
             "--max-run-cost",
             opt(r.max_run_cost_usd.map(|v| v.to_string())),
         ),
-        ("--isolation", r.isolation_mode.clone()),
+        (
+            "--isolation",
+            if r.isolation_mode.is_empty() {
+                "(not recorded: a run of an older cbench)".into()
+            } else {
+                r.isolation_mode.clone()
+            },
+        ),
         (
             "--max-output-tokens",
             opt(r.max_output_tokens.map(|v| v.to_string())),
