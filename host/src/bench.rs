@@ -186,7 +186,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut modes = vec![(Confinement::none(), "none")];
     if let Ok(limited) = Confinement::resolve(LocalOptions {
         mode: IsolationMode::None,
-        limits: Default::default(),
+        ..Default::default()
     }) {
         if limited.cgroups.is_ok() {
             modes.push((limited, "none + cgroup"));
@@ -194,7 +194,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if let Ok(confined) = Confinement::resolve(LocalOptions {
         mode: IsolationMode::Bwrap,
-        limits: Default::default(),
+        ..Default::default()
     }) {
         if confined.cgroups.is_ok() {
             let without_limits = Confinement {

@@ -113,7 +113,8 @@ pub struct DockerArgs {
     /// Network of agents' containers.
     #[arg(long, value_enum, default_value = "none")]
     pub agent_network: NetworkArg,
-    /// Network of grading containers (real runners install packages).
+    /// Network of graders (real runners install packages): `bridge` (containers; the
+    /// host's network on the local backend) or `none`.
     #[arg(long, value_enum, default_value = "bridge")]
     pub grading_network: NetworkArg,
     /// Image of the `--git` server (needs `git daemon`; default: the first task's image).
@@ -197,6 +198,7 @@ fn backend_choice(
                     pids: limits.pids as u64,
                     memory_bytes: limits.memory_bytes as u64,
                 },
+                grading_network: matches!(docker.grading_network, NetworkArg::Bridge),
             }))
         }
         BackendArg::Docker => Ok(BackendChoice::Docker(docker.validate()?)),

@@ -147,6 +147,9 @@ pub struct RunRecord {
     /// `--isolation` as given (`auto`, `bwrap`, `none`); local backend only.
     #[serde(default)]
     pub isolation_mode: String,
+    /// Graders' network: `bridge` (containers; the host's on the local backend) or `none`.
+    #[serde(default)]
+    pub grading_network: String,
     pub concurrency: usize,
     pub eval_concurrency: usize,
     pub messaging: bool,
@@ -412,6 +415,11 @@ fn run_record(cfg: &RunConfig, plugin: &PluginIdentity, backend: &Backend) -> Ru
             BackendChoice::Local(o) => format!("{:?}", o.mode).to_lowercase(),
             BackendChoice::Docker(_) => "container".into(),
         },
+        grading_network: match &cfg.backend {
+            BackendChoice::Local(o) if !o.grading_network => "none".into(),
+            BackendChoice::Local(_) => "bridge".into(),
+            BackendChoice::Docker(d) => d.grading_network.clone(),
+        },
         concurrency: cfg.concurrency,
         eval_concurrency: cfg.eval_concurrency,
         messaging: cfg.messaging,
@@ -503,6 +511,14 @@ fn identity(r: &RunRecord) -> Vec<(&'static str, String)> {
                 "(not recorded: a run of an older cbench)".into()
             } else {
                 r.isolation_mode.clone()
+            },
+        ),
+        (
+            "--grading-network",
+            if r.grading_network.is_empty() {
+                "bridge".into()
+            } else {
+                r.grading_network.clone()
             },
         ),
         (
@@ -1003,6 +1019,7 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
                 pids: cfg.docker.limits.pids as u64,
                 memory_bytes: cfg.docker.limits.memory_bytes as u64,
             },
+            grading_network: cfg.docker.grading_network == "bridge",
         }),
     };
     let hidden = hidden_paths(

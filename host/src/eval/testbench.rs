@@ -124,7 +124,7 @@ impl TestBench {
                 let mounts = Mounts {
                     writable: vec![repo.clone(), home.clone()],
                     readonly,
-                    network: true,
+                    network: confinement.grading_network,
                     toolchains: true,
                 };
                 // Not a login shell: the user's profile (pyenv init, …) would cost ~100 ms a run.

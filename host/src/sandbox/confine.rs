@@ -26,6 +26,19 @@ pub enum IsolationMode {
 pub struct LocalOptions {
     pub mode: IsolationMode,
     pub limits: ProcessLimits,
+    /// Graders keep the host's network (`--grading-network bridge`, the default: real
+    /// runners install packages) or get none.
+    pub grading_network: bool,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        LocalOptions {
+            mode: IsolationMode::Auto,
+            limits: ProcessLimits::default(),
+            grading_network: true,
+        }
+    }
 }
 
 /// System directories every confined command sees read-only (when they exist).
@@ -84,6 +97,8 @@ pub struct Confinement {
     pub limits: ProcessLimits,
     /// Where limits come from; `Err` says why they are not enforced.
     pub cgroups: Result<CgroupRoot, String>,
+    /// Graders keep the host's network.
+    pub grading_network: bool,
 }
 
 /// What one launch may touch besides the system directories.
@@ -254,6 +269,7 @@ impl Confinement {
             isolation: Isolation::resolve(options.mode)?,
             limits: options.limits,
             cgroups: CgroupRoot::detect().map_err(|e| e.0),
+            grading_network: options.grading_network,
         })
     }
 
@@ -263,6 +279,7 @@ impl Confinement {
             isolation: Isolation::None,
             limits: ProcessLimits::default(),
             cgroups: Err("not requested".into()),
+            grading_network: true,
         }
     }
 
@@ -288,13 +305,18 @@ impl Confinement {
             ),
             Err(why) => format!("process and memory limits NOT enforced: {why}"),
         };
+        let graders = if self.grading_network {
+            "graders: host network"
+        } else {
+            "graders: no network"
+        };
         match &self.isolation {
             Isolation::None => {
                 format!("none: UNCONFINED, agents can read your files and keys; {limits}")
             }
-            Isolation::Bwrap(_) => {
-                format!("bwrap: no capabilities, no network, own workspace only; {limits}")
-            }
+            Isolation::Bwrap(_) => format!(
+                "bwrap: no capabilities, no network, own workspace only; {limits}; {graders}"
+            ),
         }
     }
 }

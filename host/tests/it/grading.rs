@@ -53,7 +53,7 @@ async fn grade(pair: &Pair, patches: Vec<String>, policy: MergePolicy) -> EvalRe
             cbench::sandbox::confine::Confinement::resolve(
                 cbench::sandbox::confine::LocalOptions {
                     mode: cbench::sandbox::confine::IsolationMode::Bwrap,
-                    limits: Default::default(),
+                    ..Default::default()
                 },
             )
             .expect("bubblewrap is required (scripts/test.sh installs it)"),

@@ -23,6 +23,8 @@ struct Targets {
     grader_marker: PathBuf,
     /// cbench's working directory (holds the `.env`).
     cwd: PathBuf,
+    /// A service on the host's loopback (the test's own listener).
+    loopback_port: u16,
 }
 
 /// agent1: probes, then plants code that attacks the grader at import, then submits.
@@ -41,9 +43,11 @@ echo "environ-hits=$(grep -l 'sk-can''ary' /proc/*/environ 2>/dev/null | wc -l)"
 echo "cwd-env-hits=$(ls /proc/*/cwd/.env 2>/dev/null | wc -l)"
 cat '{cwd}/.env' 2>/dev/null | head -c 200; echo
 env | grep -c 'sk-can''ary' || true
-(echo x > '{marker}') 2>/dev/null && echo WROTE-HOST || echo host-write-refused"#,
+(echo x > '{marker}') 2>/dev/null && echo WROTE-HOST || echo host-write-refused
+python3 -c "import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2)" 2>/dev/null && echo LOOPBACK-OPEN || echo loopback-closed"#,
         cwd = t.cwd.display(),
         marker = t.host_marker.display(),
+        port = t.loopback_port,
     );
     let fork_loop = format!(
         r#"python3 -c '
@@ -90,6 +94,12 @@ def _cbench_attack():
         found.append("wrote-host-file")
     except Exception:
         pass
+    import socket
+    try:
+        socket.create_connection(("127.0.0.1", {port}), timeout=2)
+        found.append("host-loopback")
+    except Exception:
+        pass
     names = sorted(os.environ)
     leaked = [k for k in names if "KEY" in k or "TOKEN" in k or k.startswith("CBENCH")]
     print("GRADER-PROBE found=%d %s leaked-env=%s" % (len(found), found, leaked))
@@ -101,6 +111,7 @@ echo planted"#,
         cwd_env = t.cwd.join(".env").display().to_string(),
         home = home,
         marker = t.grader_marker.display().to_string(),
+        port = t.loopback_port,
     );
     j!({
         "agent1": [
@@ -117,7 +128,11 @@ echo planted"#,
 }
 
 /// Runs the attacker on pair 1,2 in a fresh working directory holding a `.env`.
-fn attack(name: &str, backend: &[&str]) -> (PathBuf, tempfile::TempDir, Targets) {
+fn attack(
+    name: &str,
+    backend: &[&str],
+) -> (PathBuf, tempfile::TempDir, Targets, std::net::TcpListener) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let cwd = tempfile::tempdir_in(workspace().join("target")).unwrap();
     std::fs::write(
         cwd.path().join(".env"),
@@ -128,6 +143,7 @@ fn attack(name: &str, backend: &[&str]) -> (PathBuf, tempfile::TempDir, Targets)
         host_marker: cwd.path().join("agent-wrote-this"),
         grader_marker: cwd.path().join("grader-wrote-this"),
         cwd: cwd.path().to_path_buf(),
+        loopback_port: listener.local_addr().unwrap().port(),
     };
     let pids_limit = 64;
     let script = write_temp(
@@ -172,7 +188,7 @@ fn attack(name: &str, backend: &[&str]) -> (PathBuf, tempfile::TempDir, Targets)
         .join("logs")
         .join(name)
         .join("cbench_textkit_task/1/features_1_2");
-    (pair, cwd, targets)
+    (pair, cwd, targets, listener)
 }
 
 fn observations(pair: &Path) -> Vec<String> {
@@ -216,6 +232,7 @@ fn assert_contained(pair: &Path, targets: &Targets, capabilities_dropped: bool) 
         "environ-hits=0",
         "cwd-env-hits=0",
         "host-write-refused",
+        "loopback-closed",
     ] {
         assert!(
             probe.contains(expected),
@@ -269,7 +286,12 @@ fn assert_contained(pair: &Path, targets: &Targets, capabilities_dropped: bool) 
 
 #[test]
 fn a_local_agent_and_its_grader_can_neither_escape_nor_peek() {
-    let (pair, _cwd, targets) = attack("attack-local", &["--isolation", "bwrap"]);
+    // Graders without the host network (`--grading-network none`): the default keeps it,
+    // loopback included, for runners that install packages.
+    let (pair, _cwd, targets, _listener) = attack(
+        "attack-local",
+        &["--isolation", "bwrap", "--grading-network", "none"],
+    );
     let probe = &observations(&pair)[0];
     assert!(probe.contains("shadow-refused"), "{probe}");
     assert!(probe.contains("home-refused"), "{probe}");
@@ -279,7 +301,7 @@ fn a_local_agent_and_its_grader_can_neither_escape_nor_peek() {
 #[test]
 fn a_docker_agent_and_its_grader_can_neither_escape_nor_peek() {
     docker();
-    let (pair, _cwd, targets) = attack("attack-docker", &["--backend", "docker"]);
+    let (pair, _cwd, targets, _listener) = attack("attack-docker", &["--backend", "docker"]);
     // The container's /etc/shadow and /root are the image's own, not the host's: the
     // host's home is simply not there.
     assert_contained(&pair, &targets, true);

@@ -123,7 +123,7 @@ async fn the_patch_includes_new_files_deletions_and_committed_work() {
 async fn bwrap_confines_commands_to_the_workspace_without_network() {
     let isolation = match Confinement::resolve(LocalOptions {
         mode: IsolationMode::Bwrap,
-        limits: Default::default(),
+        ..Default::default()
     }) {
         Ok(i) => i,
         Err(e) => panic!("bubblewrap is required for this test (apt-get install bubblewrap): {e}"),
@@ -169,6 +169,7 @@ async fn without_bwrap_the_cgroup_still_ends_setsid_children_and_caps_processes(
             pids: 32,
             memory_bytes: 256 << 20,
         },
+        ..Default::default()
     })
     .unwrap();
     assert!(
