@@ -425,7 +425,16 @@ pub async fn run_cli(args: crate::cli::GoldArgs) -> anyhow::Result<std::process:
         .unwrap_or_else(|| gold_dir.join("gold_conflict_report.json"));
     crate::fsutil::write_json_atomic(&output, &report)?;
     println!("{}\n      report: {}", report.render(), output.display());
-    let mut failed = report.summary.errors > 0;
+    // A gold patch that fails its own tests means the item (or this host's toolchain)
+    // cannot grade agents: say so with the exit code, not only in the report.
+    let gold_failures = report.feature_results.iter().filter(|f| !f.success).count();
+    if gold_failures > 0 {
+        println!(
+            "      {gold_failures} of {} gold patch(es) failed their own tests",
+            report.feature_results.len()
+        );
+    }
+    let mut failed = report.summary.errors > 0 || gold_failures > 0;
     if let Some(reference) = reference {
         let diffs = differences(&report, &reference);
         if diffs.is_empty() {

@@ -25,7 +25,9 @@ pub struct BaseRepos {
     scratch: PathBuf,
     upstream: UpstreamRepos,
     images: Option<ImageBases>,
-    repos: Mutex<HashMap<String, Arc<OnceCell<Arc<BaseRepo>>>>>,
+    /// Each task's base, or why it could not be prepared (tried once: every pair of the
+    /// task would fail the same way, slowly).
+    repos: Mutex<HashMap<String, Arc<OnceCell<Result<Arc<BaseRepo>, String>>>>>,
 }
 
 /// Docker backend: bases are copied out of the task images, so grading merges
@@ -64,29 +66,39 @@ impl BaseRepos {
             .entry(key.clone())
             .or_default()
             .clone();
-        cell.get_or_try_init(|| async {
-            if let Some(images) = &self.images {
-                return export_from_image(images, task, &self.scratch.join(&key))
+        let prepared = cell
+            .get_or_init(|| async {
+                self.prepare(task, &key)
                     .await
-                    .map(Arc::new);
-            }
-            match &task.source {
-                RepoSource::Bundled(tree) => {
-                    BaseRepo::from_source_tree(tree, &self.scratch.join(&key)).await
-                }
-                RepoSource::Upstream { url, commit } => Ok(BaseRepo {
-                    path: self.upstream.prepare(url, commit).await?,
-                    commit: commit.clone(),
-                }),
-                RepoSource::Unknown(why) => Err(SandboxError::Command(format!(
-                    "{}: cannot tell where the base repository comes from: {why}",
-                    task.dir.display()
-                ))),
-            }
-            .map(Arc::new)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .await;
+        prepared.clone().map_err(|why| {
+            SandboxError::Command(format!(
+                "{}/task{}: the base repository could not be prepared: {why}",
+                task.repo, task.id
+            ))
         })
-        .await
-        .cloned()
+    }
+
+    async fn prepare(&self, task: &Task, key: &str) -> Result<BaseRepo, SandboxError> {
+        if let Some(images) = &self.images {
+            return export_from_image(images, task, &self.scratch.join(key)).await;
+        }
+        match &task.source {
+            RepoSource::Bundled(tree) => {
+                BaseRepo::from_source_tree(tree, &self.scratch.join(key)).await
+            }
+            RepoSource::Upstream { url, commit } => Ok(BaseRepo {
+                path: self.upstream.prepare(url, commit).await?,
+                commit: commit.clone(),
+            }),
+            RepoSource::Unknown(why) => Err(SandboxError::Command(format!(
+                "{}: cannot tell where the base repository comes from: {why}",
+                task.dir.display()
+            ))),
+        }
     }
 }
 

@@ -80,7 +80,19 @@ pub async fn merge_patches(
                     source,
                 })?;
             let file = file.display().to_string();
-            let applied = git(&repo, &["apply", &file], &[]).await.is_ok()
+            // As CooperBench's grader: whitespace-tolerant first, then a 3-way apply.
+            let applied = git(
+                &repo,
+                &[
+                    "apply",
+                    "--ignore-whitespace",
+                    "--ignore-space-change",
+                    &file,
+                ],
+                &[],
+            )
+            .await
+            .is_ok()
                 || git(&repo, &["apply", "--3way", &file], &[]).await.is_ok();
             if !applied {
                 apply_failed.push(agent.clone());

@@ -7,14 +7,23 @@ pub struct TestCounts {
     pub failed: u32,
 }
 
-/// Tries each known format; None when no summary is found.
+/// Tries each known format on the output without colour codes (runners that force
+/// colour, like Pillow's pytest config, would otherwise hide their summary); None when
+/// no summary is found.
 pub fn parse_test_output(output: &str) -> Option<TestCounts> {
+    let plain = strip_ansi(output);
+    let output = plain.as_str();
     parse_cargo(output)
         .or_else(|| parse_go(output))
         .or_else(|| parse_jest(output))
         .or_else(|| parse_vitest(output))
         .or_else(|| parse_pytest(output))
         .or_else(|| parse_unittest(output))
+}
+
+/// Removes ANSI escape sequences (colours, cursor moves).
+fn strip_ansi(text: &str) -> String {
+    String::from_utf8_lossy(&strip_ansi_escapes::strip(text)).into_owned()
 }
 
 /// Numbers before the given words in one summary line, e.g. `3 passed, 1 failed`.
@@ -104,27 +113,6 @@ pub fn parse_vitest(output: &str) -> Option<TestCounts> {
     })
 }
 
-/// Removes ANSI colour sequences (vitest colours its summary).
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for d in chars.by_ref() {
-                    if d.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// `Ran N tests in …` followed by `OK` / `OK (skipped=s)` / `FAILED (failures=f, errors=e, skipped=s)`.
 pub fn parse_unittest(output: &str) -> Option<TestCounts> {
     let mut ran: Option<u32> = None;
@@ -162,9 +150,12 @@ pub fn parse_unittest(output: &str) -> Option<TestCounts> {
     counts
 }
 
-/// pytest's final summary, e.g. `==== 3 passed, 1 failed, 2 errors in 0.12s ====`.
+/// pytest's final summaries, e.g. `==== 3 passed, 1 failed, 2 errors in 0.12s ====`,
+/// summed over every pytest invocation of the runner (some call it twice).
 pub fn parse_pytest(output: &str) -> Option<TestCounts> {
-    let line = output.lines().rev().find(|l| {
+    let mut found = false;
+    let mut counts = TestCounts::default();
+    for line in output.lines().filter(|l| {
         let l = l.trim();
         l.starts_with('=')
             && l.ends_with('=')
@@ -173,23 +164,24 @@ pub fn parse_pytest(output: &str) -> Option<TestCounts> {
                 || l.contains(" failed")
                 || l.contains(" error")
                 || l.contains("no tests ran"))
-    })?;
-    let mut counts = TestCounts::default();
-    let words: Vec<&str> = line
-        .split(|c: char| c == ',' || c == '=' || c.is_whitespace())
-        .filter(|w| !w.is_empty())
-        .collect();
-    for pair in words.windows(2) {
-        let Ok(n) = pair[0].parse::<u32>() else {
-            continue;
-        };
-        match pair[1] {
-            "passed" => counts.passed += n,
-            "failed" | "error" | "errors" => counts.failed += n,
-            _ => {}
+    }) {
+        found = true;
+        let words: Vec<&str> = line
+            .split(|c: char| c == ',' || c == '=' || c.is_whitespace())
+            .filter(|w| !w.is_empty())
+            .collect();
+        for pair in words.windows(2) {
+            let Ok(n) = pair[0].parse::<u32>() else {
+                continue;
+            };
+            match pair[1] {
+                "passed" => counts.passed += n,
+                "failed" | "error" | "errors" => counts.failed += n,
+                _ => {}
+            }
         }
     }
-    Some(counts)
+    found.then_some(counts)
 }
 
 #[cfg(test)]
@@ -335,5 +327,32 @@ mod tests {
     #[test]
     fn no_summary_is_none() {
         assert_eq!(parse_test_output("error: patch failed: a.py:3\n"), None);
+    }
+
+    #[test]
+    fn forced_colour_pytest_output_is_counted() {
+        // What Pillow's config (`--color=yes`) prints: the summary wrapped in colour codes.
+        let out = "\u{1b}[32m\u{1b}[1m193 passed\u{1b}[0m\u{1b}[32m in 4.21s\u{1b}[0m\n\
+                   \u{1b}[32m============================= \u{1b}[32m\u{1b}[1m193 passed\u{1b}[0m\u{1b}[32m in 4.21s\u{1b}[0m\u{1b}[32m ==============================\u{1b}[0m\n";
+        assert_eq!(
+            parse_test_output(out),
+            Some(TestCounts {
+                passed: 193,
+                failed: 0
+            })
+        );
+    }
+
+    #[test]
+    fn a_runner_calling_pytest_twice_is_counted_over_both_calls() {
+        let out = "============================== 5 passed in 0.30s ===============================\n\
+                   ========================= 1 failed, 2 passed in 0.21s ==========================\n";
+        assert_eq!(
+            parse_test_output(out),
+            Some(TestCounts {
+                passed: 7,
+                failed: 1
+            })
+        );
     }
 }

@@ -100,7 +100,10 @@ impl TestBench {
             .unwrap_or(true);
         match self {
             TestBench::Local(confinement) => {
-                let repo = scratch.join(format!("tree-{name}"));
+                // The layout CooperBench's runners expect: some (jinja, outlines) refuse to
+                // run unless the repository's parent folder is `agent_workspace`.
+                let holder = scratch.join(format!("tree-{name}"));
+                let repo = holder.join("agent_workspace").join("repo");
                 let home = scratch.join(format!("home-{name}"));
                 base.checkout_to(&repo).await?;
                 std::fs::create_dir_all(home.join("tmp")).map_err(crate::sandbox::local::io(
@@ -122,7 +125,7 @@ impl TestBench {
                 // and the network (real runners install packages); never the dataset, the logs,
                 // the user's files or cbench's environment.
                 let mounts = Mounts {
-                    writable: vec![repo.clone(), home.clone()],
+                    writable: vec![holder.clone(), home.clone()],
                     readonly,
                     network: confinement.grading_network,
                     toolchains: true,
@@ -141,7 +144,7 @@ impl TestBench {
                 };
                 let out = run_script(&launch, &runner, &args).await;
                 drop(cgroup);
-                let _ = tokio::fs::remove_dir_all(&repo).await;
+                let _ = tokio::fs::remove_dir_all(&holder).await;
                 let _ = tokio::fs::remove_dir_all(&home).await;
                 out
             }

@@ -10,6 +10,7 @@ mod end_to_end;
 mod errors;
 mod gold;
 mod grading;
+mod grading_fixtures;
 mod integrity;
 mod local_sandbox;
 mod mini_swe_loop;

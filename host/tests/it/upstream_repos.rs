@@ -33,7 +33,7 @@ fn git(dir: &Path, args: &[&str]) -> String {
 
 /// An "upstream" repo whose first commit is the bundled textkit tree (tagged
 /// v0.1) followed by a later commit (tagged v0.2). Returns (base, later).
-fn upstream(dir: &Path) -> (String, String) {
+pub(crate) fn upstream(dir: &Path) -> (String, String) {
     std::fs::create_dir_all(dir).unwrap();
     let tree = dataset().join("cbench_textkit_task/task1/repo");
     let status = Command::new("cp")
