@@ -27,8 +27,11 @@ pub struct BaseRepos {
     images: Option<ImageBases>,
     /// Each task's base, or why it could not be prepared (tried once: every pair of the
     /// task would fail the same way, slowly).
-    repos: Mutex<HashMap<String, Arc<OnceCell<Result<Arc<BaseRepo>, String>>>>>,
+    repos: Mutex<HashMap<String, Arc<Prepared>>>,
 }
+
+/// One task's base once prepared, or why it could not be.
+type Prepared = OnceCell<Result<Arc<BaseRepo>, String>>;
 
 /// Docker backend: bases are copied out of the task images, so grading merges
 /// exactly the repository the agents saw (and no upstream clone is needed).
