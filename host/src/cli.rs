@@ -261,6 +261,36 @@ pub enum DatasetCommand {
     List(DatasetListArgs),
     /// Download the dataset from the Hugging Face hub (resumable, every file verified).
     Fetch(DatasetFetchArgs),
+    /// Which items can grade agents: tests fail on the base, pass with the gold patch and
+    /// with the task's combined gold patch, the same way every time.
+    Verify(DatasetVerifyArgs),
+}
+
+/// Raw `cbench dataset verify` arguments.
+#[derive(Debug, Args)]
+pub struct DatasetVerifyArgs {
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+    /// Runs of each check, to catch flaky tests.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: u32,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Where to write verified.json (default <log-dir>/verify/verified.json).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Runner logs go under <log-dir>/verify/.
+    #[arg(long, default_value = "logs")]
+    pub log_dir: PathBuf,
+    /// Checks run at once.
+    #[arg(long, short = 'c', default_value_t = 10)]
+    pub concurrency: usize,
+    /// Timeout of one runner run, seconds.
+    #[arg(long, default_value_t = 900)]
+    pub test_timeout: u64,
+    #[command(flatten)]
+    pub caches: CacheArgs,
 }
 
 /// Raw `cbench dataset fetch` arguments.

@@ -62,6 +62,47 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Dataset(cbench::cli::DatasetCommand::Verify(args)) => {
+                let selection = args.selection.validate()?;
+                if args.repeat == 0 {
+                    anyhow::bail!("--repeat 0: give at least 1");
+                }
+                let dataset = cbench::dataset::Dataset::discover(&args.selection.dataset_dir)?;
+                let pairs = dataset.select(&selection)?;
+                let scratch = cbench::leftovers::scratch_dir("verify", "dataset")?;
+                let bases = std::sync::Arc::new(cbench::repos::BaseRepos::new(
+                    &scratch.path().join("bases"),
+                    cbench::repos::UpstreamRepos {
+                        cache_dir: args.caches.cache_dir(),
+                        mirror_dir: args.caches.repo_cache.clone(),
+                    },
+                ));
+                let verify_dir = args.log_dir.join("verify");
+                let cfg = cbench::dataset::verify::VerifyConfig {
+                    repeat: args.repeat,
+                    concurrency: args.concurrency,
+                    test_timeout: std::time::Duration::from_secs(args.test_timeout),
+                    log_dir: verify_dir.clone(),
+                    scratch: scratch.path().join("work"),
+                };
+                let report = cbench::dataset::verify::verify(&pairs, bases, &cfg).await;
+                let output = args
+                    .output
+                    .clone()
+                    .unwrap_or_else(|| verify_dir.join("verified.json"));
+                cbench::fsutil::write_json_atomic(&output, &report)?;
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{}", report.render());
+                    println!("report: {}", output.display());
+                }
+                Ok(if report.unverified + report.unchecked == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                })
+            }
             Command::Dataset(cbench::cli::DatasetCommand::List(args)) => {
                 let selection = args.selection.validate()?;
                 let dataset = cbench::dataset::Dataset::discover(&args.selection.dataset_dir)?;

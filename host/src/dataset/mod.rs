@@ -6,6 +6,7 @@
 pub mod fetch;
 pub mod listing;
 pub mod metadata;
+pub mod verify;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -12,7 +12,12 @@ use crate::support::{cbench, dataset, json, text};
 
 /// A copy of the bundled task under `root` whose runner is `runner` (a bash script).
 fn fixture(root: &Path, runner: &str) -> PathBuf {
-    let task = root.join("cbench_textkit_task/task1");
+    fixture_task(root, 1, runner)
+}
+
+/// The bundled task copied to `root` as task `id`, with `runner`.
+fn fixture_task(root: &Path, id: u32, runner: &str) -> PathBuf {
+    let task = root.join(format!("cbench_textkit_task/task{id}"));
     std::fs::create_dir_all(&task).unwrap();
     let status = std::process::Command::new("cp")
         .arg("-a")
@@ -196,4 +201,76 @@ async fn a_base_that_cannot_be_prepared_fails_once_with_its_reason() {
         },
     );
     assert_eq!(again.get(&task).await.expect("prepared").commit, base);
+}
+
+#[test]
+fn dataset_verify_flags_broken_tests_runners_that_ignore_the_patch_and_flaky_tests() {
+    let root = tempfile::tempdir().unwrap();
+    // task1: sound, but feature 3's hidden tests do not apply.
+    let sound = fixture_task(root.path(), 1, &runner_with("", UNITTEST));
+    std::fs::write(
+        sound.join("feature3/tests.patch"),
+        "diff --git a/missing.py b/missing.py\n--- a/missing.py\n+++ b/missing.py\n@@ -1 +1 @@\n-a\n+b\n",
+    )
+    .unwrap();
+    // task2: a runner that applies nothing and always reports success (typst's local runner).
+    fixture_task(
+        root.path(),
+        2,
+        "#!/bin/bash\necho 'Ran 3 tests in 0.001s'\necho\necho OK\n",
+    );
+    // task3: every third run of a feature fails whatever it tests.
+    let flaky = r#"COUNT="$(realpath "$2").count"
+n=$(( $(cat "$COUNT" 2>/dev/null || echo 0) + 1 )); echo "$n" > "$COUNT"
+if [ $(( n % 3 )) = 2 ]; then echo "Ran 1 test in 0.01s"; echo; echo "FAILED (failures=1)"; exit 1; fi"#;
+    fixture_task(root.path(), 3, &runner_with(flaky, UNITTEST));
+
+    let data = root.path().display().to_string();
+    let logs = root.path().join("logs").display().to_string();
+    let out = cbench(&[
+        "dataset",
+        "verify",
+        "--dataset-dir",
+        &data,
+        "--log-dir",
+        &logs,
+        "--repeat",
+        "2",
+        "-c",
+        "4",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report = json(&root.path().join("logs/verify/verified.json"));
+    let problems = |task: u64, feature: u32| -> String {
+        report["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["task_id"] == task && f["feature_id"] == feature)
+            .map(|f| f["problems"].to_string())
+            .unwrap_or_else(|| panic!("no verdict for task{task} feature{feature}: {report:#}"))
+    };
+    for f in [1, 2, 4, 5] {
+        assert_eq!(problems(1, f), "[]", "{report:#}");
+    }
+    assert!(
+        problems(1, 3).contains("the gold patch fails its own tests"),
+        "{report:#}"
+    );
+    for f in 1..=5 {
+        let p = problems(2, f);
+        assert!(
+            p.contains("independent of the patch") && p.contains("pass without the feature"),
+            "{p}"
+        );
+        assert!(
+            problems(3, f).contains("flaky: gold + tests passed 1 of 2"),
+            "{report:#}"
+        );
+    }
+    assert_eq!(report["verified"], 4);
+    assert_eq!(report["unverified"], 11);
+    assert_eq!(report["unchecked"], 0);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("verified: 4 of 15 features"), "{table}");
 }
