@@ -447,6 +447,9 @@ pub struct RunArgs {
     pub backend: BackendArg,
     #[command(flatten)]
     pub docker: DockerArgs,
+    /// Run only pairs whose every feature `cbench dataset verify` verified (its verified.json).
+    #[arg(long, value_name = "VERIFIED_JSON")]
+    pub exclude_unverified: Option<PathBuf>,
     /// What grading does when the agents' patches conflict.
     #[arg(long, value_enum, default_value = "union")]
     pub merge_policy: MergePolicyArg,
@@ -771,6 +774,7 @@ impl RunArgs {
             ),
         };
         Ok(RunConfig {
+            exclude_unverified: self.exclude_unverified.clone(),
             name,
             agent: self.agent,
             model: self.model,

@@ -53,6 +53,8 @@ pub struct RunConfig {
     pub merge_policy: MergePolicy,
     /// `--repo-cache`: local copies of upstream repositories as `<owner>/<name>`.
     pub repo_cache: Option<PathBuf>,
+    /// `--exclude-unverified`: a verified.json; only pairs of verified features run.
+    pub exclude_unverified: Option<PathBuf>,
     /// Where agents and graders run.
     pub backend: BackendChoice,
     /// `--git`: a shared `team` remote per pair.
@@ -108,6 +110,8 @@ pub enum RunError {
     Plugin(#[from] PluginError),
     #[error(transparent)]
     Fs(#[from] FsError),
+    #[error("--exclude-unverified {path}: no selected pair has all its features verified there")]
+    NothingVerified { path: PathBuf },
     #[error("run `{name}` not found: {path} does not exist")]
     UnknownRun { name: String, path: PathBuf },
     #[error(transparent)]
@@ -180,6 +184,12 @@ pub struct RunRecord {
     #[serde(default)]
     pub temperature: Option<f64>,
     pub created_at: String,
+    /// `--exclude-unverified`: the verified.json the pairs were filtered by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude_unverified: Option<String>,
+    /// Its sha256 (the same path with other content is another selection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_items_sha256: Option<String>,
     /// When later invocations resumed the run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resumed_at: Vec<String>,
@@ -276,6 +286,11 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
     let progress = Progress::new(cfg.quiet);
     let dataset = Dataset::discover(&cfg.dataset_dir)?;
     let pairs = dataset.select(&cfg.selection)?;
+    let selected = pairs.len();
+    let (pairs, verified_items) = match &cfg.exclude_unverified {
+        Some(path) => only_verified(pairs, path)?,
+        None => (pairs, None),
+    };
     let model = cfg.llm.model(&cfg.model)?;
     let run_budget = cfg.llm.max_run_cost_usd.map(RunBudget::new);
     let run_dir = cfg.log_dir.join(&cfg.name);
@@ -302,7 +317,8 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
 
     // Before anything of the run is touched: a second live invocation is refused.
     let lock = crate::runlock::RunLock::acquire(&run_dir, &cfg.name)?;
-    let record = run_record(&cfg, &plugin.identity, &backend);
+    let mut record = run_record(&cfg, &plugin.identity, &backend);
+    record.verified_items_sha256 = verified_items;
     prepare_run_dir(&cfg, &run_dir, &record, &lock)?;
     let work_dir = crate::leftovers::scratch_dir("run", &cfg.name)
         .map_err(run_dir_io(&std::env::temp_dir()))?;
@@ -316,7 +332,19 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
         version = plugin.identity.version,
         sha = &plugin.identity.sha256[..12],
         tasks = count_tasks(&pairs),
-        pairs = pairs.len(),
+        pairs = if pairs.len() == selected {
+            pairs.len().to_string()
+        } else {
+            format!(
+                "{} ({} excluded: features not verified in {})",
+                pairs.len(),
+                selected - pairs.len(),
+                cfg.exclude_unverified
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            )
+        },
         c = cfg.concurrency,
         backend = backend.name(),
         isolation = backend.isolation(),
@@ -446,8 +474,40 @@ fn run_record(cfg: &RunConfig, plugin: &PluginIdentity, backend: &Backend) -> Ru
         temperature: cfg.llm.sampling.temperature,
         created_at: now_rfc3339(),
         resumed_at: Vec::new(),
+        exclude_unverified: cfg
+            .exclude_unverified
+            .as_ref()
+            .map(|p| p.display().to_string()),
+        verified_items_sha256: None,
         cbench_version: env!("CARGO_PKG_VERSION").into(),
     }
+}
+
+/// Keeps the pairs whose every feature `verified.json` at `path` lists as verified;
+/// returns them and the file's sha256 for config.json.
+fn only_verified(pairs: Vec<Pair>, path: &Path) -> Result<(Vec<Pair>, Option<String>), RunError> {
+    let report: crate::dataset::verify::VerifyReport = read_json(path)?;
+    let text = std::fs::read(path).map_err(run_dir_io(path))?;
+    let verified: std::collections::BTreeSet<(String, u64, u32)> = report
+        .features
+        .iter()
+        .filter(|f| f.verified)
+        .map(|f| (f.repo.clone(), f.task_id, f.feature_id))
+        .collect();
+    let kept: Vec<Pair> = pairs
+        .into_iter()
+        .filter(|p| {
+            p.features
+                .iter()
+                .all(|f| verified.contains(&(p.task.repo.clone(), p.task.id, *f)))
+        })
+        .collect();
+    if kept.is_empty() {
+        return Err(RunError::NothingVerified {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok((kept, Some(sha256_hex(&text))))
 }
 
 /// Paths no local command may see: the dataset (hidden tests, gold patches), the
@@ -526,6 +586,15 @@ fn identity(r: &RunRecord) -> Vec<(&'static str, String)> {
             opt(r.max_output_tokens.map(|v| v.to_string())),
         ),
         ("--temperature", opt(r.temperature.map(|v| v.to_string()))),
+        (
+            "--exclude-unverified",
+            opt(r.exclude_unverified.as_ref().map(|p| {
+                format!(
+                    "{p} (sha256 {})",
+                    r.verified_items_sha256.as_deref().unwrap_or("?")
+                )
+            })),
+        ),
     ]
 }
 
@@ -1008,6 +1077,11 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
         features: record.features.clone(),
     };
     let pairs = dataset.select(&selection)?;
+    // The pairs the run ran: the same filter as `run --exclude-unverified`.
+    let pairs = match &record.exclude_unverified {
+        Some(path) => only_verified(pairs, Path::new(path))?.0,
+        None => pairs,
+    };
     let work_dir = crate::leftovers::scratch_dir("eval", &cfg.name)
         .map_err(run_dir_io(&std::env::temp_dir()))?;
     let choice = match &cfg.backend {

@@ -274,3 +274,58 @@ if [ $(( n % 3 )) = 2 ]; then echo "Ran 1 test in 0.01s"; echo; echo "FAILED (fa
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("verified: 4 of 15 features"), "{table}");
 }
+
+#[test]
+fn a_run_can_keep_to_the_verified_items() {
+    let root = tempfile::tempdir().unwrap();
+    let task = fixture_task(root.path(), 1, &runner_with("", UNITTEST));
+    std::fs::write(
+        task.join("feature3/tests.patch"),
+        "diff --git a/missing.py b/missing.py\n--- a/missing.py\n+++ b/missing.py\n@@ -1 +1 @@\n-a\n+b\n",
+    )
+    .unwrap();
+    let data = root.path().display().to_string();
+    let logs = root.path().join("logs").display().to_string();
+    let out = cbench(&[
+        "dataset",
+        "verify",
+        "--dataset-dir",
+        &data,
+        "--log-dir",
+        &logs,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let verified = root
+        .path()
+        .join("logs/verify/verified.json")
+        .display()
+        .to_string();
+    let agent = crate::support::plugins().mini_swe.display().to_string();
+    let out = cbench(&[
+        "run",
+        "-q",
+        "-n",
+        "verified-only",
+        "--dataset-dir",
+        &data,
+        "--log-dir",
+        &logs,
+        "--agent",
+        &agent,
+        "-m",
+        "oracle",
+        "--exclude-unverified",
+        &verified,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let run = root.path().join("logs/verified-only");
+    // Feature 3 is in 4 of the 10 pairs.
+    assert_eq!(json(&run.join("summary.json"))["pairs"], 6);
+    assert!(!run.join("cbench_textkit_task/1/features_1_3").exists());
+    let config = json(&run.join("config.json"));
+    assert_eq!(config["exclude_unverified"], verified.as_str());
+    // eval grades the same pairs, not the excluded ones as "never ran".
+    let out = cbench(&["eval", "-q", "-n", "verified-only", "--log-dir", &logs]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(json(&run.join("summary.json"))["infra_errors"], 0);
+}
