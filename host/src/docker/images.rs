@@ -113,7 +113,17 @@ pub async fn build(
             .build_image(options, None, Some(bollard::body_full(context.into())));
     let mut last_lines: Vec<String> = Vec::new();
     while let Some(item) = stream.next().await {
-        let info = item.map_err(DockerError::api(format!("building {tag}")))?;
+        let info = match item {
+            Ok(info) => info,
+            // The engine's error alone ("exit code 1") says nothing: show what the build printed.
+            Err(e) => {
+                return Err(DockerError::Other(format!(
+                    "building {tag} from {}: {e}\nlast build output:\n{}",
+                    dockerfile.display(),
+                    last_lines.join("\n")
+                )))
+            }
+        };
         if let Some(text) = info.stream.as_deref() {
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
                 log(line);
@@ -125,7 +135,7 @@ pub async fn build(
         }
         if let Some(err) = info.error_detail.and_then(|d| d.message) {
             return Err(DockerError::Other(format!(
-                "building {tag} from {}: {err}\n{}",
+                "building {tag} from {}: {err}\nlast build output:\n{}",
                 dockerfile.display(),
                 last_lines.join("\n")
             )));

@@ -116,6 +116,12 @@ impl TestBench {
                 let patch_arg = patch.display().to_string();
                 let mut args = vec![repo_arg.as_str(), tests_arg.as_str()];
                 let mut readonly = vec![runner.clone(), tests.clone()];
+                if let Some(cache) = std::env::var_os("TIKTOKEN_CACHE_DIR")
+                    .map(std::path::PathBuf::from)
+                    .filter(|p| p.is_absolute() && p.is_dir())
+                {
+                    readonly.push(cache);
+                }
                 if !patch_is_empty {
                     args.push(&patch_arg);
                     readonly.push(patch.to_path_buf());
@@ -206,7 +212,9 @@ impl TestBench {
 /// Variables a local grader may inherit: locale, toolchain roots, package indexes and
 /// proxies (those carrying credentials in their URL are dropped), harmless test
 /// tuning. Everything else (API keys, tokens, cbench's own settings) stays out.
-const GRADER_ENV_ALLOWED: [&str; 27] = [
+const GRADER_ENV_ALLOWED: [&str; 28] = [
+    // A cache of encodings tiktoken's tests read (shown read-only when it exists).
+    "TIKTOKEN_CACHE_DIR",
     "PATH",
     "LANG",
     "LC_ALL",

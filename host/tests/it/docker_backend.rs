@@ -511,6 +511,50 @@ fn a_missing_image_is_a_clear_error_before_anything_runs() {
 }
 
 #[test]
+fn a_failing_image_build_shows_what_the_build_printed() {
+    docker();
+    let root = tempfile::tempdir().unwrap();
+    let task = root.path().join("cbench_textkit_task/task1");
+    std::fs::create_dir_all(&task).unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!(
+            "{}/.",
+            crate::support::dataset()
+                .join("cbench_textkit_task/task1")
+                .display()
+        ))
+        .arg(&task)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::write(
+        task.join("Dockerfile"),
+        "ARG BASE_IMAGE=cbench-base:bookworm\nFROM ${BASE_IMAGE}\nRUN echo the-step-that-breaks && exit 3\n",
+    )
+    .unwrap();
+    let data = root.path().display().to_string();
+    let base = std::env::var("CBENCH_BASE_IMAGE").unwrap_or_else(|_| "cbench-base:bookworm".into());
+    let out = crate::support::cbench(&[
+        "images",
+        "build",
+        "--dataset-dir",
+        &data,
+        "--image-prefix",
+        "cbench-it-broken/",
+        "--base-image",
+        &base,
+        "--force",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("last build output") && stderr.contains("the-step-that-breaks"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn an_unreachable_engine_is_a_clear_error() {
     let agent = plugins().mini_swe.display().to_string();
     let logs = tempfile::tempdir().unwrap();
