@@ -56,7 +56,9 @@ pub fn parse_cargo(output: &str) -> Option<TestCounts> {
     found.then_some(counts)
 }
 
-/// go test: `--- PASS:` / `--- FAIL:` lines (-v); plain output counts `ok  <pkg>` lines as passes.
+/// go test: `--- PASS:` / `--- FAIL:` lines (-v); plain output (which prints failing tests but
+/// not passing ones) counts packages on both sides, `ok  <pkg>` and `FAIL <pkg>`, so passes
+/// and failures are the same unit.
 pub fn parse_go(output: &str) -> Option<TestCounts> {
     let mut counts = TestCounts::default();
     let (mut verbose_lines, mut ok_packages, mut failed_packages) = (0u32, 0u32, 0u32);
@@ -78,9 +80,14 @@ pub fn parse_go(output: &str) -> Option<TestCounts> {
     if verbose_lines == 0 && ok_packages + failed_packages == 0 {
         return None;
     }
-    if counts.passed == 0 && ok_packages > 0 && !output.contains("=== RUN") {
-        counts.passed = ok_packages;
+    let verbose = counts.passed > 0 || output.contains("=== RUN");
+    if !verbose {
+        return Some(TestCounts {
+            passed: ok_packages,
+            failed: failed_packages.max(u32::from(counts.failed > 0)),
+        });
     }
+    // A package that failed to build has no test lines: it still counts as a failure.
     if counts.failed == 0 && failed_packages > 0 {
         counts.failed = failed_packages;
     }
@@ -351,6 +358,19 @@ mod tests {
             parse_test_output(out),
             Some(TestCounts {
                 passed: 7,
+                failed: 1
+            })
+        );
+    }
+
+    #[test]
+    fn plain_go_test_counts_packages_on_both_sides() {
+        // Two failing tests in one package, one passing package: 1 passed, 1 failed (packages).
+        let out = "--- FAIL: TestA (0.00s)\n--- FAIL: TestB (0.00s)\nFAIL\nFAIL\texample.com/m\t0.003s\nok  \texample.com/m/sub\t0.001s\nFAIL\n";
+        assert_eq!(
+            parse_go(out),
+            Some(TestCounts {
+                passed: 1,
                 failed: 1
             })
         );
