@@ -27,6 +27,10 @@ use crate::sandbox::Sandbox;
 use crate::summary::{summarize, RunSummary};
 use crate::trajectory::{now_rfc3339, Recorder, TokenTotals};
 
+pub use crate::evalrun::{eval_run, EvalConfig};
+pub use crate::runrecord::RunRecord;
+use crate::runrecord::{prepare_run_dir, run_record};
+
 /// A validated `cbench run` configuration.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -133,69 +137,6 @@ pub enum RunError {
     },
 }
 
-/// config.json: what the run was asked to do.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunRecord {
-    pub name: String,
-    pub setting: Setting,
-    pub model: String,
-    pub agent: PluginIdentity,
-    pub dataset_dir: String,
-    pub subset: Option<String>,
-    pub repo: Option<String>,
-    pub task: Option<u64>,
-    pub features: Option<Vec<u32>>,
-    pub backend: String,
-    /// How agents are confined and limited, as the run header says.
-    pub isolation: String,
-    /// `--isolation` as given (`auto`, `bwrap`, `none`); local backend only.
-    #[serde(default)]
-    pub isolation_mode: String,
-    /// Graders' network: `bridge` (containers; the host's on the local backend) or `none`.
-    #[serde(default)]
-    pub grading_network: String,
-    pub concurrency: usize,
-    pub eval_concurrency: usize,
-    pub messaging: bool,
-    #[serde(default)]
-    pub git: bool,
-    pub auto_eval: bool,
-    pub agent_config: Option<String>,
-    /// sha256 of the `--agent-config` text (the path may stay while the content changes).
-    #[serde(default)]
-    pub agent_config_sha256: Option<String>,
-    pub max_steps: u32,
-    pub command_timeout_s: f64,
-    pub plugin_memory_mb: usize,
-    pub plugin_compute_s: f64,
-    pub merge_policy: MergePolicy,
-    /// Per-agent LLM budgets and the run's cost cap (None: unlimited).
-    #[serde(default)]
-    pub max_cost_usd: Option<f64>,
-    #[serde(default)]
-    pub max_tokens: Option<u64>,
-    #[serde(default)]
-    pub max_agent_secs: Option<f64>,
-    #[serde(default)]
-    pub max_run_cost_usd: Option<f64>,
-    /// Per-call output cap and temperature sent to the provider (None: its default).
-    #[serde(default)]
-    pub max_output_tokens: Option<u32>,
-    #[serde(default)]
-    pub temperature: Option<f64>,
-    pub created_at: String,
-    /// `--exclude-unverified`: the verified.json the pairs were filtered by.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exclude_unverified: Option<String>,
-    /// Its sha256 (the same path with other content is another selection).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verified_items_sha256: Option<String>,
-    /// When later invocations resumed the run.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub resumed_at: Vec<String>,
-    pub cbench_version: String,
-}
-
 /// One agent's line in result.json.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentRecord {
@@ -273,7 +214,7 @@ struct RunContext {
     run_budget: Option<Arc<RunBudget>>,
 }
 
-fn run_dir_io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
+pub(crate) fn run_dir_io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
     move |source| RunError::Io {
         path: path.to_path_buf(),
         source,
@@ -405,7 +346,9 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
     Ok(summary)
 }
 
-async fn collect(mut set: tokio::task::JoinSet<(usize, PairResult)>) -> Vec<(usize, PairResult)> {
+pub(crate) async fn collect(
+    mut set: tokio::task::JoinSet<(usize, PairResult)>,
+) -> Vec<(usize, PairResult)> {
     let mut results = Vec::new();
     while let Some(joined) = set.join_next().await {
         match joined {
@@ -426,66 +369,12 @@ fn count_tasks(pairs: &[Pair]) -> usize {
     tasks.len()
 }
 
-fn run_record(cfg: &RunConfig, plugin: &PluginIdentity, backend: &Backend) -> RunRecord {
-    RunRecord {
-        name: cfg.name.clone(),
-        setting: cfg.setting,
-        model: cfg.model.clone(),
-        agent: plugin.clone(),
-        dataset_dir: cfg.dataset_dir.display().to_string(),
-        subset: cfg.selection.subset.clone(),
-        repo: cfg.selection.repo.clone(),
-        task: cfg.selection.task,
-        features: cfg.selection.features.clone(),
-        backend: backend.name().into(),
-        isolation: backend.isolation(),
-        isolation_mode: match &cfg.backend {
-            BackendChoice::Local(o) => format!("{:?}", o.mode).to_lowercase(),
-            BackendChoice::Docker(_) => "container".into(),
-        },
-        grading_network: match &cfg.backend {
-            BackendChoice::Local(o) if !o.grading_network => "none".into(),
-            BackendChoice::Local(_) => "bridge".into(),
-            BackendChoice::Docker(d) => d.grading_network.clone(),
-        },
-        concurrency: cfg.concurrency,
-        eval_concurrency: cfg.eval_concurrency,
-        messaging: cfg.messaging,
-        git: cfg.git,
-        auto_eval: cfg.auto_eval,
-        agent_config: cfg
-            .agent_config
-            .as_ref()
-            .map(|(p, _)| p.display().to_string()),
-        agent_config_sha256: cfg
-            .agent_config
-            .as_ref()
-            .map(|(_, text)| sha256_hex(text.as_bytes())),
-        max_steps: cfg.max_steps,
-        command_timeout_s: cfg.command_timeout.as_secs_f64(),
-        plugin_memory_mb: cfg.plugin_limits.memory_bytes >> 20,
-        plugin_compute_s: cfg.plugin_limits.compute.as_secs_f64(),
-        merge_policy: cfg.merge_policy,
-        max_cost_usd: cfg.llm.max_cost_usd,
-        max_tokens: cfg.llm.max_tokens,
-        max_agent_secs: cfg.llm.max_agent_wall.map(|d| d.as_secs_f64()),
-        max_run_cost_usd: cfg.llm.max_run_cost_usd,
-        max_output_tokens: cfg.llm.sampling.max_output_tokens,
-        temperature: cfg.llm.sampling.temperature,
-        created_at: now_rfc3339(),
-        resumed_at: Vec::new(),
-        exclude_unverified: cfg
-            .exclude_unverified
-            .as_ref()
-            .map(|p| p.display().to_string()),
-        verified_items_sha256: None,
-        cbench_version: env!("CARGO_PKG_VERSION").into(),
-    }
-}
-
 /// Keeps the pairs whose every feature `verified.json` at `path` lists as verified;
 /// returns them and the file's sha256 for config.json.
-fn only_verified(pairs: Vec<Pair>, path: &Path) -> Result<(Vec<Pair>, Option<String>), RunError> {
+pub(crate) fn only_verified(
+    pairs: Vec<Pair>,
+    path: &Path,
+) -> Result<(Vec<Pair>, Option<String>), RunError> {
     let report: crate::dataset::verify::VerifyReport = read_json(path)?;
     let text = std::fs::read(path).map_err(run_dir_io(path))?;
     let verified: std::collections::BTreeSet<(String, u64, u32)> = report
@@ -513,7 +402,12 @@ fn only_verified(pairs: Vec<Pair>, path: &Path) -> Result<(Vec<Pair>, Option<Str
 /// Paths no local command may see: the dataset (hidden tests, gold patches), the
 /// logs (other agents' work), cbench's cache, and the upstream mirrors (whose later
 /// history holds the features' real implementations).
-fn hidden_paths(dataset: &Path, logs: &Path, cache: &Path, mirrors: Option<&Path>) -> Vec<PathBuf> {
+pub(crate) fn hidden_paths(
+    dataset: &Path,
+    logs: &Path,
+    cache: &Path,
+    mirrors: Option<&Path>,
+) -> Vec<PathBuf> {
     let mut hidden = vec![
         dataset.to_path_buf(),
         logs.to_path_buf(),
@@ -523,135 +417,8 @@ fn hidden_paths(dataset: &Path, logs: &Path, cache: &Path, mirrors: Option<&Path
     hidden
 }
 
-/// Options that change results, as (flag, value): a run keeps them for life.
-fn identity(r: &RunRecord) -> Vec<(&'static str, String)> {
-    let opt = |v: Option<String>| v.unwrap_or_else(|| "(none)".into());
-    vec![
-        ("--setting", r.setting.to_string()),
-        ("-m/--model", r.model.clone()),
-        ("--agent (plugin sha256)", r.agent.sha256.clone()),
-        ("--backend", r.backend.clone()),
-        ("--dataset-dir", r.dataset_dir.clone()),
-        ("-s/--subset", opt(r.subset.clone())),
-        ("-r/--repo", opt(r.repo.clone())),
-        ("-t/--task", opt(r.task.map(|t| t.to_string()))),
-        (
-            "-f/--features",
-            opt(r.features.as_ref().map(|f| {
-                f.iter()
-                    .map(|x| x.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })),
-        ),
-        ("--no-messaging", (!r.messaging).to_string()),
-        ("--git", r.git.to_string()),
-        ("--agent-config", opt(r.agent_config_sha256.clone())),
-        ("--max-steps", r.max_steps.to_string()),
-        ("--command-timeout", r.command_timeout_s.to_string()),
-        ("--plugin-memory-mb", r.plugin_memory_mb.to_string()),
-        ("--plugin-compute-secs", r.plugin_compute_s.to_string()),
-        (
-            "--merge-policy",
-            format!("{:?}", r.merge_policy).to_lowercase(),
-        ),
-        ("--max-cost", opt(r.max_cost_usd.map(|v| v.to_string()))),
-        ("--max-tokens", opt(r.max_tokens.map(|v| v.to_string()))),
-        (
-            "--max-agent-secs",
-            opt(r.max_agent_secs.map(|v| v.to_string())),
-        ),
-        (
-            "--max-run-cost",
-            opt(r.max_run_cost_usd.map(|v| v.to_string())),
-        ),
-        (
-            "--isolation",
-            if r.isolation_mode.is_empty() {
-                "(not recorded: a run of an older cbench)".into()
-            } else {
-                r.isolation_mode.clone()
-            },
-        ),
-        (
-            "--grading-network",
-            if r.grading_network.is_empty() {
-                "bridge".into()
-            } else {
-                r.grading_network.clone()
-            },
-        ),
-        (
-            "--max-output-tokens",
-            opt(r.max_output_tokens.map(|v| v.to_string())),
-        ),
-        ("--temperature", opt(r.temperature.map(|v| v.to_string()))),
-        (
-            "--exclude-unverified",
-            opt(r.exclude_unverified.as_ref().map(|p| {
-                format!(
-                    "{p} (sha256 {})",
-                    r.verified_items_sha256.as_deref().unwrap_or("?")
-                )
-            })),
-        ),
-    ]
-}
-
-/// Refuses to mix results of different configurations under one name (unless --force).
-/// A resumed run keeps its config.json (creation time included) and records the
-/// invocation; only options that do not change results (concurrency) may differ.
-fn prepare_run_dir(
-    cfg: &RunConfig,
-    run_dir: &Path,
-    record: &RunRecord,
-    lock: &crate::runlock::RunLock,
-) -> Result<(), RunError> {
-    let config_path = run_dir.join("config.json");
-    let mut record = record.clone();
-    if config_path.exists() {
-        if cfg.force {
-            // Everything but the lock we hold (removing it would let a second run in).
-            for entry in std::fs::read_dir(run_dir).map_err(run_dir_io(run_dir))? {
-                let entry = entry.map_err(run_dir_io(run_dir))?;
-                let path = entry.path();
-                if path == lock.path() {
-                    continue;
-                }
-                let removed = if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    std::fs::remove_dir_all(&path)
-                } else {
-                    std::fs::remove_file(&path)
-                };
-                removed.map_err(run_dir_io(&path))?;
-            }
-        } else {
-            let old: RunRecord = read_json(&config_path)?;
-            for ((option, old_value), (_, new_value)) in
-                identity(&old).into_iter().zip(identity(&record))
-            {
-                if old_value != new_value {
-                    return Err(RunError::OptionChanged {
-                        name: cfg.name.clone(),
-                        dir: run_dir.to_path_buf(),
-                        option,
-                        old: old_value,
-                        new: new_value,
-                    });
-                }
-            }
-            record.created_at = old.created_at;
-            record.resumed_at = old.resumed_at;
-            record.resumed_at.push(now_rfc3339());
-        }
-    }
-    std::fs::create_dir_all(run_dir).map_err(run_dir_io(run_dir))?;
-    write_json_atomic(&config_path, &record)?;
-    Ok(())
-}
-
 /// Agent ids in order: `agent1..N` (coop) or `solo`.
-fn agent_ids(setting: Setting, n: usize) -> Vec<String> {
+pub(crate) fn agent_ids(setting: Setting, n: usize) -> Vec<String> {
     match setting {
         Setting::Solo => vec!["solo".into()],
         Setting::Coop => (1..=n).map(|k| format!("agent{k}")).collect(),
@@ -659,7 +426,7 @@ fn agent_ids(setting: Setting, n: usize) -> Vec<String> {
 }
 
 /// Feature ids each agent works on, aligned with `agent_ids`.
-fn agent_features(setting: Setting, pair: &Pair) -> Vec<Vec<u32>> {
+pub(crate) fn agent_features(setting: Setting, pair: &Pair) -> Vec<Vec<u32>> {
     match setting {
         Setting::Solo => vec![pair.features.clone()],
         Setting::Coop => pair.features.iter().map(|f| vec![*f]).collect(),
@@ -970,7 +737,7 @@ async fn grade_pair_dir(
     .await
 }
 
-async fn grade_with(
+pub(crate) async fn grade_with(
     bases: &BaseRepos,
     grader: &Grader,
     work_dir: &Path,
@@ -1018,7 +785,7 @@ async fn grade_with(
 }
 
 /// Writes report.json (metrics over every pair on disk, resumed ones included) and prints it.
-fn write_report(run_dir: &Path, progress: &Progress) -> Result<(), RunError> {
+pub(crate) fn write_report(run_dir: &Path, progress: &Progress) -> Result<(), RunError> {
     match crate::report::build(run_dir, None) {
         Ok(report) => {
             write_json_atomic(&run_dir.join("report.json"), &report)?;
@@ -1028,174 +795,4 @@ fn write_report(run_dir: &Path, progress: &Progress) -> Result<(), RunError> {
         Err(e) => tracing::warn!("no report.json: {e}"),
     }
     Ok(())
-}
-
-/// Options of `cbench eval`.
-#[derive(Debug, Clone)]
-pub struct EvalConfig {
-    pub name: String,
-    pub log_dir: PathBuf,
-    /// Overrides the dataset directory recorded in config.json.
-    pub dataset_dir: Option<PathBuf>,
-    pub force: bool,
-    pub eval_concurrency: usize,
-    pub test_timeout: Duration,
-    pub cache_dir: PathBuf,
-    pub repo_cache: Option<PathBuf>,
-    /// Overrides the merge policy recorded in config.json.
-    pub merge_policy: Option<MergePolicy>,
-    /// Overrides the backend recorded in config.json.
-    pub backend: Option<BackendChoice>,
-    /// Docker settings when the recorded backend is docker.
-    pub docker: crate::backend::DockerOptions,
-    pub quiet: bool,
-}
-
-/// (Re-)grades every pair of an existing run; pairs whose eval.json matches their patches are kept.
-pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
-    let started = Instant::now();
-    let progress = Progress::new(cfg.quiet);
-    let run_dir = cfg.log_dir.join(&cfg.name);
-    let config_path = run_dir.join("config.json");
-    if !config_path.is_file() {
-        return Err(RunError::UnknownRun {
-            name: cfg.name.clone(),
-            path: config_path,
-        });
-    }
-    let _lock = crate::runlock::RunLock::acquire(&run_dir, &cfg.name)?;
-    let mut record: RunRecord = read_json(&config_path)?;
-    let dataset_dir = cfg
-        .dataset_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(&record.dataset_dir));
-    let dataset = Dataset::discover(&dataset_dir)?;
-    let selection = Selection {
-        subset: record.subset.clone(),
-        repo: record.repo.clone(),
-        task: record.task,
-        features: record.features.clone(),
-    };
-    let pairs = dataset.select(&selection)?;
-    // The pairs the run ran: the same filter as `run --exclude-unverified`.
-    let pairs = match &record.exclude_unverified {
-        Some(path) => only_verified(pairs, Path::new(path))?.0,
-        None => pairs,
-    };
-    let work_dir = crate::leftovers::scratch_dir("eval", &cfg.name)
-        .map_err(run_dir_io(&std::env::temp_dir()))?;
-    let choice = match &cfg.backend {
-        Some(choice) => choice.clone(),
-        None if record.backend == "docker" => BackendChoice::Docker(cfg.docker.clone()),
-        None => BackendChoice::Local(crate::sandbox::confine::LocalOptions {
-            mode: crate::sandbox::confine::IsolationMode::Auto,
-            limits: crate::sandbox::cgroup::ProcessLimits {
-                pids: cfg.docker.limits.pids as u64,
-                memory_bytes: cfg.docker.limits.memory_bytes as u64,
-            },
-            grading_network: cfg.docker.grading_network == "bridge",
-        }),
-    };
-    let hidden = hidden_paths(
-        &dataset_dir,
-        &cfg.log_dir,
-        &cfg.cache_dir,
-        cfg.repo_cache.as_deref(),
-    );
-    let backend = Backend::resolve(&choice, &cfg.name, &hidden).await?;
-    for warning in backend.warnings() {
-        eprintln!("warning: {warning}");
-    }
-    backend.preflight(&pairs).await?;
-    let bases = Arc::new(backend.base_repos(
-        &work_dir.path().join("bases"),
-        UpstreamRepos {
-            cache_dir: cfg.cache_dir.clone(),
-            mirror_dir: cfg.repo_cache.clone(),
-        },
-    ));
-    let policy = match cfg.merge_policy {
-        Some(p) => p,
-        None => record.merge_policy,
-    };
-    if policy != record.merge_policy {
-        // The run's pairs are regraded under the new policy (it is part of each eval.json's
-        // input hash); config.json says so rather than keep the old one.
-        record.merge_policy = policy;
-        write_json_atomic(&config_path, &record)?;
-    }
-    let grader = Arc::new(Grader {
-        test_timeout: cfg.test_timeout,
-        policy,
-        backend: backend.grading(),
-    });
-    let slots = Arc::new(Semaphore::new(cfg.eval_concurrency.max(1)));
-    let work = Arc::new(work_dir);
-    let total = pairs.len();
-    progress.line(&format!("cbench eval: {} · {} pairs", cfg.name, total));
-    let mut set = tokio::task::JoinSet::new();
-    for (i, pair) in pairs.into_iter().enumerate() {
-        let (bases, grader, slots, work) =
-            (bases.clone(), grader.clone(), slots.clone(), work.clone());
-        let (setting, force, run_dir) = (record.setting, cfg.force, run_dir.clone());
-        set.spawn(async move {
-            let _slot = slots.acquire().await;
-            let pair_dir = pair.log_dir(&run_dir);
-            let record = read_json::<PairRecord>(&pair_dir.join("result.json")).ok();
-            let mut result = PairResult {
-                pair_dir: pair_dir.clone(),
-                record: record.clone(),
-                eval: None,
-                infra_error: None,
-            };
-            if record.is_none() {
-                result.infra_error = Some(format!(
-                    "{} has no result.json: the agents never ran",
-                    pair_dir.display()
-                ));
-            } else if let Some(why) = record.as_ref().and_then(PairRecord::infra_failure) {
-                result.infra_error = Some(format!(
-                    "{}: not graded, the agents were stopped by the infrastructure ({why}); `cbench run` with the same name runs them again",
-                    pair_dir.display()
-                ));
-            } else {
-                match grade_with(
-                    &bases,
-                    &grader,
-                    work.path(),
-                    setting,
-                    &pair,
-                    &pair_dir,
-                    force,
-                )
-                .await
-                {
-                    Ok(r) => result.eval = Some(r),
-                    Err(e) => result.infra_error = Some(e),
-                }
-            }
-            (i, result)
-        });
-    }
-    let mut results = collect(set).await;
-    if let Err(e) = backend.cleanup().await {
-        progress.line(&format!("  ✗ cleanup: {e}"));
-    }
-    results.sort_by_key(|(i, _)| *i);
-    let results: Vec<PairResult> = results.into_iter().map(|(_, r)| r).collect();
-    for r in &results {
-        if let Some(e) = &r.infra_error {
-            progress.line(&format!("  ✗ {e}"));
-        }
-    }
-    let mut summary = summarize(&cfg.name, &results, started.elapsed(), true);
-    summary.continue_from(
-        read_json::<RunSummary>(&run_dir.join("summary.json"))
-            .ok()
-            .as_ref(),
-    );
-    write_json_atomic(&run_dir.join("summary.json"), &summary)?;
-    summary.print(&progress);
-    write_report(&run_dir, &progress)?;
-    Ok(summary)
 }
