@@ -55,6 +55,28 @@ fn start_hanging(name: &str, logs: &Path, script_dir: &Path, extra: &[&str]) -> 
         .expect("starting cbench")
 }
 
+/// `cbench run -q -n NAME --log-dir LOG_DIR` on the bundled dataset with mini_swe and `model`.
+fn run_cmd(log_dir: &str, name: &str, model: &str, extra: &[&str]) -> std::process::Output {
+    let data = dataset().display().to_string();
+    let agent = plugins().mini_swe.display().to_string();
+    let mut args = vec![
+        "run",
+        "-q",
+        "-n",
+        name,
+        "--log-dir",
+        log_dir,
+        "--dataset-dir",
+        &data,
+        "--agent",
+        &agent,
+        "-m",
+        model,
+    ];
+    args.extend_from_slice(extra);
+    cbench(&args)
+}
+
 /// Scratch directories of run `name` in the temp dir.
 fn scratch_dirs(name: &str) -> Vec<PathBuf> {
     let prefix = format!("cbench-run-{name}-");
@@ -105,24 +127,7 @@ fn a_second_invocation_on_a_live_run_is_refused_with_its_owner() {
     let run_dir = logs.path().join(&name);
     wait_for_agents(&run_dir, 1);
     let log_dir = logs.path().display().to_string();
-    let data = dataset().display().to_string();
-    let agent = plugins().mini_swe.display().to_string();
-    let again = cbench(&[
-        "run",
-        "-q",
-        "-n",
-        &name,
-        "--log-dir",
-        &log_dir,
-        "--dataset-dir",
-        &data,
-        "--agent",
-        &agent,
-        "-m",
-        "oracle",
-        "-f",
-        "1,2",
-    ]);
+    let again = run_cmd(&log_dir, &name, "oracle", &["-f", "1,2"]);
     assert_eq!(again.status.code(), Some(2), "{}", text(&again));
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(
@@ -145,24 +150,12 @@ fn a_second_invocation_on_a_live_run_is_refused_with_its_owner() {
         "hang.json",
         &j!({"*": [{"bash": "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"}]}).to_string(),
     );
-    let resumed = cbench(&[
-        "run",
-        "-q",
-        "-n",
-        &name,
-        "--log-dir",
+    let resumed = run_cmd(
         &log_dir,
-        "--dataset-dir",
-        &data,
-        "--agent",
-        &agent,
-        "-m",
+        &name,
         &format!("scripted:{quick}"),
-        "-f",
-        "1,2",
-        "--command-timeout",
-        "900",
-    ]);
+        &["-f", "1,2", "--command-timeout", "900"],
+    );
     assert!(resumed.status.success(), "{}", text(&resumed));
 }
 
@@ -244,28 +237,19 @@ fn after_kill_9_cleanup_or_the_resume_leaves_nothing_behind() {
         &j!({"*": [{"bash": "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"}]}).to_string(),
     );
     let log_dir = logs.path().display().to_string();
-    let data = dataset().display().to_string();
-    let agent = plugins().mini_swe.display().to_string();
-    let out = cbench(&[
-        "run",
-        "-q",
-        "-n",
-        &name,
-        "--log-dir",
+    let out = run_cmd(
         &log_dir,
-        "--dataset-dir",
-        &data,
-        "--agent",
-        &agent,
-        "-m",
+        &name,
         &format!("scripted:{quick}"),
-        "--command-timeout",
-        "900",
-        "--backend",
-        "docker",
-        "-f",
-        "1,2",
-    ]);
+        &[
+            "--command-timeout",
+            "900",
+            "--backend",
+            "docker",
+            "-f",
+            "1,2",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
     assert!(scratch_dirs(&name).is_empty(), "{:?}", scratch_dirs(&name));
     assert!(rt
@@ -424,24 +408,7 @@ fn a_resume_that_changes_a_result_affecting_option_is_refused_by_name() {
         "a refused resume touched config.json"
     );
     // Options that do not change results may change; the resume is recorded.
-    let out = cbench(&[
-        "run",
-        "-q",
-        "-n",
-        "identity",
-        "--log-dir",
-        &log_dir,
-        "--dataset-dir",
-        &data,
-        "--agent",
-        &agent,
-        "-m",
-        "oracle",
-        "-f",
-        "1,2",
-        "-c",
-        "3",
-    ]);
+    let out = run_cmd(&log_dir, "identity", "oracle", &["-f", "1,2", "-c", "3"]);
     assert!(out.status.success(), "{}", text(&out));
     let config = json(&run.dir().join("config.json"));
     assert_eq!(
