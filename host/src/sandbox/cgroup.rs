@@ -44,6 +44,9 @@ pub enum CgroupRoot {
 pub struct CgroupUnavailable(pub String);
 
 static NEXT_GROUP: AtomicU64 = AtomicU64::new(0);
+/// How often, and how many times, a cgroup being emptied is checked (2 s in all).
+const POLL: Duration = Duration::from_micros(500);
+const POLLS: u32 = 4000;
 
 impl CgroupRoot {
     /// Finds writable cgroups with the `pids` and `memory` controllers.
@@ -217,39 +220,53 @@ impl SandboxCgroup {
         }
     }
 
-    /// Kills every process in the cgroup, whatever session or group it moved to.
+    /// Kills every process in the cgroup, whatever session or group it moved to
+    /// (blocking; for drops and sweeps).
     pub fn kill_all(&self) {
-        let Some(first) = self.dirs.first() else {
-            return;
-        };
-        if self.v2 && std::fs::write(first.join("cgroup.kill"), "1").is_ok() {
-            self.wait_empty(first);
-            return;
-        }
-        // v1: kill what is listed until nothing is left (a forking process may add more;
-        // a killed process leaves the list a moment later, so poll finely).
-        for _ in 0..4000 {
-            let pids = read_pids(&first.join("cgroup.procs"));
-            if pids.is_empty() {
+        for _ in 0..POLLS {
+            if self.kill_round() {
                 return;
             }
+            std::thread::sleep(POLL);
+        }
+        self.warn_survivors();
+    }
+
+    /// `kill_all` for async code (after every command): waits without blocking a worker.
+    pub async fn end_all(&self) {
+        for _ in 0..POLLS {
+            if self.kill_round() {
+                return;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        self.warn_survivors();
+    }
+
+    /// Signals what is in the cgroup; true once it is empty. A killed process leaves the
+    /// list a moment later and a forking one may add more, hence rounds.
+    fn kill_round(&self) -> bool {
+        let Some(first) = self.dirs.first() else {
+            return true;
+        };
+        let pids = read_pids(&first.join("cgroup.procs"));
+        if pids.is_empty() {
+            return true;
+        }
+        if !(self.v2 && std::fs::write(first.join("cgroup.kill"), "1").is_ok()) {
             for pid in pids {
                 // SAFETY: kill(2) on a pid read from our own cgroup; no memory is touched.
                 unsafe {
                     libc::kill(pid, libc::SIGKILL);
                 }
             }
-            std::thread::sleep(Duration::from_micros(500));
         }
-        tracing::warn!("processes survived in {}", first.display());
+        false
     }
 
-    fn wait_empty(&self, dir: &Path) {
-        for _ in 0..4000 {
-            if read_pids(&dir.join("cgroup.procs")).is_empty() {
-                return;
-            }
-            std::thread::sleep(Duration::from_micros(500));
+    fn warn_survivors(&self) {
+        if let Some(first) = self.dirs.first() {
+            tracing::warn!("processes survived in {}", first.display());
         }
     }
 }

@@ -280,7 +280,7 @@ pub async fn run_script(
         kill_group(pgid);
     }
     if let Some(cgroup) = launch.cgroup {
-        cgroup.kill_all();
+        cgroup.end_all().await;
     }
     if timed_out {
         let _ = child.wait().await;
