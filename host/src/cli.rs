@@ -355,6 +355,7 @@ pub struct ReportArgs {
     /// Run name.
     #[arg(long, short = 'n')]
     pub name: String,
+    /// Directory holding the runs (`logs/<run>/…`).
     #[arg(long, default_value = "logs")]
     pub log_dir: PathBuf,
     /// A solo run of the same pairs: adds the coordination deficit with a 95% bootstrap interval.
@@ -379,11 +380,13 @@ pub struct GoldArgs {
     /// Where to write the report (default <log-dir>/gold/gold_conflict_report.json).
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Directory holding the runs (`logs/<run>/…`).
     #[arg(long, default_value = "logs")]
     pub log_dir: PathBuf,
     /// Checks run at once.
     #[arg(long, short = 'c', default_value_t = 10)]
     pub concurrency: usize,
+    /// Seconds one feature's test run may take before it counts as an infrastructure error.
     #[arg(long, default_value_t = 900)]
     pub test_timeout: u64,
     #[command(flatten)]
@@ -600,6 +603,7 @@ pub struct EvalArgs {
     /// Run name.
     #[arg(long, short = 'n')]
     pub name: String,
+    /// Directory holding the runs (`logs/<run>/…`).
     #[arg(long, default_value = "logs")]
     pub log_dir: PathBuf,
     /// Override the dataset directory recorded in the run's config.json.
@@ -608,8 +612,10 @@ pub struct EvalArgs {
     /// Re-grade every pair even when eval.json is current.
     #[arg(long)]
     pub force: bool,
+    /// Pairs graded at once.
     #[arg(long, default_value_t = 10)]
     pub eval_concurrency: usize,
+    /// Seconds one feature's test run may take before it counts as an infrastructure error.
     #[arg(long, default_value_t = 900)]
     pub test_timeout: u64,
     #[command(flatten)]
@@ -622,6 +628,7 @@ pub struct EvalArgs {
     pub backend: Option<BackendArg>,
     #[command(flatten)]
     pub docker: DockerArgs,
+    /// No progress output (the summary files are still written).
     #[arg(long, short = 'q')]
     pub quiet: bool,
 }
@@ -635,6 +642,7 @@ pub struct BenchArgs {
     /// Repetitions for each measurement.
     #[arg(long, default_value_t = 200)]
     pub iterations: u32,
+    /// Compiled-plugin cache (default: $CBENCH_CACHE_DIR or ~/.cache/cbench).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
     /// Also measure sandbox start, exec round-trip and per-pair grading on these backends
@@ -698,6 +706,36 @@ fn agent_abbreviation(agent: &std::path::Path) -> String {
         "mini_swe" | "mini_swe_agent" => "msa".into(),
         _ => stem,
     }
+}
+
+/// The selection part of a default run name: `full`, `lite`, `full-llama_index_task-task8394-f1_2`.
+/// Narrowing filters are in it, so a run of another selection never joins an earlier one.
+fn selection_label(selection: &SelectionArgs) -> String {
+    let mut label = selection
+        .subset
+        .as_deref()
+        .map(sanitize)
+        .unwrap_or_else(|| "full".into());
+    if let Some(repo) = &selection.repo {
+        label.push('-');
+        // Repository names are directory names: kept as they are when valid in a run name.
+        if repo
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            label.push_str(repo);
+        } else {
+            label.push_str(&sanitize(repo));
+        }
+    }
+    if let Some(task) = selection.task {
+        label.push_str(&format!("-task{task}"));
+    }
+    if let Some(features) = &selection.features {
+        let ids: Vec<String> = features.iter().map(u32::to_string).collect();
+        label.push_str(&format!("-f{}", ids.join("_")));
+    }
+    label
 }
 
 fn sanitize(text: &str) -> String {
@@ -766,11 +804,7 @@ impl RunArgs {
                 "{setting}-{}-{}-{}",
                 agent_abbreviation(&self.agent),
                 sanitize(&self.model),
-                self.selection
-                    .subset
-                    .as_deref()
-                    .map(sanitize)
-                    .unwrap_or_else(|| "full".into())
+                selection_label(&self.selection)
             ),
         };
         Ok(RunConfig {
@@ -845,6 +879,21 @@ mod tests {
             "msa"
         );
         assert_eq!(sanitize("openai/gpt-4o"), "openai-gpt-4o");
+        let mut selection = SelectionArgs {
+            subset: None,
+            repo: None,
+            task: None,
+            features: None,
+            dataset_dir: "dataset".into(),
+        };
+        assert_eq!(selection_label(&selection), "full");
+        selection.repo = Some("llama_index_task".into());
+        selection.task = Some(8394);
+        selection.features = Some(vec![1, 2]);
+        assert_eq!(
+            selection_label(&selection),
+            "full-llama_index_task-task8394-f1_2"
+        );
     }
 
     #[test]

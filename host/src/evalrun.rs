@@ -54,6 +54,7 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
         });
     }
     let _lock = crate::runlock::RunLock::acquire(&run_dir, &cfg.name)?;
+    crate::runrecord::migrate_layout(&cfg.name, &run_dir)?;
     let mut record: RunRecord = read_json(&config_path)?;
     let dataset_dir = cfg
         .dataset_dir

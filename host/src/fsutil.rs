@@ -34,11 +34,38 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(err)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    // Created 0666 minus the umask, like any file the user writes (tempfile's default is 0600).
+    let mut tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .tempfile_in(dir)
+        .map_err(err)?;
     tmp.write_all(bytes).map_err(err)?;
     tmp.as_file().sync_all().map_err(err)?;
     tmp.persist(path).map_err(|e| err(e.error))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod permission_tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn results_are_readable_like_any_other_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("result.json");
+        super::write_atomic(&path, b"{}").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        // Whatever the umask, the group and others are not locked out by cbench itself.
+        let umask = process_umask();
+        assert_eq!(mode, 0o666 & !umask, "mode {mode:o}, umask {umask:o}");
+    }
+
+    /// The process umask, read from /proc (no libc call needed).
+    fn process_umask() -> u32 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("Umask:")).unwrap();
+        u32::from_str_radix(line.trim_start_matches("Umask:").trim(), 8).unwrap()
+    }
 }
 
 /// Serialises `value` as pretty JSON and writes it atomically.

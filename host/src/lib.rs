@@ -10,6 +10,7 @@ pub mod eval;
 pub mod evalrun;
 pub mod fsutil;
 pub mod gold;
+pub mod layout;
 pub mod leftovers;
 pub mod llm;
 pub mod messaging;

@@ -19,10 +19,27 @@ fn main() -> ExitCode {
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes, each said once: our messages often quote their source already
+/// (`cannot read X: No such file or directory (os error 2)`), which `{:#}` would repeat.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let said = cause.to_string();
+        if text.contains(&said) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&said);
+    }
+    text
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -120,7 +137,12 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 let run_dir = args.log_dir.join(&args.name);
                 let baseline = args.baseline.as_ref().map(|b| args.log_dir.join(b));
                 let report = cbench::report::build(&run_dir, baseline.as_deref())?;
-                cbench::fsutil::write_json_atomic(&run_dir.join("report.json"), &report)?;
+                // A run read from a read-only place (a colleague's share) is still reported.
+                if let Err(e) =
+                    cbench::fsutil::write_json_atomic(&run_dir.join("report.json"), &report)
+                {
+                    eprintln!("warning: report.json not saved ({e}); printing only");
+                }
                 if args.json {
                     println!("{}", serde_json::to_string_pretty(&report)?);
                 } else {

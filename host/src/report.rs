@@ -25,6 +25,8 @@ pub enum ReportError {
     MissingRun(PathBuf),
     #[error(transparent)]
     Fs(#[from] FsError),
+    #[error("--baseline {}: it is a {setting} run; the coordination deficit compares a coop run against a solo run of the same pairs", path.display())]
+    BaselineNotSolo { path: PathBuf, setting: String },
     #[error("cannot read {path}: {source}")]
     Walk {
         path: PathBuf,
@@ -116,77 +118,38 @@ fn read_outcomes(run_dir: &Path) -> Result<(BTreeMap<String, PairOutcome>, usize
     }
     let mut outcomes = BTreeMap::new();
     let mut ungraded = 0;
-    // Layout: <run>/<repo>/<task>/features_*/
-    for repo_dir in dirs(run_dir)? {
-        for task_dir in dirs(&repo_dir)? {
-            for pair_dir in dirs(&task_dir)? {
-                let name = pair_dir
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                if !name.starts_with("features_") {
-                    continue;
-                }
-                let key = format!(
-                    "{}/{}/{}",
-                    repo_dir
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                    task_dir
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                    name
-                );
-                let eval_path = pair_dir.join("eval.json");
-                if !eval_path.is_file() {
-                    ungraded += 1;
-                    continue;
-                }
-                let eval: EvalReport = read_json(&eval_path)?;
-                let agents_ok = eval.agents.values().filter(|a| a.success).count();
-                outcomes.insert(
-                    key,
-                    PairOutcome {
-                        repo: repo_dir
-                            .file_name()
-                            .map(|n| n.to_string_lossy().into_owned())
-                            .unwrap_or_default(),
-                        overall: eval.overall_success,
-                        agents_ok,
-                        agents: eval.agents.len(),
-                        all_agents_ok: agents_ok == eval.agents.len() && agents_ok > 0,
-                        merged: eval.merged.as_ref().map(|m| {
-                            (
-                                m.success,
-                                m.merge_conflict,
-                                m.merge_strategy,
-                                !m.apply_failed.is_empty(),
-                            )
-                        }),
-                    },
-                );
-            }
+    let pairs = crate::layout::pair_dirs(run_dir).map_err(|source| ReportError::Walk {
+        path: run_dir.to_path_buf(),
+        source,
+    })?;
+    for pair in pairs {
+        let eval_path = pair.path.join("eval.json");
+        if !eval_path.is_file() {
+            ungraded += 1;
+            continue;
         }
+        let eval: EvalReport = read_json(&eval_path)?;
+        let agents_ok = eval.agents.values().filter(|a| a.success).count();
+        outcomes.insert(
+            pair.key(),
+            PairOutcome {
+                repo: pair.repo.clone(),
+                overall: eval.overall_success,
+                agents_ok,
+                agents: eval.agents.len(),
+                all_agents_ok: agents_ok == eval.agents.len() && agents_ok > 0,
+                merged: eval.merged.as_ref().map(|m| {
+                    (
+                        m.success,
+                        m.merge_conflict,
+                        m.merge_strategy,
+                        !m.apply_failed.is_empty(),
+                    )
+                }),
+            },
+        );
     }
     Ok((outcomes, ungraded))
-}
-
-fn dirs(path: &Path) -> Result<Vec<PathBuf>, ReportError> {
-    let walk = |source| ReportError::Walk {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(path).map_err(walk)? {
-        let p = entry.map_err(walk)?.path();
-        if p.is_dir() {
-            out.push(p);
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 /// Builds the report of the run in `run_dir` (and, optionally, against a solo baseline run).
@@ -261,6 +224,17 @@ fn deficit(
     coop: &BTreeMap<String, PairOutcome>,
     baseline_dir: &Path,
 ) -> Result<Deficit, ReportError> {
+    let config: serde_json::Value = read_json(&baseline_dir.join("config.json"))?;
+    let setting = config
+        .get("setting")
+        .and_then(|s| s.as_str())
+        .unwrap_or("unknown");
+    if setting != "solo" {
+        return Err(ReportError::BaselineNotSolo {
+            path: baseline_dir.to_path_buf(),
+            setting: setting.to_string(),
+        });
+    }
     let (solo, _) = read_outcomes(baseline_dir)?;
     let matched: Vec<(bool, bool)> = coop
         .iter()

@@ -122,6 +122,8 @@ pub enum RunError {
     Sandbox(#[from] crate::sandbox::SandboxError),
     #[error(transparent)]
     Lock(#[from] crate::runlock::LockError),
+    #[error(transparent)]
+    Layout(#[from] crate::layout::MigrationError),
     #[error("run `{name}` already exists in {dir} with a different {option} ({old} → {new}); results made with both would be mixed: rerun with the same value, --force to start over, or -n for a new name")]
     OptionChanged {
         name: String,

@@ -257,6 +257,19 @@ pub(crate) fn prepare_run_dir(
         }
     }
     std::fs::create_dir_all(run_dir).map_err(run_dir_io(run_dir))?;
+    migrate_layout(&cfg.name, run_dir)?;
     write_json_atomic(&config_path, &record)?;
+    Ok(())
+}
+
+/// Moves a run written with the earlier `<repo>/<id>/` layout to `<repo>/task<id>/`, saying so.
+pub(crate) fn migrate_layout(name: &str, run_dir: &Path) -> Result<(), RunError> {
+    let moved = crate::layout::migrate_legacy(run_dir)?;
+    if moved > 0 {
+        tracing::warn!(
+            "run `{name}`: moved {moved} task director{} from <repo>/<id>/ to the documented <repo>/task<id>/ layout",
+            if moved == 1 { "y" } else { "ies" }
+        );
+    }
     Ok(())
 }

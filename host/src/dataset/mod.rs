@@ -118,7 +118,7 @@ impl Pair {
     pub fn log_dir(&self, run_dir: &Path) -> PathBuf {
         run_dir
             .join(&self.task.repo)
-            .join(self.task.id.to_string())
+            .join(crate::layout::task_dir_name(self.task.id))
             .join(self.dir_name())
     }
     /// Feature records in agent order.

@@ -117,11 +117,13 @@ pub async fn build(
             Ok(info) => info,
             // The engine's error alone ("exit code 1") says nothing: show what the build printed.
             Err(e) => {
-                return Err(DockerError::Other(format!(
-                    "building {tag} from {}: {e}\nlast build output:\n{}",
-                    dockerfile.display(),
-                    last_lines.join("\n")
-                )))
+                return Err(build_failure(
+                    tag,
+                    &dockerfile,
+                    &e.to_string(),
+                    &last_lines,
+                    base_image,
+                ))
             }
         };
         if let Some(text) = info.stream.as_deref() {
@@ -134,11 +136,13 @@ pub async fn build(
             }
         }
         if let Some(err) = info.error_detail.and_then(|d| d.message) {
-            return Err(DockerError::Other(format!(
-                "building {tag} from {}: {err}\nlast build output:\n{}",
-                dockerfile.display(),
-                last_lines.join("\n")
-            )));
+            return Err(build_failure(
+                tag,
+                &dockerfile,
+                &err,
+                &last_lines,
+                base_image,
+            ));
         }
     }
     let built = engine
@@ -147,6 +151,36 @@ pub async fn build(
         .await
         .map_err(DockerError::api(format!("inspecting the new image {tag}")))?;
     Ok(built.id.unwrap_or_default())
+}
+
+/// A failed build's error: the engine's message once (build output repeating it is left out),
+/// what the build printed before, and, when a base image could not be pulled, how to give one.
+fn build_failure(
+    tag: &str,
+    dockerfile: &Path,
+    error: &str,
+    last_lines: &[String],
+    base_image: Option<&str>,
+) -> DockerError {
+    let earlier: Vec<&str> = last_lines
+        .iter()
+        .map(String::as_str)
+        .filter(|line| !error.contains(line.trim()) && !line.trim().contains(error.trim()))
+        .collect();
+    let mut text = format!("building {tag} from {}: {error}", dockerfile.display());
+    if !earlier.is_empty() {
+        text.push_str(&format!("\nlast build output:\n{}", earlier.join("\n")));
+    }
+    let pull_failed = ["pull access denied", "registry", "dial tcp", "lookup ", "manifest"]
+        .iter()
+        .any(|needle| error.contains(needle));
+    if pull_failed && base_image.is_none() {
+        text.push_str(
+            "\nhint: the base image could not be pulled; build one offline with \
+             scripts/docker-base.sh and pass it with --base-image",
+        );
+    }
+    DockerError::Other(text)
 }
 
 /// The task directory as a tar build context (feature patches included: small, and a

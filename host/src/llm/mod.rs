@@ -160,7 +160,7 @@ pub struct AgentBrief {
     pub setting: Setting,
     pub features: Vec<FeatureBrief>,
     pub messaging_enabled: bool,
-    /// The pair's log directory relative to the run (`<repo>/<task>/features_<a>_<b>`).
+    /// The pair's log directory relative to the run (`<repo>/task<id>/features_<a>_<b>`).
     pub pair_key: String,
 }
 

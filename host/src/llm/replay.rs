@@ -39,9 +39,7 @@ impl Model for Replay {
     }
 
     fn session(&self, brief: &AgentBrief) -> Box<dyn LlmSession> {
-        let path = self
-            .run_dir
-            .join(&brief.pair_key)
+        let path = pair_dir_in(&self.run_dir, &brief.pair_key)
             .join(&brief.agent_id)
             .join("trajectory.json");
         let calls = std::fs::read_to_string(&path)
@@ -58,6 +56,17 @@ impl Model for Replay {
             transcript: 0,
         })
     }
+}
+
+/// The recorded pair's directory, also in a run written with the earlier `<repo>/<id>/` layout.
+fn pair_dir_in(run_dir: &Path, pair_key: &str) -> PathBuf {
+    let parts: Vec<&str> = pair_key.split('/').collect();
+    if let [repo, task, features] = parts[..] {
+        if let Some(id) = task.strip_prefix("task").and_then(|t| t.parse().ok()) {
+            return crate::layout::find_pair_dir(run_dir, repo, id, features);
+        }
+    }
+    run_dir.join(pair_key)
 }
 
 struct ReplaySession {

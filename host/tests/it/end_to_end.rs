@@ -54,7 +54,7 @@ fn coop_oracle_run_grades_every_pair_as_designed() {
     let run_dir = logs.path().join("coop-msa-oracle-full");
     for ((a, b), strategy, merged_ok) in DESIGN {
         let pair = run_dir
-            .join("cbench_textkit_task/1")
+            .join("cbench_textkit_task/task1")
             .join(format!("features_{a}_{b}"));
         let eval = json(&pair.join("eval.json"));
         let what = format!("pair {a},{b}: {eval:#}");

@@ -173,7 +173,7 @@ fn a_three_feature_run_merges_and_grades_every_feature() {
     let agent = plugins().mini_swe.display().to_string();
     let run = Run::start("three", &["--agent", &agent, "-m", "oracle", "-f", "1,2,3"]);
     run.assert_ok();
-    let dir = run.dir().join("cbench_textkit_task/1/features_1_2_3");
+    let dir = run.dir().join("cbench_textkit_task/task1/features_1_2_3");
     let eval = json(&dir.join("eval.json"));
     for agent in ["agent1", "agent2", "agent3"] {
         assert_eq!(eval[agent]["success"], true, "{eval:#}");

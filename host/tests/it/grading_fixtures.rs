@@ -321,7 +321,7 @@ fn a_run_can_keep_to_the_verified_items() {
     let run = root.path().join("logs/verified-only");
     // Feature 3 is in 4 of the 10 pairs.
     assert_eq!(json(&run.join("summary.json"))["pairs"], 6);
-    assert!(!run.join("cbench_textkit_task/1/features_1_3").exists());
+    assert!(!run.join("cbench_textkit_task/task1/features_1_3").exists());
     let config = json(&run.join("config.json"));
     assert_eq!(config["exclude_unverified"], verified.as_str());
     // eval grades the same pairs, not the excluded ones as "never ran".

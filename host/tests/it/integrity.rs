@@ -187,7 +187,7 @@ fn attack(
         .path()
         .join("logs")
         .join(name)
-        .join("cbench_textkit_task/1/features_1_2");
+        .join("cbench_textkit_task/task1/features_1_2");
     (pair, cwd, targets, listener)
 }
 

@@ -465,7 +465,7 @@ fn pair_evals(run_dir: &std::path::Path) -> Vec<(String, Value)> {
             let name = format!("features_{a}_{b}");
             let mut eval = crate::support::json(
                 &run_dir
-                    .join("cbench_textkit_task/1")
+                    .join("cbench_textkit_task/task1")
                     .join(&name)
                     .join("eval.json"),
             );
@@ -550,7 +550,7 @@ fn the_openai_compatible_provider_grades_like_the_oracle_and_counts_every_token(
     let per_call = (1000.0 * 2.50 + 100.0 * 10.00 + 500.0 * 1.25) / 1e6;
     let cost = summary["cost_usd"].as_f64().expect("priced");
     assert!((cost - per_call * calls as f64).abs() < 1e-9, "{cost}");
-    let result = json(&run_dir.join("cbench_textkit_task/1/features_1_2/result.json"));
+    let result = json(&run_dir.join("cbench_textkit_task/task1/features_1_2/result.json"));
     for a in result["agents"].as_array().unwrap() {
         assert_eq!(a["token_usage"]["prompt_tokens"], 3000, "{a:#}");
         assert!((a["cost_usd"].as_f64().unwrap() - 2.0 * per_call).abs() < 1e-9);
@@ -575,7 +575,7 @@ fn the_openai_compatible_provider_grades_like_the_oracle_and_counts_every_token(
     for a in 1..=5 {
         for b in a + 1..=5 {
             for who in ["agent1", "agent2"] {
-                let rel = format!("cbench_textkit_task/1/features_{a}_{b}/{who}/patch.diff");
+                let rel = format!("cbench_textkit_task/task1/features_{a}_{b}/{who}/patch.diff");
                 assert_eq!(
                     std::fs::read(run_dir.join(&rel)).unwrap(),
                     std::fs::read(replay_dir.join(&rel)).unwrap(),
@@ -741,7 +741,7 @@ fn retries_show_in_the_progress_output_and_the_trajectory() {
     );
     let pair = logs
         .path()
-        .join("retried/cbench_textkit_task/1/features_1_2");
+        .join("retried/cbench_textkit_task/task1/features_1_2");
     let retried: usize = ["agent1", "agent2"]
         .iter()
         .map(|a| {

@@ -315,7 +315,7 @@ fn a_provider_outage_is_an_infrastructure_error_that_the_next_run_retries_exactl
     let summary = json(&run_dir.join("summary.json"));
     assert_eq!(summary["infra_errors"], 4, "{summary:#}");
     assert_eq!(summary["graded"], 6, "{summary:#}");
-    let pair = |a: u32, b: u32| run_dir.join(format!("cbench_textkit_task/1/features_{a}_{b}"));
+    let pair = |a: u32, b: u32| run_dir.join(format!("cbench_textkit_task/task1/features_{a}_{b}"));
     let result = json(&pair(1, 3).join("result.json"));
     assert_eq!(result["agents"][1]["status"], "InfraError", "{result:#}");
     assert!(

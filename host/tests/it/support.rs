@@ -164,7 +164,7 @@ impl Run {
     pub fn pair(&self, a: u32, b: u32) -> PathBuf {
         self.dir()
             .join("cbench_textkit_task")
-            .join("1")
+            .join("task1")
             .join(format!("features_{a}_{b}"))
     }
 }
