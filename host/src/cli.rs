@@ -311,6 +311,9 @@ pub struct DatasetFetchArgs {
     /// Downloads at once.
     #[arg(long, short = 'c', default_value_t = 8)]
     pub concurrency: usize,
+    /// No per-file progress lines (the final count is still printed).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 /// Raw `cbench dataset list` arguments.
@@ -371,6 +374,9 @@ pub struct ReportArgs {
 pub struct GoldArgs {
     #[command(flatten)]
     pub selection: SelectionArgs,
+    /// No per-pair / per-feature progress lines (the report is still printed).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
     /// Only check merges; do not run any tests.
     #[arg(long)]
     pub no_tests: bool,

@@ -12,7 +12,7 @@ use crate::dataset::{Dataset, Selection};
 use crate::eval::merge::MergePolicy;
 use crate::eval::Grader;
 use crate::fsutil::{read_json, write_json_atomic};
-use crate::progress::Progress;
+use crate::progress::{Outcome, Progress};
 use crate::repos::UpstreamRepos;
 use crate::runner::{
     collect, grade_with, hidden_paths, only_verified, run_dir_io, write_report, PairRecord,
@@ -44,7 +44,6 @@ pub struct EvalConfig {
 /// (Re-)grades every pair of an existing run; pairs whose eval.json matches their patches are kept.
 pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
     let started = Instant::now();
-    let progress = Progress::new(cfg.quiet);
     let run_dir = cfg.log_dir.join(&cfg.name);
     let config_path = run_dir.join("config.json");
     if !config_path.is_file() {
@@ -123,12 +122,14 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
     let slots = Arc::new(Semaphore::new(cfg.eval_concurrency.max(1)));
     let work = Arc::new(work_dir);
     let total = pairs.len();
+    let progress = Progress::with_status(cfg.quiet, total, "pairs");
     progress.line(&format!("cbench eval: {} · {} pairs", cfg.name, total));
     let mut set = tokio::task::JoinSet::new();
     for (i, pair) in pairs.into_iter().enumerate() {
         let (bases, grader, slots, work) =
             (bases.clone(), grader.clone(), slots.clone(), work.clone());
         let (setting, force, run_dir) = (record.setting, cfg.force, run_dir.clone());
+        let progress = progress.for_item(&crate::runner::pair_label(&pair));
         set.spawn(async move {
             let _slot = slots.acquire().await;
             let pair_dir = pair.log_dir(&run_dir);
@@ -165,6 +166,26 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
                     Err(e) => result.infra_error = Some(e),
                 }
             }
+            let outcome = match (&result.infra_error, &result.eval) {
+                (Some(e), _) => {
+                    progress.line(&format!("✗ {e}"));
+                    Outcome::InfraError
+                }
+                (None, Some(ev)) => {
+                    progress.line(&format!(
+                        "{} graded — {}",
+                        if ev.overall_success { "✓" } else { "✗" },
+                        if ev.overall_success { "success" } else { "failed" }
+                    ));
+                    if ev.overall_success {
+                        Outcome::Success
+                    } else {
+                        Outcome::Failure
+                    }
+                }
+                (None, None) => Outcome::Ungraded,
+            };
+            progress.finished(outcome);
             (i, result)
         });
     }
@@ -174,11 +195,7 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
     }
     results.sort_by_key(|(i, _)| *i);
     let results: Vec<PairResult> = results.into_iter().map(|(_, r)| r).collect();
-    for r in &results {
-        if let Some(e) = &r.infra_error {
-            progress.line(&format!("  ✗ {e}"));
-        }
-    }
+    progress.finish();
     let mut summary = summarize(&cfg.name, &results, started.elapsed(), true);
     summary.continue_from(
         read_json::<RunSummary>(&run_dir.join("summary.json"))

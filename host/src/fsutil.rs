@@ -45,29 +45,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
     Ok(())
 }
 
-#[cfg(test)]
-mod permission_tests {
-    use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn results_are_readable_like_any_other_output() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("result.json");
-        super::write_atomic(&path, b"{}").unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        // Whatever the umask, the group and others are not locked out by cbench itself.
-        let umask = process_umask();
-        assert_eq!(mode, 0o666 & !umask, "mode {mode:o}, umask {umask:o}");
-    }
-
-    /// The process umask, read from /proc (no libc call needed).
-    fn process_umask() -> u32 {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        let line = status.lines().find(|l| l.starts_with("Umask:")).unwrap();
-        u32::from_str_radix(line.trim_start_matches("Umask:").trim(), 8).unwrap()
-    }
-}
-
 /// Serialises `value` as pretty JSON and writes it atomically.
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), FsError> {
     let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| FsError::Json {
@@ -93,4 +70,27 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, FsErr
 /// Lower-case hex sha256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod permission_tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn results_are_readable_like_any_other_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("result.json");
+        super::write_atomic(&path, b"{}").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        // Whatever the umask, the group and others are not locked out by cbench itself.
+        let umask = process_umask();
+        assert_eq!(mode, 0o666 & !umask, "mode {mode:o}, umask {umask:o}");
+    }
+
+    /// The process umask, read from /proc (no libc call needed).
+    fn process_umask() -> u32 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("Umask:")).unwrap();
+        u32::from_str_radix(line.trim_start_matches("Umask:").trim(), 8).unwrap()
+    }
 }

@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 use crate::dataset::{Pair, Task};
 use crate::eval::merge::{merge_patches, MergePolicy, MergeStrategy};
 use crate::eval::Grader;
+use crate::progress::{Outcome, Progress};
 use crate::repos::BaseRepos;
 
 /// One pair's naive-merge check (CooperBench's `all_results` entry, plus `apply_failed`).
@@ -82,6 +83,32 @@ pub struct GoldReport {
     pub feature_results: Vec<FeatureCheck>,
 }
 
+impl PairCheck {
+    /// `clean`, `conflict`, `apply failed (feature 2)` or `error`.
+    pub fn describe(&self) -> String {
+        if self.error.is_some() {
+            "error".to_string()
+        } else if self.patch1_apply_failed || self.patch2_apply_failed {
+            format!(
+                "apply failed ({})",
+                [
+                    (self.patch1_apply_failed, self.f1),
+                    (self.patch2_apply_failed, self.f2)
+                ]
+                .iter()
+                .filter(|(failed, _)| *failed)
+                .map(|(_, f)| format!("feature {f}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+            )
+        } else if self.has_conflict {
+            "conflict".to_string()
+        } else {
+            "clean".to_string()
+        }
+    }
+}
+
 /// What `gold` needs.
 pub struct GoldConfig {
     pub run_tests: bool,
@@ -90,6 +117,8 @@ pub struct GoldConfig {
     /// Runner logs go under `<log_dir>/<repo>/<task>/feature<N>/`.
     pub log_dir: PathBuf,
     pub scratch: PathBuf,
+    /// No per-pair / per-feature progress lines.
+    pub quiet: bool,
 }
 
 /// Checks every pair in `pairs` (and, with `run_tests`, every feature they use).
@@ -105,6 +134,20 @@ pub async fn check(pairs: &[Pair], bases: Arc<BaseRepos>, cfg: &GoldConfig) -> G
         ),
     });
 
+    let feature_count = if cfg.run_tests {
+        pairs
+            .iter()
+            .flat_map(|p| {
+                p.features
+                    .iter()
+                    .map(|f| (p.task.repo.clone(), p.task.id, *f))
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    } else {
+        0
+    };
+    let progress = Progress::with_status(cfg.quiet, pairs.len() + feature_count, "checks");
     let mut merges = tokio::task::JoinSet::new();
     for (i, pair) in pairs.iter().enumerate() {
         let (pair, bases, slots, scratch) = (
@@ -113,9 +156,17 @@ pub async fn check(pairs: &[Pair], bases: Arc<BaseRepos>, cfg: &GoldConfig) -> G
             slots.clone(),
             cfg.scratch.clone(),
         );
+        let progress = progress.for_item(&crate::runner::pair_label(&pair));
         merges.spawn(async move {
             let _slot = slots.acquire().await;
-            (i, check_pair(&pair, &bases, &scratch).await)
+            let check = check_pair(&pair, &bases, &scratch).await;
+            progress.line(&format!("gold merge: {}", check.describe()));
+            progress.finished(if check.error.is_some() {
+                Outcome::InfraError
+            } else {
+                Outcome::Success
+            });
+            (i, check)
         });
     }
     let mut features = tokio::task::JoinSet::new();
@@ -131,9 +182,32 @@ pub async fn check(pairs: &[Pair], bases: Arc<BaseRepos>, cfg: &GoldConfig) -> G
                         grader.clone(),
                     );
                     let (scratch, log_dir, id) = (cfg.scratch.clone(), cfg.log_dir.clone(), *id);
+                    let progress = progress.for_item(&format!(
+                        "{}/{} feature{id}",
+                        task.repo,
+                        crate::layout::task_dir_name(task.id)
+                    ));
                     features.spawn(async move {
                         let _slot = slots.acquire().await;
-                        check_feature(&task, id, &bases, &grader, &scratch, &log_dir).await
+                        let check =
+                            check_feature(&task, id, &bases, &grader, &scratch, &log_dir).await;
+                        progress.line(&match (&check.error, check.success) {
+                            (_, true) => format!(
+                                "✓ gold patch passes its tests ({} passed)",
+                                check.tests_passed
+                            ),
+                            (Some(e), false) => format!("✗ {e}"),
+                            (None, false) => format!(
+                                "✗ gold patch fails its own tests ({} passed, {} failed)",
+                                check.tests_passed, check.tests_failed
+                            ),
+                        });
+                        progress.finished(if check.success {
+                            Outcome::Success
+                        } else {
+                            Outcome::Failure
+                        });
+                        check
                     });
                 }
             }
@@ -143,6 +217,7 @@ pub async fn check(pairs: &[Pair], bases: Arc<BaseRepos>, cfg: &GoldConfig) -> G
     all_results.sort_by_key(|(i, _)| *i);
     let all_results: Vec<PairCheck> = all_results.into_iter().map(|(_, r)| r).collect();
     let mut feature_results = features.join_all().await;
+    progress.finish();
     feature_results.sort_by(|a, b| {
         (&a.repo, a.task_id, a.feature_id).cmp(&(&b.repo, b.task_id, b.feature_id))
     });
@@ -331,26 +406,7 @@ pub fn differences(ours: &GoldReport, reference: &GoldReport) -> Vec<String> {
             ));
             continue;
         };
-        let describe = |c: &PairCheck| {
-            if c.error.is_some() {
-                "error".to_string()
-            } else if c.patch1_apply_failed || c.patch2_apply_failed {
-                format!(
-                    "apply failed ({})",
-                    [(c.patch1_apply_failed, c.f1), (c.patch2_apply_failed, c.f2)]
-                        .iter()
-                        .filter(|(failed, _)| *failed)
-                        .map(|(_, f)| format!("feature {f}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            } else if c.has_conflict {
-                "conflict".to_string()
-            } else {
-                "clean".to_string()
-            }
-        };
-        let (a, b) = (describe(r), describe(t));
+        let (a, b) = (r.describe(), t.describe());
         if a != b {
             lines.push(format!(
                 "{}/task{} {},{}: ours {a}, reference {b}",
@@ -417,6 +473,7 @@ pub async fn run_cli(args: crate::cli::GoldArgs) -> anyhow::Result<std::process:
         test_timeout: Duration::from_secs(args.test_timeout),
         log_dir: gold_dir.clone(),
         scratch: scratch.path().join("work"),
+        quiet: args.quiet,
     };
     let report = check(&pairs, bases, &cfg).await;
     let output = args

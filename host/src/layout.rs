@@ -27,7 +27,12 @@ pub struct PairDir {
 impl PairDir {
     /// `repo/task<id>/features_…`: the pair's key in every cbench output.
     pub fn key(&self) -> String {
-        format!("{}/{}/{}", self.repo, task_dir_name(self.task), self.features)
+        format!(
+            "{}/{}/{}",
+            self.repo,
+            task_dir_name(self.task),
+            self.features
+        )
     }
 
     /// Feature ids from the directory name (`features_1_2` → `[1, 2]`).
@@ -173,10 +178,17 @@ mod tests {
         touch_pair(run.path(), "task3", "features_1_2");
         touch_pair(run.path(), "7", "features_2_3");
         std::fs::create_dir_all(run.path().join("repo_task/notes")).unwrap();
-        let keys: Vec<String> = pair_dirs(run.path()).unwrap().iter().map(PairDir::key).collect();
+        let keys: Vec<String> = pair_dirs(run.path())
+            .unwrap()
+            .iter()
+            .map(PairDir::key)
+            .collect();
         assert_eq!(
             keys,
-            ["repo_task/task3/features_1_2", "repo_task/task7/features_2_3"]
+            [
+                "repo_task/task3/features_1_2",
+                "repo_task/task7/features_2_3"
+            ]
         );
     }
 

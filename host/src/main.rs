@@ -14,6 +14,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(cbench::progress::stderr_colors())
         .init();
     let cli = Cli::parse();
     match real_main(cli) {
@@ -66,6 +67,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     revision: args.revision,
                     dest: args.dataset_dir.clone(),
                     concurrency: args.concurrency,
+                    quiet: args.quiet,
                 })
                 .await?;
                 println!(

@@ -1,34 +1,153 @@
-//! Terminal progress in the documented shape: header, `[Task i/N] …`,
-//! `Agent 1 → Agent 2: "…"`, `✓ Complete in …`, summary.
+//! What a person watching a run sees: a scrolling log where every line names its pair
+//! (`llama_index_task/task8394 features_1_2 · Agent 1 → Agent 2: "…"`) and, on a terminal, a live
+//! status line below it (pairs done/total, successes, agents running, spend, ETA). Off a terminal
+//! (CI, `| tee`) the same lines are printed plain, with no escape codes.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::messaging::Message;
 
 /// Longest message excerpt shown on the terminal.
 const MESSAGE_EXCERPT_CHARS: usize = 100;
 
-/// Where progress lines go (stdout, or nowhere when quiet).
-#[derive(Debug, Clone, Copy)]
+/// Live counters behind the status line.
+#[derive(Debug, Default)]
+struct Tally {
+    successes: usize,
+    failures: usize,
+    infra_errors: usize,
+    agents_running: usize,
+    spend_usd: f64,
+    /// What is counted ("pairs", "files").
+    unit: &'static str,
+}
+
+struct Shared {
+    /// The live status line; only when stdout is a terminal.
+    bar: Option<ProgressBar>,
+    tally: Mutex<Tally>,
+}
+
+/// Where progress lines go (stdout, or nowhere when quiet); cheap to clone.
+#[derive(Clone)]
 pub struct Progress {
-    quiet: bool,
+    shared: Option<Arc<Shared>>,
+    /// `repo/task<id> features_a_b · `: set for the lines of one pair.
+    prefix: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Progress")
+            .field("quiet", &self.shared.is_none())
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+/// How a finished item went, for the status line's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Graded and successful (or a file fetched).
+    Success,
+    /// Graded and failed: a result.
+    Failure,
+    /// Not run or not graded because of the infrastructure.
+    InfraError,
+    /// Ran, not graded (`--no-auto-eval`).
+    Ungraded,
 }
 
 impl Progress {
-    /// Progress printed to stdout unless `quiet`.
+    /// Progress printed to stdout unless `quiet`; no live status line.
     pub fn new(quiet: bool) -> Progress {
-        Progress { quiet }
+        Progress {
+            shared: (!quiet).then(|| {
+                Arc::new(Shared {
+                    bar: None,
+                    tally: Mutex::new(Tally::default()),
+                })
+            }),
+            prefix: None,
+        }
     }
 
-    /// Prints one line (whole lines only, so concurrent pairs do not interleave mid-line).
-    pub fn line(&self, text: &str) {
-        if self.quiet {
-            return;
+    /// Progress over `total` items (`unit`: "pairs", "files"): with a live status line when stdout
+    /// is a terminal, plain lines otherwise.
+    pub fn with_status(quiet: bool, total: usize, unit: &'static str) -> Progress {
+        let live = std::io::stdout().is_terminal()
+            && std::env::var_os("TERM").is_some_and(|t| t != "dumb");
+        Progress::build(quiet, total, unit, live)
+    }
+
+    fn build(quiet: bool, total: usize, unit: &'static str, live: bool) -> Progress {
+        if quiet {
+            return Progress::new(true);
         }
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{text}");
-        let _ = out.flush();
+        let bar = live.then(|| {
+            let bar =
+                ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stdout());
+            let style = ProgressStyle::with_template(
+                "{bar:24} {pos}/{len} {prefix} · {msg} · {elapsed} elapsed · ETA {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("█▌ ");
+            bar.set_style(style);
+            bar.set_prefix(unit);
+            bar
+        });
+        let progress = Progress {
+            shared: Some(Arc::new(Shared {
+                bar,
+                tally: Mutex::new(Tally {
+                    unit,
+                    ..Tally::default()
+                }),
+            })),
+            prefix: None,
+        };
+        progress.refresh();
+        if let Some(bar) = progress.shared.as_ref().and_then(|s| s.bar.as_ref()) {
+            // Ticks keep `elapsed` and the ETA moving while no pair finishes.
+            bar.enable_steady_tick(Duration::from_millis(500));
+        }
+        progress
+    }
+
+    /// The same output, every line prefixed with `label · ` (a pair's `repo/task<id> features_a_b`).
+    pub fn for_item(&self, label: &str) -> Progress {
+        Progress {
+            shared: self.shared.clone(),
+            prefix: Some(Arc::from(format!("{label} · "))),
+        }
+    }
+
+    /// Prints one line (whole lines only, so concurrent pairs do not interleave mid-line),
+    /// prefixed with this item's label if any; above the status line on a terminal.
+    pub fn line(&self, text: &str) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let text = match &self.prefix {
+            Some(prefix) => text
+                .lines()
+                .map(|l| format!("{prefix}{}", l.trim_start()))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            None => text.to_string(),
+        };
+        match &shared.bar {
+            Some(bar) if !bar.is_finished() => bar.println(text),
+            _ => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{text}");
+                let _ = out.flush();
+            }
+        }
     }
 
     /// `Agent 1 → Agent 2: "…"`.
@@ -45,11 +164,79 @@ impl Progress {
             ""
         };
         self.line(&format!(
-            "  {} → {}: \"{excerpt}{ellipsis}\"",
+            "{} → {}: \"{excerpt}{ellipsis}\"",
             agent_display(&message.from),
             agent_display(&message.to)
         ));
     }
+
+    /// `n` agents started (or, negative, ended).
+    pub fn agents_running(&self, delta: isize) {
+        self.update(|t| t.agents_running = t.agents_running.saturating_add_signed(delta));
+    }
+
+    /// Money spent on LLM calls.
+    pub fn spent(&self, usd: f64) {
+        if usd.is_finite() && usd > 0.0 {
+            self.update(|t| t.spend_usd += usd);
+        }
+    }
+
+    /// One item finished.
+    pub fn finished(&self, outcome: Outcome) {
+        self.update(|t| match outcome {
+            Outcome::Success => t.successes += 1,
+            Outcome::Failure => t.failures += 1,
+            Outcome::InfraError => t.infra_errors += 1,
+            Outcome::Ungraded => {}
+        });
+        if let Some(bar) = self.shared.as_ref().and_then(|s| s.bar.as_ref()) {
+            bar.inc(1);
+        }
+    }
+
+    /// Removes the status line (before the summary is printed).
+    pub fn finish(&self) {
+        if let Some(bar) = self.shared.as_ref().and_then(|s| s.bar.as_ref()) {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Tally)) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        if let Ok(mut tally) = shared.tally.lock() {
+            change(&mut tally);
+        }
+        self.refresh();
+    }
+
+    fn refresh(&self) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let (Some(bar), Ok(tally)) = (&shared.bar, shared.tally.lock()) else {
+            return;
+        };
+        bar.set_message(status_text(&tally));
+    }
+}
+
+/// `✓ 3 succeeded · ✗ 1 failed · 4 agents running · $0.12 spent`.
+fn status_text(t: &Tally) -> String {
+    let mut parts = vec![format!("✓ {} succeeded", t.successes)];
+    if t.failures > 0 {
+        parts.push(format!("✗ {} failed", t.failures));
+    }
+    if t.infra_errors > 0 {
+        parts.push(format!("{} infrastructure errors", t.infra_errors));
+    }
+    if t.unit == "pairs" {
+        parts.push(format!("{} agents running", t.agents_running));
+        parts.push(format!("${:.2} spent", t.spend_usd));
+    }
+    parts.join(" · ")
 }
 
 /// `agent1` → `Agent 1`; other ids unchanged.
@@ -58,6 +245,11 @@ pub fn agent_display(id: &str) -> String {
         Some(n) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => format!("Agent {n}"),
         _ => id.to_string(),
     }
+}
+
+/// Whether stderr may carry ANSI colours: a terminal, and `NO_COLOR` unset (no-color.org).
+pub fn stderr_colors() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// `3m 42s`, `12.3s`, `1h 02m`.
@@ -87,5 +279,21 @@ mod tests {
     fn agent_ids_display_as_names() {
         assert_eq!(agent_display("agent2"), "Agent 2");
         assert_eq!(agent_display("solo"), "solo");
+    }
+
+    #[test]
+    fn the_status_line_counts_what_a_person_asks_about() {
+        let tally = Tally {
+            successes: 3,
+            failures: 1,
+            infra_errors: 0,
+            agents_running: 4,
+            spend_usd: 0.123,
+            unit: "pairs",
+        };
+        assert_eq!(
+            status_text(&tally),
+            "✓ 3 succeeded · ✗ 1 failed · 4 agents running · $0.12 spent"
+        );
     }
 }

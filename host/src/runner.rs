@@ -21,7 +21,7 @@ use crate::plugin::{
     AgentEnv, AgentRun, AgentStatus, AgentTask, LoadedPlugin, PluginError, PluginHost,
     PluginIdentity, PluginLimits,
 };
-use crate::progress::{human_duration, Progress};
+use crate::progress::{human_duration, Outcome, Progress};
 use crate::repos::{BaseRepos, UpstreamRepos};
 use crate::sandbox::Sandbox;
 use crate::summary::{summarize, RunSummary};
@@ -226,7 +226,6 @@ pub(crate) fn run_dir_io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError
 /// Runs the benchmark described by `cfg`.
 pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
     let started = Instant::now();
-    let progress = Progress::new(cfg.quiet);
     let dataset = Dataset::discover(&cfg.dataset_dir)?;
     let pairs = dataset.select(&cfg.selection)?;
     let selected = pairs.len();
@@ -266,6 +265,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
     let work_dir = crate::leftovers::scratch_dir("run", &cfg.name)
         .map_err(run_dir_io(&std::env::temp_dir()))?;
 
+    let progress = Progress::with_status(cfg.quiet, pairs.len(), "pairs");
     progress.line(&format!(
         "cbench run: {name}\n  setting: {setting} · model: {model} · agent: {agent} {version} (sha256 {sha}…) · backend: {backend} ({isolation})\n  tasks: {tasks} · pairs: {pairs} · concurrency: {c}",
         name = cfg.name,
@@ -343,6 +343,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
             .as_ref(),
     );
     write_json_atomic(&run_dir.join("summary.json"), &summary)?;
+    ctx.progress.finish();
     summary.print(&ctx.progress);
     write_report(&run_dir, &ctx.progress)?;
     Ok(summary)
@@ -437,6 +438,33 @@ pub(crate) fn agent_features(setting: Setting, pair: &Pair) -> Vec<Vec<u32>> {
 
 async fn run_pair(ctx: &RunContext, pair: Pair) -> PairResult {
     let pair_dir = pair.log_dir(&ctx.run_dir);
+    let progress = ctx.progress.for_item(&pair_label(&pair));
+    let result = run_pair_reporting(ctx, &pair, pair_dir, &progress).await;
+    progress.finished(match (&result.infra_error, &result.eval) {
+        (Some(_), _) => Outcome::InfraError,
+        (None, Some(ev)) if ev.overall_success => Outcome::Success,
+        (None, Some(_)) => Outcome::Failure,
+        (None, None) => Outcome::Ungraded,
+    });
+    result
+}
+
+/// `llama_index_task/task8394 features_1_2`: how every progress line names its pair.
+pub(crate) fn pair_label(pair: &Pair) -> String {
+    format!(
+        "{}/{} {}",
+        pair.task.repo,
+        crate::layout::task_dir_name(pair.task.id),
+        pair.dir_name()
+    )
+}
+
+async fn run_pair_reporting(
+    ctx: &RunContext,
+    pair: &Pair,
+    pair_dir: PathBuf,
+    progress: &Progress,
+) -> PairResult {
     let slot = ctx.agent_slots.acquire().await;
     let i = ctx.started.fetch_add(1, Ordering::Relaxed) + 1;
     let started = Instant::now();
@@ -445,10 +473,9 @@ async fn run_pair(ctx: &RunContext, pair: Pair) -> PairResult {
         .ok()
         .filter(|r| r.infra_failure().is_none());
     ctx.progress.line(&format!(
-        "[Task {i}/{total}] {label} {features}{note}",
+        "[Task {i}/{total}] {label}{note}",
         total = ctx.total,
-        label = pair.task.label(),
-        features = pair.dir_name(),
+        label = pair_label(pair),
         note = if resumed.is_some() {
             " (agents already ran; resuming)"
         } else {
@@ -457,18 +484,30 @@ async fn run_pair(ctx: &RunContext, pair: Pair) -> PairResult {
     ));
     let record = match resumed {
         Some(r) => r,
-        None => match run_agents(ctx, &pair, &pair_dir).await {
-            Ok(r) => r,
-            Err(e) => {
-                ctx.progress.line(&format!("  ✗ Failed: {e}"));
-                return PairResult {
-                    pair_dir,
-                    record: None,
-                    eval: None,
-                    infra_error: Some(e),
-                };
+        None => {
+            let agents = match ctx.cfg.setting {
+                Setting::Solo => 1,
+                Setting::Coop => pair.features.len(),
+            } as isize;
+            progress.agents_running(agents);
+            let ran = run_agents(ctx, pair, &pair_dir, progress).await;
+            progress.agents_running(-agents);
+            match ran {
+                Ok(r) => {
+                    progress.spent(r.agents.iter().filter_map(|a| a.cost_usd).sum());
+                    r
+                }
+                Err(e) => {
+                    progress.line(&format!("✗ Failed: {e}"));
+                    return PairResult {
+                        pair_dir,
+                        record: None,
+                        eval: None,
+                        infra_error: Some(e),
+                    };
+                }
             }
-        },
+        }
     };
     drop(slot);
     let infra = record.infra_failure();
@@ -479,32 +518,32 @@ async fn run_pair(ctx: &RunContext, pair: Pair) -> PairResult {
         infra_error: None,
     };
     if let Some(why) = infra {
-        ctx.progress.line(&format!(
-            "  {} {}: ✗ Infrastructure error (not graded; a rerun of this run retries it): {why}",
-            pair.task.label(),
-            pair.dir_name()
+        progress.line(&format!(
+            "✗ Infrastructure error (not graded; a rerun of this run retries it): {why}"
         ));
         result.infra_error = Some(why);
         return result;
     }
     if ctx.cfg.auto_eval {
         let _eval_slot = ctx.eval_slots.acquire().await;
-        match grade_pair_dir(ctx, &pair, &pair_dir, false).await {
+        match grade_pair_dir(ctx, pair, &pair_dir, false).await {
             Ok(report) => result.eval = Some(report),
             Err(e) => result.infra_error = Some(e),
         }
     }
+    let took = human_duration(started.elapsed());
     let verdict = match (&result.eval, &result.infra_error) {
         (_, Some(e)) => format!("✗ Grading failed: {e}"),
         (Some(ev), None) => format!(
-            "✓ Complete in {} — {}{}",
-            human_duration(started.elapsed()),
-            if ev.overall_success {
+            "{mark} Complete in {took} — {what}{merge}",
+            mark = if ev.overall_success { "✓" } else { "✗" },
+            what = if ev.overall_success {
                 "success"
             } else {
                 "failed"
             },
-            ev.merge_strategy
+            merge = ev
+                .merge_strategy
                 .map(|s| format!(
                     " (merge: {})",
                     serde_json::to_value(s)
@@ -514,21 +553,19 @@ async fn run_pair(ctx: &RunContext, pair: Pair) -> PairResult {
                 ))
                 .unwrap_or_default()
         ),
-        (None, None) => format!(
-            "✓ Complete in {} (not graded)",
-            human_duration(started.elapsed())
-        ),
+        (None, None) => format!("· Complete in {took} (not graded: --no-auto-eval)"),
     };
-    ctx.progress.line(&format!(
-        "  {} {}: {verdict}",
-        pair.task.label(),
-        pair.dir_name()
-    ));
+    progress.line(&verdict);
     result
 }
 
 /// Runs the agents of one pair and writes their trajectories, patches, conversation and result.json.
-async fn run_agents(ctx: &RunContext, pair: &Pair, pair_dir: &Path) -> Result<PairRecord, String> {
+async fn run_agents(
+    ctx: &RunContext,
+    pair: &Pair,
+    pair_dir: &Path,
+    progress: &Progress,
+) -> Result<PairRecord, String> {
     let started_at = now_rfc3339();
     let started = Instant::now();
     let setting = ctx.cfg.setting;
@@ -622,7 +659,7 @@ async fn run_agents(ctx: &RunContext, pair: &Pair, pair_dir: &Path) -> Result<Pa
             } else {
                 Recorder::new(agent_id, feature_ids, &ctx.cfg.model).unpriced()
             },
-            progress: ctx.progress,
+            progress: progress.clone(),
             limits: ctx.cfg.plugin_limits,
             budget: AgentBudget {
                 max_cost_usd: ctx.cfg.llm.max_cost_usd,
@@ -657,8 +694,7 @@ async fn run_agents(ctx: &RunContext, pair: &Pair, pair_dir: &Path) -> Result<Pa
         write_json_atomic(&dir.join("trajectory.json"), &run.trajectory)
             .map_err(|e| e.to_string())?;
         if let Some(err) = &run.error {
-            ctx.progress
-                .line(&format!("  {agent_id} ended with an error: {err}"));
+            progress.line(&format!("{agent_id} ended with an error: {err}"));
         }
         agents.push(AgentRecord {
             agent_id,

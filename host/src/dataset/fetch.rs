@@ -28,6 +28,8 @@ pub struct FetchConfig {
     pub revision: String,
     pub dest: PathBuf,
     pub concurrency: usize,
+    /// No per-file progress lines.
+    pub quiet: bool,
 }
 
 /// A fetch failure; names the URL or file at fault.
@@ -278,6 +280,7 @@ pub async fn fetch(cfg: FetchConfig) -> Result<FetchSummary, FetchError> {
         })?;
     let entries = list(&client, &cfg).await?;
     let files = entries.len();
+    let progress = crate::progress::Progress::with_status(cfg.quiet, files, "files");
     let cfg = Arc::new(cfg);
     let slots = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
     let mut set = tokio::task::JoinSet::new();
@@ -285,7 +288,8 @@ pub async fn fetch(cfg: FetchConfig) -> Result<FetchSummary, FetchError> {
         let (client, cfg, slots) = (client.clone(), cfg.clone(), slots.clone());
         set.spawn(async move {
             let _slot = slots.acquire().await;
-            fetch_file(&client, &cfg, &entry).await
+            let outcome = fetch_file(&client, &cfg, &entry).await;
+            (entry.path, outcome)
         });
     }
     let mut summary = FetchSummary {
@@ -293,15 +297,27 @@ pub async fn fetch(cfg: FetchConfig) -> Result<FetchSummary, FetchError> {
         ..FetchSummary::default()
     };
     let mut first_error = None;
+    use crate::progress::Outcome;
     while let Some(joined) = set.join_next().await {
         match joined {
-            Ok(Ok(FileOutcome::Present)) => summary.already_present += 1,
-            Ok(Ok(FileOutcome::Downloaded { bytes, resumed })) => {
+            Ok((path, Ok(FileOutcome::Present))) => {
+                summary.already_present += 1;
+                progress.line(&format!("{path}: already present, verified"));
+                progress.finished(Outcome::Success);
+            }
+            Ok((path, Ok(FileOutcome::Downloaded { bytes, resumed }))) => {
                 summary.downloaded += 1;
                 summary.resumed += usize::from(resumed);
                 summary.bytes_downloaded += bytes;
+                progress.line(&format!(
+                    "{path}: {} {bytes} bytes, verified",
+                    if resumed { "resumed," } else { "downloaded" }
+                ));
+                progress.finished(Outcome::Success);
             }
-            Ok(Err(e)) => {
+            Ok((path, Err(e))) => {
+                progress.line(&format!("{path}: ✗ {e}"));
+                progress.finished(Outcome::InfraError);
                 first_error.get_or_insert(e);
             }
             Err(e) => {
@@ -312,6 +328,7 @@ pub async fn fetch(cfg: FetchConfig) -> Result<FetchSummary, FetchError> {
             }
         }
     }
+    progress.finish();
     match first_error {
         Some(e) => Err(e),
         None => Ok(summary),

@@ -171,9 +171,15 @@ fn build_failure(
     if !earlier.is_empty() {
         text.push_str(&format!("\nlast build output:\n{}", earlier.join("\n")));
     }
-    let pull_failed = ["pull access denied", "registry", "dial tcp", "lookup ", "manifest"]
-        .iter()
-        .any(|needle| error.contains(needle));
+    let pull_failed = [
+        "pull access denied",
+        "registry",
+        "dial tcp",
+        "lookup ",
+        "manifest",
+    ]
+    .iter()
+    .any(|needle| error.contains(needle));
     if pull_failed && base_image.is_none() {
         text.push_str(
             "\nhint: the base image could not be pulled; build one offline with \

@@ -150,6 +150,7 @@ fn config(base: &str, dest: &Path) -> FetchConfig {
         revision: "main".into(),
         dest: dest.to_path_buf(),
         concurrency: 8,
+        quiet: true,
     }
 }
 

@@ -16,6 +16,7 @@ mod local_sandbox;
 mod mini_swe_loop;
 mod mock_llm;
 mod plugin_isolation;
+mod presentation;
 mod provider_settings;
 mod providers;
 mod real_dataset;
