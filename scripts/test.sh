@@ -26,11 +26,52 @@ if ! command -v uv >/dev/null 2>&1; then
     python3 -m pip install -q uv >/dev/null 2>&1 || { echo "test.sh: uv is required (pip install uv)" >&2; exit 1; }
 fi
 
-# The docker backend is tested against a real engine (DOCKER_HOST or the local socket;
-# .ci/run starts a private one) with an offline base image for the bundled task.
+# Debian packages the tests use for real, installed when missing (root + apt):
+# Chromium renders the HTML report; docker.io and debootstrap back the docker-backend tests.
+need_pkgs=()
+command -v chromium >/dev/null 2>&1 || [ -n "${CBENCH_CHROMIUM:-}" ] || need_pkgs+=(chromium)
+command -v script >/dev/null 2>&1 || need_pkgs+=(bsdutils)
 if ! docker info >/dev/null 2>&1; then
-    echo "test.sh: the docker-backend tests need a running Docker engine (start dockerd as .ci/run does, or set DOCKER_HOST)" >&2
-    exit 1
+    command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
+fi
+command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+    else
+        echo "test.sh: missing ${need_pkgs[*]}; install them (Debian: apt-get install ${need_pkgs[*]})" >&2
+        exit 1
+    fi
+fi
+
+# The docker backend is tested against a real engine: the one at DOCKER_HOST or the local
+# socket, else a private dockerd started here (own socket, data and exec roots) and stopped
+# by PID when the tests end.
+if ! docker info >/dev/null 2>&1; then
+    dockerd_tmp="$(mktemp -d /tmp/cbench-dockerd.XXXXXX)"
+    dockerd --host "unix://$dockerd_tmp/docker.sock" --data-root "$dockerd_tmp/data" \
+        --exec-root "$dockerd_tmp/exec" --pidfile "$dockerd_tmp/dockerd.pid" \
+        >"$dockerd_tmp/dockerd.log" 2>&1 &
+    dockerd_pid=$!
+    stop_dockerd() {
+        kill -TERM "$dockerd_pid" 2>/dev/null || true
+        for _ in $(seq 60); do
+            kill -0 "$dockerd_pid" 2>/dev/null || break
+            sleep 0.5
+        done
+        kill -KILL "$dockerd_pid" 2>/dev/null || true
+        wait "$dockerd_pid" 2>/dev/null || true
+        rm -rf "$dockerd_tmp" 2>/dev/null || true
+    }
+    trap stop_dockerd EXIT
+    export DOCKER_HOST="unix://$dockerd_tmp/docker.sock"
+    for _ in $(seq 60); do
+        docker info >/dev/null 2>&1 && break
+        kill -0 "$dockerd_pid" 2>/dev/null || { cat "$dockerd_tmp/dockerd.log" >&2; echo "test.sh: dockerd exited" >&2; exit 1; }
+        sleep 0.5
+    done
+    docker info >/dev/null 2>&1 || { tail -20 "$dockerd_tmp/dockerd.log" >&2; echo "test.sh: dockerd did not come up in 30 s" >&2; exit 1; }
 fi
 ./scripts/docker-base.sh "${CBENCH_BASE_IMAGE:-cbench-base:bookworm}"
 

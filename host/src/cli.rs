@@ -40,6 +40,10 @@ pub enum Command {
     Gold(GoldArgs),
     /// Metrics of a run (optionally against a solo baseline run); writes report.json.
     Report(ReportArgs),
+    /// Write a static HTML report of a run (plots, a table of pairs, trajectories side by side).
+    View(ViewArgs),
+    /// Export a run's trajectories for other tools (Harbor's ATIF).
+    Export(ExportArgs),
     /// Task images for the docker backend.
     #[command(subcommand)]
     Images(ImagesCommand),
@@ -350,6 +354,50 @@ impl CacheArgs {
             .clone()
             .unwrap_or_else(PluginHost::default_cache_dir)
     }
+}
+
+/// Raw `cbench view` arguments.
+#[derive(Debug, Args)]
+pub struct ViewArgs {
+    /// Run name.
+    #[arg(long, short = 'n')]
+    pub name: String,
+    /// Directory holding the runs (`logs/<run>/…`).
+    #[arg(long, default_value = "logs")]
+    pub log_dir: PathBuf,
+    /// A solo run of the same pairs: adds the coordination deficit plot.
+    #[arg(long, value_name = "SOLO_RUN")]
+    pub baseline: Option<String>,
+    /// Where to write the report (default <log-dir>/<run>/view).
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// Open the report in the desktop's browser once written.
+    #[arg(long)]
+    pub open: bool,
+}
+
+/// `cbench export --format`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    /// Harbor's Agent Trajectory Interchange Format (ATIF v1.4), one file per agent.
+    Atif,
+}
+
+/// Raw `cbench export` arguments.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Run name.
+    #[arg(long, short = 'n')]
+    pub name: String,
+    /// Directory holding the runs (`logs/<run>/…`).
+    #[arg(long, default_value = "logs")]
+    pub log_dir: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "atif")]
+    pub format: ExportFormat,
+    /// Where to write (default <log-dir>/<run>/export/<format>).
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub output: Option<PathBuf>,
 }
 
 /// Raw `cbench report` arguments.

@@ -152,6 +152,40 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 Ok(ExitCode::SUCCESS)
             }
+            Command::View(args) => {
+                let run_dir = args.log_dir.join(&args.name);
+                let baseline = args.baseline.as_ref().map(|b| args.log_dir.join(b));
+                let out_dir = args.output.clone().unwrap_or_else(|| run_dir.join("view"));
+                let written =
+                    cbench::view::write(&args.name, &run_dir, baseline.as_deref(), &out_dir)?;
+                println!(
+                    "wrote {} ({} pairs, {:.1} MB, {:.2} s)",
+                    written.index.display(),
+                    written.pairs,
+                    written.bytes as f64 / 1e6,
+                    written.elapsed_s
+                );
+                if args.open {
+                    if let Err(e) = cbench::view::open_in_browser(&written.index) {
+                        eprintln!("warning: not opened ({e}); open the file above in a browser");
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Export(args) => {
+                let run_dir = args.log_dir.join(&args.name);
+                let out_dir = args
+                    .output
+                    .clone()
+                    .unwrap_or_else(|| run_dir.join("export").join("atif"));
+                let written = cbench::export::atif::export(&args.name, &run_dir, &out_dir)?;
+                println!(
+                    "wrote {} ATIF trajectories into {}",
+                    written,
+                    out_dir.display()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Gold(args) => cbench::gold::run_cli(args).await,
             Command::Bench(args) => {
                 cbench::bench::run(args).await?;

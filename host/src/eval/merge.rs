@@ -42,6 +42,18 @@ pub enum MergeStrategy {
     Failed,
 }
 
+impl MergeStrategy {
+    /// The name used in files (`naive`, `union`, `lead`, `failed`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MergeStrategy::Naive => "naive",
+            MergeStrategy::Union => "union",
+            MergeStrategy::Lead => "lead",
+            MergeStrategy::Failed => "failed",
+        }
+    }
+}
+
 /// Result of merging the agents' patches.
 #[derive(Debug, Clone)]
 pub struct MergeOutcome {

@@ -180,3 +180,233 @@ fn runs_use_the_documented_layout_and_earlier_runs_are_migrated_once() {
     );
     assert!(documented.join("eval.json").is_file() && !legacy.exists());
 }
+
+/// The Chromium binary (Debian's `chromium`; `CBENCH_CHROMIUM` overrides).
+fn chromium() -> String {
+    std::env::var("CBENCH_CHROMIUM").unwrap_or_else(|_| "chromium".into())
+}
+
+/// Loads `url` in headless Chromium; returns the DOM after scripts ran and the browser's log.
+fn browse(url: &str, screenshot: Option<&std::path::Path>) -> (String, String) {
+    let mut args = vec![
+        "--headless".to_string(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--enable-logging=stderr".into(),
+        "--v=0".into(),
+        "--virtual-time-budget=5000".into(),
+        "--window-size=1400,1800".into(),
+    ];
+    match screenshot {
+        Some(png) => args.push(format!("--screenshot={}", png.display())),
+        None => args.push("--dump-dom".into()),
+    }
+    args.push(url.to_string());
+    let out = Command::new(chromium())
+        .args(&args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "starting {} ({e}): the HTML report is tested in a real browser; install Debian's \
+                 chromium (scripts/test.sh does) or set CBENCH_CHROMIUM",
+                chromium()
+            )
+        });
+    assert!(
+        out.status.success(),
+        "chromium failed on {url}:\n{}",
+        text(&out)
+    );
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Page errors: every console message (the report logs nothing) and uncaught exceptions.
+fn console_errors(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains(":CONSOLE") || l.contains("Uncaught"))
+        .collect()
+}
+
+#[test]
+fn the_html_report_draws_in_a_browser_with_every_pair_and_both_trajectories() {
+    let run = Run::start(
+        "viewed",
+        &[
+            "--agent",
+            &plugins().mini_swe.display().to_string(),
+            "-m",
+            "oracle",
+        ],
+    );
+    run.assert_ok();
+    let log_dir = run.logs.path().display().to_string();
+    let out = cbench(&["view", "-n", "viewed", "--log-dir", &log_dir]);
+    assert!(out.status.success(), "{}", text(&out));
+    let view = run.dir().join("view");
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&view.join("index.html").display().to_string()),
+        "cbench view prints where the report is: {}",
+        text(&out)
+    );
+    // Self-contained: nothing is fetched from the network.
+    for file in ["index.html", "pair.html", "view.js", "view.css"] {
+        let content = std::fs::read_to_string(view.join(file)).unwrap();
+        assert!(
+            !content.contains("http://") && !content.contains("https://"),
+            "{file} links out"
+        );
+    }
+
+    let index = format!("file://{}", view.join("index.html").display());
+    let (dom, log) = browse(&index, None);
+    assert!(
+        console_errors(&log).is_empty(),
+        "console errors: {:?}",
+        console_errors(&log)
+    );
+    assert!(
+        !dom.contains("data-error"),
+        "a script error was caught on the page"
+    );
+    assert!(
+        dom.contains("data-rendered-ms"),
+        "the overview never finished drawing:\n{dom}"
+    );
+    assert_eq!(
+        dom.matches("class=\"pair-row\"").count(),
+        10,
+        "one row per pair"
+    );
+    assert!(dom.contains("10 of 10 pairs"));
+    // A plot is drawn: bars with a width, per repository and merge outcome.
+    assert!(dom.contains("Success per repository") && dom.contains("Merge outcomes"));
+    let drawn_bars = dom
+        .split("<rect class=\"bar")
+        .skip(1)
+        .filter(|b| !b.contains("width=\"0.0\""))
+        .count();
+    assert!(drawn_bars >= 3, "no bars drawn:\n{dom}");
+    assert!(dom.contains("cbench_textkit_task/task1/features_4_5") && dom.contains("badge failed"));
+
+    let pair = format!(
+        "file://{}?p=cbench_textkit_task__task1__features_1_2",
+        view.join("pair.html").display()
+    );
+    let (dom, log) = browse(&pair, None);
+    assert!(
+        console_errors(&log).is_empty(),
+        "console errors: {:?}",
+        console_errors(&log)
+    );
+    assert!(
+        dom.contains("data-rendered-ms"),
+        "the pair page never finished drawing:\n{dom}"
+    );
+    for agent in ["agent1", "agent2"] {
+        assert!(
+            dom.contains(&format!("class=\"step\" data-agent=\"{agent}\"")),
+            "no steps of {agent}:\n{dom}"
+        );
+    }
+    assert_eq!(
+        dom.matches("class=\"message\"").count(),
+        2,
+        "both messages on the timeline"
+    );
+    assert!(dom.contains("I am agent1; I will change"));
+    assert!(
+        dom.contains("reverse_words") && dom.contains("class=\"add\""),
+        "patches highlighted"
+    );
+    assert!(
+        dom.contains("merged (union)"),
+        "the merged verdict is shown"
+    );
+
+    // A pair the run does not have is said so on the page, not a blank screen.
+    let missing = format!("file://{}?p=nope", view.join("pair.html").display());
+    let (dom, _) = browse(&missing, None);
+    assert!(dom.contains("No data for pair nope"), "{dom}");
+
+    // Screenshots for people (kept under target/tmp/view-screenshots).
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("view-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    for (name, url) in [("overview.png", &index), ("pair.png", &pair)] {
+        let png = shots.join(name);
+        let _ = std::fs::remove_file(&png);
+        browse(url, Some(&png));
+        let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 10_000, "{} is {size} bytes", png.display());
+    }
+}
+
+#[test]
+fn the_atif_export_holds_every_agent_step_by_step() {
+    let run = Run::start(
+        "exported",
+        &[
+            "--agent",
+            &plugins().mini_swe.display().to_string(),
+            "-m",
+            "oracle",
+            "-f",
+            "1,2",
+        ],
+    );
+    run.assert_ok();
+    let log_dir = run.logs.path().display().to_string();
+    let out = cbench(&[
+        "export",
+        "-n",
+        "exported",
+        "--log-dir",
+        &log_dir,
+        "--format",
+        "atif",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let file = run
+        .dir()
+        .join("export/atif/cbench_textkit_task/task1/features_1_2/agent1/trajectory.json");
+    let atif = crate::support::json(&file);
+    assert_eq!(atif["schema_version"], "ATIF-v1.4");
+    assert_eq!(atif["agent"]["name"], "mini_swe");
+    let steps = atif["steps"].as_array().unwrap();
+    for (k, step) in steps.iter().enumerate() {
+        assert_eq!(step["step_id"], k + 1, "step ids are 1, 2, …");
+        assert!(["system", "user", "agent"].contains(&step["source"].as_str().unwrap()));
+        assert!(step["message"].is_string());
+    }
+    assert_eq!(steps[0]["source"], "system");
+    assert_eq!(steps[1]["source"], "user");
+    // Each tool call's result is found by its id in the step's observation.
+    let with_calls: Vec<&serde_json::Value> = steps
+        .iter()
+        .filter(|s| s["tool_calls"].is_array())
+        .collect();
+    assert!(!with_calls.is_empty());
+    for step in &with_calls[..with_calls.len() - 1] {
+        let id = &step["tool_calls"][0]["tool_call_id"];
+        let results = step["observation"]["results"].as_array().unwrap();
+        assert!(
+            results.iter().any(|r| &r["source_call_id"] == id),
+            "{step:#}"
+        );
+        assert!(step["tool_calls"][0]["arguments"].is_object());
+    }
+    assert_eq!(atif["final_metrics"]["total_steps"], steps.len());
+    assert!(
+        atif["final_metrics"]["total_prompt_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+
+    let bad = cbench(&["export", "-n", "nope", "--log-dir", &log_dir]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("run `nope` not found"));
+}

@@ -1,0 +1,3 @@
+//! `cbench export`: a run's trajectories in formats other tools read.
+
+pub mod atif;

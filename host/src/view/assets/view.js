@@ -1,0 +1,329 @@
+// cbench view: renders a run's overview and its pair pages from the data files beside this
+// script. No network, no libraries: plots are drawn as inline SVG.
+"use strict";
+
+var cbenchView = (function () {
+  // Errors are shown on the page (and marked for tests), never swallowed.
+  window.addEventListener("error", function (e) {
+    document.body.setAttribute("data-error", String(e.message || e));
+  });
+
+  function esc(text) {
+    return String(text == null ? "" : text)
+      .replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
+      .replace(/"/g, "&quot;").replace(/'/g, "&#39;");
+  }
+  function num(n) { return n == null ? "–" : Number(n).toLocaleString("en-US"); }
+  function money(n) { return n == null ? "–" : "$" + Number(n).toFixed(n < 1 ? 4 : 2); }
+  function secs(s) {
+    if (s == null) return "–";
+    s = Number(s);
+    if (s >= 3600) return Math.floor(s / 3600) + "h " + String(Math.floor((s % 3600) / 60)).padStart(2, "0") + "m";
+    if (s >= 60) return Math.floor(s / 60) + "m " + Math.round(s % 60) + "s";
+    return s.toFixed(s < 10 ? 2 : 1) + "s";
+  }
+  function pct(r) { return r == null ? "–" : (r * 100).toFixed(1) + "%"; }
+  function rate(r) { return r ? r.count + "/" + r.of + " (" + pct(r.rate) + ")" : "–"; }
+  function agentName(id) { var m = /^agent(\d+)$/.exec(id); return m ? "Agent " + m[1] : id; }
+  function badge(verdict) { return '<span class="badge ' + esc(verdict) + '">' + esc(verdict) + "</span>"; }
+
+  // ---- plots -------------------------------------------------------------------------------
+  // Horizontal bars: items [{label, value, text, cls}].
+  function barChart(title, items, opts) {
+    opts = opts || {};
+    var width = 520, labelW = opts.labelWidth || 170, rowH = 22, pad = 6;
+    var height = items.length * rowH + pad * 2;
+    var max = opts.max != null ? opts.max : Math.max.apply(null, items.map(function (i) { return i.value; }).concat([0]));
+    var plotW = width - labelW - 90;
+    var bars = items.map(function (it, k) {
+      var y = pad + k * rowH;
+      var w = max > 0 ? Math.max(0, (it.value / max) * plotW) : 0;
+      return '<text x="' + (labelW - 6) + '" y="' + (y + 15) + '" text-anchor="end">' + esc(it.label) + "</text>" +
+        '<rect class="bar ' + esc(it.cls || "") + '" x="' + labelW + '" y="' + (y + 3) + '" width="' + w.toFixed(1) + '" height="' + (rowH - 7) + '"><title>' + esc(it.label + ": " + it.text) + "</title></rect>" +
+        '<text x="' + (labelW + w + 5) + '" y="' + (y + 15) + '">' + esc(it.text) + "</text>";
+    }).join("");
+    if (!items.length) bars = '<text x="10" y="20">nothing to plot</text>';
+    return '<div class="plot"><h3>' + esc(title) + '</h3><svg viewBox="0 0 ' + width + " " + Math.max(height, 30) +
+      '" role="img" aria-label="' + esc(title) + '">' +
+      '<line class="axis" x1="' + labelW + '" y1="0" x2="' + labelW + '" y2="' + height + '"/>' + bars + "</svg></div>";
+  }
+
+  // Histogram of values into up to `bins` equal-width bins.
+  function histogram(title, values, fmt, bins) {
+    values = values.filter(function (v) { return v != null && isFinite(v); });
+    if (!values.length) return barChart(title, []);
+    // About √n bins (at most 10): a few pairs are not spread over empty bins.
+    bins = bins || Math.min(10, Math.max(3, Math.ceil(Math.sqrt(values.length))));
+    var lo = Math.min.apply(null, values), hi = Math.max.apply(null, values);
+    if (hi === lo) { return barChart(title, [{ label: fmt(lo), value: values.length, text: values.length + "" }]); }
+    var step = (hi - lo) / bins, counts = new Array(bins).fill(0);
+    values.forEach(function (v) { counts[Math.min(bins - 1, Math.floor((v - lo) / step))] += 1; });
+    return barChart(title, counts.map(function (c, k) {
+      return { label: fmt(lo + k * step) + " – " + fmt(lo + (k + 1) * step), value: c, text: String(c), cls: "info" };
+    }));
+  }
+
+  // ---- overview ----------------------------------------------------------------------------
+  function header(run) {
+    var c = run.config || {}, a = c.agent || {}, s = run.summary || {}, r = run.report || {};
+    var budgets = [
+      "max steps " + (c.max_steps == null ? "–" : c.max_steps),
+      "command timeout " + secs(c.command_timeout_s),
+      "cost/agent " + (c.max_cost_usd == null ? "unlimited" : money(c.max_cost_usd)),
+      "tokens/agent " + (c.max_tokens == null ? "unlimited" : num(c.max_tokens)),
+      "run cost " + (c.max_run_cost_usd == null ? "unlimited" : money(c.max_run_cost_usd)),
+    ].join(" · ");
+    var fields = [
+      ["setting", c.setting], ["model", c.model],
+      ["plugin", (a.name || "?") + " " + (a.version || "")],
+      ["plugin sha256", '<span class="mono" title="' + esc(a.sha256) + '">' + esc((a.sha256 || "").slice(0, 16)) + "…</span>"],
+      ["WIT", a.wit_version], ["backend", (c.backend || "") + (c.isolation ? " — " + c.isolation : "")],
+      ["merge policy", c.merge_policy], ["budgets", budgets], ["created", c.created_at],
+    ];
+    var grid = fields.map(function (f) {
+      var value = f[0] === "plugin sha256" ? f[1] : esc(f[1] == null ? "–" : f[1]);
+      return "<div><span>" + esc(f[0]) + "</span>" + value + "</div>";
+    }).join("");
+    var conflicts = r.naive_merge_conflicts ? r.naive_merge_conflicts.count : 0;
+    var totals = [
+      [num(r.pairs), "pairs"], [rate(r.overall), "overall success"], [rate(r.individual), "individual success"],
+      [num(conflicts), "merge conflicts"], [num(r.infra_errors), "infrastructure errors"],
+      [num(s.token_usage ? s.token_usage.total_tokens : null), "tokens"], [money(s.cost_usd), "cost"],
+      [secs(s.run_duration_s || s.duration_s), "wall"],
+    ].map(function (t) { return '<div class="total"><b>' + esc(t[0]) + "</b><span>" + esc(t[1]) + "</span></div>"; }).join("");
+    return "<h1>" + esc(c.name || r.run) + '</h1><div class="muted">cbench report · ' + esc(c.cbench_version || "") + "</div>" +
+      '<div class="header-grid">' + grid + '</div><div class="totals">' + totals + "</div>";
+  }
+
+  function plots(run) {
+    var rows = run.pairs, out = [];
+    var repos = {};
+    rows.forEach(function (p) {
+      if (p.verdict !== "success" && p.verdict !== "failed") return;
+      var e = repos[p.repo] || (repos[p.repo] = { ok: 0, n: 0 });
+      e.n += 1; if (p.verdict === "success") e.ok += 1;
+    });
+    out.push(barChart("Success per repository", Object.keys(repos).sort().map(function (k) {
+      var e = repos[k];
+      return { label: k, value: e.ok / e.n, text: e.ok + "/" + e.n + " (" + pct(e.ok / e.n) + ")", cls: "ok" };
+    }), { max: 1 }));
+    var outcomes = [["clean", "ok"], ["union-rescued", "info"], ["lead-only", "warn"], ["conflict", "bad"], ["apply-failure", "bad"]];
+    out.push(barChart("Merge outcomes", outcomes.map(function (o) {
+      var n = rows.filter(function (p) { return p.merge_outcome === o[0]; }).length;
+      return { label: o[0], value: n, text: String(n), cls: o[1] };
+    })));
+    var costs = rows.map(function (p) { return p.cost_usd; }).filter(function (c) { return c != null; });
+    if (costs.some(function (c) { return c > 0; })) {
+      out.push(histogram("Cost per pair (USD)", costs, function (v) { return "$" + v.toFixed(3); }));
+    }
+    out.push(histogram("Tokens per pair", rows.map(function (p) { return p.has_page ? p.tokens : null; }), function (v) { return num(Math.round(v)); }));
+    var steps = [];
+    rows.forEach(function (p) { p.agents.forEach(function (a) { steps.push(a.steps); }); });
+    out.push(histogram("Steps per agent", steps, function (v) { return String(Math.round(v)); }));
+    out.push(histogram("Wall time per pair", rows.map(function (p) { return p.wall_s; }), secs));
+    var b = run.report && run.report.baseline;
+    if (b) {
+      out.push(barChart("Coordination deficit vs solo " + b.baseline + " (" + b.matched_pairs + " matched pairs)", [
+        { label: "solo", value: b.solo_rate, text: pct(b.solo_rate), cls: "info" },
+        { label: "coop", value: b.coop_rate, text: pct(b.coop_rate), cls: "ok" },
+        { label: "deficit (1 − coop/solo)", value: Math.max(0, b.deficit || 0), text: b.deficit == null ? "–" :
+          pct(b.deficit) + (b.ci95 ? " [" + pct(b.ci95[0]) + ", " + pct(b.ci95[1]) + "]" : ""), cls: "bad" },
+      ], { max: 1 }));
+    }
+    return '<div class="plots">' + out.join("") + "</div>";
+  }
+
+  var COLUMNS = [
+    ["key", "Pair"], ["verdict", "Verdict"], ["agents", "Agents alone"], ["merge_outcome", "Merge"],
+    ["steps", "Steps", true], ["tokens", "Tokens", true], ["cost_usd", "Cost", true], ["wall_s", "Wall", true],
+    ["messages", "Msgs", true], ["status", "Agent status"], ["infra_error", "Infrastructure error"],
+  ];
+
+  function cell(p, col) {
+    switch (col) {
+      case "key":
+        return p.has_page ? '<a href="pair.html?p=' + encodeURIComponent(p.id) + '">' + esc(p.key) + "</a>" : esc(p.key);
+      case "verdict": return badge(p.verdict);
+      case "agents": return p.agents.map(function (a) {
+        var mark = a.success == null ? "·" : a.success ? '<span class="yes">✓</span>' : '<span class="no">✗</span>';
+        return esc(agentName(a.id)) + " " + mark;
+      }).join("<br>");
+      case "merge_outcome": return esc(p.merge_outcome || "–") + (p.merge_strategy ? ' <span class="muted">(' + esc(p.merge_strategy) + ")</span>" : "");
+      case "steps": return num(p.steps);
+      case "tokens": return num(p.tokens);
+      case "cost_usd": return money(p.cost_usd);
+      case "wall_s": return secs(p.wall_s);
+      case "messages": return num(p.messages);
+      case "status": return p.agents.map(function (a) { return esc(a.status); }).join("<br>");
+      case "infra_error": return p.infra_error ? '<span class="err">' + esc(p.infra_error) + "</span>" : "";
+    }
+    return "";
+  }
+
+  function sortValue(p, col) {
+    if (col === "agents") return p.agents.filter(function (a) { return a.success; }).length;
+    if (col === "status") return p.agents.map(function (a) { return a.status; }).join(",");
+    var v = p[col];
+    return v == null ? "" : v;
+  }
+
+  function table(root, rows) {
+    var state = { sort: "key", dir: 1, text: "", verdict: "" };
+    var verdicts = ["", "success", "failed", "infra", "ungraded"];
+    root.insertAdjacentHTML("beforeend",
+      '<h2>Pairs</h2><div class="controls"><input id="filter" type="search" placeholder="filter: repo, task, features, status, error…">' +
+      '<select id="verdict">' + verdicts.map(function (v) { return '<option value="' + v + '">' + (v || "all verdicts") + "</option>"; }).join("") +
+      '</select><span id="count" class="muted"></span></div>' +
+      '<table id="pairs"><thead><tr>' + COLUMNS.map(function (c) {
+        return '<th data-col="' + c[0] + '"' + (c[2] ? ' class="num"' : "") + ">" + esc(c[1]) + "</th>";
+      }).join("") + "</tr></thead><tbody></tbody></table>");
+    var tbody = root.querySelector("#pairs tbody");
+    function draw() {
+      var text = state.text.toLowerCase();
+      var shown = rows.filter(function (p) {
+        if (state.verdict && p.verdict !== state.verdict) return false;
+        if (!text) return true;
+        var hay = [p.key, p.verdict, p.merge_outcome, p.infra_error].concat(p.agents.map(function (a) { return a.status; })).join(" ").toLowerCase();
+        return hay.indexOf(text) >= 0;
+      });
+      shown.sort(function (a, b) {
+        var x = sortValue(a, state.sort), y = sortValue(b, state.sort);
+        return (x < y ? -1 : x > y ? 1 : 0) * state.dir;
+      });
+      tbody.innerHTML = shown.map(function (p) {
+        return '<tr class="pair-row" data-verdict="' + esc(p.verdict) + '">' + COLUMNS.map(function (c) {
+          return "<td" + (c[2] ? ' class="num"' : "") + ">" + cell(p, c[0]) + "</td>";
+        }).join("") + "</tr>";
+      }).join("");
+      root.querySelector("#count").textContent = shown.length + " of " + rows.length + " pairs";
+      root.querySelectorAll("th").forEach(function (th) {
+        th.className = (th.dataset.col === state.sort ? (state.dir > 0 ? "sorted-asc" : "sorted-desc") : "") +
+          (th.classList.contains("num") ? " num" : "");
+      });
+    }
+    root.querySelectorAll("th").forEach(function (th) {
+      th.addEventListener("click", function () {
+        if (state.sort === th.dataset.col) state.dir = -state.dir; else { state.sort = th.dataset.col; state.dir = 1; }
+        draw();
+      });
+    });
+    root.querySelector("#filter").addEventListener("input", function (e) { state.text = e.target.value; draw(); });
+    root.querySelector("#verdict").addEventListener("change", function (e) { state.verdict = e.target.value; draw(); });
+    draw();
+  }
+
+  function overview(root, run) {
+    if (!run) { root.innerHTML = '<p class="err">data/run.js is missing: regenerate with cbench view.</p>'; return; }
+    document.title = "cbench · " + ((run.config && run.config.name) || "run");
+    root.innerHTML = header(run) + "<h2>Plots</h2>" + plots(run);
+    table(root, run.pairs);
+    rendered();
+  }
+
+  // When the page finished drawing, for tests and the load-time benchmark.
+  function rendered() {
+    document.body.setAttribute("data-rendered-ms", String(Math.round(performance.now())));
+  }
+
+  // ---- pair page ---------------------------------------------------------------------------
+  function diff(text) {
+    if (!text) return '<p class="muted">empty</p>';
+    return '<div class="diff mono">' + text.split("\n").map(function (line) {
+      var cls = /^(diff --git|index |--- |\+\+\+ )/.test(line) ? "file" : line[0] === "+" ? "add" : line[0] === "-" ? "del" : line.slice(0, 2) === "@@" ? "hunk" : "";
+      return '<span class="' + cls + '">' + (esc(line) || " ") + "</span>";
+    }).join("") + "</div>";
+  }
+
+  function folded(text, cls) {
+    text = text == null ? "" : String(text);
+    var lines = text.split("\n").length;
+    var pre = '<pre class="' + (cls || "") + '">' + esc(text) + "</pre>";
+    if (lines <= 14 && text.length <= 1500) return pre;
+    return "<details><summary>" + lines + " lines, " + num(text.length) + " chars — show</summary>" + pre + "</details>";
+  }
+
+  function argsText(args) {
+    if (args == null) return "";
+    if (typeof args === "object" && typeof args.command === "string") return args.command;
+    if (typeof args === "object" && typeof args.content === "string") return (args.to ? "to " + args.to + ": " : "") + args.content;
+    return JSON.stringify(args, null, 2);
+  }
+
+  function time(t) {
+    var d = new Date(t);
+    return isNaN(d) ? "" : d.toISOString().slice(11, 23);
+  }
+
+  function timeline(detail) {
+    var agents = detail.agents.map(function (a) { return a.id; });
+    var events = [];
+    detail.agents.forEach(function (a, col) {
+      a.steps.forEach(function (s, k) {
+        events.push({ t: Date.parse(s.timestamp) || 0, order: 1, col: col, html:
+          '<div class="step" data-agent="' + esc(a.id) + '" style="grid-column:' + (col + 1) + '">' +
+          '<div class="meta"><span><span class="action">' + esc(s.action) + "</span> · step " + (k + 1) + "</span><span>" + esc(time(s.timestamp)) + "</span></div>" +
+          (argsText(s.args) ? folded(argsText(s.args), "args") : "") + folded(s.observation) + "</div>" });
+      });
+    });
+    (detail.conversation || []).forEach(function (m) {
+      events.push({ t: Number(m.timestamp) || 0, order: 0, html:
+        '<div class="message"><div class="meta">' + esc(agentName(m.from)) + " → " + esc(agentName(m.to)) + " · " + esc(time(Number(m.timestamp))) +
+        "</div>" + esc(m.content) + "</div>" });
+    });
+    events.sort(function (a, b) { return a.t - b.t || a.order - b.order; });
+    return '<div class="timeline" style="grid-template-columns: repeat(' + Math.max(1, agents.length) + ', minmax(0, 1fr))">' +
+      agents.map(function (id) { return '<div class="col-head">' + esc(agentName(id)) + "</div>"; }).join("") +
+      events.map(function (e) { return e.html; }).join("") + "</div>";
+  }
+
+  function verdicts(detail) {
+    var ev = detail.eval;
+    if (!ev) return '<p class="muted">not graded</p>';
+    var rows = detail.agents.map(function (a) {
+      var g = ev[a.id] || {};
+      return [agentName(a.id) + " alone", g.success, g.tests_passed, g.tests_failed, g.error];
+    });
+    if (ev.merged) rows.push(["merged (" + (ev.merge_strategy || "?") + ")", ev.merged.success, ev.merged.tests_passed, ev.merged.tests_failed, ev.merged.error || (ev.merged.apply_failed || []).join(", ")]);
+    return '<table class="verdicts"><thead><tr><th>tree</th><th>verdict</th><th class="num">passed</th><th class="num">failed</th><th>error</th></tr></thead><tbody>' +
+      rows.map(function (r) {
+        return "<tr><td>" + esc(r[0]) + "</td><td>" + (r[1] == null ? "–" : r[1] ? '<span class="yes">✓ pass</span>' : '<span class="no">✗ fail</span>') +
+          '</td><td class="num">' + num(r[2]) + '</td><td class="num">' + num(r[3]) + '</td><td class="err">' + esc(r[4] || "") + "</td></tr>";
+      }).join("") + "</tbody></table>";
+  }
+
+  function renderPair(root, detail) {
+    var row = detail.row;
+    document.title = "cbench · " + row.key;
+    var agentsInfo = detail.agents.map(function (a) {
+      return "<div><span>" + esc(agentName(a.id)) + "</span>" + esc(a.status || "?") + " · " + num(a.steps.length) + " steps · " +
+        num(a.token_usage ? a.token_usage.total_tokens : null) + " tokens · " + money(a.cost_usd) +
+        (a.error ? '<br><span class="err">' + esc(a.error) + "</span>" : "") + "</div>";
+    }).join("");
+    var logs = Object.keys(detail.logs || {}).map(function (name) {
+      return "<details><summary>" + esc(name) + "</summary><pre>" + esc(detail.logs[name]) + "</pre></details>";
+    }).join("");
+    root.innerHTML = '<p><a href="index.html">← all pairs</a></p><h1>' + esc(row.key) + " " + badge(row.verdict) + "</h1>" +
+      '<div class="muted mono">' + esc(detail.path) + "</div>" +
+      '<div class="header-grid">' + agentsInfo + "<div><span>merge</span>" + esc(row.merge_outcome || "–") + " " + esc(row.merge_strategy ? "(" + row.merge_strategy + ")" : "") +
+      "</div><div><span>wall</span>" + secs(row.wall_s) + " · " + num(row.messages) + " messages</div></div>" +
+      (row.infra_error ? '<p class="err">Infrastructure error: ' + esc(row.infra_error) + "</p>" : "") +
+      "<h2>Verdicts</h2>" + verdicts(detail) +
+      "<h2>Trajectories and messages</h2>" + timeline(detail) +
+      "<h2>Patches</h2>" + detail.agents.map(function (a) { return "<h3>" + esc(agentName(a.id)) + "</h3>" + diff(a.patch); }).join("") +
+      (detail.merged_diff != null ? "<h3>Merged</h3>" + diff(detail.merged_diff) : "") +
+      "<h2>Test logs</h2>" + (logs || '<p class="muted">none</p>');
+    rendered();
+  }
+
+  function pair(root, search) {
+    var id = new URLSearchParams(search).get("p") || "";
+    if (!/^[A-Za-z0-9_-]+$/.test(id)) { root.innerHTML = '<p class="err">No pair given (pair.html?p=…).</p>'; return; }
+    var script = document.createElement("script");
+    script.src = "data/pairs/" + id + ".js";
+    script.onload = function () { renderPair(root, window.CBENCH_PAIR); };
+    script.onerror = function () { root.innerHTML = '<p class="err">No data for pair ' + esc(id) + ': regenerate with cbench view.</p>'; };
+    document.body.appendChild(script);
+  }
+
+  return { overview: overview, pair: pair };
+})();
