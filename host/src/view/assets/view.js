@@ -19,7 +19,7 @@ var cbenchView = (function () {
     if (s == null) return "–";
     s = Number(s);
     if (s >= 3600) return Math.floor(s / 3600) + "h " + String(Math.floor((s % 3600) / 60)).padStart(2, "0") + "m";
-    if (s >= 60) return Math.floor(s / 60) + "m " + Math.round(s % 60) + "s";
+    if (s >= 60) return Math.floor(s / 60) + "m " + Math.floor(s % 60) + "s";
     return s.toFixed(s < 10 ? 2 : 1) + "s";
   }
   function pct(r) { return r == null ? "–" : (r * 100).toFixed(1) + "%"; }
@@ -85,11 +85,15 @@ var cbenchView = (function () {
       return "<div><span>" + esc(f[0]) + "</span>" + value + "</div>";
     }).join("");
     var conflicts = r.naive_merge_conflicts ? r.naive_merge_conflicts.count : 0;
+    // Without summary.json (a run copied in part), the totals are the rows'.
+    var sum = function (f) { return run.pairs.reduce(function (t, p) { return t + (f(p) || 0); }, 0); };
+    var tokens = s.token_usage ? s.token_usage.total_tokens : sum(function (p) { return p.tokens; });
+    var cost = s.token_usage ? s.cost_usd : sum(function (p) { return p.cost_usd; });
+    var wall = s.run_duration_s || s.duration_s || null;
     var totals = [
       [num(r.pairs), "pairs"], [rate(r.overall), "overall success"], [rate(r.individual), "individual success"],
       [num(conflicts), "merge conflicts"], [num(r.infra_errors), "infrastructure errors"],
-      [num(s.token_usage ? s.token_usage.total_tokens : null), "tokens"], [money(s.cost_usd), "cost"],
-      [secs(s.run_duration_s || s.duration_s), "wall"],
+      [num(tokens), "tokens"], [money(cost), "cost"], [secs(wall), "wall"],
     ].map(function (t) { return '<div class="total"><b>' + esc(t[0]) + "</b><span>" + esc(t[1]) + "</span></div>"; }).join("");
     return "<h1>" + esc(c.name || r.run) + '</h1><div class="muted">cbench report · ' + esc(c.cbench_version || "") + "</div>" +
       '<div class="header-grid">' + grid + '</div><div class="totals">' + totals + "</div>";
