@@ -148,7 +148,7 @@ fn oracle_runs_on_an_upstream_task_from_a_repo_cache() {
     assert!(out.status.success(), "{}", text(&out));
     let eval = json(
         &tmp.path()
-            .join("logs/upstream/acme_widget_task/7/features_1_2/eval.json"),
+            .join("logs/upstream/acme_widget_task/task7/features_1_2/eval.json"),
     );
     assert_eq!(eval["overall_success"], true, "{eval:#}");
     assert_eq!(eval["merged"]["merge_strategy"], "naive");
@@ -224,7 +224,7 @@ fn a_uv_venv_runner_with_pytest_grades_on_the_local_backend() {
         &[("EXAMPLE_API_KEY", "not-for-tests")],
     );
     assert!(out.status.success(), "{}", text(&out));
-    let pair = tmp.path().join("logs/uv/acme_widget_task/7/features_1_2");
+    let pair = tmp.path().join("logs/uv/acme_widget_task/task7/features_1_2");
     let eval = json(&pair.join("eval.json"));
     assert_eq!(eval["overall_success"], true, "{eval:#}");
     // pytest's counts: feature 1 has 3 tests, feature 3 (here feature 2) has 3.
