@@ -77,3 +77,63 @@ fn eval_of_an_unknown_run_is_named() {
         text(&out)
     );
 }
+
+#[test]
+fn an_os_error_is_said_once() {
+    let agent = plugins().mini_swe.display().to_string();
+    let run = Run::start(
+        "os",
+        &[
+            "--agent",
+            &agent,
+            "-m",
+            "oracle",
+            "--agent-config",
+            "/nonexistent/cfg.json",
+        ],
+    );
+    assert_refused(
+        &run,
+        &["/nonexistent/cfg.json", "No such file or directory"],
+    );
+    let err = String::from_utf8_lossy(&run.output.stderr);
+    assert_eq!(err.matches("(os error 2)").count(), 1, "{err}");
+
+    let logs = tempfile::tempdir().unwrap();
+    let out = cbench(&[
+        "report",
+        "-n",
+        "nothing-here",
+        "--log-dir",
+        &logs.path().display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one line, no repetition: {err}");
+}
+
+#[test]
+fn a_coop_run_is_no_solo_baseline() {
+    let agent = plugins().mini_swe.display().to_string();
+    let run = Run::start(
+        "coop-base",
+        &["--agent", &agent, "-m", "oracle", "-f", "1,2"],
+    );
+    run.assert_ok();
+    let log_dir = run.logs.path().display().to_string();
+    let out = cbench(&[
+        "report",
+        "-n",
+        "coop-base",
+        "--log-dir",
+        &log_dir,
+        "--baseline",
+        "coop-base",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("it is a coop run") && err.contains("solo"),
+        "{err}"
+    );
+}

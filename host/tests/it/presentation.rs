@@ -410,3 +410,57 @@ fn the_atif_export_holds_every_agent_step_by_step() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("run `nope` not found"));
 }
+
+#[test]
+fn a_read_only_run_is_still_reported_and_viewed_elsewhere() {
+    let run = Run::start(
+        "shared",
+        &[
+            "--agent",
+            &plugins().mini_swe.display().to_string(),
+            "-m",
+            "oracle",
+            "-f",
+            "1,2",
+        ],
+    );
+    run.assert_ok();
+    let log_dir = run.logs.path().display().to_string();
+    let run_dir = run.dir().display().to_string();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let view_dir = elsewhere.path().join("view").display().to_string();
+    // A colleague's run on a read-only share: bwrap mounts the run directory read-only.
+    let read_only = |args: &[&str]| {
+        Command::new("bwrap")
+            .args(["--dev-bind", "/", "/", "--ro-bind", &run_dir, &run_dir])
+            .arg(env!("CARGO_BIN_EXE_cbench"))
+            .args(args)
+            .env("CBENCH_CACHE_DIR", cache_dir())
+            .output()
+            .expect("bwrap")
+    };
+    let out = read_only(&["report", "-n", "shared", "--log-dir", &log_dir, "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["graded"], 1);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("report.json not saved"));
+
+    let out = read_only(&["view", "-n", "shared", "--log-dir", &log_dir]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--output DIR"),
+        "{}",
+        text(&out)
+    );
+    let out = read_only(&[
+        "view",
+        "-n",
+        "shared",
+        "--log-dir",
+        &log_dir,
+        "-o",
+        &view_dir,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(elsewhere.path().join("view/data/run.js").is_file());
+}

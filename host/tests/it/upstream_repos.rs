@@ -224,7 +224,9 @@ fn a_uv_venv_runner_with_pytest_grades_on_the_local_backend() {
         &[("EXAMPLE_API_KEY", "not-for-tests")],
     );
     assert!(out.status.success(), "{}", text(&out));
-    let pair = tmp.path().join("logs/uv/acme_widget_task/task7/features_1_2");
+    let pair = tmp
+        .path()
+        .join("logs/uv/acme_widget_task/task7/features_1_2");
     let eval = json(&pair.join("eval.json"));
     assert_eq!(eval["overall_success"], true, "{eval:#}");
     // pytest's counts: feature 1 has 3 tests, feature 3 (here feature 2) has 3.
