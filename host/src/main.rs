@@ -13,7 +13,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(cbench::progress::StderrAboveStatus)
         .with_ansi(cbench::progress::stderr_colors())
         .init();
     let cli = Cli::parse();

@@ -11,6 +11,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::messaging::Message;
 
+/// The status line being drawn, if any: log lines on stderr are written above it.
+static ACTIVE_BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
 /// Longest message excerpt shown on the terminal.
 const MESSAGE_EXCERPT_CHARS: usize = 100;
 
@@ -30,6 +33,21 @@ struct Shared {
     /// The live status line; only when stdout is a terminal.
     bar: Option<ProgressBar>,
     tally: Mutex<Tally>,
+}
+
+impl Drop for Shared {
+    // A run that ends with an error never reaches `finish`: lift the status line all the same,
+    // so the error is printed on a clean line.
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            if !bar.is_finished() {
+                bar.finish_and_clear();
+            }
+            if let Ok(mut active) = ACTIVE_BAR.lock() {
+                *active = None;
+            }
+        }
+    }
 }
 
 /// Where progress lines go (stdout, or nowhere when quiet); cheap to clone.
@@ -100,6 +118,9 @@ impl Progress {
             bar.set_prefix(unit);
             bar
         });
+        if let (Some(bar), Ok(mut active)) = (&bar, ACTIVE_BAR.lock()) {
+            *active = Some(bar.clone());
+        }
         let progress = Progress {
             shared: Some(Arc::new(Shared {
                 bar,
@@ -199,6 +220,9 @@ impl Progress {
     pub fn finish(&self) {
         if let Some(bar) = self.shared.as_ref().and_then(|s| s.bar.as_ref()) {
             bar.finish_and_clear();
+            if let Ok(mut active) = ACTIVE_BAR.lock() {
+                *active = None;
+            }
         }
     }
 
@@ -244,6 +268,36 @@ pub fn agent_display(id: &str) -> String {
     match id.strip_prefix("agent") {
         Some(n) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => format!("Agent {n}"),
         _ => id.to_string(),
+    }
+}
+
+/// stderr for log lines (`tracing`): each line is written with the live status line lifted, so
+/// a warning never lands in the middle of it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StderrAboveStatus;
+
+impl Write for StderrAboveStatus {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bar = ACTIVE_BAR.lock().ok().and_then(|b| b.clone());
+        match bar {
+            Some(bar) if !bar.is_finished() => {
+                bar.suspend(|| std::io::stderr().write_all(buf))?;
+            }
+            _ => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for StderrAboveStatus {
+    type Writer = StderrAboveStatus;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        *self
     }
 }
 
