@@ -40,6 +40,10 @@ pub enum Command {
     Gold(GoldArgs),
     /// Metrics of a run (optionally against a solo baseline run); writes report.json.
     Report(ReportArgs),
+    /// Check a run's recorded plugin hashes against the files on disk.
+    Verify(VerifyArgs),
+    /// Compare runs head to head on the pairs graded in every run (paired tests, intervals).
+    Compare(CompareArgs),
     /// Write a static HTML report of a run (plots, a table of pairs, trajectories side by side).
     View(ViewArgs),
     /// Export a run's trajectories for other tools (Harbor's ATIF).
@@ -356,6 +360,38 @@ impl CacheArgs {
     }
 }
 
+/// Raw `cbench verify` arguments.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Run name.
+    #[arg(long, short = 'n')]
+    pub name: String,
+    /// Directory holding the runs (`logs/<run>/…`).
+    #[arg(long, default_value = "logs")]
+    pub log_dir: PathBuf,
+}
+
+/// Raw `cbench compare` arguments.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Runs to compare (two or more names under --log-dir).
+    #[arg(required = true, num_args = 2.., value_name = "RUN")]
+    pub runs: Vec<String>,
+    /// Directory holding the runs (`logs/<run>/…`).
+    #[arg(long, default_value = "logs")]
+    pub log_dir: PathBuf,
+    /// Compare runs whose setting, merge policy, grading version or task inputs differ (the
+    /// mismatch is printed with the result).
+    #[arg(long)]
+    pub allow_mismatch: bool,
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Where to write the comparison page (default <log-dir>/compare/<A>__vs__<B>).
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub output: Option<PathBuf>,
+}
+
 /// Raw `cbench view` arguments.
 #[derive(Debug, Args)]
 pub struct ViewArgs {
@@ -476,9 +512,28 @@ pub enum IsolationArg {
 /// Raw `cbench run` arguments.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Agent plugin (.wasm component).
-    #[arg(long, short = 'a')]
-    pub agent: PathBuf,
+    /// Agent plugin (.wasm component), optionally pinned: `path@sha256:<hex>`. Given more than
+    /// once, every plugin runs the same selection as its own run (pairs interleaved), then the
+    /// runs are compared.
+    #[arg(
+        long,
+        short = 'a',
+        value_name = "PLUGIN",
+        required_unless_present = "team"
+    )]
+    pub agent: Vec<String>,
+    /// A mixed team: agent k runs the k-th plugin (`a.wasm,b.wasm`; pins allowed).
+    #[arg(
+        long,
+        value_name = "PLUGINS",
+        value_delimiter = ',',
+        conflicts_with = "agent"
+    )]
+    pub team: Vec<String>,
+    /// Write, or when it exists verify, a lock of what makes runs comparable (plugin hashes,
+    /// model, dataset content, grading version, merge policy, budgets).
+    #[arg(long, value_name = "FILE")]
+    pub lock: Option<PathBuf>,
     /// Model: `gpt-4o`, `openai/<m>`, `anthropic/<m>`, `gemini/<m>`, `openrouter/<m>`, `ollama/<m>`, `hosted_vllm/<m>`, `replay:<run dir>`, `oracle`, `scripted:<file>`.
     #[arg(long, short = 'm')]
     pub model: String,
@@ -731,8 +786,12 @@ pub enum CliError {
     Temperature(f64),
     #[error("--memory {0}: give a size of at least 6m, like 512m or 8g")]
     Memory(String),
-    #[error("--agent {0}: file not found")]
-    AgentMissing(PathBuf),
+    #[error(transparent)]
+    Pin(#[from] crate::pins::PinError),
+    #[error("--team needs one plugin per agent (at least two); for one plugin use --agent")]
+    TeamOfOne,
+    #[error("--team is for coop runs (one agent per feature); --setting solo has a single agent")]
+    SoloTeam,
     #[error("--agent-config {path}: cannot read: {source}")]
     AgentConfig {
         path: PathBuf,
@@ -805,11 +864,28 @@ fn sanitize(text: &str) -> String {
 }
 
 impl RunArgs {
-    /// Validates the arguments into a run configuration.
-    pub fn validate(self) -> Result<RunConfig, CliError> {
+    /// Validates the arguments into one run configuration per `--agent` (one for `--team`);
+    /// pinned plugins are hashed here, before anything starts.
+    pub fn validate(self) -> Result<Vec<RunConfig>, CliError> {
         let backend = backend_choice(self.backend, self.isolation, &self.docker)?;
-        if !self.agent.is_file() {
-            return Err(CliError::AgentMissing(self.agent));
+        let team = self
+            .team
+            .iter()
+            .map(|spec| crate::pins::PluginSpec::parse("--team", spec)?.verify())
+            .collect::<Result<Vec<_>, _>>()?;
+        let agents = if team.is_empty() {
+            self.agent
+                .iter()
+                .map(|spec| crate::pins::PluginSpec::parse("--agent", spec)?.verify())
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            vec![team[0].clone()]
+        };
+        if team.len() == 1 {
+            return Err(CliError::TeamOfOne);
+        }
+        if !team.is_empty() && matches!(self.setting, SettingArg::Solo) {
+            return Err(CliError::SoloTeam);
         }
         let selection = self.selection.validate()?;
         for (flag, value) in [
@@ -842,29 +918,50 @@ impl RunArgs {
             SettingArg::Coop => Setting::Coop,
             SettingArg::Solo => Setting::Solo,
         };
-        let name = match self.name {
-            Some(n) => {
-                if n.is_empty()
-                    || !n
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-                    || n.starts_with('.')
-                {
-                    return Err(CliError::Name(n));
-                }
-                n
+        if let Some(n) = &self.name {
+            if n.is_empty()
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                || n.starts_with('.')
+            {
+                return Err(CliError::Name(n.clone()));
             }
-            None => format!(
-                "{setting}-{}-{}-{}",
-                agent_abbreviation(&self.agent),
-                sanitize(&self.model),
-                selection_label(&self.selection)
-            ),
+        }
+        let abbreviation = |path: &std::path::Path| {
+            if team.is_empty() {
+                agent_abbreviation(path)
+            } else {
+                team.iter()
+                    .map(|p| agent_abbreviation(p))
+                    .collect::<Vec<_>>()
+                    .join("+")
+            }
         };
-        Ok(RunConfig {
+        let mut names: Vec<String> = agents
+            .iter()
+            .map(|agent| match (&self.name, agents.len()) {
+                (Some(n), 1) => n.clone(),
+                (Some(n), _) => format!("{n}-{}", abbreviation(agent)),
+                (None, _) => format!(
+                    "{setting}-{}-{}-{}",
+                    abbreviation(agent),
+                    sanitize(&self.model),
+                    selection_label(&self.selection)
+                ),
+            })
+            .collect();
+        // Two plugins with one file stem still get runs of their own.
+        for k in 1..names.len() {
+            if names[..k].contains(&names[k]) {
+                names[k] = format!("{}-{}", names[k], k + 1);
+            }
+        }
+        let base = RunConfig {
             exclude_unverified: self.exclude_unverified.clone(),
-            name,
-            agent: self.agent,
+            name: String::new(),
+            agent: PathBuf::new(),
+            team: team.clone(),
             model: self.model,
             setting,
             selection,
@@ -890,7 +987,17 @@ impl RunArgs {
             backend,
             llm: self.llm.validate()?,
             quiet: self.quiet,
-        })
+            lock: self.lock,
+        };
+        Ok(agents
+            .into_iter()
+            .zip(names)
+            .map(|(agent, name)| RunConfig {
+                name,
+                agent,
+                ..base.clone()
+            })
+            .collect())
     }
 }
 

@@ -51,9 +51,53 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     let work = async {
         match cli.command {
             Command::Run(args) => {
-                let cfg = (*args).validate()?;
-                let summary = cbench::runner::run(cfg).await?;
-                Ok(exit_for(summary.infra_errors))
+                let mut cfgs = (*args).validate()?;
+                if cfgs.len() == 1 {
+                    let cfg = cfgs.remove(0);
+                    let summary = cbench::runner::run(cfg).await?;
+                    return Ok(exit_for(summary.infra_errors));
+                }
+                let names: Vec<String> = cfgs.iter().map(|c| c.name.clone()).collect();
+                let log_dir = cfgs[0].log_dir.clone();
+                let summaries = cbench::runner::run_many(cfgs).await?;
+                let infra_errors = summaries.iter().map(|s| s.infra_errors).sum();
+                match cbench::compare::compare(&log_dir, &names, false) {
+                    Ok(comparison) => {
+                        println!();
+                        print!("{}", comparison.render());
+                        let out_dir = log_dir.join("compare").join(names.join("__vs__"));
+                        match cbench::view::write_comparison(&comparison, &log_dir, &out_dir) {
+                            Ok(page) => println!("comparison page: {}", page.display()),
+                            Err(e) => eprintln!("warning: no comparison page: {e}"),
+                        }
+                    }
+                    Err(e) => eprintln!("warning: no comparison: {}", error_chain(&e.into())),
+                }
+                Ok(exit_for(infra_errors))
+            }
+            Command::Verify(args) => {
+                let run_dir = args.log_dir.join(&args.name);
+                let checks = cbench::pins::verify_run(&run_dir)?;
+                let mut all_ok = true;
+                for c in &checks {
+                    let verdict = match &c.actual_sha256 {
+                        Some(actual) if c.ok() => format!("✓ sha256 {}", actual),
+                        Some(actual) => format!(
+                            "✗ the file changed: recorded sha256 {}, now {}",
+                            c.recorded_sha256, actual
+                        ),
+                        None => {
+                            format!("✗ the file is gone (recorded sha256 {})", c.recorded_sha256)
+                        }
+                    };
+                    all_ok &= c.ok();
+                    println!("{} {}: {verdict}", c.role, c.path);
+                }
+                Ok(if all_ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                })
             }
             Command::Eval(args) => {
                 let cfg = args.validate()?;
@@ -150,6 +194,22 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 } else {
                     print!("{}", report.render());
                 }
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Compare(args) => {
+                let comparison =
+                    cbench::compare::compare(&args.log_dir, &args.runs, args.allow_mismatch)?;
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&comparison)?);
+                } else {
+                    print!("{}", comparison.render());
+                }
+                let out_dir = args
+                    .output
+                    .clone()
+                    .unwrap_or_else(|| args.log_dir.join("compare").join(args.runs.join("__vs__")));
+                let page = cbench::view::write_comparison(&comparison, &args.log_dir, &out_dir)?;
+                eprintln!("comparison page: {}", page.display());
                 Ok(ExitCode::SUCCESS)
             }
             Command::View(args) => {

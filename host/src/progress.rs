@@ -191,6 +191,13 @@ impl Progress {
         ));
     }
 
+    /// Sets how many items there are in all (when known only after the status line started).
+    pub fn set_total(&self, total: usize) {
+        if let Some(bar) = self.shared.as_ref().and_then(|s| s.bar.as_ref()) {
+            bar.set_length(total as u64);
+        }
+    }
+
     /// `n` agents started (or, negative, ended).
     pub fn agents_running(&self, delta: isize) {
         self.update(|t| t.agents_running = t.agents_running.saturating_add_signed(delta));

@@ -13,11 +13,6 @@ use crate::eval::EvalReport;
 use crate::fsutil::{read_json, FsError};
 use crate::summary::RunSummary;
 
-/// Bootstrap resamples for the deficit interval.
-const BOOTSTRAP_RESAMPLES: usize = 10_000;
-/// Fixed seed: the same runs give the same interval.
-const BOOTSTRAP_SEED: u64 = 0x0c00_7e4b_e4c4;
-
 /// Why a report could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -248,25 +243,13 @@ fn deficit(
     };
     let (coop_rate, solo_rate) = rates(&matched);
     let point = (solo_rate > 0.0).then(|| 1.0 - coop_rate / solo_rate);
-    let ci95 = if matched.is_empty() || point.is_none() {
+    let ci95 = if point.is_none() {
         None
     } else {
-        let mut rng = SplitMix64(BOOTSTRAP_SEED);
-        let mut stats = Vec::with_capacity(BOOTSTRAP_RESAMPLES);
-        let mut sample = Vec::with_capacity(matched.len());
-        for _ in 0..BOOTSTRAP_RESAMPLES {
-            sample.clear();
-            for _ in 0..matched.len() {
-                sample.push(matched[(rng.next() % matched.len() as u64) as usize]);
-            }
-            let (c, s) = rates(&sample);
-            if s > 0.0 {
-                stats.push(1.0 - c / s);
-            }
-        }
-        stats.sort_by(|a, b| a.total_cmp(b));
-        let at = |q: f64| stats[((stats.len() - 1) as f64 * q).round() as usize];
-        (!stats.is_empty()).then(|| (at(0.025), at(0.975)))
+        crate::stats::bootstrap95(&matched, |sample| {
+            let (c, s) = rates(sample);
+            (s > 0.0).then(|| 1.0 - c / s)
+        })
     };
     Ok(Deficit {
         baseline: baseline_dir.display().to_string(),
@@ -276,19 +259,6 @@ fn deficit(
         deficit: point,
         ci95,
     })
-}
-
-/// A small, seedable generator; the bootstrap needs repeatability, not cryptography.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
 }
 
 impl Report {

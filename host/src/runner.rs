@@ -36,6 +36,9 @@ use crate::runrecord::{prepare_run_dir, run_record};
 pub struct RunConfig {
     pub name: String,
     pub agent: PathBuf,
+    /// `--team`: one plugin per agent, agent k gets the k-th (`agent` is the first); empty when
+    /// every agent runs `agent`.
+    pub team: Vec<PathBuf>,
     pub model: String,
     pub setting: Setting,
     pub selection: Selection,
@@ -66,6 +69,8 @@ pub struct RunConfig {
     /// LLM providers and budgets.
     pub llm: LlmConfig,
     pub quiet: bool,
+    /// `--lock`: written, or verified when it exists, before the run starts.
+    pub lock: Option<PathBuf>,
 }
 
 /// LLM provider settings and budgets of a run.
@@ -124,6 +129,16 @@ pub enum RunError {
     Lock(#[from] crate::runlock::LockError),
     #[error(transparent)]
     Layout(#[from] crate::layout::MigrationError),
+    #[error(transparent)]
+    Pin(#[from] crate::pins::PinError),
+    #[error(transparent)]
+    TaskInputs(#[from] crate::eval::EvalError),
+    #[error("--team has {team} plugins but pair {pair} has {agents} agents: give one plugin per agent (select pairs of that size with -f)")]
+    TeamSize {
+        team: usize,
+        pair: String,
+        agents: usize,
+    },
     #[error("run `{name}` already exists in {dir} with a different {option} ({old} → {new}); results made with both would be mixed: rerun with the same value, --force to start over, or -n for a new name")]
     OptionChanged {
         name: String,
@@ -154,6 +169,9 @@ pub struct AgentRecord {
     pub plugin_compute_s: f64,
     pub patch_sha256: String,
     pub patch_bytes: usize,
+    /// The plugin this agent ran (a mixed team's members differ).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<PluginIdentity>,
 }
 
 /// result.json: the per-pair record.
@@ -205,12 +223,16 @@ struct RunContext {
     run_dir: PathBuf,
     work_dir: tempfile::TempDir,
     plugin: LoadedPlugin,
+    /// The other members of a mixed team (agent2, agent3, …); empty when every agent runs `plugin`.
+    team: Vec<LoadedPlugin>,
     model: Arc<dyn Model>,
     bases: BaseRepos,
     grader: Grader,
     progress: Progress,
-    agent_slots: Semaphore,
-    eval_slots: Semaphore,
+    agent_slots: Arc<Semaphore>,
+    eval_slots: Arc<Semaphore>,
+    /// The run's name in front of every pair's lines when several runs share the terminal.
+    label_prefix: Option<String>,
     started: AtomicUsize,
     total: usize,
     run_budget: Option<Arc<RunBudget>>,
@@ -225,6 +247,77 @@ pub(crate) fn run_dir_io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError
 
 /// Runs the benchmark described by `cfg`.
 pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
+    let prepared = prepare(cfg, None).await?;
+    let mut set = tokio::task::JoinSet::new();
+    for (i, pair) in prepared.pairs.iter().cloned().enumerate() {
+        let ctx = prepared.ctx.clone();
+        set.spawn(async move { (i, run_pair(&ctx, pair).await) });
+    }
+    let results = collect(set).await;
+    finish(prepared, results).await
+}
+
+/// Runs several plugins on the same selection as runs of their own, with their pairs
+/// interleaved (pair 1 of every run, then pair 2, …) under one concurrency limit, so a slow
+/// hour of the provider or the machine hits every plugin alike. Returns each run's summary.
+pub async fn run_many(cfgs: Vec<RunConfig>) -> Result<Vec<RunSummary>, RunError> {
+    let Some(first) = cfgs.first() else {
+        return Ok(Vec::new());
+    };
+    let shared = SharedSlots {
+        progress: Progress::with_status(first.quiet, 0, "pairs"),
+        agent_slots: Arc::new(Semaphore::new(first.concurrency.max(1))),
+        eval_slots: Arc::new(Semaphore::new(first.eval_concurrency.max(1))),
+    };
+    let mut prepared = Vec::new();
+    for cfg in cfgs {
+        prepared.push(prepare(cfg, Some(&shared)).await?);
+    }
+    shared
+        .progress
+        .set_total(prepared.iter().map(|p| p.pairs.len()).sum());
+    let mut set = tokio::task::JoinSet::new();
+    let longest = prepared.iter().map(|p| p.pairs.len()).max().unwrap_or(0);
+    for i in 0..longest {
+        for (r, run) in prepared.iter().enumerate() {
+            if let Some(pair) = run.pairs.get(i).cloned() {
+                let ctx = run.ctx.clone();
+                set.spawn(async move { (r, i, run_pair(&ctx, pair).await) });
+            }
+        }
+    }
+    let mut per_run: Vec<Vec<(usize, PairResult)>> = prepared.iter().map(|_| Vec::new()).collect();
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok((r, i, result)) => per_run[r].push((i, result)),
+            Err(e) => tracing::error!("a pair task failed: {e}"),
+        }
+    }
+    shared.progress.finish();
+    let mut summaries = Vec::new();
+    for (run, results) in prepared.into_iter().zip(per_run) {
+        summaries.push(finish(run, results).await?);
+    }
+    Ok(summaries)
+}
+
+/// Limits and progress shared by the runs of one `cbench run --agent a --agent b`.
+struct SharedSlots {
+    progress: Progress,
+    agent_slots: Arc<Semaphore>,
+    eval_slots: Arc<Semaphore>,
+}
+
+/// A run ready to start its pairs.
+struct Prepared {
+    ctx: Arc<RunContext>,
+    pairs: Vec<Pair>,
+    started: Instant,
+}
+
+/// Everything before the first pair: validation against the dataset, the lock, the backend,
+/// the plugins, the run directory and the header.
+async fn prepare(cfg: RunConfig, shared: Option<&SharedSlots>) -> Result<Prepared, RunError> {
     let started = Instant::now();
     let dataset = Dataset::discover(&cfg.dataset_dir)?;
     let pairs = dataset.select(&cfg.selection)?;
@@ -234,6 +327,12 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
         None => (pairs, None),
     };
     let model = cfg.llm.model(&cfg.model)?;
+    if let Some(path) = &cfg.lock {
+        let lock = crate::runrecord::run_lock(&cfg, &pairs)?;
+        if crate::pins::write_or_verify(path, &lock)? {
+            eprintln!("wrote the lock {}", path.display());
+        }
+    }
     let run_budget = cfg.llm.max_run_cost_usd.map(RunBudget::new);
     let run_dir = cfg.log_dir.join(&cfg.name);
     let hidden = hidden_paths(
@@ -256,22 +355,60 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
         plugin.identity.name,
         plugin.identity.version
     );
+    // A mixed team: agent k runs plugin k (the first is `plugin`).
+    let mut team = Vec::new();
+    for (k, path) in cfg.team.iter().enumerate() {
+        if k == 0 {
+            continue;
+        }
+        let (member, _) = host.load(path).await?;
+        team.push(member);
+    }
+    if !cfg.team.is_empty() {
+        let size = cfg.team.len();
+        if let Some(pair) = pairs.iter().find(|p| p.features.len() != size) {
+            return Err(RunError::TeamSize {
+                team: size,
+                pair: pair_label(pair),
+                agents: pair.features.len(),
+            });
+        }
+    }
 
     // Before anything of the run is touched: a second live invocation is refused.
     let lock = crate::runlock::RunLock::acquire(&run_dir, &cfg.name)?;
     let mut record = run_record(&cfg, &plugin.identity, &backend);
+    if !team.is_empty() {
+        record.team = std::iter::once(plugin.identity.clone())
+            .chain(team.iter().map(|m| m.identity.clone()))
+            .collect();
+    }
     record.verified_items_sha256 = verified_items;
     prepare_run_dir(&cfg, &run_dir, &record, &lock)?;
     let work_dir = crate::leftovers::scratch_dir("run", &cfg.name)
         .map_err(run_dir_io(&std::env::temp_dir()))?;
 
-    let progress = Progress::with_status(cfg.quiet, pairs.len(), "pairs");
+    let progress = match shared {
+        Some(s) => s.progress.clone(),
+        None => Progress::with_status(cfg.quiet, pairs.len(), "pairs"),
+    };
     progress.line(&format!(
         "cbench run: {name}\n  setting: {setting} · model: {model} · agent: {agent} {version} (sha256 {sha}…) · backend: {backend} ({isolation})\n  tasks: {tasks} · pairs: {pairs} · concurrency: {c}",
         name = cfg.name,
         setting = cfg.setting,
         model = cfg.model,
-        agent = plugin.identity.name,
+        agent = if team.is_empty() {
+            plugin.identity.name.clone()
+        } else {
+            format!(
+                "team {}",
+                std::iter::once(&plugin)
+                    .chain(&team)
+                    .map(|m| m.identity.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" + ")
+            )
+        },
         version = plugin.identity.version,
         sha = &plugin.identity.sha256[..12],
         tasks = count_tasks(&pairs),
@@ -306,8 +443,15 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
             policy: cfg.merge_policy,
             backend: backend.grading(),
         },
-        agent_slots: Semaphore::new(cfg.concurrency.max(1)),
-        eval_slots: Semaphore::new(cfg.eval_concurrency.max(1)),
+        agent_slots: match shared {
+            Some(s) => s.agent_slots.clone(),
+            None => Arc::new(Semaphore::new(cfg.concurrency.max(1))),
+        },
+        eval_slots: match shared {
+            Some(s) => s.eval_slots.clone(),
+            None => Arc::new(Semaphore::new(cfg.eval_concurrency.max(1))),
+        },
+        label_prefix: shared.map(|_| cfg.name.clone()),
         started: AtomicUsize::new(0),
         total: pairs.len(),
         run_budget,
@@ -316,15 +460,24 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
         run_dir: run_dir.clone(),
         work_dir,
         plugin,
+        team,
         model,
         progress,
     });
-    let mut set = tokio::task::JoinSet::new();
-    for (i, pair) in pairs.into_iter().enumerate() {
-        let ctx = ctx.clone();
-        set.spawn(async move { (i, run_pair(&ctx, pair).await) });
-    }
-    let mut results = collect(set).await;
+    Ok(Prepared {
+        ctx,
+        pairs,
+        started,
+    })
+}
+
+/// After the last pair: cleanup, summary.json, the summary and report on the terminal.
+async fn finish(
+    prepared: Prepared,
+    mut results: Vec<(usize, PairResult)>,
+) -> Result<RunSummary, RunError> {
+    let Prepared { ctx, started, .. } = prepared;
+    let run_dir = ctx.run_dir.clone();
     // Every pair has ended (or failed): nothing of this run may stay behind.
     if let Err(e) = ctx.backend.cleanup().await {
         ctx.progress.line(&format!("  ✗ cleanup: {e}"));
@@ -438,8 +591,12 @@ pub(crate) fn agent_features(setting: Setting, pair: &Pair) -> Vec<Vec<u32>> {
 
 async fn run_pair(ctx: &RunContext, pair: Pair) -> PairResult {
     let pair_dir = pair.log_dir(&ctx.run_dir);
-    let progress = ctx.progress.for_item(&pair_label(&pair));
-    let result = run_pair_reporting(ctx, &pair, pair_dir, &progress).await;
+    let label = match &ctx.label_prefix {
+        Some(run) => format!("{run} · {}", pair_label(&pair)),
+        None => pair_label(&pair),
+    };
+    let progress = ctx.progress.for_item(&label);
+    let result = run_pair_reporting(ctx, &pair, &label, pair_dir, &progress).await;
     progress.finished(match (&result.infra_error, &result.eval) {
         (Some(_), _) => Outcome::InfraError,
         (None, Some(ev)) if ev.overall_success => Outcome::Success,
@@ -462,6 +619,7 @@ pub(crate) fn pair_label(pair: &Pair) -> String {
 async fn run_pair_reporting(
     ctx: &RunContext,
     pair: &Pair,
+    label: &str,
     pair_dir: PathBuf,
     progress: &Progress,
 ) -> PairResult {
@@ -475,7 +633,6 @@ async fn run_pair_reporting(
     ctx.progress.line(&format!(
         "[Task {i}/{total}] {label}{note}",
         total = ctx.total,
-        label = pair_label(pair),
         note = if resumed.is_some() {
             " (agents already ran; resuming)"
         } else {
@@ -587,7 +744,12 @@ async fn run_agents(
         None
     };
     let mut running = Vec::new();
-    for (agent_id, feature_ids) in ids.iter().zip(&per_agent) {
+    for (k, (agent_id, feature_ids)) in ids.iter().zip(&per_agent).enumerate() {
+        // Agent k of a mixed team runs the team's k-th plugin.
+        let plugin = match k.checked_sub(1).and_then(|m| ctx.team.get(m)) {
+            Some(member) => member,
+            None => &ctx.plugin,
+        };
         let sandbox: Arc<dyn Sandbox> = ctx
             .backend
             .sandbox(
@@ -669,10 +831,10 @@ async fn run_agents(
             },
         };
         running.push((
-            agent_id.clone(),
+            (agent_id.clone(), plugin.identity.clone()),
             feature_ids.clone(),
             sandbox,
-            ctx.plugin.run_agent(env),
+            plugin.run_agent(env),
         ));
     }
     // All agents run concurrently within this pair's task.
@@ -683,7 +845,7 @@ async fn run_agents(
     let runs: Vec<AgentRun> = join_all(futures).await;
 
     let mut agents = Vec::new();
-    for ((agent_id, feature_ids, sandbox), run) in meta.into_iter().zip(runs) {
+    for (((agent_id, identity), feature_ids, sandbox), run) in meta.into_iter().zip(runs) {
         let patch = sandbox.diff().await;
         if let Err(e) = sandbox.close().await {
             tracing::warn!("closing the sandbox of {agent_id}: {e}");
@@ -709,6 +871,7 @@ async fn run_agents(
             plugin_compute_s: run.compute.as_secs_f64(),
             patch_sha256: sha256_hex(patch.as_bytes()),
             patch_bytes: patch.len(),
+            plugin: Some(identity),
         });
     }
     let conversation = bus.conversation();

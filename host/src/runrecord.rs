@@ -21,6 +21,9 @@ pub struct RunRecord {
     pub setting: Setting,
     pub model: String,
     pub agent: PluginIdentity,
+    /// A mixed team's plugins, by role (agent1 first); empty when every agent runs `agent`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub team: Vec<PluginIdentity>,
     pub dataset_dir: String,
     pub subset: Option<String>,
     pub repo: Option<String>,
@@ -83,6 +86,7 @@ pub(crate) fn run_record(cfg: &RunConfig, plugin: &PluginIdentity, backend: &Bac
         setting: cfg.setting,
         model: cfg.model.clone(),
         agent: plugin.clone(),
+        team: Vec::new(),
         dataset_dir: cfg.dataset_dir.display().to_string(),
         subset: cfg.selection.subset.clone(),
         repo: cfg.selection.repo.clone(),
@@ -141,6 +145,16 @@ fn identity(r: &RunRecord) -> Vec<(&'static str, String)> {
         ("--setting", r.setting.to_string()),
         ("-m/--model", r.model.clone()),
         ("--agent (plugin sha256)", r.agent.sha256.clone()),
+        (
+            "--team (plugin sha256s)",
+            opt((!r.team.is_empty()).then(|| {
+                r.team
+                    .iter()
+                    .map(|p| p.sha256.clone())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })),
+        ),
         ("--backend", r.backend.clone()),
         ("--dataset-dir", r.dataset_dir.clone()),
         ("-s/--subset", opt(r.subset.clone())),
@@ -272,4 +286,82 @@ pub(crate) fn migrate_layout(name: &str, run_dir: &Path) -> Result<(), RunError>
         );
     }
     Ok(())
+}
+
+/// The `--lock` content of a run: what another run must share to be compared with it.
+pub(crate) fn run_lock(
+    cfg: &RunConfig,
+    pairs: &[crate::dataset::Pair],
+) -> Result<crate::pins::RunLock, RunError> {
+    let mut plugins = std::collections::BTreeMap::new();
+    let members: Vec<&std::path::PathBuf> = if cfg.team.is_empty() {
+        vec![&cfg.agent]
+    } else {
+        cfg.team.iter().collect()
+    };
+    for path in members {
+        let bytes = std::fs::read(path).map_err(run_dir_io(path))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
+        plugins.insert(name, sha256_hex(&bytes));
+    }
+    let mut dataset = sha2::Sha256::new();
+    for pair in pairs {
+        use sha2::Digest;
+        dataset.update(pair.log_dir(Path::new("")).display().to_string().as_bytes());
+        dataset.update(crate::eval::task_inputs_hash(pair)?.as_bytes());
+    }
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "(none)".into());
+    let budgets = std::collections::BTreeMap::from([
+        ("max_steps".to_string(), cfg.max_steps.to_string()),
+        (
+            "command_timeout_s".to_string(),
+            cfg.command_timeout.as_secs_f64().to_string(),
+        ),
+        (
+            "plugin_memory_mb".to_string(),
+            (cfg.plugin_limits.memory_bytes >> 20).to_string(),
+        ),
+        (
+            "plugin_compute_s".to_string(),
+            cfg.plugin_limits.compute.as_secs_f64().to_string(),
+        ),
+        (
+            "max_cost_usd".to_string(),
+            opt(cfg.llm.max_cost_usd.map(|v| v.to_string())),
+        ),
+        (
+            "max_tokens".to_string(),
+            opt(cfg.llm.max_tokens.map(|v| v.to_string())),
+        ),
+        (
+            "max_agent_secs".to_string(),
+            opt(cfg.llm.max_agent_wall.map(|v| v.as_secs_f64().to_string())),
+        ),
+        (
+            "max_run_cost_usd".to_string(),
+            opt(cfg.llm.max_run_cost_usd.map(|v| v.to_string())),
+        ),
+        (
+            "max_output_tokens".to_string(),
+            opt(cfg.llm.sampling.max_output_tokens.map(|v| v.to_string())),
+        ),
+        (
+            "temperature".to_string(),
+            opt(cfg.llm.sampling.temperature.map(|v| v.to_string())),
+        ),
+    ]);
+    use sha2::Digest;
+    Ok(crate::pins::RunLock {
+        plugins,
+        model: cfg.model.clone(),
+        setting: cfg.setting.to_string(),
+        dataset_sha256: hex::encode(dataset.finalize()),
+        pairs: pairs.len(),
+        grading_version: crate::eval::GRADING_VERSION.to_string(),
+        merge_policy: cfg.merge_policy.as_str().to_string(),
+        budgets,
+    })
 }

@@ -23,7 +23,7 @@ use testbench::{GradingBackend, TestBench};
 /// Version of the grading procedure; part of the input hash so a changed
 /// procedure re-grades old runs.
 /// 4: local graders run confined, with an allow-listed environment and a private home.
-const GRADING_VERSION: &str = "cbench-grading-4";
+pub const GRADING_VERSION: &str = "cbench-grading-4";
 /// Output kept from one test run.
 const TEST_OUTPUT_CAP: usize = 4 << 20;
 
@@ -108,6 +108,13 @@ pub struct EvalReport {
     pub merge_policy: Option<MergePolicy>,
     /// Hash of patches, tests, runner and procedure; a mismatch means re-grade.
     pub inputs_sha256: String,
+    /// The grading procedure's version (runs graded under different ones are not compared).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grading_version: Option<String>,
+    /// Hash of the pair's task as given (runner, Dockerfile, each feature's description, tests
+    /// and gold patch), without the agents' patches: equal across runs of the same dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_inputs_sha256: Option<String>,
     pub evaluated_at: String,
     pub duration_s: f64,
 }
@@ -153,6 +160,40 @@ pub fn inputs_hash(
         h.update(p.agent_id.as_bytes());
         h.update((p.patch.len() as u64).to_le_bytes());
         h.update(p.patch.as_bytes());
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Hash of what the dataset gives a pair (not what agents made): the test runner(s), the
+/// Dockerfile, and per feature its description, tests and gold patch.
+pub fn task_inputs_hash(pair: &Pair) -> Result<String, EvalError> {
+    let mut h = Sha256::new();
+    let read = |path: PathBuf| {
+        std::fs::read(&path).map_err(|source| EvalError::Read {
+            pair: pair_label(pair),
+            path,
+            source,
+        })
+    };
+    h.update(read(pair.task.test_runner())?);
+    for optional in ["runner.sh", "Dockerfile"] {
+        let path = pair.task.dir.join(optional);
+        h.update(optional.as_bytes());
+        if path.is_file() {
+            h.update(read(path)?);
+        }
+    }
+    for f in pair.feature_records() {
+        h.update(f.id.to_le_bytes());
+        for path in [
+            f.description_path(),
+            f.tests_patch_path(),
+            f.gold_patch_path(),
+        ] {
+            let bytes = read(path)?;
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        }
     }
     Ok(hex::encode(h.finalize()))
 }
@@ -235,6 +276,8 @@ impl Grader {
             merged,
             overall_success,
             inputs_sha256,
+            grading_version: Some(GRADING_VERSION.to_string()),
+            task_inputs_sha256: Some(task_inputs_hash(pair)?),
             evaluated_at: crate::trajectory::now_rfc3339(),
             duration_s: started.elapsed().as_secs_f64(),
         })

@@ -13,6 +13,7 @@ const INDEX_HTML: &str = include_str!("assets/index.html");
 const PAIR_HTML: &str = include_str!("assets/pair.html");
 const VIEW_CSS: &str = include_str!("assets/view.css");
 const VIEW_JS: &str = include_str!("assets/view.js");
+const COMPARE_HTML: &str = include_str!("assets/compare.html");
 
 /// Why a report could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +128,48 @@ pub fn write(
         bytes,
         elapsed_s: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Writes the comparison page into `out_dir` and refreshes each run's own report, so a
+/// disagreeing pair links to both runs' pair pages. Returns the page's path.
+pub fn write_comparison(
+    comparison: &crate::compare::Comparison,
+    log_dir: &Path,
+    out_dir: &Path,
+) -> Result<PathBuf, ViewError> {
+    let mut links = serde_json::Map::new();
+    for run in &comparison.runs {
+        let run_dir = log_dir.join(&run.name);
+        let view_dir = run_dir.join("view");
+        match write(&run.name, &run_dir, None, &view_dir) {
+            Ok(_) => {
+                let target = std::path::absolute(&view_dir).unwrap_or(view_dir);
+                links.insert(
+                    run.name.clone(),
+                    serde_json::Value::String(format!("file://{}", target.display())),
+                );
+            }
+            Err(e) => tracing::warn!("no pair pages for {}: {e}", run.name),
+        }
+    }
+    let output_err = |source| ViewError::Output {
+        path: out_dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(out_dir).map_err(output_err)?;
+    let data = serde_json::json!({ "comparison": comparison, "views": links });
+    write_atomic(&out_dir.join("index.html"), COMPARE_HTML.as_bytes())?;
+    write_atomic(&out_dir.join("view.css"), VIEW_CSS.as_bytes())?;
+    write_atomic(&out_dir.join("view.js"), VIEW_JS.as_bytes())?;
+    write_atomic(
+        &out_dir.join("data/compare.js"),
+        format!(
+            "window.CBENCH_COMPARE = {};\n",
+            serde_json::to_string(&data)?
+        )
+        .as_bytes(),
+    )?;
+    Ok(out_dir.join("index.html"))
 }
 
 /// Opens a file in the desktop's browser (`xdg-open`, or `open` on macOS).

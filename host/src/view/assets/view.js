@@ -329,5 +329,70 @@ var cbenchView = (function () {
     document.body.appendChild(script);
   }
 
-  return { overview: overview, pair: pair };
+  // ---- comparison ------------------------------------------------------------------------------
+  function rateCi(r) {
+    if (!r) return "–";
+    var ci = r.ci95 ? ' <span class="muted">[' + pct(r.ci95[0]) + ", " + pct(r.ci95[1]) + "]</span>" : "";
+    return esc(r.count + "/" + r.of + " " + pct(r.rate)) + ci;
+  }
+  function pts(v) { return (v >= 0 ? "+" : "") + (v * 100).toFixed(1) + " pts"; }
+  function pairedCells(p) {
+    return "<td class=num>" + p.both + "</td><td class=num>" + p.only_a + "</td><td class=num>" + p.only_b + "</td><td class=num>" + p.neither +
+      "</td><td class=num>" + pts(p.difference) + "</td><td>" + (p.ci95 ? "[" + pts(p.ci95[0]) + ", " + pts(p.ci95[1]) + "]" : "–") +
+      "</td><td class=num>" + p.mcnemar_p.toFixed(4) + "</td>";
+  }
+  var PAIRED_HEAD = "<th class=num>both ✓</th><th class=num>only A</th><th class=num>only B</th><th class=num>neither</th><th class=num>A − B</th><th>95% CI</th><th class=num>McNemar p</th>";
+
+  function compare(root, data) {
+    if (!data) { root.innerHTML = '<p class="err">data/compare.js is missing: rerun cbench compare.</p>'; return; }
+    var c = data.comparison, views = data.views || {};
+    document.title = "cbench · " + c.runs.map(function (r) { return r.name; }).join(" vs ");
+    var plugin = function (r) {
+      if (r.team && r.team.length) return r.team.map(function (p) { return p.name + " " + p.version; }).join(" + ");
+      return r.plugin ? r.plugin.name + " " + r.plugin.version + " (WIT " + r.plugin.wit_version + ")" : "–";
+    };
+    var sha = function (r) {
+      var ps = r.team && r.team.length ? r.team : (r.plugin ? [r.plugin] : []);
+      return ps.map(function (p) { return '<span class="mono" title="' + esc(p.sha256) + '">' + esc(p.sha256.slice(0, 12)) + "…</span>"; }).join(" + ");
+    };
+    var rows = [
+      ["plugin", function (r) { return esc(plugin(r)); }], ["plugin sha256", sha], ["model", function (r) { return esc(r.model); }],
+      ["overall success", function (r) { return rateCi(r.overall); }], ["individual success", function (r) { return rateCi(r.individual); }],
+      ["naive-merge conflicts", function (r) { return rateCi(r.naive_merge_conflicts); }], ["union rescues", function (r) { return rateCi(r.union_rescues); }],
+      ["coordination failures", function (r) { return rateCi(r.coordination_failures); }], ["tokens", function (r) { return num(r.tokens); }],
+      ["cost", function (r) { return money(r.cost_usd); }], ["cost per success", function (r) { return money(r.cost_per_success_usd); }],
+      ["steps", function (r) { return num(r.steps); }], ["agent wall time", function (r) { return secs(r.wall_s); }],
+      ["left out", function (r) { var l = r.left_out; return l.not_run + " not run · " + l.infrastructure_error + " infra · " + l.not_graded + " not graded · " + l.missing_elsewhere + " not in others"; }],
+    ];
+    var html = "<h1>" + esc(c.runs.map(function (r) { return r.name; }).join(" vs ")) + '</h1><div class="muted">' + c.compared_pairs +
+      " pairs graded in every run · Wilson 95% intervals per run · paired bootstrap 95% intervals (" + num(c.bootstrap_resamples) + " resamples, seed " + esc(c.bootstrap_seed) + ") · exact McNemar tests</div>";
+    c.mismatches.forEach(function (m) { html += '<p class="err">Mismatch accepted with --allow-mismatch: ' + esc(m) + "</p>"; });
+    html += '<h2>Runs</h2><table class="verdicts"><thead><tr><th></th>' + c.runs.map(function (r) { return "<th>" + esc(r.name) + "</th>"; }).join("") + "</tr></thead><tbody>" +
+      rows.map(function (row) { return "<tr><td>" + esc(row[0]) + "</td>" + c.runs.map(function (r) { return "<td>" + row[1](r) + "</td>"; }).join("") + "</tr>"; }).join("") + "</tbody></table>";
+    c.runs.filter(function (r) { return r.team && r.team.length; }).forEach(function (r) {
+      html += "<p><b>" + esc(r.name) + "</b> roles: " + r.roles.map(function (role) { return esc(role.agent_id + " = " + role.plugin) + " alone " + rateCi(role.individual); }).join(" · ") + "</p>";
+    });
+    html += '<div class="plots">' + barChart("Overall success (Wilson 95%)", c.runs.map(function (r) {
+      return { label: r.name, value: r.overall.rate || 0, text: pct(r.overall.rate) + (r.overall.ci95 ? " [" + pct(r.overall.ci95[0]) + ", " + pct(r.overall.ci95[1]) + "]" : ""), cls: "ok" };
+    }), { max: 1, labelWidth: 200 }) + "</div>";
+    c.pairwise.forEach(function (p) {
+      html += "<h2>A = " + esc(p.a) + " vs B = " + esc(p.b) + "</h2><table class=\"verdicts paired\"><thead><tr><th>pairs</th>" + PAIRED_HEAD + "</tr></thead><tbody>" +
+        "<tr><td>all (" + p.overall.pairs + ")</td>" + pairedCells(p.overall) + "</tr>" +
+        Object.keys(p.per_repo).map(function (repo) { return "<tr><td>" + esc(repo) + " (" + p.per_repo[repo].pairs + ")</td>" + pairedCells(p.per_repo[repo]) + "</tr>"; }).join("") +
+        "</tbody></table>";
+      if (!p.disagreements.length) { html += '<p class="muted">No pair where they disagree.</p>'; return; }
+      html += "<h3>They disagree on " + p.disagreements.length + " pair(s)</h3><table class=\"verdicts disagreements\"><thead><tr><th>pair</th><th>" + esc(p.a) + "</th><th>" + esc(p.b) + "</th></tr></thead><tbody>" +
+        p.disagreements.map(function (d) {
+          var link = function (run, ok) {
+            var mark = ok ? '<span class="yes">✓</span>' : '<span class="no">✗</span>';
+            return views[run] ? '<a class="pair-link" href="' + esc(views[run] + "/pair.html?p=" + encodeURIComponent(d.page_id)) + '">' + mark + " pair page</a>" : mark;
+          };
+          return '<tr class="disagreement"><td>' + esc(d.key) + "</td><td>" + link(p.a, d.a_success) + "</td><td>" + link(p.b, d.b_success) + "</td></tr>";
+        }).join("") + "</tbody></table>";
+    });
+    root.innerHTML = html;
+    rendered();
+  }
+
+  return { overview: overview, pair: pair, compare: compare };
 })();
