@@ -11,6 +11,7 @@ mod errors;
 mod gold;
 mod grading;
 mod grading_fixtures;
+mod head_to_head;
 mod integrity;
 mod local_sandbox;
 mod mini_swe_loop;

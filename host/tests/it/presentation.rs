@@ -187,7 +187,7 @@ fn chromium() -> String {
 }
 
 /// Loads `url` in headless Chromium; returns the DOM after scripts ran and the browser's log.
-fn browse(url: &str, screenshot: Option<&std::path::Path>) -> (String, String) {
+pub(crate) fn browse(url: &str, screenshot: Option<&std::path::Path>) -> (String, String) {
     let mut args = vec![
         "--headless".to_string(),
         "--no-sandbox".into(),
@@ -224,7 +224,7 @@ fn browse(url: &str, screenshot: Option<&std::path::Path>) -> (String, String) {
 }
 
 /// Page errors: every console message (the report logs nothing) and uncaught exceptions.
-fn console_errors(log: &str) -> Vec<&str> {
+pub(crate) fn console_errors(log: &str) -> Vec<&str> {
     log.lines()
         .filter(|l| l.contains(":CONSOLE") || l.contains("Uncaught"))
         .collect()
