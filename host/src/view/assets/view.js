@@ -34,7 +34,7 @@ var cbenchView = (function () {
     var width = 520, labelW = opts.labelWidth || 170, rowH = 22, pad = 6;
     var height = items.length * rowH + pad * 2;
     var max = opts.max != null ? opts.max : Math.max.apply(null, items.map(function (i) { return i.value; }).concat([0]));
-    var plotW = width - labelW - 90;
+    var plotW = width - labelW - (opts.textWidth || 90);
     var bars = items.map(function (it, k) {
       var y = pad + k * rowH;
       var w = max > 0 ? Math.max(0, (it.value / max) * plotW) : 0;
@@ -362,7 +362,11 @@ var cbenchView = (function () {
       ["coordination failures", function (r) { return rateCi(r.coordination_failures); }], ["tokens", function (r) { return num(r.tokens); }],
       ["cost", function (r) { return money(r.cost_usd); }], ["cost per success", function (r) { return money(r.cost_per_success_usd); }],
       ["steps", function (r) { return num(r.steps); }], ["agent wall time", function (r) { return secs(r.wall_s); }],
-      ["left out", function (r) { var l = r.left_out; return l.not_run + " not run · " + l.infrastructure_error + " infra · " + l.not_graded + " not graded · " + l.missing_elsewhere + " not in others"; }],
+      ["left out", function (r) {
+        var l = r.left_out, parts = [[l.not_run, "not run"], [l.infrastructure_error, "infra error"], [l.not_graded, "not graded"], [l.missing_elsewhere, "not in others"]]
+          .filter(function (x) { return x[0] > 0; }).map(function (x) { return x[0] + " " + x[1]; });
+        return parts.length ? esc(parts.join(", ")) : "none";
+      }],
     ];
     var html = "<h1>" + esc(c.runs.map(function (r) { return r.name; }).join(" vs ")) + '</h1><div class="muted">' + c.compared_pairs +
       " pairs graded in every run · Wilson 95% intervals per run · paired bootstrap 95% intervals (" + num(c.bootstrap_resamples) + " resamples, seed " + esc(c.bootstrap_seed) + ") · exact McNemar tests</div>";
@@ -374,7 +378,7 @@ var cbenchView = (function () {
     });
     html += '<div class="plots">' + barChart("Overall success (Wilson 95%)", c.runs.map(function (r) {
       return { label: r.name, value: r.overall.rate || 0, text: pct(r.overall.rate) + (r.overall.ci95 ? " [" + pct(r.overall.ci95[0]) + ", " + pct(r.overall.ci95[1]) + "]" : ""), cls: "ok" };
-    }), { max: 1, labelWidth: 200 }) + "</div>";
+    }), { max: 1, labelWidth: 200, textWidth: 170 }) + "</div>";
     c.pairwise.forEach(function (p) {
       html += "<h2>A = " + esc(p.a) + " vs B = " + esc(p.b) + "</h2><table class=\"verdicts paired\"><thead><tr><th>pairs</th>" + PAIRED_HEAD + "</tr></thead><tbody>" +
         "<tr><td>all (" + p.overall.pairs + ")</td>" + pairedCells(p.overall) + "</tr>" +
