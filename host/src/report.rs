@@ -105,6 +105,56 @@ pub struct Report {
     pub apply_failures: Rate,
     pub per_repo: Vec<RepoLine>,
     pub baseline: Option<Deficit>,
+    /// A mixed team's roles: which plugin held each agent id, and how it did alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<RoleLine>,
+}
+
+/// One role of a mixed team.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoleLine {
+    pub agent_id: String,
+    pub plugin: String,
+    pub individual: Rate,
+}
+
+/// Individual success per (agent id, plugin) over graded pairs, when a team mixed plugins.
+fn roles(run_dir: &Path) -> Result<Vec<RoleLine>, ReportError> {
+    let config: serde_json::Value = read_json(&run_dir.join("config.json")).unwrap_or_default();
+    if config
+        .get("team")
+        .and_then(|t| t.as_array())
+        .is_none_or(|t| t.is_empty())
+    {
+        return Ok(Vec::new());
+    }
+    let pairs = crate::layout::pair_dirs(run_dir).map_err(|source| ReportError::Walk {
+        path: run_dir.to_path_buf(),
+        source,
+    })?;
+    let mut tally: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
+    for pair in pairs {
+        let (Ok(eval), Ok(record)) = (
+            read_json::<EvalReport>(&pair.path.join("eval.json")),
+            read_json::<crate::runner::PairRecord>(&pair.path.join("result.json")),
+        ) else {
+            continue;
+        };
+        for a in &record.agents {
+            let plugin = a.plugin.as_ref().unwrap_or(&record.plugin).name.clone();
+            let e = tally.entry((a.agent_id.clone(), plugin)).or_default();
+            e.0 += 1;
+            e.1 += usize::from(eval.agents.get(&a.agent_id).is_some_and(|g| g.success));
+        }
+    }
+    Ok(tally
+        .into_iter()
+        .map(|((agent_id, plugin), (n, ok))| RoleLine {
+            agent_id,
+            plugin,
+            individual: Rate::new(ok, n),
+        })
+        .collect())
 }
 
 fn read_outcomes(run_dir: &Path) -> Result<(BTreeMap<String, PairOutcome>, usize), ReportError> {
@@ -212,6 +262,7 @@ pub fn build(run_dir: &Path, baseline_dir: Option<&Path>) -> Result<Report, Repo
             })
             .collect(),
         baseline,
+        roles: roles(run_dir)?,
     })
 }
 
@@ -285,6 +336,14 @@ impl Report {
                 r.repo,
                 r.pairs,
                 r.overall.show()
+            ));
+        }
+        for role in &self.roles {
+            out.push_str(&format!(
+                "  role {} = {}: alone {}\n",
+                role.agent_id,
+                role.plugin,
+                role.individual.show()
             ));
         }
         if let Some(d) = &self.baseline {

@@ -350,10 +350,15 @@ fn a_mixed_team_records_each_agents_plugin() {
     assert_eq!(roles[1]["plugin"], "probe");
     assert_eq!(roles[0]["individual"]["count"], 1, "{c:#}");
     assert_eq!(roles[1]["individual"]["count"], 0, "{c:#}");
+    let log_dir = logs.path().display().to_string();
+    let out = cbench(&["report", "-n", "mixed", "--log-dir", &log_dir, "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["roles"][1]["plugin"], "probe", "{report:#}");
+    assert_eq!(report["roles"][0]["individual"]["count"], 1, "{report:#}");
 
     // One plugin per agent, or nothing starts.
     let three = format!("{team},{}", mini_swe());
-    let log_dir = logs.path().display().to_string();
     let data = dataset().display().to_string();
     let out = cbench(&[
         "run",

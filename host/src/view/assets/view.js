@@ -75,7 +75,7 @@ var cbenchView = (function () {
     ].join(" · ");
     var fields = [
       ["setting", c.setting], ["model", c.model],
-      ["plugin", (a.name || "?") + " " + (a.version || "")],
+      ["plugin", c.team && c.team.length ? "team " + c.team.map(function (m, k) { return "agent" + (k + 1) + " = " + m.name + " " + m.version; }).join(", ") : (a.name || "?") + " " + (a.version || "")],
       ["plugin sha256", '<span class="mono" title="' + esc(a.sha256) + '">' + esc((a.sha256 || "").slice(0, 16)) + "…</span>"],
       ["WIT", a.wit_version], ["backend", (c.backend || "") + (c.isolation ? " — " + c.isolation : "")],
       ["merge policy", c.merge_policy], ["budgets", budgets], ["created", c.created_at],
