@@ -12,11 +12,12 @@ use crate::dataset::{Dataset, Selection};
 use crate::eval::merge::MergePolicy;
 use crate::eval::Grader;
 use crate::fsutil::{read_json, write_json_atomic};
+use crate::pairrun::grade_with;
 use crate::progress::{Outcome, Progress};
 use crate::repos::UpstreamRepos;
 use crate::runner::{
-    collect, grade_with, hidden_paths, only_verified, run_dir_io, write_report, PairRecord,
-    PairResult, RunError, RunRecord,
+    collect, hidden_paths, only_verified, run_dir_io, write_report, PairRecord, PairResult,
+    RunError, RunRecord,
 };
 use crate::summary::{summarize, RunSummary};
 
@@ -129,7 +130,7 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
         let (bases, grader, slots, work) =
             (bases.clone(), grader.clone(), slots.clone(), work.clone());
         let (setting, force, run_dir) = (record.setting, cfg.force, run_dir.clone());
-        let progress = progress.for_item(&crate::runner::pair_label(&pair));
+        let progress = progress.for_item(&crate::pairrun::pair_label(&pair));
         set.spawn(async move {
             let _slot = slots.acquire().await;
             let pair_dir = pair.log_dir(&run_dir);

@@ -156,7 +156,7 @@ pub async fn check(pairs: &[Pair], bases: Arc<BaseRepos>, cfg: &GoldConfig) -> G
             slots.clone(),
             cfg.scratch.clone(),
         );
-        let progress = progress.for_item(&crate::runner::pair_label(&pair));
+        let progress = progress.for_item(&crate::pairrun::pair_label(&pair));
         merges.spawn(async move {
             let _slot = slots.acquire().await;
             let check = check_pair(&pair, &bases, &scratch).await;

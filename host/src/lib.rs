@@ -16,6 +16,7 @@ pub mod layout;
 pub mod leftovers;
 pub mod llm;
 pub mod messaging;
+pub mod pairrun;
 pub mod pins;
 pub mod plugin;
 pub mod progress;

@@ -2,7 +2,7 @@
 //! the logs, grade, and summarise. Pairs already complete on disk are resumed.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,20 +12,17 @@ use tokio::sync::Semaphore;
 use crate::backend::{Backend, BackendChoice};
 use crate::dataset::{Dataset, DatasetError, Pair, Selection};
 use crate::eval::merge::MergePolicy;
-use crate::eval::{inputs_hash, EvalReport, GradedPatch, Grader};
-use crate::fsutil::{read_json, sha256_hex, write_atomic, write_json_atomic, FsError};
-use crate::llm::budget::{AgentBudget, RunBudget};
-use crate::llm::{self, AgentBrief, FeatureBrief, Model, ModelError, Setting};
-use crate::messaging::MessageBus;
+use crate::eval::{EvalReport, Grader};
+use crate::fsutil::{read_json, sha256_hex, write_json_atomic, FsError};
+use crate::llm::budget::RunBudget;
+use crate::llm::{self, Model, ModelError, Setting};
 use crate::plugin::{
-    AgentEnv, AgentRun, AgentStatus, AgentTask, LoadedPlugin, PluginError, PluginHost,
-    PluginIdentity, PluginLimits,
+    AgentStatus, LoadedPlugin, PluginError, PluginHost, PluginIdentity, PluginLimits,
 };
-use crate::progress::{human_duration, Outcome, Progress};
+use crate::progress::Progress;
 use crate::repos::{BaseRepos, UpstreamRepos};
-use crate::sandbox::Sandbox;
 use crate::summary::{summarize, RunSummary};
-use crate::trajectory::{now_rfc3339, Recorder, TokenTotals};
+use crate::trajectory::TokenTotals;
 
 pub use crate::evalrun::{eval_run, EvalConfig};
 pub use crate::runrecord::RunRecord;
@@ -217,25 +214,25 @@ pub struct PairResult {
     pub infra_error: Option<String>,
 }
 
-struct RunContext {
-    cfg: RunConfig,
-    backend: Backend,
-    run_dir: PathBuf,
-    work_dir: tempfile::TempDir,
-    plugin: LoadedPlugin,
+pub(crate) struct RunContext {
+    pub(crate) cfg: RunConfig,
+    pub(crate) backend: Backend,
+    pub(crate) run_dir: PathBuf,
+    pub(crate) work_dir: tempfile::TempDir,
+    pub(crate) plugin: LoadedPlugin,
     /// The other members of a mixed team (agent2, agent3, …); empty when every agent runs `plugin`.
-    team: Vec<LoadedPlugin>,
-    model: Arc<dyn Model>,
-    bases: BaseRepos,
-    grader: Grader,
-    progress: Progress,
-    agent_slots: Arc<Semaphore>,
-    eval_slots: Arc<Semaphore>,
+    pub(crate) team: Vec<LoadedPlugin>,
+    pub(crate) model: Arc<dyn Model>,
+    pub(crate) bases: BaseRepos,
+    pub(crate) grader: Grader,
+    pub(crate) progress: Progress,
+    pub(crate) agent_slots: Arc<Semaphore>,
+    pub(crate) eval_slots: Arc<Semaphore>,
     /// The run's name in front of every pair's lines when several runs share the terminal.
-    label_prefix: Option<String>,
-    started: AtomicUsize,
-    total: usize,
-    run_budget: Option<Arc<RunBudget>>,
+    pub(crate) label_prefix: Option<String>,
+    pub(crate) started: AtomicUsize,
+    pub(crate) total: usize,
+    pub(crate) run_budget: Option<Arc<RunBudget>>,
 }
 
 pub(crate) fn run_dir_io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
@@ -251,7 +248,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
     let mut set = tokio::task::JoinSet::new();
     for (i, pair) in prepared.pairs.iter().cloned().enumerate() {
         let ctx = prepared.ctx.clone();
-        set.spawn(async move { (i, run_pair(&ctx, pair).await) });
+        set.spawn(async move { (i, crate::pairrun::run_pair(&ctx, pair).await) });
     }
     let results = collect(set).await;
     finish(prepared, results).await
@@ -282,7 +279,7 @@ pub async fn run_many(cfgs: Vec<RunConfig>) -> Result<Vec<RunSummary>, RunError>
         for (r, run) in prepared.iter().enumerate() {
             if let Some(pair) = run.pairs.get(i).cloned() {
                 let ctx = run.ctx.clone();
-                set.spawn(async move { (r, i, run_pair(&ctx, pair).await) });
+                set.spawn(async move { (r, i, crate::pairrun::run_pair(&ctx, pair).await) });
             }
         }
     }
@@ -369,7 +366,7 @@ async fn prepare(cfg: RunConfig, shared: Option<&SharedSlots>) -> Result<Prepare
         if let Some(pair) = pairs.iter().find(|p| p.features.len() != size) {
             return Err(RunError::TeamSize {
                 team: size,
-                pair: pair_label(pair),
+                pair: crate::pairrun::pair_label(pair),
                 agents: pair.features.len(),
             });
         }
@@ -587,402 +584,6 @@ pub(crate) fn agent_features(setting: Setting, pair: &Pair) -> Vec<Vec<u32>> {
         Setting::Solo => vec![pair.features.clone()],
         Setting::Coop => pair.features.iter().map(|f| vec![*f]).collect(),
     }
-}
-
-async fn run_pair(ctx: &RunContext, pair: Pair) -> PairResult {
-    let pair_dir = pair.log_dir(&ctx.run_dir);
-    let label = match &ctx.label_prefix {
-        Some(run) => format!("{run} · {}", pair_label(&pair)),
-        None => pair_label(&pair),
-    };
-    let progress = ctx.progress.for_item(&label);
-    let result = run_pair_reporting(ctx, &pair, &label, pair_dir, &progress).await;
-    progress.finished(match (&result.infra_error, &result.eval) {
-        (Some(_), _) => Outcome::InfraError,
-        (None, Some(ev)) if ev.overall_success => Outcome::Success,
-        (None, Some(_)) => Outcome::Failure,
-        (None, None) => Outcome::Ungraded,
-    });
-    result
-}
-
-/// `llama_index_task/task8394 features_1_2`: how every progress line names its pair.
-pub(crate) fn pair_label(pair: &Pair) -> String {
-    format!(
-        "{}/{} {}",
-        pair.task.repo,
-        crate::layout::task_dir_name(pair.task.id),
-        pair.dir_name()
-    )
-}
-
-async fn run_pair_reporting(
-    ctx: &RunContext,
-    pair: &Pair,
-    label: &str,
-    pair_dir: PathBuf,
-    progress: &Progress,
-) -> PairResult {
-    let slot = ctx.agent_slots.acquire().await;
-    let i = ctx.started.fetch_add(1, Ordering::Relaxed) + 1;
-    let started = Instant::now();
-    // A pair whose agents the infrastructure stopped is run again; any other outcome is final.
-    let resumed = read_json::<PairRecord>(&pair_dir.join("result.json"))
-        .ok()
-        .filter(|r| r.infra_failure().is_none());
-    ctx.progress.line(&format!(
-        "[Task {i}/{total}] {label}{note}",
-        total = ctx.total,
-        note = if resumed.is_some() {
-            " (agents already ran; resuming)"
-        } else {
-            ""
-        },
-    ));
-    let record = match resumed {
-        Some(r) => r,
-        None => {
-            let agents = match ctx.cfg.setting {
-                Setting::Solo => 1,
-                Setting::Coop => pair.features.len(),
-            } as isize;
-            progress.agents_running(agents);
-            let ran = run_agents(ctx, pair, &pair_dir, progress).await;
-            progress.agents_running(-agents);
-            match ran {
-                Ok(r) => {
-                    progress.spent(r.agents.iter().filter_map(|a| a.cost_usd).sum());
-                    r
-                }
-                Err(e) => {
-                    progress.line(&format!("✗ Failed: {e}"));
-                    return PairResult {
-                        pair_dir,
-                        record: None,
-                        eval: None,
-                        infra_error: Some(e),
-                    };
-                }
-            }
-        }
-    };
-    drop(slot);
-    let infra = record.infra_failure();
-    let mut result = PairResult {
-        pair_dir: pair_dir.clone(),
-        record: Some(record),
-        eval: None,
-        infra_error: None,
-    };
-    if let Some(why) = infra {
-        progress.line(&format!(
-            "✗ Infrastructure error (not graded; a rerun of this run retries it): {why}"
-        ));
-        result.infra_error = Some(why);
-        return result;
-    }
-    if ctx.cfg.auto_eval {
-        let _eval_slot = ctx.eval_slots.acquire().await;
-        match grade_pair_dir(ctx, pair, &pair_dir, false).await {
-            Ok(report) => result.eval = Some(report),
-            Err(e) => result.infra_error = Some(e),
-        }
-    }
-    let took = human_duration(started.elapsed());
-    let verdict = match (&result.eval, &result.infra_error) {
-        (_, Some(e)) => format!("✗ Grading failed: {e}"),
-        (Some(ev), None) => format!(
-            "{mark} Complete in {took} — {what}{merge}",
-            mark = if ev.overall_success { "✓" } else { "✗" },
-            what = if ev.overall_success {
-                "success"
-            } else {
-                "failed"
-            },
-            merge = ev
-                .merge_strategy
-                .map(|s| format!(
-                    " (merge: {})",
-                    serde_json::to_value(s)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default()
-                ))
-                .unwrap_or_default()
-        ),
-        (None, None) => format!("· Complete in {took} (not graded: --no-auto-eval)"),
-    };
-    progress.line(&verdict);
-    result
-}
-
-/// Runs the agents of one pair and writes their trajectories, patches, conversation and result.json.
-async fn run_agents(
-    ctx: &RunContext,
-    pair: &Pair,
-    pair_dir: &Path,
-    progress: &Progress,
-) -> Result<PairRecord, String> {
-    let started_at = now_rfc3339();
-    let started = Instant::now();
-    let setting = ctx.cfg.setting;
-    let features = pair.feature_records();
-    let ids = agent_ids(setting, features.len());
-    let per_agent = agent_features(setting, pair);
-    let bus = MessageBus::new(&ids, ctx.cfg.messaging && setting == Setting::Coop);
-    let _ = std::fs::remove_dir_all(pair_dir);
-
-    let git = ctx.cfg.git && setting == Setting::Coop;
-    let remote = if git {
-        Some(
-            ctx.backend
-                .team_remote(pair, &ctx.bases, ctx.work_dir.path())
-                .await
-                .map_err(|e| format!("creating the team remote: {e}"))?,
-        )
-    } else {
-        None
-    };
-    let mut running = Vec::new();
-    for (k, (agent_id, feature_ids)) in ids.iter().zip(&per_agent).enumerate() {
-        // Agent k of a mixed team runs the team's k-th plugin.
-        let plugin = match k.checked_sub(1).and_then(|m| ctx.team.get(m)) {
-            Some(member) => member,
-            None => &ctx.plugin,
-        };
-        let sandbox: Arc<dyn Sandbox> = ctx
-            .backend
-            .sandbox(
-                pair,
-                agent_id,
-                &ctx.bases,
-                ctx.work_dir.path(),
-                remote.as_ref(),
-            )
-            .await
-            .map_err(|e| format!("creating the sandbox of {agent_id}: {e}"))?;
-        let mut briefs = Vec::new();
-        let mut texts = Vec::new();
-        for id in feature_ids {
-            let Some(f) = pair.task.feature(*id) else {
-                return Err(format!(
-                    "feature {id} vanished from {}",
-                    pair.task.dir.display()
-                ));
-            };
-            let read = |p: PathBuf| {
-                std::fs::read_to_string(&p).map_err(|e| format!("reading {}: {e}", p.display()))
-            };
-            texts.push((f.id, read(f.description_path())?));
-            briefs.push(FeatureBrief {
-                id: f.id,
-                gold_patch: read(f.gold_patch_path())?,
-            });
-        }
-        let feature_text = match setting {
-            Setting::Coop => texts.first().map(|(_, t)| t.clone()).unwrap_or_default(),
-            Setting::Solo => texts
-                .iter()
-                .map(|(id, t)| format!("## Feature {id}\n\n{}", t.trim()))
-                .collect::<Vec<_>>()
-                .join("\n\n---\n\n"),
-        };
-        let teammates: Vec<String> = ids.iter().filter(|x| *x != agent_id).cloned().collect();
-        let brief = AgentBrief {
-            agent_id: agent_id.clone(),
-            teammates: teammates.clone(),
-            setting,
-            features: briefs,
-            messaging_enabled: bus.enabled(),
-            pair_key: pair.log_dir(Path::new("")).display().to_string(),
-        };
-        let env = AgentEnv {
-            task: AgentTask {
-                agent_id: agent_id.clone(),
-                teammates,
-                setting,
-                feature_text,
-                max_steps: ctx.cfg.max_steps,
-                command_timeout: ctx.cfg.command_timeout,
-                git_enabled: git,
-                messaging_enabled: bus.enabled(),
-                agent_config: ctx
-                    .cfg
-                    .agent_config
-                    .as_ref()
-                    .map(|(_, t)| t.clone())
-                    .unwrap_or_default(),
-            },
-            sandbox: sandbox.clone(),
-            llm: ctx.model.session(&brief),
-            bus: bus.clone(),
-            recorder: if ctx.model.priced() {
-                Recorder::new(agent_id, feature_ids, &ctx.cfg.model)
-            } else {
-                Recorder::new(agent_id, feature_ids, &ctx.cfg.model).unpriced()
-            },
-            progress: progress.clone(),
-            limits: ctx.cfg.plugin_limits,
-            budget: AgentBudget {
-                max_cost_usd: ctx.cfg.llm.max_cost_usd,
-                max_tokens: ctx.cfg.llm.max_tokens,
-                max_wall: ctx.cfg.llm.max_agent_wall,
-                run: ctx.run_budget.clone(),
-            },
-        };
-        running.push((
-            (agent_id.clone(), plugin.identity.clone()),
-            feature_ids.clone(),
-            sandbox,
-            plugin.run_agent(env),
-        ));
-    }
-    // All agents run concurrently within this pair's task.
-    let (meta, futures): (Vec<_>, Vec<_>) = running
-        .into_iter()
-        .map(|(id, f, s, fut)| ((id, f, s), fut))
-        .unzip();
-    let runs: Vec<AgentRun> = join_all(futures).await;
-
-    let mut agents = Vec::new();
-    for (((agent_id, identity), feature_ids, sandbox), run) in meta.into_iter().zip(runs) {
-        let patch = sandbox.diff().await;
-        if let Err(e) = sandbox.close().await {
-            tracing::warn!("closing the sandbox of {agent_id}: {e}");
-        }
-        let patch = patch.map_err(|e| format!("computing the patch of {agent_id}: {e}"))?;
-        let dir = pair_dir.join(&agent_id);
-        write_atomic(&dir.join("patch.diff"), patch.as_bytes()).map_err(|e| e.to_string())?;
-        write_json_atomic(&dir.join("trajectory.json"), &run.trajectory)
-            .map_err(|e| e.to_string())?;
-        if let Some(err) = &run.error {
-            progress.line(&format!("{agent_id} ended with an error: {err}"));
-        }
-        agents.push(AgentRecord {
-            agent_id,
-            feature_ids,
-            status: run.status,
-            error: run.error,
-            summary: run.summary,
-            steps: run.steps,
-            token_usage: run.trajectory.token_usage.clone(),
-            cost_usd: run.trajectory.cost_usd,
-            wall_s: run.wall.as_secs_f64(),
-            plugin_compute_s: run.compute.as_secs_f64(),
-            patch_sha256: sha256_hex(patch.as_bytes()),
-            patch_bytes: patch.len(),
-            plugin: Some(identity),
-        });
-    }
-    let conversation = bus.conversation();
-    write_json_atomic(&pair_dir.join("conversation.json"), &conversation)
-        .map_err(|e| e.to_string())?;
-    let record = PairRecord {
-        run_name: ctx.cfg.name.clone(),
-        repo: pair.task.repo.clone(),
-        task_id: pair.task.id,
-        features: pair.features.clone(),
-        setting,
-        model: ctx.cfg.model.clone(),
-        plugin: ctx.plugin.identity.clone(),
-        agents,
-        messages: conversation.len(),
-        started_at,
-        finished_at: now_rfc3339(),
-        duration_s: started.elapsed().as_secs_f64(),
-    };
-    write_json_atomic(&pair_dir.join("result.json"), &record).map_err(|e| e.to_string())?;
-    Ok(record)
-}
-
-/// Polls all futures concurrently on the current task.
-async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut handles: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = handles.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (h, out) in handles.iter_mut().zip(outputs.iter_mut()) {
-            if out.is_none() {
-                match h.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *out = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
-}
-
-/// Reads the patches in `pair_dir` and (re-)grades unless eval.json already matches them.
-async fn grade_pair_dir(
-    ctx: &RunContext,
-    pair: &Pair,
-    pair_dir: &Path,
-    force: bool,
-) -> Result<EvalReport, String> {
-    grade_with(
-        &ctx.bases,
-        &ctx.grader,
-        ctx.work_dir.path(),
-        ctx.cfg.setting,
-        pair,
-        pair_dir,
-        force,
-    )
-    .await
-}
-
-pub(crate) async fn grade_with(
-    bases: &BaseRepos,
-    grader: &Grader,
-    work_dir: &Path,
-    setting: Setting,
-    pair: &Pair,
-    pair_dir: &Path,
-    force: bool,
-) -> Result<EvalReport, String> {
-    let ids = agent_ids(setting, pair.features.len());
-    let per_agent = agent_features(setting, pair);
-    let mut patches = Vec::new();
-    for (agent_id, feature_ids) in ids.iter().zip(per_agent) {
-        let path = pair_dir.join(agent_id).join("patch.diff");
-        let patch = std::fs::read_to_string(&path)
-            .map_err(|e| format!("reading {}: {e}", path.display()))?;
-        patches.push(GradedPatch {
-            agent_id: agent_id.clone(),
-            feature_ids,
-            patch,
-        });
-    }
-    let eval_path = pair_dir.join("eval.json");
-    let hash = inputs_hash(pair, setting, grader.policy, &patches).map_err(|e| e.to_string())?;
-    if !force {
-        if let Ok(existing) = read_json::<EvalReport>(&eval_path) {
-            if existing.inputs_sha256 == hash {
-                return Ok(existing);
-            }
-        }
-    }
-    let base = bases.get(&pair.task).await.map_err(|e| e.to_string())?;
-    let report = grader
-        .grade(
-            pair,
-            setting,
-            &base,
-            &work_dir.join("grading"),
-            pair_dir,
-            &patches,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    write_json_atomic(&eval_path, &report).map_err(|e| e.to_string())?;
-    Ok(report)
 }
 
 /// Writes report.json (metrics over every pair on disk, resumed ones included) and prints it.
