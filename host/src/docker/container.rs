@@ -29,7 +29,9 @@ const SCRATCH: &str = "/tmp/cbench";
 /// process but the container's init and the wrapper itself is killed, so nothing a
 /// command started outlives it (a container runs one command at a time: an agent's,
 /// or a grader's test run). stderr is merged into stdout. A login shell's profile
-/// resets PATH (Debian, Alpine), so the image's PATH is put back first.
+/// resets PATH (Debian, Alpine), so the image's PATH is put back first. A process that exits
+/// while the sweep reads its stat file is skipped silently (the redirection's error would
+/// otherwise land in the command's output: the group's stderr is silenced, not just `read`'s).
 const EXEC_WRAPPER: &str = r#"s="$1"
 if [ "$3" = inline ]; then
   mkdir -p "${s%/*}" && printf '%s' "$4" > "$s" || exit 126
@@ -51,7 +53,7 @@ while [ "$n" -lt 100 ]; do
   for d in /proc/[0-9]*; do
     p="${d#/proc/}"
     [ "$p" = 1 ] || [ "$p" = "$$" ] || [ ! -r "$d/stat" ] && continue
-    read -r st < "$d/stat" 2>/dev/null || continue
+    { read -r st < "$d/stat"; } 2>/dev/null || continue
     case "${st##*) }" in Z*) continue ;; esac
     kill -9 "$p" 2>/dev/null && left=1
   done
