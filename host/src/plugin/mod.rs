@@ -7,7 +7,6 @@ pub mod v0_1_0;
 use std::hash::Hasher;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -102,14 +101,12 @@ impl Default for PluginLimits {
 pub struct PluginHost {
     engine: Engine,
     cache_dir: PathBuf,
-    stop_ticker: Arc<AtomicBool>,
+    ticker: Arc<TickerLife>,
 }
 
-impl Drop for PluginHost {
-    fn drop(&mut self) {
-        self.stop_ticker.store(true, Ordering::Relaxed);
-    }
-}
+/// Keeps the epoch ticker running while anything holds it: the host and every plugin it loaded
+/// (a plugin outliving its host must still meet its compute deadline).
+struct TickerLife;
 
 /// Feeds `Hash` output into sha256 so the cache key is stable across processes.
 struct Sha256Hasher(Sha256);
@@ -131,15 +128,15 @@ impl PluginHost {
         config.epoch_interruption(true);
         config.wasm_backtrace_max_frames(NonZeroUsize::new(32));
         let engine = Engine::new(&config).map_err(|e| PluginError::Engine(e.to_string()))?;
-        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let ticker = Arc::new(TickerLife);
         {
             // A dedicated OS thread: as a tokio task the ticker starves when a plugin busy-loops.
             let engine = engine.clone();
-            let stop = stop_ticker.clone();
+            let alive = Arc::downgrade(&ticker);
             std::thread::Builder::new()
                 .name("cbench-epoch".into())
                 .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
+                    while alive.strong_count() > 0 {
                         std::thread::sleep(EPOCH_TICK);
                         engine.increment_epoch();
                     }
@@ -149,7 +146,7 @@ impl PluginHost {
         Ok(PluginHost {
             engine,
             cache_dir: cache_dir.to_path_buf(),
-            stop_ticker,
+            ticker,
         })
     }
 
@@ -255,6 +252,7 @@ impl PluginHost {
                 },
                 engine: self.engine.clone(),
                 bindings,
+                _ticker: self.ticker.clone(),
             },
             timings,
         ))
@@ -302,6 +300,8 @@ pub struct LoadedPlugin {
     pub identity: PluginIdentity,
     engine: Engine,
     bindings: Bindings,
+    /// Compute deadlines need the epoch ticker for as long as the plugin may run.
+    _ticker: Arc<TickerLife>,
 }
 
 /// The task record given to the plugin (host-side form).
