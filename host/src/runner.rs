@@ -233,6 +233,8 @@ pub(crate) struct RunContext {
     pub(crate) started: AtomicUsize,
     pub(crate) total: usize,
     pub(crate) run_budget: Option<Arc<RunBudget>>,
+    /// Held until the run's last pair is written: one live invocation per run.
+    pub(crate) _lock: crate::runlock::RunLock,
 }
 
 pub(crate) fn run_dir_io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
@@ -460,6 +462,7 @@ async fn prepare(cfg: RunConfig, shared: Option<&SharedSlots>) -> Result<Prepare
         team,
         model,
         progress,
+        _lock: lock,
     });
     Ok(Prepared {
         ctx,
