@@ -27,8 +27,9 @@ if ! command -v bwrap >/dev/null 2>&1; then
 fi
 
 cargo build --release -p cbench
-cargo build --release --target wasm32-wasip2 -p mini_swe -p probe
+# The `plugin` profile is release without debug info (Cargo.toml).
+cargo build --profile plugin --target wasm32-wasip2 -p mini_swe -p probe
 for plugin in mini_swe probe; do
-    cp "target/wasm32-wasip2/release/$plugin.wasm" "plugins/$plugin.wasm"
+    cp "target/wasm32-wasip2/plugin/$plugin.wasm" "plugins/$plugin.wasm"
 done
 echo "setup: built target/release/cbench and plugins/{mini_swe,probe}.wasm"

@@ -193,3 +193,23 @@ fn invalid_wasm_and_wrong_wit_versions_are_refused_by_name() {
         "nothing is written for a refused plugin"
     );
 }
+
+#[test]
+fn plugins_are_built_without_debug_info() {
+    // The `plugin` profile strips the standard library's debug info too (it was 94% of the file).
+    for path in [&plugins().mini_swe, &plugins().probe] {
+        let bytes = std::fs::read(path).unwrap();
+        let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        assert!(
+            !has(b".debug_info") && !has(b".debug_line"),
+            "{} carries DWARF sections",
+            path.display()
+        );
+        assert!(
+            bytes.len() < 1 << 20,
+            "{} is {} bytes",
+            path.display(),
+            bytes.len()
+        );
+    }
+}

@@ -49,7 +49,7 @@ pub fn plugins() -> &'static Plugins {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .current_dir(workspace())
-            .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "mini_swe", "-p", "probe"])
+            .args(["build", "--profile", "plugin", "--target", "wasm32-wasip2", "-p", "mini_swe", "-p", "probe"])
             .arg("--target-dir")
             .arg(&target_dir)
             .status()
@@ -58,7 +58,7 @@ pub fn plugins() -> &'static Plugins {
             status.success(),
             "building the plugins for wasm32-wasip2 failed (is the target installed? `rustup target add wasm32-wasip2`)"
         );
-        let out = target_dir.join("wasm32-wasip2").join("release");
+        let out = target_dir.join("wasm32-wasip2").join("plugin");
         Plugins {
             mini_swe: out.join("mini_swe.wasm"),
             probe: out.join("probe.wasm"),
