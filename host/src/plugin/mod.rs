@@ -43,6 +43,8 @@ pub enum PluginError {
     InvalidWasm { path: PathBuf, reason: String },
     #[error("plugin {path}: does not export `{WIT_PACKAGE}/agent`; it is not a cbench agent plugin (exports: {exports})")]
     NotAnAgent { path: PathBuf, exports: String },
+    #[error("plugin {path}: exports `{WIT_PACKAGE}/agent` without a version; its WIT package line lacks `@<version>`: build it against wit/agent.wit (`package {WIT_PACKAGE}@<version>;`, this host supports {supported})")]
+    UnversionedWit { path: PathBuf, supported: String },
     #[error("plugin {path}: built against WIT {WIT_PACKAGE}@{found}, but this host supports {WIT_PACKAGE}@{supported}")]
     UnsupportedWitVersion {
         path: PathBuf,
@@ -270,6 +272,12 @@ impl PluginHost {
             .iter()
             .find_map(|name| name.strip_prefix(&prefix).map(str::to_string));
         let Some(version) = version else {
+            if exports.iter().any(|e| e == &format!("{WIT_PACKAGE}/agent")) {
+                return Err(PluginError::UnversionedWit {
+                    path: path.to_path_buf(),
+                    supported: SUPPORTED_WIT_VERSIONS.join(", "),
+                });
+            }
             return Err(PluginError::NotAnAgent {
                 path: path.to_path_buf(),
                 exports: if exports.is_empty() {

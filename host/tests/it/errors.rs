@@ -137,3 +137,25 @@ fn a_coop_run_is_no_solo_baseline() {
         "{err}"
     );
 }
+
+#[test]
+fn a_plugin_built_against_an_unversioned_wit_package_is_told_how_to_fix_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // A component whose WIT package line has no `@version` exports the bare interface name.
+    let plugin = write_temp(
+        dir.path(),
+        "unversioned.wasm",
+        r#"(component (instance $i) (export "cooperbench:agent/agent" (instance $i)))"#,
+    );
+    let run = Run::start("unversioned", &["--agent", &plugin, "-m", "oracle"]);
+    assert_refused(
+        &run,
+        &[
+            "without a version",
+            "package cooperbench:agent@<version>",
+            "0.1.0",
+        ],
+    );
+    let err = String::from_utf8_lossy(&run.output.stderr);
+    assert!(!err.contains("(exports: cooperbench:agent/agent)"), "{err}");
+}
