@@ -115,10 +115,12 @@ fn a_run_compared_with_itself_differs_by_nothing() {
 #[test]
 fn runs_that_differ_on_known_pairs_give_the_exact_paired_statistics() {
     let logs = tempfile::tempdir().unwrap();
+    // Without messaging a replay cannot depend on when a teammate's message arrives (with it,
+    // a message that lands one call earlier than recorded makes the replay diverge).
     run_ok(
         logs.path(),
         "arm-a",
-        &["--agent", &mini_swe(), "-m", "oracle"],
+        &["--agent", &mini_swe(), "-m", "oracle", "--no-messaging"],
     );
     // Arm B replays arm A except that agent1 of 1_3 and 2_4 only pretends to work.
     let script = logs.path().join("script-b");
@@ -129,7 +131,7 @@ fn runs_that_differ_on_known_pairs_give_the_exact_paired_statistics() {
     run_ok(
         logs.path(),
         "arm-b",
-        &["--agent", &mini_swe(), "-m", &replay],
+        &["--agent", &mini_swe(), "-m", &replay, "--no-messaging"],
     );
 
     let c = compare_json(logs.path(), &["arm-a", "arm-b"], &[]);
