@@ -464,3 +464,57 @@ fn a_read_only_run_is_still_reported_and_viewed_elsewhere() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(elsewhere.path().join("view/data/run.js").is_file());
 }
+
+#[test]
+fn agent_output_is_shown_as_text_never_run_as_markup() {
+    // A hostile agent prints markup that would run script if the report inserted it as HTML.
+    let scripts = tempfile::tempdir().unwrap();
+    let payload = r#"<img src=x onerror="document.body.setAttribute('data-pwned','1')"><script>document.body.setAttribute('data-pwned','2')</script>"#;
+    let script = crate::support::write_temp(
+        scripts.path(),
+        "xss.json",
+        &serde_json::json!({"*": [
+            {"bash": format!("echo '{payload}'")},
+            {"bash": "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"}
+        ]})
+        .to_string(),
+    );
+    let run = Run::start(
+        "hostile-output",
+        &[
+            "--agent",
+            &plugins().mini_swe.display().to_string(),
+            "-m",
+            &format!("scripted:{script}"),
+            "-f",
+            "1,2",
+        ],
+    );
+    run.assert_ok();
+    let log_dir = run.logs.path().display().to_string();
+    let out = cbench(&["view", "-n", "hostile-output", "--log-dir", &log_dir]);
+    assert!(out.status.success(), "{}", text(&out));
+    let page = format!(
+        "file://{}?p=cbench_textkit_task__task1__features_1_2",
+        run.dir().join("view/pair.html").display()
+    );
+    let (dom, log) = browse(&page, None);
+    assert!(
+        dom.contains("data-rendered-ms"),
+        "the pair page never finished drawing:\n{dom}"
+    );
+    // Had the markup run, the body would carry the attribute (`data-pwned="1"` or `"2"`).
+    assert!(
+        !dom.contains("data-pwned=\""),
+        "agent output ran as markup:\n{dom}"
+    );
+    assert!(
+        dom.contains("&lt;img src=x onerror="),
+        "the output is shown as text:\n{dom}"
+    );
+    assert!(
+        console_errors(&log).is_empty(),
+        "{:?}",
+        console_errors(&log)
+    );
+}
