@@ -36,7 +36,8 @@ struct PairOutcome {
     overall: bool,
     agents_ok: usize,
     agents: usize,
-    all_agents_ok: bool,
+    coordination_failure: bool,
+    union_rescued: bool,
     merged: Option<(bool, bool, MergeStrategy, bool)>, // success, conflict, strategy, apply_failed
 }
 
@@ -174,7 +175,7 @@ fn read_outcomes(run_dir: &Path) -> Result<(BTreeMap<String, PairOutcome>, usize
             continue;
         }
         let eval: EvalReport = read_json(&eval_path)?;
-        let agents_ok = eval.agents.values().filter(|a| a.success).count();
+        let agents_ok = eval.agents_ok();
         outcomes.insert(
             pair.key(),
             PairOutcome {
@@ -182,7 +183,8 @@ fn read_outcomes(run_dir: &Path) -> Result<(BTreeMap<String, PairOutcome>, usize
                 overall: eval.overall_success,
                 agents_ok,
                 agents: eval.agents.len(),
-                all_agents_ok: agents_ok == eval.agents.len() && agents_ok > 0,
+                coordination_failure: eval.coordination_failure(),
+                union_rescued: eval.union_rescued(),
                 merged: eval.merged.as_ref().map(|m| {
                     (
                         m.success,
@@ -218,15 +220,9 @@ pub fn build(run_dir: &Path, baseline_dir: Option<&Path>) -> Result<Report, Repo
         .values()
         .filter_map(|o| o.merged.as_ref())
         .collect();
-    let coordination = outcomes
-        .values()
-        .filter(|o| o.all_agents_ok && o.merged.is_some_and(|m| !m.0))
-        .count();
+    let coordination = outcomes.values().filter(|o| o.coordination_failure).count();
     let conflicts = merged.iter().filter(|m| m.1).count();
-    let rescued = merged
-        .iter()
-        .filter(|m| m.2 == MergeStrategy::Union && m.0)
-        .count();
+    let rescued = outcomes.values().filter(|o| o.union_rescued).count();
     let apply_failed = merged.iter().filter(|m| m.3).count();
     let mut per_repo: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for o in outcomes.values() {

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::eval::merge::MergeStrategy;
 use crate::eval::EvalReport;
 use crate::fsutil::{read_json, FsError};
 use crate::layout::PairDir;
@@ -357,18 +356,14 @@ fn side(run: &LoadedRun, compared: &[String], left_out: LeftOut) -> RunSide {
             continue;
         };
         successes += usize::from(eval.overall_success);
-        let ok_alone = eval.agents.values().filter(|a| a.success).count();
         agents += eval.agents.len();
-        agents_ok += ok_alone;
+        agents_ok += eval.agents_ok();
         if let Some(m) = &eval.merged {
             merged += 1;
             conflicts += usize::from(m.merge_conflict);
-            rescued += usize::from(
-                m.merge_conflict && m.success && m.merge_strategy == MergeStrategy::Union,
-            );
-            coordination +=
-                usize::from(ok_alone == eval.agents.len() && ok_alone > 0 && !m.success);
         }
+        rescued += usize::from(eval.union_rescued());
+        coordination += usize::from(eval.coordination_failure());
         wall += record.duration_s;
         for a in &record.agents {
             tokens += a.token_usage.total_tokens;

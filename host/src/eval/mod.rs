@@ -119,6 +119,26 @@ pub struct EvalReport {
     pub duration_s: f64,
 }
 
+impl EvalReport {
+    /// Agents whose patch passed its own feature's tests alone.
+    pub fn agents_ok(&self) -> usize {
+        self.agents.values().filter(|a| a.success).count()
+    }
+
+    /// Every agent passed alone, but the merged tree failed: the pair's coordination failed.
+    pub fn coordination_failure(&self) -> bool {
+        let ok = self.agents_ok();
+        ok > 0 && ok == self.agents.len() && self.merged.as_ref().is_some_and(|m| !m.success)
+    }
+
+    /// The naive merge conflicted and the union merge turned it into a passing tree.
+    pub fn union_rescued(&self) -> bool {
+        self.merged.as_ref().is_some_and(|m| {
+            m.merge_conflict && m.success && m.merge_strategy == MergeStrategy::Union
+        })
+    }
+}
+
 /// One agent's patch as graded.
 #[derive(Debug, Clone)]
 pub struct GradedPatch {
