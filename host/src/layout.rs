@@ -4,6 +4,9 @@
 //! are read as they are (report, view, replay) and migrated once, with a message, by the commands
 //! that write into a run (`run`, `eval`).
 
+/// Per agent: what the plugin printed to stdout/stderr (bounded), written only when it printed.
+pub const PLUGIN_OUTPUT_FILE: &str = "plugin_output.log";
+
 use std::path::{Path, PathBuf};
 
 /// `task<id>`: a task's directory name under its repository.

@@ -266,6 +266,83 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await?;
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Plugin(cbench::cli::PluginCommand::Inspect(args)) => {
+                let mut report = cbench::plugin::inspect::inspect_file(&args.file)?;
+                if args.compile && report.refused.is_none() {
+                    let cache_dir = args
+                        .cache_dir
+                        .clone()
+                        .unwrap_or_else(cbench::plugin::PluginHost::default_cache_dir);
+                    let host = cbench::plugin::PluginHost::new(&cache_dir)?;
+                    match host.load(&args.file).await {
+                        Ok((plugin, _)) => {
+                            report.name = Some(plugin.identity.name.clone());
+                            report.version = Some(plugin.identity.version.clone());
+                        }
+                        Err(e) => report.refused = Some(e.to_string()),
+                    }
+                }
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{}", report.render());
+                }
+                Ok(if report.refused.is_none() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                })
+            }
+            Command::Plugin(cbench::cli::PluginCommand::New(args)) => {
+                let created = cbench::plugin::scaffold::create(&args)?;
+                println!("{}", created.render());
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Cache(cbench::cli::CacheCommand::Info(args)) => {
+                let cache = compile_cache(args.cache_dir);
+                let entries = cache.entries()?;
+                let total: u64 = entries.iter().map(|e| e.bytes).sum();
+                println!(
+                    "compiled plugins in {}: {} entries, {} (cap {}; {}=MiB changes it)",
+                    cache.dir().display(),
+                    entries.len(),
+                    cbench::progress::human_bytes(total),
+                    cbench::progress::human_bytes(cache.max_bytes()),
+                    cbench::plugin::cache::MAX_MB_ENV
+                );
+                for e in &entries {
+                    println!(
+                        "  {:>10}  last used {}  {}",
+                        cbench::progress::human_bytes(e.bytes),
+                        chrono::DateTime::from_timestamp(e.last_used as i64, 0)
+                            .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                            .unwrap_or_default(),
+                        e.path
+                            .file_name()
+                            .map(|n| n.to_string_lossy())
+                            .unwrap_or_default()
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Cache(cbench::cli::CacheCommand::Prune(args)) => {
+                let cache = compile_cache(args.cache_dir);
+                let target = if args.all {
+                    0
+                } else {
+                    args.max_size.unwrap_or(cache.max_bytes())
+                };
+                let report = cache.prune_to(target, None)?;
+                println!(
+                    "removed {} compiled plugin(s) ({}); kept {} ({}) in {}",
+                    report.removed,
+                    cbench::progress::human_bytes(report.freed_bytes),
+                    report.kept,
+                    cbench::progress::human_bytes(report.kept_bytes),
+                    cache.dir().display()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Cleanup(args) => {
                 use cbench::docker::cleanup::{sweep, Scope};
                 let scope = match (args.name, args.all) {
@@ -337,6 +414,16 @@ async fn shutdown_signal() -> &'static str {
 }
 
 /// Pairs failing is a result; pairs the harness could not run or grade is not.
+/// The compiled-plugin cache at `dir` (default location otherwise), knowing this engine so
+/// entries of other wasmtime versions are pruned first.
+fn compile_cache(dir: Option<std::path::PathBuf>) -> cbench::plugin::CompileCache {
+    let dir = dir.unwrap_or_else(cbench::plugin::PluginHost::default_cache_dir);
+    match cbench::plugin::PluginHost::new(&dir) {
+        Ok(host) => host.compile_cache().clone(),
+        Err(_) => cbench::plugin::CompileCache::new(&dir),
+    }
+}
+
 fn exit_for(infra_errors: usize) -> ExitCode {
     if infra_errors == 0 {
         ExitCode::SUCCESS

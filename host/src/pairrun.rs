@@ -9,6 +9,7 @@ use std::time::Instant;
 use crate::dataset::Pair;
 use crate::eval::{inputs_hash, EvalReport, GradedPatch, Grader};
 use crate::fsutil::{read_json, sha256_hex, write_atomic, write_json_atomic};
+use crate::layout::PLUGIN_OUTPUT_FILE;
 use crate::llm::budget::AgentBudget;
 use crate::llm::{AgentBrief, FeatureBrief, Setting};
 use crate::messaging::MessageBus;
@@ -287,6 +288,10 @@ async fn run_agents(
         write_atomic(&dir.join("patch.diff"), patch.as_bytes()).map_err(|e| e.to_string())?;
         write_json_atomic(&dir.join("trajectory.json"), &run.trajectory)
             .map_err(|e| e.to_string())?;
+        if !run.plugin_output.is_empty() {
+            write_atomic(&dir.join(PLUGIN_OUTPUT_FILE), run.plugin_output.as_bytes())
+                .map_err(|e| e.to_string())?;
+        }
         if let Some(err) = &run.error {
             progress.line(&format!("{agent_id} ended with an error: {err}"));
         }

@@ -14,7 +14,9 @@ use crate::runner::EvalConfig;
 use crate::sandbox::cgroup::ProcessLimits;
 use crate::sandbox::confine::{IsolationMode, LocalOptions};
 
+mod plugin;
 mod run;
+pub use plugin::*;
 pub use run::*;
 
 /// cbench: cooperative coding-agent benchmark with WebAssembly agent plugins.
@@ -52,6 +54,12 @@ pub enum Command {
     /// Task images for the docker backend.
     #[command(subcommand)]
     Images(ImagesCommand),
+    /// Plugin author tooling: scaffold a plugin, inspect a .wasm.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// The compiled-plugin cache: its size, and pruning it.
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Remove what crashed or killed cbench runs left: scratch dirs, cgroups, containers, networks.
     Cleanup(CleanupArgs),
 }

@@ -67,14 +67,61 @@ impl wasmtime::ResourceLimiter for MemoryCap {
     }
 }
 
+/// Where the clock last started counting: the thread running plugin code and that thread's
+/// CPU time then (plus wall time, used only if the plugin resumed on another thread).
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    thread: std::thread::ThreadId,
+    thread_cpu: Duration,
+    wall: Instant,
+}
+
+impl Mark {
+    fn now() -> Mark {
+        Mark {
+            thread: std::thread::current().id(),
+            thread_cpu: thread_cpu_time(),
+            wall: Instant::now(),
+        }
+    }
+
+    /// CPU time the current thread spent since the mark. Plugin code between two host calls
+    /// runs on one thread, so this is the plugin's own CPU use, not time it waited for a core.
+    fn elapsed(&self) -> Duration {
+        if self.thread == std::thread::current().id() {
+            thread_cpu_time().saturating_sub(self.thread_cpu)
+        } else {
+            self.wall.elapsed()
+        }
+    }
+}
+
+/// CPU time consumed by the calling thread.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
 #[derive(Debug, Default)]
 struct ClockState {
     used: Duration,
-    running_since: Option<Instant>,
+    running_since: Option<Mark>,
 }
 
-/// Counts time spent in plugin code: paused during every host call, so waiting
-/// on an LLM or a long command never counts against the plugin.
+/// Counts CPU time spent in plugin code: paused during every host call (waiting on an LLM or
+/// a long command never counts) and while the plugin is parked at a yield; CPU contention
+/// (other agents, other processes) is not charged to the plugin.
 #[derive(Debug, Default, Clone)]
 pub struct ComputeClock {
     state: Arc<Mutex<ClockState>>,
@@ -87,7 +134,7 @@ pub struct Paused {
 
 impl Drop for Paused {
     fn drop(&mut self) {
-        self.clock.with(|s| s.running_since = Some(Instant::now()));
+        self.clock.start();
     }
 }
 
@@ -97,35 +144,31 @@ impl ComputeClock {
         f(&mut guard)
     }
 
-    /// Starts counting (plugin code begins running).
+    /// Starts counting (plugin code begins or resumes running on this thread).
     pub fn start(&self) {
-        self.with(|s| s.running_since = Some(Instant::now()));
+        self.with(|s| s.running_since = Some(Mark::now()));
     }
 
     /// Stops counting until the returned guard drops.
     pub fn pause(&self) -> Paused {
-        self.with(|s| {
-            if let Some(since) = s.running_since.take() {
-                s.used += since.elapsed();
-            }
-        });
+        self.stop();
         Paused {
             clock: self.clone(),
         }
     }
 
-    /// Stops counting for good.
+    /// Stops counting (until the next `start`).
     pub fn stop(&self) {
         self.with(|s| {
-            if let Some(since) = s.running_since.take() {
-                s.used += since.elapsed();
+            if let Some(mark) = s.running_since.take() {
+                s.used += mark.elapsed();
             }
         });
     }
 
     /// Plugin compute time so far.
     pub fn spent(&self) -> Duration {
-        self.with(|s| s.used + s.running_since.map(|t| t.elapsed()).unwrap_or_default())
+        self.with(|s| s.used + s.running_since.map(|m| m.elapsed()).unwrap_or_default())
     }
 }
 
@@ -145,6 +188,27 @@ mod tests {
         assert!(
             clock.spent() < Duration::from_millis(40),
             "{:?}",
+            clock.spent()
+        );
+    }
+
+    #[test]
+    fn time_without_cpu_use_does_not_count() {
+        // A thread that is descheduled (here: sleeping) uses no CPU; only burning counts.
+        let clock = ComputeClock::default();
+        clock.start();
+        std::thread::sleep(Duration::from_millis(60));
+        let idle = clock.spent();
+        let until = Instant::now() + Duration::from_millis(60);
+        let mut spins = 0u64;
+        while Instant::now() < until {
+            spins = std::hint::black_box(spins + 1);
+        }
+        clock.stop();
+        assert!(idle < Duration::from_millis(20), "idle charged {idle:?}");
+        assert!(
+            clock.spent() >= Duration::from_millis(30),
+            "busy loop charged only {:?}",
             clock.spent()
         );
     }

@@ -1,7 +1,11 @@
 //! The plugin host: one wasmtime Engine, a compiled-component cache on disk,
 //! one binding module per supported WIT version, and per-agent limits.
 
+pub mod cache;
+pub mod inspect;
 mod limits;
+mod output;
+pub mod scaffold;
 pub mod v0_1_0;
 
 use std::hash::Hasher;
@@ -16,7 +20,9 @@ use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+pub use cache::CompileCache;
 pub use limits::{ComputeClock, MemoryCap};
+pub use output::PluginOutput;
 
 use crate::llm::{LlmSession, Setting};
 use crate::messaging::MessageBus;
@@ -50,6 +56,12 @@ pub enum PluginError {
         path: PathBuf,
         found: String,
         supported: String,
+    },
+    #[error("plugin {path} (WIT {version}) imports what cbench does not provide: {imports}")]
+    UnprovidedImports {
+        path: PathBuf,
+        version: String,
+        imports: String,
     },
     #[error("plugin {path} (WIT {version}): cannot link: {reason}")]
     Link {
@@ -102,7 +114,7 @@ impl Default for PluginLimits {
 /// The engine, its epoch ticker and the on-disk cache of compiled components.
 pub struct PluginHost {
     engine: Engine,
-    cache_dir: PathBuf,
+    cache: CompileCache,
     ticker: Arc<TickerLife>,
 }
 
@@ -145,11 +157,17 @@ impl PluginHost {
                 })
                 .map_err(|e| PluginError::Engine(format!("cannot start epoch ticker: {e}")))?;
         }
+        let fingerprint = engine_fingerprint(&engine);
         Ok(PluginHost {
             engine,
-            cache_dir: cache_dir.to_path_buf(),
+            cache: CompileCache::new(cache_dir).for_engine(&fingerprint),
             ticker,
         })
+    }
+
+    /// The compiled-plugin cache this host reads and fills.
+    pub fn compile_cache(&self) -> &CompileCache {
+        &self.cache
     }
 
     /// The default cache directory: `$CBENCH_CACHE_DIR`, else `$XDG_CACHE_HOME/cbench`, else `~/.cache/cbench`.
@@ -166,31 +184,39 @@ impl PluginHost {
         }
     }
 
-    fn engine_fingerprint(&self) -> String {
-        let mut hasher = Sha256Hasher(Sha256::new());
-        std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut hasher);
-        hex::encode(&hasher.0.finalize()[..8])
+    /// Whether the compiled form of `path` is already cached (loading it takes milliseconds).
+    pub fn is_cached(&self, path: &Path) -> bool {
+        std::fs::read(path)
+            .map(|bytes| {
+                let sha256 = crate::fsutil::sha256_hex(&bytes);
+                self.cache
+                    .entry_path(&sha256, &engine_fingerprint(&self.engine))
+                    .exists()
+            })
+            .unwrap_or(false)
     }
 
-    /// Loads a plugin: from the compiled cache when possible, else compiles and caches it;
-    /// checks its WIT version and asks it for its name and version.
+    /// Loads a plugin: checks its contract from the binary (before compiling anything), then
+    /// takes it from the compiled cache when possible, else compiles and caches it, and asks
+    /// it for its name and version.
     pub async fn load(&self, path: &Path) -> Result<(LoadedPlugin, LoadTimings), PluginError> {
         let started = Instant::now();
         let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
             path: path.to_path_buf(),
             source,
         })?;
+        let wit_version = check_contract(path, &bytes)?.wit_version;
         let sha256 = crate::fsutil::sha256_hex(&bytes);
         let cached = self
-            .cache_dir
-            .join("components")
-            .join(format!("{sha256}-{}.cwasm", self.engine_fingerprint()));
+            .cache
+            .entry_path(&sha256, &engine_fingerprint(&self.engine));
         let mut from_cache = false;
         // SAFETY: deserialize trusts its input; the cache only holds files this host
         // serialised, keyed by the wasm hash and the engine's compatibility hash.
         let component = match unsafe { Component::deserialize_file(&self.engine, &cached) } {
             Ok(c) => {
                 from_cache = true;
+                self.cache.touch(&cached);
                 c
             }
             Err(_) => {
@@ -200,17 +226,21 @@ impl PluginHost {
                         reason: format!("{e:#}"),
                     })?;
                 match c.serialize() {
-                    Ok(serialized) => {
-                        if let Err(e) = crate::fsutil::write_atomic(&cached, &serialized) {
-                            tracing::warn!("not caching compiled plugin: {e}");
-                        }
-                    }
+                    Ok(serialized) => match self.cache.store(&cached, &serialized) {
+                        Ok(pruned) if pruned.removed > 0 => tracing::info!(
+                            "compiled-plugin cache: evicted {} least recently used entries ({} MiB) to stay under {} MiB",
+                            pruned.removed,
+                            pruned.freed_bytes >> 20,
+                            self.cache.max_bytes() >> 20
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!("not caching compiled plugin: {e}"),
+                    },
                     Err(e) => tracing::warn!("not caching compiled plugin: {e}"),
                 }
                 c
             }
         };
-        let wit_version = self.wit_version_of(path, &component)?;
         let load_ms = started.elapsed().as_secs_f64() * 1e3;
         let bindings = match wit_version.as_str() {
             "0.1.0" => {
@@ -259,43 +289,73 @@ impl PluginHost {
             timings,
         ))
     }
+}
 
-    /// Reads the WIT version from the component's `cooperbench:agent/agent@X` export.
-    fn wit_version_of(&self, path: &Path, component: &Component) -> Result<String, PluginError> {
-        let prefix = format!("{WIT_PACKAGE}/agent@");
-        let ty = component.component_type();
-        let exports: Vec<String> = ty
-            .exports(&self.engine)
-            .map(|(name, _)| name.to_string())
-            .collect();
-        let version = exports
-            .iter()
-            .find_map(|name| name.strip_prefix(&prefix).map(str::to_string));
-        let Some(version) = version else {
-            if exports.iter().any(|e| e == &format!("{WIT_PACKAGE}/agent")) {
-                return Err(PluginError::UnversionedWit {
-                    path: path.to_path_buf(),
-                    supported: SUPPORTED_WIT_VERSIONS.join(", "),
-                });
-            }
+fn engine_fingerprint(engine: &Engine) -> String {
+    let mut hasher = Sha256Hasher(Sha256::new());
+    std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
+    hex::encode(&hasher.0.finalize()[..8])
+}
+
+/// A plugin's contract as read from its binary.
+#[derive(Debug, Clone)]
+pub struct Contract {
+    /// The `cooperbench:agent` version it exports.
+    pub wit_version: String,
+    /// Its top-level imports and exports.
+    pub interfaces: inspect::ComponentInterfaces,
+}
+
+/// Checks, without compiling, that `bytes` is an agent plugin of a WIT version this host
+/// serves whose every import the host provides.
+pub fn check_contract(path: &Path, bytes: &[u8]) -> Result<Contract, PluginError> {
+    let interfaces =
+        inspect::read_interfaces(bytes).map_err(|reason| PluginError::InvalidWasm {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+    let wit_version = match interfaces.agent_export() {
+        inspect::AgentExport::Versioned(v) => v,
+        inspect::AgentExport::Unversioned => {
+            return Err(PluginError::UnversionedWit {
+                path: path.to_path_buf(),
+                supported: SUPPORTED_WIT_VERSIONS.join(", "),
+            })
+        }
+        inspect::AgentExport::Missing => {
             return Err(PluginError::NotAnAgent {
                 path: path.to_path_buf(),
-                exports: if exports.is_empty() {
+                exports: if interfaces.exports.is_empty() {
                     "none".into()
                 } else {
-                    exports.join(", ")
+                    interfaces.exports.join(", ")
                 },
-            });
-        };
-        if !SUPPORTED_WIT_VERSIONS.contains(&version.as_str()) {
-            return Err(PluginError::UnsupportedWitVersion {
-                path: path.to_path_buf(),
-                found: version,
-                supported: SUPPORTED_WIT_VERSIONS.join(", "),
-            });
+            })
         }
-        Ok(version)
+    };
+    if !SUPPORTED_WIT_VERSIONS.contains(&wit_version.as_str()) {
+        return Err(PluginError::UnsupportedWitVersion {
+            path: path.to_path_buf(),
+            found: wit_version,
+            supported: SUPPORTED_WIT_VERSIONS.join(", "),
+        });
     }
+    let unprovided = interfaces.unprovided_imports(&wit_version);
+    if !unprovided.is_empty() {
+        return Err(PluginError::UnprovidedImports {
+            path: path.to_path_buf(),
+            version: wit_version,
+            imports: unprovided
+                .iter()
+                .map(|u| format!("`{}` ({})", u.name, u.advice))
+                .collect::<Vec<_>>()
+                .join("; "),
+        });
+    }
+    Ok(Contract {
+        wit_version,
+        interfaces,
+    })
 }
 
 /// Pre-linked bindings, one variant per supported WIT version.
@@ -374,6 +434,8 @@ pub struct AgentRun {
     pub trajectory: Trajectory,
     pub compute: Duration,
     pub wall: Duration,
+    /// What the plugin printed to stdout and stderr (bounded).
+    pub plugin_output: String,
 }
 
 /// Per-store state: WASI (nothing granted) plus the agent's capabilities.
@@ -383,6 +445,7 @@ pub struct HostState {
     limiter: MemoryCap,
     clock: ComputeClock,
     compute_budget: Duration,
+    output: PluginOutput,
     agent: Option<AgentCapabilities>,
 }
 
@@ -413,11 +476,14 @@ impl WasiView for HostState {
 
 impl HostState {
     fn new(limits: PluginLimits, agent: Option<AgentCapabilities>) -> HostState {
-        // No preopens, env, args or stdin; no sockets.
+        // No preopens, env, args or stdin; no sockets. stdout/stderr are captured.
+        let output = PluginOutput::default();
         let wasi = WasiCtx::builder()
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            .stdout(output.clone())
+            .stderr(output.clone())
             .build();
         HostState {
             wasi,
@@ -425,6 +491,7 @@ impl HostState {
             limiter: MemoryCap::new(limits.memory_bytes),
             clock: ComputeClock::default(),
             compute_budget: limits.compute,
+            output,
             agent,
         }
     }
@@ -440,8 +507,17 @@ fn new_store(engine: &Engine, state: HostState) -> Store<HostState> {
         if state.clock.spent() > state.compute_budget {
             Ok(wasmtime::UpdateDeadline::Interrupt)
         } else {
-            // Yield so other agents on this worker thread keep running.
-            Ok(wasmtime::UpdateDeadline::Yield(1))
+            // Yield so other agents on this worker thread keep running; the clock stops while
+            // parked and restarts on whichever thread resumes the plugin.
+            let clock = state.clock.clone();
+            clock.stop();
+            Ok(wasmtime::UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(async move {
+                    tokio::task::yield_now().await;
+                    clock.start();
+                }),
+            ))
         }
     });
     store
@@ -458,7 +534,7 @@ fn describe_trap(state: &HostState, error: &wasmtime::Error) -> String {
     if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
         if *trap == wasmtime::Trap::Interrupt {
             return format!(
-                "plugin exceeded its compute deadline of {:.1}s (time spent in plugin code)",
+                "plugin exceeded its compute deadline of {:.1}s (CPU time spent in plugin code)",
                 state.compute_budget.as_secs_f64()
             );
         }
@@ -468,7 +544,17 @@ fn describe_trap(state: &HostState, error: &wasmtime::Error) -> String {
     if text.lines().count() > 12 {
         lines.push("…");
     }
-    format!("plugin trapped: {}", lines.join("\n"))
+    // The guest's own report (a Python traceback, a JS exception) is in its output, and says
+    // more than the wasm backtrace.
+    let printed = state.output.last_lines(20);
+    if printed.is_empty() {
+        format!("plugin trapped: {}", lines.join("\n"))
+    } else {
+        format!(
+            "plugin trapped: {}\nlast plugin output:\n{printed}",
+            lines.join("\n")
+        )
+    }
 }
 
 impl LoadedPlugin {
@@ -514,6 +600,7 @@ impl LoadedPlugin {
             ),
         };
         let state = store.into_data();
+        let plugin_output = state.output.text();
         let (recorder, limit_hit, infra_failure) = match state.agent {
             Some(caps) => (caps.recorder, caps.limit_hit, caps.infra_failure),
             None => (Recorder::default(), None, None),
@@ -544,6 +631,7 @@ impl LoadedPlugin {
             trajectory,
             compute,
             wall: started.elapsed(),
+            plugin_output,
         }
     }
 }

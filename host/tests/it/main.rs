@@ -17,6 +17,7 @@ mod local_sandbox;
 mod mini_swe_loop;
 mod mock_llm;
 mod plugin_isolation;
+mod plugin_tooling;
 mod presentation;
 mod provider_settings;
 mod providers;

@@ -56,6 +56,12 @@ impl Guest for Probe {
                 done(report.join("\n"))
             }
             "noop" => done("did nothing".into()),
+            "print-and-panic" => {
+                // Output the host must keep, then a trap whose cause only the output explains.
+                println!("probe stdout: starting {}", task.agent_id);
+                eprintln!("probe stderr: about to fail");
+                panic!("probe: deliberate failure after printing");
+            }
             "wait-in-host" => {
                 // 3 s spent waiting inside the host; none of it is plugin compute.
                 for _ in 0..3 {
