@@ -13,7 +13,7 @@ use crate::layout::PLUGIN_OUTPUT_FILE;
 use crate::llm::budget::AgentBudget;
 use crate::llm::{AgentBrief, FeatureBrief, Setting};
 use crate::messaging::MessageBus;
-use crate::plugin::{AgentEnv, AgentRun, AgentTask};
+use crate::plugin::{AgentEnv, AgentRun, AgentTask, Capability};
 use crate::progress::{human_duration, Outcome, Progress};
 use crate::repos::BaseRepos;
 use crate::sandbox::Sandbox;
@@ -183,6 +183,20 @@ async fn run_agents(
             Some(member) => member,
             None => &ctx.plugin,
         };
+        // A capability needs the user's grant (run options) and the plugin's declaration.
+        let agent_git = git && plugin.identity.requests(Capability::Git);
+        let agent_messaging = bus.enabled() && plugin.identity.requests(Capability::Messaging);
+        if bus.enabled() && !agent_messaging {
+            // It will never read: a teammate's send says so instead of vanishing.
+            bus.mark_finished(agent_id);
+        }
+        let mut granted = Vec::new();
+        if agent_messaging {
+            granted.push(Capability::Messaging);
+        }
+        if agent_git {
+            granted.push(Capability::Git);
+        }
         let sandbox: Arc<dyn Sandbox> = ctx
             .backend
             .sandbox(
@@ -190,7 +204,7 @@ async fn run_agents(
                 agent_id,
                 &ctx.bases,
                 ctx.work_dir.path(),
-                remote.as_ref(),
+                remote.as_ref().filter(|_| agent_git),
             )
             .await
             .map_err(|e| format!("creating the sandbox of {agent_id}: {e}"))?;
@@ -226,7 +240,7 @@ async fn run_agents(
             teammates: teammates.clone(),
             setting,
             features: briefs,
-            messaging_enabled: bus.enabled(),
+            messaging_enabled: agent_messaging,
             pair_key: pair.log_dir(Path::new("")).display().to_string(),
         };
         let env = AgentEnv {
@@ -237,8 +251,8 @@ async fn run_agents(
                 feature_text,
                 max_steps: ctx.cfg.max_steps,
                 command_timeout: ctx.cfg.command_timeout,
-                git_enabled: git,
-                messaging_enabled: bus.enabled(),
+                git_enabled: agent_git,
+                messaging_enabled: agent_messaging,
                 agent_config: ctx
                     .cfg
                     .agent_config
@@ -264,7 +278,7 @@ async fn run_agents(
             },
         };
         running.push((
-            (agent_id.clone(), plugin.identity.clone()),
+            (agent_id.clone(), plugin.identity.clone(), granted),
             feature_ids.clone(),
             sandbox,
             plugin.run_agent(env),
@@ -278,7 +292,7 @@ async fn run_agents(
     let runs: Vec<AgentRun> = join_all(futures).await;
 
     let mut agents = Vec::new();
-    for (((agent_id, identity), feature_ids, sandbox), run) in meta.into_iter().zip(runs) {
+    for (((agent_id, identity, granted), feature_ids, sandbox), run) in meta.into_iter().zip(runs) {
         let patch = sandbox.diff().await;
         if let Err(e) = sandbox.close().await {
             tracing::warn!("closing the sandbox of {agent_id}: {e}");
@@ -309,6 +323,7 @@ async fn run_agents(
             patch_sha256: sha256_hex(patch.as_bytes()),
             patch_bytes: patch.len(),
             plugin: Some(identity),
+            capabilities_granted: granted,
         });
     }
     let conversation = bus.conversation();

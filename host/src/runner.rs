@@ -169,6 +169,9 @@ pub struct AgentRecord {
     /// The plugin this agent ran (a mixed team's members differ).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin: Option<PluginIdentity>,
+    /// Capabilities the agent had: declared by its plugin and allowed by the run.
+    #[serde(default)]
+    pub capabilities_granted: Vec<crate::plugin::Capability>,
 }
 
 /// result.json: the per-pair record.

@@ -58,6 +58,53 @@ pub struct ToolDefinition {
 pub struct CompletionRequest {
     pub messages: Vec<ChatMessage>,
     pub tools: Vec<ToolDefinition>,
+    /// The plugin's per-request generation settings (WIT 0.2.0 and later).
+    #[serde(default, skip_serializing_if = "RequestOptions::is_empty")]
+    pub options: RequestOptions,
+}
+
+/// Most stop sequences a request may carry (the smallest limit among the providers: OpenAI's).
+pub const MAX_STOP_SEQUENCES: usize = 4;
+
+/// Per-request generation settings a plugin asks for. The run's own settings
+/// (`--temperature`, `--max-output-tokens`) take precedence; see `providers::Sampling::merged`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RequestOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
+}
+
+impl RequestOptions {
+    /// No option set.
+    pub fn is_empty(&self) -> bool {
+        self == &RequestOptions::default()
+    }
+
+    /// Refuses options no provider accepts, naming the option.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.stop.len() > MAX_STOP_SEQUENCES {
+            return Err(format!(
+                "{} stop sequences; at most {MAX_STOP_SEQUENCES} are allowed",
+                self.stop.len()
+            ));
+        }
+        if self.stop.iter().any(String::is_empty) {
+            return Err("an empty stop sequence".into());
+        }
+        if let Some(t) = self.temperature {
+            if !(0.0..=2.0).contains(&t) || t.is_nan() {
+                return Err(format!("temperature {t} is outside 0..=2"));
+            }
+        }
+        if self.max_output_tokens == Some(0) {
+            return Err("max-output-tokens of 0".into());
+        }
+        Ok(())
+    }
 }
 
 /// Token counts as the provider reports them.

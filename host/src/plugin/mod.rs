@@ -2,11 +2,13 @@
 //! one binding module per supported WIT version, and per-agent limits.
 
 pub mod cache;
+mod imports;
 pub mod inspect;
 mod limits;
 mod output;
 pub mod scaffold;
 pub mod v0_1_0;
+pub mod v0_2_0;
 
 use std::hash::Hasher;
 use std::num::NonZeroUsize;
@@ -33,7 +35,7 @@ use crate::trajectory::{Recorder, Trajectory};
 /// The WIT package plugins implement.
 pub const WIT_PACKAGE: &str = "cooperbench:agent";
 /// WIT versions this host can run, newest first.
-pub const SUPPORTED_WIT_VERSIONS: &[&str] = &["0.1.0"];
+pub const SUPPORTED_WIT_VERSIONS: &[&str] = &["0.2.0", "0.1.0"];
 /// How often the epoch ticker advances; the granularity of compute deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -51,7 +53,9 @@ pub enum PluginError {
     NotAnAgent { path: PathBuf, exports: String },
     #[error("plugin {path}: exports `{WIT_PACKAGE}/agent` without a version; its WIT package line lacks `@<version>`: build it against wit/agent.wit (`package {WIT_PACKAGE}@<version>;`, this host supports {supported})")]
     UnversionedWit { path: PathBuf, supported: String },
-    #[error("plugin {path}: built against WIT {WIT_PACKAGE}@{found}, but this host supports {WIT_PACKAGE}@{supported}")]
+    #[error(
+        "plugin {path}: built against WIT {WIT_PACKAGE}@{found}, but this host serves {supported}"
+    )]
     UnsupportedWitVersion {
         path: PathBuf,
         found: String,
@@ -83,6 +87,32 @@ pub struct PluginIdentity {
     pub name: String,
     pub version: String,
     pub wit_version: String,
+    /// What the plugin declared it uses (0.1.0 plugins: everything).
+    #[serde(default)]
+    pub capabilities: Vec<Capability>,
+}
+
+/// Something a plugin may use only when it declares it and the user allows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Capability {
+    Messaging,
+    Git,
+}
+
+impl PluginIdentity {
+    /// Whether the plugin declared `capability`.
+    pub fn requests(&self, capability: Capability) -> bool {
+        self.capabilities.contains(&capability)
+    }
+}
+
+/// What `info()` said, independent of WIT version.
+#[derive(Debug, Clone)]
+pub struct PluginInfo {
+    pub name: String,
+    pub version: String,
+    pub capabilities: Vec<Capability>,
 }
 
 /// How long loading took, for benchmarks.
@@ -242,26 +272,29 @@ impl PluginHost {
             }
         };
         let load_ms = started.elapsed().as_secs_f64() * 1e3;
+        let link_error = |e: wasmtime::Error| PluginError::Link {
+            path: path.to_path_buf(),
+            version: wit_version.clone(),
+            reason: format!("{e:#}"),
+        };
         let bindings = match wit_version.as_str() {
+            "0.2.0" => {
+                Bindings::V0_2_0(v0_2_0::prepare(&self.engine, &component).map_err(link_error)?)
+            }
             "0.1.0" => {
-                Bindings::V0_1_0(v0_1_0::prepare(&self.engine, &component).map_err(|e| {
-                    PluginError::Link {
-                        path: path.to_path_buf(),
-                        version: wit_version.clone(),
-                        reason: format!("{e:#}"),
-                    }
-                })?)
+                Bindings::V0_1_0(v0_1_0::prepare(&self.engine, &component).map_err(link_error)?)
             }
             other => {
                 return Err(PluginError::UnsupportedWitVersion {
                     path: path.to_path_buf(),
                     found: other.to_string(),
-                    supported: SUPPORTED_WIT_VERSIONS.join(", "),
+                    supported: supported_versions(),
                 })
             }
         };
         let info_started = Instant::now();
-        let (name, version) = match &bindings {
+        let info = match &bindings {
+            Bindings::V0_2_0(pre) => v0_2_0::info(&self.engine, pre).await,
             Bindings::V0_1_0(pre) => v0_1_0::info(&self.engine, pre).await,
         }
         .map_err(|reason| PluginError::Info {
@@ -278,9 +311,10 @@ impl PluginHost {
                 identity: PluginIdentity {
                     path: path.display().to_string(),
                     sha256,
-                    name,
-                    version,
+                    name: info.name,
+                    version: info.version,
                     wit_version,
+                    capabilities: info.capabilities,
                 },
                 engine: self.engine.clone(),
                 bindings,
@@ -289,6 +323,15 @@ impl PluginHost {
             timings,
         ))
     }
+}
+
+/// `cooperbench:agent@0.2.0 and cooperbench:agent@0.1.0`.
+fn supported_versions() -> String {
+    SUPPORTED_WIT_VERSIONS
+        .iter()
+        .map(|v| format!("{WIT_PACKAGE}@{v}"))
+        .collect::<Vec<_>>()
+        .join(" and ")
 }
 
 fn engine_fingerprint(engine: &Engine) -> String {
@@ -319,7 +362,7 @@ pub fn check_contract(path: &Path, bytes: &[u8]) -> Result<Contract, PluginError
         inspect::AgentExport::Unversioned => {
             return Err(PluginError::UnversionedWit {
                 path: path.to_path_buf(),
-                supported: SUPPORTED_WIT_VERSIONS.join(", "),
+                supported: supported_versions(),
             })
         }
         inspect::AgentExport::Missing => {
@@ -337,7 +380,7 @@ pub fn check_contract(path: &Path, bytes: &[u8]) -> Result<Contract, PluginError
         return Err(PluginError::UnsupportedWitVersion {
             path: path.to_path_buf(),
             found: wit_version,
-            supported: SUPPORTED_WIT_VERSIONS.join(", "),
+            supported: supported_versions(),
         });
     }
     let unprovided = interfaces.unprovided_imports(&wit_version);
@@ -360,6 +403,7 @@ pub fn check_contract(path: &Path, bytes: &[u8]) -> Result<Contract, PluginError
 
 /// Pre-linked bindings, one variant per supported WIT version.
 enum Bindings {
+    V0_2_0(v0_2_0::Pre),
     V0_1_0(v0_1_0::Pre),
 }
 
@@ -579,6 +623,7 @@ impl LoadedPlugin {
         let mut store = new_store(&self.engine, HostState::new(env.limits, Some(caps)));
         store.data().clock.start();
         let result = match &self.bindings {
+            Bindings::V0_2_0(pre) => v0_2_0::run(pre, &mut store).await,
             Bindings::V0_1_0(pre) => v0_1_0::run(pre, &mut store).await,
         };
         store.data().clock.stop();

@@ -43,6 +43,86 @@ fn the_output_cap_and_temperature_reach_every_provider_in_its_own_terms() {
 }
 
 #[test]
+fn a_plugins_request_options_reach_every_provider_and_the_runs_settings_win() {
+    for wire in wires() {
+        let plugin_options = cbench::llm::RequestOptions {
+            max_output_tokens: Some(500),
+            temperature: Some(0.9),
+            stop: vec!["</done>".into(), "\nObservation:".into()],
+        };
+        let mut req = request(false);
+        req.options = plugin_options.clone();
+        let field = |body: &serde_json::Value, openai: &str, anthropic: &str, gemini: &str| {
+            if wire.model.starts_with("gemini/") {
+                body["generationConfig"][gemini].clone()
+            } else if wire.model.starts_with("anthropic/") {
+                body[anthropic].clone()
+            } else {
+                body[openai].clone()
+            }
+        };
+        // Only the plugin's options: they are sent as asked.
+        let mock = MockLlm::scripted(vec![Reply::ok((wire.text_reply)("ok"))]);
+        let model =
+            cbench::llm::resolve_with(wire.model, &options(&mock, &wire, fast_retries(0))).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(model.session(&brief()).complete(&req))
+            .unwrap_or_else(|e| panic!("{}: {e}", wire.model));
+        let body = &mock.received()[0].body;
+        assert_eq!(
+            field(body, "stop", "stop_sequences", "stopSequences"),
+            json!(["</done>", "\nObservation:"]),
+            "{}: {body:#}",
+            wire.model
+        );
+        assert_eq!(
+            field(body, "temperature", "temperature", "temperature"),
+            json!(0.9),
+            "{}: {body:#}",
+            wire.model
+        );
+        assert_eq!(
+            field(body, "max_tokens", "max_tokens", "maxOutputTokens"),
+            json!(500),
+            "{}: {body:#}",
+            wire.model
+        );
+
+        // The run fixed temperature and a smaller cap: those win; stop still goes through.
+        let mock = MockLlm::scripted(vec![Reply::ok((wire.text_reply)("ok"))]);
+        let opts = ProviderOptions {
+            sampling: Sampling {
+                max_output_tokens: Some(200),
+                temperature: Some(0.0),
+            },
+            ..options(&mock, &wire, fast_retries(0))
+        };
+        let model = cbench::llm::resolve_with(wire.model, &opts).unwrap();
+        rt.block_on(model.session(&brief()).complete(&req))
+            .unwrap_or_else(|e| panic!("{}: {e}", wire.model));
+        let body = &mock.received()[0].body;
+        assert_eq!(
+            field(body, "temperature", "temperature", "temperature"),
+            json!(0.0),
+            "{}: {body:#}",
+            wire.model
+        );
+        assert_eq!(
+            field(body, "max_tokens", "max_tokens", "maxOutputTokens"),
+            json!(200),
+            "{}: {body:#}",
+            wire.model
+        );
+        assert_eq!(
+            field(body, "stop", "stop_sequences", "stopSequences"),
+            json!(["</done>", "\nObservation:"]),
+            "{}: {body:#}",
+            wire.model
+        );
+    }
+}
+
+#[test]
 fn a_request_timeout_longer_than_the_wait_budget_is_still_retried() {
     // The default shape: one request may take longer than all retry waits together.
     let wire = &wires()[0];

@@ -143,6 +143,7 @@ pub(crate) fn request(with_tools: bool) -> CompletionRequest {
         } else {
             Vec::new()
         },
+        options: Default::default(),
     }
 }
 

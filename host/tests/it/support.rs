@@ -66,6 +66,82 @@ pub fn plugins() -> &'static Plugins {
     })
 }
 
+/// The Python and JavaScript mini_swe plugins, built once per test run with the kits' build
+/// scripts (which install their pinned toolchains when missing).
+pub struct KitPlugins {
+    pub python: PathBuf,
+    pub js: PathBuf,
+}
+
+/// Builds `plugins/mini_swe_py` and `plugins/mini_swe_js` (once) into target/test-plugins/kits.
+pub fn kit_plugins() -> &'static KitPlugins {
+    static KIT_PLUGINS: OnceLock<KitPlugins> = OnceLock::new();
+    KIT_PLUGINS.get_or_init(|| {
+        let out = workspace().join("target").join("test-plugins").join("kits");
+        let build = |kit: &str, plugin: &str| {
+            let wasm = out.join(format!("{plugin}.wasm"));
+            let status = Command::new(workspace().join("kits").join(kit).join("build.sh"))
+                .arg(workspace().join("plugins").join(plugin))
+                .arg(&wasm)
+                .status()
+                .unwrap_or_else(|e| panic!("running kits/{kit}/build.sh: {e}"));
+            assert!(
+                status.success(),
+                "kits/{kit}/build.sh failed for plugins/{plugin}"
+            );
+            wasm
+        };
+        KitPlugins {
+            python: build("python", "mini_swe_py"),
+            js: build("js", "mini_swe_js"),
+        }
+    })
+}
+
+/// Per pair of a run: `(pair dir relative to the run, each agent's patch sha256, eval.json
+/// without when it was graded and how long that took)`, sorted by pair.
+pub fn pair_grades(run_dir: &Path) -> Vec<(String, Vec<String>, Value)> {
+    let mut out = Vec::new();
+    let mut stack = vec![run_dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|n| n == "result.json") {
+                let pair = path.parent().unwrap();
+                let result = json(&path);
+                let patches = result["agents"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a["patch_sha256"].as_str().unwrap().to_string())
+                    .collect();
+                let mut verdict = json(&pair.join("eval.json"));
+                if let Some(fields) = verdict.as_object_mut() {
+                    fields.remove("evaluated_at");
+                    fields.remove("duration_s");
+                }
+                let rel = pair.strip_prefix(run_dir).unwrap().display().to_string();
+                out.push((rel, patches, verdict));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The runs (directories with a config.json) under `logs`, sorted.
+pub fn run_dirs(logs: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(logs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("config.json").is_file())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
 /// Compiled-component cache shared by the tests.
 pub fn cache_dir() -> PathBuf {
     workspace().join("target").join("test-cache")

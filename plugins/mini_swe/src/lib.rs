@@ -13,12 +13,13 @@ wit_bindgen::generate!({
     world: "agent-plugin",
 });
 
-use cooperbench::agent::llm::{self, CompletionRequest, LlmError};
+use cooperbench::agent::llm::{self, CompletionRequest, LlmError, RequestOptions};
 use cooperbench::agent::messaging;
 use cooperbench::agent::sandbox;
+use cooperbench::agent::sandbox::ExecRequest;
 use cooperbench::agent::trajectory;
 use cooperbench::agent::types::{
-    AgentInfo, ChatMessage, ExitStatus, Outcome, Role, Task, ToolCall, ToolDefinition,
+    AgentInfo, Capability, ChatMessage, ExitStatus, Outcome, Role, Task, ToolCall, ToolDefinition,
 };
 use exports::cooperbench::agent::agent::Guest;
 
@@ -41,6 +42,12 @@ struct Config {
     use_tools: Option<bool>,
     /// Per-command timeout in milliseconds; 0 = host default.
     command_timeout_ms: Option<u32>,
+    /// Sampling temperature asked of the model (the run's `--temperature` wins).
+    temperature: Option<f32>,
+    /// Output cap per reply (the run's `--max-output-tokens` wins when smaller).
+    max_output_tokens: Option<u32>,
+    /// Stop sequences (at most 4).
+    stop: Option<Vec<String>>,
 }
 
 struct MiniSwe;
@@ -50,6 +57,7 @@ impl Guest for MiniSwe {
         AgentInfo {
             name: "mini_swe".into(),
             version: env!("CARGO_PKG_VERSION").into(),
+            capabilities: vec![Capability::Messaging, Capability::Git],
         }
     }
 
@@ -68,6 +76,7 @@ export!(MiniSwe);
 
 struct Agent {
     step_limit: u32,
+    options: RequestOptions,
     tools: Vec<ToolDefinition>,
     command_timeout_ms: u32,
     messages: Vec<ChatMessage>,
@@ -95,6 +104,11 @@ impl Agent {
         ];
         Agent {
             step_limit: config.step_limit.unwrap_or(task.limits.max_steps),
+            options: RequestOptions {
+                max_output_tokens: config.max_output_tokens,
+                temperature: config.temperature,
+                stop: config.stop.clone().unwrap_or_default(),
+            },
             command_timeout_ms: config.command_timeout_ms.unwrap_or(0),
             tools,
             messages,
@@ -109,6 +123,7 @@ impl Agent {
             let request = CompletionRequest {
                 messages: self.messages.clone(),
                 tools: self.tools.clone(),
+                options: self.options.clone(),
             };
             let completion = match llm::complete(&request) {
                 Ok(c) => c,
@@ -192,7 +207,13 @@ impl Agent {
         }
         let mut observation = notes.join("\n");
         if !command.trim().is_empty() {
-            let output = match sandbox::exec(&command, self.command_timeout_ms) {
+            let request = ExecRequest {
+                command: command.clone(),
+                timeout_ms: self.command_timeout_ms,
+                workdir: None,
+                env: Vec::new(),
+            };
+            let output = match sandbox::exec(&request) {
                 Ok(o) => o,
                 Err(e) => return Err(format!("sandbox failed: {}", describe_sandbox(&e))),
             };

@@ -1,7 +1,11 @@
 //! probe: a deliberately misbehaving plugin for the host's isolation tests.
 //!
 //! The mode comes from the agent config text: `read-host-file`, `spin`,
-//! `hog-memory`, `chat`, `noop` or `wait-in-host`. The outcome summary reports what happened.
+//! `hog-memory`, `chat`, `noop`, `wait-in-host`, `print-and-panic`, `exec-options`,
+//! `broadcast` or `git-remote`. The outcome summary reports what happened.
+//!
+//! It declares the `messaging` capability only, never `git`: the host must not give it the
+//! team remote even when the user allows git.
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -9,7 +13,8 @@ wit_bindgen::generate!({
 });
 
 use cooperbench::agent::messaging;
-use cooperbench::agent::types::{AgentInfo, ExitStatus, Outcome, Task};
+use cooperbench::agent::sandbox::{self, ExecRequest};
+use cooperbench::agent::types::{AgentInfo, Capability, ExitStatus, Outcome, Task};
 use exports::cooperbench::agent::agent::Guest;
 
 struct Probe;
@@ -27,6 +32,7 @@ impl Guest for Probe {
         AgentInfo {
             name: "probe".into(),
             version: env!("CARGO_PKG_VERSION").into(),
+            capabilities: vec![Capability::Messaging],
         }
     }
 
@@ -56,6 +62,71 @@ impl Guest for Probe {
                 done(report.join("\n"))
             }
             "noop" => done("did nothing".into()),
+            "exec-options" => {
+                let run = |command: &str, workdir: Option<&str>, env: Vec<(String, String)>| {
+                    let request = ExecRequest {
+                        command: command.into(),
+                        timeout_ms: 0,
+                        workdir: workdir.map(str::to_string),
+                        env,
+                    };
+                    match sandbox::exec(&request) {
+                        Ok(o) => format!("ok {} {}", o.exit_code, o.output.trim()),
+                        Err(e) => format!("err {e:?}"),
+                    }
+                };
+                let report = [
+                    format!("mkdir: {}", run("mkdir -p sub/deeper", None, vec![])),
+                    format!(
+                        "in sub: {}",
+                        run("basename \"$PWD\"", Some("sub/deeper"), vec![])
+                    ),
+                    format!(
+                        "env: {}",
+                        run(
+                            "echo \"$GREETING\"",
+                            None,
+                            vec![("GREETING".into(), "it's $HOME".into())]
+                        )
+                    ),
+                    format!(
+                        "env gone: {}",
+                        run("echo \"[${GREETING:-}]\"", None, vec![])
+                    ),
+                    format!("escape: {}", run("pwd", Some("../.."), vec![])),
+                    format!(
+                        "bad name: {}",
+                        run("true", None, vec![("A=B; rm -rf .".into(), "x".into())])
+                    ),
+                ];
+                done(report.join("\n"))
+            }
+            "broadcast" => {
+                // Broadcast first, then wait to hear one: every teammate is still running
+                // when it is reached, whatever the scheduling.
+                let reached = messaging::broadcast(&format!("hello all from {}", task.agent_id))
+                    .map_err(|e| format!("broadcast failed: {e:?}"))?;
+                let heard: Vec<String> = messaging::wait(10_000)
+                    .into_iter()
+                    .map(|m| format!("{}: {}", m.sender, m.content))
+                    .collect();
+                done(format!("reached={reached:?} heard={heard:?}"))
+            }
+            "git-remote" => {
+                let request = ExecRequest {
+                    command: "git remote".into(),
+                    timeout_ms: 0,
+                    workdir: None,
+                    env: vec![],
+                };
+                let remotes = sandbox::exec(&request)
+                    .map(|o| o.output.trim().to_string())
+                    .unwrap_or_else(|e| format!("{e:?}"));
+                done(format!(
+                    "git-enabled={} messaging-enabled={} remotes=[{remotes}]",
+                    task.git_enabled, task.messaging_enabled
+                ))
+            }
             "print-and-panic" => {
                 // Output the host must keep, then a trap whose cause only the output explains.
                 println!("probe stdout: starting {}", task.agent_id);

@@ -57,6 +57,9 @@ pub fn request_body(model: &str, request: &CompletionRequest, sampling: Sampling
     if let Some(t) = sampling.temperature {
         body["temperature"] = json!(t);
     }
+    if !request.options.stop.is_empty() {
+        body["stop_sequences"] = json!(request.options.stop);
+    }
     if !system.is_empty() {
         body["system"] = json!(system.join("\n\n"));
     }

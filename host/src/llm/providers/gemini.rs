@@ -64,6 +64,9 @@ pub fn request_body(request: &CompletionRequest, sampling: Sampling) -> Value {
     if let Some(t) = sampling.temperature {
         generation.insert("temperature".into(), json!(t));
     }
+    if !request.options.stop.is_empty() {
+        generation.insert("stopSequences".into(), json!(request.options.stop));
+    }
     if !generation.is_empty() {
         body["generationConfig"] = Value::Object(generation);
     }

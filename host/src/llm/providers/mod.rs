@@ -177,6 +177,20 @@ pub struct Sampling {
     pub temperature: Option<f64>,
 }
 
+impl Sampling {
+    /// The settings of one request: the run's temperature replaces the plugin's, and the
+    /// smaller output cap wins, so the user's settings keep runs comparable.
+    pub fn merged(self, options: &super::RequestOptions) -> Sampling {
+        Sampling {
+            max_output_tokens: match (self.max_output_tokens, options.max_output_tokens) {
+                (Some(run), Some(plugin)) => Some(run.min(plugin)),
+                (run, plugin) => run.or(plugin),
+            },
+            temperature: self.temperature.or(options.temperature),
+        }
+    }
+}
+
 /// A model served by a provider.
 pub struct ProviderModel {
     id: String,
@@ -321,10 +335,11 @@ fn malformed(what: &str) -> LlmError {
 impl LlmSession for ProviderSession {
     async fn complete(&mut self, request: &CompletionRequest) -> Result<Completion, LlmError> {
         let inner = &self.inner;
+        let sampling = inner.sampling.merged(&request.options);
         let body = match inner.spec.wire {
-            Wire::OpenAi => openai::request_body(&inner.spec.model, request, inner.sampling),
-            Wire::Anthropic => anthropic::request_body(&inner.spec.model, request, inner.sampling),
-            Wire::Gemini => gemini::request_body(request, inner.sampling),
+            Wire::OpenAi => openai::request_body(&inner.spec.model, request, sampling),
+            Wire::Anthropic => anthropic::request_body(&inner.spec.model, request, sampling),
+            Wire::Gemini => gemini::request_body(request, sampling),
         };
         let (value, retries) = inner
             .transport

@@ -42,6 +42,9 @@ pub fn request_body(model: &str, request: &CompletionRequest, sampling: Sampling
     if let Some(t) = sampling.temperature {
         body["temperature"] = json!(t);
     }
+    if !request.options.stop.is_empty() {
+        body["stop"] = json!(request.options.stop);
+    }
     if !request.tools.is_empty() {
         body["tools"] = request
             .tools
