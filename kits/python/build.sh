@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Builds a Python agent plugin into a WebAssembly component with componentize-py.
 #
-#   kits/python/build.sh SRC_DIR OUT.wasm [WIT_DIR]
+#   build.sh [SRC_DIR [OUT.wasm [WIT_DIR]]]
 #
-# SRC_DIR holds app.py (which defines `class Agent`); the kit's cbench_agent.py is put next to
-# it on the module path. WIT_DIR defaults to the repository's wit/ (the current contract).
+# SRC_DIR (default: this script's directory) holds app.py, which defines `class Agent`; the
+# kit's cbench_agent.py (next to this script) is on the module path. OUT defaults to
+# SRC_DIR/<dir name>.wasm; WIT_DIR to SRC_DIR/wit when present (a `cbench plugin new` plugin),
+# else the repository's wit/ (the current contract).
 # The toolchain is pinned: componentize-py 0.25.1 (the version this kit is tested with),
 # installed once into ~/.cache/cbench/toolchains/ when missing (PyPI, no other network).
 set -euo pipefail
 kit="$(cd "$(dirname "$0")" && pwd)"
-src="${1:?usage: build.sh SRC_DIR OUT.wasm [WIT_DIR]}"
-out="${2:?usage: build.sh SRC_DIR OUT.wasm [WIT_DIR]}"
-wit="${3:-$kit/../../wit}"
+src="${1:-$kit}"
+src="$(cd "$src" && pwd)"
+out="${2:-$src/$(basename "$src").wasm}"
+if [ -n "${3:-}" ]; then wit="$3"; elif [ -d "$src/wit" ]; then wit="$src/wit"; else wit="$kit/../../wit"; fi
 version="0.25.1"
 cache="${CBENCH_TOOLCHAINS:-${XDG_CACHE_HOME:-$HOME/.cache}/cbench/toolchains}"
 tool="$cache/componentize-py-$version"

@@ -18,6 +18,7 @@ mod mini_swe_loop;
 mod mock_llm;
 mod plugin_isolation;
 mod plugin_languages;
+mod plugin_scaffold;
 mod plugin_tooling;
 mod presentation;
 mod provider_settings;
