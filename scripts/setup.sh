@@ -26,10 +26,27 @@ if ! command -v bwrap >/dev/null 2>&1; then
     fi
 fi
 
+# The Python and JavaScript kits need pip (componentize-py) and npm (componentize-qjs).
+need_pkgs=()
+python3 -m pip --version >/dev/null 2>&1 || need_pkgs+=(python3-pip)
+command -v npm >/dev/null 2>&1 || need_pkgs+=(npm)
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+    else
+        echo "setup: ${need_pkgs[*]} missing: install them to build the Python/JS plugins" >&2
+        exit 1
+    fi
+fi
+
 cargo build --release -p cbench
 # The `plugin` profile is release without debug info (Cargo.toml).
 cargo build --profile plugin --target wasm32-wasip2 -p mini_swe -p probe
 for plugin in mini_swe probe; do
     cp "target/wasm32-wasip2/plugin/$plugin.wasm" "plugins/$plugin.wasm"
 done
-echo "setup: built target/release/cbench and plugins/{mini_swe,probe}.wasm"
+# The same agent in Python and JavaScript, built with the kits (pinned toolchains installed
+# into ~/.cache/cbench/toolchains on first use).
+./kits/python/build.sh plugins/mini_swe_py plugins/mini_swe_py.wasm >/dev/null
+./kits/js/build.sh plugins/mini_swe_js plugins/mini_swe_js.wasm >/dev/null
+echo "setup: built target/release/cbench and plugins/{mini_swe,mini_swe_py,mini_swe_js,probe}.wasm"

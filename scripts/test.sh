@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints (host natively, plugins for wasm),
 # plugin unit tests, and the host's unit + integration tests (which build the
-# plugins for wasm32-wasip2 themselves).
+# plugins for wasm32-wasip2 themselves, and the Python/JS plugins with the kits'
+# build scripts, which install their pinned toolchains when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +36,10 @@ if ! docker info >/dev/null 2>&1; then
     command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
 fi
 command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
+# The Python and JavaScript plugin kits are built for real (componentize-py from PyPI needs
+# pip; componentize-qjs from npm needs node and npm).
+python3 -m pip --version >/dev/null 2>&1 || need_pkgs+=(python3-pip)
+command -v npm >/dev/null 2>&1 || need_pkgs+=(npm)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
         apt-get update -qq

@@ -23,8 +23,12 @@ if [ ! -f "$tool/.complete" ]; then
     echo "build.sh: installing componentize-py $version into $tool" >&2
     rm -rf "$tool"
     mkdir -p "$tool"
+    # --target keeps it out of any environment; Debian's externally-managed Python still
+    # wants the flag for that.
     python3 -m pip install --quiet --disable-pip-version-check --target "$tool" \
-        "componentize-py==$version" >&2
+        "componentize-py==$version" >&2 \
+        || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages \
+            --target "$tool" "componentize-py==$version" >&2
     touch "$tool/.complete"
 fi
 [ -f "$src/app.py" ] || { echo "build.sh: $src/app.py not found (the plugin's module)" >&2; exit 2; }

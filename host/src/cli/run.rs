@@ -123,7 +123,7 @@ pub struct RunArgs {
     /// Memory cap per plugin instance (all its memories together), MiB.
     #[arg(long, default_value_t = 512)]
     pub plugin_memory_mb: usize,
-    /// Time a plugin may spend computing between host calls, in total, seconds.
+    /// CPU time a plugin may spend in its own code (host calls excluded), in total, seconds.
     #[arg(long, default_value_t = 120.0)]
     pub plugin_compute_secs: f64,
     #[command(flatten)]
