@@ -40,6 +40,8 @@ command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
 # pip; componentize-qjs from npm needs node and npm).
 python3 -m pip --version >/dev/null 2>&1 || need_pkgs+=(python3-pip)
 command -v npm >/dev/null 2>&1 || need_pkgs+=(npm)
+# The Redis bus is tested against real redis-server processes the tests start on free ports.
+command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
         apt-get update -qq

@@ -120,7 +120,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
 
     let steps = args.iterations.max(1);
-    let bus = MessageBus::new(&["agent1".into()], false);
+    let bus = MessageBus::local(&["agent1".into()], false);
     let env = AgentEnv {
         task: AgentTask {
             agent_id: "agent1".into(),

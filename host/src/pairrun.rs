@@ -149,12 +149,37 @@ async fn run_pair_reporting(
     result
 }
 
-/// Runs the agents of one pair and writes their trajectories, patches, conversation and result.json.
+/// Runs the agents of one pair and writes their trajectories, patches, conversation and
+/// result.json; the pair's bus is released whatever happened.
 async fn run_agents(
     ctx: &RunContext,
     pair: &Pair,
     pair_dir: &Path,
     progress: &Progress,
+) -> Result<PairRecord, String> {
+    let setting = ctx.cfg.setting;
+    let ids = agent_ids(setting, pair.feature_records().len());
+    let messaging = ctx.cfg.messaging && setting == Setting::Coop;
+    let bus = match &ctx.redis {
+        Some(hub) => MessageBus::Redis(hub.bus(
+            &pair.log_dir(Path::new("")).display().to_string(),
+            &ids,
+            messaging,
+        )),
+        None => MessageBus::local(&ids, messaging),
+    };
+    let ran = run_agents_on(ctx, pair, pair_dir, progress, bus.clone()).await;
+    bus.close().await;
+    ran
+}
+
+/// Runs the agents of one pair on `bus`.
+async fn run_agents_on(
+    ctx: &RunContext,
+    pair: &Pair,
+    pair_dir: &Path,
+    progress: &Progress,
+    bus: MessageBus,
 ) -> Result<PairRecord, String> {
     let started_at = now_rfc3339();
     let started = Instant::now();
@@ -162,7 +187,6 @@ async fn run_agents(
     let features = pair.feature_records();
     let ids = agent_ids(setting, features.len());
     let per_agent = agent_features(setting, pair);
-    let bus = MessageBus::new(&ids, ctx.cfg.messaging && setting == Setting::Coop);
     let _ = std::fs::remove_dir_all(pair_dir);
 
     let git = ctx.cfg.git && setting == Setting::Coop;
@@ -188,7 +212,9 @@ async fn run_agents(
         let agent_messaging = bus.enabled() && plugin.identity.requests(Capability::Messaging);
         if bus.enabled() && !agent_messaging {
             // It will never read: a teammate's send says so instead of vanishing.
-            bus.mark_finished(agent_id);
+            bus.mark_finished(agent_id)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         let mut granted = Vec::new();
         if agent_messaging {
@@ -326,7 +352,7 @@ async fn run_agents(
             capabilities_granted: granted,
         });
     }
-    let conversation = bus.conversation();
+    let conversation = bus.conversation().await.map_err(|e| e.to_string())?;
     write_json_atomic(&pair_dir.join("conversation.json"), &conversation)
         .map_err(|e| e.to_string())?;
     let record = PairRecord {

@@ -45,6 +45,10 @@ pub struct RunConfig {
     pub log_dir: PathBuf,
     pub force: bool,
     pub messaging: bool,
+    /// `--redis URL`: messages go through Redis instead of the in-process bus.
+    pub redis: Option<String>,
+    /// How long Redis may stay unreachable before a pair is an infrastructure error.
+    pub redis_outage: Duration,
     pub auto_eval: bool,
     /// The `--agent-config` file and its text.
     pub agent_config: Option<(PathBuf, String)>,
@@ -130,6 +134,8 @@ pub enum RunError {
     Pin(#[from] crate::pins::PinError),
     #[error(transparent)]
     TaskInputs(#[from] crate::eval::EvalError),
+    #[error(transparent)]
+    Redis(#[from] crate::messaging::redis::RedisSetupError),
     #[error("--team has {team} plugins but pair {pair} has {agents} agents: give one plugin per agent (select pairs of that size with -f)")]
     TeamSize {
         team: usize,
@@ -236,6 +242,8 @@ pub(crate) struct RunContext {
     pub(crate) started: AtomicUsize,
     pub(crate) total: usize,
     pub(crate) run_budget: Option<Arc<RunBudget>>,
+    /// The Redis server messages go through (`--redis`); the in-process bus when `None`.
+    pub(crate) redis: Option<crate::messaging::RedisHub>,
     /// Held until the run's last pair is written: one live invocation per run.
     pub(crate) _lock: crate::runlock::RunLock,
 }
@@ -348,6 +356,14 @@ async fn prepare(cfg: RunConfig, shared: Option<&SharedSlots>) -> Result<Prepare
         eprintln!("warning: {warning}");
     }
     backend.preflight(&pairs).await?;
+    let redis = match &cfg.redis {
+        Some(url) => Some(
+            crate::messaging::RedisHub::connect(url, &cfg.name)
+                .await?
+                .with_outage_limit(cfg.redis_outage),
+        ),
+        None => None,
+    };
     let host = PluginHost::new(&cfg.cache_dir)?;
     let (plugin, timings) = host.load(&cfg.agent).await?;
     tracing::info!(
@@ -457,6 +473,7 @@ async fn prepare(cfg: RunConfig, shared: Option<&SharedSlots>) -> Result<Prepare
         started: AtomicUsize::new(0),
         total: pairs.len(),
         run_budget,
+        redis,
         cfg,
         backend,
         run_dir: run_dir.clone(),

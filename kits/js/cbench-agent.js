@@ -158,6 +158,7 @@ export const writeFile = (path, contents) => sandboxCall(() => api(sandbox).writ
 function describeMessagingError(e) {
   if (e && e.tag === "unknown-recipient") return `no teammate named ${e.val}`;
   if (e && e.tag === "peer-finished") return `${e.val} has already finished`;
+  if (e && e.tag === "unavailable") return `the message bus is unreachable: ${e.val}`;
   return "messaging is disabled in this run";
 }
 

@@ -204,6 +204,8 @@ def _describe_messaging_error(error) -> str:
         return f"no teammate named {error.value}"
     if isinstance(error, messaging.MessagingError_PeerFinished):
         return f"{error.value} has already finished"
+    if isinstance(error, messaging.MessagingError_Unavailable):
+        return f"the message bus is unreachable: {error.value}"
     return "messaging is disabled in this run"
 
 

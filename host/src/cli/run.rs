@@ -102,6 +102,14 @@ pub struct RunArgs {
     /// Agents cannot message each other.
     #[arg(long)]
     pub no_messaging: bool,
+    /// Send messages through Redis with CooperBench's key protocol (e.g. redis://localhost:6379),
+    /// so `cbench watch` and other processes see them; default: the in-process bus.
+    #[arg(long, env = "REDIS_URL", value_name = "URL")]
+    pub redis: Option<String>,
+    /// How long a pair keeps retrying while Redis is unreachable before it is an
+    /// infrastructure error (run again by the next run of the same name), seconds.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub redis_outage_secs: u64,
     /// Give each coop pair a shared git remote named `team` (fetch; push your own branch).
     #[arg(long)]
     pub git: bool,
@@ -396,6 +404,8 @@ impl RunArgs {
             log_dir: self.log_dir,
             force: self.force,
             messaging: !self.no_messaging,
+            redis: self.redis.clone(),
+            redis_outage: Duration::from_secs(self.redis_outage_secs.max(1)),
             git: self.git,
             auto_eval: !self.no_auto_eval,
             agent_config,

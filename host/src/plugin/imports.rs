@@ -281,20 +281,27 @@ pub(crate) fn teammates(state: &mut HostState) -> Vec<String> {
 }
 
 /// `messaging.send`; refused when the agent was not granted messaging.
-pub(crate) fn send(state: &mut HostState, to: String, content: String) -> Result<(), SendError> {
+pub(crate) async fn send(
+    state: &mut HostState,
+    to: String,
+    content: String,
+) -> Result<(), SendError> {
     let _paused = state.clock.pause();
     let Some(caps) = state.agent.as_mut() else {
         return Err(SendError::Disabled);
     };
-    send_one(caps, &to, &content)
+    send_one(caps, &to, &content).await
 }
 
-fn send_one(caps: &mut AgentCapabilities, to: &str, content: &str) -> Result<(), SendError> {
+async fn send_one(caps: &mut AgentCapabilities, to: &str, content: &str) -> Result<(), SendError> {
     let result = if caps.task.messaging_enabled {
-        caps.bus.send(&caps.task.agent_id, to, content)
+        caps.bus.send(&caps.task.agent_id, to, content).await
     } else {
         Err(SendError::Disabled)
     };
+    if let Err(SendError::Unavailable(why)) = &result {
+        caps.infra_failure.get_or_insert_with(|| why.clone());
+    }
     let observation = match &result {
         Ok(_) => "delivered".to_string(),
         Err(e) => e.to_string(),
@@ -308,7 +315,10 @@ fn send_one(caps: &mut AgentCapabilities, to: &str, content: &str) -> Result<(),
 }
 
 /// `messaging.broadcast`: sends to every teammate still working; returns who it reached.
-pub(crate) fn broadcast(state: &mut HostState, content: String) -> Result<Vec<String>, SendError> {
+pub(crate) async fn broadcast(
+    state: &mut HostState,
+    content: String,
+) -> Result<Vec<String>, SendError> {
     let _paused = state.clock.pause();
     let Some(caps) = state.agent.as_mut() else {
         return Err(SendError::Disabled);
@@ -318,7 +328,7 @@ pub(crate) fn broadcast(state: &mut HostState, content: String) -> Result<Vec<St
     }
     let mut reached = Vec::new();
     for mate in caps.task.teammates.clone() {
-        match send_one(caps, &mate, &content) {
+        match send_one(caps, &mate, &content).await {
             Ok(()) => reached.push(mate),
             Err(SendError::PeerFinished(_)) => {}
             Err(other) => return Err(other),
@@ -327,8 +337,8 @@ pub(crate) fn broadcast(state: &mut HostState, content: String) -> Result<Vec<St
     Ok(reached)
 }
 
-/// `messaging.receive`: never blocks.
-pub(crate) fn receive(state: &mut HostState) -> Vec<Message> {
+/// `messaging.receive`: never blocks on an empty inbox.
+pub(crate) async fn receive(state: &mut HostState) -> Vec<Message> {
     let _paused = state.clock.pause();
     let Some(caps) = state.agent.as_mut() else {
         return Vec::new();
@@ -336,9 +346,27 @@ pub(crate) fn receive(state: &mut HostState) -> Vec<Message> {
     if !caps.task.messaging_enabled {
         return Vec::new();
     }
-    let got = caps.bus.receive(&caps.task.agent_id);
-    record_received(caps, &got);
-    got
+    let got = caps.bus.receive(&caps.task.agent_id).await;
+    received(caps, got)
+}
+
+/// Records what arrived; a bus outage past its bound is the pair's infrastructure failure.
+fn received(
+    caps: &mut AgentCapabilities,
+    got: Result<Vec<Message>, crate::messaging::BusUnavailable>,
+) -> Vec<Message> {
+    match got {
+        Ok(got) => {
+            record_received(caps, &got);
+            got
+        }
+        Err(e) => {
+            caps.infra_failure.get_or_insert_with(|| e.to_string());
+            caps.recorder
+                .step("receive_message", serde_json::Value::Null, e.to_string());
+            Vec::new()
+        }
+    }
 }
 
 /// `messaging.wait`: blocks up to `timeout_ms` for at least one message.
@@ -359,8 +387,7 @@ pub(crate) async fn wait(state: &mut HostState, timeout_ms: u32) -> Vec<Message>
             Duration::from_millis(timeout_ms.into()),
         )
         .await;
-    record_received(caps, &got);
-    got
+    received(caps, got)
 }
 
 fn record_received(caps: &mut AgentCapabilities, got: &[Message]) {

@@ -627,7 +627,9 @@ impl LoadedPlugin {
             Bindings::V0_1_0(pre) => v0_1_0::run(pre, &mut store).await,
         };
         store.data().clock.stop();
-        bus.mark_finished(&agent_id);
+        if let Err(e) = bus.mark_finished(&agent_id).await {
+            tracing::warn!("{agent_id}: {e}");
+        }
         let compute = store.data().clock.spent();
         let (status, error, summary, steps) = match result {
             Ok(Ok(outcome)) => (outcome.status, None, Some(outcome.summary), outcome.steps),

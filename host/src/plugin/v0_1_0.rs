@@ -177,7 +177,8 @@ fn messaging_error_out(e: SendError) -> wit_messaging::MessagingError {
     match e {
         SendError::UnknownRecipient(who) => wit_messaging::MessagingError::UnknownRecipient(who),
         SendError::PeerFinished(who) => wit_messaging::MessagingError::PeerFinished(who),
-        SendError::Disabled => wit_messaging::MessagingError::Disabled,
+        // 0.1.0 has no word for an outage; the pair becomes an infrastructure error anyway.
+        SendError::Disabled | SendError::Unavailable(_) => wit_messaging::MessagingError::Disabled,
     }
 }
 
@@ -257,11 +258,14 @@ impl wit_messaging::Host for HostState {
         to: String,
         content: String,
     ) -> Result<(), wit_messaging::MessagingError> {
-        imports::send(self, to, content).map_err(messaging_error_out)
+        imports::send(self, to, content)
+            .await
+            .map_err(messaging_error_out)
     }
 
     async fn receive(&mut self) -> Vec<wit_messaging::Message> {
         imports::receive(self)
+            .await
             .into_iter()
             .map(message_out)
             .collect()

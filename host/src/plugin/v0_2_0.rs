@@ -188,6 +188,7 @@ fn messaging_error_out(e: SendError) -> wit_messaging::MessagingError {
         SendError::UnknownRecipient(who) => wit_messaging::MessagingError::UnknownRecipient(who),
         SendError::PeerFinished(who) => wit_messaging::MessagingError::PeerFinished(who),
         SendError::Disabled => wit_messaging::MessagingError::Disabled,
+        SendError::Unavailable(why) => wit_messaging::MessagingError::Unavailable(why),
     }
 }
 
@@ -267,18 +268,23 @@ impl wit_messaging::Host for HostState {
         to: String,
         content: String,
     ) -> Result<(), wit_messaging::MessagingError> {
-        imports::send(self, to, content).map_err(messaging_error_out)
+        imports::send(self, to, content)
+            .await
+            .map_err(messaging_error_out)
     }
 
     async fn broadcast(
         &mut self,
         content: String,
     ) -> Result<Vec<String>, wit_messaging::MessagingError> {
-        imports::broadcast(self, content).map_err(messaging_error_out)
+        imports::broadcast(self, content)
+            .await
+            .map_err(messaging_error_out)
     }
 
     async fn receive(&mut self) -> Vec<wit_messaging::Message> {
         imports::receive(self)
+            .await
             .into_iter()
             .map(message_out)
             .collect()

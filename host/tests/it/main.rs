@@ -24,6 +24,7 @@ mod presentation;
 mod provider_settings;
 mod providers;
 mod real_dataset;
+mod redis_bus;
 mod report;
 mod run_lifecycle;
 mod upstream_repos;

@@ -270,6 +270,9 @@ fn describe(e: &messaging::MessagingError) -> String {
         messaging::MessagingError::UnknownRecipient(who) => format!("no teammate named {who}"),
         messaging::MessagingError::PeerFinished(who) => format!("{who} has already finished"),
         messaging::MessagingError::Disabled => "messaging is disabled in this run".into(),
+        messaging::MessagingError::Unavailable(why) => {
+            format!("the message bus is unreachable: {why}")
+        }
     }
 }
 

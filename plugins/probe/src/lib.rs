@@ -127,6 +127,36 @@ impl Guest for Probe {
                     task.git_enabled, task.messaging_enabled
                 ))
             }
+            "slow-chat" => {
+                // agent1: "one", a pause long enough to restart the bus, "two"; agent2 waits for
+                // both. Proves a bus outage between two messages loses nothing.
+                if task.agent_id == "agent1" {
+                    messaging::send("agent2", "one").map_err(|e| format!("send one: {e:?}"))?;
+                    let pause = ExecRequest {
+                        command: "sleep 4".into(),
+                        timeout_ms: 0,
+                        workdir: None,
+                        env: vec![],
+                    };
+                    sandbox::exec(&pause).map_err(|e| format!("{e:?}"))?;
+                    messaging::send("agent2", "two").map_err(|e| format!("send two: {e:?}"))?;
+                    let ack = messaging::wait(30_000);
+                    return done(format!(
+                        "sent one, two; got {:?}",
+                        ack.iter().map(|m| &m.content).collect::<Vec<_>>()
+                    ));
+                }
+                let mut heard = Vec::new();
+                while heard.len() < 2 {
+                    let got = messaging::wait(30_000);
+                    if got.is_empty() {
+                        return Err(format!("waited 30 s; heard {heard:?}"));
+                    }
+                    heard.extend(got.into_iter().map(|m| m.content));
+                }
+                messaging::send("agent1", "ack").map_err(|e| format!("send ack: {e:?}"))?;
+                done(format!("heard {}", heard.join(" | ")))
+            }
             "print-and-panic" => {
                 // Output the host must keep, then a trap whose cause only the output explains.
                 println!("probe stdout: starting {}", task.agent_id);

@@ -1,32 +1,13 @@
-//! The in-process message bus: one inbox per agent, created before any agent starts.
+//! The in-process message bus: one inbox per agent, created before any agent starts. The
+//! default: an embedded run needs no server.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-/// A message as stored in inboxes and in conversation.json.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Message {
-    pub from: String,
-    pub to: String,
-    pub content: String,
-    /// Milliseconds since the Unix epoch when the bus accepted it.
-    pub timestamp: u64,
-}
-
-/// Why a send failed; the agent sees this.
-#[derive(Debug, Clone, thiserror::Error, PartialEq)]
-pub enum SendError {
-    #[error("no agent named `{0}` in this pair")]
-    UnknownRecipient(String),
-    #[error("`{0}` has already finished and will not read messages")]
-    PeerFinished(String),
-    #[error("messaging is disabled in this run")]
-    Disabled,
-}
+use super::{now_ms, Message, SendError};
 
 #[derive(Default)]
 struct State {
@@ -35,17 +16,17 @@ struct State {
     log: Vec<Message>,
 }
 
-/// A bus for one pair. Cheap to clone.
+/// An in-process bus for one pair. Cheap to clone.
 #[derive(Clone)]
-pub struct MessageBus {
+pub struct LocalBus {
     state: Arc<Mutex<State>>,
     wakeups: Arc<HashMap<String, Notify>>,
     enabled: bool,
 }
 
-impl MessageBus {
+impl LocalBus {
     /// Creates the inboxes of every agent up front, so no early message is lost.
-    pub fn new(agents: &[String], enabled: bool) -> MessageBus {
+    pub fn new(agents: &[String], enabled: bool) -> LocalBus {
         let state = State {
             inboxes: agents
                 .iter()
@@ -53,7 +34,7 @@ impl MessageBus {
                 .collect(),
             ..State::default()
         };
-        MessageBus {
+        LocalBus {
             state: Arc::new(Mutex::new(state)),
             wakeups: Arc::new(agents.iter().map(|a| (a.clone(), Notify::new())).collect()),
             enabled,
@@ -139,20 +120,12 @@ impl MessageBus {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn bus() -> MessageBus {
-        MessageBus::new(&["agent1".into(), "agent2".into()], true)
+    fn bus() -> LocalBus {
+        LocalBus::new(&["agent1".into(), "agent2".into()], true)
     }
 
     #[test]
@@ -179,7 +152,7 @@ mod tests {
 
     #[test]
     fn disabled_bus_refuses() {
-        let b = MessageBus::new(&["agent1".into(), "agent2".into()], false);
+        let b = LocalBus::new(&["agent1".into(), "agent2".into()], false);
         assert_eq!(b.send("agent1", "agent2", "x"), Err(SendError::Disabled));
     }
 
