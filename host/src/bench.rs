@@ -80,6 +80,63 @@ impl LlmSession for CountingModel {
     }
 }
 
+/// Per-message latency of each bus: send then receive (what an agent's next step sees), and a
+/// `wait` blocked on an empty inbox until a teammate's send wakes it.
+async fn bench_buses(redis: Option<&str>, iterations: u32) -> anyhow::Result<()> {
+    let agents = vec!["agent1".to_string(), "agent2".to_string()];
+    let mut buses = vec![("in-process", MessageBus::local(&agents, true))];
+    if let Some(url) = redis {
+        let hub = crate::messaging::RedisHub::connect(url, "cbench-bench").await?;
+        buses.push(("redis", MessageBus::Redis(hub.bus("bench", &agents, true))));
+    }
+    for (name, bus) in buses {
+        let mut delivered = Vec::new();
+        for _ in 0..iterations.max(1) {
+            let t = Instant::now();
+            bus.send("agent1", "agent2", "ping").await?;
+            let got = bus.receive("agent2").await?;
+            anyhow::ensure!(got.len() == 1, "{name} bus lost a message");
+            delivered.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let mut woken = Vec::new();
+        for _ in 0..(iterations / 10).max(5) {
+            let waiter = {
+                let bus = bus.clone();
+                tokio::spawn(async move {
+                    let got = bus.wait("agent1", Duration::from_secs(10)).await;
+                    (Instant::now(), got)
+                })
+            };
+            // Let the waiter block first.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let sent = Instant::now();
+            bus.send("agent2", "agent1", "wake").await?;
+            let (returned, got) = waiter.await?;
+            anyhow::ensure!(
+                got?.len() == 1,
+                "{name} bus: wait returned without the message"
+            );
+            woken.push(returned.duration_since(sent).as_secs_f64() * 1e3);
+        }
+        let p99 = percentile(&delivered, 0.99);
+        println!(
+            "  bus {name:<10} send → delivered: {:7.3} ms median, {p99:7.3} ms p99 ({} messages); blocked wait woken by a send: {:7.3} ms median",
+            median_ms(delivered.clone()),
+            delivered.len(),
+            median_ms(woken)
+        );
+        bus.close().await;
+    }
+    Ok(())
+}
+
+fn percentile(samples: &[f64], q: f64) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted.get(i).copied().unwrap_or(0.0)
+}
+
 fn median_ms(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(|a, b| a.total_cmp(b));
     samples.get(samples.len() / 2).copied().unwrap_or(f64::NAN)
@@ -138,6 +195,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         bus,
         recorder: Recorder::new("agent1", &[1], "bench"),
         progress: Progress::new(true),
+        events: None,
         limits: PluginLimits::default(),
         budget: Default::default(),
     };
@@ -174,6 +232,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "  plugin compute in that run:  {:9.1} ms",
         run.compute.as_secs_f64() * 1e3
     );
+    bench_buses(args.redis.as_deref(), args.iterations).await?;
 
     // A real local sandbox: what one agent command costs end to end (bash start, process
     // group, output capture, drain), with and without bwrap when it is installed.

@@ -266,6 +266,14 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await?;
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Watch(args) => {
+                let print = |line: &str| println!("{line}");
+                match &args.redis {
+                    Some(url) => cbench::watch::watch_redis(url, &args.name, print).await?,
+                    None => cbench::watch::watch_dir(&args.log_dir, &args.name, print).await?,
+                }
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Plugin(cbench::cli::PluginCommand::Inspect(args)) => {
                 let mut report = cbench::plugin::inspect::inspect_file(&args.file)?;
                 if args.compile && report.refused.is_none() {

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crate::dataset::Pair;
 use crate::eval::{inputs_hash, EvalReport, GradedPatch, Grader};
+use crate::events::{Event, PairEvents};
 use crate::fsutil::{read_json, sha256_hex, write_atomic, write_json_atomic};
 use crate::layout::PLUGIN_OUTPUT_FILE;
 use crate::llm::budget::AgentBudget;
@@ -29,13 +30,43 @@ pub(crate) async fn run_pair(ctx: &RunContext, pair: Pair) -> PairResult {
         None => pair_label(&pair),
     };
     let progress = ctx.progress.for_item(&label);
+    let started = Instant::now();
+    // Invocations sharing a log dir (shards, a stray second run) never run a pair twice.
+    let key = crate::shard::pair_key(&pair).replace('/', "__");
+    let _pair_lock = match crate::runlock::RunLock::acquire_pair(&ctx.run_dir, &ctx.cfg.name, &key)
+    {
+        Ok(lock) => lock,
+        Err(e) => {
+            progress.line(&format!("✗ Skipped: {e}"));
+            progress.finished(Outcome::InfraError);
+            return PairResult {
+                pair_dir,
+                record: None,
+                eval: None,
+                infra_error: Some(e.to_string()),
+            };
+        }
+    };
     let result = run_pair_reporting(ctx, &pair, &label, pair_dir, &progress).await;
-    progress.finished(match (&result.infra_error, &result.eval) {
+    let outcome = match (&result.infra_error, &result.eval) {
         (Some(_), _) => Outcome::InfraError,
         (None, Some(ev)) if ev.overall_success => Outcome::Success,
         (None, Some(_)) => Outcome::Failure,
         (None, None) => Outcome::Ungraded,
+    };
+    ctx.events.emit(Event::PairFinished {
+        pair: pair_label(&pair),
+        outcome: match outcome {
+            Outcome::Success => "success",
+            Outcome::Failure => "failed",
+            Outcome::InfraError => "infra error",
+            Outcome::Ungraded => "not graded",
+        }
+        .into(),
+        duration_s: started.elapsed().as_secs_f64(),
+        at: now_rfc3339(),
     });
+    progress.finished(outcome);
     result
 }
 
@@ -80,6 +111,10 @@ async fn run_pair_reporting(
                 Setting::Coop => pair.features.len(),
             } as isize;
             progress.agents_running(agents);
+            ctx.events.emit(Event::PairStarted {
+                pair: pair_label(pair),
+                at: now_rfc3339(),
+            });
             let ran = run_agents(ctx, pair, &pair_dir, progress).await;
             progress.agents_running(-agents);
             match ran {
@@ -295,6 +330,10 @@ async fn run_agents_on(
                 Recorder::new(agent_id, feature_ids, &ctx.cfg.model).unpriced()
             },
             progress: progress.clone(),
+            events: Some(PairEvents {
+                log: ctx.events.clone(),
+                pair: pair_label(pair),
+            }),
             limits: ctx.cfg.plugin_limits,
             budget: AgentBudget {
                 max_cost_usd: ctx.cfg.llm.max_cost_usd,

@@ -30,12 +30,39 @@ pub struct RunLock {
 impl RunLock {
     /// Takes the lock of `run_dir` (created if missing) for run `name`.
     pub fn acquire(run_dir: &Path, name: &str) -> Result<RunLock, LockError> {
-        let path = run_dir.join(".lock");
+        RunLock::acquire_file(run_dir.join(".lock"), name)
+    }
+
+    /// Takes the lock of one shard of a run: shards of one run work side by side (their pairs
+    /// are disjoint, and each pair has its own lock), but never two invocations of one shard.
+    pub fn acquire_shard(
+        run_dir: &Path,
+        name: &str,
+        shard: crate::shard::Shard,
+    ) -> Result<RunLock, LockError> {
+        RunLock::acquire_file(
+            run_dir.join(format!(".lock-shard-{}-of-{}", shard.index, shard.count)),
+            &format!("{name} (shard {shard})"),
+        )
+    }
+
+    /// Takes the lock of one pair (`key` is a file name) for as long as it runs, so a pair is
+    /// never run twice at once by invocations sharing a log dir.
+    pub fn acquire_pair(run_dir: &Path, name: &str, key: &str) -> Result<RunLock, LockError> {
+        RunLock::acquire_file(
+            run_dir.join(".pairlocks").join(format!("{key}.lock")),
+            &format!("{name}, pair {key},"),
+        )
+    }
+
+    fn acquire_file(path: PathBuf, name: &str) -> Result<RunLock, LockError> {
         let io = |source| LockError::Io {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(run_dir).map_err(io)?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)

@@ -47,6 +47,8 @@ pub struct RunConfig {
     pub messaging: bool,
     /// `--redis URL`: messages go through Redis instead of the in-process bus.
     pub redis: Option<String>,
+    /// `--shard I/N`: run only this shard's pairs (other invocations run the rest).
+    pub shard: Option<crate::shard::Shard>,
     /// How long Redis may stay unreachable before a pair is an infrastructure error.
     pub redis_outage: Duration,
     pub auto_eval: bool,
@@ -244,6 +246,8 @@ pub(crate) struct RunContext {
     pub(crate) run_budget: Option<Arc<RunBudget>>,
     /// The Redis server messages go through (`--redis`); the in-process bus when `None`.
     pub(crate) redis: Option<crate::messaging::RedisHub>,
+    /// Live events for `cbench watch`.
+    pub(crate) events: Arc<crate::events::EventLog>,
     /// Held until the run's last pair is written: one live invocation per run.
     pub(crate) _lock: crate::runlock::RunLock,
 }
@@ -330,7 +334,10 @@ struct Prepared {
 async fn prepare(cfg: RunConfig, shared: Option<&SharedSlots>) -> Result<Prepared, RunError> {
     let started = Instant::now();
     let dataset = Dataset::discover(&cfg.dataset_dir)?;
-    let pairs = dataset.select(&cfg.selection)?;
+    let mut pairs = dataset.select(&cfg.selection)?;
+    if let Some(shard) = cfg.shard {
+        pairs.retain(|p| shard.owns(p));
+    }
     let selected = pairs.len();
     let (pairs, verified_items) = match &cfg.exclude_unverified {
         Some(path) => only_verified(pairs, path)?,
@@ -394,7 +401,10 @@ async fn prepare(cfg: RunConfig, shared: Option<&SharedSlots>) -> Result<Prepare
     }
 
     // Before anything of the run is touched: a second live invocation is refused.
-    let lock = crate::runlock::RunLock::acquire(&run_dir, &cfg.name)?;
+    let lock = match cfg.shard {
+        Some(shard) => crate::runlock::RunLock::acquire_shard(&run_dir, &cfg.name, shard)?,
+        None => crate::runlock::RunLock::acquire(&run_dir, &cfg.name)?,
+    };
     let mut record = run_record(&cfg, &plugin.identity, &backend);
     if !team.is_empty() {
         record.team = std::iter::once(plugin.identity.clone())
@@ -403,6 +413,13 @@ async fn prepare(cfg: RunConfig, shared: Option<&SharedSlots>) -> Result<Prepare
     }
     record.verified_items_sha256 = verified_items;
     prepare_run_dir(&cfg, &run_dir, &record, &lock)?;
+    let events = crate::events::EventLog::open(&run_dir, redis.clone());
+    events.emit(crate::events::Event::RunStarted {
+        run: cfg.name.clone(),
+        pairs: pairs.len(),
+        shard: cfg.shard.map(|s| s.to_string()),
+        at: crate::trajectory::now_rfc3339(),
+    });
     let work_dir = crate::leftovers::scratch_dir("run", &cfg.name)
         .map_err(run_dir_io(&std::env::temp_dir()))?;
 
@@ -474,6 +491,7 @@ async fn prepare(cfg: RunConfig, shared: Option<&SharedSlots>) -> Result<Prepare
         total: pairs.len(),
         run_budget,
         redis,
+        events,
         cfg,
         backend,
         run_dir: run_dir.clone(),
@@ -510,12 +528,22 @@ async fn finish(
         started.elapsed(),
         ctx.cfg.auto_eval,
     );
+    // A shard's summary covers its pairs only; `cbench report` reads the merged run.
+    let summary_file = match ctx.cfg.shard {
+        Some(s) => format!("summary-shard-{}-of-{}.json", s.index, s.count),
+        None => "summary.json".to_string(),
+    };
     summary.continue_from(
-        read_json::<RunSummary>(&run_dir.join("summary.json"))
+        read_json::<RunSummary>(&run_dir.join(&summary_file))
             .ok()
             .as_ref(),
     );
-    write_json_atomic(&run_dir.join("summary.json"), &summary)?;
+    write_json_atomic(&run_dir.join(summary_file), &summary)?;
+    ctx.events.emit(crate::events::Event::RunFinished {
+        run: ctx.cfg.name.clone(),
+        shard: ctx.cfg.shard.map(|s| s.to_string()),
+        at: crate::trajectory::now_rfc3339(),
+    });
     ctx.progress.finish();
     summary.print(&ctx.progress);
     write_report(&run_dir, &ctx.progress)?;

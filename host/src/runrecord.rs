@@ -41,6 +41,9 @@ pub struct RunRecord {
     pub concurrency: usize,
     pub eval_concurrency: usize,
     pub messaging: bool,
+    /// `in-process`, or the Redis URL (password hidden) messages went through.
+    #[serde(default)]
+    pub message_bus: String,
     #[serde(default)]
     pub git: bool,
     pub auto_eval: bool,
@@ -106,6 +109,11 @@ pub(crate) fn run_record(cfg: &RunConfig, plugin: &PluginIdentity, backend: &Bac
         concurrency: cfg.concurrency,
         eval_concurrency: cfg.eval_concurrency,
         messaging: cfg.messaging,
+        message_bus: cfg
+            .redis
+            .as_deref()
+            .map(crate::messaging::redis::shown)
+            .unwrap_or_else(|| "in-process".into()),
         git: cfg.git,
         auto_eval: cfg.auto_eval,
         agent_config: cfg

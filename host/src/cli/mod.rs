@@ -54,6 +54,8 @@ pub enum Command {
     /// Task images for the docker backend.
     #[command(subcommand)]
     Images(ImagesCommand),
+    /// Follow a live run from another terminal: pairs starting and finishing, messages as sent.
+    Watch(WatchArgs),
     /// Plugin author tooling: scaffold a plugin, inspect a .wasm.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -369,6 +371,21 @@ impl CacheArgs {
     }
 }
 
+/// Raw `cbench watch` arguments.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Run name.
+    #[arg(long, short = 'n')]
+    pub name: String,
+    /// Directory holding the runs (`logs/<run>/…`); events come from `<run>/events.jsonl`.
+    #[arg(long, default_value = "logs")]
+    pub log_dir: PathBuf,
+    /// Follow the run's Redis channel instead (a run started with --redis, e.g. on another
+    /// machine); live events only.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+}
+
 /// Raw `cbench verify` arguments.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -549,6 +566,10 @@ pub struct BenchArgs {
     pub dataset_dir: PathBuf,
     #[command(flatten)]
     pub docker: DockerArgs,
+    /// Also measure the Redis message bus at URL (send → delivered, and a blocked `wait`
+    /// woken by a send) next to the in-process bus.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
 }
 
 impl BenchArgs {
@@ -585,6 +606,8 @@ pub enum CliError {
     },
     #[error("-f: give at least two distinct feature ids (got {0:?})")]
     Features(Vec<u32>),
+    #[error("--force with --shard would delete the other shards' results; remove the run directory first, then start every shard")]
+    ForceWithShard,
     #[error("{flag} must be greater than zero")]
     Zero { flag: &'static str },
     #[error("--plugin-compute-secs must be a positive number of seconds")]

@@ -106,6 +106,10 @@ pub struct RunArgs {
     /// so `cbench watch` and other processes see them; default: the in-process bus.
     #[arg(long, env = "REDIS_URL", value_name = "URL")]
     pub redis: Option<String>,
+    /// Run only shard I of N (0-based) of the selection: N invocations (machines) sharing one
+    /// --log-dir produce the run one invocation would; each pair is run exactly once.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<crate::shard::Shard>,
     /// How long a pair keeps retrying while Redis is unreachable before it is an
     /// infrastructure error (run again by the next run of the same name), seconds.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
@@ -300,6 +304,9 @@ impl RunArgs {
     /// Validates the arguments into one run configuration per `--agent` (one for `--team`);
     /// pinned plugins are hashed here, before anything starts.
     pub fn validate(self) -> Result<Vec<RunConfig>, CliError> {
+        if self.force && self.shard.is_some() {
+            return Err(CliError::ForceWithShard);
+        }
         let backend = backend_choice(self.backend, self.isolation, &self.docker)?;
         let team = self
             .team
@@ -405,6 +412,7 @@ impl RunArgs {
             force: self.force,
             messaging: !self.no_messaging,
             redis: self.redis.clone(),
+            shard: self.shard,
             redis_outage: Duration::from_secs(self.redis_outage_secs.max(1)),
             git: self.git,
             auto_eval: !self.no_auto_eval,

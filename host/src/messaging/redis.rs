@@ -51,7 +51,7 @@ struct Stored {
 }
 
 /// A URL safe to print: the password, if any, replaced.
-fn shown(url: &str) -> String {
+pub fn shown(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => match rest.rsplit_once('@') {
             Some((_, host)) => format!("{scheme}://***@{host}"),
@@ -150,7 +150,7 @@ impl RedisHub {
         format!("cbench:{run_name}:events")
     }
 
-    /// Publishes a run event (best effort: watching is optional).
+    /// Publishes a run event on the run's channel (best effort: watching is optional).
     pub async fn publish(&self, event: &serde_json::Value) {
         let mut conn = self.manager.clone();
         let channel = RedisHub::events_channel(&self.run_name);
@@ -314,14 +314,6 @@ impl RedisBus {
         if delivered == 0 {
             return Err(SendError::PeerFinished(to.to_string()));
         }
-        self.inner
-            .hub
-            .publish(&serde_json::json!({
-                "kind": "message",
-                "run_id": self.inner.run_id,
-                "message": message,
-            }))
-            .await;
         Ok(message)
     }
 

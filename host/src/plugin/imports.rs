@@ -311,7 +311,12 @@ async fn send_one(caps: &mut AgentCapabilities, to: &str, content: &str) -> Resu
         serde_json::json!({ "to": to, "content": content }),
         observation,
     );
-    result.map(|message| caps.progress.message(&message))
+    result.map(|message| {
+        caps.progress.message(&message);
+        if let Some(events) = &caps.events {
+            events.message(&message);
+        }
+    })
 }
 
 /// `messaging.broadcast`: sends to every teammate still working; returns who it reached.

@@ -438,6 +438,8 @@ pub struct AgentEnv {
     pub bus: MessageBus,
     pub recorder: Recorder,
     pub progress: Progress,
+    /// Where delivered messages are announced live (`cbench watch`).
+    pub events: Option<crate::events::PairEvents>,
     pub limits: PluginLimits,
     /// LLM budget the host enforces.
     pub budget: crate::llm::budget::AgentBudget,
@@ -501,6 +503,7 @@ pub(crate) struct AgentCapabilities {
     pub(crate) bus: MessageBus,
     pub(crate) recorder: Recorder,
     pub(crate) progress: Progress,
+    pub(crate) events: Option<crate::events::PairEvents>,
     pub(crate) budget: crate::llm::budget::AgentBudget,
     pub(crate) started: Instant,
     /// The first limit the host enforced (the agent ends with this status).
@@ -615,6 +618,7 @@ impl LoadedPlugin {
             bus: env.bus,
             recorder: env.recorder,
             progress: env.progress,
+            events: env.events,
             budget: env.budget,
             started,
             limit_hit: None,

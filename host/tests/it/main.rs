@@ -5,6 +5,7 @@ mod support;
 
 mod dataset_fetch;
 mod dataset_selection;
+mod distributed;
 mod docker_backend;
 mod end_to_end;
 mod errors;
