@@ -23,6 +23,16 @@ pub enum BackendChoice {
     Docker(DockerOptions),
 }
 
+impl BackendChoice {
+    /// `local` or `docker`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            BackendChoice::Local(_) => "local",
+            BackendChoice::Docker(_) => "docker",
+        }
+    }
+}
+
 /// Settings of the docker backend.
 #[derive(Debug, Clone)]
 pub struct DockerOptions {

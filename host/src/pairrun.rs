@@ -6,6 +6,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::future::join_all;
+
 use crate::dataset::Pair;
 use crate::eval::{inputs_hash, EvalReport, GradedPatch, Grader};
 use crate::events::{Event, PairEvents};
@@ -235,13 +237,34 @@ async fn run_agents_on(
     } else {
         None
     };
+    // Agent k of a mixed team runs the team's k-th plugin.
+    let plugin_of = |k: usize| match k.checked_sub(1).and_then(|m| ctx.team.get(m)) {
+        Some(member) => member,
+        None => &ctx.plugin,
+    };
+    // Every agent's sandbox starts at once: a pair waits for one container start, not N.
+    let starts: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(k, agent_id)| {
+            let agent_git = git && plugin_of(k).identity.requests(Capability::Git);
+            let remote = remote.as_ref().filter(|_| agent_git);
+            async move {
+                ctx.backend
+                    .sandbox(pair, agent_id, &ctx.bases, ctx.work_dir.path(), remote)
+                    .await
+                    .map_err(|e| format!("creating the sandbox of {agent_id}: {e}"))
+            }
+        })
+        .collect();
+    let sandboxes = join_all(starts).await;
+    let mut sandboxes = sandboxes.into_iter();
     let mut running = Vec::new();
     for (k, (agent_id, feature_ids)) in ids.iter().zip(&per_agent).enumerate() {
-        // Agent k of a mixed team runs the team's k-th plugin.
-        let plugin = match k.checked_sub(1).and_then(|m| ctx.team.get(m)) {
-            Some(member) => member,
-            None => &ctx.plugin,
-        };
+        let plugin = plugin_of(k);
+        let sandbox: Arc<dyn Sandbox> = sandboxes
+            .next()
+            .ok_or_else(|| format!("no sandbox was created for {agent_id}"))??;
         // A capability needs the user's grant (run options) and the plugin's declaration.
         let agent_git = git && plugin.identity.requests(Capability::Git);
         let agent_messaging = bus.enabled() && plugin.identity.requests(Capability::Messaging);
@@ -258,17 +281,6 @@ async fn run_agents_on(
         if agent_git {
             granted.push(Capability::Git);
         }
-        let sandbox: Arc<dyn Sandbox> = ctx
-            .backend
-            .sandbox(
-                pair,
-                agent_id,
-                &ctx.bases,
-                ctx.work_dir.path(),
-                remote.as_ref().filter(|_| agent_git),
-            )
-            .await
-            .map_err(|e| format!("creating the sandbox of {agent_id}: {e}"))?;
         let mut briefs = Vec::new();
         let mut texts = Vec::new();
         for id in feature_ids {
@@ -410,30 +422,6 @@ async fn run_agents_on(
     };
     write_json_atomic(&pair_dir.join("result.json"), &record).map_err(|e| e.to_string())?;
     Ok(record)
-}
-
-/// Polls all futures concurrently on the current task.
-async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut handles: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = handles.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (h, out) in handles.iter_mut().zip(outputs.iter_mut()) {
-            if out.is_none() {
-                match h.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *out = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
 }
 
 /// Reads the patches in `pair_dir` and (re-)grades unless eval.json already matches them.

@@ -566,6 +566,16 @@ pub struct BenchArgs {
     pub dataset_dir: PathBuf,
     #[command(flatten)]
     pub docker: DockerArgs,
+    /// With --backends: also run this many agents at once on each backend (e.g. 10,50,100),
+    /// each the plugin in its own sandbox, with a model taking --model-delay-ms per reply.
+    #[arg(long, value_delimiter = ',')]
+    pub agents: Vec<usize>,
+    /// Commands per agent in the concurrency benchmark.
+    #[arg(long, default_value_t = 5)]
+    pub steps: u32,
+    /// Time the concurrency benchmark's model takes per reply, milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub model_delay_ms: u64,
     /// Also measure the Redis message bus at URL (send → delivered, and a blocked `wait`
     /// woken by a send) next to the in-process bus.
     #[arg(long, value_name = "URL")]

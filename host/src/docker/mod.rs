@@ -1,6 +1,7 @@
 //! The Docker Engine (through bollard): connection, the labels every object of a
 //! run carries, containers with exec and tar transfer, task images, and cleanup.
 
+pub mod channel;
 pub mod cleanup;
 pub mod container;
 pub mod images;

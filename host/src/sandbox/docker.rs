@@ -1,5 +1,6 @@
 //! The docker backend: one container per agent from the task's image, the
-//! repository at `/workspace/repo`, commands through exec, files as tar archives.
+//! repository at `/workspace/repo`, commands through one long-lived exec channel (a plain exec
+//! per command if the channel breaks), files as tar archives.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{checked_relative_path, ExecOutput, Sandbox, SandboxError};
+use crate::docker::channel::ExecChannel;
 use crate::docker::container::{Container, ContainerSpec, Shell, TarEntry};
 use crate::docker::Engine;
 use crate::sandbox::local::DEFAULT_OUTPUT_CAP;
@@ -48,6 +50,17 @@ pub struct DockerSandbox {
     output_cap: usize,
     /// The team server that admitted this container's address (`--git`).
     team_client: Option<(Arc<GitServer>, String)>,
+    /// The exec channel; `None` once it broke (or never opened): plain execs then.
+    channel: tokio::sync::Mutex<Option<ExecChannel>>,
+}
+
+/// How a command reaches the container (for measurements and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecPath {
+    /// The long-lived exec channel.
+    Channel,
+    /// One docker exec per command.
+    PlainExec,
 }
 
 impl DockerSandbox {
@@ -92,13 +105,96 @@ impl DockerSandbox {
             env.push(format!("CBENCH_IMAGE_PATH={path}"));
         }
         env.extend(extra_env.iter().cloned());
+        let channel =
+            match ExecChannel::open(container.engine(), container.id(), REPO_DIR, &env).await {
+                Ok(channel) => Some(channel),
+                Err(e) => {
+                    tracing::warn!(
+                        "container {}: {e}; using one docker exec per command",
+                        container.id()
+                    );
+                    None
+                }
+            };
         Ok(DockerSandbox {
             container,
             base_commit: out.trim().to_string(),
             env,
             output_cap: DEFAULT_OUTPUT_CAP,
             team_client: None,
+            channel: tokio::sync::Mutex::new(channel),
         })
+    }
+
+    /// Whether commands currently go through the channel.
+    pub async fn exec_path(&self) -> ExecPath {
+        if self.channel.lock().await.is_some() {
+            ExecPath::Channel
+        } else {
+            ExecPath::PlainExec
+        }
+    }
+
+    /// Runs `command` by one plain docker exec (what the channel replaces; also its fallback).
+    /// Its sweep of leftover processes spares nothing, so it ends an open channel: for
+    /// measurements after the agent's work.
+    pub async fn exec_plain(
+        &self,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<ExecOutput, SandboxError> {
+        Ok(self
+            .container
+            .run_script(
+                command,
+                Shell::Login,
+                REPO_DIR,
+                &self.env,
+                timeout,
+                self.output_cap,
+            )
+            .await?)
+    }
+
+    /// Runs `script` through the channel when it is open, else by a plain exec.
+    async fn run(
+        &self,
+        script: &str,
+        shell: Shell,
+        timeout: Duration,
+        cap: usize,
+    ) -> Result<ExecOutput, SandboxError> {
+        let mut channel = self.channel.lock().await;
+        if let Some(open) = channel.as_mut() {
+            match open.run(script, shell, timeout, cap).await {
+                Ok(out) => return Ok(out),
+                Err(e) => {
+                    *channel = None;
+                    tracing::warn!(
+                        "container {}: {e}; later commands use one docker exec each",
+                        self.container.id()
+                    );
+                    if e.sent {
+                        // It may have run: running it again could do its effects twice.
+                        return Ok(ExecOutput {
+                            exit_code: -1,
+                            output: format!(
+                                "cbench: the connection to the container broke while this command ran ({}); \
+                                 whether it completed is unknown. Later commands work as before.",
+                                e.reason
+                            ),
+                            timed_out: false,
+                            truncated: false,
+                        });
+                    }
+                }
+            }
+        }
+        drop(channel);
+        Ok(self
+            .container
+            .run_script(script, shell, REPO_DIR, &self.env, timeout, cap)
+            .await?)
     }
 
     /// Makes `close` withdraw `ip` from the team server's client table.
@@ -120,17 +216,8 @@ fn repo_path(rel: &std::path::Path) -> String {
 #[async_trait]
 impl Sandbox for DockerSandbox {
     async fn exec(&self, command: &str, timeout: Duration) -> Result<ExecOutput, SandboxError> {
-        Ok(self
-            .container
-            .run_script(
-                command,
-                Shell::Login,
-                REPO_DIR,
-                &self.env,
-                timeout,
-                self.output_cap,
-            )
-            .await?)
+        self.run(command, Shell::Login, timeout, self.output_cap)
+            .await
     }
 
     async fn read_file(&self, path: &str) -> Result<Vec<u8>, SandboxError> {
@@ -158,15 +245,7 @@ git diff --cached --binary --no-color --no-ext-diff {base} > /tmp/cbench/patch.d
             base = self.base_commit
         );
         let out = self
-            .container
-            .run_script(
-                &script,
-                Shell::Plain,
-                REPO_DIR,
-                &[],
-                Duration::from_secs(300),
-                64 << 10,
-            )
+            .run(&script, Shell::Plain, Duration::from_secs(300), 64 << 10)
             .await?;
         if out.exit_code != 0 {
             return Err(SandboxError::Command(format!(
@@ -178,6 +257,10 @@ git diff --cached --binary --no-color --no-ext-diff {base} > /tmp/cbench/patch.d
         }
         let bytes = self.container.read_file("/tmp/cbench/patch.diff").await?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    fn as_docker(&self) -> Option<&DockerSandbox> {
+        Some(self)
     }
 
     async fn close(&self) -> Result<(), SandboxError> {

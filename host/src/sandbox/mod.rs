@@ -53,6 +53,10 @@ pub trait Sandbox: Send + Sync {
     async fn close(&self) -> Result<(), SandboxError> {
         Ok(())
     }
+    /// The docker sandbox behind this one, for measurements comparing its exec paths.
+    fn as_docker(&self) -> Option<&docker::DockerSandbox> {
+        None
+    }
 }
 
 /// Rejects absolute paths and `..` so file access stays inside the repository.

@@ -7,6 +7,7 @@ mod dataset_fetch;
 mod dataset_selection;
 mod distributed;
 mod docker_backend;
+mod docker_channel;
 mod end_to_end;
 mod errors;
 mod gold;

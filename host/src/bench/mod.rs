@@ -3,6 +3,8 @@
 //! instant in-memory model and sandbox, so only host + plugin overhead is timed,
 //! and one real command through the local sandbox.
 
+mod concurrency;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -285,6 +287,27 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     for choice in args.backend_choices()? {
         backend(&choice, &args.dataset_dir).await?;
+        if !args.agents.is_empty() {
+            println!(
+                "concurrency on {} ({} steps per agent, {} ms per model reply; plugin {}):",
+                choice.name(),
+                args.steps,
+                args.model_delay_ms,
+                plugin.identity.name
+            );
+        }
+        for &n in &args.agents {
+            let row = concurrency::run_concurrency(
+                &plugin,
+                &choice,
+                &args.dataset_dir,
+                n,
+                args.steps,
+                Duration::from_millis(args.model_delay_ms),
+            )
+            .await?;
+            println!("{}", row.render());
+        }
     }
     Ok(())
 }
@@ -322,6 +345,7 @@ async fn measure_backend(
     // Warm the base (bundled commit / image export) so starts measure the sandbox alone.
     bases.get(&pair.task).await?;
     let (mut start, mut exec, mut diff, mut close) = (vec![], vec![], vec![], vec![]);
+    let mut plain_exec = Vec::new();
     for _ in 0..STARTS {
         let t = Instant::now();
         let sandbox = backend
@@ -337,6 +361,16 @@ async fn measure_backend(
         let t = Instant::now();
         sandbox.diff().await?;
         diff.push(t.elapsed().as_secs_f64() * 1e3);
+        // Docker: the same command by one docker exec each (what the channel replaces; last,
+        // since a plain exec's process sweep ends the channel).
+        if let Some(docker) = sandbox.as_docker() {
+            for _ in 0..EXECS / STARTS {
+                let t = Instant::now();
+                let out = docker.exec_plain("true", Duration::from_secs(30)).await?;
+                anyhow::ensure!(out.exit_code == 0, "`true` failed: {}", out.output);
+                plain_exec.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
         let t = Instant::now();
         sandbox.close().await?;
         drop(sandbox);
@@ -391,10 +425,15 @@ async fn measure_backend(
         "  sandbox start:               {:9.1} ms (median of {STARTS})",
         median_ms(start)
     );
-    println!(
-        "  exec round-trip (`true`):    {:9.2} ms (median of {EXECS})",
-        median_ms(exec)
-    );
+    let exec_ms = median_ms(exec);
+    println!("  exec round-trip (`true`):    {exec_ms:9.2} ms (median of {EXECS})");
+    if !plain_exec.is_empty() {
+        let plain_ms = median_ms(plain_exec);
+        println!(
+            "  … by one docker exec each:   {plain_ms:9.2} ms (median of {EXECS}): the channel is {:.1}× faster",
+            plain_ms / exec_ms.max(1e-6)
+        );
+    }
     println!(
         "  patch (git diff) out:        {:9.1} ms (median of {STARTS})",
         median_ms(diff)

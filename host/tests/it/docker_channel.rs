@@ -1,0 +1,182 @@
+//! The docker backend's exec channel (one long-lived exec per container instead of one exec per
+//! command): binary and huge output, a timeout that kills a `setsid` grandchild, the channel
+//! killed mid-command (the sandbox falls back to plain execs), and 100 commands in a row
+//! leaving no process behind.
+
+use std::time::Duration;
+
+use cbench::docker::container::ContainerSpec;
+use cbench::docker::{ResourceLimits, RunLabels};
+use cbench::sandbox::docker::{DockerSandbox, ExecPath, REPO_DIR};
+use cbench::sandbox::Sandbox;
+
+use crate::support::{docker, BUNDLED_IMAGE};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+async fn sandbox(run: &RunLabels) -> DockerSandbox {
+    let spec = ContainerSpec {
+        image: BUNDLED_IMAGE.into(),
+        labels: run.object("cbench_textkit_task/task1", "test", "agent1"),
+        limits: ResourceLimits {
+            cpus: 1.0,
+            memory_bytes: 256 << 20,
+            pids: 256,
+        },
+        network: "none".into(),
+        env: Vec::new(),
+        working_dir: REPO_DIR.into(),
+        drop_capabilities: true,
+    };
+    let sandbox = DockerSandbox::create(docker(), &spec, None, &[])
+        .await
+        .expect("starting a sandbox container");
+    assert_eq!(
+        sandbox.exec_path().await,
+        ExecPath::Channel,
+        "the channel did not open"
+    );
+    sandbox
+}
+
+/// The command line of every process in the container, one per line.
+const PROCESSES: &str =
+    "for d in /proc/[0-9]*; do tr '\\0' ' ' < $d/cmdline 2>/dev/null; echo; done";
+
+#[test]
+fn binary_and_huge_output_come_through_the_channel() {
+    docker();
+    runtime().block_on(async {
+        let sandbox = sandbox(&RunLabels::new("it-channel-output")).await;
+        let out = sandbox
+            .exec(
+                "printf 'a\\000b\\377c\\nRES 9 0 0\\n'; echo err >&2; exit 3",
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("exec");
+        assert_eq!(out.exit_code, 3);
+        // NUL and an invalid UTF-8 byte survive (lossily decoded); a fake frame is just output.
+        assert_eq!(out.output, "a\0b\u{FFFD}c\nRES 9 0 0\nerr\n");
+        let out = sandbox
+            .exec("head -c 3000000 /dev/urandom", Duration::from_secs(30))
+            .await
+            .expect("exec");
+        assert!(
+            out.truncated && out.exit_code == 0,
+            "{:?}",
+            (out.truncated, out.exit_code)
+        );
+        assert!(out.output.len() >= 1 << 20, "{}", out.output.len());
+        // The channel is still in step after binary and capped output.
+        let out = sandbox
+            .exec("echo in-step", Duration::from_secs(10))
+            .await
+            .expect("exec");
+        assert_eq!(out.output, "in-step\n");
+        // A command writing to the channel's own descriptor cannot reach it.
+        let out = sandbox
+            .exec("echo 'RES 1 0 5' >&3; echo after", Duration::from_secs(10))
+            .await
+            .expect("exec");
+        assert!(out.output.contains("after"), "{out:?}");
+        assert_eq!(sandbox.exec_path().await, ExecPath::Channel);
+        sandbox.close().await.expect("close");
+    });
+}
+
+#[test]
+fn a_timeout_kills_a_setsid_grandchild_through_the_channel() {
+    docker();
+    runtime().block_on(async {
+        let sandbox = sandbox(&RunLabels::new("it-channel-timeout")).await;
+        let out = sandbox
+            .exec(
+                "setsid sh -c 'sleep 311' & (setsid sleep 312 &) ; echo started; sleep 313",
+                Duration::from_secs(1),
+            )
+            .await
+            .expect("exec");
+        assert!(out.timed_out && out.exit_code == -1, "{out:?}");
+        assert!(out.output.contains("started"), "{out:?}");
+        let ps = sandbox
+            .exec(PROCESSES, Duration::from_secs(10))
+            .await
+            .expect("exec");
+        for n in ["sleep 311", "sleep 312", "sleep 313"] {
+            assert!(!ps.output.contains(n), "`{n}` still runs:\n{}", ps.output);
+        }
+        assert_eq!(sandbox.exec_path().await, ExecPath::Channel);
+        sandbox.close().await.expect("close");
+    });
+}
+
+#[test]
+fn a_killed_channel_falls_back_to_plain_execs() {
+    docker();
+    runtime().block_on(async {
+        let sandbox = std::sync::Arc::new(sandbox(&RunLabels::new("it-channel-killed")).await);
+        let running = {
+            let sandbox = sandbox.clone();
+            tokio::spawn(async move {
+                sandbox.exec("sleep 2; echo finished", Duration::from_secs(30)).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Kill the channel from outside the command (what a crashed server looks like).
+        let (code, out) = sandbox
+            .container()
+            .exec_argv(
+                &["sh", "-c", "for d in /proc/[0-9]*; do tr '\\0' ' ' < $d/cmdline 2>/dev/null | grep -q cbench-channel && kill -9 ${d#/proc/}; done; true"],
+                &[],
+            )
+            .await
+            .expect("killing the channel");
+        assert_eq!(code, 0, "{out}");
+        let interrupted = running.await.unwrap().expect("exec");
+        assert_eq!(interrupted.exit_code, -1, "{interrupted:?}");
+        assert!(interrupted.output.contains("whether it completed is unknown"), "{interrupted:?}");
+        // Later commands work, by plain exec.
+        let out = sandbox.exec("echo still-works", Duration::from_secs(10)).await.expect("exec");
+        assert_eq!((out.exit_code, out.output.as_str()), (0, "still-works\n"));
+        assert_eq!(sandbox.exec_path().await, ExecPath::PlainExec);
+        sandbox.close().await.expect("close");
+    });
+}
+
+#[test]
+fn a_hundred_commands_in_a_row_leave_no_process_behind() {
+    docker();
+    runtime().block_on(async {
+        let sandbox = sandbox(&RunLabels::new("it-channel-100")).await;
+        for i in 0..100 {
+            let out = sandbox
+                .exec(
+                    &format!("echo {i}; sleep 30 & true"),
+                    Duration::from_secs(10),
+                )
+                .await
+                .expect("exec");
+            assert_eq!(out.output, format!("{i}\n"));
+        }
+        let ps = sandbox
+            .exec(PROCESSES, Duration::from_secs(10))
+            .await
+            .expect("exec");
+        assert!(
+            !ps.output.contains("sleep 30 "),
+            "processes left behind:\n{}",
+            ps.output
+        );
+        let count = ps.output.lines().filter(|l| !l.trim().is_empty()).count();
+        assert!(count <= 8, "{count} processes:\n{}", ps.output);
+        assert_eq!(sandbox.exec_path().await, ExecPath::Channel);
+        sandbox.close().await.expect("close");
+    });
+}
