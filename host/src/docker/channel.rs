@@ -26,28 +26,26 @@ use super::container::{Shell, EXEC_WRAPPER};
 use super::{DockerError, Engine};
 use crate::sandbox::ExecOutput;
 
-/// The server loop. `$1` is the wrapper's text.
-const CHANNEL_SERVER: &str = r#"mkdir -p /tmp/cbench || exit 1
-w=/tmp/cbench/exec-wrapper.sh
-printf '%s' "$1" > "$w" || exit 1
-exec 3>&1 1>/dev/null
+/// The server loop. `$1` is the wrapper's text (kept in the server's own arguments, where no
+/// command can change it).
+const CHANNEL_SERVER: &str = r#"exec 3>&1 1>/dev/null
+o=/tmp/cbench/channel.out
 echo "CBENCH-CHANNEL 1" >&3
 while IFS=' ' read -r tag id mode cap lines; do
   [ "$tag" = REQ ] || { echo "ERR unexpected frame" >&3; exit 1; }
+  [ -d /tmp/cbench ] || mkdir -p /tmp/cbench
   s="/tmp/cbench/ch-$id.sh"
-  : > "$s"
   n=0
   while [ "$n" -lt "$lines" ]; do
     IFS= read -r line || { echo "ERR short request" >&3; exit 1; }
-    printf '%s\n' "$line" >> "$s"
+    printf '%s\n' "$line"
     n=$((n + 1))
-  done
-  CBENCH_KEEP_PID=$$ sh "$w" "$s" "$mode" uploaded > "$s.out" 2>&1 < /dev/null 3>&-
+  done > "$s"
+  CBENCH_KEEP_PID=$$ sh -c "$1" cbench-exec "$s" "$mode" uploaded > "$o" 2>&1 < /dev/null 3>&-
   code=$?
-  size=$(wc -c < "$s.out")
+  size=$(( $(wc -c < "$o") ))
   echo "RES $id $code $size" >&3
-  head -c "$cap" "$s.out" >&3
-  rm -f "$s.out"
+  if [ "$size" -le "$cap" ]; then cat "$o" >&3; else head -c "$cap" "$o" >&3; fi
 done"#;
 
 /// How long the channel may take to say hello before the sandbox uses plain execs.
