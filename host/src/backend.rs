@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::dataset::Pair;
 use crate::docker::container::ContainerSpec;
+use crate::docker::pool::{PoolStats, PoolTemplate, SandboxPool};
 use crate::docker::{cleanup, images, Engine, ResourceLimits, RunLabels};
 use crate::eval::testbench::{DockerGrading, GradingBackend};
 use crate::repos::{BaseRepos, ImageBases, UpstreamRepos};
@@ -45,6 +46,8 @@ pub struct DockerOptions {
     pub grading_network: String,
     /// Image of the `--git` server (needs `git daemon`); default: the first task's image.
     pub git_image: Option<String>,
+    /// Agents' containers kept started ahead per image (`--docker-pool`; 0: none).
+    pub pool: usize,
 }
 
 /// A resolved backend for one invocation.
@@ -57,6 +60,8 @@ pub enum Backend {
         labels: RunLabels,
         /// The run's `--git` server, started for the first pair that needs it.
         git_server: OnceCell<Arc<GitServer>>,
+        /// Agents' containers started ahead.
+        pool: Arc<SandboxPool>,
     },
 }
 
@@ -100,6 +105,7 @@ impl Backend {
                     options: options.clone(),
                     labels,
                     git_server: OnceCell::new(),
+                    pool: SandboxPool::new(options.pool),
                 })
             }
         }
@@ -120,6 +126,22 @@ impl Backend {
             }
         }
         Ok(())
+    }
+
+    /// The run will need `count` agent sandboxes for `pair` (docker: the pool starts that
+    /// image's containers ahead, up to its bound).
+    pub fn expect_sandboxes(&self, pair: &Pair, count: usize) {
+        if let Backend::Docker { options, pool, .. } = self {
+            pool.expect(&pair.task.image(&options.image_prefix), count);
+        }
+    }
+
+    /// What the container pool did (docker), for the run's log.
+    pub fn pool_stats(&self) -> Option<PoolStats> {
+        match self {
+            Backend::Docker { pool, .. } => Some(pool.stats()),
+            Backend::Local(_) => None,
+        }
     }
 
     /// `local` or `docker`, for config.json.
@@ -217,6 +239,7 @@ impl Backend {
                 options,
                 labels,
                 git_server,
+                ..
             } => {
                 let server = git_server
                     .get_or_try_init(|| async {
@@ -263,6 +286,7 @@ impl Backend {
                 engine,
                 options,
                 labels,
+                pool,
                 ..
             } => {
                 let image = pair.task.image(&options.image_prefix);
@@ -271,17 +295,42 @@ impl Backend {
                     Some(PairRemote::Docker { server, .. }) => server.network.clone(),
                     _ => options.agent_network.clone(),
                 };
-                let spec = ContainerSpec {
-                    image,
-                    labels: labels.object(&pair.task.label(), &pair.dir_name(), agent_id),
+                let spec = |role_labels: std::collections::HashMap<String, String>| ContainerSpec {
+                    image: image.clone(),
+                    labels: role_labels,
                     limits: options.limits,
                     network: network.clone(),
                     env: Vec::new(),
                     working_dir: REPO_DIR.into(),
                     drop_capabilities: true,
                 };
-                let mut sandbox =
-                    DockerSandbox::create(engine, &spec, info.path_env.as_deref(), &[]).await?;
+                // The pool's containers join no team network: with a remote, start on demand.
+                let pooled = remote.is_none().then(|| pool.claim(&image)).flatten();
+                let mut sandbox = match pooled {
+                    Some(ready) => {
+                        tracing::debug!(
+                            "{agent_id} of {} {}: pre-started container {}",
+                            pair.task.label(),
+                            pair.dir_name(),
+                            ready.container().id()
+                        );
+                        ready
+                    }
+                    None => {
+                        let spec =
+                            spec(labels.object(&pair.task.label(), &pair.dir_name(), agent_id));
+                        DockerSandbox::create(engine, &spec, info.path_env.as_deref(), &[]).await?
+                    }
+                };
+                // Started ahead for the pairs after this one, once this agent has its own
+                // container (pre-starting while a run's first pairs start only slows them).
+                if remote.is_none() {
+                    pool.refill(&PoolTemplate {
+                        engine: engine.clone(),
+                        spec: spec(labels.object(&pair.task.label(), "", "pool")),
+                        image_path: info.path_env.clone(),
+                    });
+                }
                 if let Some(PairRemote::Docker { server, key }) = remote {
                     let ip = team::container_ip(engine, sandbox.container().id(), &network).await?;
                     server.admit(&ip, key, agent_id).await?;
@@ -311,7 +360,14 @@ impl Backend {
 
     /// Removes every object of this invocation (a no-op locally: temp dirs go on drop).
     pub async fn cleanup(&self) -> Result<(), SandboxError> {
-        if let Backend::Docker { engine, labels, .. } = self {
+        if let Backend::Docker {
+            engine,
+            labels,
+            pool,
+            ..
+        } = self
+        {
+            pool.close().await;
             cleanup::sweep(engine, &cleanup::Scope::RunId(labels.run_id.clone())).await?;
         }
         Ok(())

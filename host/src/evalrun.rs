@@ -160,6 +160,7 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
                     &pair,
                     &pair_dir,
                     force,
+                    None,
                 )
                 .await
                 {

@@ -9,6 +9,7 @@ use std::time::Instant;
 use futures_util::future::join_all;
 
 use crate::dataset::Pair;
+use crate::eval::testbench::TestBench;
 use crate::eval::{inputs_hash, EvalReport, GradedPatch, Grader};
 use crate::events::{Event, PairEvents};
 use crate::fsutil::{read_json, sha256_hex, write_atomic, write_json_atomic};
@@ -19,7 +20,8 @@ use crate::messaging::MessageBus;
 use crate::plugin::{AgentEnv, AgentRun, AgentTask, Capability};
 use crate::progress::{human_duration, Outcome, Progress};
 use crate::repos::BaseRepos;
-use crate::sandbox::Sandbox;
+use crate::sandbox::pending::pending;
+use crate::sandbox::{Sandbox, SandboxError};
 use crate::trajectory::{now_rfc3339, Recorder};
 
 use crate::runner::{agent_features, agent_ids, AgentRecord, PairRecord, PairResult, RunContext};
@@ -105,8 +107,8 @@ async fn run_pair_reporting(
             ""
         },
     ));
-    let record = match resumed {
-        Some(r) => r,
+    let (record, opened) = match resumed {
+        Some(r) => (r, None),
         None => {
             let agents = match ctx.cfg.setting {
                 Setting::Solo => 1,
@@ -120,9 +122,9 @@ async fn run_pair_reporting(
             let ran = run_agents(ctx, pair, &pair_dir, progress).await;
             progress.agents_running(-agents);
             match ran {
-                Ok(r) => {
+                Ok((r, opened)) => {
                     progress.spent(r.agents.iter().filter_map(|a| a.cost_usd).sum());
-                    r
+                    (r, opened)
                 }
                 Err(e) => {
                     progress.line(&format!("✗ Failed: {e}"));
@@ -145,6 +147,7 @@ async fn run_pair_reporting(
         infra_error: None,
     };
     if let Some(why) = infra {
+        close_unused(opened).await;
         progress.line(&format!(
             "✗ Infrastructure error (not graded; a rerun of this run retries it): {why}"
         ));
@@ -153,10 +156,12 @@ async fn run_pair_reporting(
     }
     if ctx.cfg.auto_eval {
         let _eval_slot = ctx.eval_slots.acquire().await;
-        match grade_pair_dir(ctx, pair, &pair_dir, false).await {
+        match grade_pair_dir(ctx, pair, &pair_dir, false, opened).await {
             Ok(report) => result.eval = Some(report),
             Err(e) => result.infra_error = Some(e),
         }
+    } else {
+        close_unused(opened).await;
     }
     let took = human_duration(started.elapsed());
     let verdict = match (&result.eval, &result.infra_error) {
@@ -186,6 +191,10 @@ async fn run_pair_reporting(
     result
 }
 
+/// A pair whose agents ran: its record, and its test bench when grading follows (opened while
+/// the agents finished).
+type Finished = (PairRecord, Option<Result<TestBench, SandboxError>>);
+
 /// Runs the agents of one pair and writes their trajectories, patches, conversation and
 /// result.json; the pair's bus is released whatever happened.
 async fn run_agents(
@@ -193,7 +202,7 @@ async fn run_agents(
     pair: &Pair,
     pair_dir: &Path,
     progress: &Progress,
-) -> Result<PairRecord, String> {
+) -> Result<Finished, String> {
     let setting = ctx.cfg.setting;
     let ids = agent_ids(setting, pair.feature_records().len());
     let messaging = ctx.cfg.messaging && setting == Setting::Coop;
@@ -210,6 +219,24 @@ async fn run_agents(
     ran
 }
 
+/// Closes the sandboxes that did start; returns the first start's error.
+async fn close_started(started: Vec<Result<Arc<dyn Sandbox>, String>>) -> String {
+    let mut first = None;
+    for result in started {
+        match result {
+            Ok(sandbox) => {
+                if let Err(e) = sandbox.close().await {
+                    tracing::warn!("closing a sandbox: {e}");
+                }
+            }
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
+    }
+    first.unwrap_or_else(|| "a sandbox did not start".into())
+}
+
 /// Runs the agents of one pair on `bus`.
 async fn run_agents_on(
     ctx: &RunContext,
@@ -217,7 +244,7 @@ async fn run_agents_on(
     pair_dir: &Path,
     progress: &Progress,
     bus: MessageBus,
-) -> Result<PairRecord, String> {
+) -> Result<Finished, String> {
     let started_at = now_rfc3339();
     let started = Instant::now();
     let setting = ctx.cfg.setting;
@@ -242,29 +269,31 @@ async fn run_agents_on(
         Some(member) => member,
         None => &ctx.plugin,
     };
-    // Every agent's sandbox starts at once: a pair waits for one container start, not N.
+    // Every agent's sandbox starts at once, and while it starts the agents already run: the
+    // plugin instantiates and its first model request goes out; sandbox calls wait for the start.
+    let (starters, handles): (Vec<_>, Vec<_>) = ids.iter().map(|_| pending()).unzip();
     let starts: Vec<_> = ids
         .iter()
         .enumerate()
-        .map(|(k, agent_id)| {
+        .zip(starters)
+        .map(|((k, agent_id), start)| {
             let agent_git = git && plugin_of(k).identity.requests(Capability::Git);
             let remote = remote.as_ref().filter(|_| agent_git);
             async move {
-                ctx.backend
+                let made = ctx
+                    .backend
                     .sandbox(pair, agent_id, &ctx.bases, ctx.work_dir.path(), remote)
                     .await
-                    .map_err(|e| format!("creating the sandbox of {agent_id}: {e}"))
+                    .map_err(|e| format!("creating the sandbox of {agent_id}: {e}"));
+                start.finish(made.clone());
+                made
             }
         })
         .collect();
-    let sandboxes = join_all(starts).await;
-    let mut sandboxes = sandboxes.into_iter();
     let mut running = Vec::new();
     for (k, (agent_id, feature_ids)) in ids.iter().zip(&per_agent).enumerate() {
         let plugin = plugin_of(k);
-        let sandbox: Arc<dyn Sandbox> = sandboxes
-            .next()
-            .ok_or_else(|| format!("no sandbox was created for {agent_id}"))??;
+        let sandbox: Arc<dyn Sandbox> = handles[k].clone();
         // A capability needs the user's grant (run options) and the plugin's declaration.
         let agent_git = git && plugin.identity.requests(Capability::Git);
         let agent_messaging = bus.enabled() && plugin.identity.requests(Capability::Messaging);
@@ -366,62 +395,99 @@ async fn run_agents_on(
         .into_iter()
         .map(|(id, f, s, fut)| ((id, f, s), fut))
         .unzip();
-    let runs: Vec<AgentRun> = join_all(futures).await;
-
-    let mut agents = Vec::new();
-    for (((agent_id, identity, granted), feature_ids, sandbox), run) in meta.into_iter().zip(runs) {
-        let patch = sandbox.diff().await;
-        if let Err(e) = sandbox.close().await {
-            tracing::warn!("closing the sandbox of {agent_id}: {e}");
+    let starts = join_all(starts);
+    let agents_run = join_all(futures);
+    tokio::pin!(starts, agents_run);
+    let (sandboxes_started, runs): (_, Vec<AgentRun>) = tokio::select! {
+        started = &mut starts => {
+            // A sandbox that cannot start makes the pair an infrastructure error at once
+            // (its agents are stopped), never an agent failure.
+            if started.iter().any(Result::is_err) {
+                return Err(close_started(started).await);
+            }
+            (started, agents_run.await)
         }
-        let patch = patch.map_err(|e| format!("computing the patch of {agent_id}: {e}"))?;
-        let dir = pair_dir.join(&agent_id);
-        write_atomic(&dir.join("patch.diff"), patch.as_bytes()).map_err(|e| e.to_string())?;
-        write_json_atomic(&dir.join("trajectory.json"), &run.trajectory)
-            .map_err(|e| e.to_string())?;
-        if !run.plugin_output.is_empty() {
-            write_atomic(&dir.join(PLUGIN_OUTPUT_FILE), run.plugin_output.as_bytes())
-                .map_err(|e| e.to_string())?;
-        }
-        if let Some(err) = &run.error {
-            progress.line(&format!("{agent_id} ended with an error: {err}"));
-        }
-        agents.push(AgentRecord {
-            agent_id,
-            feature_ids,
-            status: run.status,
-            error: run.error,
-            summary: run.summary,
-            steps: run.steps,
-            token_usage: run.trajectory.token_usage.clone(),
-            cost_usd: run.trajectory.cost_usd,
-            wall_s: run.wall.as_secs_f64(),
-            plugin_compute_s: run.compute.as_secs_f64(),
-            patch_sha256: sha256_hex(patch.as_bytes()),
-            patch_bytes: patch.len(),
-            plugin: Some(identity),
-            capabilities_granted: granted,
-        });
-    }
-    let conversation = bus.conversation().await.map_err(|e| e.to_string())?;
-    write_json_atomic(&pair_dir.join("conversation.json"), &conversation)
-        .map_err(|e| e.to_string())?;
-    let record = PairRecord {
-        run_name: ctx.cfg.name.clone(),
-        repo: pair.task.repo.clone(),
-        task_id: pair.task.id,
-        features: pair.features.clone(),
-        setting,
-        model: ctx.cfg.model.clone(),
-        plugin: ctx.plugin.identity.clone(),
-        agents,
-        messages: conversation.len(),
-        started_at,
-        finished_at: now_rfc3339(),
-        duration_s: started.elapsed().as_secs_f64(),
+        runs = &mut agents_run => (starts.await, runs),
     };
-    write_json_atomic(&pair_dir.join("result.json"), &record).map_err(|e| e.to_string())?;
-    Ok(record)
+    if sandboxes_started.iter().any(Result::is_err) {
+        return Err(close_started(sandboxes_started).await);
+    }
+
+    // The pair's grading container starts while the agents' patches are taken and their
+    // containers removed.
+    let open_ahead = async {
+        if ctx.cfg.auto_eval {
+            Some(ctx.grader.open_bench(pair).await)
+        } else {
+            None
+        }
+    };
+    let finish = async move {
+        let mut agents = Vec::new();
+        for (((agent_id, identity, granted), feature_ids, sandbox), run) in
+            meta.into_iter().zip(runs)
+        {
+            let patch = sandbox.diff().await;
+            if let Err(e) = sandbox.close().await {
+                tracing::warn!("closing the sandbox of {agent_id}: {e}");
+            }
+            let patch = patch.map_err(|e| format!("computing the patch of {agent_id}: {e}"))?;
+            let dir = pair_dir.join(&agent_id);
+            write_atomic(&dir.join("patch.diff"), patch.as_bytes()).map_err(|e| e.to_string())?;
+            write_json_atomic(&dir.join("trajectory.json"), &run.trajectory)
+                .map_err(|e| e.to_string())?;
+            if !run.plugin_output.is_empty() {
+                write_atomic(&dir.join(PLUGIN_OUTPUT_FILE), run.plugin_output.as_bytes())
+                    .map_err(|e| e.to_string())?;
+            }
+            if let Some(err) = &run.error {
+                progress.line(&format!("{agent_id} ended with an error: {err}"));
+            }
+            agents.push(AgentRecord {
+                agent_id,
+                feature_ids,
+                status: run.status,
+                error: run.error,
+                summary: run.summary,
+                steps: run.steps,
+                token_usage: run.trajectory.token_usage.clone(),
+                cost_usd: run.trajectory.cost_usd,
+                wall_s: run.wall.as_secs_f64(),
+                plugin_compute_s: run.compute.as_secs_f64(),
+                patch_sha256: sha256_hex(patch.as_bytes()),
+                patch_bytes: patch.len(),
+                plugin: Some(identity),
+                capabilities_granted: granted,
+            });
+        }
+        let conversation = bus.conversation().await.map_err(|e| e.to_string())?;
+        write_json_atomic(&pair_dir.join("conversation.json"), &conversation)
+            .map_err(|e| e.to_string())?;
+        let record = PairRecord {
+            run_name: ctx.cfg.name.clone(),
+            repo: pair.task.repo.clone(),
+            task_id: pair.task.id,
+            features: pair.features.clone(),
+            setting,
+            model: ctx.cfg.model.clone(),
+            plugin: ctx.plugin.identity.clone(),
+            agents,
+            messages: conversation.len(),
+            started_at,
+            finished_at: now_rfc3339(),
+            duration_s: started.elapsed().as_secs_f64(),
+        };
+        write_json_atomic(&pair_dir.join("result.json"), &record).map_err(|e| e.to_string())?;
+        Ok::<_, String>(record)
+    };
+    let (opened, finished) = tokio::join!(open_ahead, finish);
+    match finished {
+        Ok(record) => Ok((record, opened)),
+        Err(e) => {
+            close_unused(opened).await;
+            Err(e)
+        }
+    }
 }
 
 /// Reads the patches in `pair_dir` and (re-)grades unless eval.json already matches them.
@@ -430,6 +496,7 @@ async fn grade_pair_dir(
     pair: &Pair,
     pair_dir: &Path,
     force: bool,
+    opened: Option<Result<TestBench, SandboxError>>,
 ) -> Result<EvalReport, String> {
     grade_with(
         &ctx.bases,
@@ -439,8 +506,18 @@ async fn grade_pair_dir(
         pair,
         pair_dir,
         force,
+        opened,
     )
     .await
+}
+
+/// Closes a test bench opened ahead that grading did not use.
+pub(crate) async fn close_unused(opened: Option<Result<TestBench, SandboxError>>) {
+    if let Some(Ok(bench)) = opened {
+        if let Err(e) = bench.close().await {
+            tracing::warn!("closing an unused test bench: {e}");
+        }
+    }
 }
 
 pub(crate) async fn grade_with(
@@ -451,6 +528,7 @@ pub(crate) async fn grade_with(
     pair: &Pair,
     pair_dir: &Path,
     force: bool,
+    opened: Option<Result<TestBench, SandboxError>>,
 ) -> Result<EvalReport, String> {
     let ids = agent_ids(setting, pair.features.len());
     let per_agent = agent_features(setting, pair);
@@ -470,19 +548,27 @@ pub(crate) async fn grade_with(
     if !force {
         if let Ok(existing) = read_json::<EvalReport>(&eval_path) {
             if existing.inputs_sha256 == hash {
+                close_unused(opened).await;
                 return Ok(existing);
             }
         }
     }
-    let base = bases.get(&pair.task).await.map_err(|e| e.to_string())?;
+    let base = match bases.get(&pair.task).await {
+        Ok(base) => base,
+        Err(e) => {
+            close_unused(opened).await;
+            return Err(e.to_string());
+        }
+    };
     let report = grader
-        .grade(
+        .grade_on_bench(
             pair,
             setting,
             &base,
             &work_dir.join("grading"),
             pair_dir,
             &patches,
+            opened,
         )
         .await
         .map_err(|e| e.to_string())?;

@@ -465,6 +465,22 @@ async fn prepare(cfg: RunConfig, shared: Option<&SharedSlots>) -> Result<Prepare
         isolation = backend.isolation(),
     ));
 
+    // The container pool starts ahead only what the pairs still to run will ask for.
+    let git = cfg.git && cfg.setting == Setting::Coop;
+    for pair in pairs.iter().filter(|_| !git) {
+        let done = read_json::<PairRecord>(&pair.log_dir(&run_dir).join("result.json"))
+            .ok()
+            .filter(|r| r.infra_failure().is_none())
+            .is_some();
+        if !done {
+            let agents = match cfg.setting {
+                Setting::Solo => 1,
+                Setting::Coop => pair.features.len(),
+            };
+            backend.expect_sandboxes(pair, agents);
+        }
+    }
+
     let ctx = Arc::new(RunContext {
         bases: backend.base_repos(
             &work_dir.path().join("bases"),
@@ -517,6 +533,14 @@ async fn finish(
     let Prepared { ctx, started, .. } = prepared;
     let run_dir = ctx.run_dir.clone();
     // Every pair has ended (or failed): nothing of this run may stay behind.
+    if let Some(pool) = ctx.backend.pool_stats().filter(|p| p.started > 0) {
+        tracing::info!(
+            "container pool: {} agent(s) got a pre-started container, {} waited for one; {} started ahead",
+            pool.taken,
+            pool.missed,
+            pool.started
+        );
+    }
     if let Err(e) = ctx.backend.cleanup().await {
         ctx.progress.line(&format!("  ✗ cleanup: {e}"));
     }

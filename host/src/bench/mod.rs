@@ -335,6 +335,9 @@ async fn measure_backend(
 ) -> anyhow::Result<()> {
     const STARTS: usize = 5;
     const EXECS: usize = 30;
+    /// What separates an agent's commands at the least (a model call), so the docker channel's
+    /// login shell for the next command has started, as it has in a real run.
+    const MODEL_TURN: Duration = Duration::from_millis(50);
     let bases = backend.base_repos(
         &scratch.join("bases"),
         UpstreamRepos {
@@ -346,6 +349,7 @@ async fn measure_backend(
     bases.get(&pair.task).await?;
     let (mut start, mut exec, mut diff, mut close) = (vec![], vec![], vec![], vec![]);
     let mut plain_exec = Vec::new();
+    let (mut exec_output, mut exec_back_to_back) = (Vec::new(), Vec::new());
     for _ in 0..STARTS {
         let t = Instant::now();
         let sandbox = backend
@@ -353,10 +357,23 @@ async fn measure_backend(
             .await?;
         start.push(t.elapsed().as_secs_f64() * 1e3);
         for _ in 0..EXECS / STARTS {
+            // An agent's model turn lies between two commands.
+            tokio::time::sleep(MODEL_TURN).await;
             let t = Instant::now();
             let out = sandbox.exec("true", Duration::from_secs(30)).await?;
             anyhow::ensure!(out.exit_code == 0, "`true` failed: {}", out.output);
             exec.push(t.elapsed().as_secs_f64() * 1e3);
+            tokio::time::sleep(MODEL_TURN).await;
+            let t = Instant::now();
+            let out = sandbox.exec("echo hi", Duration::from_secs(30)).await?;
+            anyhow::ensure!(out.output == "hi\n", "`echo hi` printed {:?}", out.output);
+            exec_output.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        for _ in 0..EXECS / STARTS {
+            let t = Instant::now();
+            let out = sandbox.exec("true", Duration::from_secs(30)).await?;
+            anyhow::ensure!(out.exit_code == 0, "`true` failed: {}", out.output);
+            exec_back_to_back.push(t.elapsed().as_secs_f64() * 1e3);
         }
         let t = Instant::now();
         sandbox.diff().await?;
@@ -365,6 +382,7 @@ async fn measure_backend(
         // since a plain exec's process sweep ends the channel).
         if let Some(docker) = sandbox.as_docker() {
             for _ in 0..EXECS / STARTS {
+                tokio::time::sleep(MODEL_TURN).await;
                 let t = Instant::now();
                 let out = docker.exec_plain("true", Duration::from_secs(30)).await?;
                 anyhow::ensure!(out.exit_code == 0, "`true` failed: {}", out.output);
@@ -426,7 +444,18 @@ async fn measure_backend(
         median_ms(start)
     );
     let exec_ms = median_ms(exec);
-    println!("  exec round-trip (`true`):    {exec_ms:9.2} ms (median of {EXECS})");
+    println!(
+        "  exec round-trip (`true`):    {exec_ms:9.2} ms (median of {EXECS}, {} ms apart: a model turn)",
+        MODEL_TURN.as_millis()
+    );
+    println!(
+        "  … `echo hi` (with output):   {:9.2} ms (median of {EXECS})",
+        median_ms(exec_output)
+    );
+    println!(
+        "  … `true` back to back:       {:9.2} ms (median of {EXECS}; no turn between commands)",
+        median_ms(exec_back_to_back)
+    );
     if !plain_exec.is_empty() {
         let plain_ms = median_ms(plain_exec);
         println!(

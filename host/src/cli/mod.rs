@@ -139,6 +139,10 @@ pub struct DockerArgs {
     /// Image of the `--git` server (needs `git daemon`; default: the first task's image).
     #[arg(long)]
     pub git_image: Option<String>,
+    /// Agents' containers kept started ahead per task image, so a pair's agents do not wait
+    /// for a container start (0: start each on demand). Not used with `--git`.
+    #[arg(long, default_value_t = 2)]
+    pub docker_pool: usize,
 }
 
 /// A container network.
@@ -181,6 +185,7 @@ impl DockerArgs {
             agent_network: self.agent_network.name(),
             grading_network: self.grading_network.name(),
             git_image: self.git_image.clone(),
+            pool: self.docker_pool,
         })
     }
 }

@@ -1,17 +1,18 @@
 //! One exec channel per agent container: a bash loop started by a single `docker exec` at
 //! sandbox start and fed over its attached stdin/stdout, so a command costs a write and a read
 //! on an open connection instead of an exec's create/start/attach/inspect round trips. Nothing
-//! of ours is installed in the image: the loop and the per-command wrapper travel as arguments.
+//! of ours is installed in the image: the loop travels as an argument.
 //!
 //! Protocol (text headers, length-prefixed bodies, so binary output survives):
-//! - server → host once: `CBENCH-CHANNEL 1\n`
+//! - server → host once: `CBENCH-CHANNEL 2\n`
 //! - host → server: `REQ <id> <login|plain> <cap> <lines>\n` then the script, `<lines>` lines
 //! - server → host: `RES <id> <exit code> <output size>\n` then `min(size, cap)` output bytes
 //!
-//! Each command runs through the same wrapper as a plain exec (own session, group kill, sweep
-//! of escaped processes — sparing the channel itself), with stdout+stderr merged into a file in
-//! the container; a timeout kills the command's group with a separate exec, as before. If the
-//! channel dies, the sandbox falls back to one exec per command and says so once.
+//! Each command runs as a plain exec's does (a fresh `bash -l` in its own session, group kill,
+//! sweep of escaped processes — sparing the channel itself), with stdout+stderr merged into a
+//! file in the container; a timeout kills the command's group with a separate exec. The next
+//! command's login shell is started ahead (see `CHANNEL_SERVER`). If the channel dies, the
+//! sandbox falls back to one exec per command and says so once.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,34 +23,98 @@ use bollard::exec::{CreateExecOptions, StartExecResults};
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::container::{Shell, EXEC_WRAPPER};
+use super::container::Shell;
 use super::{DockerError, Engine};
 use crate::sandbox::ExecOutput;
 
-/// The server loop. `$1` is the wrapper's text (kept in the server's own arguments, where no
-/// command can change it).
+/// The server loop. Each command runs in a fresh `bash -l` in its own session, as a plain exec's
+/// does; the login shell of the *next* command is started as soon as the previous one is
+/// answered, runs its profile while the agent waits for its model, then blocks reading a go
+/// from a pipe only the server holds (fd 5, its path unlinked) before it sources the script, so
+/// a command's round trip starts no process. When a command ends its group is killed and every
+/// other process but init and the server is swept (nothing a command starts outlives it or is
+/// alive between commands to tamper with the next one), whatever a command wrote into the pipe
+/// is drained, and the scratch files are made plain files again (a command may have replaced
+/// them with links) before the next shell opens them. A command gets neither the protocol
+/// descriptor nor the server's stdin.
 const CHANNEL_SERVER: &str = r#"exec 3>&1 1>/dev/null
-o=/tmp/cbench/channel.out
-echo "CBENCH-CHANNEL 1" >&3
+d=/tmp/cbench s=/tmp/cbench/channel.sh o=/tmp/cbench/channel.out p=/tmp/cbench/channel.pid
+w=
+ready() {
+  if [ -L "$d" ] || [ ! -d "$d" ]; then rm -rf "$d"; mkdir -p "$d"; fi
+  for x in "$s" "$o" "$p"; do
+    if [ -L "$x" ] || { [ -e "$x" ] && [ ! -f "$x" ]; }; then rm -rf "$x"; fi
+  done
+}
+launch() {
+  if [ "$1" = ahead ]; then
+    setsid bash -l -c "export PATH=\"\${CBENCH_IMAGE_PATH:+\$CBENCH_IMAGE_PATH:}\$PATH\"; IFS= read -r -u 5 __cbench_go; exec 5<&-; unset __cbench_go; . \"\$0\"" "$s" </dev/null >"$o" 2>&1 3>&- &
+  elif [ "$1" = login ]; then
+    setsid bash -l -c "export PATH=\"\${CBENCH_IMAGE_PATH:+\$CBENCH_IMAGE_PATH:}\$PATH\"; . \"\$0\"" "$s" </dev/null >"$o" 2>&1 3>&- 5<&- &
+  else
+    setsid bash "$s" </dev/null >"$o" 2>&1 3>&- 5<&- &
+  fi
+  w=$!
+}
+alive() {
+  st=
+  { read -r st < "/proc/$w/stat"; } 2>/dev/null
+  st="${st##*) }"
+  case "$st" in R*|S*|D*) return 0 ;; esac
+  return 1
+}
+mkdir -p "$d" && rm -f "$d/channel.fifo" && mkfifo -m 600 "$d/channel.fifo" && exec 5<>"$d/channel.fifo" && rm -f "$d/channel.fifo" || { echo "ERR no pipe" >&3; exit 1; }
+ready
+launch ahead
+echo "CBENCH-CHANNEL 2" >&3
 while IFS=' ' read -r tag id mode cap lines; do
   [ "$tag" = REQ ] || { echo "ERR unexpected frame" >&3; exit 1; }
-  [ -d /tmp/cbench ] || mkdir -p /tmp/cbench
-  s="/tmp/cbench/ch-$id.sh"
   n=0
   while [ "$n" -lt "$lines" ]; do
     IFS= read -r line || { echo "ERR short request" >&3; exit 1; }
     printf '%s\n' "$line"
     n=$((n + 1))
   done > "$s"
-  CBENCH_KEEP_PID=$$ sh -c "$1" cbench-exec "$s" "$mode" uploaded > "$o" 2>&1 < /dev/null 3>&-
+  if [ "$mode" = login ] && [ -n "$w" ] && alive; then
+    echo "$id $w" > "$p"
+    echo go >&5
+  else
+    if [ -n "$w" ]; then kill -9 "$w" 2>/dev/null; wait "$w" 2>/dev/null; fi
+    launch "$mode"
+    echo "$id $w" > "$p"
+  fi
+  wait "$w"
   code=$?
-  size=$(( $(wc -c < "$o") ))
+  kill -9 "-$w" 2>/dev/null
+  k=0
+  while [ "$k" -lt 100 ]; do
+    left=
+    for x in /proc/[0-9]*; do
+      q="${x#/proc/}"
+      [ "$q" = 1 ] || [ "$q" = "$$" ] || [ ! -r "$x/stat" ] && continue
+      { read -r st < "$x/stat"; } 2>/dev/null || continue
+      case "${st##*) }" in Z*) continue ;; esac
+      kill -9 "$q" 2>/dev/null && left=1
+    done
+    [ -z "$left" ] && break
+    k=$((k + 1))
+  done
+  w=
+  while read -r -t 0 -u 5; do read -r -t 0.01 -u 5 -N 4096 _; done
+  size=0
+  [ -s "$o" ] && size=$(( $(wc -c < "$o") ))
   echo "RES $id $code $size" >&3
-  if [ "$size" -le "$cap" ]; then cat "$o" >&3; else head -c "$cap" "$o" >&3; fi
+  if [ "$size" -gt 0 ]; then
+    if [ "$size" -le "$cap" ]; then cat "$o" >&3; else head -c "$cap" "$o" >&3; fi
+  fi
+  ready
+  launch ahead
 done"#;
 
 /// How long the channel may take to say hello before the sandbox uses plain execs.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest header line the server sends (`RES <id> <code> <size>` is far shorter).
+const MAX_HEADER: usize = 256;
 /// How long to wait for the answer once a timed-out command's group was killed.
 const KILL_GRACE: Duration = Duration::from_secs(5);
 
@@ -101,7 +166,6 @@ impl ExecChannel {
                         "-c".to_string(),
                         CHANNEL_SERVER.to_string(),
                         "cbench-channel".to_string(),
-                        EXEC_WRAPPER.to_string(),
                     ]),
                     env: Some(env.to_vec()),
                     working_dir: Some(workdir.to_string()),
@@ -131,7 +195,7 @@ impl ExecChannel {
         let hello = tokio::time::timeout(HELLO_TIMEOUT, channel.read_line())
             .await
             .map_err(|_| broken("no hello within 10 s"))??;
-        if hello != "CBENCH-CHANNEL 1" {
+        if hello != "CBENCH-CHANNEL 2" {
             return Err(broken(format!("unexpected hello `{hello}`")));
         }
         Ok(channel)
@@ -160,11 +224,20 @@ impl ExecChannel {
         }
     }
 
+    /// One header line; a longer "line" means something else wrote into the channel's
+    /// descriptor (a command can reach it through `/proc`), so the channel is given up rather
+    /// than buffering without bound.
     async fn read_line(&mut self) -> Result<String, ChannelBroken> {
         loop {
-            if let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
+            let window = &self.buffer[..self.buffer.len().min(MAX_HEADER)];
+            if let Some(end) = window.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = self.buffer.drain(..=end).collect();
                 return Ok(String::from_utf8_lossy(&line[..end]).into_owned());
+            }
+            if self.buffer.len() >= MAX_HEADER {
+                return Err(broken(format!(
+                    "no frame header in the first {MAX_HEADER} bytes (something else wrote into the channel)"
+                )));
             }
             self.fill().await?;
         }
@@ -257,9 +330,9 @@ impl ExecChannel {
     }
 }
 
-/// Kills the process group of command `id` (its wrapper wrote the pgid) with a plain exec.
+/// Kills the process group of command `id` (the server wrote `<id> <pgid>` when it started it)
+/// with a plain exec; a stale record of another command is left alone.
 async fn kill(engine: Arc<Engine>, container: String, id: u64) {
-    let pidfile = format!("/tmp/cbench/ch-{id}.sh.pid");
     let api = engine.api();
     let result: Result<(), DockerError> = async {
         let exec = api
@@ -269,10 +342,10 @@ async fn kill(engine: Arc<Engine>, container: String, id: u64) {
                     cmd: Some(vec![
                         "sh".to_string(),
                         "-c".to_string(),
-                        r#"pid=$(cat "$1" 2>/dev/null) && kill -9 "-$pid" 2>/dev/null; true"#
+                        r#"read -r i g < /tmp/cbench/channel.pid && [ "$i" = "$1" ] && kill -9 "-$g" 2>/dev/null; true"#
                             .to_string(),
                         "cbench-kill".to_string(),
-                        pidfile,
+                        id.to_string(),
                     ]),
                     attach_stdout: Some(true),
                     attach_stderr: Some(true),

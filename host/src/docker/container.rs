@@ -32,8 +32,7 @@ const SCRATCH: &str = "/tmp/cbench";
 /// resets PATH (Debian, Alpine), so the image's PATH is put back first. A process that exits
 /// while the sweep reads its stat file is skipped silently (the redirection's error would
 /// otherwise land in the command's output: the group's stderr is silenced, not just `read`'s).
-/// `CBENCH_KEEP_PID` names one more process to spare: the exec channel running the wrapper.
-pub(crate) const EXEC_WRAPPER: &str = r#"s="$1"
+const EXEC_WRAPPER: &str = r#"s="$1"
 if [ "$3" = inline ]; then
   mkdir -p "${s%/*}" && printf '%s' "$4" > "$s" || exit 126
 fi
@@ -53,7 +52,7 @@ while [ "$n" -lt 100 ]; do
   left=
   for d in /proc/[0-9]*; do
     p="${d#/proc/}"
-    [ "$p" = 1 ] || [ "$p" = "$$" ] || [ "$p" = "${CBENCH_KEEP_PID:-}" ] || [ ! -r "$d/stat" ] && continue
+    [ "$p" = 1 ] || [ "$p" = "$$" ] || [ ! -r "$d/stat" ] && continue
     { read -r st < "$d/stat"; } 2>/dev/null || continue
     case "${st##*) }" in Z*) continue ;; esac
     kill -9 "$p" 2>/dev/null && left=1

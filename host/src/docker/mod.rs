@@ -5,6 +5,7 @@ pub mod channel;
 pub mod cleanup;
 pub mod container;
 pub mod images;
+pub mod pool;
 
 use std::collections::HashMap;
 use std::sync::Arc;

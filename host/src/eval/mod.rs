@@ -241,6 +241,28 @@ impl Grader {
         pair_dir: &Path,
         patches: &[GradedPatch],
     ) -> Result<EvalReport, EvalError> {
+        self.grade_on_bench(pair, setting, base, scratch_parent, pair_dir, patches, None)
+            .await
+    }
+
+    /// Opens `pair`'s test bench (on docker: starts its grading container), e.g. while the
+    /// pair's agents are still finishing.
+    pub async fn open_bench(&self, pair: &Pair) -> Result<TestBench, SandboxError> {
+        TestBench::open(&self.backend, pair).await
+    }
+
+    /// `grade`, on a bench opened ahead by `open_bench` when given (else one opened here).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn grade_on_bench(
+        &self,
+        pair: &Pair,
+        setting: Setting,
+        base: &BaseRepo,
+        scratch_parent: &Path,
+        pair_dir: &Path,
+        patches: &[GradedPatch],
+        opened: Option<Result<TestBench, SandboxError>>,
+    ) -> Result<EvalReport, EvalError> {
         let started = Instant::now();
         let label = pair_label(pair);
         let sandbox_err = |source| EvalError::Sandbox {
@@ -272,9 +294,11 @@ impl Grader {
                 })
             })?;
         let features = pair.feature_records();
-        let bench = TestBench::open(&self.backend, pair)
-            .await
-            .map_err(&sandbox_err)?;
+        let bench = match opened {
+            Some(opened) => opened,
+            None => TestBench::open(&self.backend, pair).await,
+        }
+        .map_err(&sandbox_err)?;
         let result = self
             .grade_on(
                 &bench, pair, setting, base, &scratch, pair_dir, &filtered, &features,

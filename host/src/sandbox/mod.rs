@@ -4,6 +4,7 @@ pub mod cgroup;
 pub mod confine;
 pub mod docker;
 pub mod local;
+pub mod pending;
 
 use std::time::Duration;
 
