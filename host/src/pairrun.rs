@@ -520,6 +520,7 @@ pub(crate) async fn close_unused(opened: Option<Result<TestBench, SandboxError>>
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn grade_with(
     bases: &BaseRepos,
     grader: &Grader,

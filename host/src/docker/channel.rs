@@ -4,7 +4,7 @@
 //! of ours is installed in the image: the loop travels as an argument.
 //!
 //! Protocol (text headers, length-prefixed bodies, so binary output survives):
-//! - server → host once: `CBENCH-CHANNEL 2\n`
+//! - server → host once: `CBENCH-CHANNEL 2 sealed|unsealed\n`
 //! - host → server: `REQ <id> <login|plain> <cap> <lines>\n` then the script, `<lines>` lines
 //! - server → host: `RES <id> <exit code> <output size>\n` then `min(size, cap)` output bytes
 //!
@@ -66,7 +66,7 @@ alive() {
 mkdir -p "$d" && rm -f "$d/channel.fifo" && mkfifo -m 600 "$d/channel.fifo" && exec 5<>"$d/channel.fifo" && rm -f "$d/channel.fifo" || { echo "ERR no pipe" >&3; exit 1; }
 ready
 launch ahead
-echo "CBENCH-CHANNEL 2" >&3
+echo "CBENCH-CHANNEL 2 $1" >&3
 while IFS=' ' read -r tag id mode cap lines; do
   [ "$tag" = REQ ] || { echo "ERR unexpected frame" >&3; exit 1; }
   n=0
@@ -110,6 +110,15 @@ while IFS=' ' read -r tag id mode cap lines; do
   ready
   launch ahead
 done"#;
+
+/// Starts the server from an execute-only copy of bash. A process that executes a file it
+/// cannot read is not dumpable, so commands (root in the container, but without
+/// CAP_SYS_PTRACE or CAP_DAC_OVERRIDE) cannot open the server's descriptors through
+/// `/proc/<pid>/fd` to inject requests or forge answers; its children exec readable binaries
+/// and are ordinary processes again. Where the copy cannot be made, the server runs unsealed.
+const CHANNEL_BOOT: &str = r#"b=/tmp/cbench/channel-bash
+mkdir -p /tmp/cbench && rm -f "$b" && cp "$(command -v bash)" "$b" && chmod 0111 "$b" && exec "$b" -c "$1" cbench-channel sealed
+exec bash -c "$1" cbench-channel unsealed"#;
 
 /// How long the channel may take to say hello before the sandbox uses plain execs.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -162,10 +171,11 @@ impl ExecChannel {
                 container,
                 CreateExecOptions {
                     cmd: Some(vec![
-                        "bash".to_string(),
+                        "sh".to_string(),
                         "-c".to_string(),
+                        CHANNEL_BOOT.to_string(),
+                        "cbench-channel-boot".to_string(),
                         CHANNEL_SERVER.to_string(),
-                        "cbench-channel".to_string(),
                     ]),
                     env: Some(env.to_vec()),
                     working_dir: Some(workdir.to_string()),
@@ -195,8 +205,13 @@ impl ExecChannel {
         let hello = tokio::time::timeout(HELLO_TIMEOUT, channel.read_line())
             .await
             .map_err(|_| broken("no hello within 10 s"))??;
-        if hello != "CBENCH-CHANNEL 2" {
-            return Err(broken(format!("unexpected hello `{hello}`")));
+        match hello.strip_prefix("CBENCH-CHANNEL 2 ") {
+            Some("sealed") => {}
+            Some("unsealed") => tracing::warn!(
+                "container {container}: the exec channel could not copy bash into /tmp/cbench; \
+                 its descriptors are reachable through /proc by the agent's commands"
+            ),
+            _ => return Err(broken(format!("unexpected hello `{hello}`"))),
         }
         Ok(channel)
     }

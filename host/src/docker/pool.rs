@@ -44,6 +44,8 @@ pub struct PoolStats {
     pub missed: usize,
     /// Containers the pool started.
     pub started: usize,
+    /// Containers ready now, over all images.
+    pub ready: usize,
 }
 
 /// The pool of one invocation.
@@ -163,17 +165,13 @@ impl SandboxPool {
         futures_util::future::join_all(ready.into_iter().map(remove)).await;
     }
 
-    /// Containers ready now, over all images.
-    pub fn ready(&self) -> usize {
-        self.images().values().map(|p| p.ready.len()).sum()
-    }
-
     /// What the pool did so far.
     pub fn stats(&self) -> PoolStats {
         PoolStats {
             taken: self.taken.load(Ordering::Relaxed),
             missed: self.missed.load(Ordering::Relaxed),
             started: self.started.load(Ordering::Relaxed),
+            ready: self.images().values().map(|p| p.ready.len()).sum(),
         }
     }
 }

@@ -251,7 +251,7 @@ fn the_memory_limit_is_an_oom_exit_the_agent_sees_and_the_run_goes_on() {
     );
 }
 
-fn eval_without_timing(path: &std::path::Path) -> Value {
+pub(crate) fn eval_without_timing(path: &std::path::Path) -> Value {
     let mut eval = json(path);
     let map = eval.as_object_mut().expect("eval.json is an object");
     map.remove("evaluated_at");

@@ -188,3 +188,96 @@ fn a_hundred_commands_in_a_row_leave_no_process_behind() {
         sandbox.close().await.expect("close");
     });
 }
+
+#[test]
+fn each_command_is_a_fresh_login_shell_that_sees_what_the_last_one_changed() {
+    docker();
+    runtime().block_on(async {
+        let sandbox = sandbox(&RunLabels::new("it-channel-fresh")).await;
+        // The next command's shell is started ahead, but after this one ended: it reads the
+        // profile as changed, and inherits no variable, directory or option of this one.
+        let out = sandbox
+            .exec(
+                "echo 'export CBENCH_FROM_PROFILE=42' >> ~/.profile; export LEAK=1; cd /tmp; set -e",
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("exec");
+        assert_eq!(out.exit_code, 0, "{out:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let out = sandbox
+            .exec(
+                "echo \"$CBENCH_FROM_PROFILE:${LEAK:-unset}:$(pwd):$-:$#\"; shopt -q login_shell && echo login",
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("exec");
+        assert_eq!(out.output, format!("42:unset:{REPO_DIR}:hBc:0\nlogin\n"));
+        assert_eq!(sandbox.exec_path().await, ExecPath::Channel);
+        sandbox.close().await.expect("close");
+    });
+}
+
+#[test]
+fn a_command_cannot_make_anything_run_between_commands() {
+    docker();
+    runtime().block_on(async {
+        let sandbox = sandbox(&RunLabels::new("it-channel-between")).await;
+        // The attacker: count its own runs, wake the shell waiting for the next command through
+        // the server's pipe (reached by /proc), replace the scratch files with links, and try
+        // to keep a process alive.
+        let attack = r#"echo run >> /root/runs
+for fd in /proc/$PPID/fd/*; do printf 'go\ngo\n' > "$fd" 2>/dev/null; done
+ln -sf /dev/zero /tmp/cbench/channel.out.x; mv -f /tmp/cbench/channel.out.x /tmp/cbench/channel.out
+ln -sf /dev/zero /tmp/cbench/channel.sh.x; mv -f /tmp/cbench/channel.sh.x /tmp/cbench/channel.sh
+(setsid sh -c 'sleep 1; echo late >> /root/runs' &)
+echo attacked"#;
+        // (Its own output is lost: it replaced the file the server reads it from.)
+        let out = sandbox
+            .exec(attack, Duration::from_secs(10))
+            .await
+            .expect("exec");
+        assert_eq!(out.exit_code, 0, "{out:?}");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let out = sandbox
+            .exec("cat /root/runs; echo second", Duration::from_secs(10))
+            .await
+            .expect("exec");
+        assert_eq!(
+            out.output, "run\nsecond\n",
+            "something ran between the commands"
+        );
+        let out = sandbox
+            .exec("echo third", Duration::from_secs(10))
+            .await
+            .expect("exec");
+        assert_eq!(out.output, "third\n");
+        sandbox.close().await.expect("close");
+    });
+}
+
+#[test]
+fn a_command_cannot_reach_the_channels_descriptors() {
+    docker();
+    runtime().block_on(async {
+        let sandbox = sandbox(&RunLabels::new("it-channel-fds")).await;
+        // The server is not dumpable: its protocol descriptors (stdin: requests; fd 3: answers)
+        // cannot be opened through /proc by a command, so none can be injected or forged.
+        let out = sandbox
+            .exec(
+                "for fd in 0 3 5; do if echo 'REQ 99 login 10 1' > /proc/$PPID/fd/$fd; then echo \"opened $fd\"; fi; done 2>/dev/null; \
+                 cat /proc/$PPID/cmdline | tr '\\0' ' ' | grep -o 'cbench-channel sealed'",
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("exec");
+        assert_eq!(out.output, "cbench-channel sealed\n", "{out:?}");
+        let out = sandbox
+            .exec("echo in-step", Duration::from_secs(10))
+            .await
+            .expect("exec");
+        assert_eq!(out.output, "in-step\n");
+        assert_eq!(sandbox.exec_path().await, ExecPath::Channel);
+        sandbox.close().await.expect("close");
+    });
+}

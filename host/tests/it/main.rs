@@ -8,6 +8,7 @@ mod dataset_selection;
 mod distributed;
 mod docker_backend;
 mod docker_channel;
+mod docker_pool;
 mod end_to_end;
 mod errors;
 mod gold;
