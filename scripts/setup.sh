@@ -49,4 +49,10 @@ done
 # into ~/.cache/cbench/toolchains on first use).
 ./kits/python/build.sh plugins/mini_swe_py plugins/mini_swe_py.wasm >/dev/null
 ./kits/js/build.sh plugins/mini_swe_js plugins/mini_swe_js.wasm >/dev/null
+# The Python API: a wheel built with maturin (pinned, from PyPI, in its own venv).
+maturin_venv="${HOME}/.cache/cbench/toolchains/maturin"
+[ -x "$maturin_venv/bin/maturin" ] || { python3 -m venv "$maturin_venv" && "$maturin_venv/bin/pip" install -q "maturin>=1.9,<2"; }
+rm -f target/wheels/cbench-*.whl
+(cd python && "$maturin_venv/bin/maturin" build --release --quiet -o ../target/wheels)
 echo "setup: built target/release/cbench and plugins/{mini_swe,mini_swe_py,mini_swe_js,probe}.wasm"
+echo "setup: the Python API: pip install $(ls target/wheels/cbench-*.whl)"

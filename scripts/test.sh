@@ -85,5 +85,20 @@ fi
 cargo fmt --all -- --check
 cargo clippy -p cbench --all-targets -- -D warnings
 cargo clippy --target wasm32-wasip2 -p mini_swe -p probe -- -D warnings
+cargo clippy -p cbench-python -- -D warnings
 cargo test -p mini_swe
 cargo test -p cbench
+
+# The Python API (python/, PyO3 + maturin): built into a wheel, installed into a venv of its own,
+# tested with pytest against the CLI, plugins and task image the Rust tests just built.
+venv=target/pyvenv
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv" 2>/dev/null || {
+        apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$venv"
+    }
+fi
+"$venv/bin/pip" install -q "maturin>=1.9,<2" "pytest>=8"
+rm -f target/wheels/cbench-*.whl
+(cd python && "../$venv/bin/maturin" build --release --quiet -o ../target/wheels)
+"$venv/bin/pip" install -q --force-reinstall --no-deps target/wheels/cbench-*.whl
+"$venv/bin/pytest" -q python/tests

@@ -36,7 +36,9 @@ use crate::sandbox::ExecOutput;
 /// alive between commands to tamper with the next one), whatever a command wrote into the pipe
 /// is drained, and the scratch files are made plain files again (a command may have replaced
 /// them with links) before the next shell opens them. A command gets neither the protocol
-/// descriptor nor the server's stdin.
+/// descriptor nor the server's stdin. The container's keep-alive `sleep` (a child of init when
+/// the channel starts, before any command ran) is spared: killing it makes init start another
+/// one during every sweep.
 const CHANNEL_SERVER: &str = r#"exec 3>&1 1>/dev/null
 d=/tmp/cbench s=/tmp/cbench/channel.sh o=/tmp/cbench/channel.out p=/tmp/cbench/channel.pid
 w=
@@ -64,9 +66,18 @@ alive() {
   return 1
 }
 mkdir -p "$d" && rm -f "$d/channel.fifo" && mkfifo -m 600 "$d/channel.fifo" && exec 5<>"$d/channel.fifo" && rm -f "$d/channel.fifo" || { echo "ERR no pipe" >&3; exit 1; }
+seal=$1
+keep=
+for x in /proc/[0-9]*; do
+  q="${x#/proc/}"
+  [ "$q" = 1 ] || [ "$q" = "$$" ] && continue
+  { read -r st < "$x/stat"; } 2>/dev/null || continue
+  set -- ${st##*) }
+  [ "$2" = 1 ] && keep="$keep $q "
+done
 ready
 launch ahead
-echo "CBENCH-CHANNEL 2 $1" >&3
+echo "CBENCH-CHANNEL 2 $seal" >&3
 while IFS=' ' read -r tag id mode cap lines; do
   [ "$tag" = REQ ] || { echo "ERR unexpected frame" >&3; exit 1; }
   n=0
@@ -92,6 +103,7 @@ while IFS=' ' read -r tag id mode cap lines; do
     for x in /proc/[0-9]*; do
       q="${x#/proc/}"
       [ "$q" = 1 ] || [ "$q" = "$$" ] || [ ! -r "$x/stat" ] && continue
+      case "$keep" in *" $q "*) continue ;; esac
       { read -r st < "$x/stat"; } 2>/dev/null || continue
       case "${st##*) }" in Z*) continue ;; esac
       kill -9 "$q" 2>/dev/null && left=1
@@ -122,6 +134,8 @@ exec bash -c "$1" cbench-channel unsealed"#;
 
 /// How long the channel may take to say hello before the sandbox uses plain execs.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an answer's output may take to arrive after its header.
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest header line the server sends (`RES <id> <code> <size>` is far shorter).
 const MAX_HEADER: usize = 256;
 /// How long to wait for the answer once a timed-out command's group was killed.
@@ -335,7 +349,11 @@ impl ExecChannel {
             ),
             _ => return Err(broken(format!("unexpected answer `{header}`"))),
         };
-        let output = self.read_exact(size.min(cap)).await?;
+        // Nothing writes the output file once the command's processes are swept, so the body
+        // follows at once; a stalled one means a broken channel, not a slow command.
+        let output = tokio::time::timeout(BODY_TIMEOUT, self.read_exact(size.min(cap)))
+            .await
+            .map_err(|_| broken("the output did not follow its header"))??;
         Ok(ExecOutput {
             exit_code: if timed_out { -1 } else { code },
             output: String::from_utf8_lossy(&output).into_owned(),

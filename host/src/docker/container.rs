@@ -20,7 +20,7 @@ use super::{is_not_found, DockerError, Engine, ResourceLimits};
 use crate::sandbox::ExecOutput;
 
 /// Keeps the container alive without depending on the image's entrypoint; exits on TERM.
-const KEEP_ALIVE: &str = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done";
+const KEEP_ALIVE: &str = "trap 'exit 0' TERM INT; while :; do sleep 2147483647 & wait $!; done";
 /// Where exec scripts and their pid files live inside the container.
 const SCRATCH: &str = "/tmp/cbench";
 /// Runs `$1` (a script) in its own session so the host can kill its whole process

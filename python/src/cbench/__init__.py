@@ -1,0 +1,184 @@
+"""cbench from Python: the API CooperBench documents, running in-process on cbench's Rust library.
+
+    from cbench import run, evaluate, load_run, compare
+    summary = run(run_name="my-experiment", repo="llama_index_task", model_name="gpt-4o",
+                  setting="coop", redis_url="redis://localhost:6379", backend="docker")
+    evaluate(run_name="my-experiment")
+    pairs = load_run("my-experiment")          # list of dicts: pandas.DataFrame(pairs)
+
+Arguments are checked exactly as `cbench run` / `cbench eval` check them: a bad one raises
+ValueError with the CLI's message; a failure of cbench's machinery (Docker, Redis, files, a lock)
+raises CbenchError. The GIL is released while a run works; Ctrl-C (KeyboardInterrupt) stops it
+and removes its sandboxes, keeping every result already written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Iterable, Optional, Sequence, Union
+
+from . import _native
+from ._native import CbenchError
+
+__all__ = ["run", "evaluate", "load_run", "compare", "CbenchError"]
+
+_PathLike = Union[str, "os.PathLike[str]"]
+
+
+def _flag(argv: list, name: str, value: Any) -> None:
+    if value is not None:
+        argv += [name, os.fspath(value) if isinstance(value, os.PathLike) else str(value)]
+
+
+def _features(features: Optional[Union[str, Iterable[int]]]) -> Optional[str]:
+    if features is None or isinstance(features, str):
+        return features
+    return ",".join(str(f) for f in features)
+
+
+def run(
+    run_name: Optional[str] = None,
+    subset: Optional[str] = None,
+    repo: Optional[str] = None,
+    task_id: Optional[int] = None,
+    features: Optional[Union[str, Sequence[int]]] = None,
+    model_name: str = "gpt-4o",
+    agent: Union[_PathLike, Sequence[_PathLike]] = "plugins/mini_swe.wasm",
+    concurrency: int = 30,
+    setting: str = "coop",
+    redis_url: Optional[str] = "redis://localhost:6379",
+    force: bool = False,
+    git_enabled: bool = False,
+    messaging_enabled: bool = True,
+    auto_eval: bool = True,
+    eval_concurrency: int = 10,
+    backend: str = "local",
+    agent_config: Optional[_PathLike] = None,
+    *,
+    merge_policy: Optional[str] = None,
+    max_steps: Optional[int] = None,
+    log_dir: Optional[_PathLike] = None,
+    dataset_dir: Optional[_PathLike] = None,
+    quiet: bool = False,
+    extra_args: Sequence[str] = (),
+) -> Any:
+    """Runs agents on the selected pairs and grades them (as `cbench run`); returns summary.json
+    as a dict (a list of them when `agent` names several plugins, which are then compared).
+
+    `agent` is a plugin path (`path@sha256:<hex>` pins it). Messages go through Redis at
+    `redis_url` in a coop run with messaging, as in CooperBench; `redis_url=None` uses cbench's
+    in-process bus (no server needed). `extra_args` passes any other `cbench run` flag as is.
+    """
+    argv: list = []
+    _flag(argv, "-n", run_name)
+    _flag(argv, "-s", subset)
+    _flag(argv, "-r", repo)
+    _flag(argv, "-t", task_id)
+    _flag(argv, "-f", _features(features))
+    _flag(argv, "-m", model_name)
+    agents = [agent] if isinstance(agent, (str, os.PathLike)) else list(agent)
+    for a in agents:
+        _flag(argv, "--agent", a)
+    _flag(argv, "-c", concurrency)
+    _flag(argv, "--setting", setting)
+    if redis_url is not None and setting == "coop" and messaging_enabled:
+        _flag(argv, "--redis", redis_url)
+    if force:
+        argv.append("--force")
+    if git_enabled:
+        argv.append("--git")
+    if not messaging_enabled:
+        argv.append("--no-messaging")
+    if not auto_eval:
+        argv.append("--no-auto-eval")
+    _flag(argv, "--eval-concurrency", eval_concurrency)
+    _flag(argv, "--backend", backend)
+    _flag(argv, "--agent-config", agent_config)
+    _flag(argv, "--merge-policy", merge_policy)
+    _flag(argv, "--max-steps", max_steps)
+    _flag(argv, "--log-dir", log_dir)
+    _flag(argv, "--dataset-dir", dataset_dir)
+    if quiet:
+        argv.append("-q")
+    argv += list(extra_args)
+    return json.loads(_native.run(argv))
+
+
+def evaluate(
+    run_name: str,
+    concurrency: int = 10,
+    backend: Optional[str] = None,
+    force: bool = False,
+    *,
+    merge_policy: Optional[str] = None,
+    log_dir: Optional[_PathLike] = None,
+    dataset_dir: Optional[_PathLike] = None,
+    quiet: bool = False,
+    extra_args: Sequence[str] = (),
+) -> Any:
+    """Grades a run's patches again where they are not graded yet (`force=True`: all of them),
+    as `cbench eval`; returns summary.json as a dict. `concurrency` is grading concurrency;
+    `backend` and `merge_policy` default to the run's own."""
+    argv: list = []
+    _flag(argv, "-n", run_name)
+    _flag(argv, "--eval-concurrency", concurrency)
+    _flag(argv, "--backend", backend)
+    if force:
+        argv.append("--force")
+    _flag(argv, "--merge-policy", merge_policy)
+    _flag(argv, "--log-dir", log_dir)
+    _flag(argv, "--dataset-dir", dataset_dir)
+    if quiet:
+        argv.append("-q")
+    argv += list(extra_args)
+    return json.loads(_native.evaluate(argv))
+
+
+def _flat(record: dict) -> dict:
+    """One pair as a flat row (the raw files stay under `result` and `eval`)."""
+    result = record.get("result") or {}
+    ev = record.get("eval") or {}
+    merged = ev.get("merged") or {}
+    agents = result.get("agents") or []
+    costs = [a.get("cost_usd") for a in agents]
+    row = {
+        "pair": record["pair"],
+        "repo": record["repo"],
+        "task_id": record["task_id"],
+        "features": [int(f) for f in record["features"].split("_")[1:] if f.isdigit()],
+        "setting": result.get("setting") or ev.get("setting"),
+        "model": result.get("model"),
+        "graded": bool(ev),
+        "overall_success": ev.get("overall_success"),
+        "merged_success": merged.get("success"),
+        "merge_strategy": ev.get("merge_strategy"),
+        "merge_conflict": merged.get("merge_conflict"),
+        "messages": result.get("messages"),
+        "duration_s": result.get("duration_s"),
+        "steps": sum(a.get("steps") or 0 for a in agents) if agents else None,
+        "cost_usd": None if not costs or any(c is None for c in costs) else sum(costs),
+    }
+    for a in agents:
+        agent_id = a.get("agent_id")
+        row[f"{agent_id}_status"] = a.get("status")
+        graded = ev.get(agent_id) or {}
+        row[f"{agent_id}_success"] = graded.get("success")
+    row["result"] = record.get("result")
+    row["eval"] = record.get("eval")
+    return row
+
+
+def load_run(name: str, log_dir: _PathLike = "logs") -> list:
+    """The run's pairs, one dict each (ready for `pandas.DataFrame(...)`): key, repo, task,
+    features, success and merge fields, cost, steps, per-agent status and success, and the raw
+    result.json / eval.json under `result` and `eval`."""
+    run_dir = os.path.join(os.fspath(log_dir), name)
+    return [_flat(r) for r in json.loads(_native.load_run(run_dir))]
+
+
+def compare(names: Sequence[str], log_dir: _PathLike = "logs", allow_mismatch: bool = False) -> Any:
+    """Head to head of two or more runs on the pairs graded in all of them (as `cbench compare
+    --json`): per-run rates with Wilson intervals, the paired table, exact McNemar and the
+    paired bootstrap, per repository, and the pairs where they disagree."""
+    return json.loads(_native.compare(os.fspath(log_dir), list(names), allow_mismatch))
