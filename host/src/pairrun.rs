@@ -17,10 +17,11 @@ use crate::layout::PLUGIN_OUTPUT_FILE;
 use crate::llm::budget::AgentBudget;
 use crate::llm::{AgentBrief, FeatureBrief, Setting};
 use crate::messaging::MessageBus;
-use crate::plugin::{AgentEnv, AgentRun, AgentTask, Capability};
+use crate::plugin::{AgentEnv, AgentRun, AgentStatus, AgentTask, Capability};
 use crate::progress::{human_duration, Outcome, Progress};
 use crate::repos::BaseRepos;
 use crate::sandbox::pending::pending;
+use crate::sandbox::patch::{self, PatchError};
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::trajectory::{now_rfc3339, Recorder};
 
@@ -423,31 +424,58 @@ async fn run_agents_on(
         }
     };
     let finish = async move {
+        // Patches are computed against the host's own copy of the base (never the agent's).
+        let base = ctx.bases.get(&pair.task).await.map_err(|e| e.to_string());
+        let patch_scratch = ctx.work_dir.path().join("patches");
         let mut agents = Vec::new();
         for (((agent_id, identity, granted), feature_ids, sandbox), run) in
             meta.into_iter().zip(runs)
         {
-            let patch = sandbox.diff().await;
-            if let Err(e) = sandbox.close().await {
-                tracing::warn!("closing the sandbox of {agent_id}: {e}");
-            }
-            let patch = patch.map_err(|e| format!("computing the patch of {agent_id}: {e}"))?;
             let dir = pair_dir.join(&agent_id);
-            write_atomic(&dir.join("patch.diff"), patch.as_bytes()).map_err(|e| e.to_string())?;
+            // What the agent did is on record before anything it left is looked at.
             write_json_atomic(&dir.join("trajectory.json"), &run.trajectory)
                 .map_err(|e| e.to_string())?;
             if !run.plugin_output.is_empty() {
                 write_atomic(&dir.join(PLUGIN_OUTPUT_FILE), run.plugin_output.as_bytes())
                     .map_err(|e| e.to_string())?;
             }
-            if let Some(err) = &run.error {
+            let patch = match &base {
+                Ok(base) => {
+                    patch::compute(sandbox.as_ref(), base, &patch_scratch, ctx.cfg.patch_limits)
+                        .await
+                }
+                Err(e) => Err(PatchError::Infra(SandboxError::Command(e.clone()))),
+            };
+            if let Err(e) = sandbox.close().await {
+                tracing::warn!("closing the sandbox of {agent_id}: {e}");
+            }
+            let (patch, mut status, mut error) = match patch {
+                Ok(patch) => (patch, run.status, run.error.clone()),
+                // What the agent left cannot make a patch: its failure, with the reason; the
+                // pair is graded (with an empty patch), never re-run.
+                Err(PatchError::Rejected(why)) => (
+                    String::new(),
+                    AgentStatus::Error,
+                    Some(format!("patch rejected: {why}")),
+                ),
+                Err(PatchError::Infra(e)) => {
+                    return Err(format!("computing the patch of {agent_id}: {e}"))
+                }
+            };
+            if run.status == AgentStatus::InfraError {
+                // An infrastructure stop stays one, whatever the tree looks like.
+                status = AgentStatus::InfraError;
+                error = run.error.clone().or(error);
+            }
+            write_atomic(&dir.join("patch.diff"), patch.as_bytes()).map_err(|e| e.to_string())?;
+            if let Some(err) = &error {
                 progress.line(&format!("{agent_id} ended with an error: {err}"));
             }
             agents.push(AgentRecord {
                 agent_id,
                 feature_ids,
-                status: run.status,
-                error: run.error,
+                status,
+                error,
                 summary: run.summary,
                 steps: run.steps,
                 token_usage: run.trajectory.token_usage.clone(),

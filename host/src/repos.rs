@@ -16,7 +16,8 @@ use crate::dataset::{RepoSource, Task};
 use crate::docker::container::Container;
 use crate::docker::{Engine, RunLabels};
 use crate::sandbox::docker::REPO_DIR;
-use crate::sandbox::local::{git, io, BaseRepo};
+use crate::sandbox::git::git;
+use crate::sandbox::local::{io, BaseRepo};
 use crate::sandbox::SandboxError;
 
 /// Each task's base repository, prepared once per process and shared by its

@@ -58,6 +58,8 @@ pub struct RunConfig {
     pub command_timeout: Duration,
     pub test_timeout: Duration,
     pub plugin_limits: PluginLimits,
+    /// `--max-patch-mb`: caps on what an agent's tree may turn into a patch.
+    pub patch_limits: crate::sandbox::patch::PatchLimits,
     pub cache_dir: PathBuf,
     /// What to do when the naive merge conflicts.
     pub merge_policy: MergePolicy,

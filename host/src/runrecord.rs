@@ -55,6 +55,14 @@ pub struct RunRecord {
     pub command_timeout_s: f64,
     pub plugin_memory_mb: usize,
     pub plugin_compute_s: f64,
+    /// Caps on what an agent leaves and sends (absent in runs made before they existed:
+    /// those ran with today's defaults' worth of room or more).
+    #[serde(default)]
+    pub max_patch_bytes: Option<u64>,
+    #[serde(default)]
+    pub max_message_bytes: Option<usize>,
+    #[serde(default)]
+    pub max_messages: Option<u32>,
     pub merge_policy: MergePolicy,
     /// Per-agent LLM budgets and the run's cost cap (None: unlimited).
     #[serde(default)]
@@ -128,6 +136,9 @@ pub(crate) fn run_record(cfg: &RunConfig, plugin: &PluginIdentity, backend: &Bac
         command_timeout_s: cfg.command_timeout.as_secs_f64(),
         plugin_memory_mb: cfg.plugin_limits.memory_bytes >> 20,
         plugin_compute_s: cfg.plugin_limits.compute.as_secs_f64(),
+        max_patch_bytes: Some(cfg.patch_limits.max_patch_bytes),
+        max_message_bytes: Some(cfg.plugin_limits.max_message_bytes),
+        max_messages: Some(cfg.plugin_limits.max_messages),
         merge_policy: cfg.merge_policy,
         max_cost_usd: cfg.llm.max_cost_usd,
         max_tokens: cfg.llm.max_tokens,
@@ -184,6 +195,26 @@ fn identity(r: &RunRecord) -> Vec<(&'static str, String)> {
         ("--command-timeout", r.command_timeout_s.to_string()),
         ("--plugin-memory-mb", r.plugin_memory_mb.to_string()),
         ("--plugin-compute-secs", r.plugin_compute_s.to_string()),
+        (
+            "--max-patch-mb",
+            r.max_patch_bytes
+                .unwrap_or(crate::sandbox::patch::DEFAULT_MAX_PATCH_BYTES)
+                .div_ceil(1 << 20)
+                .to_string(),
+        ),
+        (
+            "--max-message-kb",
+            r.max_message_bytes
+                .unwrap_or(crate::plugin::DEFAULT_MAX_MESSAGE_BYTES)
+                .div_ceil(1 << 10)
+                .to_string(),
+        ),
+        (
+            "--max-messages",
+            r.max_messages
+                .unwrap_or(crate::plugin::DEFAULT_MAX_MESSAGES)
+                .to_string(),
+        ),
         (
             "--merge-policy",
             format!("{:?}", r.merge_policy).to_lowercase(),

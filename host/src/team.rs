@@ -2,8 +2,10 @@
 //! their own branch (`refs/heads/<agent-id>`, or below it); any other push is refused.
 //!
 //! Local backend: a bare repository on the host, seeded with the base; the pusher is
-//! named by `CBENCH_AGENT_ID` in its environment (the local backend is not a security
-//! boundary against its own agents). Docker backend: one `git daemon` container per run
+//! named by `CBENCH_AGENT_ID` in its environment, so which branch a push may update is a
+//! convention between cooperating agents there; the repository's config and hooks are
+//! read-only to every agent (only `objects/` and `refs/` are writable), so no agent can make
+//! code run in another's push or fetch. Docker backend: one `git daemon` container per run
 //! on a private internal network (never published on the host); a client is named by
 //! its container's IP, which the agent cannot change, and may reach only its pair's
 //! repository.
@@ -15,11 +17,14 @@ use bollard::models::NetworkCreateRequest;
 
 use crate::docker::container::{Container, ContainerSpec, TarEntry};
 use crate::docker::{DockerError, Engine, ResourceLimits, RunLabels};
-use crate::sandbox::local::{git, io, BaseRepo};
+use crate::sandbox::git::git;
+use crate::sandbox::local::{io, BaseRepo};
 use crate::sandbox::SandboxError;
 
 /// The remote's name in every agent's repository.
 pub const REMOTE_NAME: &str = "team";
+/// What a push writes in a local bare remote; the rest (config, hooks) is read-only to agents.
+pub const PUSH_WRITABLE: [&str; 2] = ["objects", "refs"];
 /// Where the git server keeps repositories, hooks and its client table.
 const SERVER_ROOT: &str = "/srv/cbench-git";
 

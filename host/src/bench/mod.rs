@@ -51,8 +51,11 @@ impl Sandbox for InstantSandbox {
     async fn write_file(&self, _path: &str, _contents: &[u8]) -> Result<(), SandboxError> {
         Ok(())
     }
-    async fn diff(&self) -> Result<String, SandboxError> {
-        Ok(String::new())
+    async fn snapshot(
+        &self,
+        _writer: crate::sandbox::patch::SnapshotWriter,
+    ) -> Result<(), crate::sandbox::patch::PatchError> {
+        Ok(())
     }
 }
 
@@ -346,7 +349,7 @@ async fn measure_backend(
         },
     );
     // Warm the base (bundled commit / image export) so starts measure the sandbox alone.
-    bases.get(&pair.task).await?;
+    let base = bases.get(&pair.task).await?;
     let (mut start, mut exec, mut diff, mut close) = (vec![], vec![], vec![], vec![]);
     let mut plain_exec = Vec::new();
     let (mut exec_output, mut exec_back_to_back) = (Vec::new(), Vec::new());
@@ -376,7 +379,13 @@ async fn measure_backend(
             exec_back_to_back.push(t.elapsed().as_secs_f64() * 1e3);
         }
         let t = Instant::now();
-        sandbox.diff().await?;
+        crate::sandbox::patch::compute(
+            sandbox.as_ref(),
+            &base,
+            &scratch.join("patches"),
+            Default::default(),
+        )
+        .await?;
         diff.push(t.elapsed().as_secs_f64() * 1e3);
         // Docker: the same command by one docker exec each (what the channel replaces; last,
         // since a plain exec's process sweep ends the channel).

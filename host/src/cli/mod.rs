@@ -120,7 +120,7 @@ pub struct DockerArgs {
     /// Image name prefix: images are `<prefix><repo>:task<id>`.
     #[arg(long, default_value = crate::dataset::metadata::DEFAULT_IMAGE_PREFIX)]
     pub image_prefix: String,
-    /// CPUs per container.
+    /// CPUs per sandbox (container, or local cgroup when the cpu controller is available).
     #[arg(long, default_value_t = 2.0)]
     pub cpus: f64,
     /// Memory per sandbox (container, or local cgroup), e.g. 512m, 8g; no swap beyond it.
@@ -221,6 +221,7 @@ fn backend_choice(
                 limits: ProcessLimits {
                     pids: limits.pids as u64,
                     memory_bytes: limits.memory_bytes as u64,
+                    cpu_millis: (limits.cpus * 1000.0).round().max(1.0) as u64,
                 },
                 grading_network: matches!(docker.grading_network, NetworkArg::Bridge),
             }))

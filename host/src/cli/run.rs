@@ -10,6 +10,7 @@ use crate::eval::merge::MergePolicy;
 use crate::llm::Setting;
 use crate::plugin::PluginLimits;
 use crate::runner::{LlmConfig, RunConfig};
+use crate::sandbox::patch::PatchLimits;
 
 /// `--merge-policy`.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -138,6 +139,16 @@ pub struct RunArgs {
     /// CPU time a plugin may spend in its own code (host calls excluded), in total, seconds.
     #[arg(long, default_value_t = 120.0)]
     pub plugin_compute_secs: f64,
+    /// Largest patch an agent may leave, and largest new or changed file in its tree, in MiB;
+    /// over it the patch is rejected and the agent fails.
+    #[arg(long, default_value_t = 10, value_name = "MIB")]
+    pub max_patch_mb: u64,
+    /// Largest message an agent may send, in KiB; a longer one is refused (not sent).
+    #[arg(long, default_value_t = 64, value_name = "KIB")]
+    pub max_message_kb: u64,
+    /// Most messages one agent may send (a broadcast counts one per teammate).
+    #[arg(long, default_value_t = crate::plugin::DEFAULT_MAX_MESSAGES)]
+    pub max_messages: u32,
     #[command(flatten)]
     pub caches: CacheArgs,
     #[command(flatten)]
@@ -335,6 +346,8 @@ impl RunArgs {
             ("--command-timeout", self.command_timeout),
             ("--test-timeout", self.test_timeout),
             ("--plugin-memory-mb", self.plugin_memory_mb as u64),
+            ("--max-patch-mb", self.max_patch_mb),
+            ("--max-message-kb", self.max_message_kb),
         ] {
             if value == 0 {
                 return Err(CliError::Zero { flag });
@@ -423,6 +436,12 @@ impl RunArgs {
             plugin_limits: PluginLimits {
                 memory_bytes: self.plugin_memory_mb << 20,
                 compute: Duration::from_secs_f64(self.plugin_compute_secs),
+                max_message_bytes: usize::try_from(self.max_message_kb.saturating_mul(1024))
+                    .unwrap_or(usize::MAX),
+                max_messages: self.max_messages,
+            },
+            patch_limits: PatchLimits {
+                max_patch_bytes: self.max_patch_mb.saturating_mul(1 << 20),
             },
             cache_dir: self.caches.cache_dir(),
             repo_cache: self.caches.repo_cache,

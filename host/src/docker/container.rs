@@ -446,6 +446,62 @@ impl Container {
         Ok(bytes)
     }
 
+    /// Streams a tar archive of `path` inside the container into `consume`, which reads it
+    /// on a blocking thread as it arrives (nothing is buffered beyond a few chunks).
+    pub async fn download_with<R: Send + 'static>(
+        &self,
+        path: &str,
+        consume: impl FnOnce(&mut dyn std::io::Read) -> R + Send + 'static,
+    ) -> Result<R, DockerError> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
+        let reader = tokio::task::spawn_blocking(move || {
+            let mut reader = ChannelReader {
+                rx,
+                current: bytes::Bytes::new(),
+            };
+            consume(&mut reader)
+        });
+        let mut stream = self.engine.api().download_from_container(
+            &self.id,
+            Some(
+                DownloadFromContainerOptionsBuilder::default()
+                    .path(path)
+                    .build(),
+            ),
+        );
+        let mut failure = None;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(chunk) => {
+                    // The consumer stopped reading (it had enough): stop the transfer.
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let message = if is_not_found(&e) {
+                        format!("{path}: no such file in the container")
+                    } else {
+                        format!("copying {path} out of the container: {e}")
+                    };
+                    let _ = tx
+                        .send(Err(std::io::Error::other(message.clone())))
+                        .await;
+                    failure = Some(DockerError::Other(message));
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let result = reader
+            .await
+            .map_err(|e| DockerError::Other(format!("reading the archive of {path}: {e}")))?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(result),
+        }
+    }
+
     /// Streams a tar archive of `path` inside the container into the host file `dest`.
     pub async fn download_to_file(
         &self,
@@ -620,4 +676,25 @@ pub fn tar_archive(entries: &[TarEntry]) -> Result<Vec<u8>, DockerError> {
     builder
         .into_inner()
         .map_err(|e| DockerError::Other(format!("finishing an archive: {e}")))
+}
+
+/// A blocking reader over chunks sent from an async task.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    current: bytes::Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
 }

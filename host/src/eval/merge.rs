@@ -5,7 +5,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::sandbox::local::{git, io, BaseRepo};
+use crate::sandbox::git::git;
+use crate::sandbox::local::{io, BaseRepo};
 use crate::sandbox::SandboxError;
 
 /// What to do when the naive merge conflicts.

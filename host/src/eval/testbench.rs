@@ -37,15 +37,52 @@ pub struct DockerGrading {
 /// An open test bench for one pair.
 pub enum TestBench {
     Local(Confinement),
-    Docker {
-        container: Container,
-        runner: Vec<String>,
-        base_commit: String,
-    },
+    Docker(DockerBench),
+}
+
+/// A pair's docker grading: every test run in a container of its own, fresh from the
+/// task's image, so no run sees what another left (installed hooks, files outside the
+/// repository, `/patches`). The next run's container starts while the current one runs.
+pub struct DockerBench {
+    engine: Arc<Engine>,
+    spec: ContainerSpec,
+    runner: Vec<String>,
+    /// The container the next test run uses, started ahead.
+    next: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Result<Container, SandboxError>>>>,
+}
+
+/// Starts one grading container with an empty `/patches`.
+async fn start_grader(engine: Arc<Engine>, spec: ContainerSpec) -> Result<Container, SandboxError> {
+    let container = Container::start(&engine, &spec).await?;
+    if let Err(e) = container.upload("/", &[TarEntry::dir("patches")]).await {
+        let _ = container.remove().await;
+        return Err(e.into());
+    }
+    Ok(container)
+}
+
+impl DockerBench {
+    /// A fresh container for one test run (the one started ahead, if any), and the next
+    /// one started behind it.
+    async fn take(&self) -> Result<Container, SandboxError> {
+        let mut next = self.next.lock().await;
+        let ready = next.take();
+        *next = Some(tokio::spawn(start_grader(
+            self.engine.clone(),
+            self.spec.clone(),
+        )));
+        drop(next);
+        match ready {
+            Some(handle) => handle
+                .await
+                .map_err(|e| SandboxError::Command(format!("starting a grading container: {e}")))?,
+            None => start_grader(self.engine.clone(), self.spec.clone()).await,
+        }
+    }
 }
 
 impl TestBench {
-    /// Opens the bench for `pair` (starts its grading container on docker).
+    /// Opens the bench for `pair` (starts its first grading container on docker).
     pub async fn open(backend: &GradingBackend, pair: &Pair) -> Result<TestBench, SandboxError> {
         let d = match backend {
             GradingBackend::Local(confinement) => return Ok(TestBench::Local(confinement.clone())),
@@ -64,22 +101,31 @@ impl TestBench {
             working_dir: REPO_DIR.into(),
             drop_capabilities: false,
         };
-        let container = Container::start(&d.engine, &spec).await?;
-        container.upload("/", &[TarEntry::dir("patches")]).await?;
-        let (code, out) = container
+        let container = start_grader(d.engine.clone(), spec.clone()).await?;
+        let (code, out) = match container
             .exec_argv(&["git", "-C", REPO_DIR, "rev-parse", "HEAD"], &[])
-            .await?;
+            .await
+        {
+            Ok(answer) => answer,
+            Err(e) => {
+                let _ = container.remove().await;
+                return Err(e.into());
+            }
+        };
         if code != 0 {
+            let _ = container.remove().await;
             return Err(SandboxError::Command(format!(
                 "image {image}: no git repository at {REPO_DIR}: {}",
                 out.trim()
             )));
         }
-        Ok(TestBench::Docker {
-            container,
+        let ready = tokio::spawn(async move { Ok(container) });
+        Ok(TestBench::Docker(DockerBench {
+            engine: d.engine.clone(),
+            spec,
             runner: info.runner,
-            base_commit: out.trim().to_string(),
-        })
+            next: tokio::sync::Mutex::new(Some(ready)),
+        }))
     }
 
     /// Runs `feature`'s tests on the base plus `patch` (a host file; empty = no patch).
@@ -154,11 +200,7 @@ impl TestBench {
                 let _ = tokio::fs::remove_dir_all(&home).await;
                 out
             }
-            TestBench::Docker {
-                container,
-                runner,
-                base_commit,
-            } => {
+            TestBench::Docker(bench) => {
                 let read = |p: &Path| {
                     std::fs::read(p).map_err(crate::sandbox::local::io(format!(
                         "reading {}",
@@ -181,29 +223,41 @@ impl TestBench {
                     ));
                     args.push(patch_name);
                 }
-                container.upload("/", &entries).await?;
-                // Each run starts from the base, whatever the previous run left
-                // (ignored files such as installed dependencies stay).
+                let container = bench.take().await?;
                 let script = format!(
-                    "cd {REPO_DIR} && git reset -q --hard {base_commit} && git clean -q -fd\nexec {}\n",
-                    runner
+                    "cd {REPO_DIR}\nexec {}\n",
+                    bench
+                        .runner
                         .iter()
                         .chain(args.iter())
                         .map(|a| shell_quote(a))
                         .collect::<Vec<_>>()
                         .join(" ")
                 );
-                Ok(container
-                    .run_script(&script, Shell::Plain, REPO_DIR, &[], timeout, cap)
-                    .await?)
+                let out = match container.upload("/", &entries).await {
+                    Ok(()) => container
+                        .run_script(&script, Shell::Plain, REPO_DIR, &[], timeout, cap)
+                        .await
+                        .map_err(SandboxError::from),
+                    Err(e) => Err(e.into()),
+                };
+                // This run's container is never used again, whatever its code left in it.
+                if let Err(e) = container.remove().await {
+                    tracing::warn!("removing a grading container: {e}");
+                }
+                out
             }
         }
     }
 
-    /// Removes the grading container.
+    /// Removes the grading container started ahead.
     pub async fn close(self) -> Result<(), SandboxError> {
-        if let TestBench::Docker { container, .. } = self {
-            container.remove().await?;
+        if let TestBench::Docker(bench) = self {
+            if let Some(next) = bench.next.lock().await.take() {
+                if let Ok(Ok(container)) = next.await {
+                    container.remove().await?;
+                }
+            }
         }
         Ok(())
     }

@@ -33,6 +33,9 @@ pub enum SendError {
     PeerFinished(String),
     #[error("messaging is disabled in this run")]
     Disabled,
+    /// Over the run's message size or count limit (the agent's doing; nothing was sent).
+    #[error("not sent: {0}")]
+    OverLimit(String),
     /// The bus's server stayed unreachable past the outage bound: an infrastructure failure.
     #[error("the message bus is unreachable: {0}")]
     Unavailable(String),

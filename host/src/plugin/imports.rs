@@ -294,10 +294,22 @@ pub(crate) async fn send(
 }
 
 async fn send_one(caps: &mut AgentCapabilities, to: &str, content: &str) -> Result<(), SendError> {
-    let result = if caps.task.messaging_enabled {
-        caps.bus.send(&caps.task.agent_id, to, content).await
-    } else {
+    let result = if !caps.task.messaging_enabled {
         Err(SendError::Disabled)
+    } else if content.len() > caps.max_message_bytes {
+        Err(SendError::OverLimit(format!(
+            "the message is {} bytes, over this run's limit of {} bytes per message",
+            content.len(),
+            caps.max_message_bytes
+        )))
+    } else if caps.messages_sent >= caps.max_messages {
+        Err(SendError::OverLimit(format!(
+            "this agent already sent this run's limit of {} messages",
+            caps.max_messages
+        )))
+    } else {
+        caps.messages_sent += 1;
+        caps.bus.send(&caps.task.agent_id, to, content).await
     };
     if let Err(SendError::Unavailable(why)) = &result {
         caps.infra_failure.get_or_insert_with(|| why.clone());
@@ -306,11 +318,12 @@ async fn send_one(caps: &mut AgentCapabilities, to: &str, content: &str) -> Resu
         Ok(_) => "delivered".to_string(),
         Err(e) => e.to_string(),
     };
-    caps.recorder.step(
-        "send_message",
-        serde_json::json!({ "to": to, "content": content }),
-        observation,
-    );
+    // A refused message is not kept (that is the point of the limit): only its size.
+    let recorded = match &result {
+        Err(SendError::OverLimit(_)) => serde_json::json!({ "to": to, "bytes": content.len() }),
+        _ => serde_json::json!({ "to": to, "content": content }),
+    };
+    caps.recorder.step("send_message", recorded, observation);
     result.map(|message| {
         caps.progress.message(&message);
         if let Some(events) = &caps.events {

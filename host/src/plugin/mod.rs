@@ -130,13 +130,24 @@ pub struct PluginLimits {
     pub memory_bytes: usize,
     /// Time spent running plugin code between host calls.
     pub compute: Duration,
+    /// Largest message an agent may send, in bytes.
+    pub max_message_bytes: usize,
+    /// Most messages an agent may send (a broadcast counts one per recipient).
+    pub max_messages: u32,
 }
+
+/// Default message cap: far above any message agents write (a paragraph, a diff excerpt).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 10;
+/// Default message count cap per agent: more than one per step of a 100-step agent.
+pub const DEFAULT_MAX_MESSAGES: u32 = 500;
 
 impl Default for PluginLimits {
     fn default() -> Self {
         PluginLimits {
             memory_bytes: 512 << 20,
             compute: Duration::from_secs(120),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_messages: DEFAULT_MAX_MESSAGES,
         }
     }
 }
@@ -510,6 +521,11 @@ pub(crate) struct AgentCapabilities {
     pub(crate) limit_hit: Option<(AgentStatus, String)>,
     /// The first infrastructure failure the agent met (decides `InfraError` if it did not submit).
     pub(crate) infra_failure: Option<String>,
+    /// Caps on what the agent may send.
+    pub(crate) max_message_bytes: usize,
+    pub(crate) max_messages: u32,
+    /// Messages sent so far.
+    pub(crate) messages_sent: u32,
 }
 
 impl WasiView for HostState {
@@ -623,6 +639,9 @@ impl LoadedPlugin {
             started,
             limit_hit: None,
             infra_failure: None,
+            max_message_bytes: env.limits.max_message_bytes,
+            max_messages: env.limits.max_messages,
+            messages_sent: 0,
         };
         let mut store = new_store(&self.engine, HostState::new(env.limits, Some(caps)));
         store.data().clock.start();

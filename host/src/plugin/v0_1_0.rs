@@ -178,7 +178,9 @@ fn messaging_error_out(e: SendError) -> wit_messaging::MessagingError {
         SendError::UnknownRecipient(who) => wit_messaging::MessagingError::UnknownRecipient(who),
         SendError::PeerFinished(who) => wit_messaging::MessagingError::PeerFinished(who),
         // 0.1.0 has no word for an outage; the pair becomes an infrastructure error anyway.
-        SendError::Disabled | SendError::Unavailable(_) => wit_messaging::MessagingError::Disabled,
+        SendError::Disabled | SendError::Unavailable(_) | SendError::OverLimit(_) => {
+            wit_messaging::MessagingError::Disabled
+        }
     }
 }
 

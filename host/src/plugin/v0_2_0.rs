@@ -189,6 +189,8 @@ fn messaging_error_out(e: SendError) -> wit_messaging::MessagingError {
         SendError::PeerFinished(who) => wit_messaging::MessagingError::PeerFinished(who),
         SendError::Disabled => wit_messaging::MessagingError::Disabled,
         SendError::Unavailable(why) => wit_messaging::MessagingError::Unavailable(why),
+        // 0.2.0 has no variant of its own for it: the reason travels as text.
+        SendError::OverLimit(why) => wit_messaging::MessagingError::Unavailable(why),
     }
 }
 

@@ -18,6 +18,8 @@ pub struct ProcessLimits {
     pub pids: u64,
     /// Memory in bytes; swap is not allowed beyond it.
     pub memory_bytes: u64,
+    /// CPU time per wall second, in thousandths of a CPU (`--cpus 2` = 2000); 0 = no cap.
+    pub cpu_millis: u64,
 }
 
 impl Default for ProcessLimits {
@@ -25,17 +27,26 @@ impl Default for ProcessLimits {
         ProcessLimits {
             pids: 4096,
             memory_bytes: 8 << 30,
+            cpu_millis: 2000,
         }
     }
 }
+
+/// The CFS period a CPU quota is expressed in (100 ms, the kernel's default).
+const CPU_PERIOD_US: u64 = 100_000;
 
 /// Where this machine lets us create limited cgroups.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CgroupRoot {
     /// One unified directory (our own cgroup's parent-to-be) with both controllers delegated.
     V2(PathBuf),
-    /// The `pids` and `memory` v1 hierarchies, at our own cgroup in each.
-    V1 { pids: PathBuf, memory: PathBuf },
+    /// The `pids` and `memory` v1 hierarchies, at our own cgroup in each, and `cpu` when
+    /// it is writable too.
+    V1 {
+        pids: PathBuf,
+        memory: PathBuf,
+        cpu: Option<PathBuf>,
+    },
 }
 
 /// Why limits cannot be enforced here.
@@ -70,7 +81,8 @@ impl CgroupRoot {
         };
         if let (Some(pids), Some(memory)) = (v1("pids"), v1("memory")) {
             if writable_dir(&pids) && writable_dir(&memory) {
-                return Ok(CgroupRoot::V1 { pids, memory });
+                let cpu = v1("cpu").filter(|c| writable_dir(c));
+                return Ok(CgroupRoot::V1 { pids, memory, cpu });
             }
         }
         if let Some(mount) = mounts.iter().find(|m| m.fstype == "cgroup2") {
@@ -95,6 +107,15 @@ impl CgroupRoot {
         }
     }
 
+    /// Whether CPU quotas can be set here.
+    pub fn limits_cpu(&self) -> bool {
+        match self {
+            CgroupRoot::V1 { cpu, .. } => cpu.is_some(),
+            CgroupRoot::V2(root) => std::fs::read_to_string(root.join("cgroup.subtree_control"))
+                .is_ok_and(|c| c.split_whitespace().any(|x| x == "cpu")),
+        }
+    }
+
     /// Creates a fresh cgroup with `limits` (removed, its processes killed, on drop).
     pub fn create(&self, limits: ProcessLimits) -> Result<SandboxCgroup, std::io::Error> {
         let name = format!(
@@ -109,18 +130,44 @@ impl CgroupRoot {
                 let group = SandboxCgroup::new(vec![dir.clone()], true)?;
                 std::fs::write(dir.join("pids.max"), limits.pids.to_string())?;
                 std::fs::write(dir.join("memory.max"), limits.memory_bytes.to_string())?;
+                if limits.cpu_millis > 0 && dir.join("cpu.max").exists() {
+                    std::fs::write(
+                        dir.join("cpu.max"),
+                        format!("{} {CPU_PERIOD_US}", cpu_quota_us(limits.cpu_millis)),
+                    )?;
+                }
                 // Absent when the kernel has no swap accounting; nothing to cap then.
                 let _ = std::fs::write(dir.join("memory.swap.max"), "0");
                 group
             }
-            CgroupRoot::V1 { pids, memory } => {
+            CgroupRoot::V1 { pids, memory, cpu } => {
                 let (p, m) = (pids.join(&name), memory.join(&name));
                 std::fs::create_dir(&p)?;
                 if let Err(e) = std::fs::create_dir(&m) {
                     let _ = std::fs::remove_dir(&p);
                     return Err(e);
                 }
-                let group = SandboxCgroup::new(vec![p.clone(), m.clone()], false)?;
+                let mut dirs = vec![p.clone(), m.clone()];
+                let c = cpu
+                    .as_ref()
+                    .filter(|_| limits.cpu_millis > 0)
+                    .map(|cpu| cpu.join(&name));
+                if let Some(c) = &c {
+                    if let Err(e) = std::fs::create_dir(c) {
+                        let _ = std::fs::remove_dir(&p);
+                        let _ = std::fs::remove_dir(&m);
+                        return Err(e);
+                    }
+                    dirs.push(c.clone());
+                }
+                let group = SandboxCgroup::new(dirs, false)?;
+                if let Some(c) = &c {
+                    std::fs::write(c.join("cpu.cfs_period_us"), CPU_PERIOD_US.to_string())?;
+                    std::fs::write(
+                        c.join("cpu.cfs_quota_us"),
+                        cpu_quota_us(limits.cpu_millis).to_string(),
+                    )?;
+                }
                 std::fs::write(p.join("pids.max"), limits.pids.to_string())?;
                 std::fs::write(
                     m.join("memory.limit_in_bytes"),
@@ -141,7 +188,11 @@ impl CgroupRoot {
     pub fn remove_stale(&self) -> usize {
         let dirs: Vec<&PathBuf> = match self {
             CgroupRoot::V2(root) => vec![root],
-            CgroupRoot::V1 { pids, memory } => vec![pids, memory],
+            CgroupRoot::V1 { pids, memory, cpu } => {
+                let mut dirs = vec![pids, memory];
+                dirs.extend(cpu.as_ref());
+                dirs
+            }
         };
         let mut removed = 0;
         for parent in dirs {
@@ -286,6 +337,11 @@ impl Drop for SandboxCgroup {
     }
 }
 
+/// A CFS quota for `cpu_millis` thousandths of a CPU (at least the kernel's 1 ms minimum).
+fn cpu_quota_us(cpu_millis: u64) -> u64 {
+    (cpu_millis.saturating_mul(CPU_PERIOD_US) / 1000).max(1000)
+}
+
 fn read_pids(procs: &Path) -> Vec<i32> {
     std::fs::read_to_string(procs)
         .unwrap_or_default()
@@ -316,7 +372,14 @@ fn v2_delegate(own: &Path) -> Result<PathBuf, CgroupUnavailable> {
             controllers.trim()
         )));
     }
-    let enable = |dir: &Path| std::fs::write(dir.join("cgroup.subtree_control"), "+pids +memory");
+    let enable = |dir: &Path| {
+        std::fs::write(dir.join("cgroup.subtree_control"), "+pids +memory")?;
+        // CPU quotas when the cpu controller is delegated too; limits work without it.
+        if has("cpu") {
+            let _ = std::fs::write(dir.join("cgroup.subtree_control"), "+cpu");
+        }
+        Ok::<(), std::io::Error>(())
+    };
     enable(own).map_err(|e| {
         CgroupUnavailable(format!(
             "cgroup v2 at {}: cannot enable pids and memory for child groups: {e}",

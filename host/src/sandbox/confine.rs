@@ -196,6 +196,10 @@ impl Isolation {
         if !mounts.network {
             push(&["--unshare-net"]);
         }
+        // The private /tmp and /proc come first: a toolchain directory that lies under /tmp
+        // (uv installed there, say) is then bound on top of it instead of hidden beneath it.
+        push(&["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
+        push(&["--tmpfs", "/var/tmp", "--dir", "/run"]);
         let mut shown: Vec<PathBuf> = Vec::new();
         for dir in SYSTEM_DIRS {
             let path = Path::new(dir);
@@ -246,8 +250,6 @@ impl Isolation {
                 push(&["--ro-bind", "/dev/null", &hidden.display().to_string()]);
             }
         }
-        push(&["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
-        push(&["--tmpfs", "/var/tmp", "--dir", "/run"]);
         for dir in &mounts.readonly {
             let d = dir.display().to_string();
             push(&["--ro-bind", &d, &d]);
@@ -298,9 +300,14 @@ impl Confinement {
     pub fn describe(&self) -> String {
         let limits = match &self.cgroups {
             Ok(root) => format!(
-                "{} pids, {} MiB by {}",
+                "{} pids, {} MiB, {} by {}",
                 self.limits.pids,
                 self.limits.memory_bytes >> 20,
+                if root.limits_cpu() && self.limits.cpu_millis > 0 {
+                    format!("{} CPUs", self.limits.cpu_millis as f64 / 1000.0)
+                } else {
+                    "CPU not capped".to_string()
+                },
                 root.mechanism()
             ),
             Err(why) => format!("process and memory limits NOT enforced: {why}"),

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::patch::{snapshot_tar, PatchError, SnapshotWriter};
 use super::{checked_relative_path, ExecOutput, Sandbox, SandboxError};
 use crate::docker::channel::ExecChannel;
 use crate::docker::container::{Container, ContainerSpec, Shell, TarEntry};
@@ -45,7 +46,6 @@ git reflog expire --expire=now --all"#;
 /// One agent's container.
 pub struct DockerSandbox {
     container: Container,
-    base_commit: String,
     env: Vec<String>,
     output_cap: usize,
     /// The team server that admitted this container's address (`--git`).
@@ -118,7 +118,6 @@ impl DockerSandbox {
             };
         Ok(DockerSandbox {
             container,
-            base_commit: out.trim().to_string(),
             env,
             output_cap: DEFAULT_OUTPUT_CAP,
             team_client: None,
@@ -231,32 +230,14 @@ impl Sandbox for DockerSandbox {
         Ok(self.container.upload(REPO_DIR, &[entry]).await?)
     }
 
-    async fn diff(&self) -> Result<String, SandboxError> {
-        // A throwaway index, so the agent's own index and staging are untouched.
-        let script = format!(
-            r#"set -e
-export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
-idx="$(mktemp -u /tmp/cbench/diff-index.XXXXXX)"
-trap 'rm -f "$idx" "$idx.lock"' EXIT
-export GIT_INDEX_FILE="$idx"
-git read-tree {base}
-git add -A
-git diff --cached --binary --no-color --no-ext-diff {base} > /tmp/cbench/patch.diff"#,
-            base = self.base_commit
-        );
-        let out = self
-            .run(&script, Shell::Plain, Duration::from_secs(300), 64 << 10)
-            .await?;
-        if out.exit_code != 0 {
-            return Err(SandboxError::Command(format!(
-                "computing the patch in container {} failed (exit {}): {}",
-                self.container.id(),
-                out.exit_code,
-                out.output.trim()
-            )));
-        }
-        let bytes = self.container.read_file("/tmp/cbench/patch.diff").await?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    async fn snapshot(&self, mut writer: SnapshotWriter) -> Result<(), PatchError> {
+        // The engine's archive of the tree: nothing runs in the container, so whatever the
+        // agent did to it (its shell, its tools, the exec channel) cannot steer the patch.
+        self.container
+            .download_with(REPO_DIR, move |archive| {
+                snapshot_tar(archive, &mut writer)
+            })
+            .await?
     }
 
     fn as_docker(&self) -> Option<&DockerSandbox> {

@@ -12,61 +12,29 @@ use async_trait::async_trait;
 use tokio::process::Command;
 
 use super::cgroup::SandboxCgroup;
+use super::git::{git, BASE_COMMIT_ENV};
+use super::patch::{snapshot_local, PatchError, SnapshotWriter};
 pub use super::confine::{Confinement, Isolation, IsolationMode, Mounts};
-use super::{checked_relative_path, ExecOutput, Sandbox, SandboxError};
+use super::{beneath, checked_relative_path, ExecOutput, Sandbox, SandboxError};
+
+/// The sandbox's directories its commands may write (each bound on its own: the sandbox
+/// root itself, where the host keeps `scripts/`, is not).
+const AGENT_DIRS: [&str; 3] = ["repo", "home", "tmp"];
+/// The host-owned directory of command scripts, shown read-only.
+const SCRIPTS_DIR: &str = "scripts";
 
 /// Host-side cap on one command's captured output (the agent truncates further).
 pub const DEFAULT_OUTPUT_CAP: usize = 1 << 20;
 /// How long to wait for output still buffered after the command's group was killed.
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
-/// Fixed identity and date make the base commit id reproducible.
-const BASE_COMMIT_ENV: [(&str, &str); 6] = [
-    ("GIT_AUTHOR_NAME", "cbench"),
-    ("GIT_AUTHOR_EMAIL", "cbench@localhost"),
-    ("GIT_COMMITTER_NAME", "cbench"),
-    ("GIT_COMMITTER_EMAIL", "cbench@localhost"),
-    ("GIT_AUTHOR_DATE", "2025-01-01T00:00:00Z"),
-    ("GIT_COMMITTER_DATE", "2025-01-01T00:00:00Z"),
-];
-
 /// Wraps an I/O error with what was being done.
 pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SandboxError {
     let what = what.into();
     move |source| SandboxError::Io { what, source }
 }
 
-/// Runs git with a clean environment; returns stdout or an error carrying stderr.
-pub async fn git(
-    repo: &Path,
-    args: &[&str],
-    extra_env: &[(&str, &str)],
-) -> Result<String, SandboxError> {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(repo)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", repo)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .envs(BASE_COMMIT_ENV)
-        .envs(extra_env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(io(format!("running git {}", args.join(" "))))?;
-    if !out.status.success() {
-        return Err(SandboxError::Command(format!(
-            "git {} failed in {}: {}",
-            args.join(" "),
-            repo.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// A task repository committed once at a fixed date; sandboxes and graders copy it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct BaseRepo {
     /// The repository directory (has `.git`).
     pub path: PathBuf,
@@ -130,12 +98,14 @@ pub struct LocalSandbox {
     isolation: Isolation,
     /// Limits every process of the sandbox and ends them all after each command.
     cgroup: Option<SandboxCgroup>,
-    /// Directories outside the sandbox its commands may write (the team remote).
+    /// Directories outside the sandbox its commands may write (the team remote's objects
+    /// and refs).
     writable: Vec<PathBuf>,
+    /// Directories outside the sandbox its commands may read (the team remote).
+    readonly: Vec<PathBuf>,
     /// Extra environment (the agent's id for the team remote's hook).
     extra_env: Vec<(String, String)>,
     root: tempfile::TempDir,
-    base_commit: String,
     output_cap: usize,
     next_script: AtomicU64,
 }
@@ -152,7 +122,7 @@ impl LocalSandbox {
             .prefix("sandbox-")
             .tempdir_in(parent)
             .map_err(io("creating sandbox dir"))?;
-        for dir in ["home", "tmp", "scripts"] {
+        for dir in ["home", "tmp", SCRIPTS_DIR] {
             std::fs::create_dir_all(root.path().join(dir)).map_err(io("creating sandbox dirs"))?;
         }
         base.checkout_to(&root.path().join("repo")).await?;
@@ -160,17 +130,21 @@ impl LocalSandbox {
             isolation: confinement.isolation.clone(),
             cgroup: confinement.cgroup()?,
             writable: Vec::new(),
+            readonly: Vec::new(),
             extra_env: Vec::new(),
             root,
-            base_commit: base.commit.clone(),
             output_cap: DEFAULT_OUTPUT_CAP,
             next_script: AtomicU64::new(0),
         })
     }
 
-    /// Lets commands write `bare` (the pair's team remote) and names the agent to its hook.
+    /// Lets commands fetch from and push to `bare` (the pair's team remote) and names the
+    /// agent to its hook. Only objects and refs are writable: its config and hooks are not.
     pub fn with_team_remote(mut self, bare: &Path, agent_id: &str) -> LocalSandbox {
-        self.writable.push(bare.to_path_buf());
+        self.readonly.push(bare.to_path_buf());
+        for dir in crate::team::PUSH_WRITABLE {
+            self.writable.push(bare.join(dir));
+        }
         self.extra_env
             .push(("CBENCH_AGENT_ID".into(), agent_id.to_string()));
         self
@@ -179,6 +153,16 @@ impl LocalSandbox {
     /// The repository directory.
     pub fn repo(&self) -> PathBuf {
         self.root.path().join("repo")
+    }
+
+    /// Where the host writes command scripts: never writable by commands.
+    fn scripts_dir(&self) -> PathBuf {
+        self.root.path().join(SCRIPTS_DIR)
+    }
+
+    /// The repository directory, opened without following a link.
+    fn repo_handle(&self) -> Result<std::os::fd::OwnedFd, SandboxError> {
+        beneath::open_dir(self.root.path(), "repo").map_err(io("opening the work tree"))
     }
 
     fn env(&self) -> Vec<(String, String)> {
@@ -342,15 +326,22 @@ fn kill_group(pgid: i32) {
 impl Sandbox for LocalSandbox {
     async fn exec(&self, command: &str, timeout: Duration) -> Result<ExecOutput, SandboxError> {
         // The command goes through a file, not argv, so its size is not limited by ARG_MAX.
+        // The file lives in `scripts/`, which commands see read-only: they cannot plant a
+        // link where the host writes next.
         let n = self.next_script.fetch_add(1, Ordering::Relaxed);
-        let script = self.root.path().join("scripts").join(format!("cmd-{n}.sh"));
-        tokio::fs::write(&script, command)
-            .await
-            .map_err(io("writing command script"))?;
-        let mut writable = vec![self.root.path().to_path_buf()];
+        let script = self.scripts_dir().join(format!("cmd-{n}.sh"));
+        write_new(&script, command.as_bytes()).map_err(io("writing command script"))?;
+        let mut writable: Vec<PathBuf> = AGENT_DIRS
+            .iter()
+            .map(|dir| self.root.path().join(dir))
+            .collect();
         writable.extend(self.writable.iter().cloned());
         let mounts = Mounts {
             writable,
+            readonly: [self.scripts_dir()]
+                .into_iter()
+                .chain(self.readonly.iter().cloned())
+                .collect(),
             ..Mounts::default()
         };
         let launcher = self.isolation.launcher(&self.repo(), &mounts, true);
@@ -369,59 +360,40 @@ impl Sandbox for LocalSandbox {
     }
 
     async fn read_file(&self, path: &str) -> Result<Vec<u8>, SandboxError> {
-        let rel = checked_relative_path(path)?;
-        tokio::fs::read(self.repo().join(rel))
+        let rel = checked_relative_path(path)?.to_path_buf();
+        let repo = self.repo_handle()?;
+        tokio::task::spawn_blocking(move || beneath::read(&repo, &rel))
             .await
+            .map_err(|e| SandboxError::Command(format!("reading {path}: {e}")))?
             .map_err(io(format!("reading {path}")))
     }
 
     async fn write_file(&self, path: &str, contents: &[u8]) -> Result<(), SandboxError> {
-        let full = self.repo().join(checked_relative_path(path)?);
-        if let Some(parent) = full.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(io(format!("creating parent of {path}")))?;
-        }
-        tokio::fs::write(full, contents)
+        let rel = checked_relative_path(path)?.to_path_buf();
+        let repo = self.repo_handle()?;
+        let contents = contents.to_vec();
+        tokio::task::spawn_blocking(move || beneath::write(&repo, &rel, &contents))
             .await
+            .map_err(|e| SandboxError::Command(format!("writing {path}: {e}")))?
             .map_err(io(format!("writing {path}")))
     }
 
-    async fn diff(&self) -> Result<String, SandboxError> {
-        work_tree_diff(
-            &self.repo(),
-            &self.base_commit,
-            &self.root.path().join("tmp"),
-        )
-        .await
+    async fn snapshot(&self, mut writer: SnapshotWriter) -> Result<(), PatchError> {
+        let root = self.root.path().to_path_buf();
+        tokio::task::spawn_blocking(move || snapshot_local(&root, "repo", &mut writer))
+            .await
+            .map_err(|e| PatchError::Infra(SandboxError::Command(format!("snapshot: {e}"))))?
     }
 }
 
-/// The work tree against `base`, new files included, without touching the agent's own index.
-pub async fn work_tree_diff(
-    repo: &Path,
-    base: &str,
-    scratch: &Path,
-) -> Result<String, SandboxError> {
-    let index = tempfile::Builder::new()
-        .prefix("diff-index-")
-        .tempdir_in(scratch)
-        .map_err(io("creating scratch index"))?;
-    let index_file = index.path().join("index").display().to_string();
-    let env = [("GIT_INDEX_FILE", index_file.as_str())];
-    git(repo, &["read-tree", base], &env).await?;
-    git(repo, &["add", "-A"], &env).await?;
-    git(
-        repo,
-        &[
-            "diff",
-            "--cached",
-            "--binary",
-            "--no-color",
-            "--no-ext-diff",
-            base,
-        ],
-        &env,
-    )
-    .await
+/// Creates `path` (which must not exist) and writes `bytes`; never follows a link.
+fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?
+        .write_all(bytes)
 }

@@ -1,9 +1,12 @@
 //! Sandboxes: where an agent's commands run and where its patch comes from.
 
+pub mod beneath;
 pub mod cgroup;
 pub mod confine;
 pub mod docker;
+pub mod git;
 pub mod local;
+pub mod patch;
 pub mod pending;
 
 use std::time::Duration;
@@ -48,8 +51,9 @@ pub trait Sandbox: Send + Sync {
     async fn read_file(&self, path: &str) -> Result<Vec<u8>, SandboxError>;
     /// Writes a file relative to the repository root.
     async fn write_file(&self, path: &str, contents: &[u8]) -> Result<(), SandboxError>;
-    /// The work tree's changes against the base commit, new files included (`git diff` format).
-    async fn diff(&self) -> Result<String, SandboxError>;
+    /// Copies the work tree, without `.git`, into `writer` as data: what the patch is
+    /// computed from (see [`patch`]). Nothing the agent configured runs or is followed.
+    async fn snapshot(&self, writer: patch::SnapshotWriter) -> Result<(), patch::PatchError>;
     /// Releases what the sandbox holds (containers); dropping also releases it, later.
     async fn close(&self) -> Result<(), SandboxError> {
         Ok(())

@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
+use super::patch::{PatchError, SnapshotWriter};
 use super::{ExecOutput, Sandbox, SandboxError};
 
 type Started = Option<Result<Arc<dyn Sandbox>, String>>;
@@ -69,8 +70,8 @@ impl Sandbox for PendingSandbox {
         self.ready().await?.write_file(path, contents).await
     }
 
-    async fn diff(&self) -> Result<String, SandboxError> {
-        self.ready().await?.diff().await
+    async fn snapshot(&self, writer: SnapshotWriter) -> Result<(), PatchError> {
+        self.ready().await?.snapshot(writer).await
     }
 
     async fn close(&self) -> Result<(), SandboxError> {
@@ -104,8 +105,8 @@ mod tests {
         async fn write_file(&self, _: &str, _: &[u8]) -> Result<(), SandboxError> {
             Ok(())
         }
-        async fn diff(&self) -> Result<String, SandboxError> {
-            Ok(String::new())
+        async fn snapshot(&self, _: SnapshotWriter) -> Result<(), PatchError> {
+            Ok(())
         }
     }
 
@@ -123,7 +124,7 @@ mod tests {
 
         let (start, sandbox) = pending();
         start.finish(Err("creating the container: no space left".into()));
-        let err = sandbox.diff().await.unwrap_err().to_string();
+        let err = sandbox.read_file("x").await.unwrap_err().to_string();
         assert!(err.contains("no space left"), "{err}");
         sandbox
             .close()

@@ -12,7 +12,7 @@ use cbench::docker::{ResourceLimits, LABEL_ROLE, LABEL_RUN_ID};
 use cbench::repos::UpstreamRepos;
 
 use crate::docker_backend::eval_without_timing;
-use crate::support::{containers_labelled, dataset, docker, json, plugins, text, Run};
+use crate::support::{containers_labelled, dataset, docker, json, patch_of, plugins, text, Run};
 
 fn options(pool: usize) -> DockerOptions {
     DockerOptions {
@@ -98,8 +98,15 @@ fn a_pooled_container_is_a_full_sandbox_and_the_pool_is_removed_at_run_end() {
             .write_file("pooled.txt", b"from a pooled container\n")
             .await
             .expect("write");
-        assert!(second.diff().await.expect("diff").contains("+from a pooled container"));
-        assert!(first.diff().await.expect("diff").is_empty());
+        let base = bases.get(&pair.task).await.expect("base");
+        assert!(patch_of(second.as_ref(), &base)
+            .await
+            .expect("diff")
+            .contains("+from a pooled container"));
+        assert!(patch_of(first.as_ref(), &base)
+            .await
+            .expect("diff")
+            .is_empty());
 
         let run_id = {
             let id = second.as_docker().expect("docker").container().id().to_string();

@@ -7,20 +7,42 @@ use cbench::sandbox::confine::{Confinement, IsolationMode, LocalOptions};
 use cbench::sandbox::local::{BaseRepo, LocalSandbox};
 use cbench::sandbox::Sandbox;
 
+use crate::support::patch_of;
+
 async fn sandbox(dir: &std::path::Path) -> LocalSandbox {
     sandbox_with(dir, &Confinement::none()).await
 }
 
 async fn sandbox_with(dir: &std::path::Path, confinement: &Confinement) -> LocalSandbox {
-    let src = dir.join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("a.txt"), "one\n").unwrap();
-    let base = BaseRepo::from_source_tree(&src, &dir.join("base"))
-        .await
-        .unwrap();
+    let base = base_of(dir).await;
     LocalSandbox::create(&base, &dir.join("boxes"), confinement)
         .await
         .unwrap()
+}
+
+/// The base every sandbox of `dir` copies (made once).
+async fn base_of(dir: &std::path::Path) -> BaseRepo {
+    let src = dir.join("src");
+    if !src.exists() {
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("a.txt"), "one\n").unwrap();
+        return BaseRepo::from_source_tree(&src, &dir.join("base"))
+            .await
+            .unwrap();
+    }
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(dir.join("base"))
+        .output()
+        .unwrap();
+    BaseRepo {
+        path: dir.join("base"),
+        commit: String::from_utf8_lossy(&commit.stdout).trim().to_string(),
+    }
+}
+
+async fn diff(sb: &LocalSandbox, dir: &std::path::Path) -> String {
+    patch_of(sb, &base_of(dir).await).await.expect("the patch")
 }
 
 #[tokio::test]
@@ -104,7 +126,7 @@ async fn the_patch_includes_new_files_deletions_and_committed_work() {
     )
     .await
     .unwrap();
-    let diff = sb.diff().await.unwrap();
+    let diff = diff(&sb, dir.path()).await;
     assert!(diff.contains("+two"), "{diff}");
     assert!(
         diff.contains("b/b.txt") && diff.contains("new file mode"),
@@ -112,7 +134,9 @@ async fn the_patch_includes_new_files_deletions_and_committed_work() {
     );
     assert!(diff.contains("b/d/c.txt"), "{diff}");
     sb.exec("rm a.txt", Duration::from_secs(10)).await.unwrap();
-    assert!(sb.diff().await.unwrap().contains("deleted file mode"));
+    assert!(crate::local_sandbox::diff(&sb, dir.path())
+        .await
+        .contains("deleted file mode"));
     assert!(sb.read_file("../escape").await.is_err());
     assert!(sb.write_file("/etc/x", b"no").await.is_err());
 }
@@ -156,7 +180,7 @@ async fn bwrap_confines_commands_to_the_workspace_without_network() {
         out.output
     );
     assert!(!outside.exists());
-    assert!(sb.diff().await.unwrap().contains("b/inside.txt"));
+    assert!(diff(&sb, dir.path()).await.contains("b/inside.txt"));
 }
 
 /// Even unconfined (`--isolation none`), a sandbox's cgroup ends what a command left
@@ -168,6 +192,7 @@ async fn without_bwrap_the_cgroup_still_ends_setsid_children_and_caps_processes(
         limits: cbench::sandbox::cgroup::ProcessLimits {
             pids: 32,
             memory_bytes: 256 << 20,
+            ..Default::default()
         },
         ..Default::default()
     })

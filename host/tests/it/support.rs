@@ -427,3 +427,46 @@ impl Drop for RedisServer {
         self.stop();
     }
 }
+
+/// The patch the host computes from `sandbox`'s tree against `base` (default limits).
+pub async fn patch_of(
+    sandbox: &dyn cbench::sandbox::Sandbox,
+    base: &cbench::sandbox::local::BaseRepo,
+) -> Result<String, cbench::sandbox::patch::PatchError> {
+    let scratch = tempfile::tempdir().expect("a scratch dir");
+    cbench::sandbox::patch::compute(sandbox, base, scratch.path(), Default::default()).await
+}
+
+/// The host's copy of the bundled task image's repository (what docker patches diff against).
+pub async fn bundled_image_base(
+    scratch: &Path,
+) -> std::sync::Arc<cbench::sandbox::local::BaseRepo> {
+    use cbench::backend::{Backend, BackendChoice, DockerOptions};
+    let options = DockerOptions {
+        image_prefix: "akhatua/cooperbench-".into(),
+        limits: cbench::docker::ResourceLimits {
+            cpus: 1.0,
+            memory_bytes: 256 << 20,
+            pids: 256,
+        },
+        agent_network: "none".into(),
+        grading_network: "none".into(),
+        git_image: None,
+        pool: 0,
+    };
+    let backend = Backend::resolve(&BackendChoice::Docker(options), "it-image-base", &[])
+        .await
+        .expect("docker backend");
+    let pairs = cbench::dataset::Dataset::discover(&dataset())
+        .expect("dataset")
+        .select(&cbench::dataset::Selection::default())
+        .expect("selection");
+    let bases = backend.base_repos(
+        &scratch.join("bases"),
+        cbench::repos::UpstreamRepos {
+            cache_dir: scratch.join("cache"),
+            mirror_dir: None,
+        },
+    );
+    bases.get(&pairs[0].task).await.expect("the image's base")
+}
