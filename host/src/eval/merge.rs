@@ -164,7 +164,15 @@ pub async fn merge_patches(
                 let lead = commits.first().unwrap_or(last);
                 let diff = git(
                     &repo,
-                    &["diff", "--binary", "--no-color", &base.commit, lead],
+                    &[
+                        "diff",
+                        "--binary",
+                        "--no-color",
+                        "--no-ext-diff",
+                        "--no-textconv",
+                        &base.commit,
+                        lead,
+                    ],
                     &[],
                 )
                 .await?;
@@ -193,7 +201,15 @@ pub async fn merge_patches(
     };
     let diff = git(
         &repo,
-        &["diff", "--binary", "--no-color", &base.commit, "HEAD"],
+        &[
+            "diff",
+            "--binary",
+            "--no-color",
+            "--no-ext-diff",
+            "--no-textconv",
+            &base.commit,
+            "HEAD",
+        ],
         &[],
     )
     .await?;

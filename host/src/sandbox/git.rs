@@ -24,7 +24,8 @@ pub const BASE_COMMIT_ENV: [(&str, &str); 6] = [
 ];
 
 /// Configuration given on the command line outranks every file git could read.
-const PINNED_CONFIG: [&str; 16] = [
+/// (An external diff cannot be unset here: callers pass `--no-ext-diff --no-textconv`.)
+const PINNED_CONFIG: [&str; 15] = [
     "core.hooksPath=/dev/null",
     "core.fsmonitor=false",
     "core.attributesFile=/dev/null",
@@ -35,7 +36,6 @@ const PINNED_CONFIG: [&str; 16] = [
     "core.editor=false",
     "core.untrackedCache=false",
     "core.symlinks=true",
-    "diff.external=",
     "commit.gpgSign=false",
     "tag.gpgSign=false",
     "gc.auto=0",

@@ -15,6 +15,7 @@ mod gold;
 mod grading;
 mod grading_fixtures;
 mod head_to_head;
+mod host_integrity;
 mod integrity;
 mod local_sandbox;
 mod mini_swe_loop;

@@ -147,6 +147,14 @@ pub fn cache_dir() -> PathBuf {
     workspace().join("target").join("test-cache")
 }
 
+/// The binary under test: this build's, or `CBENCH_TEST_BIN` (to show a new test fails
+/// against an older build).
+pub fn cbench_bin() -> PathBuf {
+    std::env::var_os("CBENCH_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_cbench")))
+}
+
 /// Runs the cbench binary.
 pub fn cbench(args: &[&str]) -> Output {
     cbench_with_env(args, &[])
@@ -154,7 +162,7 @@ pub fn cbench(args: &[&str]) -> Output {
 
 /// Runs the cbench binary with extra environment variables.
 pub fn cbench_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cbench"))
+    Command::new(cbench_bin())
         .args(args)
         .env("CBENCH_CACHE_DIR", cache_dir())
         .env_remove("CBENCH_DATASET_DIR")
@@ -165,7 +173,7 @@ pub fn cbench_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 /// Runs the cbench binary in `cwd` (where it reads `.env`) with extra environment variables.
 pub fn cbench_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cbench"))
+    Command::new(cbench_bin())
         .current_dir(cwd)
         .args(args)
         .env("CBENCH_CACHE_DIR", cache_dir())
