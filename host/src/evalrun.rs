@@ -116,11 +116,7 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
         record.merge_policy = policy;
         write_json_atomic(&config_path, &record)?;
     }
-    let grader = Arc::new(Grader {
-        test_timeout: cfg.test_timeout,
-        policy,
-        backend: backend.grading(),
-    });
+    let grader = Arc::new(Grader::new(cfg.test_timeout, policy, backend.grading()));
     let slots = Arc::new(Semaphore::new(cfg.eval_concurrency.max(1)));
     let work = Arc::new(work_dir);
     let total = pairs.len();

@@ -17,6 +17,7 @@ use crate::eval::merge::{merge_patches, MergePolicy, MergeStrategy};
 use crate::eval::Grader;
 use crate::progress::{Outcome, Progress};
 use crate::repos::BaseRepos;
+use crate::sandbox::confine::Confinement;
 
 /// One pair's naive-merge check (CooperBench's `all_results` entry, plus `apply_failed`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -119,20 +120,20 @@ pub struct GoldConfig {
     pub scratch: PathBuf,
     /// No per-pair / per-feature progress lines.
     pub quiet: bool,
+    /// How test runs are confined (as graders are).
+    pub confinement: Confinement,
 }
 
 /// Checks every pair in `pairs` (and, with `run_tests`, every feature they use).
 pub async fn check(pairs: &[Pair], bases: Arc<BaseRepos>, cfg: &GoldConfig) -> GoldReport {
     let started = Instant::now();
     let slots = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
-    let grader = Arc::new(Grader {
-        test_timeout: cfg.test_timeout,
-        policy: MergePolicy::Lead,
-        // Gold patches are the dataset's own, trusted like its runners.
-        backend: crate::eval::testbench::GradingBackend::Local(
-            crate::sandbox::confine::Confinement::none(),
-        ),
-    });
+    // Confined like a run's graders: a verdict here is the verdict grading would give.
+    let grader = Arc::new(Grader::new(
+        cfg.test_timeout,
+        MergePolicy::Lead,
+        crate::eval::testbench::GradingBackend::Local(cfg.confinement.clone()),
+    ));
 
     let feature_count = if cfg.run_tests {
         pairs
@@ -467,7 +468,14 @@ pub async fn run_cli(args: crate::cli::GoldArgs) -> anyhow::Result<std::process:
         },
     ));
     let gold_dir = args.log_dir.join("gold");
+    let confinement = crate::cli::grading_confinement(
+        args.isolation,
+        &args.selection.dataset_dir,
+        &args.log_dir,
+        &args.caches,
+    )?;
     let cfg = GoldConfig {
+        confinement,
         run_tests: !args.no_tests,
         concurrency: args.concurrency,
         test_timeout: Duration::from_secs(args.test_timeout),

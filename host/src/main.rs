@@ -147,6 +147,12 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     test_timeout: std::time::Duration::from_secs(args.test_timeout),
                     log_dir: verify_dir.clone(),
                     scratch: scratch.path().join("work"),
+                    confinement: cbench::cli::grading_confinement(
+                        args.isolation,
+                        &args.selection.dataset_dir,
+                        &args.log_dir,
+                        &args.caches,
+                    )?,
                 };
                 let report = cbench::dataset::verify::verify(&pairs, bases, &cfg).await;
                 let output = args

@@ -20,8 +20,8 @@ use crate::messaging::MessageBus;
 use crate::plugin::{AgentEnv, AgentRun, AgentStatus, AgentTask, Capability};
 use crate::progress::{human_duration, Outcome, Progress};
 use crate::repos::BaseRepos;
-use crate::sandbox::pending::pending;
 use crate::sandbox::patch::{self, PatchError};
+use crate::sandbox::pending::pending;
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::trajectory::{now_rfc3339, Recorder};
 

@@ -491,11 +491,7 @@ async fn prepare(cfg: RunConfig, shared: Option<&SharedSlots>) -> Result<Prepare
                 mirror_dir: cfg.repo_cache.clone(),
             },
         ),
-        grader: Grader {
-            test_timeout: cfg.test_timeout,
-            policy: cfg.merge_policy,
-            backend: backend.grading(),
-        },
+        grader: Grader::new(cfg.test_timeout, cfg.merge_policy, backend.grading()),
         agent_slots: match shared {
             Some(s) => s.agent_slots.clone(),
             None => Arc::new(Semaphore::new(cfg.concurrency.max(1))),

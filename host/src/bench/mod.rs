@@ -403,11 +403,11 @@ async fn measure_backend(
         drop(sandbox);
         close.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    let grader = Grader {
-        test_timeout: Duration::from_secs(900),
-        policy: MergePolicy::Union,
-        backend: backend.grading(),
-    };
+    let grader = Grader::new(
+        Duration::from_secs(900),
+        MergePolicy::Union,
+        backend.grading(),
+    );
     let patches: Vec<GradedPatch> = pair
         .feature_records()
         .iter()

@@ -314,8 +314,36 @@ pub struct DatasetVerifyArgs {
     /// Timeout of one runner run, seconds.
     #[arg(long, default_value_t = 900)]
     pub test_timeout: u64,
+    /// Confinement of the runner runs, as for a run's graders (`none`: unconfined).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub isolation: IsolationArg,
     #[command(flatten)]
     pub caches: CacheArgs,
+}
+
+/// The confinement of a run's local graders, for tools that run tests the same way
+/// (`gold`, `dataset verify`): the dataset, logs and caches hidden.
+pub fn grading_confinement(
+    isolation: IsolationArg,
+    dataset_dir: &std::path::Path,
+    log_dir: &std::path::Path,
+    caches: &CacheArgs,
+) -> Result<crate::sandbox::confine::Confinement, crate::sandbox::SandboxError> {
+    let mut confinement = crate::sandbox::confine::Confinement::resolve(LocalOptions {
+        mode: match isolation {
+            IsolationArg::Auto => IsolationMode::Auto,
+            IsolationArg::Bwrap => IsolationMode::Bwrap,
+            IsolationArg::None => IsolationMode::None,
+        },
+        ..LocalOptions::default()
+    })?;
+    confinement.isolation.hide(&crate::runner::hidden_paths(
+        dataset_dir,
+        log_dir,
+        &caches.cache_dir(),
+        caches.repo_cache.as_deref(),
+    ));
+    Ok(confinement)
 }
 
 /// Raw `cbench dataset fetch` arguments.
@@ -511,6 +539,10 @@ pub struct GoldArgs {
     /// Seconds one feature's test run may take before it counts as an infrastructure error.
     #[arg(long, default_value_t = 900)]
     pub test_timeout: u64,
+    /// Confinement of the test runs: the same as a run's graders (`auto`: bwrap), so gold
+    /// and grading cannot disagree; `none` runs them unconfined.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub isolation: IsolationArg,
     #[command(flatten)]
     pub caches: CacheArgs,
 }

@@ -27,6 +27,8 @@ pub struct VerifyConfig {
     /// Runner logs go under `<log_dir>/<repo>/<task>/feature<N>/`.
     pub log_dir: PathBuf,
     pub scratch: PathBuf,
+    /// How runner runs are confined (as graders are).
+    pub confinement: Confinement,
 }
 
 /// One runner run.
@@ -74,12 +76,12 @@ pub struct VerifyReport {
 /// Verifies every feature used by `pairs`.
 pub async fn verify(pairs: &[Pair], bases: Arc<BaseRepos>, cfg: &VerifyConfig) -> VerifyReport {
     let slots = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
-    let grader = Arc::new(Grader {
-        test_timeout: cfg.test_timeout,
-        policy: MergePolicy::Lead,
-        // The dataset's own patches and runners: trusted, as in `gold`.
-        backend: GradingBackend::Local(Confinement::none()),
-    });
+    // Confined like a run's graders, as in `gold`: what verifies here grades the same.
+    let grader = Arc::new(Grader::new(
+        cfg.test_timeout,
+        MergePolicy::Lead,
+        GradingBackend::Local(cfg.confinement.clone()),
+    ));
     let mut seen = BTreeSet::new();
     let mut jobs = tokio::task::JoinSet::new();
     for pair in pairs {
@@ -99,9 +101,11 @@ pub async fn verify(pairs: &[Pair], bases: Arc<BaseRepos>, cfg: &VerifyConfig) -
                 *id,
                 cfg.repeat.max(1),
             );
+            let bench = TestBench::Local(cfg.confinement.clone());
             jobs.spawn(async move {
                 let _slot = slots.acquire().await;
-                verify_feature(&task, id, repeat, &bases, &grader, &scratch, &log_dir).await
+                let places = (scratch.as_path(), log_dir.as_path());
+                verify_feature(&task, id, repeat, &bases, &grader, &bench, places).await
             });
         }
     }
@@ -127,8 +131,8 @@ async fn verify_feature(
     repeat: u32,
     bases: &BaseRepos,
     grader: &Grader,
-    scratch: &Path,
-    log_dir: &Path,
+    bench: &TestBench,
+    (scratch, log_dir): (&Path, &Path),
 ) -> FeatureVerdict {
     let mut verdict = FeatureVerdict {
         repo: task.repo.clone(),
@@ -171,7 +175,6 @@ async fn verify_feature(
         .join(task.id.to_string())
         .join(format!("feature{id}"));
     let label = format!("{} feature{id}", task.label());
-    let bench = TestBench::Local(Confinement::none());
     for k in 1..=repeat {
         let mut variants = vec![("base", empty.clone()), ("gold", feature.gold_patch_path())];
         if combined.is_file() {
@@ -180,7 +183,7 @@ async fn verify_feature(
         for (variant, patch) in variants {
             let outcome = match grader
                 .run_feature_tests(
-                    &bench,
+                    bench,
                     task,
                     &label,
                     &base,

@@ -484,9 +484,7 @@ impl Container {
                     } else {
                         format!("copying {path} out of the container: {e}")
                     };
-                    let _ = tx
-                        .send(Err(std::io::Error::other(message.clone())))
-                        .await;
+                    let _ = tx.send(Err(std::io::Error::other(message.clone()))).await;
                     failure = Some(DockerError::Other(message));
                     break;
                 }

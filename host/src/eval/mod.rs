@@ -6,7 +6,7 @@ pub mod parse;
 pub mod test_files;
 pub mod testbench;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ use testbench::{GradingBackend, TestBench};
 /// Version of the grading procedure; part of the input hash so a changed
 /// procedure re-grades old runs.
 /// 4: local graders run confined, with an allow-listed environment and a private home.
-pub const GRADING_VERSION: &str = "cbench-grading-4";
+pub const GRADING_VERSION: &str = "cbench-grading-5";
 /// Output kept from one test run.
 const TEST_OUTPUT_CAP: usize = 4 << 20;
 
@@ -42,6 +42,18 @@ pub enum EvalError {
     Write {
         pair: String,
         source: crate::fsutil::FsError,
+    },
+    /// The grading environment itself cannot run the feature's tests: never an agent failure.
+    #[error(
+        "grading {pair}: {task} feature {feature} is not gradable here: its base with its own \
+         tests produces no test summary in this environment ({why}; see {log})"
+    )]
+    NotGradable {
+        pair: String,
+        task: String,
+        feature: u32,
+        why: String,
+        log: String,
     },
 }
 
@@ -228,9 +240,22 @@ pub struct Grader {
     pub policy: MergePolicy,
     /// Where test runs happen.
     pub backend: GradingBackend,
+    /// Per task and feature: whether the base with its tests yields a test summary here
+    /// (checked once, the first time a patch's run yields none).
+    baselines: tokio::sync::Mutex<HashMap<(String, u32), Result<(), (String, String)>>>,
 }
 
 impl Grader {
+    /// A grader running tests on `backend`.
+    pub fn new(test_timeout: Duration, policy: MergePolicy, backend: GradingBackend) -> Grader {
+        Grader {
+            test_timeout,
+            policy,
+            backend,
+            baselines: Default::default(),
+        }
+    }
+
     /// Grades one pair and returns eval.json's content; runner logs go to `pair_dir/eval_logs`.
     pub async fn grade(
         &self,
@@ -467,6 +492,11 @@ impl Grader {
             },
         )?;
         let counts = parse::parse_test_output(&out.output);
+        if counts.is_none() && !out.timed_out && !patch_is_empty(patch) {
+            // Before blaming the patch: can this environment run these tests at all?
+            self.check_baseline(bench, task, &label, base, scratch, pair_dir, feature)
+                .await?;
+        }
         let (passed, failed) = counts.map(|c| (c.passed, c.failed)).unwrap_or((0, 0));
         let error = if out.timed_out {
             Some(format!(
@@ -491,6 +521,81 @@ impl Grader {
             log,
         })
     }
+}
+
+impl Grader {
+    /// Runs `feature`'s tests on the bare base once per task and feature (cached): when that
+    /// yields no test summary either, the environment cannot grade the feature and no patch
+    /// is to blame.
+    #[allow(clippy::too_many_arguments)]
+    async fn check_baseline(
+        &self,
+        bench: &TestBench,
+        task: &Task,
+        label: &str,
+        base: &BaseRepo,
+        scratch: &Path,
+        pair_dir: &Path,
+        feature: &Feature,
+    ) -> Result<(), EvalError> {
+        let key = (task.label(), feature.id);
+        let mut baselines = self.baselines.lock().await;
+        if !baselines.contains_key(&key) {
+            let empty = scratch.join(format!("baseline_feature{}.patch", feature.id));
+            write_patch(&empty, "").map_err(|source| EvalError::Sandbox {
+                pair: label.to_string(),
+                source,
+            })?;
+            let name = format!("baseline_feature{}", feature.id);
+            let out = bench
+                .run(
+                    task,
+                    base,
+                    scratch,
+                    feature,
+                    &empty,
+                    &name,
+                    self.test_timeout,
+                    TEST_OUTPUT_CAP,
+                )
+                .await
+                .map_err(|source| EvalError::Sandbox {
+                    pair: label.to_string(),
+                    source,
+                })?;
+            let log = format!("eval_logs/{name}.log");
+            crate::fsutil::write_atomic(&pair_dir.join(&log), out.output.as_bytes()).map_err(
+                |source| EvalError::Write {
+                    pair: label.to_string(),
+                    source,
+                },
+            )?;
+            let verdict = if parse::parse_test_output(&out.output).is_some() {
+                Ok(())
+            } else if out.timed_out {
+                Err(("the runner timed out".to_string(), log))
+            } else {
+                Err((format!("runner exit code {}", out.exit_code), log))
+            };
+            baselines.insert(key.clone(), verdict);
+        }
+        match baselines.get(&key) {
+            Some(Err((why, log))) => Err(EvalError::NotGradable {
+                pair: label.to_string(),
+                task: task.label(),
+                feature: feature.id,
+                why: why.clone(),
+                log: log.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn patch_is_empty(patch: &Path) -> bool {
+    std::fs::metadata(patch)
+        .map(|m| m.len() == 0)
+        .unwrap_or(true)
 }
 
 fn write_patch(path: &Path, patch: &str) -> Result<(), SandboxError> {

@@ -395,3 +395,47 @@ pub fn toolchain_env() -> Vec<(String, String)> {
     }
     env
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A toolchain installed under /tmp (uv there, say) is visible to a grader: the private
+    /// /tmp is mounted first and the toolchain bound on top of it.
+    #[test]
+    fn a_toolchain_under_tmp_is_not_hidden_by_the_private_tmp() {
+        let Ok(Isolation::Bwrap(found)) = Isolation::resolve(IsolationMode::Bwrap) else {
+            panic!("bubblewrap is required for this test (apt-get install bubblewrap)");
+        };
+        let toolchain = tempfile::Builder::new()
+            .prefix("cbench-toolchain-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let tool = toolchain.path().join("tool");
+        std::fs::write(&tool, "#!/bin/sh\necho toolchain-reachable\n").unwrap();
+        std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let isolation = Isolation::Bwrap(Arc::new(BwrapPolicy {
+            bwrap: found.bwrap.clone(),
+            toolchains: vec![toolchain.path().to_path_buf()],
+            hidden: Vec::new(),
+        }));
+        let mounts = Mounts {
+            toolchains: true,
+            ..Mounts::default()
+        };
+        let launcher = isolation.launcher(Path::new("/"), &mounts, false);
+        let out = std::process::Command::new(&launcher[0])
+            .args(&launcher[1..])
+            .arg("-c")
+            .arg(tool.display().to_string())
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "toolchain-reachable\n",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -234,9 +234,7 @@ impl Sandbox for DockerSandbox {
         // The engine's archive of the tree: nothing runs in the container, so whatever the
         // agent did to it (its shell, its tools, the exec channel) cannot steer the patch.
         self.container
-            .download_with(REPO_DIR, move |archive| {
-                snapshot_tar(archive, &mut writer)
-            })
+            .download_with(REPO_DIR, move |archive| snapshot_tar(archive, &mut writer))
             .await?
     }
 

@@ -12,9 +12,9 @@ use async_trait::async_trait;
 use tokio::process::Command;
 
 use super::cgroup::SandboxCgroup;
+pub use super::confine::{Confinement, Isolation, IsolationMode, Mounts};
 use super::git::{git, BASE_COMMIT_ENV};
 use super::patch::{snapshot_local, PatchError, SnapshotWriter};
-pub use super::confine::{Confinement, Isolation, IsolationMode, Mounts};
 use super::{beneath, checked_relative_path, ExecOutput, Sandbox, SandboxError};
 
 /// The sandbox's directories its commands may write (each bound on its own: the sandbox

@@ -354,8 +354,7 @@ fn walk(
             what.display()
         ))
     };
-    let mut entries =
-        rustix::fs::Dir::read_from(dir.as_fd()).map_err(|e| unreadable(rel, e))?;
+    let mut entries = rustix::fs::Dir::read_from(dir.as_fd()).map_err(|e| unreadable(rel, e))?;
     let mut names = Vec::new();
     while let Some(entry) = entries.next() {
         let entry = entry.map_err(|e| unreadable(rel, e))?;
@@ -367,7 +366,9 @@ fn walk(
     }
     names.sort();
     for name in names {
-        let path = rel.join(<OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name.to_bytes()));
+        let path = rel.join(<OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
+            name.to_bytes(),
+        ));
         let stat = rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| unreadable(&path, e))?;
         match FileType::from_raw_mode(stat.st_mode) {

@@ -45,11 +45,11 @@ async fn grade(pair: &Pair, patches: Vec<String>, policy: MergePolicy) -> EvalRe
             patch,
         })
         .collect();
-    let grader = Grader {
-        test_timeout: Duration::from_secs(120),
+    let grader = Grader::new(
+        Duration::from_secs(120),
         policy,
         // Graded as a run grades: confined (bwrap) and limited.
-        backend: cbench::eval::testbench::GradingBackend::Local(
+        cbench::eval::testbench::GradingBackend::Local(
             cbench::sandbox::confine::Confinement::resolve(
                 cbench::sandbox::confine::LocalOptions {
                     mode: cbench::sandbox::confine::IsolationMode::Bwrap,
@@ -58,7 +58,7 @@ async fn grade(pair: &Pair, patches: Vec<String>, policy: MergePolicy) -> EvalRe
             )
             .expect("bubblewrap is required (scripts/test.sh installs it)"),
         ),
-    };
+    );
     let pair_dir: PathBuf = scratch.path().join("pair");
     grader
         .grade(

@@ -88,7 +88,10 @@ impl Attack {
             text(&self.output),
             std::fs::read_to_string(self.pair.join("../../../summary.json")).unwrap_or_default()
         );
-        assert!(self.pair.join("eval.json").is_file(), "the pair was not graded");
+        assert!(
+            self.pair.join("eval.json").is_file(),
+            "the pair was not graded"
+        );
         let summary = json(&self.pair.join("../../../summary.json"));
         assert_eq!(summary["infra_errors"], j!(0), "{summary:#}");
         for agent in ["agent1", "agent2"] {
@@ -461,4 +464,65 @@ fn docker_agent_caused_breakage_is_graded_as_the_agents_failure() {
         &["--backend", "docker", "--max-patch-mb", "1"],
     );
     assert_breakage_is_the_agents_failure(&attack);
+}
+
+/// A task whose runner cannot work in this environment (a tool it calls is missing) makes
+/// its pairs "not gradable here": an infrastructure error naming the task and feature, run
+/// again next time, never the agents' failure.
+#[test]
+fn a_runner_that_cannot_work_here_is_an_infrastructure_error_not_an_agent_failure() {
+    let cwd = tempfile::tempdir_in(workspace().join("target")).unwrap();
+    let data = cwd.path().join("dataset");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(dataset())
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let runner = data.join("cbench_textkit_task/task1/run_tests.sh");
+    let original = std::fs::read_to_string(&runner).unwrap();
+    std::fs::write(
+        &runner,
+        original.replacen("set -e\n", "set -e\ncbench-no-such-tool --version\n", 1),
+    )
+    .unwrap();
+    let logs = cwd.path().join("logs");
+    let agent = plugins().mini_swe.display().to_string();
+    let out = cbench_in(
+        cwd.path(),
+        &[
+            "run",
+            "-q",
+            "-n",
+            "not-gradable",
+            "--log-dir",
+            &logs.display().to_string(),
+            "--dataset-dir",
+            &data.display().to_string(),
+            "--agent",
+            &agent,
+            "-m",
+            "oracle",
+            "-f",
+            "1,2",
+            "--isolation",
+            "bwrap",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let pair = logs.join("not-gradable/cbench_textkit_task/task1/features_1_2");
+    assert!(
+        !pair.join("eval.json").exists(),
+        "a pair that cannot be graded here got a score"
+    );
+    let summary = json(&logs.join("not-gradable/summary.json"));
+    assert_eq!(summary["infra_errors"], j!(1), "{summary:#}");
+    let why = summary.to_string();
+    assert!(
+        why.contains("cbench_textkit_task/task1 feature 1 is not gradable here"),
+        "{why}"
+    );
+    assert!(why.contains("runner exit code 127"), "{why}");
 }
