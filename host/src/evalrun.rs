@@ -84,6 +84,7 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
                 pids: cfg.docker.limits.pids as u64,
                 memory_bytes: cfg.docker.limits.memory_bytes as u64,
                 cpu_millis: (cfg.docker.limits.cpus * 1000.0).round().max(1.0) as u64,
+                disk_bytes: cfg.docker.limits.disk_bytes,
             },
             grading_network: cfg.docker.grading_network == "bridge",
         }),

@@ -154,6 +154,7 @@ impl GitServer {
                 cpus: 1.0,
                 memory_bytes: 1 << 30,
                 pids: 512,
+                ..ResourceLimits::default()
             },
             network: network.clone(),
             env: Vec::new(),

@@ -129,6 +129,11 @@ pub struct DockerArgs {
     /// Processes per sandbox (container, or local cgroup).
     #[arg(long, default_value_t = 4096)]
     pub pids_limit: i64,
+    /// Disk an agent's sandbox may fill (its tree, home and temp files locally; its writable
+    /// layer on docker), e.g. 2g: watched between commands, over it no more commands run and
+    /// the agent ends LimitsExceeded.
+    #[arg(long, default_value = "10g")]
+    pub disk: String,
     /// Network of agents' containers.
     #[arg(long, value_enum, default_value = "none")]
     pub agent_network: NetworkArg,
@@ -170,6 +175,9 @@ impl DockerArgs {
         let memory = parse_size(&self.memory)
             .filter(|m| *m >= 6 << 20)
             .ok_or_else(|| CliError::Memory(self.memory.clone()))?;
+        let disk = parse_size(&self.disk)
+            .filter(|d| *d >= 1 << 20)
+            .ok_or_else(|| CliError::Disk(self.disk.clone()))?;
         if self.pids_limit <= 0 {
             return Err(CliError::Zero {
                 flag: "--pids-limit",
@@ -181,6 +189,7 @@ impl DockerArgs {
                 cpus: self.cpus,
                 memory_bytes: memory,
                 pids: self.pids_limit,
+                disk_bytes: disk as u64,
             },
             agent_network: self.agent_network.name(),
             grading_network: self.grading_network.name(),
@@ -222,6 +231,7 @@ fn backend_choice(
                     pids: limits.pids as u64,
                     memory_bytes: limits.memory_bytes as u64,
                     cpu_millis: (limits.cpus * 1000.0).round().max(1.0) as u64,
+                    disk_bytes: limits.disk_bytes,
                 },
                 grading_network: matches!(docker.grading_network, NetworkArg::Bridge),
             }))
@@ -635,6 +645,8 @@ impl BenchArgs {
 pub enum CliError {
     #[error("--backend {0}: not available in this build (use `local` or `docker`)")]
     Backend(String),
+    #[error("--disk {0}: give a size of at least 1m, e.g. 512m or 10g")]
+    Disk(String),
     #[error("--cpus {0}: must be a positive number")]
     Cpus(f64),
     #[error("--temperature {0}: give a number from 0 to 2")]

@@ -676,6 +676,24 @@ pub fn tar_archive(entries: &[TarEntry]) -> Result<Vec<u8>, DockerError> {
         .map_err(|e| DockerError::Other(format!("finishing an archive: {e}")))
 }
 
+/// Bytes in container `id`'s writable layer (what it wrote beyond its image), as the engine
+/// measures it.
+pub async fn writable_layer_bytes(engine: &Engine, id: &str) -> Result<u64, DockerError> {
+    let info = engine
+        .api()
+        .inspect_container(
+            id,
+            Some(
+                bollard::query_parameters::InspectContainerOptionsBuilder::default()
+                    .size(true)
+                    .build(),
+            ),
+        )
+        .await
+        .map_err(DockerError::api(format!("measuring container {id}")))?;
+    Ok(info.size_rw.unwrap_or(0).max(0) as u64)
+}
+
 /// A blocking reader over chunks sent from an async task.
 struct ChannelReader {
     rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,

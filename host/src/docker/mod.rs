@@ -173,6 +173,8 @@ pub struct ResourceLimits {
     pub memory_bytes: i64,
     /// Maximum number of processes.
     pub pids: i64,
+    /// Disk an agent's container may fill (its writable layer), watched between commands.
+    pub disk_bytes: u64,
 }
 
 impl Default for ResourceLimits {
@@ -181,6 +183,7 @@ impl Default for ResourceLimits {
             cpus: 2.0,
             memory_bytes: 8 << 30,
             pids: 4096,
+            disk_bytes: crate::sandbox::disk::DEFAULT_DISK_BYTES,
         }
     }
 }

@@ -193,6 +193,8 @@ impl TestBench {
                     timeout,
                     output_cap: cap,
                     cgroup: cgroup.as_ref(),
+                    // Graders' trees are fresh per run and removed after it; installs may be big.
+                    file_size_limit: None,
                 };
                 let out = run_script(&launch, &runner, &args).await;
                 drop(cgroup);

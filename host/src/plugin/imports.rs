@@ -205,6 +205,13 @@ pub(crate) async fn exec(
             );
             Ok(out)
         }
+        Err(crate::sandbox::SandboxError::DiskLimit(why)) => {
+            // The agent filled its sandbox: its limit, not the infrastructure's failure.
+            caps.limit_hit
+                .get_or_insert((AgentStatus::LimitsExceeded, why.clone()));
+            caps.recorder.step("bash", args, format!("refused: {why}"));
+            Err(SandboxCallError::Failed(why))
+        }
         Err(e) => {
             // The command could not be run at all (not a failing command): the sandbox broke.
             caps.infra_failure

@@ -677,9 +677,16 @@ impl LoadedPlugin {
         };
         // The host's limits decide the status, whatever the plugin reported.
         let (status, error) = match (limit_hit, status) {
-            (Some((limit_status, why)), s) if s != AgentStatus::Error => {
-                (limit_status, error.or(Some(why)))
-            }
+            // The plugin failed on the refusal itself (a refused command is an error to it):
+            // the limit is the cause.
+            (Some((limit_status, why)), AgentStatus::Error) => (
+                limit_status,
+                Some(match error {
+                    Some(e) => format!("{why} (then {e})"),
+                    None => why,
+                }),
+            ),
+            (Some((limit_status, why)), _) => (limit_status, error.or(Some(why))),
             (_, s) => (s, error),
         };
         // An agent that met an infrastructure failure and did not finish on its own terms

@@ -20,6 +20,8 @@ pub struct ProcessLimits {
     pub memory_bytes: u64,
     /// CPU time per wall second, in thousandths of a CPU (`--cpus 2` = 2000); 0 = no cap.
     pub cpu_millis: u64,
+    /// Disk the sandbox may fill (watched between commands; see `disk`).
+    pub disk_bytes: u64,
 }
 
 impl Default for ProcessLimits {
@@ -28,6 +30,7 @@ impl Default for ProcessLimits {
             pids: 4096,
             memory_bytes: 8 << 30,
             cpu_millis: 2000,
+            disk_bytes: super::disk::DEFAULT_DISK_BYTES,
         }
     }
 }

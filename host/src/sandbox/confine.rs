@@ -300,7 +300,7 @@ impl Confinement {
     pub fn describe(&self) -> String {
         let limits = match &self.cgroups {
             Ok(root) => format!(
-                "{} pids, {} MiB, {} by {}",
+                "{} pids, {} MiB, {} by {}, {} MiB disk watched",
                 self.limits.pids,
                 self.limits.memory_bytes >> 20,
                 if root.limits_cpu() && self.limits.cpu_millis > 0 {
@@ -308,9 +308,13 @@ impl Confinement {
                 } else {
                     "CPU not capped".to_string()
                 },
-                root.mechanism()
+                root.mechanism(),
+                self.limits.disk_bytes >> 20
             ),
-            Err(why) => format!("process and memory limits NOT enforced: {why}"),
+            Err(why) => format!(
+                "process and memory limits NOT enforced: {why}; {} MiB disk watched",
+                self.limits.disk_bytes >> 20
+            ),
         };
         let graders = if self.grading_network {
             "graders: host network"

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::disk::DiskWatch;
 use super::patch::{snapshot_tar, PatchError, SnapshotWriter};
 use super::{checked_relative_path, ExecOutput, Sandbox, SandboxError};
 use crate::docker::channel::ExecChannel;
-use crate::docker::container::{Container, ContainerSpec, Shell, TarEntry};
+use crate::docker::container::{writable_layer_bytes, Container, ContainerSpec, Shell, TarEntry};
 use crate::docker::Engine;
 use crate::sandbox::local::DEFAULT_OUTPUT_CAP;
 use crate::team::GitServer;
@@ -52,6 +53,8 @@ pub struct DockerSandbox {
     team_client: Option<(Arc<GitServer>, String)>,
     /// The exec channel; `None` once it broke (or never opened): plain execs then.
     channel: tokio::sync::Mutex<Option<ExecChannel>>,
+    /// The writable layer's size against the disk limit.
+    disk: DiskWatch,
 }
 
 /// How a command reaches the container (for measurements and tests).
@@ -105,6 +108,7 @@ impl DockerSandbox {
             env.push(format!("CBENCH_IMAGE_PATH={path}"));
         }
         env.extend(extra_env.iter().cloned());
+        let container_id = container.id().to_string();
         let channel =
             match ExecChannel::open(container.engine(), container.id(), REPO_DIR, &env).await {
                 Ok(channel) => Some(channel),
@@ -122,6 +126,7 @@ impl DockerSandbox {
             output_cap: DEFAULT_OUTPUT_CAP,
             team_client: None,
             channel: tokio::sync::Mutex::new(channel),
+            disk: layer_watch(engine.clone(), container_id, spec.limits.disk_bytes),
         })
     }
 
@@ -208,6 +213,18 @@ impl DockerSandbox {
     }
 }
 
+/// Watches a container's writable layer (measured by the engine, not by anything in the
+/// container the agent could replace).
+fn layer_watch(engine: Arc<Engine>, id: String, limit: u64) -> DiskWatch {
+    DiskWatch::new(
+        limit,
+        Arc::new(move || {
+            let (engine, id) = (engine.clone(), id.clone());
+            Box::pin(async move { writable_layer_bytes(&engine, &id).await.ok() })
+        }),
+    )
+}
+
 fn repo_path(rel: &std::path::Path) -> String {
     format!("{REPO_DIR}/{}", rel.display())
 }
@@ -215,8 +232,12 @@ fn repo_path(rel: &std::path::Path) -> String {
 #[async_trait]
 impl Sandbox for DockerSandbox {
     async fn exec(&self, command: &str, timeout: Duration) -> Result<ExecOutput, SandboxError> {
-        self.run(command, Shell::Login, timeout, self.output_cap)
-            .await
+        self.disk.check().await?;
+        let out = self
+            .run(command, Shell::Login, timeout, self.output_cap)
+            .await;
+        self.disk.measure_later().await;
+        out
     }
 
     async fn read_file(&self, path: &str) -> Result<Vec<u8>, SandboxError> {

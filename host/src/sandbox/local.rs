@@ -108,6 +108,10 @@ pub struct LocalSandbox {
     root: tempfile::TempDir,
     output_cap: usize,
     next_script: AtomicU64,
+    /// The sandbox's disk use against its limit.
+    disk: super::disk::DiskWatch,
+    /// No file a command writes may grow past this (the disk limit).
+    file_size_limit: u64,
 }
 
 impl LocalSandbox {
@@ -126,6 +130,7 @@ impl LocalSandbox {
             std::fs::create_dir_all(root.path().join(dir)).map_err(io("creating sandbox dirs"))?;
         }
         base.checkout_to(&root.path().join("repo")).await?;
+        let agent_dirs = AGENT_DIRS.iter().map(|d| root.path().join(d)).collect();
         Ok(LocalSandbox {
             isolation: confinement.isolation.clone(),
             cgroup: confinement.cgroup()?,
@@ -135,6 +140,8 @@ impl LocalSandbox {
             root,
             output_cap: DEFAULT_OUTPUT_CAP,
             next_script: AtomicU64::new(0),
+            disk: super::disk::DiskWatch::local(confinement.limits.disk_bytes, agent_dirs),
+            file_size_limit: confinement.limits.disk_bytes,
         })
     }
 
@@ -197,6 +204,8 @@ pub struct Launch<'a> {
     pub output_cap: usize,
     /// Limits the script's processes; every one of them is killed when it ends.
     pub cgroup: Option<&'a SandboxCgroup>,
+    /// `RLIMIT_FSIZE` of the script's processes: no file grows past it.
+    pub file_size_limit: Option<u64>,
 }
 
 /// Runs `launcher… script args…` in its own process group with a timeout; merged,
@@ -233,6 +242,21 @@ pub async fn run_script(
         // SAFETY: the hook only makes async-signal-safe system calls (see `joiner`).
         unsafe {
             command.pre_exec(join);
+        }
+    }
+    if let Some(bytes) = launch.file_size_limit {
+        let limit = libc::rlimit {
+            rlim_cur: bytes,
+            rlim_max: bytes,
+        };
+        // SAFETY: setrlimit(2) is async-signal-safe and reads only `limit`, copied in.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
         }
     }
     let mut child = command.spawn().map_err(io(format!("starting {program}")))?;
@@ -328,6 +352,7 @@ impl Sandbox for LocalSandbox {
         // The command goes through a file, not argv, so its size is not limited by ARG_MAX.
         // The file lives in `scripts/`, which commands see read-only: they cannot plant a
         // link where the host writes next.
+        self.disk.check().await?;
         let n = self.next_script.fetch_add(1, Ordering::Relaxed);
         let script = self.scripts_dir().join(format!("cmd-{n}.sh"));
         write_new(&script, command.as_bytes()).map_err(io("writing command script"))?;
@@ -353,8 +378,10 @@ impl Sandbox for LocalSandbox {
             timeout,
             output_cap: self.output_cap,
             cgroup: self.cgroup.as_ref(),
+            file_size_limit: Some(self.file_size_limit),
         };
         let result = run_script(&launch, &script, &[]).await;
+        self.disk.measure_later().await;
         let _ = tokio::fs::remove_file(&script).await;
         result
     }

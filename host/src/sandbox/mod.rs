@@ -3,6 +3,7 @@
 pub mod beneath;
 pub mod cgroup;
 pub mod confine;
+pub mod disk;
 pub mod docker;
 pub mod git;
 pub mod local;
@@ -40,6 +41,9 @@ pub enum SandboxError {
     InvalidPath(String),
     #[error(transparent)]
     Docker(#[from] crate::docker::DockerError),
+    /// Over the sandbox's disk limit: the agent's doing, it ends `LimitsExceeded`.
+    #[error("{0}")]
+    DiskLimit(String),
 }
 
 /// One agent's isolated working copy of a task repository at its base commit.

@@ -38,6 +38,7 @@ fn spec(run: &RunLabels, agent: &str) -> ContainerSpec {
             cpus: 1.0,
             memory_bytes: 256 << 20,
             pids: 256,
+            ..Default::default()
         },
         network: "none".into(),
         env: Vec::new(),

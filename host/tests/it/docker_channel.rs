@@ -28,6 +28,7 @@ async fn sandbox(run: &RunLabels) -> DockerSandbox {
             cpus: 1.0,
             memory_bytes: 256 << 20,
             pids: 256,
+            ..Default::default()
         },
         network: "none".into(),
         env: Vec::new(),

@@ -21,6 +21,7 @@ fn options(pool: usize) -> DockerOptions {
             cpus: 1.0,
             memory_bytes: 256 << 20,
             pids: 256,
+            ..Default::default()
         },
         agent_network: "none".into(),
         grading_network: "none".into(),

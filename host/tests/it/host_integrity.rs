@@ -526,3 +526,54 @@ fn a_runner_that_cannot_work_here_is_an_infrastructure_error_not_an_agent_failur
     );
     assert!(why.contains("runner exit code 127"), "{why}");
 }
+
+/// An agent that fills its sandbox's disk is stopped by `--disk`: its next command is
+/// refused, it ends `LimitsExceeded`, and the pair is graded.
+fn disk_attack(_cwd: &Path) -> Value {
+    j!({
+        "agent1": [
+            {"bash": "echo '# agent1' >> textkit/strings.py; head -c 80000000 /dev/zero > \"${TMPDIR:-/tmp}/big\"; fallocate -l 2G \"${TMPDIR:-/tmp}/huge\" 2>&1 | tail -1; ls -l \"${TMPDIR:-/tmp}\" | tail -2; echo filled"},
+            {"bash": "echo NOT-REFUSED"},
+            {"bash": SUBMIT}
+        ],
+        "agent2": [{"bash": SUBMIT}]
+    })
+}
+
+fn assert_disk_limit_stops_the_agent(attack: &Attack) {
+    attack.assert_graded_not_infra();
+    let (status, error) = attack.agent_status("agent1");
+    assert_eq!(status, "LimitsExceeded", "{error}");
+    let agent1 = attack.observations("agent1");
+    assert!(agent1.contains("filled"), "{agent1}");
+    assert!(!agent1.contains("NOT-REFUSED"), "{agent1}");
+    assert!(agent1.contains("over its limit of 50 MiB"), "{agent1}");
+    let patch1 = std::fs::read_to_string(attack.pair.join("agent1/patch.diff")).unwrap();
+    assert!(patch1.contains("+# agent1"), "{patch1}");
+}
+
+#[test]
+fn a_local_agent_filling_its_disk_is_stopped() {
+    let attack = attack(
+        "disk-local",
+        disk_attack,
+        &["--isolation", "bwrap", "--disk", "50m"],
+    );
+    assert_disk_limit_stops_the_agent(&attack);
+    // No file grew past the limit while it was written.
+    assert!(
+        !attack.observations("agent1").contains("2147483648"),
+        "fallocate made a 2 GiB file"
+    );
+}
+
+#[test]
+fn a_docker_agent_filling_its_disk_is_stopped() {
+    docker();
+    let attack = attack(
+        "disk-docker",
+        disk_attack,
+        &["--backend", "docker", "--disk", "50m"],
+    );
+    assert_disk_limit_stops_the_agent(&attack);
+}

@@ -456,6 +456,7 @@ pub async fn bundled_image_base(
             cpus: 1.0,
             memory_bytes: 256 << 20,
             pids: 256,
+            ..Default::default()
         },
         agent_network: "none".into(),
         grading_network: "none".into(),
