@@ -234,6 +234,9 @@ fn pair_label(pair: &Pair) -> String {
     format!("{} {}", pair.task.label(), pair.dir_name())
 }
 
+/// Whether a feature's base with its tests yields a test summary here; why not and its log.
+type Baseline = Result<(), (String, String)>;
+
 /// Grades pairs against a base repository in scratch space.
 pub struct Grader {
     pub test_timeout: Duration,
@@ -242,7 +245,7 @@ pub struct Grader {
     pub backend: GradingBackend,
     /// Per task and feature: whether the base with its tests yields a test summary here
     /// (checked once, the first time a patch's run yields none).
-    baselines: tokio::sync::Mutex<HashMap<(String, u32), Result<(), (String, String)>>>,
+    baselines: tokio::sync::Mutex<HashMap<(String, u32), Baseline>>,
 }
 
 impl Grader {

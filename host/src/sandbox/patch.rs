@@ -354,9 +354,9 @@ fn walk(
             what.display()
         ))
     };
-    let mut entries = rustix::fs::Dir::read_from(dir.as_fd()).map_err(|e| unreadable(rel, e))?;
+    let entries = rustix::fs::Dir::read_from(dir.as_fd()).map_err(|e| unreadable(rel, e))?;
     let mut names = Vec::new();
-    while let Some(entry) = entries.next() {
+    for entry in entries {
         let entry = entry.map_err(|e| unreadable(rel, e))?;
         let name = entry.file_name().to_bytes();
         if name == b"." || name == b".." || name == b".git" {
