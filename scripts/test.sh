@@ -36,6 +36,8 @@ if ! docker info >/dev/null 2>&1; then
     command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
 fi
 command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
+# Real tasks are graded for real (host/tests/it/real_grading.rs): chi's runner needs Go.
+command -v go >/dev/null 2>&1 || need_pkgs+=(golang-go)
 # The Python and JavaScript plugin kits are built for real (componentize-py from PyPI needs
 # pip; componentize-qjs from npm needs node and npm).
 python3 -m pip --version >/dev/null 2>&1 || need_pkgs+=(python3-pip)

@@ -28,6 +28,7 @@ mod presentation;
 mod provider_settings;
 mod providers;
 mod real_dataset;
+mod real_grading;
 mod redis_bus;
 mod report;
 mod run_lifecycle;
