@@ -101,6 +101,8 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install -q "maturin>=1.9,<2" "pytest>=8"
 rm -f target/wheels/cbench-*.whl
-(cd python && "../$venv/bin/maturin" build --release --quiet -o ../target/wheels)
+# A debug build: it reuses the host library the tests above just compiled (a release wheel
+# compiles the whole host again, ~8 minutes on 2 cores); setup.sh builds the release wheel.
+(cd python && "../$venv/bin/maturin" build --quiet -o ../target/wheels)
 "$venv/bin/pip" install -q --force-reinstall --no-deps target/wheels/cbench-*.whl
 "$venv/bin/pytest" -q python/tests
