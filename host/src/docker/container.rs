@@ -461,14 +461,7 @@ impl Container {
             };
             consume(&mut reader)
         });
-        let mut stream = self.engine.api().download_from_container(
-            &self.id,
-            Some(
-                DownloadFromContainerOptionsBuilder::default()
-                    .path(path)
-                    .build(),
-            ),
-        );
+        let mut stream = self.archive_of(path);
         let mut failure = None;
         while let Some(chunk) = stream.next().await {
             match chunk {
@@ -479,13 +472,9 @@ impl Container {
                     }
                 }
                 Err(e) => {
-                    let message = if is_not_found(&e) {
-                        format!("{path}: no such file in the container")
-                    } else {
-                        format!("copying {path} out of the container: {e}")
-                    };
-                    let _ = tx.send(Err(std::io::Error::other(message.clone()))).await;
-                    failure = Some(DockerError::Other(message));
+                    let e = archive_error(path, e);
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    failure = Some(e);
                     break;
                 }
             }
@@ -513,6 +502,21 @@ impl Container {
             .await
     }
 
+    /// The engine's tar stream of `path` inside the container.
+    fn archive_of(
+        &self,
+        path: &str,
+    ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, bollard::errors::Error>> + '_ {
+        self.engine.api().download_from_container(
+            &self.id,
+            Some(
+                DownloadFromContainerOptionsBuilder::default()
+                    .path(path)
+                    .build(),
+            ),
+        )
+    }
+
     async fn download_into<W: tokio::io::AsyncWrite + Unpin>(
         &self,
         path: &str,
@@ -520,23 +524,10 @@ impl Container {
         dest: &str,
     ) -> Result<(), DockerError> {
         use tokio::io::AsyncWriteExt;
-        let mut stream = self.engine.api().download_from_container(
-            &self.id,
-            Some(
-                DownloadFromContainerOptionsBuilder::default()
-                    .path(path)
-                    .build(),
-            ),
-        );
+        let mut stream = self.archive_of(path);
         let write_err = |e: std::io::Error| DockerError::Other(format!("writing {dest}: {e}"));
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| {
-                if is_not_found(&e) {
-                    DockerError::Other(format!("{path}: no such file in the container"))
-                } else {
-                    DockerError::api(format!("copying {path} out of the container"))(e)
-                }
-            })?;
+            let chunk = chunk.map_err(|e| archive_error(path, e))?;
             writer.write_all(&chunk).await.map_err(write_err)?;
         }
         writer.flush().await.map_err(write_err)
@@ -674,6 +665,15 @@ pub fn tar_archive(entries: &[TarEntry]) -> Result<Vec<u8>, DockerError> {
     builder
         .into_inner()
         .map_err(|e| DockerError::Other(format!("finishing an archive: {e}")))
+}
+
+/// What failed copying `path` out of a container, in words a user can act on.
+fn archive_error(path: &str, e: bollard::errors::Error) -> DockerError {
+    if is_not_found(&e) {
+        DockerError::Other(format!("{path}: no such file in the container"))
+    } else {
+        DockerError::api(format!("copying {path} out of the container"))(e)
+    }
 }
 
 /// Bytes in container `id`'s writable layer (what it wrote beyond its image), as the engine

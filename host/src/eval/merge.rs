@@ -162,20 +162,7 @@ pub async fn merge_patches(
         match policy {
             MergePolicy::Lead => {
                 let lead = commits.first().unwrap_or(last);
-                let diff = git(
-                    &repo,
-                    &[
-                        "diff",
-                        "--binary",
-                        "--no-color",
-                        "--no-ext-diff",
-                        "--no-textconv",
-                        &base.commit,
-                        lead,
-                    ],
-                    &[],
-                )
-                .await?;
+                let diff = tree_diff(&repo, &base.commit, lead).await?;
                 return Ok(MergeOutcome {
                     strategy: MergeStrategy::Lead,
                     conflict: true,
@@ -199,20 +186,7 @@ pub async fn merge_patches(
             }
         }
     };
-    let diff = git(
-        &repo,
-        &[
-            "diff",
-            "--binary",
-            "--no-color",
-            "--no-ext-diff",
-            "--no-textconv",
-            &base.commit,
-            "HEAD",
-        ],
-        &[],
-    )
-    .await?;
+    let diff = tree_diff(&repo, &base.commit, "HEAD").await?;
     Ok(MergeOutcome {
         strategy,
         conflict: strategy == MergeStrategy::Union,
@@ -220,6 +194,25 @@ pub async fn merge_patches(
         error: None,
         apply_failed,
     })
+}
+
+/// `git diff from to` as a patch any runner applies (binary content included, no external
+/// diff or textconv whatever the attributes say).
+async fn tree_diff(repo: &Path, from: &str, to: &str) -> Result<String, SandboxError> {
+    git(
+        repo,
+        &[
+            "diff",
+            "--binary",
+            "--no-color",
+            "--no-ext-diff",
+            "--no-textconv",
+            from,
+            to,
+        ],
+        &[],
+    )
+    .await
 }
 
 /// Sets `* merge=union` in `.git/info/attributes`, not `.gitattributes`: it

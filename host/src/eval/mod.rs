@@ -469,35 +469,15 @@ impl Grader {
         patch: &Path,
         name: &str,
     ) -> Result<FeatureGrade, EvalError> {
-        let label = label.to_string();
-        let sandbox_err = |source| EvalError::Sandbox {
-            pair: label.clone(),
-            source,
-        };
-        let out = bench
-            .run(
-                task,
-                base,
-                scratch,
-                feature,
-                patch,
-                name,
-                self.test_timeout,
-                TEST_OUTPUT_CAP,
+        let (out, log) = self
+            .run_logged(
+                bench, task, label, base, scratch, pair_dir, feature, patch, name,
             )
-            .await
-            .map_err(&sandbox_err)?;
-        let log = format!("eval_logs/{name}.log");
-        crate::fsutil::write_atomic(&pair_dir.join(&log), out.output.as_bytes()).map_err(
-            |source| EvalError::Write {
-                pair: label.clone(),
-                source,
-            },
-        )?;
+            .await?;
         let counts = parse::parse_test_output(&out.output);
         if counts.is_none() && !out.timed_out && !patch_is_empty(patch) {
             // Before blaming the patch: can this environment run these tests at all?
-            self.check_baseline(bench, task, &label, base, scratch, pair_dir, feature)
+            self.check_baseline(bench, task, label, base, scratch, pair_dir, feature)
                 .await?;
         }
         let (passed, failed) = counts.map(|c| (c.passed, c.failed)).unwrap_or((0, 0));
@@ -527,6 +507,47 @@ impl Grader {
 }
 
 impl Grader {
+    /// Runs the runner with `feature`'s tests on the base plus `patch`; its output goes to
+    /// `pair_dir/eval_logs/<name>.log` (returned, relative to `pair_dir`).
+    #[allow(clippy::too_many_arguments)]
+    async fn run_logged(
+        &self,
+        bench: &TestBench,
+        task: &Task,
+        label: &str,
+        base: &BaseRepo,
+        scratch: &Path,
+        pair_dir: &Path,
+        feature: &Feature,
+        patch: &Path,
+        name: &str,
+    ) -> Result<(crate::sandbox::ExecOutput, String), EvalError> {
+        let out = bench
+            .run(
+                task,
+                base,
+                scratch,
+                feature,
+                patch,
+                name,
+                self.test_timeout,
+                TEST_OUTPUT_CAP,
+            )
+            .await
+            .map_err(|source| EvalError::Sandbox {
+                pair: label.to_string(),
+                source,
+            })?;
+        let log = format!("eval_logs/{name}.log");
+        crate::fsutil::write_atomic(&pair_dir.join(&log), out.output.as_bytes()).map_err(
+            |source| EvalError::Write {
+                pair: label.to_string(),
+                source,
+            },
+        )?;
+        Ok((out, log))
+    }
+
     /// Runs `feature`'s tests on the bare base once per task and feature (cached): when that
     /// yields no test summary either, the environment cannot grade the feature and no patch
     /// is to blame.
@@ -550,29 +571,11 @@ impl Grader {
                 source,
             })?;
             let name = format!("baseline_feature{}", feature.id);
-            let out = bench
-                .run(
-                    task,
-                    base,
-                    scratch,
-                    feature,
-                    &empty,
-                    &name,
-                    self.test_timeout,
-                    TEST_OUTPUT_CAP,
+            let (out, log) = self
+                .run_logged(
+                    bench, task, label, base, scratch, pair_dir, feature, &empty, &name,
                 )
-                .await
-                .map_err(|source| EvalError::Sandbox {
-                    pair: label.to_string(),
-                    source,
-                })?;
-            let log = format!("eval_logs/{name}.log");
-            crate::fsutil::write_atomic(&pair_dir.join(&log), out.output.as_bytes()).map_err(
-                |source| EvalError::Write {
-                    pair: label.to_string(),
-                    source,
-                },
-            )?;
+                .await?;
             let verdict = if parse::parse_test_output(&out.output).is_some() {
                 Ok(())
             } else if out.timed_out {

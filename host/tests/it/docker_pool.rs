@@ -15,19 +15,7 @@ use crate::docker_backend::eval_without_timing;
 use crate::support::{containers_labelled, dataset, docker, json, patch_of, plugins, text, Run};
 
 fn options(pool: usize) -> DockerOptions {
-    DockerOptions {
-        image_prefix: "akhatua/cooperbench-".into(),
-        limits: ResourceLimits {
-            cpus: 1.0,
-            memory_bytes: 256 << 20,
-            pids: 256,
-            ..Default::default()
-        },
-        agent_network: "none".into(),
-        grading_network: "none".into(),
-        git_image: None,
-        pool,
-    }
+    crate::support::docker_options(pool)
 }
 
 #[test]

@@ -59,8 +59,14 @@ fn gold_matches_the_reference(repo: &str, task: &str) {
     ]);
     let shown = text(&out);
     assert!(out.status.success(), "{shown}");
-    assert!(shown.contains("2/2 gold patches pass their own tests"), "{shown}");
-    assert!(shown.contains("no differences from the reference"), "{shown}");
+    assert!(
+        shown.contains("2/2 gold patches pass their own tests"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("no differences from the reference"),
+        "{shown}"
+    );
 }
 
 #[test]

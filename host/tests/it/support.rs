@@ -445,12 +445,9 @@ pub async fn patch_of(
     cbench::sandbox::patch::compute(sandbox, base, scratch.path(), Default::default()).await
 }
 
-/// The host's copy of the bundled task image's repository (what docker patches diff against).
-pub async fn bundled_image_base(
-    scratch: &Path,
-) -> std::sync::Arc<cbench::sandbox::local::BaseRepo> {
-    use cbench::backend::{Backend, BackendChoice, DockerOptions};
-    let options = DockerOptions {
+/// Docker options for tests: small limits, no networks, `pool` containers started ahead.
+pub fn docker_options(pool: usize) -> cbench::backend::DockerOptions {
+    cbench::backend::DockerOptions {
         image_prefix: "akhatua/cooperbench-".into(),
         limits: cbench::docker::ResourceLimits {
             cpus: 1.0,
@@ -461,8 +458,16 @@ pub async fn bundled_image_base(
         agent_network: "none".into(),
         grading_network: "none".into(),
         git_image: None,
-        pool: 0,
-    };
+        pool,
+    }
+}
+
+/// The host's copy of the bundled task image's repository (what docker patches diff against).
+pub async fn bundled_image_base(
+    scratch: &Path,
+) -> std::sync::Arc<cbench::sandbox::local::BaseRepo> {
+    use cbench::backend::{Backend, BackendChoice};
+    let options = docker_options(0);
     let backend = Backend::resolve(&BackendChoice::Docker(options), "it-image-base", &[])
         .await
         .expect("docker backend");
