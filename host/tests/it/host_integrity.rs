@@ -401,8 +401,8 @@ fn a_local_agent_cannot_plant_hooks_or_config_in_the_team_remote() {
 
 /// What an agent does to its own tree or sandbox is its own failure: a patch over the cap is
 /// rejected (the agent fails with the reason, the pair is graded), an oversized message is
-/// not sent, and on docker killing every process (the exec channel included) changes nothing
-/// about how the pair is graded.
+/// not sent, and killing every process (on docker the exec channel included) or a fork bomb
+/// changes nothing about how the pair is graded.
 fn breakage_attack(_cwd: &Path) -> Value {
     let big_message = "x".repeat(100 << 10);
     j!({
@@ -410,6 +410,7 @@ fn breakage_attack(_cwd: &Path) -> Value {
             {"bash": "head -c 3000000 /dev/urandom > blob.bin && echo '# agent1' >> textkit/strings.py && echo wrote-blob"},
             {"bash": format!("send_message agent2 <<'MSG'\n{big_message}\nMSG\necho sent-big")},
             {"bash": "kill -9 -1 2>/dev/null; echo killed-everything"},
+            {"bash": "(bomb() { bomb | bomb & }; bomb) 2>/dev/null; sleep 3; echo bombed"},
             {"bash": "echo still-alive"},
             {"bash": SUBMIT}
         ],
@@ -450,7 +451,16 @@ fn local_agent_caused_breakage_is_graded_as_the_agents_failure() {
     let attack = attack(
         "breakage-local",
         breakage_attack,
-        &["--isolation", "bwrap", "--max-patch-mb", "1"],
+        &[
+            "--isolation",
+            "bwrap",
+            "--max-patch-mb",
+            "1",
+            "--pids-limit",
+            "128",
+            "--command-timeout",
+            "20",
+        ],
     );
     assert_breakage_is_the_agents_failure(&attack);
 }
@@ -461,7 +471,16 @@ fn docker_agent_caused_breakage_is_graded_as_the_agents_failure() {
     let attack = attack(
         "breakage-docker",
         breakage_attack,
-        &["--backend", "docker", "--max-patch-mb", "1"],
+        &[
+            "--backend",
+            "docker",
+            "--max-patch-mb",
+            "1",
+            "--pids-limit",
+            "128",
+            "--command-timeout",
+            "20",
+        ],
     );
     assert_breakage_is_the_agents_failure(&attack);
 }
