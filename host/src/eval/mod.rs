@@ -372,6 +372,17 @@ impl Grader {
             pair: label.clone(),
             source,
         };
+        // Every agent's features, then (coop) every feature on the merged tree.
+        let planned = filtered
+            .iter()
+            .map(|(p, _)| p.feature_ids.len())
+            .sum::<usize>()
+            + if setting == Setting::Coop {
+                features.len()
+            } else {
+                0
+            };
+        bench.expect_runs(planned);
         let mut agents = BTreeMap::new();
         for (p, dropped) in filtered {
             let patch_file = scratch.path().join(format!("{}.patch", p.agent_id));

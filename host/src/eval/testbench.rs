@@ -49,6 +49,8 @@ pub struct DockerBench {
     runner: Vec<String>,
     /// The container the next test run uses, started ahead.
     next: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Result<Container, SandboxError>>>>,
+    /// Test runs still planned: a container is started ahead only for one of them.
+    planned: std::sync::atomic::AtomicUsize,
 }
 
 /// Starts one grading container with an empty `/patches`.
@@ -65,12 +67,20 @@ impl DockerBench {
     /// A fresh container for one test run (the one started ahead, if any), and the next
     /// one started behind it.
     async fn take(&self) -> Result<Container, SandboxError> {
+        use std::sync::atomic::Ordering;
         let mut next = self.next.lock().await;
         let ready = next.take();
-        *next = Some(tokio::spawn(start_grader(
-            self.engine.clone(),
-            self.spec.clone(),
-        )));
+        let still_planned = self
+            .planned
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .map(|before| before > 1)
+            .unwrap_or(false);
+        if still_planned {
+            *next = Some(tokio::spawn(start_grader(
+                self.engine.clone(),
+                self.spec.clone(),
+            )));
+        }
         drop(next);
         match ready {
             Some(handle) => handle
@@ -125,7 +135,17 @@ impl TestBench {
             spec,
             runner: info.runner,
             next: tokio::sync::Mutex::new(Some(ready)),
+            planned: std::sync::atomic::AtomicUsize::new(0),
         }))
+    }
+
+    /// Says how many test runs follow, so no container is started ahead for none.
+    pub fn expect_runs(&self, runs: usize) {
+        if let TestBench::Docker(bench) = self {
+            bench
+                .planned
+                .store(runs, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     /// Runs `feature`'s tests on the base plus `patch` (a host file; empty = no patch).
