@@ -442,6 +442,12 @@ impl RunArgs {
             },
             patch_limits: PatchLimits {
                 max_patch_bytes: self.max_patch_mb.saturating_mul(1 << 20),
+                // The tree: what the agent may add (its disk limit) on top of its base.
+                max_snapshot_bytes: match &backend {
+                    crate::backend::BackendChoice::Local(o) => o.limits.disk_bytes,
+                    crate::backend::BackendChoice::Docker(d) => d.limits.disk_bytes,
+                }
+                .saturating_mul(2),
             },
             cache_dir: self.caches.cache_dir(),
             repo_cache: self.caches.repo_cache,

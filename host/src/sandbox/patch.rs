@@ -31,22 +31,26 @@ use super::{Sandbox, SandboxError};
 /// Default cap on one agent's patch text (10 MiB): far above any real feature's patch
 /// (CooperBench's largest gold patch is well under 1 MiB), far below what hurts the host.
 pub const DEFAULT_MAX_PATCH_BYTES: u64 = 10 << 20;
-/// Most files and directories a work tree may hold beyond its base's.
-const MAX_NEW_ENTRIES: u64 = 100_000;
+/// Most files and directories a snapshot may hold (a checked-out `node_modules` is ~100k).
+const MAX_ENTRIES: u64 = 2_000_000;
 /// Deepest directory nesting read.
 const MAX_DEPTH: usize = 256;
 
 /// Caps applied while a patch is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PatchLimits {
-    /// Largest patch text, and largest new or changed file.
+    /// Largest patch text, and largest new or changed file the patch records.
     pub max_patch_bytes: u64,
+    /// Most bytes a snapshot copies (ignored files included: git decides what counts after);
+    /// the sandbox's disk limit bounds a tree anyway.
+    pub max_snapshot_bytes: u64,
 }
 
 impl Default for PatchLimits {
     fn default() -> Self {
         PatchLimits {
             max_patch_bytes: DEFAULT_MAX_PATCH_BYTES,
+            max_snapshot_bytes: super::disk::DEFAULT_DISK_BYTES,
         }
     }
 }
@@ -71,11 +75,9 @@ impl From<crate::docker::DockerError> for PatchError {
 /// Writes a snapshot of a work tree beneath a host-owned directory, within the limits.
 pub struct SnapshotWriter {
     root: OwnedFd,
-    base: PathBuf,
     limits: PatchLimits,
-    new_bytes: u64,
+    copied_bytes: u64,
     entries: u64,
-    max_entries: u64,
 }
 
 /// A host-side failure writing the snapshot (not the agent's doing).
@@ -89,8 +91,8 @@ fn host_io(what: String) -> impl FnOnce(rustix::io::Errno) -> PatchError {
 }
 
 impl SnapshotWriter {
-    /// A writer into the empty directory `dest`, comparing sizes against `base`'s tree.
-    pub fn new(dest: &Path, base: &Path, limits: PatchLimits) -> Result<Self, PatchError> {
+    /// A writer into the empty directory `dest`.
+    pub fn new(dest: &Path, limits: PatchLimits) -> Result<Self, PatchError> {
         let root = rustix::fs::open(
             dest,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
@@ -99,11 +101,9 @@ impl SnapshotWriter {
         .map_err(host_io(format!("opening {}", dest.display())))?;
         Ok(SnapshotWriter {
             root,
-            base: base.to_path_buf(),
             limits,
-            new_bytes: 0,
+            copied_bytes: 0,
             entries: 0,
-            max_entries: count_entries(base).saturating_add(MAX_NEW_ENTRIES),
         })
     }
 
@@ -150,10 +150,9 @@ impl SnapshotWriter {
 
     fn count(&mut self, rel: &Path) -> Result<(), PatchError> {
         self.entries += 1;
-        if self.entries > self.max_entries {
+        if self.entries > MAX_ENTRIES {
             return Err(PatchError::Rejected(format!(
-                "the work tree holds more than {} files and directories (at {})",
-                self.max_entries,
+                "the work tree holds more than {MAX_ENTRIES} files and directories (at {})",
                 rel.display()
             )));
         }
@@ -178,7 +177,6 @@ impl SnapshotWriter {
             return Ok(());
         };
         self.count(rel)?;
-        self.charge(rel, target.len() as u64, false)?;
         let target = <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(target);
         match rustix::fs::symlinkat(target, &parent, name) {
             Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
@@ -198,10 +196,14 @@ impl SnapshotWriter {
             return Ok(());
         };
         self.count(rel)?;
-        let unchanged_size = std::fs::symlink_metadata(self.base.join(rel))
-            .map(|m| m.is_file() && m.len() == size)
-            .unwrap_or(false);
-        self.charge(rel, size, !unchanged_size)?;
+        self.copied_bytes += size;
+        if self.copied_bytes > self.limits.max_snapshot_bytes {
+            return Err(PatchError::Rejected(format!(
+                "the work tree holds more than {} bytes (at {})",
+                self.limits.max_snapshot_bytes,
+                rel.display()
+            )));
+        }
         let mode = if executable { 0o755 } else { 0o644 };
         let fd = match rustix::fs::openat(
             &parent,
@@ -239,6 +241,28 @@ impl SnapshotWriter {
         Ok(())
     }
 
+    /// The regular file `name` of the directory `dir` (a tree on the same filesystem) at
+    /// `rel`, hard-linked rather than copied; false when it cannot be linked (copy it then).
+    /// git only reads what it records, and the agent's processes are gone by now.
+    pub fn link(
+        &mut self,
+        rel: &Path,
+        dir: &OwnedFd,
+        name: &std::ffi::CStr,
+    ) -> Result<bool, PatchError> {
+        let Some((parent, final_name)) = self.parent_of(rel)? else {
+            return Ok(true);
+        };
+        match rustix::fs::linkat(dir, name, &parent, final_name, AtFlags::empty()) {
+            Ok(()) => {
+                self.count(rel)?;
+                Ok(true)
+            }
+            Err(rustix::io::Errno::EXIST) => Ok(true),
+            Err(_) => Ok(false),
+        }
+    }
+
     /// A hard link to an earlier entry (archives carry them): the same bytes, copied.
     pub fn hard_link(&mut self, rel: &Path, earlier: &Path) -> Result<(), PatchError> {
         if self.parent_of(earlier)?.is_none() {
@@ -264,49 +288,6 @@ impl SnapshotWriter {
         let mut file = std::fs::File::from(source);
         self.file(rel, stat.st_size as u64, executable, &mut file)
     }
-
-    /// Counts `bytes` of a new or changed entry against the limits.
-    fn charge(&mut self, rel: &Path, bytes: u64, changed: bool) -> Result<(), PatchError> {
-        if !changed {
-            return Ok(());
-        }
-        let cap = self.limits.max_patch_bytes;
-        if bytes > cap {
-            return Err(PatchError::Rejected(format!(
-                "{} is a new or changed file of {bytes} bytes, over the patch limit of {cap} bytes",
-                rel.display()
-            )));
-        }
-        self.new_bytes += bytes;
-        if self.new_bytes > cap.saturating_mul(4) {
-            return Err(PatchError::Rejected(format!(
-                "the work tree's new or changed files add up to more than {} bytes (4 × the patch limit)",
-                cap.saturating_mul(4)
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// Files and directories of the base's tree (its `.git` aside), for the entry limit.
-fn count_entries(base: &Path) -> u64 {
-    let mut count = 0u64;
-    let mut stack = vec![base.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(read) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in read.flatten() {
-            if entry.file_name() == ".git" {
-                continue;
-            }
-            count += 1;
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(entry.path());
-            }
-        }
-    }
-    count
 }
 
 /// Copies the tree under the directory `name` of the host-owned directory `parent` into
@@ -389,6 +370,9 @@ fn walk(
                 writer.symlink(&path, target.as_bytes())?;
             }
             FileType::RegularFile => {
+                if writer.link(&path, dir, &name)? {
+                    continue;
+                }
                 let fd = rustix::fs::openat(
                     dir,
                     &name,
@@ -470,7 +454,7 @@ pub async fn compute(
         .map_err(io("creating a patch scratch dir"))?;
     let tree = scratch.path().join("tree");
     std::fs::create_dir(&tree).map_err(io(format!("creating {}", tree.display())))?;
-    let writer = SnapshotWriter::new(&tree, &base.path, limits)?;
+    let writer = SnapshotWriter::new(&tree, limits)?;
     sandbox.snapshot(writer).await?;
     diff_snapshot(base, &tree, scratch.path(), limits).await
 }
@@ -503,6 +487,7 @@ pub async fn diff_snapshot(
     git::git(tree, &["add", "-A"], &env)
         .await
         .map_err(|e| PatchError::Rejected(format!("the work tree cannot be recorded: {e}")))?;
+    check_recorded_sizes(tree, &base.commit, &env, limits).await?;
     let mut child = git::command(
         tree,
         &[
@@ -547,4 +532,78 @@ pub async fn diff_snapshot(
         ))));
     }
     Ok(String::from_utf8_lossy(&patch).into_owned())
+}
+
+/// Rejects a patch that records a new or changed file over the limit, or new or changed
+/// files adding up to more than 4 × the limit (ignored files were never recorded).
+async fn check_recorded_sizes(
+    tree: &Path,
+    base: &str,
+    env: &[(&str, &str)],
+    limits: PatchLimits,
+) -> Result<(), PatchError> {
+    let raw = git::git(
+        tree,
+        &[
+            "diff",
+            "--cached",
+            "--raw",
+            "-z",
+            "--no-renames",
+            "--no-abbrev",
+            base,
+        ],
+        env,
+    )
+    .await?;
+    // `:old_mode new_mode old_id new_id status\0path\0` per changed entry.
+    let mut fields = raw.split('\0');
+    let mut changed: Vec<(String, String)> = Vec::new();
+    while let (Some(meta), Some(path)) = (fields.next(), fields.next()) {
+        let parts: Vec<&str> = meta.split_whitespace().collect();
+        if let (Some(new_id), Some(status)) = (parts.get(3), parts.get(4)) {
+            if !status.starts_with('D') {
+                changed.push((new_id.to_string(), path.to_string()));
+            }
+        }
+    }
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let mut child = git::command(tree, &["cat-file", "--batch-check=%(objectsize)"], env)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(io("running git cat-file"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt;
+        let ids: String = changed.iter().map(|(id, _)| format!("{id}\n")).collect();
+        stdin
+            .write_all(ids.as_bytes())
+            .await
+            .map_err(io("writing to git cat-file"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(io("waiting for git cat-file"))?;
+    let sizes = String::from_utf8_lossy(&out.stdout);
+    let cap = limits.max_patch_bytes;
+    let mut total = 0u64;
+    for ((_, path), size) in changed.iter().zip(sizes.lines()) {
+        let size: u64 = size.trim().parse().unwrap_or(0);
+        if size > cap {
+            return Err(PatchError::Rejected(format!(
+                "{path} is a new or changed file of {size} bytes, over the patch limit of {cap} bytes"
+            )));
+        }
+        total += size;
+    }
+    if total > cap.saturating_mul(4) {
+        return Err(PatchError::Rejected(format!(
+            "the new or changed files add up to {total} bytes, over 4 × the patch limit of {cap} bytes"
+        )));
+    }
+    Ok(())
 }

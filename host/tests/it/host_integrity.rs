@@ -415,7 +415,8 @@ fn breakage_attack(_cwd: &Path) -> Value {
             {"bash": SUBMIT}
         ],
         "agent2": [
-            {"bash": "echo '# agent2 was here' >> textkit/vowels.py"},
+            // Ignored build output over the patch limit is not part of the patch: no rejection.
+            {"bash": "echo '# agent2 was here' >> textkit/vowels.py && mkdir -p build && echo 'build/' >> .gitignore && head -c 3000000 /dev/urandom > build/cache.bin && echo built"},
             {"bash": SUBMIT}
         ]
     })
@@ -442,6 +443,10 @@ fn assert_breakage_is_the_agents_failure(attack: &Attack) {
     assert_eq!(status2, "Submitted");
     let patch2 = std::fs::read_to_string(attack.pair.join("agent2/patch.diff")).unwrap();
     assert!(patch2.contains("+# agent2 was here"));
+    assert!(
+        patch2.contains("+build/") && !patch2.contains("cache.bin"),
+        "{patch2}"
+    );
     let eval = attack.eval();
     assert_eq!(eval["agent1"]["success"], j!(false), "{eval:#}");
 }

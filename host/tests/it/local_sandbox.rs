@@ -234,3 +234,36 @@ except OSError:
     let out = sb.exec(fork_loop, Duration::from_secs(30)).await.unwrap();
     assert!(out.output.contains("stopped-at"), "{}", out.output);
 }
+
+/// The plugin's file access goes through what the agent left: links out of the tree are
+/// neither read nor written through (a secret stays unread, no host file is written).
+#[tokio::test]
+async fn plugin_file_access_never_follows_a_link_out_of_the_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path()).await;
+    let secret = dir.path().join("host-secret.txt");
+    std::fs::write(&secret, "host secret\n").unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let out = sb
+        .exec(
+            &format!(
+                "ln -s {secret} leak && ln -s {outside} out && ln -s ../.. up && echo linked",
+                secret = secret.display(),
+                outside = outside.display()
+            ),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert!(out.output.contains("linked"), "{}", out.output);
+    assert!(sb.read_file("leak").await.is_err());
+    assert!(sb.read_file("up/host-secret.txt").await.is_err());
+    assert!(sb.write_file("out/planted.txt", b"x").await.is_err());
+    assert!(sb.write_file("leak", b"overwritten").await.is_err());
+    assert!(!outside.join("planted.txt").exists());
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "host secret\n");
+    // Inside the tree everything works as before.
+    sb.write_file("new/dir/file.txt", b"ok").await.unwrap();
+    assert_eq!(sb.read_file("new/dir/file.txt").await.unwrap(), b"ok");
+}
