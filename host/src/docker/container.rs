@@ -19,8 +19,12 @@ use futures_util::StreamExt;
 use super::{is_not_found, DockerError, Engine, ResourceLimits};
 use crate::sandbox::ExecOutput;
 
-/// Keeps the container alive without depending on the image's entrypoint; exits on TERM.
-const KEEP_ALIVE: &str = "trap 'exit 0' TERM INT; while :; do sleep 2147483647 & wait $!; done";
+/// Keeps the container alive without depending on the image's entrypoint. It ignores every
+/// signal a process inside can send it (an init without a handler ignores SIGKILL from its
+/// own namespace), so an agent cannot stop its own container and void its pair; cbench
+/// removes containers by force.
+const KEEP_ALIVE: &str =
+    "trap '' TERM INT HUP QUIT USR1 USR2 ALRM PIPE; while :; do sleep 2147483647 & wait $!; done";
 /// Where exec scripts and their pid files live inside the container.
 const SCRATCH: &str = "/tmp/cbench";
 /// Runs `$1` (a script) in its own session so the host can kill its whole process
@@ -135,6 +139,12 @@ impl Container {
             network_mode: Some(spec.network.clone()),
             cap_drop: spec.drop_capabilities.then(|| vec!["ALL".to_string()]),
             security_opt: Some(vec!["no-new-privileges".to_string()]),
+            // Nothing reads a container's log; kept, it is host disk any process inside could
+            // fill by writing to init's stdout (/proc/1/fd/1).
+            log_config: Some(bollard::models::HostConfigLogConfig {
+                typ: Some("none".into()),
+                config: None,
+            }),
             ..Default::default()
         };
         let networking_config = (!matches!(spec.network.as_str(), "none" | "bridge" | "host"))
@@ -670,7 +680,7 @@ pub fn tar_archive(entries: &[TarEntry]) -> Result<Vec<u8>, DockerError> {
 /// What failed copying `path` out of a container, in words a user can act on.
 fn archive_error(path: &str, e: bollard::errors::Error) -> DockerError {
     if is_not_found(&e) {
-        DockerError::Other(format!("{path}: no such file in the container"))
+        DockerError::NoSuchPath(path.to_string())
     } else {
         DockerError::api(format!("copying {path} out of the container"))(e)
     }

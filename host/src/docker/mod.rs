@@ -38,6 +38,9 @@ pub enum DockerError {
         what: String,
         source: bollard::errors::Error,
     },
+    /// A path inside a container does not exist (what the agent deleted, say).
+    #[error("docker: {0}: no such file in the container")]
+    NoSuchPath(String),
     #[error("docker: {0}")]
     Other(String),
 }

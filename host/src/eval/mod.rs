@@ -382,7 +382,7 @@ impl Grader {
             } else {
                 0
             };
-        bench.expect_runs(planned);
+        bench.expect_runs(planned).await;
         let mut agents = BTreeMap::new();
         for (p, dropped) in filtered {
             let patch_file = scratch.path().join(format!("{}.patch", p.agent_id));

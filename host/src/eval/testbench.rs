@@ -47,11 +47,17 @@ pub struct DockerBench {
     engine: Arc<Engine>,
     spec: ContainerSpec,
     runner: Vec<String>,
-    /// The container the next test run uses, started ahead.
-    next: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Result<Container, SandboxError>>>>,
-    /// Test runs still planned: a container is started ahead only for one of them.
+    /// Containers started ahead for the next test runs, oldest first.
+    ahead: tokio::sync::Mutex<std::collections::VecDeque<PendingGrader>>,
+    /// Test runs still planned: containers are started ahead only for those.
     planned: std::sync::atomic::AtomicUsize,
 }
+
+/// A grading container being started.
+type PendingGrader = tokio::task::JoinHandle<Result<Container, SandboxError>>;
+
+/// Containers kept starting ahead of the test runs (the engine starts them one at a time).
+const STARTED_AHEAD: usize = 2;
 
 /// Starts one grading container with an empty `/patches`.
 async fn start_grader(engine: Arc<Engine>, spec: ContainerSpec) -> Result<Container, SandboxError> {
@@ -64,24 +70,27 @@ async fn start_grader(engine: Arc<Engine>, spec: ContainerSpec) -> Result<Contai
 }
 
 impl DockerBench {
-    /// A fresh container for one test run (the one started ahead, if any), and the next
-    /// one started behind it.
-    async fn take(&self) -> Result<Container, SandboxError> {
-        use std::sync::atomic::Ordering;
-        let mut next = self.next.lock().await;
-        let ready = next.take();
-        let still_planned = self
-            .planned
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .map(|before| before > 1)
-            .unwrap_or(false);
-        if still_planned {
-            *next = Some(tokio::spawn(start_grader(
+    /// Starts containers until `STARTED_AHEAD` (or every planned run) have one.
+    fn top_up(&self, ahead: &mut std::collections::VecDeque<PendingGrader>) {
+        let planned = self.planned.load(std::sync::atomic::Ordering::SeqCst);
+        while ahead.len() < STARTED_AHEAD.min(planned) {
+            ahead.push_back(tokio::spawn(start_grader(
                 self.engine.clone(),
                 self.spec.clone(),
             )));
         }
-        drop(next);
+    }
+
+    /// A fresh container for one test run (the oldest started ahead, if any).
+    async fn take(&self) -> Result<Container, SandboxError> {
+        use std::sync::atomic::Ordering;
+        let mut ahead = self.ahead.lock().await;
+        let ready = ahead.pop_front();
+        let _ = self
+            .planned
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        self.top_up(&mut ahead);
+        drop(ahead);
         match ready {
             Some(handle) => handle
                 .await
@@ -134,17 +143,19 @@ impl TestBench {
             engine: d.engine.clone(),
             spec,
             runner: info.runner,
-            next: tokio::sync::Mutex::new(Some(ready)),
+            ahead: tokio::sync::Mutex::new([ready].into()),
             planned: std::sync::atomic::AtomicUsize::new(0),
         }))
     }
 
-    /// Says how many test runs follow, so no container is started ahead for none.
-    pub fn expect_runs(&self, runs: usize) {
+    /// Says how many test runs follow: their containers start ahead (a few at a time), and
+    /// none is started for a run that never comes.
+    pub async fn expect_runs(&self, runs: usize) {
         if let TestBench::Docker(bench) = self {
             bench
                 .planned
                 .store(runs, std::sync::atomic::Ordering::SeqCst);
+            bench.top_up(&mut *bench.ahead.lock().await);
         }
     }
 
@@ -263,20 +274,24 @@ impl TestBench {
                         .map_err(SandboxError::from),
                     Err(e) => Err(e.into()),
                 };
-                // This run's container is never used again, whatever its code left in it.
-                if let Err(e) = container.remove().await {
-                    tracing::warn!("removing a grading container: {e}");
-                }
+                // This run's container is never used again, whatever its code left in it
+                // (removed in the background; the run's label sweep catches what this misses).
+                tokio::spawn(async move {
+                    if let Err(e) = container.remove().await {
+                        tracing::warn!("removing a grading container: {e}");
+                    }
+                });
                 out
             }
         }
     }
 
-    /// Removes the grading container started ahead.
+    /// Removes the grading containers started ahead and not used.
     pub async fn close(self) -> Result<(), SandboxError> {
         if let TestBench::Docker(bench) = self {
-            if let Some(next) = bench.next.lock().await.take() {
-                if let Ok(Ok(container)) = next.await {
+            let ahead: Vec<PendingGrader> = bench.ahead.lock().await.drain(..).collect();
+            for pending in ahead {
+                if let Ok(Ok(container)) = pending.await {
                     container.remove().await?;
                 }
             }

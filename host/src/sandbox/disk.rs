@@ -99,7 +99,8 @@ impl DiskWatch {
     }
 }
 
-/// Bytes allocated under `dir` (links not followed), counting stops once past `stop_at`.
+/// Bytes allocated under `dir` (links not followed; every entry at least 4 KiB), counting
+/// stops once past `stop_at`.
 fn usage(dir: &std::path::Path, stop_at: u64) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let mut total = 0u64;
@@ -112,7 +113,9 @@ fn usage(dir: &std::path::Path, stop_at: u64) -> u64 {
             let Ok(meta) = entry.metadata() else {
                 continue;
             };
-            total += meta.blocks() * 512;
+            // An empty file still costs an inode and a directory entry: each entry counts at
+            // least a block, so a flood of empty files reaches the limit too.
+            total += (meta.blocks() * 512).max(4096);
             if total > stop_at {
                 return total;
             }

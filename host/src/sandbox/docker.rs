@@ -12,7 +12,7 @@ use super::patch::{snapshot_tar, PatchError, SnapshotWriter};
 use super::{checked_relative_path, ExecOutput, Sandbox, SandboxError};
 use crate::docker::channel::ExecChannel;
 use crate::docker::container::{writable_layer_bytes, Container, ContainerSpec, Shell, TarEntry};
-use crate::docker::Engine;
+use crate::docker::{DockerError, Engine};
 use crate::sandbox::local::DEFAULT_OUTPUT_CAP;
 use crate::team::GitServer;
 
@@ -254,9 +254,18 @@ impl Sandbox for DockerSandbox {
     async fn snapshot(&self, mut writer: SnapshotWriter) -> Result<(), PatchError> {
         // The engine's archive of the tree: nothing runs in the container, so whatever the
         // agent did to it (its shell, its tools, the exec channel) cannot steer the patch.
-        self.container
+        match self
+            .container
             .download_with(REPO_DIR, move |archive| snapshot_tar(archive, &mut writer))
-            .await?
+            .await
+        {
+            Ok(snapshot) => snapshot,
+            // The agent deleted or moved its repository: its tree is gone, its doing.
+            Err(DockerError::NoSuchPath(path)) => Err(PatchError::Rejected(format!(
+                "the work tree {path} is gone"
+            ))),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn as_docker(&self) -> Option<&DockerSandbox> {

@@ -152,6 +152,13 @@ impl LocalSandbox {
         for dir in crate::team::PUSH_WRITABLE {
             self.writable.push(bare.join(dir));
         }
+        // What the agent pushes is disk it fills too.
+        let mut watched: Vec<PathBuf> = AGENT_DIRS
+            .iter()
+            .map(|d| self.root.path().join(d))
+            .collect();
+        watched.push(bare.to_path_buf());
+        self.disk = super::disk::DiskWatch::local(self.disk.limit(), watched);
         self.extra_env
             .push(("CBENCH_AGENT_ID".into(), agent_id.to_string()));
         self

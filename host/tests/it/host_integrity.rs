@@ -411,6 +411,8 @@ fn breakage_attack(_cwd: &Path) -> Value {
             {"bash": format!("send_message agent2 <<'MSG'\n{big_message}\nMSG\necho sent-big")},
             {"bash": "kill -9 -1 2>/dev/null; echo killed-everything"},
             {"bash": "(bomb() { bomb | bomb & }; bomb) 2>/dev/null; sleep 3; echo bombed"},
+            // Signals to the sandbox's init (docker: the container's keep-alive) stop nothing.
+            {"bash": "kill -TERM 1; kill -INT 1; kill -HUP 1; kill -KILL 1; sleep 1; echo signalled-init"},
             {"bash": "echo still-alive"},
             {"bash": SUBMIT}
         ],
@@ -600,4 +602,33 @@ fn a_docker_agent_filling_its_disk_is_stopped() {
         &["--backend", "docker", "--disk", "50m"],
     );
     assert_disk_limit_stops_the_agent(&attack);
+}
+
+/// An agent that deletes its whole repository leaves an empty tree (or none): graded, its own
+/// outcome, never an infrastructure error.
+fn repo_removal_attack(_cwd: &Path) -> Value {
+    j!({
+        "agent1": [
+            {"bash": "here=$PWD; cd / && rm -rf \"$here\" /workspace/repo 2>/dev/null; echo removed"},
+            {"bash": SUBMIT}
+        ],
+        "agent2": [{"bash": "echo '# agent2' >> textkit/vowels.py"}, {"bash": SUBMIT}]
+    })
+}
+
+#[test]
+fn a_local_agent_deleting_its_repository_is_graded() {
+    let attack = attack("repo-gone-local", repo_removal_attack, LOCAL);
+    attack.assert_graded_not_infra();
+    assert_ne!(attack.agent_status("agent1").0, "InfraError");
+}
+
+#[test]
+fn a_docker_agent_deleting_its_repository_is_graded() {
+    docker();
+    let attack = attack("repo-gone-docker", repo_removal_attack, DOCKER);
+    attack.assert_graded_not_infra();
+    let (status, error) = attack.agent_status("agent1");
+    assert_eq!(status, "Error", "{error}");
+    assert!(error.contains("is gone"), "{error}");
 }
