@@ -36,29 +36,73 @@ pub fn is_test_path(path: &str) -> bool {
     false
 }
 
-/// Splits a unified diff into per-file blocks and drops those for test files.
+/// Splits a unified diff into per-file blocks and drops those for test files (a block is a
+/// test file's when any path it names is: its header, `rename`/`copy` lines, `---`/`+++`).
 /// Returns the kept patch and the dropped paths.
 pub fn drop_test_files(patch: &str) -> (String, Vec<String>) {
     let mut kept = String::with_capacity(patch.len());
     let mut dropped = Vec::new();
-    let mut keep_block = true;
-    for line in patch.split_inclusive('\n') {
-        if let Some(rest) = line.strip_prefix("diff --git ") {
-            let path = rest
-                .trim_end()
-                .rfind(" b/")
-                .map(|pos| rest[pos + 3..].trim_end().to_string())
-                .unwrap_or_default();
-            keep_block = !is_test_path(&path);
-            if !keep_block {
-                dropped.push(path);
-            }
+    let mut blocks: Vec<&str> = Vec::new();
+    let mut start = 0;
+    for (offset, _) in patch.match_indices("diff --git ") {
+        if offset > start && patch[..offset].ends_with('\n') {
+            blocks.push(&patch[start..offset]);
+            start = offset;
         }
-        if keep_block {
-            kept.push_str(line);
+    }
+    blocks.push(&patch[start..]);
+    for block in blocks {
+        let paths = block_paths(block);
+        match paths.iter().find(|p| is_test_path(p)) {
+            Some(_) => dropped.push(paths.last().cloned().unwrap_or_default()),
+            None => kept.push_str(block),
         }
     }
     (kept, dropped)
+}
+
+/// Every path a file block of a diff names, from its header lines (never its hunks).
+fn block_paths(block: &str) -> Vec<String> {
+    let mut lines = block.lines();
+    let mut paths = Vec::new();
+    let Some(header) = lines.next().and_then(|l| l.strip_prefix("diff --git ")) else {
+        return paths;
+    };
+    // `a/P b/P`: split in the middle, so a path holding " b/" is read whole.
+    let header = header.trim_end();
+    let n = header.len();
+    let symmetric = (n >= 5 && (n - 5) % 2 == 0)
+        .then_some((n - 5) / 2)
+        .filter(|k| header.is_char_boundary(2 + k) && header.is_char_boundary(5 + k))
+        .filter(|k| header.starts_with("a/") && &header[2 + k..5 + k] == " b/")
+        .filter(|k| header[2..2 + k] == header[5 + k..]);
+    match symmetric {
+        Some(k) => paths.push(header[2..2 + k].to_string()),
+        None => {
+            if let Some(pos) = header.rfind(" b/") {
+                paths.push(header[2.min(pos)..pos].to_string());
+                paths.push(header[pos + 3..].to_string());
+            }
+        }
+    }
+    for line in lines {
+        if line.starts_with("@@") || line.starts_with("GIT binary patch") {
+            break;
+        }
+        for prefix in [
+            "rename from ",
+            "rename to ",
+            "copy from ",
+            "copy to ",
+            "--- a/",
+            "+++ b/",
+        ] {
+            if let Some(path) = line.strip_prefix(prefix) {
+                paths.push(path.trim_end().to_string());
+            }
+        }
+    }
+    paths
 }
 
 #[cfg(test)]
@@ -90,6 +134,22 @@ mod tests {
         ] {
             assert!(!is_test_path(p), "{p}");
         }
+    }
+
+    #[test]
+    fn paths_holding_space_b_slash_and_renames_are_read_whole() {
+        let patch = "diff --git a/tests/q b/helper.py b/tests/q b/helper.py\nnew file mode 100644\n--- /dev/null\n+++ b/tests/q b/helper.py\n@@ -0,0 +1 @@\n+x\n\
+diff --git a/tests/moved.py b/z b/tests/moved.py\nsimilarity index 100%\nrename from tests/moved.py\nrename to z b/tests/moved.py\n\
+diff --git a/src/ok.py b/src/ok.py\n--- a/src/ok.py\n+++ b/src/ok.py\n@@ -1 +1 @@\n-a\n+b\n";
+        let (kept, dropped) = drop_test_files(patch);
+        assert_eq!(
+            dropped,
+            vec![
+                "tests/q b/helper.py".to_string(),
+                "z b/tests/moved.py".to_string()
+            ]
+        );
+        assert!(kept.starts_with("diff --git a/src/ok.py") && !kept.contains("helper"));
     }
 
     #[test]

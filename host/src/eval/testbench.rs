@@ -37,7 +37,7 @@ pub struct DockerGrading {
 /// An open test bench for one pair.
 pub enum TestBench {
     Local(Confinement),
-    Docker(DockerBench),
+    Docker(Box<DockerBench>),
 }
 
 /// A pair's docker grading: every test run in a container of its own, fresh from the
@@ -51,6 +51,8 @@ pub struct DockerBench {
     ahead: tokio::sync::Mutex<std::collections::VecDeque<PendingGrader>>,
     /// Test runs still planned: containers are started ahead only for those.
     planned: std::sync::atomic::AtomicUsize,
+    /// Used containers being removed while the next test runs (awaited by `close`).
+    removing: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// A grading container being started.
@@ -139,13 +141,14 @@ impl TestBench {
             )));
         }
         let ready = tokio::spawn(async move { Ok(container) });
-        Ok(TestBench::Docker(DockerBench {
+        Ok(TestBench::Docker(Box::new(DockerBench {
             engine: d.engine.clone(),
             spec,
             runner: info.runner,
             ahead: tokio::sync::Mutex::new([ready].into()),
             planned: std::sync::atomic::AtomicUsize::new(0),
-        }))
+            removing: Default::default(),
+        })))
     }
 
     /// Says how many test runs follow: their containers start ahead (a few at a time), and
@@ -275,12 +278,13 @@ impl TestBench {
                     Err(e) => Err(e.into()),
                 };
                 // This run's container is never used again, whatever its code left in it
-                // (removed in the background; the run's label sweep catches what this misses).
-                tokio::spawn(async move {
+                // (removed while the next test runs; `close` waits for the removals).
+                let removal = tokio::spawn(async move {
                     if let Err(e) = container.remove().await {
                         tracing::warn!("removing a grading container: {e}");
                     }
                 });
+                bench.removing.lock().await.push(removal);
                 out
             }
         }
@@ -294,6 +298,10 @@ impl TestBench {
                 if let Ok(Ok(container)) = pending.await {
                     container.remove().await?;
                 }
+            }
+            let removing: Vec<_> = bench.removing.lock().await.drain(..).collect();
+            for removal in removing {
+                let _ = removal.await;
             }
         }
         Ok(())
