@@ -6,6 +6,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each step's wall time, printed as a table when the script ends (CI's time budget is 25 min;
+# the table says where it goes).
+step_times=()
+script_start=$SECONDS
+timed() {
+    local name="$1" start=$SECONDS
+    shift
+    "$@"
+    step_times+=("$(printf '%6ds  %s' $((SECONDS - start)) "$name")")
+}
+print_step_times() {
+    [ "${#step_times[@]}" -gt 0 ] || return 0
+    echo "test.sh: where the time went" >&2
+    printf '  %s\n' "${step_times[@]}" >&2
+    printf '  %6ds  total\n' $((SECONDS - script_start)) >&2
+}
+
 if command -v rustup >/dev/null 2>&1; then
     rustup target add wasm32-wasip2 >/dev/null
     rustup component add rustfmt clippy >/dev/null 2>&1 || true
@@ -73,7 +90,7 @@ if ! docker info >/dev/null 2>&1; then
         wait "$dockerd_pid" 2>/dev/null || true
         rm -rf "$dockerd_tmp" 2>/dev/null || true
     }
-    trap stop_dockerd EXIT
+    trap 'print_step_times; stop_dockerd' EXIT
     export DOCKER_HOST="unix://$dockerd_tmp/docker.sock"
     for _ in $(seq 60); do
         docker info >/dev/null 2>&1 && break
@@ -82,14 +99,17 @@ if ! docker info >/dev/null 2>&1; then
     done
     docker info >/dev/null 2>&1 || { tail -20 "$dockerd_tmp/dockerd.log" >&2; echo "test.sh: dockerd did not come up in 30 s" >&2; exit 1; }
 fi
-./scripts/docker-base.sh "${CBENCH_BASE_IMAGE:-cbench-base:bookworm}"
+[ -n "${dockerd_pid:-}" ] || trap print_step_times EXIT
+step_times+=("$(printf '%6ds  %s' $((SECONDS - script_start)) "installs and dockerd")")
+timed "base image" ./scripts/docker-base.sh "${CBENCH_BASE_IMAGE:-cbench-base:bookworm}"
 
-cargo fmt --all -- --check
-cargo clippy -p cbench --all-targets -- -D warnings
-cargo clippy --target wasm32-wasip2 -p mini_swe -p probe -- -D warnings
-cargo clippy -p cbench-python -- -D warnings
-cargo test -p mini_swe
-cargo test -p cbench
+timed "fmt" cargo fmt --all -- --check
+timed "clippy host" cargo clippy -p cbench --all-targets -- -D warnings
+timed "clippy plugins" cargo clippy --target wasm32-wasip2 -p mini_swe -p probe -- -D warnings
+timed "clippy python" cargo clippy -p cbench-python -- -D warnings
+timed "test mini_swe" cargo test -p mini_swe
+timed "build host tests" cargo test -p cbench --no-run
+timed "test host" cargo test -p cbench
 
 # The Python API (python/, PyO3 + maturin): built into a wheel, installed into a venv of its own,
 # tested with pytest against the CLI, plugins and task image the Rust tests just built.
@@ -103,6 +123,6 @@ fi
 rm -f target/wheels/cbench-*.whl
 # A debug build: it reuses the host library the tests above just compiled (a release wheel
 # compiles the whole host again, ~8 minutes on 2 cores); setup.sh builds the release wheel.
-(cd python && "../$venv/bin/maturin" build --quiet -o ../target/wheels)
+timed "python wheel" bash -c 'cd python && "../$1/bin/maturin" build --quiet -o ../target/wheels' _ "$venv"
 "$venv/bin/pip" install -q --force-reinstall --no-deps target/wheels/cbench-*.whl
-"$venv/bin/pytest" -q python/tests
+timed "pytest" "$venv/bin/pytest" -q python/tests
