@@ -3,6 +3,7 @@
 
 mod support;
 
+mod cli_help;
 mod dataset_fetch;
 mod dataset_selection;
 mod distributed;
