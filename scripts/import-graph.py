@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent / "host"
 def crates():
     """Each host crate: name → (src dir, rank in the pipeline, from host/README order)."""
     found = {}
-    for cargo in sorted(ROOT.glob("*/Cargo.toml")):
+    for cargo in [ROOT / "Cargo.toml"] + sorted(ROOT.glob("*/Cargo.toml")):
         text = cargo.read_text()
         m = re.search(r'^name\s*=\s*"([^"]+)"', text, re.M)
         if m and (cargo.parent / "src").is_dir():
@@ -29,6 +29,29 @@ def crates():
     if not found and (ROOT / "src").is_dir():
         found["cbench"] = ROOT / "src"
     return found
+
+
+ALIAS_RE = re.compile(r"^(?:pub )?use (cbench_[a-z_]+)((?:::[a-z_]+)*)(?: as ([a-z_]+))?;", re.M)
+GROUP_ALIAS_RE = re.compile(r"^(?:pub )?use (cbench_[a-z_]+)((?:::[a-z_]+)*)::\{([^}]*)\};", re.M)
+
+
+def root_aliases(src):
+    """Names a crate root brings in from other crates: alias → (crate, module path)."""
+    lib = src / "lib.rs"
+    if not lib.exists():
+        return {}
+    text = lib.read_text()
+    out = {}
+    for m in ALIAS_RE.finditer(text):
+        path = [p for p in m.group(2).split("::") if p]
+        name = m.group(3) or (path[-1] if path else m.group(1))
+        out[name] = (m.group(1), path)
+    for m in GROUP_ALIAS_RE.finditer(text):
+        base = [p for p in m.group(2).split("::") if p]
+        for item in re.split(r"[,\s]+", m.group(3)):
+            if item:
+                out[item] = (m.group(1), base + [item])
+    return out
 
 
 def module_files(src):
@@ -67,6 +90,7 @@ def file_edges(all_crates):
     edges = {}
     for name, src in all_crates.items():
         mods = tables[name]
+        aliases = root_aliases(src)
         ancestors_of = {
             f: {mods[modpath[:n]] for n in range(len(modpath)) if modpath[:n] in mods}
             for modpath, f in mods.items()
@@ -87,7 +111,12 @@ def file_edges(all_crates):
             for p in paths:
                 parts = p.split("::")
                 head = parts[0]
-                if head == "crate":
+                if head == "crate" and len(parts) > 1 and parts[1] in aliases and tuple(parts[1:2]) not in mods:
+                    tcrate, prefix = aliases[parts[1]]
+                    if tcrate not in tables:
+                        continue
+                    target = resolve(tables[tcrate], prefix + parts[2:])
+                elif head == "crate":
                     target = resolve(mods, parts[1:])
                     tcrate = name
                 elif head == "super":

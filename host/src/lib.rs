@@ -1,36 +1,29 @@
 //! cbench: a benchmark harness for cooperative coding agents whose agent
 //! frameworks are WebAssembly components.
+//!
+//! This crate is the `cbench` binary's layer: arguments to validated configurations
+//! (`cli`), benchmarks (`bench`), `cbench watch` and plugin scaffolding. The work is done by
+//! the crates under `host/` (see host/README.md); their modules are re-exported here under
+//! the paths the integration tests and the Python API use.
 
-pub mod backend;
+pub use cbench_core::{
+    clock, dataset, exec, fsutil, layout, message, process, progress, shard, stats,
+};
+pub use cbench_docker as docker;
+pub use cbench_eval as eval;
+pub use cbench_eval::gold;
+pub use cbench_llm as llm;
+pub use cbench_llm::trajectory;
+pub use cbench_messaging as messaging;
+pub use cbench_messaging::events;
+pub use cbench_plugin as plugin;
+pub use cbench_present::{compare, export, view};
+pub use cbench_run::{
+    backend, evalrun, leftovers, pairrun, pins, report, runlock, runner, runrecord, summary,
+};
+pub use cbench_sandbox as sandbox;
+pub use cbench_sandbox::{repos, team};
+
 pub mod bench;
 pub mod cli;
-pub mod compare;
-pub mod dataset;
-pub mod docker;
-pub mod eval;
-pub mod evalrun;
-pub mod events;
-pub mod export;
-pub mod fsutil;
-pub mod gold;
-pub mod layout;
-pub mod leftovers;
-pub mod llm;
-pub mod messaging;
-pub mod pairrun;
-pub mod pins;
-pub mod plugin;
-pub mod progress;
-pub mod report;
-pub mod repos;
-pub mod runlock;
-pub mod runner;
-pub mod runrecord;
-pub mod sandbox;
-pub mod shard;
-pub mod stats;
-pub mod summary;
-pub mod team;
-pub mod trajectory;
-pub mod view;
 pub mod watch;

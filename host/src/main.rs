@@ -77,7 +77,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Command::Verify(args) => {
                 let run_dir = args.log_dir.join(&args.name);
-                let checks = cbench::pins::verify_run(&run_dir)?;
+                let checks = cbench::runrecord::verify_run(&run_dir)?;
                 let mut all_ok = true;
                 for c in &checks {
                     let verdict = match &c.actual_sha256 {
@@ -141,7 +141,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     },
                 ));
                 let verify_dir = args.log_dir.join("verify");
-                let cfg = cbench::dataset::verify::VerifyConfig {
+                let cfg = cbench::eval::verify::VerifyConfig {
                     repeat: args.repeat,
                     concurrency: args.concurrency,
                     test_timeout: std::time::Duration::from_secs(args.test_timeout),
@@ -154,7 +154,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                         &args.caches,
                     )?,
                 };
-                let report = cbench::dataset::verify::verify(&pairs, bases, &cfg).await;
+                let report = cbench::eval::verify::verify(&pairs, bases, &cfg).await;
                 let output = args
                     .output
                     .clone()
@@ -252,7 +252,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Gold(args) => cbench::gold::run_cli(args).await,
+            Command::Gold(args) => cbench::cli::gold::run(args).await,
             Command::Bench(args) => {
                 cbench::bench::run(args).await?;
                 Ok(ExitCode::SUCCESS)
@@ -308,7 +308,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 })
             }
             Command::Plugin(cbench::cli::PluginCommand::New(args)) => {
-                let created = cbench::plugin::scaffold::create(&args)?;
+                let created = cbench::cli::scaffold::create(&args)?;
                 println!("{}", created.render());
                 Ok(ExitCode::SUCCESS)
             }

@@ -14,8 +14,10 @@ use crate::runner::EvalConfig;
 use crate::sandbox::cgroup::ProcessLimits;
 use crate::sandbox::confine::{IsolationMode, LocalOptions};
 
+pub mod gold;
 mod plugin;
 mod run;
+pub mod scaffold;
 pub use plugin::*;
 pub use run::*;
 

@@ -1,0 +1,726 @@
+//! One container: created from an image with limits and labels, kept alive by a
+//! tiny shell loop, driven by exec; files cross as tar archives (no argv limits).
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::models::{ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+
+use super::{is_not_found, DockerError, Engine, ResourceLimits};
+use crate::exec::ExecOutput;
+
+/// Keeps the container alive without depending on the image's entrypoint. It ignores every
+/// signal a process inside can send it (an init without a handler ignores SIGKILL from its
+/// own namespace), so an agent cannot stop its own container and void its pair; cbench
+/// removes containers by force.
+const KEEP_ALIVE: &str =
+    "trap '' TERM INT HUP QUIT USR1 USR2 ALRM PIPE; while :; do sleep 2147483647 & wait $!; done";
+/// Where exec scripts and their pid files live inside the container.
+const SCRATCH: &str = "/tmp/cbench";
+/// Runs `$1` (a script) in its own session so the host can kill its whole process
+/// group on timeout, and kills that group when the script ends. A process that left
+/// the group (`setsid`, a double fork) is caught by the sweep that follows: every
+/// process but the container's init and the wrapper itself is killed, so nothing a
+/// command started outlives it (a container runs one command at a time: an agent's,
+/// or a grader's test run). stderr is merged into stdout. A login shell's profile
+/// resets PATH (Debian, Alpine), so the image's PATH is put back first. A process that exits
+/// while the sweep reads its stat file is skipped silently (the redirection's error would
+/// otherwise land in the command's output: the group's stderr is silenced, not just `read`'s).
+const EXEC_WRAPPER: &str = r#"s="$1"
+if [ "$3" = inline ]; then
+  mkdir -p "${s%/*}" && printf '%s' "$4" > "$s" || exit 126
+fi
+if [ "$2" = login ]; then
+  set -- bash -l -c 'export PATH="${CBENCH_IMAGE_PATH:+$CBENCH_IMAGE_PATH:}$PATH"; . "$0"' "$s"
+else
+  set -- bash "$s"
+fi
+setsid "$@" </dev/null 2>&1 &
+pid=$!
+echo "$pid" > "$s.pid"
+wait "$pid"
+code=$?
+kill -9 "-$pid" 2>/dev/null
+n=0
+while [ "$n" -lt 100 ]; do
+  left=
+  for d in /proc/[0-9]*; do
+    p="${d#/proc/}"
+    [ "$p" = 1 ] || [ "$p" = "$$" ] || [ ! -r "$d/stat" ] && continue
+    { read -r st < "$d/stat"; } 2>/dev/null || continue
+    case "${st##*) }" in Z*) continue ;; esac
+    kill -9 "$p" 2>/dev/null && left=1
+  done
+  [ -z "$left" ] && break
+  n=$((n + 1))
+done
+rm -f "$s" "$s.pid"
+exit "$code""#;
+/// Scripts up to this size travel in the exec's argv (one request fewer, and no
+/// archive extraction in the engine); larger ones are uploaded as a tar archive, so
+/// no command is too long (the kernel caps one argument at 128 KiB).
+const INLINE_SCRIPT_MAX: usize = 32 << 10;
+/// How long to wait for the output stream to end after a timed-out command's group was killed.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// How an exec'd script is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shell {
+    /// `bash -l script` (agents' commands: a fresh login shell, as mini-swe-agent does).
+    Login,
+    /// `bash script` (graders: the image's environment as the entrypoint would see it).
+    Plain,
+}
+
+/// What to create.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub image: String,
+    pub labels: HashMap<String, String>,
+    pub limits: ResourceLimits,
+    /// `none`, `bridge`, or the name of a user-defined network.
+    pub network: String,
+    /// Extra environment for every process.
+    pub env: Vec<String>,
+    /// Working directory of the keep-alive process (execs set their own).
+    pub working_dir: String,
+    /// Drop every capability (agents: root in the container can then not mount,
+    /// trace, or override file permissions).
+    pub drop_capabilities: bool,
+}
+
+/// A started container; removed (with its anonymous volumes) by `remove`, or on drop.
+pub struct Container {
+    engine: Arc<Engine>,
+    id: String,
+    removed: AtomicBool,
+    next_script: AtomicU64,
+}
+
+impl std::fmt::Debug for Container {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Container").field("id", &self.id).finish()
+    }
+}
+
+impl Container {
+    /// Creates and starts a container from `spec`. A missing image is `MissingImage`.
+    pub async fn start(
+        engine: &Arc<Engine>,
+        spec: &ContainerSpec,
+    ) -> Result<Container, DockerError> {
+        let api = engine.api();
+        match api.inspect_image(&spec.image).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {
+                return Err(DockerError::MissingImage {
+                    image: spec.image.clone(),
+                    hint: "cbench images build -r <repo> -t <task>".into(),
+                })
+            }
+            Err(e) => return Err(DockerError::api(format!("inspecting image {}", spec.image))(e)),
+        }
+        let host_config = HostConfig {
+            memory: Some(spec.limits.memory_bytes),
+            // Equal to memory: no swap, so the cap is an OOM kill, not a slowdown.
+            memory_swap: Some(spec.limits.memory_bytes),
+            nano_cpus: Some((spec.limits.cpus * 1e9) as i64),
+            pids_limit: Some(spec.limits.pids),
+            network_mode: Some(spec.network.clone()),
+            cap_drop: spec.drop_capabilities.then(|| vec!["ALL".to_string()]),
+            security_opt: Some(vec!["no-new-privileges".to_string()]),
+            // Nothing reads a container's log; kept, it is host disk any process inside could
+            // fill by writing to init's stdout (/proc/1/fd/1).
+            log_config: Some(bollard::models::HostConfigLogConfig {
+                typ: Some("none".into()),
+                config: None,
+            }),
+            ..Default::default()
+        };
+        let networking_config = (!matches!(spec.network.as_str(), "none" | "bridge" | "host"))
+            .then(|| NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    spec.network.clone(),
+                    EndpointSettings::default(),
+                )])),
+            });
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            entrypoint: Some(vec!["sh".into(), "-c".into(), KEEP_ALIVE.into()]),
+            cmd: Some(Vec::new()),
+            working_dir: Some(spec.working_dir.clone()),
+            env: Some(spec.env.clone()),
+            labels: Some(spec.labels.clone()),
+            host_config: Some(host_config),
+            networking_config,
+            ..Default::default()
+        };
+        let created = api
+            .create_container(Some(CreateContainerOptionsBuilder::default().build()), body)
+            .await
+            .map_err(DockerError::api(format!(
+                "creating a container from {}",
+                spec.image
+            )))?;
+        let container = Container {
+            engine: engine.clone(),
+            id: created.id,
+            removed: AtomicBool::new(false),
+            next_script: AtomicU64::new(0),
+        };
+        api.start_container(&container.id, None)
+            .await
+            .map_err(DockerError::api(format!(
+                "starting a container from {}",
+                spec.image
+            )))?;
+        Ok(container)
+    }
+
+    /// Creates (without starting) a container, e.g. to copy files out of an image.
+    pub async fn create_stopped(
+        engine: &Arc<Engine>,
+        image: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<Container, DockerError> {
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            entrypoint: Some(vec!["true".into()]),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                network_mode: Some("none".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let created = engine
+            .api()
+            .create_container(
+                None::<bollard::query_parameters::CreateContainerOptions>,
+                body,
+            )
+            .await
+            .map_err(|e| {
+                if is_not_found(&e) {
+                    DockerError::MissingImage {
+                        image: image.to_string(),
+                        hint: "cbench images build -r <repo> -t <task>".into(),
+                    }
+                } else {
+                    DockerError::api(format!("creating a container from {image}"))(e)
+                }
+            })?;
+        Ok(Container {
+            engine: engine.clone(),
+            id: created.id,
+            removed: AtomicBool::new(false),
+            next_script: AtomicU64::new(0),
+        })
+    }
+
+    /// The container id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The engine the container runs on.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Runs `argv` to completion (no timeout, no cap): for short host-issued commands.
+    pub async fn exec_argv(
+        &self,
+        argv: &[&str],
+        env: &[String],
+    ) -> Result<(i64, String), DockerError> {
+        let api = self.engine.api();
+        let exec = api
+            .create_exec(
+                &self.id,
+                CreateExecOptions {
+                    cmd: Some(argv.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
+                    env: Some(env.to_vec()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(DockerError::api(format!("exec {}", argv.join(" "))))?;
+        let mut text = Vec::new();
+        if let StartExecResults::Attached { mut output, .. } = api
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(DockerError::api(format!("exec {}", argv.join(" "))))?
+        {
+            while let Some(chunk) = output.next().await {
+                match chunk {
+                    Ok(LogOutput::StdOut { message } | LogOutput::StdErr { message }) => {
+                        text.extend_from_slice(&message)
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(DockerError::api("reading exec output")(e)),
+                }
+            }
+        }
+        let code = self.exit_code(&exec.id).await?;
+        Ok((
+            code.unwrap_or(-1),
+            String::from_utf8_lossy(&text).into_owned(),
+        ))
+    }
+
+    async fn exit_code(&self, exec_id: &str) -> Result<Option<i64>, DockerError> {
+        // The stream can end a moment before the engine records the exit code.
+        for _ in 0..50 {
+            let inspect = self
+                .engine
+                .api()
+                .inspect_exec(exec_id)
+                .await
+                .map_err(DockerError::api("inspecting an exec"))?;
+            if inspect.running != Some(true) {
+                return Ok(inspect.exit_code);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(None)
+    }
+
+    /// Runs `script` with bash in `workdir`, in its own process group, with a timeout
+    /// that kills the whole group, and merged stdout+stderr capped at `cap` bytes.
+    pub async fn run_script(
+        &self,
+        script: &str,
+        shell: Shell,
+        workdir: &str,
+        env: &[String],
+        timeout: Duration,
+        cap: usize,
+    ) -> Result<ExecOutput, DockerError> {
+        let n = self.next_script.fetch_add(1, Ordering::Relaxed);
+        let name = format!("cmd-{n}.sh");
+        let path = format!("{SCRATCH}/{name}");
+        let inline = script.len() <= INLINE_SCRIPT_MAX;
+        if !inline {
+            self.upload(
+                "/",
+                &[TarEntry::file(
+                    &format!("{}/{name}", SCRATCH.trim_start_matches('/')),
+                    script.as_bytes(),
+                    0o644,
+                )],
+            )
+            .await?;
+        }
+        let api = self.engine.api();
+        let argv = vec![
+            "sh".to_string(),
+            "-c".to_string(),
+            EXEC_WRAPPER.to_string(),
+            "cbench-exec".to_string(),
+            path.clone(),
+            match shell {
+                Shell::Login => "login".to_string(),
+                Shell::Plain => "plain".to_string(),
+            },
+            if inline { "inline" } else { "uploaded" }.to_string(),
+            if inline { script } else { "" }.to_string(),
+        ];
+        let exec = api
+            .create_exec(
+                &self.id,
+                CreateExecOptions {
+                    cmd: Some(argv),
+                    env: Some(env.to_vec()),
+                    working_dir: Some(workdir.to_string()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(DockerError::api("creating an exec"))?;
+        let StartExecResults::Attached { mut output, .. } = api
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(DockerError::api("starting an exec"))?
+        else {
+            return Err(DockerError::Other("exec started detached".into()));
+        };
+        let mut captured = Vec::new();
+        let mut truncated = false;
+        let mut keep = |message: &[u8], captured: &mut Vec<u8>| {
+            let room = cap.saturating_sub(captured.len());
+            if message.len() > room {
+                truncated = true;
+            }
+            captured.extend_from_slice(&message[..message.len().min(room)]);
+        };
+        let deadline = Instant::now() + timeout;
+        let mut timed_out = false;
+        loop {
+            let next = if timed_out {
+                tokio::time::timeout(DRAIN_GRACE, output.next()).await
+            } else {
+                tokio::time::timeout_at(deadline.into(), output.next()).await
+            };
+            match next {
+                Ok(Some(Ok(LogOutput::StdOut { message } | LogOutput::StdErr { message }))) => {
+                    keep(&message, &mut captured)
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(e))) => return Err(DockerError::api("reading exec output")(e)),
+                Ok(None) => break,
+                Err(_) if timed_out => break,
+                Err(_) => {
+                    timed_out = true;
+                    self.kill_script_group(&path).await;
+                }
+            }
+        }
+        let exit_code = if timed_out {
+            -1
+        } else {
+            self.exit_code(&exec.id).await?.unwrap_or(-1) as i32
+        };
+        Ok(ExecOutput {
+            exit_code,
+            output: String::from_utf8_lossy(&captured).into_owned(),
+            timed_out,
+            truncated,
+        })
+    }
+
+    /// Kills the process group of the script at `path` (its wrapper wrote the pgid).
+    async fn kill_script_group(&self, path: &str) {
+        let pidfile = format!("{path}.pid");
+        let result = self
+            .exec_argv(
+                &[
+                    "sh",
+                    "-c",
+                    r#"pid=$(cat "$1" 2>/dev/null) && kill -9 "-$pid" 2>/dev/null; true"#,
+                    "cbench-kill",
+                    &pidfile,
+                ],
+                &[],
+            )
+            .await;
+        if let Err(e) = result {
+            tracing::warn!("could not kill a timed-out command in {}: {e}", self.id);
+        }
+    }
+
+    /// Extracts `entries` under `dest_dir` (which must exist); parents are created.
+    pub async fn upload(&self, dest_dir: &str, entries: &[TarEntry]) -> Result<(), DockerError> {
+        self.upload_archive(dest_dir, tar_archive(entries)?).await
+    }
+
+    /// Extracts a ready tar archive under `dest_dir` (which must exist).
+    pub async fn upload_archive(
+        &self,
+        dest_dir: &str,
+        archive: Vec<u8>,
+    ) -> Result<(), DockerError> {
+        self.engine
+            .api()
+            .upload_to_container(
+                &self.id,
+                Some(
+                    UploadToContainerOptionsBuilder::default()
+                        .path(dest_dir)
+                        .build(),
+                ),
+                bollard::body_full(archive.into()),
+            )
+            .await
+            .map_err(DockerError::api(format!("copying files into {dest_dir}")))
+    }
+
+    /// A tar archive of `path` (a file or a directory) inside the container.
+    pub async fn download(&self, path: &str) -> Result<Vec<u8>, DockerError> {
+        let mut bytes = Vec::new();
+        self.download_into(path, &mut bytes, "memory").await?;
+        Ok(bytes)
+    }
+
+    /// Streams a tar archive of `path` inside the container into `consume`, which reads it
+    /// on a blocking thread as it arrives (nothing is buffered beyond a few chunks).
+    pub async fn download_with<R: Send + 'static>(
+        &self,
+        path: &str,
+        consume: impl FnOnce(&mut dyn std::io::Read) -> R + Send + 'static,
+    ) -> Result<R, DockerError> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
+        let reader = tokio::task::spawn_blocking(move || {
+            let mut reader = ChannelReader {
+                rx,
+                current: bytes::Bytes::new(),
+            };
+            consume(&mut reader)
+        });
+        let mut stream = self.archive_of(path);
+        let mut failure = None;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(chunk) => {
+                    // The consumer stopped reading (it had enough): stop the transfer.
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let e = archive_error(path, e);
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let result = reader
+            .await
+            .map_err(|e| DockerError::Other(format!("reading the archive of {path}: {e}")))?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(result),
+        }
+    }
+
+    /// Streams a tar archive of `path` inside the container into the host file `dest`.
+    pub async fn download_to_file(
+        &self,
+        path: &str,
+        dest: &std::path::Path,
+    ) -> Result<(), DockerError> {
+        let mut file = tokio::fs::File::create(dest)
+            .await
+            .map_err(|e| DockerError::Other(format!("creating {}: {e}", dest.display())))?;
+        self.download_into(path, &mut file, &dest.display().to_string())
+            .await
+    }
+
+    /// The engine's tar stream of `path` inside the container.
+    fn archive_of(
+        &self,
+        path: &str,
+    ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, bollard::errors::Error>> + '_ {
+        self.engine.api().download_from_container(
+            &self.id,
+            Some(
+                DownloadFromContainerOptionsBuilder::default()
+                    .path(path)
+                    .build(),
+            ),
+        )
+    }
+
+    async fn download_into<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        path: &str,
+        writer: &mut W,
+        dest: &str,
+    ) -> Result<(), DockerError> {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = self.archive_of(path);
+        let write_err = |e: std::io::Error| DockerError::Other(format!("writing {dest}: {e}"));
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| archive_error(path, e))?;
+            writer.write_all(&chunk).await.map_err(write_err)?;
+        }
+        writer.flush().await.map_err(write_err)
+    }
+
+    /// The contents of one regular file inside the container.
+    pub async fn read_file(&self, path: &str) -> Result<Vec<u8>, DockerError> {
+        let archive = self.download(path).await?;
+        let mut tar = tar::Archive::new(archive.as_slice());
+        let mut entries = tar
+            .entries()
+            .map_err(|e| DockerError::Other(format!("reading the archive of {path}: {e}")))?;
+        if let Some(entry) = entries.next() {
+            let mut entry = entry
+                .map_err(|e| DockerError::Other(format!("reading the archive of {path}: {e}")))?;
+            if !entry.header().entry_type().is_file() {
+                return Err(DockerError::Other(format!("{path} is not a regular file")));
+            }
+            let mut contents = Vec::new();
+            entry
+                .read_to_end(&mut contents)
+                .map_err(|e| DockerError::Other(format!("reading {path}: {e}")))?;
+            return Ok(contents);
+        }
+        Err(DockerError::Other(format!("{path}: empty archive")))
+    }
+
+    /// Force-removes the container and its anonymous volumes; idempotent.
+    pub async fn remove(&self) -> Result<(), DockerError> {
+        if self.removed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        remove_container(self.engine.api(), &self.id).await
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        if self.removed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Dropped without `remove` (an error path, an aborted pair): remove in the
+        // background; the run's label sweep at exit catches what this misses.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let api = self.engine.api().clone();
+            let id = self.id.clone();
+            handle.spawn(async move {
+                if let Err(e) = remove_container(&api, &id).await {
+                    tracing::warn!("{e}");
+                }
+            });
+        }
+    }
+}
+
+/// Force-removes a container (and its anonymous volumes); a missing one is fine.
+pub async fn remove_container(api: &bollard::Docker, id: &str) -> Result<(), DockerError> {
+    match api
+        .remove_container(
+            id,
+            Some(
+                RemoveContainerOptionsBuilder::default()
+                    .force(true)
+                    .v(true)
+                    .build(),
+            ),
+        )
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        // "removal already in progress" from a concurrent sweep.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) => Ok(()),
+        Err(e) => Err(DockerError::api(format!("removing container {id}"))(e)),
+    }
+}
+
+/// One file (or directory, when `contents` is None) of an upload.
+#[derive(Debug, Clone)]
+pub struct TarEntry {
+    pub path: String,
+    pub contents: Option<Vec<u8>>,
+    pub mode: u32,
+}
+
+impl TarEntry {
+    /// A regular file.
+    pub fn file(path: &str, contents: &[u8], mode: u32) -> TarEntry {
+        TarEntry {
+            path: path.to_string(),
+            contents: Some(contents.to_vec()),
+            mode,
+        }
+    }
+
+    /// A directory.
+    pub fn dir(path: &str) -> TarEntry {
+        TarEntry {
+            path: path.to_string(),
+            contents: None,
+            mode: 0o755,
+        }
+    }
+}
+
+/// An uncompressed tar of `entries` (root-owned, modified now, so build tools see them as new).
+pub fn tar_archive(entries: &[TarEntry]) -> Result<Vec<u8>, DockerError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let mut builder = tar::Builder::new(Vec::new());
+    for entry in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(entry.mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(now);
+        let result = match &entry.contents {
+            Some(bytes) => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_size(bytes.len() as u64);
+                builder.append_data(&mut header, &entry.path, bytes.as_slice())
+            }
+            None => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_size(0);
+                builder.append_data(&mut header, &entry.path, std::io::empty())
+            }
+        };
+        result.map_err(|e| DockerError::Other(format!("archiving {}: {e}", entry.path)))?;
+    }
+    builder
+        .into_inner()
+        .map_err(|e| DockerError::Other(format!("finishing an archive: {e}")))
+}
+
+/// What failed copying `path` out of a container, in words a user can act on.
+fn archive_error(path: &str, e: bollard::errors::Error) -> DockerError {
+    if is_not_found(&e) {
+        DockerError::NoSuchPath(path.to_string())
+    } else {
+        DockerError::api(format!("copying {path} out of the container"))(e)
+    }
+}
+
+/// Bytes in container `id`'s writable layer (what it wrote beyond its image), as the engine
+/// measures it.
+pub async fn writable_layer_bytes(engine: &Engine, id: &str) -> Result<u64, DockerError> {
+    let info = engine
+        .api()
+        .inspect_container(
+            id,
+            Some(
+                bollard::query_parameters::InspectContainerOptionsBuilder::default()
+                    .size(true)
+                    .build(),
+            ),
+        )
+        .await
+        .map_err(DockerError::api(format!("measuring container {id}")))?;
+    Ok(info.size_rw.unwrap_or(0).max(0) as u64)
+}
+
+/// A blocking reader over chunks sent from an async task.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    current: bytes::Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}

@@ -1,0 +1,648 @@
+//! Grading (first cut; see docs/grading.md): each agent's patch alone against its
+//! own features' tests, then the merged tree against every feature's tests.
+
+use cbench_core::clock;
+use cbench_core::dataset;
+use cbench_core::exec;
+use cbench_core::fsutil;
+use cbench_core::layout;
+use cbench_core::progress;
+use cbench_docker as docker;
+use cbench_llm as llm;
+use cbench_sandbox as sandbox;
+use cbench_sandbox::repos;
+
+pub mod gold;
+pub mod merge;
+pub mod parse;
+pub mod test_files;
+pub mod testbench;
+pub mod verify;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::dataset::{Feature, Pair, Task};
+use crate::llm::Setting;
+use crate::sandbox::base::BaseRepo;
+use crate::sandbox::SandboxError;
+use merge::{merge_patches, MergePolicy, MergeStrategy};
+use testbench::{GradingBackend, TestBench};
+
+/// Version of the grading procedure; part of the input hash so a changed
+/// procedure re-grades old runs.
+/// 4: local graders run confined, with an allow-listed environment and a private home.
+pub const GRADING_VERSION: &str = "cbench-grading-5";
+/// Output kept from one test run.
+const TEST_OUTPUT_CAP: usize = 4 << 20;
+
+/// A grading failure that is the harness's fault (not the agents').
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("grading {pair}: {source}")]
+    Sandbox { pair: String, source: SandboxError },
+    #[error("grading {pair}: cannot read {path}: {source}")]
+    Read {
+        pair: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("grading {pair}: {source}")]
+    Write {
+        pair: String,
+        source: crate::fsutil::FsError,
+    },
+    /// The grading environment itself cannot run the feature's tests: never an agent failure.
+    #[error(
+        "grading {pair}: {task} feature {feature} is not gradable here: its base with its own \
+         tests produces no test summary in this environment ({why}; see {log})"
+    )]
+    NotGradable {
+        pair: String,
+        task: String,
+        feature: u32,
+        why: String,
+        log: String,
+    },
+}
+
+/// One feature's hidden tests on one tree.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FeatureGrade {
+    pub feature_id: u32,
+    pub tests_passed: u32,
+    pub tests_failed: u32,
+    pub success: bool,
+    pub exit_code: i32,
+    pub error: Option<String>,
+    /// Runner output, relative to the pair directory.
+    pub log: String,
+}
+
+/// An agent's patch alone, against its own features' tests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentGrade {
+    pub tests_passed: u32,
+    pub tests_failed: u32,
+    pub success: bool,
+    pub error: Option<String>,
+    pub feature_ids: Vec<u32>,
+    pub features: Vec<FeatureGrade>,
+    /// Test files the agent changed; dropped from its patch before grading.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped_test_files: Vec<String>,
+}
+
+/// The merged tree against every feature's tests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MergedGrade {
+    pub tests_passed: u32,
+    pub tests_failed: u32,
+    pub success: bool,
+    /// The naive merge conflicted.
+    pub merge_conflict: bool,
+    pub merge_strategy: MergeStrategy,
+    /// The policy applied on conflict (`union` or `lead`).
+    pub merge_policy: MergePolicy,
+    /// Agents whose patch did not apply to the base (the merge then fails).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apply_failed: Vec<String>,
+    pub error: Option<String>,
+    pub features: Vec<FeatureGrade>,
+}
+
+/// eval.json: CooperBench's shape (`agent1`, `agent2`, `merged`, `overall_success`) plus extras.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub setting: Setting,
+    pub feature_ids: Vec<u32>,
+    /// `agent1`, `agent2`, … (coop) or `solo`.
+    #[serde(flatten)]
+    pub agents: BTreeMap<String, AgentGrade>,
+    /// Absent in solo (one patch, nothing to merge).
+    pub merged: Option<MergedGrade>,
+    /// Every agent succeeded alone and the merged tree passed every feature's tests.
+    pub overall_success: bool,
+    pub merge_strategy: Option<MergeStrategy>,
+    /// The policy this pair was graded under (part of the input hash: another one regrades).
+    #[serde(default)]
+    pub merge_policy: Option<MergePolicy>,
+    /// Hash of patches, tests, runner and procedure; a mismatch means re-grade.
+    pub inputs_sha256: String,
+    /// The grading procedure's version (runs graded under different ones are not compared).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grading_version: Option<String>,
+    /// Hash of the pair's task as given (runner, Dockerfile, each feature's description, tests
+    /// and gold patch), without the agents' patches: equal across runs of the same dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_inputs_sha256: Option<String>,
+    pub evaluated_at: String,
+    pub duration_s: f64,
+}
+
+impl EvalReport {
+    /// Agents whose patch passed its own feature's tests alone.
+    pub fn agents_ok(&self) -> usize {
+        self.agents.values().filter(|a| a.success).count()
+    }
+
+    /// Every agent passed alone, but the merged tree failed: the pair's coordination failed.
+    pub fn coordination_failure(&self) -> bool {
+        let ok = self.agents_ok();
+        ok > 0 && ok == self.agents.len() && self.merged.as_ref().is_some_and(|m| !m.success)
+    }
+
+    /// The naive merge conflicted and the union merge turned it into a passing tree.
+    pub fn union_rescued(&self) -> bool {
+        self.merged.as_ref().is_some_and(|m| {
+            m.merge_conflict && m.success && m.merge_strategy == MergeStrategy::Union
+        })
+    }
+}
+
+/// One agent's patch as graded.
+#[derive(Debug, Clone)]
+pub struct GradedPatch {
+    pub agent_id: String,
+    pub feature_ids: Vec<u32>,
+    pub patch: String,
+}
+
+/// Hash of everything a grade depends on.
+pub fn inputs_hash(
+    pair: &Pair,
+    setting: Setting,
+    policy: MergePolicy,
+    patches: &[GradedPatch],
+) -> Result<String, EvalError> {
+    let mut h = Sha256::new();
+    h.update(GRADING_VERSION);
+    h.update(setting.to_string());
+    h.update(policy.as_str());
+    let read = |path: PathBuf| {
+        std::fs::read(&path).map_err(|source| EvalError::Read {
+            pair: pair_label(pair),
+            path,
+            source,
+        })
+    };
+    h.update(read(pair.task.test_runner())?);
+    // The image's runner (docker backend) when the task has one: the hash is the
+    // same whichever backend grades, so eval.json compares across backends.
+    let image_runner = pair.task.dir.join("runner.sh");
+    if image_runner.is_file() {
+        h.update(read(image_runner)?);
+    }
+    for f in pair.feature_records() {
+        h.update(f.id.to_le_bytes());
+        h.update(read(f.tests_patch_path())?);
+    }
+    for p in patches {
+        h.update(p.agent_id.as_bytes());
+        h.update((p.patch.len() as u64).to_le_bytes());
+        h.update(p.patch.as_bytes());
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Hash of what the dataset gives a pair (not what agents made): the test runner(s), the
+/// Dockerfile, and per feature its description, tests and gold patch.
+pub fn task_inputs_hash(pair: &Pair) -> Result<String, EvalError> {
+    let mut h = Sha256::new();
+    let read = |path: PathBuf| {
+        std::fs::read(&path).map_err(|source| EvalError::Read {
+            pair: pair_label(pair),
+            path,
+            source,
+        })
+    };
+    h.update(read(pair.task.test_runner())?);
+    for optional in ["runner.sh", "Dockerfile"] {
+        let path = pair.task.dir.join(optional);
+        h.update(optional.as_bytes());
+        if path.is_file() {
+            h.update(read(path)?);
+        }
+    }
+    for f in pair.feature_records() {
+        h.update(f.id.to_le_bytes());
+        for path in [
+            f.description_path(),
+            f.tests_patch_path(),
+            f.gold_patch_path(),
+        ] {
+            let bytes = read(path)?;
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        }
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn pair_label(pair: &Pair) -> String {
+    format!("{} {}", pair.task.label(), pair.dir_name())
+}
+
+/// Whether a feature's base with its tests yields a test summary here; why not and its log.
+type Baseline = Result<(), (String, String)>;
+
+/// Grades pairs against a base repository in scratch space.
+pub struct Grader {
+    pub test_timeout: Duration,
+    pub policy: MergePolicy,
+    /// Where test runs happen.
+    pub backend: GradingBackend,
+    /// Per task and feature: whether the base with its tests yields a test summary here
+    /// (checked once, the first time a patch's run yields none).
+    baselines: tokio::sync::Mutex<HashMap<(String, u32), Baseline>>,
+}
+
+impl Grader {
+    /// A grader running tests on `backend`.
+    pub fn new(test_timeout: Duration, policy: MergePolicy, backend: GradingBackend) -> Grader {
+        Grader {
+            test_timeout,
+            policy,
+            backend,
+            baselines: Default::default(),
+        }
+    }
+
+    /// Grades one pair and returns eval.json's content; runner logs go to `pair_dir/eval_logs`.
+    pub async fn grade(
+        &self,
+        pair: &Pair,
+        setting: Setting,
+        base: &BaseRepo,
+        scratch_parent: &Path,
+        pair_dir: &Path,
+        patches: &[GradedPatch],
+    ) -> Result<EvalReport, EvalError> {
+        self.grade_on_bench(pair, setting, base, scratch_parent, pair_dir, patches, None)
+            .await
+    }
+
+    /// Opens `pair`'s test bench (on docker: starts its grading container), e.g. while the
+    /// pair's agents are still finishing.
+    pub async fn open_bench(&self, pair: &Pair) -> Result<TestBench, SandboxError> {
+        TestBench::open(&self.backend, pair).await
+    }
+
+    /// `grade`, on a bench opened ahead by `open_bench` when given (else one opened here).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn grade_on_bench(
+        &self,
+        pair: &Pair,
+        setting: Setting,
+        base: &BaseRepo,
+        scratch_parent: &Path,
+        pair_dir: &Path,
+        patches: &[GradedPatch],
+        opened: Option<Result<TestBench, SandboxError>>,
+    ) -> Result<EvalReport, EvalError> {
+        let started = Instant::now();
+        let label = pair_label(pair);
+        let sandbox_err = |source| EvalError::Sandbox {
+            pair: label.clone(),
+            source,
+        };
+        let inputs_sha256 = inputs_hash(pair, setting, self.policy, patches)?;
+        // Agents' own edits to test files would collide with the hidden tests.
+        let filtered: Vec<(GradedPatch, Vec<String>)> = patches
+            .iter()
+            .map(|p| {
+                let (patch, dropped) = test_files::drop_test_files(&p.patch);
+                (GradedPatch { patch, ..p.clone() }, dropped)
+            })
+            .collect();
+        std::fs::create_dir_all(scratch_parent).map_err(|e| {
+            sandbox_err(SandboxError::Io {
+                what: format!("creating {}", scratch_parent.display()),
+                source: e,
+            })
+        })?;
+        let scratch = tempfile::Builder::new()
+            .prefix("grade-")
+            .tempdir_in(scratch_parent)
+            .map_err(|e| {
+                sandbox_err(SandboxError::Io {
+                    what: "creating grading scratch dir".into(),
+                    source: e,
+                })
+            })?;
+        let features = pair.feature_records();
+        let bench = match opened {
+            Some(opened) => opened,
+            None => TestBench::open(&self.backend, pair).await,
+        }
+        .map_err(&sandbox_err)?;
+        let result = self
+            .grade_on(
+                &bench, pair, setting, base, &scratch, pair_dir, &filtered, &features,
+            )
+            .await;
+        // Closed on success and failure alike; a failed close loses no grade.
+        if let Err(e) = bench.close().await {
+            tracing::warn!("{label}: {e}");
+        }
+        let (agents, merged) = result?;
+        let agents_ok = !agents.is_empty() && agents.values().all(|a: &AgentGrade| a.success);
+        let overall_success = agents_ok && merged.as_ref().is_none_or(|m| m.success);
+        Ok(EvalReport {
+            setting,
+            feature_ids: pair.features.clone(),
+            merge_strategy: merged.as_ref().map(|m| m.merge_strategy),
+            merge_policy: Some(self.policy),
+            agents,
+            merged,
+            overall_success,
+            inputs_sha256,
+            grading_version: Some(GRADING_VERSION.to_string()),
+            task_inputs_sha256: Some(task_inputs_hash(pair)?),
+            evaluated_at: crate::clock::now_rfc3339(),
+            duration_s: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn grade_on(
+        &self,
+        bench: &TestBench,
+        pair: &Pair,
+        setting: Setting,
+        base: &BaseRepo,
+        scratch: &tempfile::TempDir,
+        pair_dir: &Path,
+        filtered: &[(GradedPatch, Vec<String>)],
+        features: &[&Feature],
+    ) -> Result<(BTreeMap<String, AgentGrade>, Option<MergedGrade>), EvalError> {
+        let label = pair_label(pair);
+        let sandbox_err = |source| EvalError::Sandbox {
+            pair: label.clone(),
+            source,
+        };
+        // Every agent's features, then (coop) every feature on the merged tree.
+        let planned = filtered
+            .iter()
+            .map(|(p, _)| p.feature_ids.len())
+            .sum::<usize>()
+            + if setting == Setting::Coop {
+                features.len()
+            } else {
+                0
+            };
+        bench.expect_runs(planned).await;
+        let mut agents = BTreeMap::new();
+        for (p, dropped) in filtered {
+            let patch_file = scratch.path().join(format!("{}.patch", p.agent_id));
+            write_patch(&patch_file, &p.patch).map_err(&sandbox_err)?;
+            let mut grades = Vec::new();
+            for f in features.iter().filter(|f| p.feature_ids.contains(&f.id)) {
+                let name = format!("{}_feature{}", p.agent_id, f.id);
+                grades.push(
+                    self.run_feature_tests(
+                        bench,
+                        &pair.task,
+                        &label,
+                        base,
+                        scratch.path(),
+                        pair_dir,
+                        f,
+                        &patch_file,
+                        &name,
+                    )
+                    .await?,
+                );
+            }
+            let mut grade = summarize_agent(&p.feature_ids, grades);
+            grade.dropped_test_files = dropped.clone();
+            agents.insert(p.agent_id.clone(), grade);
+        }
+
+        let merged = if setting == Setting::Coop {
+            let inputs: Vec<(String, String)> = filtered
+                .iter()
+                .map(|(p, _)| (p.agent_id.clone(), p.patch.clone()))
+                .collect();
+            let outcome = merge_patches(base, scratch.path(), &inputs, self.policy)
+                .await
+                .map_err(&sandbox_err)?;
+            let mut grades = Vec::new();
+            if outcome.strategy != MergeStrategy::Failed {
+                let merged_file = scratch.path().join("merged.patch");
+                write_patch(&merged_file, &outcome.diff).map_err(&sandbox_err)?;
+                for f in features {
+                    let name = format!("merged_feature{}", f.id);
+                    grades.push(
+                        self.run_feature_tests(
+                            bench,
+                            &pair.task,
+                            &label,
+                            base,
+                            scratch.path(),
+                            pair_dir,
+                            f,
+                            &merged_file,
+                            &name,
+                        )
+                        .await?,
+                    );
+                }
+                crate::fsutil::write_atomic(&pair_dir.join("merged.diff"), outcome.diff.as_bytes())
+                    .map_err(|source| EvalError::Write {
+                        pair: label.clone(),
+                        source,
+                    })?;
+            }
+            let passed: u32 = grades.iter().map(|g| g.tests_passed).sum();
+            let failed: u32 = grades.iter().map(|g| g.tests_failed).sum();
+            let all_pass = !grades.is_empty() && grades.iter().all(|g| g.success);
+            Some(MergedGrade {
+                tests_passed: passed,
+                tests_failed: failed,
+                success: outcome.strategy != MergeStrategy::Failed && all_pass,
+                merge_conflict: outcome.conflict,
+                merge_strategy: outcome.strategy,
+                merge_policy: self.policy,
+                apply_failed: outcome.apply_failed,
+                error: outcome.error,
+                features: grades,
+            })
+        } else {
+            None
+        };
+        Ok((agents, merged))
+    }
+
+    /// Runs the task's runner with `feature`'s tests on a fresh copy of the base plus `patch`;
+    /// the runner's output goes to `log_root/eval_logs/<name>.log`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run_feature_tests(
+        &self,
+        bench: &TestBench,
+        task: &Task,
+        label: &str,
+        base: &BaseRepo,
+        scratch: &Path,
+        pair_dir: &Path,
+        feature: &Feature,
+        patch: &Path,
+        name: &str,
+    ) -> Result<FeatureGrade, EvalError> {
+        let (out, log) = self
+            .run_logged(
+                bench, task, label, base, scratch, pair_dir, feature, patch, name,
+            )
+            .await?;
+        let counts = parse::parse_test_output(&out.output);
+        if counts.is_none() && !out.timed_out && !patch_is_empty(patch) {
+            // Before blaming the patch: can this environment run these tests at all?
+            self.check_baseline(bench, task, label, base, scratch, pair_dir, feature)
+                .await?;
+        }
+        let (passed, failed) = counts.map(|c| (c.passed, c.failed)).unwrap_or((0, 0));
+        let error = if out.timed_out {
+            Some(format!(
+                "tests timed out after {}s",
+                self.test_timeout.as_secs()
+            ))
+        } else if counts.is_none() {
+            Some(format!(
+                "test runner exited with code {} without a test summary (see {log})",
+                out.exit_code
+            ))
+        } else {
+            None
+        };
+        Ok(FeatureGrade {
+            feature_id: feature.id,
+            tests_passed: passed,
+            tests_failed: failed,
+            success: out.exit_code == 0 && !out.timed_out && passed >= 1,
+            exit_code: out.exit_code,
+            error,
+            log,
+        })
+    }
+}
+
+impl Grader {
+    /// Runs the runner with `feature`'s tests on the base plus `patch`; its output goes to
+    /// `pair_dir/eval_logs/<name>.log` (returned, relative to `pair_dir`).
+    #[allow(clippy::too_many_arguments)]
+    async fn run_logged(
+        &self,
+        bench: &TestBench,
+        task: &Task,
+        label: &str,
+        base: &BaseRepo,
+        scratch: &Path,
+        pair_dir: &Path,
+        feature: &Feature,
+        patch: &Path,
+        name: &str,
+    ) -> Result<(crate::exec::ExecOutput, String), EvalError> {
+        let out = bench
+            .run(
+                task,
+                base,
+                scratch,
+                feature,
+                patch,
+                name,
+                self.test_timeout,
+                TEST_OUTPUT_CAP,
+            )
+            .await
+            .map_err(|source| EvalError::Sandbox {
+                pair: label.to_string(),
+                source,
+            })?;
+        let log = format!("eval_logs/{name}.log");
+        crate::fsutil::write_atomic(&pair_dir.join(&log), out.output.as_bytes()).map_err(
+            |source| EvalError::Write {
+                pair: label.to_string(),
+                source,
+            },
+        )?;
+        Ok((out, log))
+    }
+
+    /// Runs `feature`'s tests on the bare base once per task and feature (cached): when that
+    /// yields no test summary either, the environment cannot grade the feature and no patch
+    /// is to blame.
+    #[allow(clippy::too_many_arguments)]
+    async fn check_baseline(
+        &self,
+        bench: &TestBench,
+        task: &Task,
+        label: &str,
+        base: &BaseRepo,
+        scratch: &Path,
+        pair_dir: &Path,
+        feature: &Feature,
+    ) -> Result<(), EvalError> {
+        let key = (task.label(), feature.id);
+        let mut baselines = self.baselines.lock().await;
+        if !baselines.contains_key(&key) {
+            let empty = scratch.join(format!("baseline_feature{}.patch", feature.id));
+            write_patch(&empty, "").map_err(|source| EvalError::Sandbox {
+                pair: label.to_string(),
+                source,
+            })?;
+            let name = format!("baseline_feature{}", feature.id);
+            let (out, log) = self
+                .run_logged(
+                    bench, task, label, base, scratch, pair_dir, feature, &empty, &name,
+                )
+                .await?;
+            let verdict = if parse::parse_test_output(&out.output).is_some() {
+                Ok(())
+            } else if out.timed_out {
+                Err(("the runner timed out".to_string(), log))
+            } else {
+                Err((format!("runner exit code {}", out.exit_code), log))
+            };
+            baselines.insert(key.clone(), verdict);
+        }
+        match baselines.get(&key) {
+            Some(Err((why, log))) => Err(EvalError::NotGradable {
+                pair: label.to_string(),
+                task: task.label(),
+                feature: feature.id,
+                why: why.clone(),
+                log: log.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn patch_is_empty(patch: &Path) -> bool {
+    std::fs::metadata(patch)
+        .map(|m| m.len() == 0)
+        .unwrap_or(true)
+}
+
+fn write_patch(path: &Path, patch: &str) -> Result<(), SandboxError> {
+    std::fs::write(path, patch).map_err(|source| SandboxError::Io {
+        what: format!("writing {}", path.display()),
+        source,
+    })
+}
+
+fn summarize_agent(feature_ids: &[u32], grades: Vec<FeatureGrade>) -> AgentGrade {
+    AgentGrade {
+        tests_passed: grades.iter().map(|g| g.tests_passed).sum(),
+        tests_failed: grades.iter().map(|g| g.tests_failed).sum(),
+        success: !grades.is_empty() && grades.iter().all(|g| g.success),
+        error: grades.iter().find_map(|g| g.error.clone()),
+        feature_ids: feature_ids.to_vec(),
+        features: grades,
+        dropped_test_files: Vec::new(),
+    }
+}

@@ -1,0 +1,375 @@
+//! Sandbox backends as the runner sees them: which one and its settings, how an
+//! agent's sandbox is made, how grading runs, and what is cleaned up at the end.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::dataset::Pair;
+use crate::docker::container::ContainerSpec;
+use crate::docker::{cleanup, images, Engine, ResourceLimits, RunLabels};
+use crate::eval::testbench::{DockerGrading, GradingBackend};
+use crate::repos::{BaseRepos, ImageBases, UpstreamRepos};
+use crate::sandbox::confine::{Confinement, LocalOptions};
+use crate::sandbox::docker::{DockerSandbox, REPO_DIR};
+use crate::sandbox::local::LocalSandbox;
+use crate::sandbox::pool::{PoolStats, PoolTemplate, SandboxPool};
+use crate::sandbox::{Sandbox, SandboxError};
+use crate::team::{self, GitServer, PairRemote};
+use tokio::sync::OnceCell;
+
+/// `--backend` and its settings, validated.
+#[derive(Debug, Clone)]
+pub enum BackendChoice {
+    Local(LocalOptions),
+    Docker(DockerOptions),
+}
+
+impl BackendChoice {
+    /// `local` or `docker`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            BackendChoice::Local(_) => "local",
+            BackendChoice::Docker(_) => "docker",
+        }
+    }
+}
+
+/// Settings of the docker backend.
+#[derive(Debug, Clone)]
+pub struct DockerOptions {
+    /// Task images are `<prefix><repo>:task<id>`.
+    pub image_prefix: String,
+    pub limits: ResourceLimits,
+    /// Agents' containers: `none` (default) or `bridge`.
+    pub agent_network: String,
+    /// Grading containers: `bridge` (default; runners install packages) or `none`.
+    pub grading_network: String,
+    /// Image of the `--git` server (needs `git daemon`); default: the first task's image.
+    pub git_image: Option<String>,
+    /// Agents' containers kept started ahead per image (`--docker-pool`; 0: none).
+    pub pool: usize,
+}
+
+/// A resolved backend for one invocation.
+#[allow(clippy::large_enum_variant)] // one per invocation; boxing buys nothing
+pub enum Backend {
+    Local(Confinement),
+    Docker {
+        engine: Arc<Engine>,
+        options: DockerOptions,
+        labels: RunLabels,
+        /// The run's `--git` server, started for the first pair that needs it.
+        git_server: OnceCell<Arc<GitServer>>,
+        /// Agents' containers started ahead.
+        pool: Arc<SandboxPool>,
+    },
+}
+
+impl Backend {
+    /// Checks the backend is usable (bwrap present, Docker reachable) before any work
+    /// starts; `hidden`: paths no local command may see (dataset, logs, caches).
+    /// What a dead earlier invocation of `run_name` left behind is removed first.
+    pub async fn resolve(
+        choice: &BackendChoice,
+        run_name: &str,
+        hidden: &[std::path::PathBuf],
+    ) -> Result<Backend, SandboxError> {
+        let swept = crate::leftovers::sweep(Some(run_name));
+        if swept.scratch_dirs > 0 {
+            tracing::info!(
+                "removed {} scratch dir(s) of a dead invocation of {run_name}",
+                swept.scratch_dirs
+            );
+        }
+        match choice {
+            BackendChoice::Local(options) => {
+                let mut confinement = Confinement::resolve(*options)?;
+                confinement.isolation.hide(hidden);
+                Ok(Backend::Local(confinement))
+            }
+            BackendChoice::Docker(options) => {
+                let engine = Engine::connect().await?;
+                let labels = RunLabels::new(run_name);
+                let swept =
+                    cleanup::sweep(&engine, &cleanup::Scope::RunName(run_name.into())).await?;
+                if swept.containers + swept.networks > 0 {
+                    tracing::info!(
+                        "removed {} container(s) and {} network(s) of a dead invocation of {run_name}",
+                        swept.containers,
+                        swept.networks
+                    );
+                }
+                cleanup::register(&engine, &labels.run_id);
+                Ok(Backend::Docker {
+                    engine,
+                    options: options.clone(),
+                    labels,
+                    git_server: OnceCell::new(),
+                    pool: SandboxPool::new(options.pool),
+                })
+            }
+        }
+    }
+
+    /// Checks what the selected pairs need before anything starts (docker: every task image).
+    pub async fn preflight(&self, pairs: &[Pair]) -> Result<(), SandboxError> {
+        if let Backend::Docker {
+            engine, options, ..
+        } = self
+        {
+            let mut seen = std::collections::BTreeSet::new();
+            for pair in pairs {
+                let image = pair.task.image(&options.image_prefix);
+                if seen.insert(image.clone()) {
+                    images::inspect(engine, &image, &pair.task).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The run will need `count` agent sandboxes for `pair` (docker: the pool starts that
+    /// image's containers ahead, up to its bound).
+    pub fn expect_sandboxes(&self, pair: &Pair, count: usize) {
+        if let Backend::Docker { options, pool, .. } = self {
+            pool.expect(&pair.task.image(&options.image_prefix), count);
+        }
+    }
+
+    /// What the container pool did (docker), for the run's log.
+    pub fn pool_stats(&self) -> Option<PoolStats> {
+        match self {
+            Backend::Docker { pool, .. } => Some(pool.stats()),
+            Backend::Local(_) => None,
+        }
+    }
+
+    /// `local` or `docker`, for config.json.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Local(_) => "local",
+            Backend::Docker { .. } => "docker",
+        }
+    }
+
+    /// How agents are confined, for config.json and the header.
+    pub fn isolation(&self) -> String {
+        match self {
+            Backend::Local(confinement) => confinement.describe(),
+            Backend::Docker { options, .. } => format!(
+                "container ({} CPUs, {} MiB, {} pids, network {})",
+                options.limits.cpus,
+                options.limits.memory_bytes >> 20,
+                options.limits.pids,
+                options.agent_network
+            ),
+        }
+    }
+
+    /// What the user must know before trusting this run's sandboxes (printed on every run).
+    pub fn warnings(&self) -> Vec<String> {
+        let Backend::Local(confinement) = self else {
+            return Vec::new();
+        };
+        let mut warnings = Vec::new();
+        if confinement.isolation == crate::sandbox::confine::Isolation::None {
+            warnings.push(
+                "--isolation none: agents' commands and graders run UNCONFINED on this machine: \
+                 they can read your files, API keys and other sandboxes and reach your network"
+                    .to_string(),
+            );
+        }
+        if let Err(why) = &confinement.cgroups {
+            warnings.push(format!(
+                "--pids-limit and --memory are not enforced on the local backend: {why}"
+            ));
+        }
+        warnings
+    }
+
+    /// Where graders run.
+    pub fn grading(&self) -> GradingBackend {
+        match self {
+            Backend::Local(confinement) => GradingBackend::Local(confinement.clone()),
+            Backend::Docker {
+                engine,
+                options,
+                labels,
+                ..
+            } => GradingBackend::Docker(DockerGrading {
+                engine: engine.clone(),
+                image_prefix: options.image_prefix.clone(),
+                limits: options.limits,
+                labels: labels.clone(),
+                network: options.grading_network.clone(),
+            }),
+        }
+    }
+
+    /// Base repositories: prepared on the host (local) or copied out of the images (docker).
+    pub fn base_repos(&self, scratch: &Path, upstream: UpstreamRepos) -> BaseRepos {
+        let bases = BaseRepos::new(scratch, upstream);
+        match self {
+            Backend::Local(_) => bases,
+            Backend::Docker {
+                engine,
+                options,
+                labels,
+                ..
+            } => bases.from_images(ImageBases {
+                engine: engine.clone(),
+                image_prefix: options.image_prefix.clone(),
+                labels: labels.clone(),
+            }),
+        }
+    }
+
+    /// The `--git` remote of `pair`, seeded with its base.
+    pub async fn team_remote(
+        &self,
+        pair: &Pair,
+        bases: &BaseRepos,
+        work_dir: &Path,
+    ) -> Result<PairRemote, SandboxError> {
+        let base = bases.get(&pair.task).await?;
+        match self {
+            Backend::Local(_) => team::local_remote(&base, &work_dir.join("team")).await,
+            Backend::Docker {
+                engine,
+                options,
+                labels,
+                git_server,
+                ..
+            } => {
+                let server = git_server
+                    .get_or_try_init(|| async {
+                        let image = match &options.git_image {
+                            Some(image) => image.clone(),
+                            None => pair.task.image(&options.image_prefix),
+                        };
+                        GitServer::start(engine, labels, &image).await.map(Arc::new)
+                    })
+                    .await?
+                    .clone();
+                let key = format!(
+                    "{}-task{}-{}",
+                    pair.task.repo,
+                    pair.task.id,
+                    pair.dir_name()
+                );
+                server.add_repo(&key, &base, &work_dir.join("team")).await?;
+                Ok(PairRemote::Docker { server, key })
+            }
+        }
+    }
+
+    /// A fresh sandbox for `agent_id` of `pair`, with the pair's team remote when given.
+    pub async fn sandbox(
+        &self,
+        pair: &Pair,
+        agent_id: &str,
+        bases: &BaseRepos,
+        work_dir: &Path,
+        remote: Option<&PairRemote>,
+    ) -> Result<Arc<dyn Sandbox>, SandboxError> {
+        let sandbox: Arc<dyn Sandbox> = match self {
+            Backend::Local(confinement) => {
+                let base = bases.get(&pair.task).await?;
+                let mut sandbox =
+                    LocalSandbox::create(&base, &work_dir.join("sandboxes"), confinement).await?;
+                if let Some(PairRemote::Local { bare, .. }) = remote {
+                    sandbox = sandbox.with_team_remote(bare, agent_id);
+                }
+                Arc::new(sandbox)
+            }
+            Backend::Docker {
+                engine,
+                options,
+                labels,
+                pool,
+                ..
+            } => {
+                let image = pair.task.image(&options.image_prefix);
+                let info = images::inspect(engine, &image, &pair.task).await?;
+                let network = match remote {
+                    Some(PairRemote::Docker { server, .. }) => server.network.clone(),
+                    _ => options.agent_network.clone(),
+                };
+                let spec = |role_labels: std::collections::HashMap<String, String>| ContainerSpec {
+                    image: image.clone(),
+                    labels: role_labels,
+                    limits: options.limits,
+                    network: network.clone(),
+                    env: Vec::new(),
+                    working_dir: REPO_DIR.into(),
+                    drop_capabilities: true,
+                };
+                // The pool's containers join no team network: with a remote, start on demand.
+                let pooled = remote.is_none().then(|| pool.claim(&image)).flatten();
+                let mut sandbox = match pooled {
+                    Some(ready) => {
+                        tracing::debug!(
+                            "{agent_id} of {} {}: pre-started container {}",
+                            pair.task.label(),
+                            pair.dir_name(),
+                            ready.container().id()
+                        );
+                        ready
+                    }
+                    None => {
+                        let spec =
+                            spec(labels.object(&pair.task.label(), &pair.dir_name(), agent_id));
+                        DockerSandbox::create(engine, &spec, info.path_env.as_deref(), &[]).await?
+                    }
+                };
+                // Started ahead for the pairs after this one, once this agent has its own
+                // container (pre-starting while a run's first pairs start only slows them).
+                if remote.is_none() {
+                    pool.refill(&PoolTemplate {
+                        engine: engine.clone(),
+                        spec: spec(labels.object(&pair.task.label(), "", "pool")),
+                        image_path: info.path_env.clone(),
+                    });
+                }
+                if let Some(PairRemote::Docker { server, key }) = remote {
+                    let ip = team::container_ip(engine, sandbox.container().id(), &network).await?;
+                    server.admit(&ip, key, agent_id).await?;
+                    sandbox = sandbox.with_team_client(server.clone(), ip);
+                }
+                Arc::new(sandbox)
+            }
+        };
+        if let Some(remote) = remote {
+            let add = format!(
+                "git remote add {} {}",
+                team::REMOTE_NAME,
+                crate::eval::testbench::shell_quote(&remote.url())
+            );
+            let out = sandbox
+                .exec(&add, std::time::Duration::from_secs(60))
+                .await?;
+            if out.exit_code != 0 {
+                return Err(SandboxError::Command(format!(
+                    "adding the team remote for {agent_id}: {}",
+                    out.output.trim()
+                )));
+            }
+        }
+        Ok(sandbox)
+    }
+
+    /// Removes every object of this invocation (a no-op locally: temp dirs go on drop).
+    pub async fn cleanup(&self) -> Result<(), SandboxError> {
+        if let Backend::Docker {
+            engine,
+            labels,
+            pool,
+            ..
+        } = self
+        {
+            pool.close().await;
+            cleanup::sweep(engine, &cleanup::Scope::RunId(labels.run_id.clone())).await?;
+        }
+        Ok(())
+    }
+}

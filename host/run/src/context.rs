@@ -1,0 +1,43 @@
+//! What every pair of a prepared run shares while it runs.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::backend::Backend;
+use crate::config::RunConfig;
+use crate::eval::Grader;
+use crate::llm::budget::RunBudget;
+use crate::llm::Model;
+use crate::plugin::LoadedPlugin;
+use crate::progress::Progress;
+use crate::repos::BaseRepos;
+
+pub(crate) struct RunContext {
+    pub(crate) cfg: RunConfig,
+    pub(crate) backend: Backend,
+    pub(crate) run_dir: PathBuf,
+    pub(crate) work_dir: tempfile::TempDir,
+    pub(crate) plugin: LoadedPlugin,
+    /// The other members of a mixed team (agent2, agent3, …); empty when every agent runs `plugin`.
+    pub(crate) team: Vec<LoadedPlugin>,
+    pub(crate) model: Arc<dyn Model>,
+    pub(crate) bases: BaseRepos,
+    pub(crate) grader: Grader,
+    pub(crate) progress: Progress,
+    pub(crate) agent_slots: Arc<Semaphore>,
+    pub(crate) eval_slots: Arc<Semaphore>,
+    /// The run's name in front of every pair's lines when several runs share the terminal.
+    pub(crate) label_prefix: Option<String>,
+    pub(crate) started: AtomicUsize,
+    pub(crate) total: usize,
+    pub(crate) run_budget: Option<Arc<RunBudget>>,
+    /// The Redis server messages go through (`--redis`); the in-process bus when `None`.
+    pub(crate) redis: Option<crate::messaging::RedisHub>,
+    /// Live events for `cbench watch`.
+    pub(crate) events: Arc<crate::events::EventLog>,
+    /// Held until the run's last pair is written: one live invocation per run.
+    pub(crate) _lock: crate::runlock::RunLock,
+}

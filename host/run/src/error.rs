@@ -1,0 +1,63 @@
+//! Why a run could not start or its results could not be written.
+
+use std::path::{Path, PathBuf};
+
+use crate::dataset::DatasetError;
+use crate::fsutil::FsError;
+use crate::llm::ModelError;
+use crate::plugin::PluginError;
+
+/// A run-level failure (the run could not start or its results could not be written).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error("--exclude-unverified {path}: no selected pair has all its features verified there")]
+    NothingVerified { path: PathBuf },
+    #[error("run `{name}` not found: {path} does not exist")]
+    UnknownRun { name: String, path: PathBuf },
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+    #[error(transparent)]
+    Lock(#[from] crate::runlock::LockError),
+    #[error(transparent)]
+    Layout(#[from] crate::layout::MigrationError),
+    #[error(transparent)]
+    Pin(#[from] crate::pins::PinError),
+    #[error(transparent)]
+    TaskInputs(#[from] crate::eval::EvalError),
+    #[error(transparent)]
+    Redis(#[from] crate::messaging::redis::RedisSetupError),
+    #[error("--team has {team} plugins but pair {pair} has {agents} agents: give one plugin per agent (select pairs of that size with -f)")]
+    TeamSize {
+        team: usize,
+        pair: String,
+        agents: usize,
+    },
+    #[error("run `{name}` already exists in {dir} with a different {option} ({old} → {new}); results made with both would be mixed: rerun with the same value, --force to start over, or -n for a new name")]
+    OptionChanged {
+        name: String,
+        dir: PathBuf,
+        option: &'static str,
+        old: String,
+        new: String,
+    },
+    #[error("cannot prepare run directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub(crate) fn run_dir_io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
+    move |source| RunError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}

@@ -1,0 +1,209 @@
+//! `cbench eval`: (re-)grade every pair of an existing run; pairs whose eval.json
+//! matches their patches, tests and merge policy are kept.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use crate::backend::{Backend, BackendChoice};
+use crate::dataset::{Dataset, Selection};
+use crate::error::{run_dir_io, RunError};
+use crate::eval::merge::MergePolicy;
+use crate::eval::Grader;
+use crate::fsutil::{read_json, write_json_atomic};
+use crate::pairrun::grade_with;
+use crate::progress::{Outcome, Progress};
+use crate::record::{PairRecord, PairResult};
+use crate::repos::UpstreamRepos;
+use crate::runrecord::RunRecord;
+use crate::steps::{collect, hidden_paths, only_verified, write_report};
+use crate::summary::{summarize, RunSummary};
+
+/// Options of `cbench eval`.
+#[derive(Debug, Clone)]
+pub struct EvalConfig {
+    pub name: String,
+    pub log_dir: PathBuf,
+    /// Overrides the dataset directory recorded in config.json.
+    pub dataset_dir: Option<PathBuf>,
+    pub force: bool,
+    pub eval_concurrency: usize,
+    pub test_timeout: Duration,
+    pub cache_dir: PathBuf,
+    pub repo_cache: Option<PathBuf>,
+    /// Overrides the merge policy recorded in config.json.
+    pub merge_policy: Option<MergePolicy>,
+    /// Overrides the backend recorded in config.json.
+    pub backend: Option<BackendChoice>,
+    /// Docker settings when the recorded backend is docker.
+    pub docker: crate::backend::DockerOptions,
+    pub quiet: bool,
+}
+
+/// (Re-)grades every pair of an existing run; pairs whose eval.json matches their patches are kept.
+pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
+    let started = Instant::now();
+    let run_dir = cfg.log_dir.join(&cfg.name);
+    let config_path = run_dir.join("config.json");
+    if !config_path.is_file() {
+        return Err(RunError::UnknownRun {
+            name: cfg.name.clone(),
+            path: config_path,
+        });
+    }
+    let _lock = crate::runlock::RunLock::acquire(&run_dir, &cfg.name)?;
+    crate::runrecord::migrate_layout(&cfg.name, &run_dir)?;
+    let mut record: RunRecord = read_json(&config_path)?;
+    let dataset_dir = cfg
+        .dataset_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&record.dataset_dir));
+    let dataset = Dataset::discover(&dataset_dir)?;
+    let selection = Selection {
+        subset: record.subset.clone(),
+        repo: record.repo.clone(),
+        task: record.task,
+        features: record.features.clone(),
+    };
+    let pairs = dataset.select(&selection)?;
+    // The pairs the run ran: the same filter as `run --exclude-unverified`.
+    let pairs = match &record.exclude_unverified {
+        Some(path) => only_verified(pairs, Path::new(path))?.0,
+        None => pairs,
+    };
+    let work_dir = crate::leftovers::scratch_dir("eval", &cfg.name)
+        .map_err(run_dir_io(&std::env::temp_dir()))?;
+    let choice = match &cfg.backend {
+        Some(choice) => choice.clone(),
+        None if record.backend == "docker" => BackendChoice::Docker(cfg.docker.clone()),
+        None => BackendChoice::Local(crate::sandbox::confine::LocalOptions {
+            mode: crate::sandbox::confine::IsolationMode::Auto,
+            limits: crate::sandbox::cgroup::ProcessLimits {
+                pids: cfg.docker.limits.pids as u64,
+                memory_bytes: cfg.docker.limits.memory_bytes as u64,
+                cpu_millis: (cfg.docker.limits.cpus * 1000.0).round().max(1.0) as u64,
+                disk_bytes: cfg.docker.limits.disk_bytes,
+            },
+            grading_network: cfg.docker.grading_network == "bridge",
+        }),
+    };
+    let hidden = hidden_paths(
+        &dataset_dir,
+        &cfg.log_dir,
+        &cfg.cache_dir,
+        cfg.repo_cache.as_deref(),
+    );
+    let backend = Backend::resolve(&choice, &cfg.name, &hidden).await?;
+    for warning in backend.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    backend.preflight(&pairs).await?;
+    let bases = Arc::new(backend.base_repos(
+        &work_dir.path().join("bases"),
+        UpstreamRepos {
+            cache_dir: cfg.cache_dir.clone(),
+            mirror_dir: cfg.repo_cache.clone(),
+        },
+    ));
+    let policy = match cfg.merge_policy {
+        Some(p) => p,
+        None => record.merge_policy,
+    };
+    if policy != record.merge_policy {
+        // The run's pairs are regraded under the new policy (it is part of each eval.json's
+        // input hash); config.json says so rather than keep the old one.
+        record.merge_policy = policy;
+        write_json_atomic(&config_path, &record)?;
+    }
+    let grader = Arc::new(Grader::new(cfg.test_timeout, policy, backend.grading()));
+    let slots = Arc::new(Semaphore::new(cfg.eval_concurrency.max(1)));
+    let work = Arc::new(work_dir);
+    let total = pairs.len();
+    let progress = Progress::with_status(cfg.quiet, total, "pairs");
+    progress.line(&format!("cbench eval: {} · {} pairs", cfg.name, total));
+    let mut set = tokio::task::JoinSet::new();
+    for (i, pair) in pairs.into_iter().enumerate() {
+        let (bases, grader, slots, work) =
+            (bases.clone(), grader.clone(), slots.clone(), work.clone());
+        let (setting, force, run_dir) = (record.setting, cfg.force, run_dir.clone());
+        let progress = progress.for_item(&crate::dataset::pair_label(&pair));
+        set.spawn(async move {
+            let _slot = slots.acquire().await;
+            let pair_dir = pair.log_dir(&run_dir);
+            let record = read_json::<PairRecord>(&pair_dir.join("result.json")).ok();
+            let mut result = PairResult {
+                pair_dir: pair_dir.clone(),
+                record: record.clone(),
+                eval: None,
+                infra_error: None,
+            };
+            if record.is_none() {
+                result.infra_error = Some(format!(
+                    "{} has no result.json: the agents never ran",
+                    pair_dir.display()
+                ));
+            } else if let Some(why) = record.as_ref().and_then(PairRecord::infra_failure) {
+                result.infra_error = Some(format!(
+                    "{}: not graded, the agents were stopped by the infrastructure ({why}); `cbench run` with the same name runs them again",
+                    pair_dir.display()
+                ));
+            } else {
+                match grade_with(
+                    &bases,
+                    &grader,
+                    work.path(),
+                    setting,
+                    &pair,
+                    &pair_dir,
+                    force,
+                    None,
+                )
+                .await
+                {
+                    Ok(r) => result.eval = Some(r),
+                    Err(e) => result.infra_error = Some(e),
+                }
+            }
+            let outcome = match (&result.infra_error, &result.eval) {
+                (Some(e), _) => {
+                    progress.line(&format!("✗ {e}"));
+                    Outcome::InfraError
+                }
+                (None, Some(ev)) => {
+                    progress.line(&format!(
+                        "{} graded — {}",
+                        if ev.overall_success { "✓" } else { "✗" },
+                        if ev.overall_success { "success" } else { "failed" }
+                    ));
+                    if ev.overall_success {
+                        Outcome::Success
+                    } else {
+                        Outcome::Failure
+                    }
+                }
+                (None, None) => Outcome::Ungraded,
+            };
+            progress.finished(outcome);
+            (i, result)
+        });
+    }
+    let mut results = collect(set).await;
+    if let Err(e) = backend.cleanup().await {
+        progress.line(&format!("  ✗ cleanup: {e}"));
+    }
+    results.sort_by_key(|(i, _)| *i);
+    let results: Vec<PairResult> = results.into_iter().map(|(_, r)| r).collect();
+    progress.finish();
+    let mut summary = summarize(&cfg.name, &results, started.elapsed(), true);
+    summary.continue_from(
+        read_json::<RunSummary>(&run_dir.join("summary.json"))
+            .ok()
+            .as_ref(),
+    );
+    write_json_atomic(&run_dir.join("summary.json"), &summary)?;
+    summary.print(&progress);
+    write_report(&run_dir, &progress)?;
+    Ok(summary)
+}

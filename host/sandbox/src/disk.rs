@@ -1,0 +1,151 @@
+//! The disk limit of one sandbox, watched between commands. Neither backend can give every
+//! sandbox a filesystem of its own size here (no privileges to mount one locally; docker's
+//! `--storage-opt size` needs overlay2 on xfs with project quotas), so the host measures what
+//! the sandbox holds after each command — in the background, while the agent's model thinks —
+//! and refuses the next command once it is over. Locally each file is also capped at the limit
+//! while it is written (`RLIMIT_FSIZE`), so one command cannot fill the host's disk alone.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use super::SandboxError;
+
+pub use cbench_docker::DEFAULT_DISK_BYTES;
+
+/// A measurement of the sandbox's disk use in bytes (`None`: could not be measured).
+type Measure = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Option<u64>> + Send>> + Send + Sync>;
+
+/// Watches one sandbox's disk use against its limit.
+pub struct DiskWatch {
+    limit: u64,
+    measure: Measure,
+    /// The measurement started after the last command.
+    pending: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Option<u64>>>>,
+    /// Why commands are refused, once the limit was passed (for good).
+    exceeded: std::sync::Mutex<Option<String>>,
+}
+
+impl DiskWatch {
+    /// Watches with `measure`, refusing commands once it reports more than `limit` bytes.
+    pub fn new(limit: u64, measure: Measure) -> DiskWatch {
+        DiskWatch {
+            limit,
+            measure,
+            pending: tokio::sync::Mutex::new(None),
+            exceeded: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Local directories, measured by a walk that never follows a link.
+    pub fn local(limit: u64, dirs: Vec<PathBuf>) -> DiskWatch {
+        let dirs = Arc::new(dirs);
+        DiskWatch::new(
+            limit,
+            Arc::new(move || {
+                let dirs = dirs.clone();
+                Box::pin(async move {
+                    tokio::task::spawn_blocking(move || {
+                        Some(dirs.iter().map(|d| usage(d, limit)).sum())
+                    })
+                    .await
+                    .ok()
+                    .flatten()
+                })
+            }),
+        )
+    }
+
+    /// The limit in bytes.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Before a command: an error once a measurement was over the limit.
+    pub async fn check(&self) -> Result<(), SandboxError> {
+        if let Some(why) = self.exceeded() {
+            return Err(SandboxError::DiskLimit(why));
+        }
+        let Some(handle) = self.pending.lock().await.take() else {
+            return Ok(());
+        };
+        match handle.await.ok().flatten() {
+            Some(used) if used > self.limit => {
+                let why = format!(
+                    "the sandbox holds {} MiB on disk, over its limit of {} MiB (--disk); no \
+                     more commands run",
+                    used >> 20,
+                    self.limit >> 20
+                );
+                if let Ok(mut exceeded) = self.exceeded.lock() {
+                    *exceeded = Some(why.clone());
+                }
+                Err(SandboxError::DiskLimit(why))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn exceeded(&self) -> Option<String> {
+        self.exceeded.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// After a command: measures in the background.
+    pub async fn measure_later(&self) {
+        let measure = (self.measure)();
+        *self.pending.lock().await = Some(tokio::spawn(measure));
+    }
+}
+
+/// Bytes allocated under `dir` (links not followed; every entry at least 4 KiB), counting
+/// stops once past `stop_at`.
+fn usage(dir: &std::path::Path, stop_at: u64) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0u64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            // An empty file still costs an inode and a directory entry: each entry counts at
+            // least a block, so a flood of empty files reaches the limit too.
+            total += (meta.blocks() * 512).max(4096);
+            if total > stop_at {
+                return total;
+            }
+            if meta.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_sandbox_over_its_limit_refuses_the_next_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let watch = DiskWatch::local(1 << 20, vec![dir.path().to_path_buf()]);
+        watch.measure_later().await;
+        watch
+            .check()
+            .await
+            .expect("an empty sandbox is under its limit");
+        std::fs::write(dir.path().join("big"), vec![7u8; 2 << 20]).unwrap();
+        watch.measure_later().await;
+        let err = watch.check().await.unwrap_err().to_string();
+        assert!(err.contains("over its limit of 1 MiB"), "{err}");
+        // For good: removing the file does not bring the sandbox back.
+        std::fs::remove_file(dir.path().join("big")).unwrap();
+        watch.measure_later().await;
+        assert!(watch.check().await.is_err());
+    }
+}

@@ -1,0 +1,282 @@
+//! The docker backend: one container per agent from the task's image, the
+//! repository at `/workspace/repo`, commands through one long-lived exec channel (a plain exec
+//! per command if the channel breaks), files as tar archives.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::disk::DiskWatch;
+use super::patch::{snapshot_tar, PatchError, SnapshotWriter};
+use super::{checked_relative_path, ExecOutput, Sandbox, SandboxError};
+use crate::local::DEFAULT_OUTPUT_CAP;
+use crate::team::GitServer;
+use cbench_docker::channel::ExecChannel;
+use cbench_docker::container::{writable_layer_bytes, Container, ContainerSpec, Shell, TarEntry};
+use cbench_docker::{DockerError, Engine};
+
+/// Where task images keep the repository.
+pub const REPO_DIR: &str = "/workspace/repo";
+
+/// Environment of agents' commands (the image's own environment stays underneath).
+const AGENT_ENV: [&str; 9] = [
+    "TERM=dumb",
+    "PAGER=cat",
+    "GIT_PAGER=cat",
+    "LANG=C.UTF-8",
+    "PYTHONDONTWRITEBYTECODE=1",
+    "GIT_AUTHOR_NAME=cbench",
+    "GIT_AUTHOR_EMAIL=cbench@localhost",
+    "GIT_COMMITTER_NAME=cbench",
+    "GIT_COMMITTER_EMAIL=cbench@localhost",
+];
+
+/// CooperBench images clone upstream and check out the base, so branches, remote
+/// refs and later tags still point at the project's future (possibly the very
+/// feature). Like the local backend, agents get `main` at the base and nothing after
+/// it. (Unreachable objects stay: a `gc` per container would cost too much.)
+const HIDE_LATER_HISTORY: &str = r#"set -e
+cd /workspace/repo
+git checkout -q -B main HEAD
+git for-each-ref --format='%(refname)' refs/heads refs/remotes | grep -vx refs/heads/main | xargs -r -n1 git update-ref -d
+git tag --no-merged HEAD | xargs -r -n1 git tag -d >/dev/null
+for r in $(git remote); do git remote remove "$r"; done
+git reflog expire --expire=now --all"#;
+
+/// One agent's container.
+pub struct DockerSandbox {
+    container: Container,
+    env: Vec<String>,
+    output_cap: usize,
+    /// The team server that admitted this container's address (`--git`).
+    team_client: Option<(Arc<GitServer>, String)>,
+    /// The exec channel; `None` once it broke (or never opened): plain execs then.
+    channel: tokio::sync::Mutex<Option<ExecChannel>>,
+    /// The writable layer's size against the disk limit.
+    disk: DiskWatch,
+}
+
+/// How a command reaches the container (for measurements and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecPath {
+    /// The long-lived exec channel.
+    Channel,
+    /// One docker exec per command.
+    PlainExec,
+}
+
+impl DockerSandbox {
+    /// Starts a container from `spec` and checks it has what the harness needs.
+    /// `image_path` is the image's PATH, restored after a login shell's profile resets it.
+    pub async fn create(
+        engine: &Arc<Engine>,
+        spec: &ContainerSpec,
+        image_path: Option<&str>,
+        extra_env: &[String],
+    ) -> Result<DockerSandbox, SandboxError> {
+        let container = Container::start(engine, spec).await?;
+        let (code, out) = container
+            .exec_argv(
+                &[
+                    "sh",
+                    "-c",
+                    "for t in bash setsid git; do command -v $t >/dev/null || { echo \"missing: $t\"; exit 3; }; done; cd /workspace/repo && git rev-parse HEAD",
+                ],
+                &[],
+            )
+            .await?;
+        if code != 0 {
+            return Err(SandboxError::Command(format!(
+                "image {} cannot host an agent: {} (it needs bash, setsid, git and a git repository at {REPO_DIR})",
+                spec.image,
+                out.trim()
+            )));
+        }
+        let (code, hidden) = container
+            .exec_argv(&["sh", "-c", HIDE_LATER_HISTORY], &[])
+            .await?;
+        if code != 0 {
+            return Err(SandboxError::Command(format!(
+                "image {}: removing refs after the base commit failed: {}",
+                spec.image,
+                hidden.trim()
+            )));
+        }
+        let mut env: Vec<String> = AGENT_ENV.iter().map(|s| s.to_string()).collect();
+        if let Some(path) = image_path {
+            env.push(format!("CBENCH_IMAGE_PATH={path}"));
+        }
+        env.extend(extra_env.iter().cloned());
+        let container_id = container.id().to_string();
+        let channel =
+            match ExecChannel::open(container.engine(), container.id(), REPO_DIR, &env).await {
+                Ok(channel) => Some(channel),
+                Err(e) => {
+                    tracing::warn!(
+                        "container {}: {e}; using one docker exec per command",
+                        container.id()
+                    );
+                    None
+                }
+            };
+        Ok(DockerSandbox {
+            container,
+            env,
+            output_cap: DEFAULT_OUTPUT_CAP,
+            team_client: None,
+            channel: tokio::sync::Mutex::new(channel),
+            disk: layer_watch(engine.clone(), container_id, spec.limits.disk_bytes),
+        })
+    }
+
+    /// Whether commands currently go through the channel.
+    pub async fn exec_path(&self) -> ExecPath {
+        if self.channel.lock().await.is_some() {
+            ExecPath::Channel
+        } else {
+            ExecPath::PlainExec
+        }
+    }
+
+    /// Runs `command` by one plain docker exec (what the channel replaces; also its fallback).
+    /// Its sweep of leftover processes spares nothing, so it ends an open channel: for
+    /// measurements after the agent's work.
+    pub async fn exec_plain(
+        &self,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<ExecOutput, SandboxError> {
+        Ok(self
+            .container
+            .run_script(
+                command,
+                Shell::Login,
+                REPO_DIR,
+                &self.env,
+                timeout,
+                self.output_cap,
+            )
+            .await?)
+    }
+
+    /// Runs `script` through the channel when it is open, else by a plain exec.
+    async fn run(
+        &self,
+        script: &str,
+        shell: Shell,
+        timeout: Duration,
+        cap: usize,
+    ) -> Result<ExecOutput, SandboxError> {
+        let mut channel = self.channel.lock().await;
+        if let Some(open) = channel.as_mut() {
+            match open.run(script, shell, timeout, cap).await {
+                Ok(out) => return Ok(out),
+                Err(e) => {
+                    *channel = None;
+                    tracing::warn!(
+                        "container {}: {e}; later commands use one docker exec each",
+                        self.container.id()
+                    );
+                    if e.sent {
+                        // It may have run: running it again could do its effects twice.
+                        return Ok(ExecOutput {
+                            exit_code: -1,
+                            output: format!(
+                                "cbench: the connection to the container broke while this command ran ({}); \
+                                 whether it completed is unknown. Later commands work as before.",
+                                e.reason
+                            ),
+                            timed_out: false,
+                            truncated: false,
+                        });
+                    }
+                }
+            }
+        }
+        drop(channel);
+        Ok(self
+            .container
+            .run_script(script, shell, REPO_DIR, &self.env, timeout, cap)
+            .await?)
+    }
+
+    /// Makes `close` withdraw `ip` from the team server's client table.
+    pub fn with_team_client(mut self, server: Arc<GitServer>, ip: String) -> DockerSandbox {
+        self.team_client = Some((server, ip));
+        self
+    }
+
+    /// The container (for tests and measurements).
+    pub fn container(&self) -> &Container {
+        &self.container
+    }
+}
+
+/// Watches a container's writable layer (measured by the engine, not by anything in the
+/// container the agent could replace).
+fn layer_watch(engine: Arc<Engine>, id: String, limit: u64) -> DiskWatch {
+    DiskWatch::new(
+        limit,
+        Arc::new(move || {
+            let (engine, id) = (engine.clone(), id.clone());
+            Box::pin(async move { writable_layer_bytes(&engine, &id).await.ok() })
+        }),
+    )
+}
+
+fn repo_path(rel: &std::path::Path) -> String {
+    format!("{REPO_DIR}/{}", rel.display())
+}
+
+#[async_trait]
+impl Sandbox for DockerSandbox {
+    async fn exec(&self, command: &str, timeout: Duration) -> Result<ExecOutput, SandboxError> {
+        self.disk.check().await?;
+        let out = self
+            .run(command, Shell::Login, timeout, self.output_cap)
+            .await;
+        self.disk.measure_later().await;
+        out
+    }
+
+    async fn read_file(&self, path: &str) -> Result<Vec<u8>, SandboxError> {
+        let rel = checked_relative_path(path)?;
+        Ok(self.container.read_file(&repo_path(rel)).await?)
+    }
+
+    async fn write_file(&self, path: &str, contents: &[u8]) -> Result<(), SandboxError> {
+        let rel = checked_relative_path(path)?;
+        let entry = TarEntry::file(&rel.display().to_string(), contents, 0o644);
+        Ok(self.container.upload(REPO_DIR, &[entry]).await?)
+    }
+
+    async fn snapshot(&self, mut writer: SnapshotWriter) -> Result<(), PatchError> {
+        // The engine's archive of the tree: nothing runs in the container, so whatever the
+        // agent did to it (its shell, its tools, the exec channel) cannot steer the patch.
+        match self
+            .container
+            .download_with(REPO_DIR, move |archive| snapshot_tar(archive, &mut writer))
+            .await
+        {
+            Ok(snapshot) => snapshot,
+            // The agent deleted or moved its repository: its tree is gone, its doing.
+            Err(DockerError::NoSuchPath(path)) => Err(PatchError::Rejected(format!(
+                "the work tree {path} is gone"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn as_docker(&self) -> Option<&DockerSandbox> {
+        Some(self)
+    }
+
+    async fn close(&self) -> Result<(), SandboxError> {
+        self.container.remove().await?;
+        if let Some((server, ip)) = &self.team_client {
+            server.forget(ip).await;
+        }
+        Ok(())
+    }
+}

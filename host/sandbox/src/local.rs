@@ -1,0 +1,369 @@
+//! The local backend: a per-agent copy of the task repo in a temp dir, commands
+//! run with `bash` under a scrubbed environment, in their own process group.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::process::Command;
+
+pub use super::base::{copy_tree, BaseRepo};
+use super::cgroup::SandboxCgroup;
+pub use super::confine::{Confinement, Isolation, IsolationMode, Mounts};
+use super::git::BASE_COMMIT_ENV;
+use super::io;
+use super::patch::{snapshot_local, PatchError, SnapshotWriter};
+use super::{beneath, checked_relative_path, ExecOutput, Sandbox, SandboxError};
+
+/// The sandbox's directories its commands may write (each bound on its own: the sandbox
+/// root itself, where the host keeps `scripts/`, is not).
+const AGENT_DIRS: [&str; 3] = ["repo", "home", "tmp"];
+/// The host-owned directory of command scripts, shown read-only.
+const SCRIPTS_DIR: &str = "scripts";
+
+/// Host-side cap on one command's captured output (the agent truncates further).
+pub const DEFAULT_OUTPUT_CAP: usize = 1 << 20;
+/// How long to wait for output still buffered after the command's group was killed.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
+/// One agent's local sandbox. The temp dir (repo, home, tmp) is removed on drop.
+pub struct LocalSandbox {
+    isolation: Isolation,
+    /// Limits every process of the sandbox and ends them all after each command.
+    cgroup: Option<SandboxCgroup>,
+    /// Directories outside the sandbox its commands may write (the team remote's objects
+    /// and refs).
+    writable: Vec<PathBuf>,
+    /// Directories outside the sandbox its commands may read (the team remote).
+    readonly: Vec<PathBuf>,
+    /// Extra environment (the agent's id for the team remote's hook).
+    extra_env: Vec<(String, String)>,
+    root: tempfile::TempDir,
+    output_cap: usize,
+    next_script: AtomicU64,
+    /// The sandbox's disk use against its limit.
+    disk: super::disk::DiskWatch,
+    /// No file a command writes may grow past this (the disk limit).
+    file_size_limit: u64,
+}
+
+impl LocalSandbox {
+    /// Copies `base` into a fresh temp dir under `parent`.
+    pub async fn create(
+        base: &BaseRepo,
+        parent: &Path,
+        confinement: &Confinement,
+    ) -> Result<LocalSandbox, SandboxError> {
+        std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
+        let root = tempfile::Builder::new()
+            .prefix("sandbox-")
+            .tempdir_in(parent)
+            .map_err(io("creating sandbox dir"))?;
+        for dir in ["home", "tmp", SCRIPTS_DIR] {
+            std::fs::create_dir_all(root.path().join(dir)).map_err(io("creating sandbox dirs"))?;
+        }
+        base.checkout_to(&root.path().join("repo")).await?;
+        let agent_dirs = AGENT_DIRS.iter().map(|d| root.path().join(d)).collect();
+        Ok(LocalSandbox {
+            isolation: confinement.isolation.clone(),
+            cgroup: confinement.cgroup()?,
+            writable: Vec::new(),
+            readonly: Vec::new(),
+            extra_env: Vec::new(),
+            root,
+            output_cap: DEFAULT_OUTPUT_CAP,
+            next_script: AtomicU64::new(0),
+            disk: super::disk::DiskWatch::local(confinement.limits.disk_bytes, agent_dirs),
+            file_size_limit: confinement.limits.disk_bytes,
+        })
+    }
+
+    /// Lets commands fetch from and push to `bare` (the pair's team remote) and names the
+    /// agent to its hook. Only objects and refs are writable: its config and hooks are not.
+    pub fn with_team_remote(mut self, bare: &Path, agent_id: &str) -> LocalSandbox {
+        self.readonly.push(bare.to_path_buf());
+        for dir in crate::team::PUSH_WRITABLE {
+            self.writable.push(bare.join(dir));
+        }
+        // What the agent pushes is disk it fills too.
+        let mut watched: Vec<PathBuf> = AGENT_DIRS
+            .iter()
+            .map(|d| self.root.path().join(d))
+            .collect();
+        watched.push(bare.to_path_buf());
+        self.disk = super::disk::DiskWatch::local(self.disk.limit(), watched);
+        self.extra_env
+            .push(("CBENCH_AGENT_ID".into(), agent_id.to_string()));
+        self
+    }
+
+    /// The repository directory.
+    pub fn repo(&self) -> PathBuf {
+        self.root.path().join("repo")
+    }
+
+    /// Where the host writes command scripts: never writable by commands.
+    fn scripts_dir(&self) -> PathBuf {
+        self.root.path().join(SCRIPTS_DIR)
+    }
+
+    /// The repository directory, opened without following a link.
+    fn repo_handle(&self) -> Result<std::os::fd::OwnedFd, SandboxError> {
+        beneath::open_dir(self.root.path(), "repo").map_err(io("opening the work tree"))
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        let home = self.root.path().join("home").display().to_string();
+        let tmp = self.root.path().join("tmp").display().to_string();
+        let mut env: Vec<(&str, &str)> = vec![
+            ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            ("HOME", &home),
+            ("TMPDIR", &tmp),
+            ("LANG", "C.UTF-8"),
+            ("TERM", "dumb"),
+            ("PAGER", "cat"),
+            ("GIT_PAGER", "cat"),
+            ("GIT_CONFIG_NOSYSTEM", "1"),
+            ("PYTHONDONTWRITEBYTECODE", "1"),
+        ];
+        env.extend(BASE_COMMIT_ENV[..4].iter().copied());
+        env.into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain(self.extra_env.iter().cloned())
+            .collect()
+    }
+}
+
+/// How a script is launched: the launcher (`bash`, or bwrap around it), where, with
+/// which environment, for how long, and in which cgroup.
+pub struct Launch<'a> {
+    pub launcher: &'a [String],
+    pub cwd: &'a Path,
+    pub env: &'a [(String, String)],
+    pub timeout: Duration,
+    pub output_cap: usize,
+    /// Limits the script's processes; every one of them is killed when it ends.
+    pub cgroup: Option<&'a SandboxCgroup>,
+    /// `RLIMIT_FSIZE` of the script's processes: no file grows past it.
+    pub file_size_limit: Option<u64>,
+}
+
+/// Runs `launcher… script args…` in its own process group with a timeout; merged,
+/// capped output. When it ends, whatever it started ends too (its process group, and
+/// with a cgroup every process in it, `setsid` ones included).
+pub async fn run_script(
+    launch: &Launch<'_>,
+    script: &Path,
+    args: &[&str],
+) -> Result<ExecOutput, SandboxError> {
+    let (timeout, output_cap) = (launch.timeout, launch.output_cap);
+    let (reader, writer) = std::io::pipe().map_err(io("creating output pipe"))?;
+    let writer_err = writer.try_clone().map_err(io("creating output pipe"))?;
+    let Some((program, launcher_args)) = launch.launcher.split_first() else {
+        return Err(SandboxError::Command(
+            "no program to run the script with".into(),
+        ));
+    };
+    let mut command = Command::new(program);
+    command
+        .args(launcher_args)
+        .arg(script)
+        .args(args)
+        .current_dir(launch.cwd)
+        .env_clear()
+        .envs(launch.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::from(writer_err))
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(cgroup) = launch.cgroup {
+        let join = cgroup.joiner();
+        // SAFETY: the hook only makes async-signal-safe system calls (see `joiner`).
+        unsafe {
+            command.pre_exec(join);
+        }
+    }
+    if let Some(bytes) = launch.file_size_limit {
+        let limit = libc::rlimit {
+            rlim_cur: bytes,
+            rlim_max: bytes,
+        };
+        // SAFETY: setrlimit(2) is async-signal-safe and reads only `limit`, copied in.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = command.spawn().map_err(io(format!("starting {program}")))?;
+    // The builder still holds our copies of the pipe's write end; until they are
+    // closed the reader never sees end-of-file and every command waits out DRAIN_GRACE.
+    drop(command);
+    let pgid = child.id().map(|id| id as i32);
+    // If this future is dropped (Ctrl-C, an aborted pair), the whole group dies with it.
+    let _group = pgid.map(GroupGuard);
+
+    let captured = Arc::new(Mutex::new(Captured::default()));
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    {
+        let captured = captured.clone();
+        std::thread::spawn(move || {
+            drain(reader, &captured, output_cap);
+            let _ = done_tx.send(());
+        });
+    }
+
+    let (exit_code, timed_out) = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) => (status.code().unwrap_or(-1), false),
+        Ok(Err(e)) => return Err(io("waiting for command")(e)),
+        Err(_) => (-1, true),
+    };
+    // Each command is a fresh shell: whatever it left behind (background jobs,
+    // a timed-out pipeline) dies with it.
+    if let Some(pgid) = pgid {
+        kill_group(pgid);
+    }
+    if let Some(cgroup) = launch.cgroup {
+        cgroup.end_all().await;
+    }
+    if timed_out {
+        let _ = child.wait().await;
+    }
+    let _ = tokio::time::timeout(DRAIN_GRACE, done_rx).await;
+    let captured = match captured.lock() {
+        Ok(mut c) => std::mem::take(&mut *c),
+        Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+    };
+    Ok(ExecOutput {
+        exit_code,
+        output: String::from_utf8_lossy(&captured.bytes).into_owned(),
+        timed_out,
+        truncated: captured.truncated,
+    })
+}
+
+#[derive(Default)]
+struct Captured {
+    bytes: Vec<u8>,
+    truncated: bool,
+}
+
+fn drain(mut reader: std::io::PipeReader, captured: &Mutex<Captured>, cap: usize) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                let Ok(mut c) = captured.lock() else { return };
+                let room = cap.saturating_sub(c.bytes.len());
+                if n > room {
+                    c.truncated = true;
+                }
+                let keep = n.min(room);
+                c.bytes.extend_from_slice(&buf[..keep]);
+            }
+        }
+    }
+}
+
+/// Kills a process group when dropped.
+struct GroupGuard(i32);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0);
+    }
+}
+
+fn kill_group(pgid: i32) {
+    // SAFETY: kill(2) with a negative pid signals a process group; no memory is touched.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+}
+
+#[async_trait]
+impl Sandbox for LocalSandbox {
+    async fn exec(&self, command: &str, timeout: Duration) -> Result<ExecOutput, SandboxError> {
+        // The command goes through a file, not argv, so its size is not limited by ARG_MAX.
+        // The file lives in `scripts/`, which commands see read-only: they cannot plant a
+        // link where the host writes next.
+        self.disk.check().await?;
+        let n = self.next_script.fetch_add(1, Ordering::Relaxed);
+        let script = self.scripts_dir().join(format!("cmd-{n}.sh"));
+        write_new(&script, command.as_bytes()).map_err(io("writing command script"))?;
+        let mut writable: Vec<PathBuf> = AGENT_DIRS
+            .iter()
+            .map(|dir| self.root.path().join(dir))
+            .collect();
+        writable.extend(self.writable.iter().cloned());
+        let mounts = Mounts {
+            writable,
+            readonly: [self.scripts_dir()]
+                .into_iter()
+                .chain(self.readonly.iter().cloned())
+                .collect(),
+            ..Mounts::default()
+        };
+        let launcher = self.isolation.launcher(&self.repo(), &mounts, true);
+        let env = self.env();
+        let launch = Launch {
+            launcher: &launcher,
+            cwd: &self.repo(),
+            env: &env,
+            timeout,
+            output_cap: self.output_cap,
+            cgroup: self.cgroup.as_ref(),
+            file_size_limit: Some(self.file_size_limit),
+        };
+        let result = run_script(&launch, &script, &[]).await;
+        self.disk.measure_later().await;
+        let _ = tokio::fs::remove_file(&script).await;
+        result
+    }
+
+    async fn read_file(&self, path: &str) -> Result<Vec<u8>, SandboxError> {
+        let rel = checked_relative_path(path)?.to_path_buf();
+        let repo = self.repo_handle()?;
+        tokio::task::spawn_blocking(move || beneath::read(&repo, &rel))
+            .await
+            .map_err(|e| SandboxError::Command(format!("reading {path}: {e}")))?
+            .map_err(io(format!("reading {path}")))
+    }
+
+    async fn write_file(&self, path: &str, contents: &[u8]) -> Result<(), SandboxError> {
+        let rel = checked_relative_path(path)?.to_path_buf();
+        let repo = self.repo_handle()?;
+        let contents = contents.to_vec();
+        tokio::task::spawn_blocking(move || beneath::write(&repo, &rel, &contents))
+            .await
+            .map_err(|e| SandboxError::Command(format!("writing {path}: {e}")))?
+            .map_err(io(format!("writing {path}")))
+    }
+
+    async fn snapshot(&self, mut writer: SnapshotWriter) -> Result<(), PatchError> {
+        let root = self.root.path().to_path_buf();
+        tokio::task::spawn_blocking(move || snapshot_local(&root, "repo", &mut writer))
+            .await
+            .map_err(|e| PatchError::Infra(SandboxError::Command(format!("snapshot: {e}"))))?
+    }
+}
+
+/// Creates `path` (which must not exist) and writes `bytes`; never follows a link.
+fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?
+        .write_all(bytes)
+}

@@ -1,0 +1,263 @@
+//! Upstream base repositories: cloned once into a cache at the task's base
+//! commit, with every ref and object after that commit removed, so agents see
+//! the project as it was (tags up to the base stay, for version tooling).
+//!
+//! `--repo-cache DIR` clones `https://github.com/<owner>/<name>` from
+//! `DIR/<owner>/<name>` (bare or not) instead of the network.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, OnceCell};
+
+use crate::base::BaseRepo;
+use crate::dataset::metadata::github_owner_and_name;
+use crate::dataset::{RepoSource, Task};
+use crate::docker::REPO_DIR;
+use crate::git::git;
+use crate::io;
+use crate::SandboxError;
+use cbench_docker::container::Container;
+use cbench_docker::{Engine, RunLabels};
+
+/// Each task's base repository, prepared once per process and shared by its
+/// sandboxes and graders (which only ever copy it).
+pub struct BaseRepos {
+    scratch: PathBuf,
+    upstream: UpstreamRepos,
+    images: Option<ImageBases>,
+    /// Each task's base, or why it could not be prepared (tried once: every pair of the
+    /// task would fail the same way, slowly).
+    repos: Mutex<HashMap<String, Arc<Prepared>>>,
+}
+
+/// One task's base once prepared, or why it could not be.
+type Prepared = OnceCell<Result<Arc<BaseRepo>, String>>;
+
+/// Docker backend: bases are copied out of the task images, so grading merges
+/// exactly the repository the agents saw (and no upstream clone is needed).
+#[derive(Debug, Clone)]
+pub struct ImageBases {
+    pub engine: Arc<Engine>,
+    pub image_prefix: String,
+    pub labels: RunLabels,
+}
+
+impl BaseRepos {
+    /// Bundled bases are committed under `scratch`; upstream ones come from `upstream`.
+    pub fn new(scratch: &Path, upstream: UpstreamRepos) -> BaseRepos {
+        BaseRepos {
+            scratch: scratch.to_path_buf(),
+            upstream,
+            images: None,
+            repos: Mutex::default(),
+        }
+    }
+
+    /// Takes every base from the task's image instead.
+    pub fn from_images(mut self, images: ImageBases) -> BaseRepos {
+        self.images = Some(images);
+        self
+    }
+
+    /// The task's base repository, created on first use.
+    pub async fn get(&self, task: &Task) -> Result<Arc<BaseRepo>, SandboxError> {
+        let key = format!("{}-task{}", task.repo, task.id);
+        let cell = self
+            .repos
+            .lock()
+            .await
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let prepared = cell
+            .get_or_init(|| async {
+                self.prepare(task, &key)
+                    .await
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .await;
+        prepared.clone().map_err(|why| {
+            SandboxError::Command(format!(
+                "{}/task{}: the base repository could not be prepared: {why}",
+                task.repo, task.id
+            ))
+        })
+    }
+
+    async fn prepare(&self, task: &Task, key: &str) -> Result<BaseRepo, SandboxError> {
+        if let Some(images) = &self.images {
+            return export_from_image(images, task, &self.scratch.join(key)).await;
+        }
+        match &task.source {
+            RepoSource::Bundled(tree) => {
+                BaseRepo::from_source_tree(tree, &self.scratch.join(key)).await
+            }
+            RepoSource::Upstream { url, commit } => Ok(BaseRepo {
+                path: self.upstream.prepare(url, commit).await?,
+                commit: commit.clone(),
+            }),
+            RepoSource::Unknown(why) => Err(SandboxError::Command(format!(
+                "{}: cannot tell where the base repository comes from: {why}",
+                task.dir.display()
+            ))),
+        }
+    }
+}
+
+/// Where upstream repositories come from and where prepared bases are kept.
+#[derive(Debug, Clone)]
+pub struct UpstreamRepos {
+    /// Prepared bases live in `<cache_dir>/bases/`.
+    pub cache_dir: PathBuf,
+    /// `--repo-cache`: local copies laid out as `<owner>/<name>`.
+    pub mirror_dir: Option<PathBuf>,
+}
+
+impl UpstreamRepos {
+    /// Where to clone `url` from: the local mirror when configured, else the URL.
+    pub fn clone_source(&self, url: &str) -> Result<String, SandboxError> {
+        let Some(mirror) = &self.mirror_dir else {
+            return Ok(url.to_string());
+        };
+        let Some((owner, name)) = github_owner_and_name(url) else {
+            return Err(SandboxError::Command(format!(
+                "--repo-cache {}: cannot map {url} to <owner>/<name> (only GitHub URLs are mapped)",
+                mirror.display()
+            )));
+        };
+        for candidate in [
+            mirror.join(&owner).join(&name),
+            mirror.join(&owner).join(format!("{name}.git")),
+        ] {
+            if candidate.is_dir() {
+                return Ok(candidate.display().to_string());
+            }
+        }
+        Err(SandboxError::Command(format!(
+            "--repo-cache {}: no local copy of {url}; expected a git repository at {}",
+            mirror.display(),
+            mirror.join(&owner).join(&name).display()
+        )))
+    }
+
+    /// A prepared repository at `commit` (branch `main`), created once and reused.
+    pub async fn prepare(&self, url: &str, commit: &str) -> Result<PathBuf, SandboxError> {
+        let (owner, name) =
+            github_owner_and_name(url).unwrap_or_else(|| ("other".into(), sanitize(url)));
+        let bases = self.cache_dir.join("bases").join(&owner);
+        let final_dir = bases.join(format!("{name}@{commit}"));
+        if final_dir.join(".git").is_dir() {
+            return Ok(final_dir);
+        }
+        let source = self.clone_source(url)?;
+        std::fs::create_dir_all(&bases).map_err(io(format!("creating {}", bases.display())))?;
+        let staging = tempfile::Builder::new()
+            .prefix(&format!(".{name}-"))
+            .tempdir_in(&bases)
+            .map_err(io("creating a staging dir"))?;
+        let repo = staging.path().join("repo");
+        let repo_arg = repo.display().to_string();
+        git(
+            staging.path(),
+            &["clone", "-q", "--no-checkout", &source, &repo_arg],
+            &[],
+        )
+        .await
+        .map_err(|e| SandboxError::Command(format!("cloning {url} from {source}: {e}")))?;
+        let object = format!("{commit}^{{commit}}");
+        if git(&repo, &["rev-parse", "-q", "--verify", &object], &[])
+            .await
+            .is_err()
+        {
+            return Err(SandboxError::Command(format!(
+                "base commit {commit} of {url} is not in {source}"
+            )));
+        }
+        git(&repo, &["checkout", "-q", "-B", "main", commit], &[]).await?;
+        truncate_history(&repo, commit).await?;
+        match std::fs::rename(&repo, &final_dir) {
+            Ok(()) => Ok(final_dir),
+            // Another cbench prepared it meanwhile; theirs is as good as ours.
+            Err(_) if final_dir.join(".git").is_dir() => Ok(final_dir),
+            Err(e) => Err(io(format!(
+                "moving the prepared base to {}",
+                final_dir.display()
+            ))(e)),
+        }
+    }
+}
+
+/// Copies `/workspace/repo` out of the task's image into `dest/repo`.
+async fn export_from_image(
+    images: &ImageBases,
+    task: &Task,
+    dest: &Path,
+) -> Result<BaseRepo, SandboxError> {
+    let image = task.image(&images.image_prefix);
+    cbench_docker::images::inspect(&images.engine, &image, task).await?;
+    let container = Container::create_stopped(
+        &images.engine,
+        &image,
+        images.labels.object(&task.label(), "", "base-export"),
+    )
+    .await?;
+    std::fs::create_dir_all(dest).map_err(io(format!("creating {}", dest.display())))?;
+    let archive = dest.join("repo.tar");
+    let result = async {
+        container.download_to_file(REPO_DIR, &archive).await?;
+        let file = std::fs::File::open(&archive).map_err(io("opening the exported repository"))?;
+        let mut tar = tar::Archive::new(file);
+        tar.set_preserve_permissions(true);
+        tar.unpack(dest)
+            .map_err(io(format!("unpacking {REPO_DIR} of {image}")))?;
+        Ok::<_, SandboxError>(())
+    }
+    .await;
+    let _ = std::fs::remove_file(&archive);
+    container.remove().await?;
+    result?;
+    let path = dest.join("repo");
+    let commit = git(&path, &["rev-parse", "HEAD"], &[])
+        .await?
+        .trim()
+        .to_string();
+    Ok(BaseRepo { path, commit })
+}
+
+fn sanitize(url: &str) -> String {
+    url.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Removes every ref except `main` and the tags reachable from `commit`, the
+/// remote, the reflogs, and then the objects nothing reaches any more.
+async fn truncate_history(repo: &Path, commit: &str) -> Result<(), SandboxError> {
+    let keep_tags = git(repo, &["tag", "--merged", commit], &[]).await?;
+    let keep: std::collections::HashSet<String> = keep_tags
+        .lines()
+        .map(|t| format!("refs/tags/{}", t.trim()))
+        .chain(std::iter::once("refs/heads/main".to_string()))
+        .collect();
+    let refs = git(repo, &["for-each-ref", "--format=%(refname)"], &[]).await?;
+    for r in refs
+        .lines()
+        .map(str::trim)
+        .filter(|r| !r.is_empty() && !keep.contains(*r))
+    {
+        git(repo, &["update-ref", "-d", r], &[]).await?;
+    }
+    let _ = git(repo, &["remote", "remove", "origin"], &[]).await;
+    git(repo, &["reflog", "expire", "--expire=now", "--all"], &[]).await?;
+    git(repo, &["gc", "-q", "--prune=now"], &[]).await?;
+    Ok(())
+}
