@@ -104,12 +104,18 @@ step_times+=("$(printf '%6ds  %s' $((SECONDS - script_start)) "installs and dock
 timed "base image" ./scripts/docker-base.sh "${CBENCH_BASE_IMAGE:-cbench-base:bookworm}"
 
 timed "fmt" cargo fmt --all -- --check
-timed "clippy host" cargo clippy -p cbench --all-targets -- -D warnings
+# The host's crates import one way (no file imports in a circle, no crate above another), and
+# every build root resolves the same features (else the wheel compiles the host again).
+timed "import graph" python3 scripts/import-graph.py --check
+timed "feature union" python3 scripts/check-feature-union.py
+# The host crates and the Python API's crate (plugins are linted for their own target).
+host_crates=(--workspace --exclude mini_swe --exclude probe)
+timed "clippy host" cargo clippy "${host_crates[@]}" --all-targets -- -D warnings
 timed "clippy plugins" cargo clippy --target wasm32-wasip2 -p mini_swe -p probe -- -D warnings
-timed "clippy python" cargo clippy -p cbench-python -- -D warnings
 timed "test mini_swe" cargo test -p mini_swe
-timed "build host tests" cargo test -p cbench --no-run
-timed "test host" cargo test -p cbench
+# Every host crate's unit tests and the integration tests (host/tests/it), in one build.
+timed "build host tests" cargo test "${host_crates[@]}" --exclude cbench-python --no-run
+timed "test host" cargo test "${host_crates[@]}" --exclude cbench-python
 
 # The Python API (python/, PyO3 + maturin): built into a wheel, installed into a venv of its own,
 # tested with pytest against the CLI, plugins and task image the Rust tests just built.
@@ -121,8 +127,8 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install -q "maturin>=1.9,<2" "pytest>=8"
 rm -f target/wheels/cbench-*.whl
-# A debug build: it reuses the host library the tests above just compiled (a release wheel
-# compiles the whole host again, ~8 minutes on 2 cores); setup.sh builds the release wheel.
+# A debug build: it reuses the host crates the tests above just compiled (same profile, and the
+# same features: host/feature-union), so only the Python crate itself is compiled here.
 timed "python wheel" bash -c 'cd python && "../$1/bin/maturin" build --quiet -o ../target/wheels' _ "$venv"
 "$venv/bin/pip" install -q --force-reinstall --no-deps target/wheels/cbench-*.whl
 timed "pytest" "$venv/bin/pytest" -q python/tests

@@ -1,5 +1,8 @@
 //! The Docker Engine (through bollard): connection, the labels every object of a
 //! run carries, containers with exec and tar transfer, task images, and cleanup.
+//!
+//! An engine client only: it runs what it is asked to in containers and knows nothing of
+//! agents, sandboxes' rules or grading (those are `cbench-sandbox` and `cbench-eval`).
 
 use cbench_core::dataset;
 use cbench_core::exec;

@@ -1,5 +1,9 @@
-//! Grading (first cut; see docs/grading.md): each agent's patch alone against its
-//! own features' tests, then the merged tree against every feature's tests.
+//! Grading (see docs/grading.md): each agent's patch alone against its own features' tests,
+//! then the merged tree against every feature's tests; gold-patch checks and dataset
+//! verification.
+//!
+//! Owns merges, test benches (local and docker), test-output parsers and eval.json. Takes
+//! patches as text: it never runs a plugin or an agent's sandbox.
 
 use cbench_core::clock;
 use cbench_core::dataset;

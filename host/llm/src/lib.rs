@@ -1,5 +1,8 @@
-//! LLM mediation: the model a run uses, per-agent sessions, and the host-side
-//! message types every provider speaks.
+//! LLM mediation: the model a run uses (`-m`: providers over HTTP, `oracle`, scripted and replayed
+//! sessions), prices and budgets, per-agent sessions, and the trajectories they record.
+//!
+//! Owns every byte an agent exchanges with a model. May read the logs layout (replay) but
+//! knows nothing of sandboxes, plugins or grading.
 
 use cbench_core::layout;
 

@@ -3,6 +3,9 @@
 //! with CooperBench's key protocol, so other processes (`cbench watch`, other machines) can see
 //! it. Both refuse a send to a finished peer (`peer-finished`, never a silent loss) and write
 //! conversation.json in the order the bus accepted the messages.
+//!
+//! Also the live event log of a run (`events`, what `cbench watch` follows). Knows nothing of
+//! sandboxes, plugins or grading.
 
 pub mod events;
 mod local;

@@ -1,5 +1,9 @@
 //! The plugin host: one wasmtime Engine, a compiled-component cache on disk,
 //! one binding module per supported WIT version, and per-agent limits.
+//!
+//! The only crate that runs wasm. Plugins reach the world only through the imports here,
+//! which call into `cbench-llm`, `cbench-messaging` and `cbench-sandbox`; it never grades,
+//! writes a run's records or reads the dataset.
 
 use cbench_core::exec;
 use cbench_core::fsutil;

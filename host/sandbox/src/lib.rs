@@ -1,4 +1,9 @@
 //! Sandboxes: where an agent's commands run and where its patch comes from.
+//!
+//! Owns both backends (local: bubblewrap, cgroups, confinement; docker: containers through
+//! `cbench-docker`), the host's copies of base repositories, the pinned host git, the team
+//! remote and patch snapshots. Treats everything a sandbox holds as data. Knows nothing of
+//! plugins, models or grading.
 
 use cbench_core::dataset;
 use cbench_core::process;
