@@ -7,6 +7,8 @@ use clap::Parser;
 
 use cbench::cli::{Cli, Command};
 
+mod commands;
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -50,340 +52,41 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     let work = async {
         match cli.command {
-            Command::Run(args) => {
-                let mut cfgs = (*args).validate()?;
-                if cfgs.len() == 1 {
-                    let cfg = cfgs.remove(0);
-                    let summary = cbench::runner::run(cfg).await?;
-                    return Ok(exit_for(summary.infra_errors));
-                }
-                let names: Vec<String> = cfgs.iter().map(|c| c.name.clone()).collect();
-                let log_dir = cfgs[0].log_dir.clone();
-                let summaries = cbench::runner::run_many(cfgs).await?;
-                let infra_errors = summaries.iter().map(|s| s.infra_errors).sum();
-                match cbench::compare::compare(&log_dir, &names, false) {
-                    Ok(comparison) => {
-                        println!();
-                        print!("{}", comparison.render());
-                        let out_dir = log_dir.join("compare").join(names.join("__vs__"));
-                        match cbench::view::write_comparison(&comparison, &log_dir, &out_dir) {
-                            Ok(page) => println!("comparison page: {}", page.display()),
-                            Err(e) => eprintln!("warning: no comparison page: {e}"),
-                        }
-                    }
-                    Err(e) => eprintln!("warning: no comparison: {}", error_chain(&e.into())),
-                }
-                Ok(exit_for(infra_errors))
-            }
-            Command::Verify(args) => {
-                let run_dir = args.log_dir.join(&args.name);
-                let checks = cbench::runrecord::verify_run(&run_dir)?;
-                let mut all_ok = true;
-                for c in &checks {
-                    let verdict = match &c.actual_sha256 {
-                        Some(actual) if c.ok() => format!("✓ sha256 {}", actual),
-                        Some(actual) => format!(
-                            "✗ the file changed: recorded sha256 {}, now {}",
-                            c.recorded_sha256, actual
-                        ),
-                        None => {
-                            format!("✗ the file is gone (recorded sha256 {})", c.recorded_sha256)
-                        }
-                    };
-                    all_ok &= c.ok();
-                    println!("{} {}: {verdict}", c.role, c.path);
-                }
-                Ok(if all_ok {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
-                })
-            }
-            Command::Eval(args) => {
-                let cfg = args.validate()?;
-                let summary = cbench::runner::eval_run(cfg).await?;
-                Ok(exit_for(summary.infra_errors))
-            }
+            Command::Run(args) => commands::run(args).await,
+            Command::Verify(args) => commands::verify(args).await,
+            Command::Eval(args) => commands::eval(args).await,
             Command::Dataset(cbench::cli::DatasetCommand::Fetch(args)) => {
-                let summary = cbench::dataset::fetch::fetch(cbench::dataset::fetch::FetchConfig {
-                    base_url: args.base_url,
-                    repo_id: args.repo_id,
-                    revision: args.revision,
-                    dest: args.dataset_dir.clone(),
-                    concurrency: args.concurrency,
-                    quiet: args.quiet,
-                })
-                .await?;
-                println!(
-                    "fetched {} files into {}: {} downloaded ({} resumed, {} bytes), {} already present and verified",
-                    summary.files,
-                    args.dataset_dir.display(),
-                    summary.downloaded,
-                    summary.resumed,
-                    summary.bytes_downloaded,
-                    summary.already_present
-                );
-                Ok(ExitCode::SUCCESS)
+                commands::dataset_fetch(args).await
             }
             Command::Dataset(cbench::cli::DatasetCommand::Verify(args)) => {
-                let selection = args.selection.validate()?;
-                if args.repeat == 0 {
-                    anyhow::bail!("--repeat 0: give at least 1");
-                }
-                let dataset = cbench::dataset::Dataset::discover(&args.selection.dataset_dir)?;
-                let pairs = dataset.select(&selection)?;
-                let scratch = cbench::leftovers::scratch_dir("verify", "dataset")?;
-                let bases = std::sync::Arc::new(cbench::repos::BaseRepos::new(
-                    &scratch.path().join("bases"),
-                    cbench::repos::UpstreamRepos {
-                        cache_dir: args.caches.cache_dir(),
-                        mirror_dir: args.caches.repo_cache.clone(),
-                    },
-                ));
-                let verify_dir = args.log_dir.join("verify");
-                let cfg = cbench::eval::verify::VerifyConfig {
-                    repeat: args.repeat,
-                    concurrency: args.concurrency,
-                    test_timeout: std::time::Duration::from_secs(args.test_timeout),
-                    log_dir: verify_dir.clone(),
-                    scratch: scratch.path().join("work"),
-                    confinement: cbench::cli::grading_confinement(
-                        args.isolation,
-                        &args.selection.dataset_dir,
-                        &args.log_dir,
-                        &args.caches,
-                    )?,
-                };
-                let report = cbench::eval::verify::verify(&pairs, bases, &cfg).await;
-                let output = args
-                    .output
-                    .clone()
-                    .unwrap_or_else(|| verify_dir.join("verified.json"));
-                cbench::fsutil::write_json_atomic(&output, &report)?;
-                if args.json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
-                } else {
-                    print!("{}", report.render());
-                    println!("report: {}", output.display());
-                }
-                Ok(if report.unverified + report.unchecked == 0 {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
-                })
+                commands::dataset_verify(args).await
             }
             Command::Dataset(cbench::cli::DatasetCommand::List(args)) => {
-                let selection = args.selection.validate()?;
-                let dataset = cbench::dataset::Dataset::discover(&args.selection.dataset_dir)?;
-                let pairs = dataset.select(&selection)?;
-                let listing =
-                    cbench::dataset::listing::list(&pairs, &args.image_prefix, args.stats);
-                if args.json {
-                    println!("{}", serde_json::to_string_pretty(&listing)?);
-                } else {
-                    print!("{}", listing.render(args.stats));
-                }
-                Ok(ExitCode::SUCCESS)
+                commands::dataset_list(args).await
             }
-            Command::Report(args) => {
-                let run_dir = args.log_dir.join(&args.name);
-                let baseline = args.baseline.as_ref().map(|b| args.log_dir.join(b));
-                let report = cbench::report::build(&run_dir, baseline.as_deref())?;
-                // A run read from a read-only place (a colleague's share) is still reported.
-                if let Err(e) =
-                    cbench::fsutil::write_json_atomic(&run_dir.join("report.json"), &report)
-                {
-                    eprintln!("warning: report.json not saved ({e}); printing only");
-                }
-                if args.json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
-                } else {
-                    print!("{}", report.render());
-                }
-                Ok(ExitCode::SUCCESS)
-            }
-            Command::Compare(args) => {
-                let comparison =
-                    cbench::compare::compare(&args.log_dir, &args.runs, args.allow_mismatch)?;
-                if args.json {
-                    println!("{}", serde_json::to_string_pretty(&comparison)?);
-                } else {
-                    print!("{}", comparison.render());
-                }
-                let out_dir = args
-                    .output
-                    .clone()
-                    .unwrap_or_else(|| args.log_dir.join("compare").join(args.runs.join("__vs__")));
-                let page = cbench::view::write_comparison(&comparison, &args.log_dir, &out_dir)?;
-                eprintln!("comparison page: {}", page.display());
-                Ok(ExitCode::SUCCESS)
-            }
-            Command::View(args) => {
-                let run_dir = args.log_dir.join(&args.name);
-                let baseline = args.baseline.as_ref().map(|b| args.log_dir.join(b));
-                let out_dir = args.output.clone().unwrap_or_else(|| run_dir.join("view"));
-                let written =
-                    cbench::view::write(&args.name, &run_dir, baseline.as_deref(), &out_dir)?;
-                println!(
-                    "wrote {} ({} pairs, {:.1} MB, {:.2} s)",
-                    written.index.display(),
-                    written.pairs,
-                    written.bytes as f64 / 1e6,
-                    written.elapsed_s
-                );
-                if args.open {
-                    if let Err(e) = cbench::view::open_in_browser(&written.index) {
-                        eprintln!("warning: not opened ({e}); open the file above in a browser");
-                    }
-                }
-                Ok(ExitCode::SUCCESS)
-            }
-            Command::Export(args) => {
-                let run_dir = args.log_dir.join(&args.name);
-                let out_dir = args
-                    .output
-                    .clone()
-                    .unwrap_or_else(|| run_dir.join("export").join("atif"));
-                let written = cbench::export::atif::export(&args.name, &run_dir, &out_dir)?;
-                println!(
-                    "wrote {} ATIF trajectories into {}",
-                    written,
-                    out_dir.display()
-                );
-                Ok(ExitCode::SUCCESS)
-            }
+            Command::Report(args) => commands::report(args).await,
+            Command::Compare(args) => commands::compare(args).await,
+            Command::View(args) => commands::view(args).await,
+            Command::Export(args) => commands::export(args).await,
             Command::Gold(args) => cbench::cli::gold::run(args).await,
-            Command::Bench(args) => {
-                cbench::bench::run(args).await?;
-                Ok(ExitCode::SUCCESS)
-            }
+            Command::Bench(args) => commands::bench(args).await,
             Command::Images(cbench::cli::ImagesCommand::Build(args)) => {
-                let selection = args.selection.validate()?;
-                let dataset = cbench::dataset::Dataset::discover(&args.selection.dataset_dir)?;
-                let pairs = dataset.select(&selection)?;
-                let engine = cbench::docker::Engine::connect().await?;
-                cbench::docker::images::build_tasks(
-                    &engine,
-                    &pairs,
-                    &args.image_prefix,
-                    args.base_image.as_deref(),
-                    args.force,
-                )
-                .await?;
-                Ok(ExitCode::SUCCESS)
+                commands::images_build(args).await
             }
-            Command::Watch(args) => {
-                let print = |line: &str| println!("{line}");
-                match &args.redis {
-                    Some(url) => cbench::watch::watch_redis(url, &args.name, print).await?,
-                    None => cbench::watch::watch_dir(&args.log_dir, &args.name, print).await?,
-                }
-                Ok(ExitCode::SUCCESS)
-            }
+            Command::Watch(args) => commands::watch(args).await,
             Command::Plugin(cbench::cli::PluginCommand::Inspect(args)) => {
-                let mut report = cbench::plugin::inspect::inspect_file(&args.file)?;
-                if args.compile && report.refused.is_none() {
-                    let cache_dir = args
-                        .cache_dir
-                        .clone()
-                        .unwrap_or_else(cbench::plugin::PluginHost::default_cache_dir);
-                    let host = cbench::plugin::PluginHost::new(&cache_dir)?;
-                    match host.load(&args.file).await {
-                        Ok((plugin, _)) => {
-                            report.name = Some(plugin.identity.name.clone());
-                            report.version = Some(plugin.identity.version.clone());
-                        }
-                        Err(e) => report.refused = Some(e.to_string()),
-                    }
-                }
-                if args.json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
-                } else {
-                    print!("{}", report.render());
-                }
-                Ok(if report.refused.is_none() {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
-                })
+                commands::plugin_inspect(args).await
             }
             Command::Plugin(cbench::cli::PluginCommand::New(args)) => {
-                let created = cbench::cli::scaffold::create(&args)?;
-                println!("{}", created.render());
-                Ok(ExitCode::SUCCESS)
+                commands::plugin_new(args).await
             }
             Command::Cache(cbench::cli::CacheCommand::Info(args)) => {
-                let cache = compile_cache(args.cache_dir);
-                let entries = cache.entries()?;
-                let total: u64 = entries.iter().map(|e| e.bytes).sum();
-                println!(
-                    "compiled plugins in {}: {} entries, {} (cap {}; {}=MiB changes it)",
-                    cache.dir().display(),
-                    entries.len(),
-                    cbench::progress::human_bytes(total),
-                    cbench::progress::human_bytes(cache.max_bytes()),
-                    cbench::plugin::cache::MAX_MB_ENV
-                );
-                for e in &entries {
-                    println!(
-                        "  {:>10}  last used {}  {}",
-                        cbench::progress::human_bytes(e.bytes),
-                        chrono::DateTime::from_timestamp(e.last_used as i64, 0)
-                            .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
-                            .unwrap_or_default(),
-                        e.path
-                            .file_name()
-                            .map(|n| n.to_string_lossy())
-                            .unwrap_or_default()
-                    );
-                }
-                Ok(ExitCode::SUCCESS)
+                commands::cache_info(args).await
             }
             Command::Cache(cbench::cli::CacheCommand::Prune(args)) => {
-                let cache = compile_cache(args.cache_dir);
-                let target = if args.all {
-                    0
-                } else {
-                    args.max_size.unwrap_or(cache.max_bytes())
-                };
-                let report = cache.prune_to(target, None)?;
-                println!(
-                    "removed {} compiled plugin(s) ({}); kept {} ({}) in {}",
-                    report.removed,
-                    cbench::progress::human_bytes(report.freed_bytes),
-                    report.kept,
-                    cbench::progress::human_bytes(report.kept_bytes),
-                    cache.dir().display()
-                );
-                Ok(ExitCode::SUCCESS)
+                commands::cache_prune(args).await
             }
-            Command::Cleanup(args) => {
-                use cbench::docker::cleanup::{sweep, Scope};
-                let scope = match (args.name, args.all) {
-                    (Some(name), _) => Scope::RunName(name),
-                    (None, true) => Scope::All,
-                    (None, false) => Scope::Orphans,
-                };
-                // Local leftovers first: they need no Docker engine.
-                let local = cbench::leftovers::sweep(scope_run_name(&scope));
-                println!(
-                    "removed {} scratch dir(s) and {} cgroup(s) of dead invocations",
-                    local.scratch_dirs, local.cgroups
-                );
-                let engine = match cbench::docker::Engine::connect().await {
-                    Ok(engine) => engine,
-                    Err(e) => {
-                        println!("containers not checked: {e}");
-                        return Ok(ExitCode::SUCCESS);
-                    }
-                };
-                let swept = sweep(&engine, &scope).await?;
-                println!(
-                    "removed {} container(s) and {} network(s)",
-                    swept.containers, swept.networks
-                );
-                Ok(ExitCode::SUCCESS)
-            }
+            Command::Cleanup(args) => commands::cleanup(args).await,
         }
     };
     runtime.block_on(async {
@@ -424,33 +127,5 @@ async fn shutdown_signal() -> &'static str {
         _ = tokio::signal::ctrl_c() => "SIGINT",
         _ = term.recv() => "SIGTERM",
         _ = hup.recv() => "SIGHUP",
-    }
-}
-
-/// Pairs failing is a result; pairs the harness could not run or grade is not.
-/// The compiled-plugin cache at `dir` (default location otherwise), knowing this engine so
-/// entries of other wasmtime versions are pruned first.
-fn compile_cache(dir: Option<std::path::PathBuf>) -> cbench::plugin::CompileCache {
-    let dir = dir.unwrap_or_else(cbench::plugin::PluginHost::default_cache_dir);
-    match cbench::plugin::PluginHost::new(&dir) {
-        Ok(host) => host.compile_cache().clone(),
-        Err(_) => cbench::plugin::CompileCache::new(&dir),
-    }
-}
-
-fn exit_for(infra_errors: usize) -> ExitCode {
-    if infra_errors == 0 {
-        ExitCode::SUCCESS
-    } else {
-        eprintln!("error: {infra_errors} pair(s) could not be run or graded (see summary.json)");
-        ExitCode::from(1)
-    }
-}
-
-/// The run a cleanup is limited to, if any.
-fn scope_run_name(scope: &cbench::docker::cleanup::Scope) -> Option<&str> {
-    match scope {
-        cbench::docker::cleanup::Scope::RunName(name) => Some(name),
-        _ => None,
     }
 }

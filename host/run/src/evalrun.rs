@@ -8,15 +8,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 use crate::backend::{Backend, BackendChoice};
-use crate::dataset::{Dataset, Selection};
+use crate::dataset::{Dataset, Pair, Selection};
 use crate::error::{run_dir_io, RunError};
 use crate::eval::merge::MergePolicy;
 use crate::eval::Grader;
 use crate::fsutil::{read_json, write_json_atomic};
+use crate::llm::Setting;
 use crate::pairrun::grade_with;
 use crate::progress::{Outcome, Progress};
 use crate::record::{PairRecord, PairResult};
-use crate::repos::UpstreamRepos;
+use crate::repos::{BaseRepos, UpstreamRepos};
 use crate::runrecord::RunRecord;
 use crate::steps::{collect, hidden_paths, only_verified, write_report};
 use crate::summary::{summarize, RunSummary};
@@ -60,35 +61,10 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
         .dataset_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(&record.dataset_dir));
-    let dataset = Dataset::discover(&dataset_dir)?;
-    let selection = Selection {
-        subset: record.subset.clone(),
-        repo: record.repo.clone(),
-        task: record.task,
-        features: record.features.clone(),
-    };
-    let pairs = dataset.select(&selection)?;
-    // The pairs the run ran: the same filter as `run --exclude-unverified`.
-    let pairs = match &record.exclude_unverified {
-        Some(path) => only_verified(pairs, Path::new(path))?.0,
-        None => pairs,
-    };
+    let pairs = recorded_pairs(&record, &dataset_dir)?;
     let work_dir = crate::leftovers::scratch_dir("eval", &cfg.name)
         .map_err(run_dir_io(&std::env::temp_dir()))?;
-    let choice = match &cfg.backend {
-        Some(choice) => choice.clone(),
-        None if record.backend == "docker" => BackendChoice::Docker(cfg.docker.clone()),
-        None => BackendChoice::Local(crate::sandbox::confine::LocalOptions {
-            mode: crate::sandbox::confine::IsolationMode::Auto,
-            limits: crate::sandbox::cgroup::ProcessLimits {
-                pids: cfg.docker.limits.pids as u64,
-                memory_bytes: cfg.docker.limits.memory_bytes as u64,
-                cpu_millis: (cfg.docker.limits.cpus * 1000.0).round().max(1.0) as u64,
-                disk_bytes: cfg.docker.limits.disk_bytes,
-            },
-            grading_network: cfg.docker.grading_network == "bridge",
-        }),
-    };
+    let choice = backend_choice(&cfg, &record);
     let hidden = hidden_paths(
         &dataset_dir,
         &cfg.log_dir,
@@ -132,60 +108,17 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
         set.spawn(async move {
             let _slot = slots.acquire().await;
             let pair_dir = pair.log_dir(&run_dir);
-            let record = read_json::<PairRecord>(&pair_dir.join("result.json")).ok();
-            let mut result = PairResult {
-                pair_dir: pair_dir.clone(),
-                record: record.clone(),
-                eval: None,
-                infra_error: None,
-            };
-            if record.is_none() {
-                result.infra_error = Some(format!(
-                    "{} has no result.json: the agents never ran",
-                    pair_dir.display()
-                ));
-            } else if let Some(why) = record.as_ref().and_then(PairRecord::infra_failure) {
-                result.infra_error = Some(format!(
-                    "{}: not graded, the agents were stopped by the infrastructure ({why}); `cbench run` with the same name runs them again",
-                    pair_dir.display()
-                ));
-            } else {
-                match grade_with(
-                    &bases,
-                    &grader,
-                    work.path(),
-                    setting,
-                    &pair,
-                    &pair_dir,
-                    force,
-                    None,
-                )
-                .await
-                {
-                    Ok(r) => result.eval = Some(r),
-                    Err(e) => result.infra_error = Some(e),
-                }
-            }
-            let outcome = match (&result.infra_error, &result.eval) {
-                (Some(e), _) => {
-                    progress.line(&format!("✗ {e}"));
-                    Outcome::InfraError
-                }
-                (None, Some(ev)) => {
-                    progress.line(&format!(
-                        "{} graded — {}",
-                        if ev.overall_success { "✓" } else { "✗" },
-                        if ev.overall_success { "success" } else { "failed" }
-                    ));
-                    if ev.overall_success {
-                        Outcome::Success
-                    } else {
-                        Outcome::Failure
-                    }
-                }
-                (None, None) => Outcome::Ungraded,
-            };
-            progress.finished(outcome);
+            let result = regrade(
+                &bases,
+                &grader,
+                work.path(),
+                setting,
+                &pair,
+                pair_dir,
+                force,
+            )
+            .await;
+            progress.finished(report_outcome(&progress, &result));
             (i, result)
         });
     }
@@ -206,4 +139,103 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
     summary.print(&progress);
     write_report(&run_dir, &progress)?;
     Ok(summary)
+}
+
+/// The pairs the run ran: its recorded selection, with the same filter as
+/// `run --exclude-unverified`.
+fn recorded_pairs(record: &RunRecord, dataset_dir: &Path) -> Result<Vec<Pair>, RunError> {
+    let dataset = Dataset::discover(dataset_dir)?;
+    let selection = Selection {
+        subset: record.subset.clone(),
+        repo: record.repo.clone(),
+        task: record.task,
+        features: record.features.clone(),
+    };
+    let pairs = dataset.select(&selection)?;
+    Ok(match &record.exclude_unverified {
+        Some(path) => only_verified(pairs, Path::new(path))?.0,
+        None => pairs,
+    })
+}
+
+/// `--backend` when given, else the backend the run used (locally with the docker limits).
+fn backend_choice(cfg: &EvalConfig, record: &RunRecord) -> BackendChoice {
+    match &cfg.backend {
+        Some(choice) => choice.clone(),
+        None if record.backend == "docker" => BackendChoice::Docker(cfg.docker.clone()),
+        None => BackendChoice::Local(crate::sandbox::confine::LocalOptions {
+            mode: crate::sandbox::confine::IsolationMode::Auto,
+            limits: crate::sandbox::cgroup::ProcessLimits {
+                pids: cfg.docker.limits.pids as u64,
+                memory_bytes: cfg.docker.limits.memory_bytes as u64,
+                cpu_millis: (cfg.docker.limits.cpus * 1000.0).round().max(1.0) as u64,
+                disk_bytes: cfg.docker.limits.disk_bytes,
+            },
+            grading_network: cfg.docker.grading_network == "bridge",
+        }),
+    }
+}
+
+/// Grades one pair of the run again (kept when its eval.json still matches), unless its
+/// agents never ran or were stopped by the infrastructure.
+async fn regrade(
+    bases: &BaseRepos,
+    grader: &Grader,
+    work: &Path,
+    setting: Setting,
+    pair: &Pair,
+    pair_dir: PathBuf,
+    force: bool,
+) -> PairResult {
+    let record = read_json::<PairRecord>(&pair_dir.join("result.json")).ok();
+    let mut result = PairResult {
+        pair_dir: pair_dir.clone(),
+        record: record.clone(),
+        eval: None,
+        infra_error: None,
+    };
+    if record.is_none() {
+        result.infra_error = Some(format!(
+            "{} has no result.json: the agents never ran",
+            pair_dir.display()
+        ));
+    } else if let Some(why) = record.as_ref().and_then(PairRecord::infra_failure) {
+        result.infra_error = Some(format!(
+            "{}: not graded, the agents were stopped by the infrastructure ({why}); `cbench run` with the same name runs them again",
+            pair_dir.display()
+        ));
+    } else {
+        match grade_with(bases, grader, work, setting, pair, &pair_dir, force, None).await {
+            Ok(r) => result.eval = Some(r),
+            Err(e) => result.infra_error = Some(e),
+        }
+    }
+    result
+}
+
+/// The pair's line on the progress and its outcome.
+fn report_outcome(progress: &Progress, result: &PairResult) -> Outcome {
+    match (&result.infra_error, &result.eval) {
+        (Some(e), _) => {
+            progress.line(&format!("✗ {e}"));
+            Outcome::InfraError
+        }
+        (None, Some(ev)) => {
+            progress.line(&format!(
+                "{} graded — {}",
+                if ev.overall_success { "✓" } else { "✗" },
+                if ev.overall_success {
+                    "success"
+                } else {
+                    "failed"
+                }
+            ));
+            if ev.overall_success {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            }
+        }
+        (None, None) => Outcome::Ungraded,
+    }
 }

@@ -21,6 +21,7 @@ use cbench_sandbox as sandbox;
 use cbench_sandbox::repos;
 use cbench_sandbox::team;
 
+pub mod agents;
 pub mod backend;
 pub mod config;
 pub mod context;
@@ -29,6 +30,7 @@ pub mod evalrun;
 pub mod leftovers;
 pub mod pairrun;
 pub mod pins;
+pub mod prepare;
 pub mod record;
 pub mod report;
 pub mod runlock;

@@ -11,22 +11,20 @@ use futures_util::future::join_all;
 use crate::dataset::Pair;
 use crate::eval::testbench::TestBench;
 use crate::eval::{inputs_hash, EvalReport, GradedPatch, Grader};
-use crate::events::{Event, PairEvents};
-use crate::fsutil::{read_json, sha256_hex, write_atomic, write_json_atomic};
-use crate::layout::PLUGIN_OUTPUT_FILE;
-use crate::llm::budget::AgentBudget;
-use crate::llm::{AgentBrief, FeatureBrief, Setting};
+use crate::events::Event;
+use crate::fsutil::{read_json, write_json_atomic};
+use crate::llm::Setting;
 use crate::messaging::MessageBus;
-use crate::plugin::{AgentEnv, AgentRun, AgentStatus, AgentTask, Capability};
+use crate::plugin::{AgentRun, Capability};
 use crate::progress::{human_duration, Outcome, Progress};
 use crate::repos::BaseRepos;
-use crate::sandbox::patch::{self, PatchError};
 use crate::sandbox::pending::pending;
 use crate::sandbox::{Sandbox, SandboxError};
-use crate::trajectory::{now_rfc3339, Recorder};
+use crate::trajectory::now_rfc3339;
 
+use crate::agents;
 use crate::context::RunContext;
-use crate::record::{agent_features, agent_ids, AgentRecord, PairRecord, PairResult};
+use crate::record::{agent_features, agent_ids, PairRecord, PairResult};
 
 /// Runs one pair (or resumes it), grades it, and reports it on the run's progress.
 pub(crate) async fn run_pair(ctx: &RunContext, pair: Pair) -> PairResult {
@@ -240,8 +238,7 @@ async fn run_agents_on(
     let started_at = now_rfc3339();
     let started = Instant::now();
     let setting = ctx.cfg.setting;
-    let features = pair.feature_records();
-    let ids = agent_ids(setting, features.len());
+    let ids = agent_ids(setting, pair.feature_records().len());
     let per_agent = agent_features(setting, pair);
     let _ = std::fs::remove_dir_all(pair_dir);
 
@@ -256,11 +253,6 @@ async fn run_agents_on(
     } else {
         None
     };
-    // Agent k of a mixed team runs the team's k-th plugin.
-    let plugin_of = |k: usize| match k.checked_sub(1).and_then(|m| ctx.team.get(m)) {
-        Some(member) => member,
-        None => &ctx.plugin,
-    };
     // Every agent's sandbox starts at once, and while it starts the agents already run: the
     // plugin instantiates and its first model request goes out; sandbox calls wait for the start.
     let (starters, handles): (Vec<_>, Vec<_>) = ids.iter().map(|_| pending()).unzip();
@@ -269,7 +261,7 @@ async fn run_agents_on(
         .enumerate()
         .zip(starters)
         .map(|((k, agent_id), start)| {
-            let agent_git = git && plugin_of(k).identity.requests(Capability::Git);
+            let agent_git = git && agents::plugin_of(ctx, k).identity.requests(Capability::Git);
             let remote = remote.as_ref().filter(|_| agent_git);
             async move {
                 let made = ctx
@@ -282,111 +274,29 @@ async fn run_agents_on(
             }
         })
         .collect();
-    let mut running = Vec::new();
+    let mut meta = Vec::new();
+    let mut futures = Vec::new();
     for (k, (agent_id, feature_ids)) in ids.iter().zip(&per_agent).enumerate() {
-        let plugin = plugin_of(k);
         let sandbox: Arc<dyn Sandbox> = handles[k].clone();
-        // A capability needs the user's grant (run options) and the plugin's declaration.
-        let agent_git = git && plugin.identity.requests(Capability::Git);
-        let agent_messaging = bus.enabled() && plugin.identity.requests(Capability::Messaging);
-        if bus.enabled() && !agent_messaging {
-            // It will never read: a teammate's send says so instead of vanishing.
-            bus.mark_finished(agent_id)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        let mut granted = Vec::new();
-        if agent_messaging {
-            granted.push(Capability::Messaging);
-        }
-        if agent_git {
-            granted.push(Capability::Git);
-        }
-        let mut briefs = Vec::new();
-        let mut texts = Vec::new();
-        for id in feature_ids {
-            let Some(f) = pair.task.feature(*id) else {
-                return Err(format!(
-                    "feature {id} vanished from {}",
-                    pair.task.dir.display()
-                ));
-            };
-            let read = |p: PathBuf| {
-                std::fs::read_to_string(&p).map_err(|e| format!("reading {}: {e}", p.display()))
-            };
-            texts.push((f.id, read(f.description_path())?));
-            briefs.push(FeatureBrief {
-                id: f.id,
-                gold_patch: read(f.gold_patch_path())?,
-            });
-        }
-        let feature_text = match setting {
-            Setting::Coop => texts.first().map(|(_, t)| t.clone()).unwrap_or_default(),
-            Setting::Solo => texts
-                .iter()
-                .map(|(id, t)| format!("## Feature {id}\n\n{}", t.trim()))
-                .collect::<Vec<_>>()
-                .join("\n\n---\n\n"),
+        let team = agents::Team {
+            ids: &ids,
+            git,
+            bus: &bus,
         };
-        let teammates: Vec<String> = ids.iter().filter(|x| *x != agent_id).cloned().collect();
-        let brief = AgentBrief {
+        let (env, granted) =
+            agents::environment(ctx, pair, progress, &team, k, feature_ids, sandbox.clone())
+                .await?;
+        let plugin = agents::plugin_of(ctx, k);
+        meta.push(agents::Started {
             agent_id: agent_id.clone(),
-            teammates: teammates.clone(),
-            setting,
-            features: briefs,
-            messaging_enabled: agent_messaging,
-            pair_key: pair.log_dir(Path::new("")).display().to_string(),
-        };
-        let env = AgentEnv {
-            task: AgentTask {
-                agent_id: agent_id.clone(),
-                teammates,
-                setting,
-                feature_text,
-                max_steps: ctx.cfg.max_steps,
-                command_timeout: ctx.cfg.command_timeout,
-                git_enabled: agent_git,
-                messaging_enabled: agent_messaging,
-                agent_config: ctx
-                    .cfg
-                    .agent_config
-                    .as_ref()
-                    .map(|(_, t)| t.clone())
-                    .unwrap_or_default(),
-            },
-            sandbox: sandbox.clone(),
-            llm: ctx.model.session(&brief),
-            bus: bus.clone(),
-            recorder: if ctx.model.priced() {
-                Recorder::new(agent_id, feature_ids, &ctx.cfg.model)
-            } else {
-                Recorder::new(agent_id, feature_ids, &ctx.cfg.model).unpriced()
-            },
-            progress: progress.clone(),
-            events: Some(PairEvents {
-                log: ctx.events.clone(),
-                pair: crate::dataset::pair_label(pair),
-            }),
-            limits: ctx.cfg.plugin_limits,
-            budget: AgentBudget {
-                max_cost_usd: ctx.cfg.llm.max_cost_usd,
-                max_tokens: ctx.cfg.llm.max_tokens,
-                max_wall: ctx.cfg.llm.max_agent_wall,
-                run: ctx.run_budget.clone(),
-            },
-        };
-        running.push((
-            (agent_id.clone(), plugin.identity.clone(), granted),
-            feature_ids.clone(),
+            identity: plugin.identity.clone(),
+            granted,
+            feature_ids: feature_ids.clone(),
             sandbox,
-            plugin.run_agent(env),
-        ));
+        });
+        futures.push(plugin.run_agent(env));
     }
     // All agents run concurrently within this pair's task.
-    let (meta, futures): (Vec<_>, Vec<_>) = running
-        .into_iter()
-        .map(|(id, f, s, fut)| ((id, f, s), fut))
-        .unzip();
     let starts = join_all(starts);
     let agents_run = join_all(futures);
     tokio::pin!(starts, agents_run);
@@ -417,67 +327,9 @@ async fn run_agents_on(
     let finish = async move {
         // Patches are computed against the host's own copy of the base (never the agent's).
         let base = ctx.bases.get(&pair.task).await.map_err(|e| e.to_string());
-        let patch_scratch = ctx.work_dir.path().join("patches");
-        let mut agents = Vec::new();
-        for (((agent_id, identity, granted), feature_ids, sandbox), run) in
-            meta.into_iter().zip(runs)
-        {
-            let dir = pair_dir.join(&agent_id);
-            // What the agent did is on record before anything it left is looked at.
-            write_json_atomic(&dir.join("trajectory.json"), &run.trajectory)
-                .map_err(|e| e.to_string())?;
-            if !run.plugin_output.is_empty() {
-                write_atomic(&dir.join(PLUGIN_OUTPUT_FILE), run.plugin_output.as_bytes())
-                    .map_err(|e| e.to_string())?;
-            }
-            let patch = match &base {
-                Ok(base) => {
-                    patch::compute(sandbox.as_ref(), base, &patch_scratch, ctx.cfg.patch_limits)
-                        .await
-                }
-                Err(e) => Err(PatchError::Infra(SandboxError::Command(e.clone()))),
-            };
-            if let Err(e) = sandbox.close().await {
-                tracing::warn!("closing the sandbox of {agent_id}: {e}");
-            }
-            let (patch, mut status, mut error) = match patch {
-                Ok(patch) => (patch, run.status, run.error.clone()),
-                // What the agent left cannot make a patch: its failure, with the reason; the
-                // pair is graded (with an empty patch), never re-run.
-                Err(PatchError::Rejected(why)) => (
-                    String::new(),
-                    AgentStatus::Error,
-                    Some(format!("patch rejected: {why}")),
-                ),
-                Err(PatchError::Infra(e)) => {
-                    return Err(format!("computing the patch of {agent_id}: {e}"))
-                }
-            };
-            if run.status == AgentStatus::InfraError {
-                // An infrastructure stop stays one, whatever the tree looks like.
-                status = AgentStatus::InfraError;
-                error = run.error.clone().or(error);
-            }
-            write_atomic(&dir.join("patch.diff"), patch.as_bytes()).map_err(|e| e.to_string())?;
-            if let Some(err) = &error {
-                progress.line(&format!("{agent_id} ended with an error: {err}"));
-            }
-            agents.push(AgentRecord {
-                agent_id,
-                feature_ids,
-                status,
-                error,
-                summary: run.summary,
-                steps: run.steps,
-                token_usage: run.trajectory.token_usage.clone(),
-                cost_usd: run.trajectory.cost_usd,
-                wall_s: run.wall.as_secs_f64(),
-                plugin_compute_s: run.compute.as_secs_f64(),
-                patch_sha256: sha256_hex(patch.as_bytes()),
-                patch_bytes: patch.len(),
-                plugin: Some(identity),
-                capabilities_granted: granted,
-            });
+        let mut records = Vec::new();
+        for (started, run) in meta.into_iter().zip(runs) {
+            records.push(agents::finish(ctx, &base, pair_dir, progress, started, run).await?);
         }
         let conversation = bus.conversation().await.map_err(|e| e.to_string())?;
         write_json_atomic(&pair_dir.join("conversation.json"), &conversation)
@@ -490,7 +342,7 @@ async fn run_agents_on(
             setting,
             model: ctx.cfg.model.clone(),
             plugin: ctx.plugin.identity.clone(),
-            agents,
+            agents: records,
             messages: conversation.len(),
             started_at,
             finished_at: now_rfc3339(),
