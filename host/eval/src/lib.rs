@@ -17,8 +17,10 @@ use cbench_sandbox as sandbox;
 use cbench_sandbox::repos;
 
 pub mod gold;
+mod inputs;
 pub mod merge;
 pub mod parse;
+mod report;
 pub mod test_files;
 pub mod testbench;
 pub mod verify;
@@ -27,14 +29,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::dataset::{Feature, Pair, Task};
 use crate::llm::Setting;
 use crate::sandbox::base::BaseRepo;
 use crate::sandbox::SandboxError;
+pub use inputs::{inputs_hash, task_inputs_hash};
 use merge::{merge_patches, MergePolicy, MergeStrategy};
+pub use report::{AgentGrade, EvalReport, FeatureGrade, MergedGrade};
 use testbench::{GradingBackend, TestBench};
 
 /// Version of the grading procedure; part of the input hash so a changed
@@ -74,100 +76,6 @@ pub enum EvalError {
     },
 }
 
-/// One feature's hidden tests on one tree.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FeatureGrade {
-    pub feature_id: u32,
-    pub tests_passed: u32,
-    pub tests_failed: u32,
-    pub success: bool,
-    pub exit_code: i32,
-    pub error: Option<String>,
-    /// Runner output, relative to the pair directory.
-    pub log: String,
-}
-
-/// An agent's patch alone, against its own features' tests.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AgentGrade {
-    pub tests_passed: u32,
-    pub tests_failed: u32,
-    pub success: bool,
-    pub error: Option<String>,
-    pub feature_ids: Vec<u32>,
-    pub features: Vec<FeatureGrade>,
-    /// Test files the agent changed; dropped from its patch before grading.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub dropped_test_files: Vec<String>,
-}
-
-/// The merged tree against every feature's tests.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MergedGrade {
-    pub tests_passed: u32,
-    pub tests_failed: u32,
-    pub success: bool,
-    /// The naive merge conflicted.
-    pub merge_conflict: bool,
-    pub merge_strategy: MergeStrategy,
-    /// The policy applied on conflict (`union` or `lead`).
-    pub merge_policy: MergePolicy,
-    /// Agents whose patch did not apply to the base (the merge then fails).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub apply_failed: Vec<String>,
-    pub error: Option<String>,
-    pub features: Vec<FeatureGrade>,
-}
-
-/// eval.json: CooperBench's shape (`agent1`, `agent2`, `merged`, `overall_success`) plus extras.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EvalReport {
-    pub setting: Setting,
-    pub feature_ids: Vec<u32>,
-    /// `agent1`, `agent2`, … (coop) or `solo`.
-    #[serde(flatten)]
-    pub agents: BTreeMap<String, AgentGrade>,
-    /// Absent in solo (one patch, nothing to merge).
-    pub merged: Option<MergedGrade>,
-    /// Every agent succeeded alone and the merged tree passed every feature's tests.
-    pub overall_success: bool,
-    pub merge_strategy: Option<MergeStrategy>,
-    /// The policy this pair was graded under (part of the input hash: another one regrades).
-    #[serde(default)]
-    pub merge_policy: Option<MergePolicy>,
-    /// Hash of patches, tests, runner and procedure; a mismatch means re-grade.
-    pub inputs_sha256: String,
-    /// The grading procedure's version (runs graded under different ones are not compared).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub grading_version: Option<String>,
-    /// Hash of the pair's task as given (runner, Dockerfile, each feature's description, tests
-    /// and gold patch), without the agents' patches: equal across runs of the same dataset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task_inputs_sha256: Option<String>,
-    pub evaluated_at: String,
-    pub duration_s: f64,
-}
-
-impl EvalReport {
-    /// Agents whose patch passed its own feature's tests alone.
-    pub fn agents_ok(&self) -> usize {
-        self.agents.values().filter(|a| a.success).count()
-    }
-
-    /// Every agent passed alone, but the merged tree failed: the pair's coordination failed.
-    pub fn coordination_failure(&self) -> bool {
-        let ok = self.agents_ok();
-        ok > 0 && ok == self.agents.len() && self.merged.as_ref().is_some_and(|m| !m.success)
-    }
-
-    /// The naive merge conflicted and the union merge turned it into a passing tree.
-    pub fn union_rescued(&self) -> bool {
-        self.merged.as_ref().is_some_and(|m| {
-            m.merge_conflict && m.success && m.merge_strategy == MergeStrategy::Union
-        })
-    }
-}
-
 /// One agent's patch as graded.
 #[derive(Debug, Clone)]
 pub struct GradedPatch {
@@ -176,78 +84,7 @@ pub struct GradedPatch {
     pub patch: String,
 }
 
-/// Hash of everything a grade depends on.
-pub fn inputs_hash(
-    pair: &Pair,
-    setting: Setting,
-    policy: MergePolicy,
-    patches: &[GradedPatch],
-) -> Result<String, EvalError> {
-    let mut h = Sha256::new();
-    h.update(GRADING_VERSION);
-    h.update(setting.to_string());
-    h.update(policy.as_str());
-    let read = |path: PathBuf| {
-        std::fs::read(&path).map_err(|source| EvalError::Read {
-            pair: pair_label(pair),
-            path,
-            source,
-        })
-    };
-    h.update(read(pair.task.test_runner())?);
-    // The image's runner (docker backend) when the task has one: the hash is the
-    // same whichever backend grades, so eval.json compares across backends.
-    let image_runner = pair.task.dir.join("runner.sh");
-    if image_runner.is_file() {
-        h.update(read(image_runner)?);
-    }
-    for f in pair.feature_records() {
-        h.update(f.id.to_le_bytes());
-        h.update(read(f.tests_patch_path())?);
-    }
-    for p in patches {
-        h.update(p.agent_id.as_bytes());
-        h.update((p.patch.len() as u64).to_le_bytes());
-        h.update(p.patch.as_bytes());
-    }
-    Ok(hex::encode(h.finalize()))
-}
-
-/// Hash of what the dataset gives a pair (not what agents made): the test runner(s), the
-/// Dockerfile, and per feature its description, tests and gold patch.
-pub fn task_inputs_hash(pair: &Pair) -> Result<String, EvalError> {
-    let mut h = Sha256::new();
-    let read = |path: PathBuf| {
-        std::fs::read(&path).map_err(|source| EvalError::Read {
-            pair: pair_label(pair),
-            path,
-            source,
-        })
-    };
-    h.update(read(pair.task.test_runner())?);
-    for optional in ["runner.sh", "Dockerfile"] {
-        let path = pair.task.dir.join(optional);
-        h.update(optional.as_bytes());
-        if path.is_file() {
-            h.update(read(path)?);
-        }
-    }
-    for f in pair.feature_records() {
-        h.update(f.id.to_le_bytes());
-        for path in [
-            f.description_path(),
-            f.tests_patch_path(),
-            f.gold_patch_path(),
-        ] {
-            let bytes = read(path)?;
-            h.update((bytes.len() as u64).to_le_bytes());
-            h.update(bytes);
-        }
-    }
-    Ok(hex::encode(h.finalize()))
-}
-
-fn pair_label(pair: &Pair) -> String {
+pub(crate) fn pair_label(pair: &Pair) -> String {
     format!("{} {}", pair.task.label(), pair.dir_name())
 }
 

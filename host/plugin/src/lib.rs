@@ -14,7 +14,9 @@ use cbench_messaging as messaging;
 use cbench_messaging::events;
 use cbench_sandbox as sandbox;
 
+mod agent;
 pub mod cache;
+mod contract;
 mod imports;
 pub mod inspect;
 mod limits;
@@ -34,15 +36,18 @@ use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+pub use agent::{AgentEnv, AgentRun, AgentStatus, AgentTask};
 pub use cache::CompileCache;
+use contract::supported_versions;
+pub use contract::{check_contract, Contract};
 pub use limits::{ComputeClock, MemoryCap};
 pub use output::PluginOutput;
 
-use crate::llm::{LlmSession, Setting};
+use crate::llm::LlmSession;
 use crate::messaging::MessageBus;
 use crate::progress::Progress;
 use crate::sandbox::Sandbox;
-use crate::trajectory::{Recorder, Trajectory};
+use crate::trajectory::Recorder;
 
 /// The WIT package plugins implement.
 pub const WIT_PACKAGE: &str = "cooperbench:agent";
@@ -348,80 +353,10 @@ impl PluginHost {
     }
 }
 
-/// `cooperbench:agent@0.2.0 and cooperbench:agent@0.1.0`.
-fn supported_versions() -> String {
-    SUPPORTED_WIT_VERSIONS
-        .iter()
-        .map(|v| format!("{WIT_PACKAGE}@{v}"))
-        .collect::<Vec<_>>()
-        .join(" and ")
-}
-
 fn engine_fingerprint(engine: &Engine) -> String {
     let mut hasher = Sha256Hasher(Sha256::new());
     std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
     hex::encode(&hasher.0.finalize()[..8])
-}
-
-/// A plugin's contract as read from its binary.
-#[derive(Debug, Clone)]
-pub struct Contract {
-    /// The `cooperbench:agent` version it exports.
-    pub wit_version: String,
-    /// Its top-level imports and exports.
-    pub interfaces: inspect::ComponentInterfaces,
-}
-
-/// Checks, without compiling, that `bytes` is an agent plugin of a WIT version this host
-/// serves whose every import the host provides.
-pub fn check_contract(path: &Path, bytes: &[u8]) -> Result<Contract, PluginError> {
-    let interfaces =
-        inspect::read_interfaces(bytes).map_err(|reason| PluginError::InvalidWasm {
-            path: path.to_path_buf(),
-            reason,
-        })?;
-    let wit_version = match interfaces.agent_export() {
-        inspect::AgentExport::Versioned(v) => v,
-        inspect::AgentExport::Unversioned => {
-            return Err(PluginError::UnversionedWit {
-                path: path.to_path_buf(),
-                supported: supported_versions(),
-            })
-        }
-        inspect::AgentExport::Missing => {
-            return Err(PluginError::NotAnAgent {
-                path: path.to_path_buf(),
-                exports: if interfaces.exports.is_empty() {
-                    "none".into()
-                } else {
-                    interfaces.exports.join(", ")
-                },
-            })
-        }
-    };
-    if !SUPPORTED_WIT_VERSIONS.contains(&wit_version.as_str()) {
-        return Err(PluginError::UnsupportedWitVersion {
-            path: path.to_path_buf(),
-            found: wit_version,
-            supported: supported_versions(),
-        });
-    }
-    let unprovided = interfaces.unprovided_imports(&wit_version);
-    if !unprovided.is_empty() {
-        return Err(PluginError::UnprovidedImports {
-            path: path.to_path_buf(),
-            version: wit_version,
-            imports: unprovided
-                .iter()
-                .map(|u| format!("`{}` ({})", u.name, u.advice))
-                .collect::<Vec<_>>()
-                .join("; "),
-        });
-    }
-    Ok(Contract {
-        wit_version,
-        interfaces,
-    })
 }
 
 /// Pre-linked bindings, one variant per supported WIT version.
@@ -437,74 +372,6 @@ pub struct LoadedPlugin {
     bindings: Bindings,
     /// Compute deadlines need the epoch ticker for as long as the plugin may run.
     _ticker: Arc<TickerLife>,
-}
-
-/// The task record given to the plugin (host-side form).
-#[derive(Debug, Clone)]
-pub struct AgentTask {
-    pub agent_id: String,
-    pub teammates: Vec<String>,
-    pub setting: Setting,
-    pub feature_text: String,
-    pub max_steps: u32,
-    pub command_timeout: Duration,
-    pub git_enabled: bool,
-    pub messaging_enabled: bool,
-    pub agent_config: String,
-}
-
-/// Everything one agent instance is given by the runner.
-pub struct AgentEnv {
-    pub task: AgentTask,
-    pub sandbox: Arc<dyn Sandbox>,
-    pub llm: Box<dyn LlmSession>,
-    pub bus: MessageBus,
-    pub recorder: Recorder,
-    pub progress: Progress,
-    /// Where delivered messages are announced live (`cbench watch`).
-    pub events: Option<crate::events::PairEvents>,
-    pub limits: PluginLimits,
-    /// LLM budget the host enforces.
-    pub budget: crate::llm::budget::AgentBudget,
-}
-
-/// How an agent's run ended (the host's view).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum AgentStatus {
-    Submitted,
-    StepLimitReached,
-    LimitsExceeded,
-    Error,
-    /// Ended by the infrastructure (provider down, sandbox broken): not a result; the
-    /// next run of the same name runs the pair again.
-    InfraError,
-}
-
-impl AgentStatus {
-    /// The name used in files.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            AgentStatus::Submitted => "Submitted",
-            AgentStatus::StepLimitReached => "StepLimitReached",
-            AgentStatus::LimitsExceeded => "LimitsExceeded",
-            AgentStatus::Error => "Error",
-            AgentStatus::InfraError => "InfraError",
-        }
-    }
-}
-
-/// What the host knows after `run` returned (or trapped).
-#[derive(Debug)]
-pub struct AgentRun {
-    pub status: AgentStatus,
-    pub error: Option<String>,
-    pub summary: Option<String>,
-    pub steps: u32,
-    pub trajectory: Trajectory,
-    pub compute: Duration,
-    pub wall: Duration,
-    /// What the plugin printed to stdout and stderr (bounded).
-    pub plugin_output: String,
 }
 
 /// Per-store state: WASI (nothing granted) plus the agent's capabilities.

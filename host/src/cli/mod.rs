@@ -14,11 +14,15 @@ use crate::runner::EvalConfig;
 use crate::sandbox::cgroup::ProcessLimits;
 use crate::sandbox::confine::{IsolationMode, LocalOptions};
 
+mod dataset;
 pub mod gold;
 mod plugin;
+mod results;
 mod run;
 pub mod scaffold;
+pub use dataset::*;
 pub use plugin::*;
+pub use results::*;
 pub use run::*;
 
 /// cbench: cooperative coding-agent benchmark with WebAssembly agent plugins.
@@ -291,48 +295,6 @@ impl SelectionArgs {
     }
 }
 
-/// `cbench dataset …`.
-#[derive(Debug, Subcommand)]
-pub enum DatasetCommand {
-    /// What a selection contains: repos, tasks, features, pairs.
-    List(DatasetListArgs),
-    /// Download the dataset from the Hugging Face hub (resumable, every file verified).
-    Fetch(DatasetFetchArgs),
-    /// Which items can grade agents: tests fail on the base, pass with the gold patch and
-    /// with the task's combined gold patch, the same way every time.
-    Verify(DatasetVerifyArgs),
-}
-
-/// Raw `cbench dataset verify` arguments.
-#[derive(Debug, Args)]
-pub struct DatasetVerifyArgs {
-    #[command(flatten)]
-    pub selection: SelectionArgs,
-    /// Runs of each check, to catch flaky tests.
-    #[arg(long, default_value_t = 1)]
-    pub repeat: u32,
-    /// Print the report as JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-    /// Where to write verified.json (default <log-dir>/verify/verified.json).
-    #[arg(long, short = 'o', value_name = "FILE")]
-    pub output: Option<PathBuf>,
-    /// Runner logs go under <log-dir>/verify/.
-    #[arg(long, default_value = "logs")]
-    pub log_dir: PathBuf,
-    /// Checks run at once.
-    #[arg(long, short = 'c', default_value_t = 10)]
-    pub concurrency: usize,
-    /// Timeout of one runner run, seconds.
-    #[arg(long, default_value_t = 900)]
-    pub test_timeout: u64,
-    /// Confinement of the runner runs, as for a run's graders (`none`: unconfined).
-    #[arg(long, value_enum, default_value = "auto")]
-    pub isolation: IsolationArg,
-    #[command(flatten)]
-    pub caches: CacheArgs,
-}
-
 /// The confinement of a run's local graders, for tools that run tests the same way
 /// (`gold`, `dataset verify`): the dataset, logs and caches hidden.
 pub fn grading_confinement(
@@ -358,45 +320,6 @@ pub fn grading_confinement(
     Ok(confinement)
 }
 
-/// Raw `cbench dataset fetch` arguments.
-#[derive(Debug, Args)]
-pub struct DatasetFetchArgs {
-    /// Where to put the dataset.
-    #[arg(long, env = "CBENCH_DATASET_DIR", default_value = "dataset")]
-    pub dataset_dir: PathBuf,
-    /// The hub (env HF_ENDPOINT).
-    #[arg(long, env = "HF_ENDPOINT", default_value = crate::dataset::fetch::DEFAULT_BASE_URL)]
-    pub base_url: String,
-    /// Dataset repository on the hub.
-    #[arg(long, default_value = crate::dataset::fetch::DEFAULT_REPO_ID)]
-    pub repo_id: String,
-    /// Branch, tag or commit.
-    #[arg(long, default_value = "main")]
-    pub revision: String,
-    /// Downloads at once.
-    #[arg(long, short = 'c', default_value_t = 8)]
-    pub concurrency: usize,
-    /// No per-file progress lines (the final count is still printed).
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
-}
-
-/// Raw `cbench dataset list` arguments.
-#[derive(Debug, Args)]
-pub struct DatasetListArgs {
-    #[command(flatten)]
-    pub selection: SelectionArgs,
-    /// Machine-readable output.
-    #[arg(long)]
-    pub json: bool,
-    /// Add lines changed and files per feature, and files shared per pair (from the gold patches).
-    #[arg(long)]
-    pub stats: bool,
-    /// Image name prefix (registry/user/repo-prefix).
-    #[arg(long, default_value = crate::dataset::metadata::DEFAULT_IMAGE_PREFIX)]
-    pub image_prefix: String,
-}
-
 /// Where compiled plugins and prepared repositories are cached, and local repository copies.
 #[derive(Debug, Args)]
 pub struct CacheArgs {
@@ -415,114 +338,6 @@ impl CacheArgs {
             .clone()
             .unwrap_or_else(PluginHost::default_cache_dir)
     }
-}
-
-/// Raw `cbench watch` arguments.
-#[derive(Debug, Args)]
-pub struct WatchArgs {
-    /// Run name.
-    #[arg(long, short = 'n')]
-    pub name: String,
-    /// Directory holding the runs (`logs/<run>/…`); events come from `<run>/events.jsonl`.
-    #[arg(long, default_value = "logs")]
-    pub log_dir: PathBuf,
-    /// Follow the run's Redis channel instead (a run started with --redis, e.g. on another
-    /// machine); live events only.
-    #[arg(long, value_name = "URL")]
-    pub redis: Option<String>,
-}
-
-/// Raw `cbench verify` arguments.
-#[derive(Debug, Args)]
-pub struct VerifyArgs {
-    /// Run name.
-    #[arg(long, short = 'n')]
-    pub name: String,
-    /// Directory holding the runs (`logs/<run>/…`).
-    #[arg(long, default_value = "logs")]
-    pub log_dir: PathBuf,
-}
-
-/// Raw `cbench compare` arguments.
-#[derive(Debug, Args)]
-pub struct CompareArgs {
-    /// Runs to compare (two or more names under --log-dir).
-    #[arg(required = true, num_args = 2.., value_name = "RUN")]
-    pub runs: Vec<String>,
-    /// Directory holding the runs (`logs/<run>/…`).
-    #[arg(long, default_value = "logs")]
-    pub log_dir: PathBuf,
-    /// Compare runs whose setting, merge policy, grading version or task inputs differ (the
-    /// mismatch is printed with the result).
-    #[arg(long)]
-    pub allow_mismatch: bool,
-    /// Machine-readable output on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// Where to write the comparison page (default <log-dir>/compare/<A>__vs__<B>).
-    #[arg(long, short = 'o', value_name = "DIR")]
-    pub output: Option<PathBuf>,
-}
-
-/// Raw `cbench view` arguments.
-#[derive(Debug, Args)]
-pub struct ViewArgs {
-    /// Run name.
-    #[arg(long, short = 'n')]
-    pub name: String,
-    /// Directory holding the runs (`logs/<run>/…`).
-    #[arg(long, default_value = "logs")]
-    pub log_dir: PathBuf,
-    /// A solo run of the same pairs: adds the coordination deficit plot.
-    #[arg(long, value_name = "SOLO_RUN")]
-    pub baseline: Option<String>,
-    /// Where to write the report (default <log-dir>/<run>/view).
-    #[arg(long, short = 'o', value_name = "DIR")]
-    pub output: Option<PathBuf>,
-    /// Open the report in the desktop's browser once written.
-    #[arg(long)]
-    pub open: bool,
-}
-
-/// `cbench export --format`.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum ExportFormat {
-    /// Harbor's Agent Trajectory Interchange Format (ATIF v1.4), one file per agent.
-    Atif,
-}
-
-/// Raw `cbench export` arguments.
-#[derive(Debug, Args)]
-pub struct ExportArgs {
-    /// Run name.
-    #[arg(long, short = 'n')]
-    pub name: String,
-    /// Directory holding the runs (`logs/<run>/…`).
-    #[arg(long, default_value = "logs")]
-    pub log_dir: PathBuf,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "atif")]
-    pub format: ExportFormat,
-    /// Where to write (default <log-dir>/<run>/export/<format>).
-    #[arg(long, short = 'o', value_name = "DIR")]
-    pub output: Option<PathBuf>,
-}
-
-/// Raw `cbench report` arguments.
-#[derive(Debug, Args)]
-pub struct ReportArgs {
-    /// Run name.
-    #[arg(long, short = 'n')]
-    pub name: String,
-    /// Directory holding the runs (`logs/<run>/…`).
-    #[arg(long, default_value = "logs")]
-    pub log_dir: PathBuf,
-    /// A solo run of the same pairs: adds the coordination deficit with a 95% bootstrap interval.
-    #[arg(long, value_name = "SOLO_RUN")]
-    pub baseline: Option<String>,
-    /// Print JSON instead of the table.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// Raw `cbench gold` arguments.
