@@ -29,7 +29,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-
 use crate::dataset::{Feature, Pair, Task};
 use crate::llm::Setting;
 use crate::sandbox::base::BaseRepo;
