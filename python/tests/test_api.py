@@ -232,6 +232,9 @@ def test_keyboard_interrupt_mid_run_leaves_no_sandbox_behind(logs, backend, tmp_
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, name, backend, str(logs), str(DATASET), str(PLUGIN), str(hang)],
         env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A suite started in the background (nohup, `&`) passes SIGINT on ignored, and Python
+        # then installs no KeyboardInterrupt handler: the child gets the default, as a terminal's.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     started = time.time()
     # Every agent (3 pairs × 2) is inside its hanging command.

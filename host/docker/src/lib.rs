@@ -1,8 +1,10 @@
 //! The Docker Engine (through bollard): connection, the labels every object of a
 //! run carries, containers with exec and tar transfer, task images, and cleanup.
 //!
-//! An engine client only: it runs what it is asked to in containers and knows nothing of
-//! agents, sandboxes' rules or grading (those are `cbench-sandbox` and `cbench-eval`).
+//! The container mechanics agents' and graders' containers share (a keep-alive init that
+//! ignores signals, dropped capabilities, resource limits, the exec channel, tar transfer).
+//! It decides nothing: what an agent may do is `cbench-sandbox`, how a grade is computed is
+//! `cbench-eval`, and it never reads a run's records or runs a plugin.
 
 use cbench_core::dataset;
 use cbench_core::exec;
@@ -32,7 +34,7 @@ pub const LABEL_OWNER: &str = "cbench.owner";
 pub const LABEL_TASK: &str = "cbench.task";
 /// `features_<a>_<b>`.
 pub const LABEL_PAIR: &str = "cbench.pair";
-/// `agent1`, `solo`, `grader`, `git-server`, `base-export`.
+/// `agent1`, `solo`, `pool`, `grader`, `git-server`, `team-network`, `base-export`.
 pub const LABEL_ROLE: &str = "cbench.role";
 
 /// A Docker failure; names the object or step at fault.

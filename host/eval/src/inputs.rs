@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use sha2::{Digest, Sha256};
 
 use crate::dataset::Pair;
-use crate::llm::Setting;
 use crate::merge::MergePolicy;
+use crate::setting::Setting;
 use crate::{pair_label, EvalError, GradedPatch, GRADING_VERSION};
 
 /// Hash of everything a grade depends on.

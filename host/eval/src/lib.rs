@@ -11,8 +11,8 @@ use cbench_core::exec;
 use cbench_core::fsutil;
 use cbench_core::layout;
 use cbench_core::progress;
+use cbench_core::setting;
 use cbench_docker as docker;
-use cbench_llm as llm;
 use cbench_sandbox as sandbox;
 use cbench_sandbox::repos;
 
@@ -30,9 +30,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::dataset::{Feature, Pair, Task};
-use crate::llm::Setting;
 use crate::sandbox::base::BaseRepo;
 use crate::sandbox::SandboxError;
+use crate::setting::Setting;
 pub use inputs::{inputs_hash, task_inputs_hash};
 use merge::{merge_patches, MergePolicy, MergeStrategy};
 pub use report::{AgentGrade, EvalReport, FeatureGrade, MergedGrade};

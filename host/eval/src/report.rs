@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::llm::Setting;
 use crate::merge::{MergePolicy, MergeStrategy};
+use crate::setting::Setting;
 
 /// One feature's hidden tests on one tree.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -5,6 +5,7 @@
 //! knows nothing of sandboxes, plugins or grading.
 
 use cbench_core::layout;
+pub use cbench_core::setting::Setting;
 
 pub mod budget;
 pub mod oracle;
@@ -179,23 +180,6 @@ pub enum ModelError {
     BadReplay { path: PathBuf, reason: String },
     #[error("scripted model file {path}: {reason}")]
     BadScript { path: PathBuf, reason: String },
-}
-
-/// Solo or coop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Setting {
-    Solo,
-    Coop,
-}
-
-impl std::fmt::Display for Setting {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Setting::Solo => "solo",
-            Setting::Coop => "coop",
-        })
-    }
 }
 
 /// A feature as the model layer may see it (the oracle replays the gold patch).

@@ -1,5 +1,5 @@
 //! trajectory.json: what an agent did, in CooperBench's shape plus our extras
-//! (LLM calls with usage and cost, plugin identity, status).
+//! (LLM calls with usage and cost, status).
 
 pub use cbench_core::clock::now_rfc3339;
 use serde::{Deserialize, Serialize};

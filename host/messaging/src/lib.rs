@@ -1,8 +1,8 @@
 //! Messages between the agents of a pair: one behaviour, two buses. The in-process bus is the
 //! default (an embedded run needs no server); `--redis URL` puts the same conversation in Redis
 //! with CooperBench's key protocol, so other processes (`cbench watch`, other machines) can see
-//! it. Both refuse a send to a finished peer (`peer-finished`, never a silent loss) and write
-//! conversation.json in the order the bus accepted the messages.
+//! it. Both refuse a send to a finished peer (`peer-finished`, never a silent loss) and give
+//! the run the conversation in the order the bus accepted the messages (conversation.json).
 //!
 //! Also the live event log of a run (`events`, what `cbench watch` follows). Knows nothing of
 //! sandboxes, plugins or grading.

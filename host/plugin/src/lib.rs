@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Config, Engine, Store};
@@ -38,6 +38,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub use agent::{AgentEnv, AgentRun, AgentStatus, AgentTask};
 pub use cache::CompileCache;
+pub use cbench_core::identity::{Capability, PluginIdentity};
 use contract::supported_versions;
 pub use contract::{check_contract, Contract};
 pub use limits::{ComputeClock, MemoryCap};
@@ -94,34 +95,6 @@ pub enum PluginError {
     Info { path: PathBuf, reason: String },
     #[error("wasmtime engine: {0}")]
     Engine(String),
-}
-
-/// Identity of a loaded plugin, recorded in every result.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct PluginIdentity {
-    pub path: String,
-    pub sha256: String,
-    pub name: String,
-    pub version: String,
-    pub wit_version: String,
-    /// What the plugin declared it uses (0.1.0 plugins: everything).
-    #[serde(default)]
-    pub capabilities: Vec<Capability>,
-}
-
-/// Something a plugin may use only when it declares it and the user allows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Capability {
-    Messaging,
-    Git,
-}
-
-impl PluginIdentity {
-    /// Whether the plugin declared `capability`.
-    pub fn requests(&self, capability: Capability) -> bool {
-        self.capabilities.contains(&capability)
-    }
 }
 
 /// What `info()` said, independent of WIT version.

@@ -1,6 +1,6 @@
 //! Orchestration: prepare a run, run its pairs (agents, then grading), resume, lock, shard, pin,
-//! summarise and report. The only crate that knows every stage; it may not render pages
-//! (that is `cbench-present`) or parse arguments (that is the `cbench` binary).
+//! summarise and report. It drives every stage below it; it may not render pages (that is
+//! `cbench-present`) or define the command line (that is the `cbench` binary).
 
 use cbench_core::clock;
 use cbench_core::dataset;

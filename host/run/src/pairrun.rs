@@ -1,5 +1,6 @@
-//! One pair of a run: its agents in their sandboxes (each with its plugin), the files they
-//! leave (trajectories, patches, conversation, result.json), grading, and the pair's progress lines.
+//! One pair of a run: its lock, its sandboxes and team remote, its agents run at once (each
+//! agent's own steps are `agents`), conversation.json and result.json, grading, and the pair's
+//! progress lines.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;

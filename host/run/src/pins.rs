@@ -1,5 +1,6 @@
 //! Plugins pinned by their bytes: `--agent path@sha256:<hex>`, the `--lock` file that makes later
-//! runs prove they are comparable, and `cbench verify` of a run's recorded plugins.
+//! runs prove they are comparable, and what `cbench verify` reports of each recorded plugin
+//! (the check itself reads config.json: `runrecord::verify_run`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
-//! Orchestration: run every selected pair (coop or solo) with the plugin, write
-//! the logs, grade, and summarise. Pairs already complete on disk are resumed.
+//! `cbench run`: prepare (`prepare`), run every selected pair with bounded concurrency, several
+//! runs interleaved on one terminal, then the summary and report. Pairs already complete on
+//! disk are resumed.
 
 use std::sync::Arc;
 

@@ -1,6 +1,6 @@
 //! config.json: what a run was asked to do, and which of it may not change while the
 //! run lives (options that change results are its identity; a resume with another
-//! value is refused by name).
+//! value is refused by name), and `cbench verify` of the plugins it records.
 
 use std::path::Path;
 

@@ -2,8 +2,9 @@
 //!
 //! Owns both backends (local: bubblewrap, cgroups, confinement; docker: containers through
 //! `cbench-docker`), the host's copies of base repositories, the pinned host git, the team
-//! remote and patch snapshots. Treats everything a sandbox holds as data. Knows nothing of
-//! plugins, models or grading.
+//! remote and patch snapshots. Treats everything a sandbox holds as data. The confinement it
+//! defines also holds graders' test runs (`cbench-eval` uses it), but it decides no grade and
+//! knows nothing of plugins or models.
 
 use cbench_core::dataset;
 use cbench_core::process;

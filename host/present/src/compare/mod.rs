@@ -14,8 +14,8 @@ use serde_json::Value;
 
 use crate::eval::EvalReport;
 use crate::fsutil::{read_json, FsError};
+use crate::identity::PluginIdentity;
 use crate::layout::PairDir;
-use crate::plugin::PluginIdentity;
 use crate::runner::PairRecord;
 use crate::stats::{bootstrap95, mcnemar_exact, wilson95, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED};
 
