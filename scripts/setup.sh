@@ -4,6 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each step's wall time, printed at the end (a cold setup should take under 10 minutes on 2 cores).
+step_times=()
+setup_start=$SECONDS
+timed() {
+    local name="$1" start=$SECONDS
+    shift
+    "$@"
+    step_times+=("$(printf '%6ds  %s' $((SECONDS - start)) "$name")")
+}
+
 if command -v rustup >/dev/null 2>&1; then
     rustup target add wasm32-wasip2 >/dev/null
 fi
@@ -39,20 +49,25 @@ if [ "${#need_pkgs[@]}" -gt 0 ]; then
     fi
 fi
 
-cargo build --release -p cbench
+timed "cbench (release)" cargo build --release -p cbench
 # The `plugin` profile is release without debug info (Cargo.toml).
-cargo build --profile plugin --target wasm32-wasip2 -p mini_swe -p probe
+timed "rust plugins" cargo build --profile plugin --target wasm32-wasip2 -p mini_swe -p probe
 for plugin in mini_swe probe; do
     cp "target/wasm32-wasip2/plugin/$plugin.wasm" "plugins/$plugin.wasm"
 done
 # The same agent in Python and JavaScript, built with the kits (pinned toolchains installed
 # into ~/.cache/cbench/toolchains on first use).
-./kits/python/build.sh plugins/mini_swe_py plugins/mini_swe_py.wasm >/dev/null
-./kits/js/build.sh plugins/mini_swe_js plugins/mini_swe_js.wasm >/dev/null
+timed "python plugin" ./kits/python/build.sh plugins/mini_swe_py plugins/mini_swe_py.wasm >/dev/null
+timed "js plugin" ./kits/js/build.sh plugins/mini_swe_js plugins/mini_swe_js.wasm >/dev/null
 # The Python API: a wheel built with maturin (pinned, from PyPI, in its own venv).
 maturin_venv="${HOME}/.cache/cbench/toolchains/maturin"
 [ -x "$maturin_venv/bin/maturin" ] || { python3 -m venv "$maturin_venv" && "$maturin_venv/bin/pip" install -q "maturin>=1.9,<2"; }
 rm -f target/wheels/cbench-*.whl
-(cd python && "$maturin_venv/bin/maturin" build --release --quiet -o ../target/wheels)
+# The same profile and features as the binary above (host/feature-union): only the Python
+# crate itself is compiled here.
+timed "python wheel" bash -c 'cd python && "$1/bin/maturin" build --release --quiet -o ../target/wheels' _ "$maturin_venv"
 echo "setup: built target/release/cbench and plugins/{mini_swe,mini_swe_py,mini_swe_js,probe}.wasm"
 echo "setup: the Python API: pip install $(ls target/wheels/cbench-*.whl)"
+echo "setup: where the time went" >&2
+printf '  %s\n' "${step_times[@]}" >&2
+printf '  %6ds  total\n' $((SECONDS - setup_start)) >&2
