@@ -15,6 +15,7 @@ use crate::plugin::LoadedPlugin;
 use crate::progress::Progress;
 use crate::repos::BaseRepos;
 
+/// A prepared run's shared state: its configuration, backend, plugins, model, grader and slots.
 pub(crate) struct RunContext {
     pub(crate) cfg: RunConfig,
     pub(crate) backend: Backend,

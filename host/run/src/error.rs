@@ -55,6 +55,7 @@ pub enum RunError {
     },
 }
 
+/// Wraps an I/O error on the run directory (or a file in it) as `RunError::Io`.
 pub(crate) fn run_dir_io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
     move |source| RunError::Io {
         path: path.to_path_buf(),
