@@ -2,27 +2,27 @@
 
 use std::process::ExitCode;
 
-use cbench::cli::*;
+use crate::cli::*;
+use crate::entry::error_chain;
 
-use crate::error_chain;
-
+/// `cbench run`.
 pub async fn run(args: Box<RunArgs>) -> anyhow::Result<ExitCode> {
     let mut cfgs = (*args).validate()?;
     if cfgs.len() == 1 {
         let cfg = cfgs.remove(0);
-        let summary = cbench::runner::run(cfg).await?;
+        let summary = crate::runner::run(cfg).await?;
         return Ok(exit_for(summary.infra_errors));
     }
     let names: Vec<String> = cfgs.iter().map(|c| c.name.clone()).collect();
     let log_dir = cfgs[0].log_dir.clone();
-    let summaries = cbench::runner::run_many(cfgs).await?;
+    let summaries = crate::runner::run_many(cfgs).await?;
     let infra_errors = summaries.iter().map(|s| s.infra_errors).sum();
-    match cbench::compare::compare(&log_dir, &names, false) {
+    match crate::compare::compare(&log_dir, &names, false) {
         Ok(comparison) => {
             println!();
             print!("{}", comparison.render());
             let out_dir = log_dir.join("compare").join(names.join("__vs__"));
-            match cbench::view::write_comparison(&comparison, &log_dir, &out_dir) {
+            match crate::view::write_comparison(&comparison, &log_dir, &out_dir) {
                 Ok(page) => println!("comparison page: {}", page.display()),
                 Err(e) => eprintln!("warning: no comparison page: {e}"),
             }
@@ -32,9 +32,10 @@ pub async fn run(args: Box<RunArgs>) -> anyhow::Result<ExitCode> {
     Ok(exit_for(infra_errors))
 }
 
+/// `cbench verify`.
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let run_dir = args.log_dir.join(&args.name);
-    let checks = cbench::runrecord::verify_run(&run_dir)?;
+    let checks = crate::runrecord::verify_run(&run_dir)?;
     let mut all_ok = true;
     for c in &checks {
         let verdict = match &c.actual_sha256 {
@@ -57,14 +58,16 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// `cbench eval`.
 pub async fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let cfg = args.validate()?;
-    let summary = cbench::runner::eval_run(cfg).await?;
+    let summary = crate::runner::eval_run(cfg).await?;
     Ok(exit_for(summary.infra_errors))
 }
 
+/// `cbench dataset fetch`.
 pub async fn dataset_fetch(args: DatasetFetchArgs) -> anyhow::Result<ExitCode> {
-    let summary = cbench::dataset::fetch::fetch(cbench::dataset::fetch::FetchConfig {
+    let summary = crate::dataset::fetch::fetch(crate::dataset::fetch::FetchConfig {
         base_url: args.base_url,
         repo_id: args.repo_id,
         revision: args.revision,
@@ -85,41 +88,42 @@ pub async fn dataset_fetch(args: DatasetFetchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cbench dataset verify`.
 pub async fn dataset_verify(args: DatasetVerifyArgs) -> anyhow::Result<ExitCode> {
     let selection = args.selection.validate()?;
     if args.repeat == 0 {
         anyhow::bail!("--repeat 0: give at least 1");
     }
-    let dataset = cbench::dataset::Dataset::discover(&args.selection.dataset_dir)?;
+    let dataset = crate::dataset::Dataset::discover(&args.selection.dataset_dir)?;
     let pairs = dataset.select(&selection)?;
-    let scratch = cbench::leftovers::scratch_dir("verify", "dataset")?;
-    let bases = std::sync::Arc::new(cbench::repos::BaseRepos::new(
+    let scratch = crate::leftovers::scratch_dir("verify", "dataset")?;
+    let bases = std::sync::Arc::new(crate::repos::BaseRepos::new(
         &scratch.path().join("bases"),
-        cbench::repos::UpstreamRepos {
+        crate::repos::UpstreamRepos {
             cache_dir: args.caches.cache_dir(),
             mirror_dir: args.caches.repo_cache.clone(),
         },
     ));
     let verify_dir = args.log_dir.join("verify");
-    let cfg = cbench::eval::verify::VerifyConfig {
+    let cfg = crate::eval::verify::VerifyConfig {
         repeat: args.repeat,
         concurrency: args.concurrency,
         test_timeout: std::time::Duration::from_secs(args.test_timeout),
         log_dir: verify_dir.clone(),
         scratch: scratch.path().join("work"),
-        confinement: cbench::cli::grading_confinement(
+        confinement: crate::cli::grading_confinement(
             args.isolation,
             &args.selection.dataset_dir,
             &args.log_dir,
             &args.caches,
         )?,
     };
-    let report = cbench::eval::verify::verify(&pairs, bases, &cfg).await;
+    let report = crate::eval::verify::verify(&pairs, bases, &cfg).await;
     let output = args
         .output
         .clone()
         .unwrap_or_else(|| verify_dir.join("verified.json"));
-    cbench::fsutil::write_json_atomic(&output, &report)?;
+    crate::fsutil::write_json_atomic(&output, &report)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -133,11 +137,12 @@ pub async fn dataset_verify(args: DatasetVerifyArgs) -> anyhow::Result<ExitCode>
     })
 }
 
+/// `cbench dataset list`.
 pub async fn dataset_list(args: DatasetListArgs) -> anyhow::Result<ExitCode> {
     let selection = args.selection.validate()?;
-    let dataset = cbench::dataset::Dataset::discover(&args.selection.dataset_dir)?;
+    let dataset = crate::dataset::Dataset::discover(&args.selection.dataset_dir)?;
     let pairs = dataset.select(&selection)?;
-    let listing = cbench::dataset::listing::list(&pairs, &args.image_prefix, args.stats);
+    let listing = crate::dataset::listing::list(&pairs, &args.image_prefix, args.stats);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&listing)?);
     } else {
@@ -146,12 +151,13 @@ pub async fn dataset_list(args: DatasetListArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cbench report`.
 pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let run_dir = args.log_dir.join(&args.name);
     let baseline = args.baseline.as_ref().map(|b| args.log_dir.join(b));
-    let report = cbench::report::build(&run_dir, baseline.as_deref())?;
+    let report = crate::report::build(&run_dir, baseline.as_deref())?;
     // A run read from a read-only place (a colleague's share) is still reported.
-    if let Err(e) = cbench::fsutil::write_json_atomic(&run_dir.join("report.json"), &report) {
+    if let Err(e) = crate::fsutil::write_json_atomic(&run_dir.join("report.json"), &report) {
         eprintln!("warning: report.json not saved ({e}); printing only");
     }
     if args.json {
@@ -162,8 +168,9 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cbench compare`.
 pub async fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
-    let comparison = cbench::compare::compare(&args.log_dir, &args.runs, args.allow_mismatch)?;
+    let comparison = crate::compare::compare(&args.log_dir, &args.runs, args.allow_mismatch)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&comparison)?);
     } else {
@@ -173,16 +180,17 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
         .output
         .clone()
         .unwrap_or_else(|| args.log_dir.join("compare").join(args.runs.join("__vs__")));
-    let page = cbench::view::write_comparison(&comparison, &args.log_dir, &out_dir)?;
+    let page = crate::view::write_comparison(&comparison, &args.log_dir, &out_dir)?;
     eprintln!("comparison page: {}", page.display());
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cbench view`.
 pub async fn view(args: ViewArgs) -> anyhow::Result<ExitCode> {
     let run_dir = args.log_dir.join(&args.name);
     let baseline = args.baseline.as_ref().map(|b| args.log_dir.join(b));
     let out_dir = args.output.clone().unwrap_or_else(|| run_dir.join("view"));
-    let written = cbench::view::write(&args.name, &run_dir, baseline.as_deref(), &out_dir)?;
+    let written = crate::view::write(&args.name, &run_dir, baseline.as_deref(), &out_dir)?;
     println!(
         "wrote {} ({} pairs, {:.1} MB, {:.2} s)",
         written.index.display(),
@@ -191,20 +199,21 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<ExitCode> {
         written.elapsed_s
     );
     if args.open {
-        if let Err(e) = cbench::view::open_in_browser(&written.index) {
+        if let Err(e) = crate::view::open_in_browser(&written.index) {
             eprintln!("warning: not opened ({e}); open the file above in a browser");
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cbench export`.
 pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let run_dir = args.log_dir.join(&args.name);
     let out_dir = args
         .output
         .clone()
         .unwrap_or_else(|| run_dir.join("export").join("atif"));
-    let written = cbench::export::atif::export(&args.name, &run_dir, &out_dir)?;
+    let written = crate::export::atif::export(&args.name, &run_dir, &out_dir)?;
     println!(
         "wrote {} ATIF trajectories into {}",
         written,
@@ -213,17 +222,19 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cbench bench`.
 pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    cbench::bench::run(args).await?;
+    crate::bench::run(args).await?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cbench images build`.
 pub async fn images_build(args: ImagesBuildArgs) -> anyhow::Result<ExitCode> {
     let selection = args.selection.validate()?;
-    let dataset = cbench::dataset::Dataset::discover(&args.selection.dataset_dir)?;
+    let dataset = crate::dataset::Dataset::discover(&args.selection.dataset_dir)?;
     let pairs = dataset.select(&selection)?;
-    let engine = cbench::docker::Engine::connect().await?;
-    cbench::docker::images::build_tasks(
+    let engine = crate::docker::Engine::connect().await?;
+    crate::docker::images::build_tasks(
         &engine,
         &pairs,
         &args.image_prefix,
@@ -234,23 +245,25 @@ pub async fn images_build(args: ImagesBuildArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cbench watch`.
 pub async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
     let print = |line: &str| println!("{line}");
     match &args.redis {
-        Some(url) => cbench::watch::watch_redis(url, &args.name, print).await?,
-        None => cbench::watch::watch_dir(&args.log_dir, &args.name, print).await?,
+        Some(url) => crate::watch::watch_redis(url, &args.name, print).await?,
+        None => crate::watch::watch_dir(&args.log_dir, &args.name, print).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cbench plugin inspect`.
 pub async fn plugin_inspect(args: PluginInspectArgs) -> anyhow::Result<ExitCode> {
-    let mut report = cbench::plugin::inspect::inspect_file(&args.file)?;
+    let mut report = crate::plugin::inspect::inspect_file(&args.file)?;
     if args.compile && report.refused.is_none() {
         let cache_dir = args
             .cache_dir
             .clone()
-            .unwrap_or_else(cbench::plugin::PluginHost::default_cache_dir);
-        let host = cbench::plugin::PluginHost::new(&cache_dir)?;
+            .unwrap_or_else(crate::plugin::PluginHost::default_cache_dir);
+        let host = crate::plugin::PluginHost::new(&cache_dir)?;
         match host.load(&args.file).await {
             Ok((plugin, _)) => {
                 report.name = Some(plugin.identity.name.clone());
@@ -271,12 +284,14 @@ pub async fn plugin_inspect(args: PluginInspectArgs) -> anyhow::Result<ExitCode>
     })
 }
 
+/// `cbench plugin new`.
 pub async fn plugin_new(args: PluginNewArgs) -> anyhow::Result<ExitCode> {
-    let created = cbench::cli::scaffold::create(&args)?;
+    let created = crate::cli::scaffold::create(&args)?;
     println!("{}", created.render());
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cbench cache info`.
 pub async fn cache_info(args: CacheInfoArgs) -> anyhow::Result<ExitCode> {
     let cache = compile_cache(args.cache_dir);
     let entries = cache.entries()?;
@@ -285,14 +300,14 @@ pub async fn cache_info(args: CacheInfoArgs) -> anyhow::Result<ExitCode> {
         "compiled plugins in {}: {} entries, {} (cap {}; {}=MiB changes it)",
         cache.dir().display(),
         entries.len(),
-        cbench::progress::human_bytes(total),
-        cbench::progress::human_bytes(cache.max_bytes()),
-        cbench::plugin::cache::MAX_MB_ENV
+        crate::progress::human_bytes(total),
+        crate::progress::human_bytes(cache.max_bytes()),
+        crate::plugin::cache::MAX_MB_ENV
     );
     for e in &entries {
         println!(
             "  {:>10}  last used {}  {}",
-            cbench::progress::human_bytes(e.bytes),
+            crate::progress::human_bytes(e.bytes),
             chrono::DateTime::from_timestamp(e.last_used as i64, 0)
                 .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
                 .unwrap_or_default(),
@@ -305,6 +320,7 @@ pub async fn cache_info(args: CacheInfoArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cbench cache prune`.
 pub async fn cache_prune(args: CachePruneArgs) -> anyhow::Result<ExitCode> {
     let cache = compile_cache(args.cache_dir);
     let target = if args.all {
@@ -316,28 +332,29 @@ pub async fn cache_prune(args: CachePruneArgs) -> anyhow::Result<ExitCode> {
     println!(
         "removed {} compiled plugin(s) ({}); kept {} ({}) in {}",
         report.removed,
-        cbench::progress::human_bytes(report.freed_bytes),
+        crate::progress::human_bytes(report.freed_bytes),
         report.kept,
-        cbench::progress::human_bytes(report.kept_bytes),
+        crate::progress::human_bytes(report.kept_bytes),
         cache.dir().display()
     );
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cbench cleanup`.
 pub async fn cleanup(args: CleanupArgs) -> anyhow::Result<ExitCode> {
-    use cbench::docker::cleanup::{sweep, Scope};
+    use crate::docker::cleanup::{sweep, Scope};
     let scope = match (args.name, args.all) {
         (Some(name), _) => Scope::RunName(name),
         (None, true) => Scope::All,
         (None, false) => Scope::Orphans,
     };
     // Local leftovers first: they need no Docker engine.
-    let local = cbench::leftovers::sweep(scope_run_name(&scope));
+    let local = crate::leftovers::sweep(scope_run_name(&scope));
     println!(
         "removed {} scratch dir(s) and {} cgroup(s) of dead invocations",
         local.scratch_dirs, local.cgroups
     );
-    let engine = match cbench::docker::Engine::connect().await {
+    let engine = match crate::docker::Engine::connect().await {
         Ok(engine) => engine,
         Err(e) => {
             println!("containers not checked: {e}");
@@ -354,11 +371,11 @@ pub async fn cleanup(args: CleanupArgs) -> anyhow::Result<ExitCode> {
 
 /// The compiled-plugin cache at `dir` (default location otherwise), knowing this engine so
 /// entries of other wasmtime versions are pruned first.
-fn compile_cache(dir: Option<std::path::PathBuf>) -> cbench::plugin::CompileCache {
-    let dir = dir.unwrap_or_else(cbench::plugin::PluginHost::default_cache_dir);
-    match cbench::plugin::PluginHost::new(&dir) {
+fn compile_cache(dir: Option<std::path::PathBuf>) -> crate::plugin::CompileCache {
+    let dir = dir.unwrap_or_else(crate::plugin::PluginHost::default_cache_dir);
+    match crate::plugin::PluginHost::new(&dir) {
         Ok(host) => host.compile_cache().clone(),
-        Err(_) => cbench::plugin::CompileCache::new(&dir),
+        Err(_) => crate::plugin::CompileCache::new(&dir),
     }
 }
 
@@ -373,9 +390,194 @@ fn exit_for(infra_errors: usize) -> ExitCode {
 }
 
 /// The run a cleanup is limited to, if any.
-fn scope_run_name(scope: &cbench::docker::cleanup::Scope) -> Option<&str> {
+fn scope_run_name(scope: &crate::docker::cleanup::Scope) -> Option<&str> {
     match scope {
-        cbench::docker::cleanup::Scope::RunName(name) => Some(name),
+        crate::docker::cleanup::Scope::RunName(name) => Some(name),
         _ => None,
     }
+}
+
+/// `cbench plugin list`.
+pub async fn plugin_list(args: PluginListArgs) -> anyhow::Result<ExitCode> {
+    use crate::plugin::search::{SearchPath, COOPERBENCH_AGENTS};
+    let search = SearchPath::from_env();
+    let cache_dir = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(crate::plugin::PluginHost::default_cache_dir);
+    let host = crate::plugin::PluginHost::new(&cache_dir)?;
+    let mut rows = Vec::new();
+    for found in search.list() {
+        let mut inspection = crate::plugin::inspect::inspect_file(&found.path)?;
+        if inspection.refused.is_none() {
+            match host.load(&found.path).await {
+                Ok((plugin, _)) => {
+                    inspection.name = Some(plugin.identity.name.clone());
+                    inspection.version = Some(plugin.identity.version.clone());
+                }
+                Err(e) => inspection.refused = Some(e.to_string()),
+            }
+        }
+        rows.push((found, inspection));
+    }
+    if args.json {
+        let json: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(found, i)| {
+                serde_json::json!({
+                    "name": found.name,
+                    "path": found.path,
+                    "origin": found.origin,
+                    "shadowed": found.shadowed,
+                    "agent_name": i.name,
+                    "agent_version": i.version,
+                    "wit": i.wit_package,
+                    "sha256": i.sha256,
+                    "refused": i.refused,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("plugin search path (first match wins):");
+    for (dir, origin) in &search.dirs {
+        println!("  {} ({origin:?})", dir.display());
+    }
+    if rows.is_empty() {
+        println!("no plugins found: ./scripts/setup.sh builds and installs them, or set CBENCH_PLUGIN_PATH");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!();
+    println!(
+        "{:<16} {:<24} {:<8} {:<14} FILE",
+        "NAME", "AGENT", "WIT", "SHA256"
+    );
+    for (found, i) in &rows {
+        let agent = match (&i.name, &i.version, &i.refused) {
+            (_, _, Some(_)) => "refused".to_string(),
+            (Some(n), Some(v), None) => format!("{n} {v}"),
+            _ => "?".to_string(),
+        };
+        let wit = i
+            .wit_package
+            .as_deref()
+            .and_then(|p| p.rsplit_once('@'))
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_else(|| "-".into());
+        let note = if found.shadowed {
+            "  (shadowed by an earlier one)".to_string()
+        } else {
+            String::new()
+        };
+        println!(
+            "{:<16} {:<24} {:<8} {:<14} {}{note}",
+            found.name,
+            agent,
+            wit,
+            &i.sha256[..12.min(i.sha256.len())],
+            found.path.display()
+        );
+        if let Some(reason) = &i.refused {
+            println!("    refused: {reason}");
+        }
+    }
+    for (cb, ours) in COOPERBENCH_AGENTS {
+        println!("{cb} (CooperBench) → {ours}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cbench models`.
+pub async fn models(args: ModelsArgs) -> anyhow::Result<ExitCode> {
+    use crate::llm::providers::{catalog, Credentials};
+    let credentials = Credentials::load(std::path::Path::new("."))?;
+    let forms = catalog();
+    if args.json {
+        let json: Vec<serde_json::Value> = forms
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "form": f.form,
+                    "wire": f.wire.name(),
+                    "example": f.example,
+                    "note": f.note,
+                    "variables": f.vars.iter().map(|v| serde_json::json!({
+                        "names": v.names,
+                        "required": v.required,
+                        "purpose": v.purpose,
+                        "set": v.set_in(&credentials),
+                    })).collect::<Vec<_>>(),
+                    "ready": f.vars.iter().all(|v| !v.required || v.set_in(&credentials).is_some()),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "Model strings `-m` accepts (LiteLLM's names; default {}). Variables come from the environment or ./.env; ✓ set, ✗ missing (values are never shown).\n",
+        crate::cli::DEFAULT_MODEL
+    );
+    for f in &forms {
+        let ready = f
+            .vars
+            .iter()
+            .all(|v| !v.required || v.set_in(&credentials).is_some());
+        println!(
+            "{} {:<26} e.g. {}",
+            if ready { "✓" } else { "✗" },
+            f.form,
+            f.example
+        );
+        for v in &f.vars {
+            let state = match v.set_in(&credentials) {
+                Some(name) => format!("✓ {name} set"),
+                None if v.required => "✗ not set".to_string(),
+                None => "· not set (optional)".to_string(),
+            };
+            println!(
+                "      {:<50} {:<24} {}",
+                v.names.join(" | "),
+                state,
+                v.purpose
+            );
+        }
+        if !f.note.is_empty() {
+            println!("      {}", f.note);
+        }
+    }
+    println!(
+        "\nBuilt in, no key: oracle (replays the gold patches), scripted:<file>, replay:<run dir>."
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cbench import cooperbench`.
+pub async fn import_cooperbench(args: ImportCooperbenchArgs) -> anyhow::Result<ExitCode> {
+    let runs = crate::import::cooperbench::import(&crate::import::cooperbench::ImportOptions {
+        dir: args.dir.clone(),
+        name: args.name,
+        log_dir: args.log_dir.clone(),
+        dataset_dir: args.dataset_dir,
+        force: args.force,
+    })?;
+    for run in &runs {
+        println!(
+            "imported {} ({}): {} pairs, {} graded by CooperBench → {}",
+            run.name,
+            run.setting,
+            run.pairs,
+            run.graded,
+            run.path.display()
+        );
+    }
+    let log_dir = args.log_dir.display();
+    for run in &runs {
+        println!(
+            "  cbench report -n {name} --log-dir {log_dir}   ·   cbench view -n {name} --log-dir {log_dir}   ·   cbench eval -n {name} --log-dir {log_dir} (regrade the cbench way)",
+            name = run.name
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

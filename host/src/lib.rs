@@ -12,6 +12,7 @@ pub use cbench_core::{
 pub use cbench_docker as docker;
 pub use cbench_eval as eval;
 pub use cbench_eval::gold;
+pub use cbench_import as import;
 pub use cbench_llm as llm;
 pub use cbench_llm::trajectory;
 pub use cbench_messaging as messaging;
@@ -26,4 +27,6 @@ pub use cbench_sandbox::{repos, team};
 
 pub mod bench;
 pub mod cli;
+pub mod commands;
+pub mod entry;
 pub mod watch;

@@ -1,13 +1,8 @@
-//! The `cbench` binary: parse, validate, dispatch; errors become a message and a non-zero exit.
+//! The `cbench` binary: logging, then the library's command line ([`cbench::entry::main`]).
 
 use std::process::ExitCode;
 
-use anyhow::Context;
-use clap::Parser;
-
-use cbench::cli::{Cli, Command};
-
-mod commands;
+use cbench::cli::Cli;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -18,114 +13,5 @@ fn main() -> ExitCode {
         .with_writer(cbench::progress::StderrAboveStatus)
         .with_ansi(cbench::progress::stderr_colors())
         .init();
-    let cli = Cli::parse();
-    match real_main(cli) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {}", error_chain(&e));
-            ExitCode::from(2)
-        }
-    }
-}
-
-/// The error and its causes, each said once: our messages often quote their source already
-/// (`cannot read X: No such file or directory (os error 2)`), which `{:#}` would repeat.
-fn error_chain(e: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in e.chain() {
-        let said = cause.to_string();
-        if text.contains(&said) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&said);
-    }
-    text
-}
-
-fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let work = async {
-        match cli.command {
-            Command::Run(args) => commands::run(args).await,
-            Command::Verify(args) => commands::verify(args).await,
-            Command::Eval(args) => commands::eval(args).await,
-            Command::Dataset(cbench::cli::DatasetCommand::Fetch(args)) => {
-                commands::dataset_fetch(args).await
-            }
-            Command::Dataset(cbench::cli::DatasetCommand::Verify(args)) => {
-                commands::dataset_verify(args).await
-            }
-            Command::Dataset(cbench::cli::DatasetCommand::List(args)) => {
-                commands::dataset_list(args).await
-            }
-            Command::Report(args) => commands::report(args).await,
-            Command::Compare(args) => commands::compare(args).await,
-            Command::View(args) => commands::view(args).await,
-            Command::Export(args) => commands::export(args).await,
-            Command::Gold(args) => cbench::cli::gold::run(args).await,
-            Command::Bench(args) => commands::bench(args).await,
-            Command::Images(cbench::cli::ImagesCommand::Build(args)) => {
-                commands::images_build(args).await
-            }
-            Command::Watch(args) => commands::watch(args).await,
-            Command::Plugin(cbench::cli::PluginCommand::Inspect(args)) => {
-                commands::plugin_inspect(args).await
-            }
-            Command::Plugin(cbench::cli::PluginCommand::New(args)) => {
-                commands::plugin_new(args).await
-            }
-            Command::Cache(cbench::cli::CacheCommand::Info(args)) => {
-                commands::cache_info(args).await
-            }
-            Command::Cache(cbench::cli::CacheCommand::Prune(args)) => {
-                commands::cache_prune(args).await
-            }
-            Command::Cleanup(args) => commands::cleanup(args).await,
-        }
-    };
-    runtime.block_on(async {
-        tokio::select! {
-            result = work => result,
-            signal = shutdown_signal() => {
-                // Dropping the run aborts its pairs: sandboxes and scratch dirs are removed
-                // as they drop; every result file was written atomically, so none is torn.
-                eprintln!("interrupted ({signal}): stopping; results already written are kept");
-                let sweep = cbench::docker::cleanup::sweep_registered();
-                match tokio::time::timeout(std::time::Duration::from_secs(30), sweep).await {
-                    Ok(Ok(swept)) if swept.containers + swept.networks > 0 => eprintln!(
-                        "removed {} container(s) and {} network(s) of this run",
-                        swept.containers, swept.networks
-                    ),
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => eprintln!("error: cleanup after the signal: {e} (run `cbench cleanup`)"),
-                    Err(_) => eprintln!("error: cleanup after the signal took over 30 s (run `cbench cleanup`)"),
-                }
-                Ok(ExitCode::from(130))
-            }
-        }
-    })
-}
-
-/// Resolves on SIGINT, SIGTERM or SIGHUP (a closed terminal): all three stop the run
-/// the same way, with cleanup.
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return "SIGINT";
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-        _ = hup.recv() => "SIGHUP",
-    }
+    cbench::entry::main(Cli::parse_or_exit(std::env::args_os()))
 }

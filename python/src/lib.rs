@@ -70,6 +70,7 @@ fn run_failure(e: RunError) -> Failure {
         | RunError::Plugin(_)
         | RunError::NothingVerified { .. }
         | RunError::UnknownRun { .. }
+        | RunError::NothingToEvaluate { .. }
         | RunError::TeamSize { .. }
         | RunError::OptionChanged { .. }
         | RunError::Pin(_) => Failure::BadInput(text),
@@ -241,6 +242,18 @@ fn compare(log_dir: PathBuf, names: Vec<String>, allow_mismatch: bool) -> PyResu
     Ok(to_json(&comparison)?)
 }
 
+/// `cbench <argv…>` as the binary runs it (help, errors and exit codes included): the wheel's
+/// `cbench` and `cooperbench` console commands. Returns the exit code.
+#[pyfunction]
+fn main(py: Python<'_>, argv: Vec<String>) -> PyResult<u8> {
+    let cli = Cli::parse_or_exit(std::iter::once("cbench".to_string()).chain(argv));
+    let code = py.detach(|| cbench::entry::main(cli));
+    // ExitCode keeps its number to itself; every code cbench returns is one of these.
+    Ok((0..=u8::MAX)
+        .find(|n| std::process::ExitCode::from(*n) == code)
+        .unwrap_or(1))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Log lines as the CLI writes them (RUST_LOG, default warnings), once per process.
@@ -257,5 +270,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(evaluate, m)?)?;
     m.add_function(wrap_pyfunction!(load_run, m)?)?;
     m.add_function(wrap_pyfunction!(compare, m)?)?;
+    m.add_function(wrap_pyfunction!(main, m)?)?;
     Ok(())
 }

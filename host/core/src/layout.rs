@@ -105,6 +105,44 @@ pub fn pair_dirs(run_dir: &Path) -> std::io::Result<Vec<PairDir>> {
     Ok(out)
 }
 
+/// Pairs a command that reads results needs (report, view, compare): a directory with none is
+/// an error naming what was expected, never an empty report.
+pub fn required_pair_dirs(run_dir: &Path) -> Result<Vec<PairDir>, NoPairs> {
+    let pairs = pair_dirs(run_dir).map_err(|source| NoPairs::Walk {
+        path: run_dir.to_path_buf(),
+        source,
+    })?;
+    if !pairs.is_empty() {
+        return Ok(pairs);
+    }
+    let cooperbench = ["coop", "solo", "team"]
+        .iter()
+        .any(|s| run_dir.join(s).is_dir());
+    Err(if cooperbench {
+        NoPairs::CooperBench {
+            path: run_dir.to_path_buf(),
+        }
+    } else {
+        NoPairs::Empty {
+            path: run_dir.to_path_buf(),
+        }
+    })
+}
+
+/// Why a run directory has no pair to read.
+#[derive(Debug, thiserror::Error)]
+pub enum NoPairs {
+    #[error("{path}: no pairs: expected <repo>/task<id>/features_<a>_<b>/ directories (result.json, eval.json); the run has not run a pair yet, or this is not a cbench run")]
+    Empty { path: PathBuf },
+    #[error("{path} is a CooperBench run directory (<setting>/<repo>/<task_id>/f<a>_f<b>/), not a cbench run: bring it in with `cbench import cooperbench {path}`")]
+    CooperBench { path: PathBuf },
+    #[error("cannot read the pairs of {path}: {source}")]
+    Walk {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// Finds a pair's directory in a run of either layout (the documented one when neither exists).
 pub fn find_pair_dir(run_dir: &Path, repo: &str, task: u64, features: &str) -> PathBuf {
     let documented = run_dir.join(repo).join(task_dir_name(task)).join(features);

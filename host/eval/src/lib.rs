@@ -309,7 +309,10 @@ impl Grader {
                 merge_strategy: outcome.strategy,
                 merge_policy: self.policy,
                 apply_failed: outcome.apply_failed,
-                error: outcome.error,
+                conflict_files: outcome.conflict_files,
+                error: outcome
+                    .error
+                    .or_else(|| grades.iter().find_map(|g| g.error.clone())),
                 features: grades,
             })
         } else {
@@ -345,6 +348,7 @@ impl Grader {
                 .await?;
         }
         let (passed, failed) = counts.map(|c| (c.passed, c.failed)).unwrap_or((0, 0));
+        let success = out.exit_code == 0 && !out.timed_out && passed >= 1;
         let error = if out.timed_out {
             Some(format!(
                 "tests timed out after {}s",
@@ -355,14 +359,20 @@ impl Grader {
                 "test runner exited with code {} without a test summary (see {log})",
                 out.exit_code
             ))
-        } else {
+        } else if success {
             None
+        } else if let Some(failure) = parse::first_failure(&out.output) {
+            Some(failure)
+        } else if passed == 0 {
+            Some("no test passed".into())
+        } else {
+            Some(format!("test runner exited with code {}", out.exit_code))
         };
         Ok(FeatureGrade {
             feature_id: feature.id,
             tests_passed: passed,
             tests_failed: failed,
-            success: out.exit_code == 0 && !out.timed_out && passed >= 1,
+            success,
             exit_code: out.exit_code,
             error,
             log,

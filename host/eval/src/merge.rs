@@ -67,6 +67,8 @@ pub struct MergeOutcome {
     pub error: Option<String>,
     /// Agents whose patch did not apply to the base.
     pub apply_failed: Vec<String>,
+    /// Files the naive merge conflicted in.
+    pub conflict_files: Vec<String>,
 }
 
 /// Merges `patches` (agent id, patch) in a copy of `base` under `scratch`.
@@ -145,6 +147,7 @@ pub async fn merge_patches(
                 apply_failed.join(" and ")
             )),
             apply_failed,
+            conflict_files: Vec::new(),
         });
     }
     let Some((last, others)) = commits.split_last() else {
@@ -154,9 +157,11 @@ pub async fn merge_patches(
             diff: String::new(),
             error: None,
             apply_failed,
+            conflict_files: Vec::new(),
         });
     };
-    let strategy = if merge_all(&repo, last, others).await? {
+    let conflict_files = merge_all(&repo, last, others).await?;
+    let strategy = if conflict_files.is_empty() {
         MergeStrategy::Naive
     } else {
         match policy {
@@ -169,17 +174,22 @@ pub async fn merge_patches(
                     diff,
                     error: None,
                     apply_failed,
+                    conflict_files,
                 });
             }
             MergePolicy::Union => {
                 enable_union_merge(&repo).await?;
-                if !merge_all(&repo, last, others).await? {
+                if !merge_all(&repo, last, others).await?.is_empty() {
                     return Ok(MergeOutcome {
                         strategy: MergeStrategy::Failed,
                         conflict: true,
                         diff: String::new(),
-                        error: Some("the patches conflict and even the union merge failed".into()),
+                        error: Some(format!(
+                            "Merge conflict in {} (the union merge failed too)",
+                            conflict_files.join(", ")
+                        )),
                         apply_failed,
+                        conflict_files,
                     });
                 }
                 MergeStrategy::Union
@@ -193,6 +203,7 @@ pub async fn merge_patches(
         diff,
         error: None,
         apply_failed,
+        conflict_files,
     })
 }
 
@@ -227,8 +238,13 @@ async fn enable_union_merge(repo: &Path) -> Result<(), SandboxError> {
         .map_err(io("writing .git/info/attributes"))
 }
 
-/// Resets to the last agent's branch and merges the others; false on a conflict.
-async fn merge_all(repo: &Path, last: &str, others: &[String]) -> Result<bool, SandboxError> {
+/// Resets to the last agent's branch and merges the others; the files of the first merge
+/// that conflicts (empty: every merge was clean).
+async fn merge_all(
+    repo: &Path,
+    last: &str,
+    others: &[String],
+) -> Result<Vec<String>, SandboxError> {
     git(repo, &["checkout", "-q", "-f", "-B", "merged", last], &[]).await?;
     for commit in others {
         if git(
@@ -239,9 +255,21 @@ async fn merge_all(repo: &Path, last: &str, others: &[String]) -> Result<bool, S
         .await
         .is_err()
         {
+            let unmerged = git(repo, &["diff", "--name-only", "--diff-filter=U", "-z"], &[])
+                .await
+                .unwrap_or_default();
+            let mut files: Vec<String> = unmerged
+                .split('\0')
+                .filter(|f| !f.is_empty())
+                .map(str::to_string)
+                .collect();
+            if files.is_empty() {
+                // The merge failed before writing conflicts (e.g. it would overwrite a file).
+                files.push("(the merge stopped before marking files)".into());
+            }
             let _ = git(repo, &["merge", "--abort"], &[]).await;
-            return Ok(false);
+            return Ok(files);
         }
     }
-    Ok(true)
+    Ok(Vec::new())
 }

@@ -191,9 +191,178 @@ pub fn parse_pytest(output: &str) -> Option<TestCounts> {
     found.then_some(counts)
 }
 
+/// The first failing test, in CooperBench's eval.json style: `AssertionError in test_edge`
+/// when the exception type is known, else `test_edge failed`. None when no failing test is
+/// named in the output.
+pub fn first_failure(output: &str) -> Option<String> {
+    let plain = strip_ansi(output);
+    let lines: Vec<&str> = plain.lines().collect();
+    pytest_failure(&lines)
+        .or_else(|| unittest_failure(&lines))
+        .or_else(|| go_failure(&lines))
+        .or_else(|| cargo_failure(&lines))
+        .or_else(|| jest_failure(&lines))
+        .or_else(|| vitest_failure(&lines))
+}
+
+/// `AssertionError` from `AssertionError: …`; None when the text does not start with an
+/// exception's name.
+fn exception_name(text: &str) -> Option<&str> {
+    let name = text.trim().split(':').next()?.trim();
+    let simple = name.rsplit('.').next().unwrap_or(name);
+    let looks_like = [
+        "Error",
+        "Exception",
+        "Failure",
+        "Interrupt",
+        "Exit",
+        "Timeout",
+    ]
+    .iter()
+    .any(|s| simple.ends_with(s));
+    (looks_like
+        && simple
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    .then_some(simple)
+}
+
+fn described(test: &str, exception: Option<&str>) -> String {
+    match exception {
+        Some(e) => format!("{e} in {test}"),
+        None => format!("{test} failed"),
+    }
+}
+
+/// pytest: `FAILED path::test - Error: msg` in the short summary, the exception type from the
+/// summary or from the traceback's `path:line: ErrorType` line.
+fn pytest_failure(lines: &[&str]) -> Option<String> {
+    let summary = lines.iter().find_map(|l| {
+        let rest = l
+            .strip_prefix("FAILED ")
+            .or_else(|| l.strip_prefix("ERROR "))?;
+        let (node, message) = match rest.split_once(" - ") {
+            Some((n, m)) => (n, Some(m)),
+            None => (rest, None),
+        };
+        // A node id (`path::test`), not unittest's `FAILED (failures=1)`.
+        node.contains("::").then_some((node.trim(), message))
+    });
+    let (node, message) = match summary {
+        Some(found) => found,
+        None => (
+            lines.iter().find_map(|l| {
+                let t = l.trim_end();
+                let node = t.split_whitespace().next()?;
+                (node.contains("::") && t.contains(" FAILED")).then_some(node)
+            })?,
+            None,
+        ),
+    };
+    let test = node.rsplit("::").next().unwrap_or(node);
+    let from_traceback = || {
+        lines.iter().find_map(|l| {
+            let (location, name) = l.rsplit_once(": ")?;
+            let line_no = location.rsplit_once(':')?.1;
+            (!location.contains(' ') && line_no.chars().all(|c| c.is_ascii_digit()))
+                .then(|| exception_name(name))
+                .flatten()
+        })
+    };
+    let exception = message.and_then(exception_name).or_else(from_traceback);
+    Some(described(test, exception))
+}
+
+/// unittest: `FAIL: test_x (module.Class.test_x)` (or `ERROR:`), the exception on the first
+/// `Name: message` line of its traceback.
+fn unittest_failure(lines: &[&str]) -> Option<String> {
+    let (at, test) = lines.iter().enumerate().find_map(|(i, l)| {
+        let rest = l
+            .strip_prefix("FAIL: ")
+            .or_else(|| l.strip_prefix("ERROR: "))?;
+        Some((i, rest.split_whitespace().next()?))
+    })?;
+    let exception = lines[at + 1..]
+        .iter()
+        .take_while(|l| !l.starts_with("=====") && !l.starts_with("FAIL: "))
+        .find_map(|l| {
+            (!l.starts_with(' ') && l.contains(':'))
+                .then(|| exception_name(l))
+                .flatten()
+        });
+    Some(described(test, exception))
+}
+
+/// go test: `--- FAIL: TestName (0.00s)`.
+fn go_failure(lines: &[&str]) -> Option<String> {
+    lines.iter().find_map(|l| {
+        let name = l.trim_start().strip_prefix("--- FAIL: ")?;
+        Some(described(name.split_whitespace().next()?, None))
+    })
+}
+
+/// cargo test: `test path::name ... FAILED`.
+fn cargo_failure(lines: &[&str]) -> Option<String> {
+    lines.iter().find_map(|l| {
+        let name = l.strip_prefix("test ")?.strip_suffix(" ... FAILED")?;
+        Some(described(name.trim(), None))
+    })
+}
+
+/// jest: `✕ name (3 ms)`.
+fn jest_failure(lines: &[&str]) -> Option<String> {
+    lines.iter().find_map(|l| {
+        let rest = l.trim_start().strip_prefix("✕ ")?;
+        let name = match rest.rfind(" (") {
+            Some(i) if rest.ends_with(')') => &rest[..i],
+            _ => rest,
+        };
+        Some(described(name.trim(), None))
+    })
+}
+
+/// vitest: ` FAIL  file > name`, the exception on the next line.
+fn vitest_failure(lines: &[&str]) -> Option<String> {
+    lines.iter().enumerate().find_map(|(i, l)| {
+        let rest = l.trim_start().strip_prefix("FAIL ")?;
+        let name = rest.rsplit(" > ").next()?.trim();
+        if !rest.contains(" > ") {
+            return None;
+        }
+        let exception = lines.get(i + 1).and_then(|next| exception_name(next));
+        Some(described(name, exception))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_failing_test_is_named_as_cooperbench_documents() {
+        assert_eq!(
+            first_failure(PYTEST).as_deref(),
+            Some("AssertionError in test_e")
+        );
+        assert_eq!(
+            first_failure("FAILED tests/t.py::test_x[1] - KeyError: 'a'\n").as_deref(),
+            Some("KeyError in test_x[1]")
+        );
+        assert_eq!(first_failure(GO_VERBOSE).as_deref(), Some("TestD failed"));
+        assert_eq!(first_failure(GO_PLAIN).as_deref(), Some("TestD failed"));
+        assert_eq!(first_failure(CARGO).as_deref(), Some("more::c failed"));
+        assert_eq!(first_failure(JEST).as_deref(), Some("c failed"));
+        assert_eq!(
+            first_failure(VITEST).as_deref(),
+            Some("AssertionError in c")
+        );
+        assert_eq!(first_failure("==== 3 passed in 0.1s ===="), None);
+        let unittest = "test_a (t.T.test_a) ... ok\ntest_b (t.T.test_b) ... FAIL\n\n======\nFAIL: test_b (t.T.test_b)\n------\nTraceback (most recent call last):\n  File \"t.py\", line 5, in test_b\n    self.assertEqual(1, 2)\nAssertionError: 1 != 2\n\n------\nRan 2 tests in 0.001s\n\nFAILED (failures=1)\n";
+        assert_eq!(
+            first_failure(unittest).as_deref(),
+            Some("AssertionError in test_b")
+        );
+    }
 
     /// Outputs captured from real runs of each tool (pytest 9.2, cargo 1.95, go 1.19,
     /// jest 30.5, vitest 4.1) on small suites with one failing test; paths anonymised.

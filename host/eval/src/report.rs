@@ -48,6 +48,11 @@ pub struct MergedGrade {
     /// Agents whose patch did not apply to the base (the merge then fails).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub apply_failed: Vec<String>,
+    /// Files the naive merge conflicted in (kept when a policy resolved the conflict).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflict_files: Vec<String>,
+    /// Why the merged tree failed: `Merge conflict in a.py, b.py`, the first failing test
+    /// (`AssertionError in test_x`), or the runner's error.
     pub error: Option<String>,
     pub features: Vec<FeatureGrade>,
 }

@@ -164,12 +164,33 @@ pub enum LlmError {
 /// Problems resolving `-m MODEL`.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("unknown model `{0}`: use `oracle`, `scripted:<file>`, `replay:<run dir>`, `gpt-…` / `openai/<model>` (any OpenAI-compatible server with --api-base), `anthropic/<model>`, `gemini/<model>`, `openrouter/<model>`, `ollama/<model>` or `hosted_vllm/<model>`")]
+    #[error("unknown model `{0}`: use `oracle`, `scripted:<file>`, `replay:<run dir>` or a provider model: {forms} (`cbench models` lists them with their variables)", forms = providers::forms_summary())]
     Unknown(String),
     #[error("model `{model}`: no API key: set {var} in the environment or in ./.env")]
-    MissingKey { model: String, var: &'static str },
+    MissingKey { model: String, var: String },
     #[error("model `{model}`: no server address: set {var} or --api-base")]
-    NoBaseUrl { model: String, var: &'static str },
+    NoBaseUrl { model: String, var: String },
+    #[error("model `{model}`: no {what}: set {var} in the environment or in ./.env")]
+    MissingSetting {
+        model: String,
+        what: &'static str,
+        var: String,
+    },
+    #[error("model `{model}`: {var}: {reason}")]
+    BadSetting {
+        model: String,
+        var: String,
+        reason: String,
+    },
+    /// A credentials file that cannot be used; `source` is its path (or `inline JSON`),
+    /// never its content.
+    #[error("model `{model}`: {var} ({source_name}): {reason}")]
+    BadCredentials {
+        model: String,
+        var: &'static str,
+        source_name: String,
+        reason: String,
+    },
     #[error("model `{model}`: base URL `{url}` must start with http:// or https://")]
     BadBaseUrl { model: String, url: String },
     #[error("{path}: cannot read: {reason}")]

@@ -1,8 +1,9 @@
 //! The `oracle` model: replays each agent's gold patch through the real agent loop.
 //!
 //! Coop: one message to the teammates naming the files it will change, then the
-//! patch, then the submit command. Solo: every feature's patch in turn (3-way
-//! when needed), reporting honestly when one does not apply, then submit.
+//! patch, then the submit command. Solo: every feature's patch in turn (3-way when needed,
+//! overlapping hunks kept side by side), reporting honestly when one does not apply, then
+//! submit.
 
 use async_trait::async_trait;
 
@@ -80,11 +81,21 @@ pub fn apply_command(feature: &FeatureBrief) -> String {
         delimiter.push('_');
     }
     let id = feature.id;
-    // Each applied patch is committed so a failed 3-way apply can be rolled back
-    // to exactly the previous features; the host diffs against the base anyway.
+    // Each applied patch is committed so a failed apply can be rolled back to exactly the
+    // previous features; the host diffs against the base anyway. A solo agent's second
+    // feature often overlaps its first: when the 3-way apply conflicts, each conflicted file
+    // keeps both sides (`git merge-file --union`), as an agent writing both features would.
     format!(
         "p=\"$TMPDIR/oracle-feature{id}.patch\"\ncat > \"$p\" <<'{delimiter}'\n{patch}\n{delimiter}\n\
-         git add -A && (git apply \"$p\" || git apply --3way \"$p\") \\\n\
+         oracle_union() {{\n\
+         \x20 git diff --name-only --diff-filter=U -z | {{ found=; while IFS= read -r -d '' f; do found=1\n\
+         \x20   git show \":1:$f\" > \"$TMPDIR/oracle-base\" 2>/dev/null || : > \"$TMPDIR/oracle-base\"\n\
+         \x20   git show \":2:$f\" > \"$TMPDIR/oracle-ours\" && git show \":3:$f\" > \"$TMPDIR/oracle-theirs\" || exit 1\n\
+         \x20   git merge-file --union \"$TMPDIR/oracle-ours\" \"$TMPDIR/oracle-base\" \"$TMPDIR/oracle-theirs\"\n\
+         \x20   cat \"$TMPDIR/oracle-ours\" > \"$f\" && git add -- \"$f\" || exit 1\n\
+         \x20 done; [ -n \"$found\" ]; }}\n\
+         }}\n\
+         git add -A && {{ git apply \"$p\" || git apply --3way \"$p\" || oracle_union; }} \\\n\
          && git add -A && git commit -q --no-gpg-sign -m 'oracle: feature {id}' \\\n\
          && echo \"applied feature {id}\" \\\n\
          || {{ git reset -q --hard HEAD; git clean -fdq; echo \"{APPLY_FAILED} feature={id}\"; }}",

@@ -21,6 +21,7 @@ mod imports;
 pub mod inspect;
 mod limits;
 mod output;
+pub mod search;
 pub mod v0_1_0;
 pub mod v0_2_0;
 

@@ -15,6 +15,9 @@ use crate::plugin::PluginLimits;
 pub struct RunConfig {
     pub name: String,
     pub agent: PathBuf,
+    /// The CooperBench agent name `--agent` gave (e.g. `mini_swe_agent_v2`) when a cbench
+    /// plugin stands in for it; said once in the run's header.
+    pub stands_in_for: Option<String>,
     /// `--team`: one plugin per agent, agent k gets the k-th (`agent` is the first); empty when
     /// every agent runs `agent`.
     pub team: Vec<PathBuf>,

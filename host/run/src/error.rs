@@ -22,6 +22,8 @@ pub enum RunError {
     NothingVerified { path: PathBuf },
     #[error("run `{name}` not found: {path} does not exist")]
     UnknownRun { name: String, path: PathBuf },
+    #[error("run `{name}`: none of its pairs matches the -s/-r/-t/-f filters given to eval")]
+    NothingToEvaluate { name: String },
     #[error(transparent)]
     Sandbox(#[from] crate::sandbox::SandboxError),
     #[error(transparent)]

@@ -41,6 +41,8 @@ pub struct EvalConfig {
     /// Docker settings when the recorded backend is docker.
     pub docker: crate::backend::DockerOptions,
     pub quiet: bool,
+    /// `eval -s/-r/-t/-f`: grade only the run's pairs this selection also selects.
+    pub only: Option<Selection>,
 }
 
 /// (Re-)grades every pair of an existing run; pairs whose eval.json matches their patches are kept.
@@ -61,7 +63,20 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
         .dataset_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(&record.dataset_dir));
-    let pairs = recorded_pairs(&record, &dataset_dir)?;
+    let mut pairs = recorded_pairs(&record, &dataset_dir)?;
+    if let Some(only) = &cfg.only {
+        let wanted: std::collections::HashSet<String> = Dataset::discover(&dataset_dir)?
+            .select(only)?
+            .iter()
+            .map(crate::dataset::pair_label)
+            .collect();
+        pairs.retain(|p| wanted.contains(&crate::dataset::pair_label(p)));
+        if pairs.is_empty() {
+            return Err(RunError::NothingToEvaluate {
+                name: cfg.name.clone(),
+            });
+        }
+    }
     let work_dir = crate::leftovers::scratch_dir("eval", &cfg.name)
         .map_err(run_dir_io(&std::env::temp_dir()))?;
     let choice = backend_choice(&cfg, &record);
@@ -151,7 +166,10 @@ fn recorded_pairs(record: &RunRecord, dataset_dir: &Path) -> Result<Vec<Pair>, R
         task: record.task,
         features: record.features.clone(),
     };
-    let pairs = dataset.select(&selection)?;
+    let mut pairs = dataset.select(&selection)?;
+    if !record.only_pairs.is_empty() {
+        pairs.retain(|p| record.only_pairs.contains(&crate::dataset::pair_label(p)));
+    }
     Ok(match &record.exclude_unverified {
         Some(path) => only_verified(pairs, Path::new(path))?.0,
         None => pairs,

@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil::{read_json, sha256_hex, write_json_atomic, FsError};
+use crate::plugin::search::{Resolved, SearchPath};
 
 /// A refused pin, naming the file and both hashes.
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
-    #[error("{flag} {path}: file not found")]
-    Missing { flag: &'static str, path: PathBuf },
+    #[error(transparent)]
+    Search(#[from] crate::plugin::search::SearchError),
     #[error("{flag} {path}: cannot read: {source}")]
     Read {
         flag: &'static str,
@@ -75,26 +76,27 @@ impl PluginSpec {
         }
     }
 
-    /// The file's path once it exists and, if pinned, hashes to its pin.
-    pub fn verify(self) -> Result<PathBuf, PinError> {
-        if !self.path.is_file() {
-            return Err(PinError::Missing {
-                flag: self.flag,
-                path: self.path,
-            });
-        }
+    /// The file (a path as given, or a plugin name found on the search path) once it exists
+    /// and, if pinned, hashes to its pin.
+    pub fn verify(self) -> Result<Resolved, PinError> {
+        self.verify_on(&SearchPath::from_env())
+    }
+
+    /// [`PluginSpec::verify`] with an explicit search path.
+    pub fn verify_on(self, search: &SearchPath) -> Result<Resolved, PinError> {
+        let resolved = search.resolve(self.flag, &self.path.to_string_lossy())?;
         if let Some(pinned) = &self.pinned {
-            let actual = file_sha256(self.flag, &self.path)?;
+            let actual = file_sha256(self.flag, &resolved.path)?;
             if &actual != pinned {
                 return Err(PinError::Mismatch {
                     flag: self.flag,
-                    path: self.path.clone(),
+                    path: resolved.path.clone(),
                     actual,
                     pinned: pinned.clone(),
                 });
             }
         }
-        Ok(self.path)
+        Ok(resolved)
     }
 }
 

@@ -214,7 +214,12 @@ fn header(
 ) -> String {
     let pairs = &selected.pairs;
     format!(
-        "cbench run: {name}\n  setting: {setting} · model: {model} · agent: {agent} {version} (sha256 {sha}…) · backend: {backend} ({isolation})\n  tasks: {tasks} · pairs: {pairs} · concurrency: {c}",
+        "cbench run: {name}\n  setting: {setting} · model: {model} · agent: {agent} {version} (sha256 {sha}…){stand_in} · backend: {backend} ({isolation})\n  tasks: {tasks} · pairs: {pairs} · concurrency: {c}",
+        stand_in = cfg
+            .stands_in_for
+            .as_deref()
+            .map(|cb| format!(" standing in for CooperBench's {cb}"))
+            .unwrap_or_default(),
         name = cfg.name,
         setting = cfg.setting,
         model = cfg.model,

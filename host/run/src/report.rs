@@ -27,6 +27,8 @@ pub enum ReportError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    NoPairs(#[from] crate::layout::NoPairs),
 }
 
 /// One graded pair as the report sees it.
@@ -164,10 +166,7 @@ fn read_outcomes(run_dir: &Path) -> Result<(BTreeMap<String, PairOutcome>, usize
     }
     let mut outcomes = BTreeMap::new();
     let mut ungraded = 0;
-    let pairs = crate::layout::pair_dirs(run_dir).map_err(|source| ReportError::Walk {
-        path: run_dir.to_path_buf(),
-        source,
-    })?;
+    let pairs = crate::layout::required_pair_dirs(run_dir)?;
     for pair in pairs {
         let eval_path = pair.path.join("eval.json");
         if !eval_path.is_file() {

@@ -86,6 +86,10 @@ pub struct RunRecord {
     /// Its sha256 (the same path with other content is another selection).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified_items_sha256: Option<String>,
+    /// The run's pairs when no selection describes them (an imported run), as
+    /// `<repo>/task<id> features_<a>_<b>`; empty: the selection's pairs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub only_pairs: Vec<String>,
     /// When later invocations resumed the run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resumed_at: Vec<String>,
@@ -154,6 +158,7 @@ pub(crate) fn run_record(cfg: &RunConfig, plugin: &PluginIdentity, backend: &Bac
             .as_ref()
             .map(|p| p.display().to_string()),
         verified_items_sha256: None,
+        only_pairs: Vec::new(),
         cbench_version: env!("CARGO_PKG_VERSION").into(),
     }
 }

@@ -159,25 +159,20 @@ impl UpstreamRepos {
             .tempdir_in(&bases)
             .map_err(io("creating a staging dir"))?;
         let repo = staging.path().join("repo");
-        let repo_arg = repo.display().to_string();
-        git(
-            staging.path(),
-            &["clone", "-q", "--no-checkout", &source, &repo_arg],
-            &[],
-        )
-        .await
-        .map_err(|e| SandboxError::Command(format!("cloning {url} from {source}: {e}")))?;
-        let object = format!("{commit}^{{commit}}");
-        if git(&repo, &["rev-parse", "-q", "--verify", &object], &[])
-            .await
-            .is_err()
-        {
-            return Err(SandboxError::Command(format!(
-                "base commit {commit} of {url} is not in {source}"
-            )));
+        if let Err(full) = with_history(staging.path(), &repo, &source, url, commit).await {
+            // A clone missing objects somewhere in its history (a `--filter=blob:none` clone,
+            // a damaged snapshot) cannot be cloned whole or garbage-collected, yet holds the
+            // base commit's tree: take that alone.
+            tracing::info!("{url}@{commit}: {full}; preparing the base from its tree alone");
+            if repo.exists() {
+                std::fs::remove_dir_all(&repo).map_err(io("clearing a failed clone"))?;
+            }
+            tree_only(&repo, &source, commit).await.map_err(|tree| {
+                SandboxError::Command(format!(
+                    "preparing the base {commit} of {url} from {source}: {tree} (the whole clone failed first: {full})"
+                ))
+            })?;
         }
-        git(&repo, &["checkout", "-q", "-B", "main", commit], &[]).await?;
-        truncate_history(&repo, commit).await?;
         match std::fs::rename(&repo, &final_dir) {
             Ok(()) => Ok(final_dir),
             // Another cbench prepared it meanwhile; theirs is as good as ours.
@@ -237,6 +232,74 @@ fn sanitize(url: &str) -> String {
             }
         })
         .collect()
+}
+
+/// The base with its history up to `commit`: a clone, checked out, later history removed.
+async fn with_history(
+    staging: &Path,
+    repo: &Path,
+    source: &str,
+    url: &str,
+    commit: &str,
+) -> Result<(), SandboxError> {
+    let repo_arg = repo.display().to_string();
+    git(
+        staging,
+        &["clone", "-q", "--no-checkout", source, &repo_arg],
+        &[],
+    )
+    .await
+    .map_err(|e| SandboxError::Command(format!("cloning {url} from {source}: {e}")))?;
+    let object = format!("{commit}^{{commit}}");
+    if git(repo, &["rev-parse", "-q", "--verify", &object], &[])
+        .await
+        .is_err()
+    {
+        return Err(SandboxError::Command(format!(
+            "base commit {commit} of {url} is not in {source}"
+        )));
+    }
+    git(repo, &["checkout", "-q", "-B", "main", commit], &[]).await?;
+    truncate_history(repo, commit).await
+}
+
+/// The base as the one commit `commit` (a shallow fetch: only its tree's objects are read
+/// from `source`), with the tags that name it.
+async fn tree_only(repo: &Path, source: &str, commit: &str) -> Result<(), SandboxError> {
+    std::fs::create_dir_all(repo).map_err(io(format!("creating {}", repo.display())))?;
+    git(repo, &["init", "-q"], &[]).await?;
+    // A local path is fetched over file:// (depth is ignored otherwise), from a server that
+    // may be asked for any commit by id.
+    let from = if source.contains("://") {
+        source.to_string()
+    } else {
+        let absolute = std::path::absolute(source).map_err(io(format!("resolving {source}")))?;
+        format!("file://{}", absolute.display())
+    };
+    git(
+        repo,
+        &[
+            "fetch",
+            "-q",
+            "--depth=1",
+            "--no-tags",
+            "--upload-pack=git -c uploadpack.allowAnySHA1InWant=true upload-pack",
+            &from,
+            commit,
+        ],
+        &[],
+    )
+    .await?;
+    git(repo, &["checkout", "-q", "-B", "main", "FETCH_HEAD"], &[]).await?;
+    if !source.contains("://") {
+        let source_dir = Path::new(source);
+        if let Ok(tags) = git(source_dir, &["tag", "--points-at", commit], &[]).await {
+            for tag in tags.lines().map(str::trim).filter(|t| !t.is_empty()) {
+                let _ = git(repo, &["tag", tag, commit], &[]).await;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Removes every ref except `main` and the tags reachable from `commit`, the

@@ -33,6 +33,47 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parses a command line as clap does (printing help, version or the error and exiting),
+    /// except that a mistyped command is only matched to a command it resembles: clap's fuzzy
+    /// hint once offered `compare` for CooperBench's `prepare`.
+    pub fn parse_or_exit<I, T>(args: I) -> Cli
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::error::{ContextKind, ContextValue, ErrorKind};
+        use clap::CommandFactory;
+        let e = match Cli::try_parse_from(args) {
+            Ok(cli) => return cli,
+            Err(e) => e,
+        };
+        if e.kind() == ErrorKind::InvalidSubcommand {
+            if let (Some(ContextValue::String(given)), Some(ContextValue::Strings(hints))) = (
+                e.get(ContextKind::InvalidSubcommand),
+                e.get(ContextKind::SuggestedSubcommand),
+            ) {
+                if !hints.iter().all(|hint| resembles(given, hint)) {
+                    clap::Error::raw(
+                        ErrorKind::InvalidSubcommand,
+                        format!("unrecognized subcommand '{given}'\n\n  tip: `cbench --help` lists the commands\n"),
+                    )
+                    .format(&mut Cli::command())
+                    .exit();
+                }
+            }
+        }
+        e.exit()
+    }
+}
+
+/// Whether `typed` is plausibly a typo of `command`: a couple of edits (a swap counts one),
+/// fewer for short words.
+fn resembles(typed: &str, command: &str) -> bool {
+    let shortest = typed.chars().count().min(command.chars().count());
+    strsim::osa_distance(typed, command) <= (shortest / 3).clamp(1, 2)
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -45,6 +86,14 @@ pub enum Command {
     /// Inspect the dataset.
     #[command(subcommand)]
     Dataset(DatasetCommand),
+    /// Download the dataset (CooperBench's `prepare`; the same as `cbench dataset fetch`).
+    Prepare(DatasetFetchArgs),
+    /// Model strings `-m` accepts, and the environment variables each provider reads (which
+    /// are set; never their values).
+    Models(ModelsArgs),
+    /// Bring runs written by other tools into the cbench layout.
+    #[command(subcommand)]
+    Import(ImportCommand),
     /// Validate a selection with its gold patches: own tests, and naive merges of every pair.
     Gold(GoldArgs),
     /// Metrics of a run (optionally against a solo baseline run); writes report.json.
@@ -386,11 +435,23 @@ pub struct EvalArgs {
     /// Override the dataset directory recorded in the run's config.json.
     #[arg(long)]
     pub dataset_dir: Option<PathBuf>,
+    /// Only the run's pairs in this subset.
+    #[arg(long, short = 's')]
+    pub subset: Option<String>,
+    /// Only the run's pairs of this repository.
+    #[arg(long, short = 'r')]
+    pub repo: Option<String>,
+    /// Only the run's pairs of this task id.
+    #[arg(long, short = 't')]
+    pub task: Option<u64>,
+    /// Only the run's pairs of these features, e.g. `1,2`.
+    #[arg(long, short = 'f', value_delimiter = ',')]
+    pub features: Option<Vec<u32>>,
     /// Re-grade every pair even when eval.json is current.
     #[arg(long)]
     pub force: bool,
-    /// Pairs graded at once.
-    #[arg(long, default_value_t = 10)]
+    /// Pairs graded at once (`-c`/`--concurrency` as in CooperBench's `eval`).
+    #[arg(long, short = 'c', visible_alias = "concurrency", default_value_t = 10)]
     pub eval_concurrency: usize,
     /// Seconds one feature's test run may take before it counts as an infrastructure error.
     #[arg(long, default_value_t = 900)]
@@ -408,6 +469,41 @@ pub struct EvalArgs {
     /// No progress output (the summary files are still written).
     #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+/// Raw `cbench models` arguments.
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `cbench import …`.
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// A run directory written by CooperBench (0.0.14 or 0.0.29), into `<log-dir>/<name>/`
+    /// in cbench's layout, so `report`, `view`, `compare` and `eval` work on it.
+    Cooperbench(ImportCooperbenchArgs),
+}
+
+/// Raw `cbench import cooperbench` arguments.
+#[derive(Debug, Args)]
+pub struct ImportCooperbenchArgs {
+    /// The CooperBench run directory (e.g. `logs/my-experiment`).
+    pub dir: PathBuf,
+    /// Name of the imported run (default: the directory's name).
+    #[arg(long, short = 'n')]
+    pub name: Option<String>,
+    /// Directory to write the run into.
+    #[arg(long, default_value = "logs")]
+    pub log_dir: PathBuf,
+    /// The dataset the run used (its tasks' tests grade a regrade).
+    #[arg(long, env = "CBENCH_DATASET_DIR", default_value = "dataset")]
+    pub dataset_dir: PathBuf,
+    /// Replace an earlier import of the same name.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Raw `cbench bench` arguments.
@@ -503,7 +599,21 @@ impl EvalArgs {
                 flag: "--eval-concurrency",
             });
         }
+        let narrowed = SelectionArgs {
+            subset: self.subset.clone(),
+            repo: self.repo.clone(),
+            task: self.task,
+            features: self.features.clone(),
+            dataset_dir: PathBuf::new(),
+        };
+        let only = (self.subset.is_some()
+            || self.repo.is_some()
+            || self.task.is_some()
+            || self.features.is_some())
+        .then(|| narrowed.validate())
+        .transpose()?;
         Ok(EvalConfig {
+            only,
             name: self.name,
             log_dir: self.log_dir,
             dataset_dir: self.dataset_dir,
@@ -526,6 +636,15 @@ impl EvalArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typo_hints_only_name_commands_that_resemble_the_typo() {
+        assert!(resembles("evla", "eval"));
+        assert!(resembles("rnu", "run"));
+        assert!(resembles("comapre", "compare"));
+        assert!(!resembles("prepare", "compare"));
+        assert!(!resembles("serve", "verify"));
+    }
 
     #[test]
     fn memory_sizes_parse_like_docker_flags() {

@@ -12,6 +12,21 @@ pub enum PluginCommand {
     /// Show a plugin's contract (WIT version, imports, exports, hash) read from the binary,
     /// without compiling it; exits 1 when cbench would refuse it.
     Inspect(PluginInspectArgs),
+    /// Plugins a name resolves to (`--agent NAME`), in search-path order: name, version, WIT,
+    /// sha256, file.
+    List(PluginListArgs),
+}
+
+/// Raw `cbench plugin list` arguments.
+#[derive(Debug, Args)]
+pub struct PluginListArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Cache for compiled plugins (default ~/.cache/cbench; env CBENCH_CACHE_DIR); listing
+    /// compiles each plugin once (cached) to ask its name and version.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// Languages with a plugin kit.

@@ -12,6 +12,9 @@ use crate::plugin::PluginLimits;
 use crate::runner::{LlmConfig, RunConfig};
 use crate::sandbox::patch::PatchLimits;
 
+/// CooperBench's default model, and so cbench's.
+pub const DEFAULT_MODEL: &str = "vertex_ai/gemini-3-flash-preview";
+
 /// `--merge-policy`.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum MergePolicyArg {
@@ -41,15 +44,12 @@ pub enum IsolationArg {
 /// Raw `cbench run` arguments.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Agent plugin (.wasm component), optionally pinned: `path@sha256:<hex>`. Given more than
-    /// once, every plugin runs the same selection as its own run (pairs interleaved), then the
-    /// runs are compared.
-    #[arg(
-        long,
-        short = 'a',
-        value_name = "PLUGIN",
-        required_unless_present = "team"
-    )]
+    /// Agent plugin: a .wasm path or a plugin name found on the plugin search path
+    /// (`cbench plugin list`; CooperBench's `mini_swe_agent`/`mini_swe_agent_v2` mean
+    /// mini_swe), optionally pinned: `<path or name>@sha256:<hex>`. Given more than once, every
+    /// plugin runs the same selection as its own run (pairs interleaved), then the runs are
+    /// compared.
+    #[arg(long, short = 'a', value_name = "PLUGIN", default_value = crate::plugin::search::DEFAULT_AGENT)]
     pub agent: Vec<String>,
     /// A mixed team: agent k runs the k-th plugin (`a.wasm,b.wasm`; pins allowed).
     #[arg(
@@ -63,8 +63,10 @@ pub struct RunArgs {
     /// model, dataset content, grading version, merge policy, budgets).
     #[arg(long, value_name = "FILE")]
     pub lock: Option<PathBuf>,
-    /// Model: `gpt-4o`, `openai/<m>`, `anthropic/<m>`, `gemini/<m>`, `openrouter/<m>`, `ollama/<m>`, `hosted_vllm/<m>`, `replay:<run dir>`, `oracle`, `scripted:<file>`.
-    #[arg(long, short = 'm')]
+    /// Model, by its LiteLLM name (`gpt-4o`, `anthropic/<m>`, `vertex_ai/<m>`, `bedrock/<m>`,
+    /// `azure/<deployment>`, … — `cbench models` lists every form and its variables), or
+    /// `oracle` (replays the gold patches), `scripted:<file>`, `replay:<run dir>`.
+    #[arg(long, short = 'm', default_value = DEFAULT_MODEL)]
     pub model: String,
     /// Run name (default: <setting>-<agent>-<model>-<subset>).
     #[arg(long, short = 'n')]
@@ -161,8 +163,9 @@ pub struct RunArgs {
 /// LLM provider settings and the budgets the host enforces.
 #[derive(Debug, Args)]
 pub struct LlmArgs {
-    /// Base URL of the provider (overrides OPENAI_BASE_URL / ANTHROPIC_BASE_URL / GEMINI_BASE_URL).
-    #[arg(long, value_name = "URL")]
+    /// Base URL of the provider (overrides OPENAI_BASE_URL / ANTHROPIC_BASE_URL / GEMINI_BASE_URL
+    /// and the other providers' variables; `--base-url` as in CooperBench 0.0.29).
+    #[arg(long, visible_alias = "base-url", value_name = "URL")]
     pub api_base: Option<String>,
     /// Requests in flight to the provider at once.
     #[arg(long, default_value_t = 16)]
@@ -269,6 +272,15 @@ fn agent_abbreviation(agent: &std::path::Path) -> String {
     }
 }
 
+/// CooperBench's abbreviation of its own agent names in run names.
+fn cooperbench_abbreviation(agent: &str) -> String {
+    match agent {
+        "mini_swe_agent" => "msa".into(),
+        "mini_swe_agent_v2" => "msa_v2".into(),
+        other => other.into(),
+    }
+}
+
 /// The selection part of a default run name: `full`, `lite`, `full-llama_index_task-task8394-f1_2`.
 /// Narrowing filters are in it, so a run of another selection never joins an earlier one.
 fn selection_label(selection: &SelectionArgs) -> String {
@@ -332,6 +344,7 @@ impl RunArgs {
         } else {
             vec![team[0].clone()]
         };
+        let team: Vec<PathBuf> = team.into_iter().map(|r| r.path).collect();
         if team.len() == 1 {
             return Err(CliError::TeamOfOne);
         }
@@ -393,14 +406,19 @@ impl RunArgs {
         };
         let mut names: Vec<String> = agents
             .iter()
-            .map(|agent| match (&self.name, agents.len()) {
+            .map(|resolved| (&resolved.path, resolved.stands_in_for.as_deref()))
+            .map(|(agent, stands_in_for)| match (&self.name, agents.len()) {
                 (Some(n), 1) => n.clone(),
                 (Some(n), _) => format!("{n}-{}", abbreviation(agent)),
+                // `-git` where CooperBench puts it, so a `--git` rerun is a run of its own.
                 (None, _) => format!(
-                    "{setting}-{}-{}-{}",
-                    abbreviation(agent),
+                    "{setting}-{}{}-{}-{}",
+                    stands_in_for
+                        .map(cooperbench_abbreviation)
+                        .unwrap_or_else(|| abbreviation(agent)),
+                    if self.git { "-git" } else { "" },
                     sanitize(&self.model),
-                    selection_label(&self.selection)
+                    selection_label(&self.selection),
                 ),
             })
             .collect();
@@ -414,6 +432,7 @@ impl RunArgs {
             exclude_unverified: self.exclude_unverified.clone(),
             name: String::new(),
             agent: PathBuf::new(),
+            stands_in_for: None,
             team: team.clone(),
             model: self.model,
             setting,
@@ -460,9 +479,10 @@ impl RunArgs {
         Ok(agents
             .into_iter()
             .zip(names)
-            .map(|(agent, name)| RunConfig {
+            .map(|(resolved, name)| RunConfig {
                 name,
-                agent,
+                agent: resolved.path,
+                stands_in_for: resolved.stands_in_for,
                 ..base.clone()
             })
             .collect())

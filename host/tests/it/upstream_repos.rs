@@ -116,6 +116,48 @@ async fn a_prepared_base_has_no_history_after_the_base_commit() {
     assert!(err.to_string().contains("acme/nope"), "{err}");
 }
 
+#[tokio::test]
+async fn a_clone_missing_objects_after_the_base_still_prepares_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mirror = tmp.path().join("mirror/acme/widget");
+    let (base, later) = upstream(&mirror);
+    // As in a `--filter=blob:none` clone or a damaged snapshot: a blob of a later commit is
+    // gone, so the whole history can be neither cloned nor garbage-collected.
+    let blob = git(&mirror, &["rev-parse", &format!("{later}:FUTURE.md")]);
+    std::fs::remove_file(
+        mirror
+            .join(".git/objects")
+            .join(&blob[..2])
+            .join(&blob[2..]),
+    )
+    .unwrap();
+    let repos = UpstreamRepos {
+        cache_dir: tmp.path().join("cache"),
+        mirror_dir: Some(tmp.path().join("mirror")),
+    };
+    let prepared = repos
+        .prepare("https://github.com/acme/widget.git", &base)
+        .await
+        .unwrap();
+    assert_eq!(git(&prepared, &["rev-parse", "HEAD"]), base);
+    assert_eq!(git(&prepared, &["tag"]), "v0.1");
+    assert_eq!(git(&prepared, &["status", "--porcelain"]), "");
+    assert!(prepared.join("textkit/strings.py").is_file());
+    assert!(!prepared.join("FUTURE.md").exists());
+    // A base commit the clone does not hold is still an error naming it.
+    let err = UpstreamRepos {
+        cache_dir: tmp.path().join("cache2"),
+        mirror_dir: Some(tmp.path().join("mirror")),
+    }
+    .prepare(
+        "https://github.com/acme/widget.git",
+        "0123456789012345678901234567890123456789",
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("0123456789"), "{err}");
+}
+
 #[test]
 fn oracle_runs_on_an_upstream_task_from_a_repo_cache() {
     let tmp = tempfile::tempdir().unwrap();

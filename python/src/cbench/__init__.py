@@ -2,9 +2,12 @@
 
     from cbench import run, evaluate, load_run, compare
     summary = run(run_name="my-experiment", repo="llama_index_task", model_name="gpt-4o",
-                  setting="coop", redis_url="redis://localhost:6379", backend="docker")
+                  setting="coop", backend="docker")
     evaluate(run_name="my-experiment")
     pairs = load_run("my-experiment")          # list of dicts: pandas.DataFrame(pairs)
+
+CooperBench's own names work too: `from cooperbench import run, evaluate` (the `cooperbench`
+package in this wheel), `logs_dir=`, `agent="mini_swe_agent_v2"`, and the `cooperbench` command.
 
 Arguments are checked exactly as `cbench run` / `cbench eval` check them: a bad one raises
 ValueError with the CLI's message; a failure of cbench's machinery (Docker, Redis, files, a lock)
@@ -21,7 +24,7 @@ from typing import Any, Iterable, Optional, Sequence, Union
 from . import _native
 from ._native import CbenchError
 
-__all__ = ["run", "evaluate", "load_run", "compare", "CbenchError"]
+__all__ = ["run", "evaluate", "load_run", "compare", "main", "CbenchError"]
 
 _PathLike = Union[str, "os.PathLike[str]"]
 
@@ -29,6 +32,19 @@ _PathLike = Union[str, "os.PathLike[str]"]
 def _flag(argv: list, name: str, value: Any) -> None:
     if value is not None:
         argv += [name, os.fspath(value) if isinstance(value, os.PathLike) else str(value)]
+
+
+def _one_of(name: str, value: Any, alias: str, alias_value: Any) -> Any:
+    if value is not None and alias_value is not None and value != alias_value:
+        raise ValueError(f"{name} and {alias} name the same directory; give one of them")
+    return value if value is not None else alias_value
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The `cbench` command line, in-process (the `cbench` console script of this wheel)."""
+    import sys
+
+    return _native.main(list(sys.argv[1:] if argv is None else argv))
 
 
 def _features(features: Optional[Union[str, Iterable[int]]]) -> Optional[str]:
@@ -43,11 +59,11 @@ def run(
     repo: Optional[str] = None,
     task_id: Optional[int] = None,
     features: Optional[Union[str, Sequence[int]]] = None,
-    model_name: str = "gpt-4o",
-    agent: Union[_PathLike, Sequence[_PathLike]] = "plugins/mini_swe.wasm",
+    model_name: str = "vertex_ai/gemini-3-flash-preview",
+    agent: Union[_PathLike, Sequence[_PathLike]] = "mini_swe",
     concurrency: int = 30,
     setting: str = "coop",
-    redis_url: Optional[str] = "redis://localhost:6379",
+    redis_url: Optional[str] = None,
     force: bool = False,
     git_enabled: bool = False,
     messaging_enabled: bool = True,
@@ -62,14 +78,18 @@ def run(
     dataset_dir: Optional[_PathLike] = None,
     quiet: bool = False,
     extra_args: Sequence[str] = (),
+    logs_dir: Optional[_PathLike] = None,
 ) -> Any:
     """Runs agents on the selected pairs and grades them (as `cbench run`); returns summary.json
     as a dict (a list of them when `agent` names several plugins, which are then compared).
 
-    `agent` is a plugin path (`path@sha256:<hex>` pins it). Messages go through Redis at
-    `redis_url` in a coop run with messaging, as in CooperBench; `redis_url=None` uses cbench's
-    in-process bus (no server needed). `extra_args` passes any other `cbench run` flag as is.
+    `agent` is a plugin name (`cbench plugin list`; CooperBench's `mini_swe_agent_v2` means
+    mini_swe) or a .wasm path; `@sha256:<hex>` pins it. With `redis_url`, a coop run's messages
+    go through that Redis server with CooperBench's keys; without it, through cbench's
+    in-process bus (no server needed, the same messages). `logs_dir` is CooperBench's name for
+    `log_dir`. `extra_args` passes any other `cbench run` flag as is.
     """
+    log_dir = _one_of("log_dir", log_dir, "logs_dir", logs_dir)
     argv: list = []
     _flag(argv, "-n", run_name)
     _flag(argv, "-s", subset)
@@ -116,12 +136,23 @@ def evaluate(
     dataset_dir: Optional[_PathLike] = None,
     quiet: bool = False,
     extra_args: Sequence[str] = (),
+    subset: Optional[str] = None,
+    repo: Optional[str] = None,
+    task_id: Optional[int] = None,
+    features: Optional[Union[str, Sequence[int]]] = None,
+    logs_dir: Optional[_PathLike] = None,
 ) -> Any:
     """Grades a run's patches again where they are not graded yet (`force=True`: all of them),
     as `cbench eval`; returns summary.json as a dict. `concurrency` is grading concurrency;
-    `backend` and `merge_policy` default to the run's own."""
+    `backend` and `merge_policy` default to the run's own; `subset`, `repo`, `task_id` and
+    `features` grade only the run's pairs they select (as CooperBench's `evaluate`)."""
+    log_dir = _one_of("log_dir", log_dir, "logs_dir", logs_dir)
     argv: list = []
     _flag(argv, "-n", run_name)
+    _flag(argv, "-s", subset)
+    _flag(argv, "-r", repo)
+    _flag(argv, "-t", task_id)
+    _flag(argv, "-f", _features(features))
     _flag(argv, "--eval-concurrency", concurrency)
     _flag(argv, "--backend", backend)
     if force:

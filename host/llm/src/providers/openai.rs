@@ -109,7 +109,11 @@ pub fn parse_reply(v: &Value) -> Result<Reply, LlmError> {
             .unwrap_or(0)
     };
     let prompt = number("/prompt_tokens");
-    let cached = number("/prompt_tokens_details/cached_tokens");
+    // DeepSeek reports its cache hits under its own name.
+    let cached = match number("/prompt_tokens_details/cached_tokens") {
+        0 => number("/prompt_cache_hit_tokens"),
+        n => n,
+    };
     Ok(Reply {
         content,
         tool_calls,

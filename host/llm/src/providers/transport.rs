@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use async_trait::async_trait;
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::Semaphore;
@@ -57,13 +58,50 @@ pub struct Failure {
     pub retries: Vec<RetryNote>,
 }
 
+/// The credentials of a provider, put on every attempt of a request (a SigV4 signature
+/// covers the body and the time, a cached access token may have been refreshed).
+#[async_trait]
+pub trait Auth: Send + Sync {
+    /// The headers of one attempt of POSTing `body` (the exact bytes sent) to `url`.
+    async fn headers(&self, url: &str, body: &[u8]) -> Result<HeaderMap, LlmError>;
+
+    /// Called after a 401: drops cached credentials; true when one more attempt may succeed.
+    async fn refresh(&self) -> bool {
+        false
+    }
+
+    /// What the user should check when the provider rejects the credentials (401/403).
+    fn hint(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Headers that are the same on every request (API-key providers).
+pub struct StaticHeaders {
+    /// The headers, secrets marked sensitive.
+    pub headers: HeaderMap,
+    /// Appended to a 401/403, e.g. `check OPENAI_API_KEY`.
+    pub hint: Option<String>,
+}
+
+#[async_trait]
+impl Auth for StaticHeaders {
+    async fn headers(&self, _url: &str, _body: &[u8]) -> Result<HeaderMap, LlmError> {
+        Ok(self.headers.clone())
+    }
+
+    fn hint(&self) -> Option<String> {
+        self.hint.clone()
+    }
+}
+
 /// One provider's HTTP client and connection slots.
 pub struct Transport {
     client: reqwest::Client,
     slots: Semaphore,
     policy: RetryPolicy,
-    /// Text that must never leave in an error (the API key).
-    secret: Option<String>,
+    /// Text that must never leave in an error (API keys, tokens).
+    secrets: Vec<String>,
 }
 
 enum Attempt {
@@ -72,12 +110,26 @@ enum Attempt {
         reason: String,
         retry_after: Option<Duration>,
     },
+    /// 401/403: the credentials were refused.
+    Rejected {
+        code: u16,
+        message: String,
+    },
     Fail(LlmError),
 }
 
 impl Transport {
     /// A transport allowing `max_connections` requests at once.
     pub fn new(policy: RetryPolicy, max_connections: usize, secret: Option<String>) -> Transport {
+        Transport::with_secrets(policy, max_connections, secret.into_iter().collect())
+    }
+
+    /// A transport that redacts each of `secrets` from the errors it returns.
+    pub fn with_secrets(
+        policy: RetryPolicy,
+        max_connections: usize,
+        secrets: Vec<String>,
+    ) -> Transport {
         let client = reqwest::Client::builder()
             .timeout(policy.request_timeout)
             .build()
@@ -86,7 +138,7 @@ impl Transport {
             client,
             slots: Semaphore::new(max_connections.max(1)),
             policy,
-            secret,
+            secrets: secrets.into_iter().filter(|s| !s.is_empty()).collect(),
         }
     }
 
@@ -97,19 +149,64 @@ impl Transport {
         headers: HeaderMap,
         body: &Value,
     ) -> Result<(Value, Vec<RetryNote>), Failure> {
+        self.post(
+            url,
+            body,
+            &StaticHeaders {
+                headers,
+                hint: None,
+            },
+        )
+        .await
+    }
+
+    /// POSTs `body` as JSON to `url`, asking `auth` for the headers of each attempt.
+    pub async fn post(
+        &self,
+        url: &str,
+        body: &Value,
+        auth: &dyn Auth,
+    ) -> Result<(Value, Vec<RetryNote>), Failure> {
+        // Serialised once: a signature covers these exact bytes on every attempt.
+        let bytes = serde_json::to_vec(body).map_err(|e| Failure {
+            error: LlmError::InvalidRequest(format!("cannot serialise the request: {e}")),
+            retries: Vec::new(),
+        })?;
         let started = Instant::now();
         let mut waited = Duration::ZERO;
         let mut retries: Vec<RetryNote> = Vec::new();
         let mut backoff = self.policy.initial_backoff;
         let mut attempt = 1u32;
+        let mut refreshed = false;
         loop {
+            let headers = match auth.headers(url, &bytes).await {
+                Ok(h) => h,
+                Err(error) => return Err(Failure { error, retries }),
+            };
             let outcome = {
                 let _slot = self.slots.acquire().await;
-                self.attempt(url, headers.clone(), body).await
+                self.attempt(url, headers, &bytes).await
             };
             let (reason, retry_after) = match outcome {
                 Attempt::Done(value) => return Ok((value, retries)),
                 Attempt::Fail(error) => return Err(Failure { error, retries }),
+                Attempt::Rejected { code, message } => {
+                    // An access token may have expired early or been revoked: one fresh try.
+                    if code == 401 && !refreshed && auth.refresh().await {
+                        refreshed = true;
+                        retries.push(RetryNote {
+                            attempt,
+                            reason: "HTTP 401; credentials refreshed".into(),
+                            waited_ms: 0,
+                        });
+                        attempt += 1;
+                        continue;
+                    }
+                    let hint = auth.hint().map(|h| format!(" ({h})")).unwrap_or_default();
+                    // A rejected key is the user's setup, not the agent.
+                    let error = LlmError::Unavailable(format!("HTTP {code}: {message}{hint}"));
+                    return Err(Failure { error, retries });
+                }
                 Attempt::Retry {
                     reason,
                     retry_after,
@@ -150,12 +247,15 @@ impl Transport {
         }
     }
 
-    async fn attempt(&self, url: &str, headers: HeaderMap, body: &Value) -> Attempt {
+    async fn attempt(&self, url: &str, mut headers: HeaderMap, body: &[u8]) -> Attempt {
+        headers
+            .entry(CONTENT_TYPE)
+            .or_insert(HeaderValue::from_static("application/json"));
         let response = match self
             .client
             .post(url)
             .headers(headers)
-            .json(body)
+            .body(body.to_vec())
             .send()
             .await
         {
@@ -196,10 +296,16 @@ impl Transport {
         ]
         .iter()
         .any(|m| lower.contains(m));
-        Attempt::Fail(if context {
-            LlmError::Provider(format!("context length exceeded (HTTP {code}): {message}"))
-        } else if matches!(code, 401 | 403 | 404) {
-            // A rejected key or an unknown model is the user's setup, not the agent.
+        if context {
+            return Attempt::Fail(LlmError::Provider(format!(
+                "context length exceeded (HTTP {code}): {message}"
+            )));
+        }
+        if matches!(code, 401 | 403) {
+            return Attempt::Rejected { code, message };
+        }
+        Attempt::Fail(if code == 404 {
+            // An unknown model or deployment is the user's setup, not the agent.
             LlmError::Unavailable(format!("HTTP {code}: {message}"))
         } else {
             LlmError::Provider(format!("HTTP {code}: {message}"))
@@ -225,10 +331,9 @@ impl Transport {
 
     /// Removes the secret from text that may end up in logs or errors.
     pub fn redact(&self, text: &str) -> String {
-        match &self.secret {
-            Some(s) if !s.is_empty() => text.replace(s.as_str(), "[redacted]"),
-            _ => text.to_string(),
-        }
+        self.secrets
+            .iter()
+            .fold(text.to_string(), |t, s| t.replace(s.as_str(), "[redacted]"))
     }
 }
 

@@ -35,6 +35,8 @@ pub enum CompareError {
     },
     #[error("these runs are not comparable:\n  - {}\n(--allow-mismatch compares them anyway and prints the mismatch)", .0.join("\n  - "))]
     Mismatch(Vec<String>),
+    #[error(transparent)]
+    NoPairs(#[from] crate::layout::NoPairs),
     #[error("no pair was graded in every run ({0}): nothing to compare")]
     NothingInCommon(String),
 }
@@ -203,10 +205,7 @@ fn load(log_dir: &Path, name: &str) -> Result<LoadedRun, CompareError> {
         });
     }
     let config: Value = read_json(&config_path)?;
-    let dirs = crate::layout::pair_dirs(&run_dir).map_err(|source| CompareError::Walk {
-        path: run_dir.clone(),
-        source,
-    })?;
+    let dirs = crate::layout::required_pair_dirs(&run_dir)?;
     let mut pairs = BTreeMap::new();
     for dir in dirs {
         let record = read_json::<PairRecord>(&dir.path.join("result.json")).ok();

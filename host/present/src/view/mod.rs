@@ -24,6 +24,8 @@ pub enum ViewError {
     Report(#[from] crate::report::ReportError),
     #[error(transparent)]
     Fs(#[from] FsError),
+    #[error(transparent)]
+    NoPairs(#[from] crate::layout::NoPairs),
     #[error("cannot read the pairs of {path}: {source}")]
     Walk {
         path: PathBuf,
@@ -65,10 +67,7 @@ pub fn write(
             path: run_dir.to_path_buf(),
         });
     }
-    let pair_dirs = crate::layout::pair_dirs(run_dir).map_err(|source| ViewError::Walk {
-        path: run_dir.to_path_buf(),
-        source,
-    })?;
+    let pair_dirs = crate::layout::required_pair_dirs(run_dir)?;
     let overview = data::overview(run_dir, baseline, &pair_dirs)?;
 
     // Built beside the destination and swapped in, so a reader never sees half a report.

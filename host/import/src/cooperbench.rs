@@ -1,0 +1,787 @@
+//! CooperBench run directories (0.0.14 and 0.0.29, written by `cooperbench run`/`evaluate`):
+//! `<run>/{coop,solo,team}/<repo>/<task_id>/f<a>_f<b>/` with `agent<feature>.patch`,
+//! `agent<feature>_traj.json` (solo: `solo.patch`, `solo_traj.json`), `conversation.json`,
+//! `result.json` and `eval.json` (runner/coop.py, runner/solo.py, eval/evaluate.py), into
+//! cbench's `<log-dir>/<name>/<repo>/task<id>/features_<a>_<b>/`.
+//!
+//! CooperBench grades only the merged tree (coop) or the solo patch; its verdicts are kept as
+//! they are (`grading_version: cooperbench`), with no per-agent grade, until `cbench eval`
+//! regrades the run the cbench way. The original files are kept beside each pair
+//! (`cooperbench/`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::eval::merge::{MergePolicy, MergeStrategy};
+use crate::eval::{AgentGrade, EvalReport, FeatureGrade, MergedGrade};
+use crate::fsutil::{sha256_hex, write_atomic, write_json_atomic};
+use crate::run::record::{AgentRecord, PairRecord};
+use crate::run::runrecord::RunRecord;
+use crate::trajectories::{convert, AgentFacts};
+use crate::trajectory::TokenTotals;
+use crate::{io, layout, ImportError};
+use cbench_core::identity::PluginIdentity;
+use cbench_core::message::Message;
+use cbench_core::setting::Setting;
+use cbench_plugin::AgentStatus;
+
+/// The grading version an imported verdict carries (cbench's own differs, so `compare`
+/// says when it pits CooperBench's grading against cbench's).
+pub const IMPORTED_GRADING: &str = "cooperbench";
+
+/// What `cbench import cooperbench` was asked to do.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// The CooperBench run directory.
+    pub dir: PathBuf,
+    /// Name of the imported run (default: CooperBench's run name, else the directory's).
+    pub name: Option<String>,
+    pub log_dir: PathBuf,
+    /// Recorded as the run's dataset, for `cbench eval`.
+    pub dataset_dir: PathBuf,
+    /// Replace an earlier import of the same name.
+    pub force: bool,
+}
+
+/// One cbench run an import wrote (a CooperBench directory holding coop and solo pairs
+/// becomes two runs).
+#[derive(Debug, Clone)]
+pub struct ImportedRun {
+    pub name: String,
+    pub path: PathBuf,
+    pub setting: String,
+    pub pairs: usize,
+    pub graded: usize,
+}
+
+/// A pair directory found in the CooperBench run.
+struct FoundPair {
+    setting: String,
+    repo: String,
+    task: u64,
+    features: Vec<u32>,
+    path: PathBuf,
+}
+
+fn read_value(path: &Path) -> Result<Value, ImportError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ImportError::BadFile {
+        path: path.to_path_buf(),
+        reason: format!("cannot read: {e}"),
+    })?;
+    serde_json::from_str(&text).map_err(|e| ImportError::BadFile {
+        path: path.to_path_buf(),
+        reason: format!("not valid JSON: {e}"),
+    })
+}
+
+fn subdirs(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        // Symlinks are not followed: only what the directory itself holds is imported.
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
+fn name_of(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// `f1_f2` → [1, 2].
+fn features_of(name: &str) -> Option<Vec<u32>> {
+    let ids: Option<Vec<u32>> = name
+        .split('_')
+        .map(|p| p.strip_prefix('f')?.parse().ok())
+        .collect();
+    ids.filter(|ids| ids.len() >= 2)
+}
+
+/// Every pair with a result.json, in the layout of either version (and the legacy one,
+/// `<run>/<repo>/<task>/…`, whose setting its result.json names).
+fn find_pairs(dir: &Path) -> Result<Vec<FoundPair>, ImportError> {
+    let mut pairs = Vec::new();
+    for setting in ["coop", "solo", "team"] {
+        walk_pairs(Some(setting), &dir.join(setting), &mut pairs)?;
+    }
+    if pairs.is_empty() {
+        walk_pairs(None, dir, &mut pairs)?;
+    }
+    Ok(pairs)
+}
+
+/// Pairs under `root/<repo>/<task_id>/f<a>_f<b>/` holding a result.json.
+fn walk_pairs(
+    setting: Option<&str>,
+    root: &Path,
+    pairs: &mut Vec<FoundPair>,
+) -> Result<(), ImportError> {
+    for repo in subdirs(root) {
+        for task in subdirs(&repo) {
+            let Ok(task_id) = name_of(&task).parse::<u64>() else {
+                continue;
+            };
+            for pair in subdirs(&task) {
+                let Some(features) = features_of(&name_of(&pair)) else {
+                    continue;
+                };
+                let result = pair.join("result.json");
+                if !result.is_file() {
+                    continue;
+                }
+                let setting = match setting {
+                    Some(s) => s.to_string(),
+                    None => read_value(&result)?
+                        .get("setting")
+                        .and_then(Value::as_str)
+                        .unwrap_or("coop")
+                        .to_string(),
+                };
+                pairs.push(FoundPair {
+                    setting,
+                    repo: name_of(&repo),
+                    task: task_id,
+                    features,
+                    path: pair,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
+/// Imports the CooperBench run at `opts.dir`; one cbench run per setting it holds.
+pub fn import(opts: &ImportOptions) -> Result<Vec<ImportedRun>, ImportError> {
+    if !opts.dir.is_dir() {
+        return Err(ImportError::NotARun {
+            dir: opts.dir.clone(),
+            expected: "a directory".into(),
+        });
+    }
+    let config_path = opts.dir.join("config.json");
+    let config = if config_path.is_file() {
+        read_value(&config_path)?
+    } else {
+        Value::Null
+    };
+    let found = find_pairs(&opts.dir)?;
+    if found.is_empty() {
+        return Err(ImportError::NotARun {
+            dir: opts.dir.clone(),
+            expected: "pair directories <setting>/<repo>/<task_id>/f<a>_f<b>/ holding result.json (as `cooperbench run` writes them)".into(),
+        });
+    }
+    let base_name = opts
+        .name
+        .clone()
+        .or_else(|| {
+            config
+                .get("run_name")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| name_of(&opts.dir));
+    let mut settings: Vec<String> = found.iter().map(|p| p.setting.clone()).collect();
+    settings.sort();
+    settings.dedup();
+    let mut imported = Vec::new();
+    for setting in &settings {
+        let name = if settings.len() == 1 {
+            base_name.clone()
+        } else {
+            format!("{base_name}-{setting}")
+        };
+        if !valid_name(&name) {
+            return Err(ImportError::Name(name));
+        }
+        let pairs: Vec<&FoundPair> = found.iter().filter(|p| &p.setting == setting).collect();
+        imported.push(import_setting(opts, &config, &name, setting, &pairs)?);
+    }
+    Ok(imported)
+}
+
+/// Writes one setting's pairs as the cbench run `name`: into a staging directory first, which
+/// then replaces the run in one rename, so a failed import leaves any earlier one whole.
+fn import_setting(
+    opts: &ImportOptions,
+    config: &Value,
+    name: &str,
+    setting: &str,
+    pairs: &[&FoundPair],
+) -> Result<ImportedRun, ImportError> {
+    let target = opts.log_dir.join(name);
+    if target.exists() && !opts.force {
+        return Err(ImportError::Exists { path: target });
+    }
+    std::fs::create_dir_all(&opts.log_dir)
+        .map_err(io(format!("creating {}", opts.log_dir.display())))?;
+    let staging = opts
+        .log_dir
+        .join(format!(".import-{name}-{}", std::process::id()));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(io(format!("clearing {}", staging.display())))?;
+    }
+    let result = write_run(opts, config, name, setting, pairs, &staging);
+    let (graded, count) = match result {
+        Ok(counts) => counts,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    if target.exists() {
+        let old = opts
+            .log_dir
+            .join(format!(".replaced-{name}-{}", std::process::id()));
+        std::fs::rename(&target, &old).map_err(io(format!("moving {} aside", target.display())))?;
+        std::fs::rename(&staging, &target).map_err(io(format!("placing {}", target.display())))?;
+        let _ = std::fs::remove_dir_all(&old);
+    } else {
+        std::fs::rename(&staging, &target).map_err(io(format!("placing {}", target.display())))?;
+    }
+    Ok(ImportedRun {
+        name: name.to_string(),
+        path: target,
+        setting: setting.to_string(),
+        pairs: count,
+        graded,
+    })
+}
+
+fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+/// CooperBench's agent status as cbench's (it has no infrastructure status of its own).
+fn status_of(text: &str) -> (AgentStatus, Option<String>) {
+    match text {
+        "Submitted" => (AgentStatus::Submitted, None),
+        "LimitsExceeded" => (AgentStatus::LimitsExceeded, None),
+        "StepLimitReached" | "StepLimitExceeded" => (AgentStatus::StepLimitReached, None),
+        "Error" => (AgentStatus::Error, None),
+        other => (
+            AgentStatus::Error,
+            Some(format!("CooperBench status `{other}`")),
+        ),
+    }
+}
+
+fn write_run(
+    opts: &ImportOptions,
+    config: &Value,
+    name: &str,
+    setting: &str,
+    pairs: &[&FoundPair],
+    staging: &Path,
+) -> Result<(usize, usize), ImportError> {
+    let framework = str_at(config, "agent_framework")
+        .map(str::to_string)
+        .or_else(|| {
+            pairs.first().and_then(|p| {
+                read_value(&p.path.join("result.json"))
+                    .ok()
+                    .and_then(|r| str_at(&r, "agent_framework").map(str::to_string))
+            })
+        })
+        .unwrap_or_else(|| "cooperbench-agent".into());
+    let model = str_at(config, "model").unwrap_or("unknown").to_string();
+    let ours = if setting == "solo" {
+        Setting::Solo
+    } else {
+        Setting::Coop
+    };
+    let plugin = PluginIdentity {
+        path: format!("cooperbench:{framework}"),
+        sha256: "not-recorded-by-cooperbench".into(),
+        name: framework.clone(),
+        version: "CooperBench".into(),
+        wit_version: "none".into(),
+        capabilities: Vec::new(),
+    };
+    let mut graded = 0;
+    let mut labels = Vec::new();
+    let mut policy = MergePolicy::Union;
+    for pair in pairs {
+        let features_dir = format!(
+            "features_{}",
+            pair.features
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join("_")
+        );
+        let pair_dir = staging
+            .join(&pair.repo)
+            .join(layout::task_dir_name(pair.task))
+            .join(&features_dir);
+        labels.push(format!(
+            "{}/{} {features_dir}",
+            pair.repo,
+            layout::task_dir_name(pair.task)
+        ));
+        match write_pair(pair, ours, &plugin, name, &model, &pair_dir)? {
+            Graded::No => {}
+            Graded::Under(p) => {
+                graded += 1;
+                if p == Some(MergePolicy::Lead) {
+                    policy = MergePolicy::Lead;
+                }
+            }
+        }
+    }
+    let now = cbench_core::clock::now_rfc3339();
+    let record = RunRecord {
+        name: name.to_string(),
+        setting: ours,
+        model,
+        agent: plugin,
+        team: Vec::new(),
+        dataset_dir: std::path::absolute(&opts.dataset_dir)
+            .unwrap_or_else(|_| opts.dataset_dir.clone())
+            .display()
+            .to_string(),
+        subset: None,
+        repo: None,
+        task: None,
+        features: None,
+        backend: "imported".into(),
+        isolation: format!("imported from CooperBench ({})", opts.dir.display()),
+        isolation_mode: String::new(),
+        grading_network: String::new(),
+        concurrency: config
+            .get("concurrency")
+            .and_then(Value::as_u64)
+            .unwrap_or(0) as usize,
+        eval_concurrency: 0,
+        messaging: setting != "solo",
+        message_bus: "cooperbench".into(),
+        git: false,
+        auto_eval: true,
+        agent_config: None,
+        agent_config_sha256: None,
+        max_steps: 0,
+        command_timeout_s: 0.0,
+        plugin_memory_mb: 0,
+        plugin_compute_s: 0.0,
+        max_patch_bytes: None,
+        max_message_bytes: None,
+        max_messages: None,
+        merge_policy: policy,
+        max_cost_usd: None,
+        max_tokens: None,
+        max_agent_secs: None,
+        max_run_cost_usd: None,
+        max_output_tokens: None,
+        temperature: None,
+        created_at: str_at(config, "started_at")
+            .map(str::to_string)
+            .unwrap_or_else(|| now.clone()),
+        exclude_unverified: None,
+        verified_items_sha256: None,
+        only_pairs: labels,
+        resumed_at: Vec::new(),
+        cbench_version: format!("{} (import)", env!("CARGO_PKG_VERSION")),
+    };
+    write_json_atomic(&staging.join("config.json"), &record)?;
+    Ok((graded, pairs.len()))
+}
+
+/// Whether CooperBench graded a pair, and under which merge policy (none in solo).
+enum Graded {
+    No,
+    Under(Option<MergePolicy>),
+}
+
+/// Writes one pair.
+fn write_pair(
+    pair: &FoundPair,
+    setting: Setting,
+    plugin: &PluginIdentity,
+    run_name: &str,
+    model: &str,
+    pair_dir: &Path,
+) -> Result<Graded, ImportError> {
+    std::fs::create_dir_all(pair_dir).map_err(io(format!("creating {}", pair_dir.display())))?;
+    let result_path = pair.path.join("result.json");
+    let result = read_value(&result_path)?;
+    let started = str_at(&result, "started_at")
+        .unwrap_or_default()
+        .to_string();
+    let ended = str_at(&result, "ended_at").unwrap_or_default().to_string();
+    let duration = result
+        .get("duration_seconds")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0);
+    // (agent id, its result entry, patch file, trajectory file)
+    let agents: Vec<(String, Value, String, String)> = if setting == Setting::Solo {
+        vec![(
+            "solo".into(),
+            result.get("agent").cloned().unwrap_or(Value::Null),
+            "solo.patch".into(),
+            "solo_traj.json".into(),
+        )]
+    } else {
+        let mut entries: Vec<(String, Value)> = result
+            .get("agents")
+            .and_then(Value::as_object)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        // result.json lists agents in the order they finished; agent1 first here.
+        entries.sort_by_key(|(id, _)| {
+            id.trim_start_matches("agent")
+                .parse::<u32>()
+                .unwrap_or(u32::MAX)
+        });
+        entries
+            .into_iter()
+            .map(|(id, v)| {
+                let feature = v.get("feature_id").and_then(Value::as_u64).unwrap_or(0);
+                (
+                    id,
+                    v,
+                    format!("agent{feature}.patch"),
+                    format!("agent{feature}_traj.json"),
+                )
+            })
+            .collect()
+    };
+    if agents.is_empty() {
+        return Err(ImportError::BadFile {
+            path: result_path,
+            reason: "names no agents (`agents` / `agent`)".into(),
+        });
+    }
+    let mut records = Vec::new();
+    for (k, (agent_id, info, patch_file, traj_file)) in agents.iter().enumerate() {
+        let feature_ids = if setting == Setting::Solo {
+            pair.features.clone()
+        } else {
+            info.get("feature_id")
+                .and_then(Value::as_u64)
+                .map(|f| vec![f as u32])
+                .unwrap_or_else(|| pair.features.get(k).map(|f| vec![*f]).unwrap_or_default())
+        };
+        let agent_dir = pair_dir.join(agent_id);
+        std::fs::create_dir_all(&agent_dir)
+            .map_err(io(format!("creating {}", agent_dir.display())))?;
+        let mut patch = std::fs::read_to_string(pair.path.join(patch_file)).unwrap_or_default();
+        // CooperBench strips the patch's last newline, which `git apply` needs.
+        if !patch.is_empty() && !patch.ends_with('\n') {
+            patch.push('\n');
+        }
+        write_atomic(&agent_dir.join("patch.diff"), patch.as_bytes())?;
+        let (status, status_note) = status_of(str_at(info, "status").unwrap_or("Error"));
+        let error = str_at(info, "error").map(str::to_string).or(status_note);
+        let cost = info.get("cost").and_then(Value::as_f64);
+        let traj_path = pair.path.join(traj_file);
+        let mut tokens = TokenTotals {
+            prompt_tokens: info
+                .get("input_tokens")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            completion_tokens: info
+                .get("output_tokens")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            total_tokens: 0,
+            cache_read_tokens: info
+                .get("cache_read_tokens")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            cache_write_tokens: info
+                .get("cache_write_tokens")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+        };
+        if traj_path.is_file() {
+            let traj = read_value(&traj_path)?;
+            let messages = traj
+                .get("messages")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let converted = convert(
+                &messages,
+                AgentFacts {
+                    agent_id: agent_id.clone(),
+                    feature_ids: feature_ids.clone(),
+                    model: str_at(&traj, "model").unwrap_or(model).to_string(),
+                    status: status.as_str().to_string(),
+                    error: error.clone(),
+                    cost,
+                    start_time: started.clone(),
+                    end_time: ended.clone(),
+                },
+            );
+            // mini_swe_agent_v2 leaves result.json's token fields at 0; its messages carry them.
+            if tokens.prompt_tokens + tokens.completion_tokens == 0 {
+                tokens = converted.token_usage.clone();
+            }
+            write_json_atomic(&agent_dir.join("trajectory.json"), &converted)?;
+        }
+        tokens.total_tokens = tokens.prompt_tokens + tokens.completion_tokens;
+        records.push(AgentRecord {
+            agent_id: agent_id.clone(),
+            feature_ids,
+            status,
+            error,
+            summary: None,
+            steps: info.get("steps").and_then(Value::as_u64).unwrap_or(0) as u32,
+            token_usage: tokens,
+            cost_usd: cost,
+            wall_s: duration,
+            plugin_compute_s: 0.0,
+            patch_sha256: sha256_hex(patch.as_bytes()),
+            patch_bytes: patch.len(),
+            plugin: None,
+            capabilities_granted: Vec::new(),
+        });
+    }
+    let record = PairRecord {
+        run_name: run_name.to_string(),
+        repo: pair.repo.clone(),
+        task_id: pair.task,
+        features: pair.features.clone(),
+        setting,
+        model: str_at(&result, "model").unwrap_or(model).to_string(),
+        plugin: plugin.clone(),
+        agents: records,
+        messages: result
+            .get("messages_sent")
+            .and_then(Value::as_u64)
+            .unwrap_or(0) as usize,
+        started_at: started.clone(),
+        finished_at: ended,
+        duration_s: duration,
+    };
+    write_json_atomic(&pair_dir.join("result.json"), &record)?;
+    let conversation_path = pair.path.join("conversation.json");
+    let conversation: Vec<Message> = if conversation_path.is_file() {
+        conversation(&read_value(&conversation_path)?, &started)
+    } else {
+        Vec::new()
+    };
+    write_json_atomic(&pair_dir.join("conversation.json"), &conversation)?;
+    keep_originals(&pair.path, &pair_dir.join("cooperbench"))?;
+    let eval_path = pair.path.join("eval.json");
+    if !eval_path.is_file() {
+        return Ok(Graded::No);
+    }
+    let report = eval_report(&read_value(&eval_path)?, pair, setting, pair_dir)?;
+    let policy = report.merge_policy;
+    write_json_atomic(&pair_dir.join("eval.json"), &report)?;
+    Ok(Graded::Under(policy))
+}
+
+/// CooperBench's conversation (`{from, to, message, timestamp}`, timestamps often null) as
+/// cbench's messages; an unknown time is the pair's start.
+fn conversation(value: &Value, started: &str) -> Vec<Message> {
+    let start_ms = chrono::NaiveDateTime::parse_from_str(started, "%Y-%m-%dT%H:%M:%S%.f")
+        .map(|t| t.and_utc().timestamp_millis().max(0) as u64)
+        .unwrap_or(0);
+    value
+        .as_array()
+        .map(|messages| {
+            messages
+                .iter()
+                .map(|m| Message {
+                    from: str_at(m, "from").unwrap_or_default().to_string(),
+                    to: str_at(m, "to").unwrap_or_default().to_string(),
+                    content: str_at(m, "message")
+                        .or_else(|| str_at(m, "content"))
+                        .unwrap_or_default()
+                        .to_string(),
+                    timestamp: match m.get("timestamp") {
+                        Some(Value::Number(n)) => n
+                            .as_f64()
+                            .map(|s| {
+                                if s > 1e12 {
+                                    s as u64
+                                } else {
+                                    (s * 1000.0) as u64
+                                }
+                            })
+                            .unwrap_or(start_ms),
+                        Some(Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
+                            .map(|t| t.timestamp_millis().max(0) as u64)
+                            .unwrap_or(start_ms),
+                        _ => start_ms,
+                    },
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Copies the pair's regular files as they were (no symlink is followed).
+fn keep_originals(from: &Path, to: &Path) -> Result<(), ImportError> {
+    std::fs::create_dir_all(to).map_err(io(format!("creating {}", to.display())))?;
+    for entry in std::fs::read_dir(from)
+        .map_err(io(format!("reading {}", from.display())))?
+        .filter_map(Result::ok)
+    {
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            let bytes = std::fs::read(entry.path())
+                .map_err(io(format!("reading {}", entry.path().display())))?;
+            write_atomic(&to.join(entry.file_name()), &bytes)?;
+        }
+    }
+    Ok(())
+}
+
+/// CooperBench's eval.json as cbench's: its verdict on the merged tree (coop) or the solo
+/// patch, per feature, with the test output kept as the feature's log.
+fn eval_report(
+    value: &Value,
+    pair: &FoundPair,
+    setting: Setting,
+    pair_dir: &Path,
+) -> Result<EvalReport, ImportError> {
+    let tree = if setting == Setting::Solo {
+        "solo"
+    } else {
+        "merged"
+    };
+    let mut features = Vec::new();
+    for (k, feature_id) in pair.features.iter().enumerate() {
+        let Some(f) = value.get(format!("feature{}", k + 1)) else {
+            continue;
+        };
+        let log = format!("eval_logs/{tree}_feature{feature_id}.log");
+        let output = str_at(f, "test_output")
+            .or_else(|| str_at(f, "output"))
+            .unwrap_or_default();
+        let logs = pair_dir.join("eval_logs");
+        std::fs::create_dir_all(&logs).map_err(io(format!("creating {}", logs.display())))?;
+        write_atomic(&pair_dir.join(&log), output.as_bytes())?;
+        let passed = f.get("passed").and_then(Value::as_bool).unwrap_or(false);
+        let count = |key: &str| f.get(key).and_then(Value::as_u64).unwrap_or(0) as u32;
+        features.push(FeatureGrade {
+            feature_id: *feature_id,
+            tests_passed: count("tests_passed"),
+            tests_failed: count("tests_failed"),
+            success: passed,
+            exit_code: f.get("exit_code").and_then(Value::as_i64).unwrap_or(-1) as i32,
+            error: None,
+            log,
+        });
+    }
+    let both = value
+        .get("both_passed")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let error = str_at(value, "error").map(str::to_string);
+    let passed: u32 = features.iter().map(|f| f.tests_passed).sum();
+    let failed: u32 = features.iter().map(|f| f.tests_failed).sum();
+    let mut agents = BTreeMap::new();
+    let (merged, strategy, policy) = if setting == Setting::Solo {
+        agents.insert(
+            "solo".to_string(),
+            AgentGrade {
+                tests_passed: passed,
+                tests_failed: failed,
+                success: both,
+                error: error.clone(),
+                feature_ids: pair.features.clone(),
+                features,
+                dropped_test_files: Vec::new(),
+            },
+        );
+        (None, None, None)
+    } else {
+        let merge = value.get("merge").cloned().unwrap_or(Value::Null);
+        let status = str_at(&merge, "status").unwrap_or("");
+        let (strategy, policy) = match (status, str_at(&merge, "strategy")) {
+            (_, Some("union")) => (MergeStrategy::Union, MergePolicy::Union),
+            (_, Some("solo-agent1")) => (MergeStrategy::Lead, MergePolicy::Lead),
+            ("error" | "missing_input", _) => (MergeStrategy::Failed, MergePolicy::Union),
+            // 0.0.29 has no union step: a conflict stays one.
+            ("conflicts", _) => (MergeStrategy::Failed, MergePolicy::Lead),
+            _ => (MergeStrategy::Naive, MergePolicy::Union),
+        };
+        let apply_failed: Vec<String> = value
+            .get("apply_status")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, v)| v.as_str() == Some("failed"))
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let merged = MergedGrade {
+            tests_passed: passed,
+            tests_failed: failed,
+            success: both,
+            merge_conflict: matches!(status, "conflicts" | "error"),
+            merge_strategy: strategy,
+            merge_policy: policy,
+            apply_failed,
+            conflict_files: Vec::new(),
+            error: error.clone(),
+            features,
+        };
+        (Some(merged), Some(strategy), Some(policy))
+    };
+    Ok(EvalReport {
+        setting,
+        feature_ids: pair.features.clone(),
+        agents,
+        merged,
+        overall_success: both,
+        merge_strategy: strategy,
+        merge_policy: policy,
+        // Matches no patch: `cbench eval` regrades the pair.
+        inputs_sha256: format!("{IMPORTED_GRADING}-import"),
+        grading_version: Some(IMPORTED_GRADING.to_string()),
+        task_inputs_sha256: None,
+        evaluated_at: str_at(value, "evaluated_at")
+            .unwrap_or_default()
+            .to_string(),
+        duration_s: 0.0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pair_directory_names_parse_as_cooperbench_writes_them() {
+        assert_eq!(features_of("f1_f2"), Some(vec![1, 2]));
+        assert_eq!(features_of("f3_f10_f12"), Some(vec![3, 10, 12]));
+        assert_eq!(features_of("f1"), None);
+        assert_eq!(features_of("features_1_2"), None);
+    }
+
+    #[test]
+    fn a_directory_without_pairs_says_what_it_expected() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = import(&ImportOptions {
+            dir: dir.path().to_path_buf(),
+            name: None,
+            log_dir: dir.path().join("logs"),
+            dataset_dir: "dataset".into(),
+            force: false,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("not a CooperBench run directory"), "{err}");
+        assert!(err.contains("f<a>_f<b>"), "{err}");
+    }
+}
