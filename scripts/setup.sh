@@ -66,7 +66,11 @@ rm -f target/wheels/cbench-*.whl
 # The same profile and features as the binary above (host/feature-union): only the Python
 # crate itself is compiled here.
 timed "python wheel" bash -c 'cd python && "$1/bin/maturin" build --release --quiet -o ../target/wheels' _ "$maturin_venv"
-echo "setup: built target/release/cbench and plugins/{mini_swe,mini_swe_py,mini_swe_js,probe}.wasm"
+# Installed where `--agent NAME` finds them from any directory (the plugin search path).
+plugin_home="${XDG_DATA_HOME:-$HOME/.local/share}/cbench/plugins"
+mkdir -p "$plugin_home"
+cp plugins/mini_swe.wasm plugins/mini_swe_py.wasm plugins/mini_swe_js.wasm plugins/probe.wasm "$plugin_home/"
+echo "setup: built target/release/cbench and plugins/{mini_swe,mini_swe_py,mini_swe_js,probe}.wasm (installed in $plugin_home)"
 echo "setup: the Python API: pip install $(ls target/wheels/cbench-*.whl)"
 echo "setup: where the time went" >&2
 printf '  %s\n' "${step_times[@]}" >&2

@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use crate::cli::*;
-use crate::entry::error_chain;
 
 /// `cbench run`.
 pub async fn run(args: Box<RunArgs>) -> anyhow::Result<ExitCode> {
@@ -580,4 +579,21 @@ pub async fn import_cooperbench(args: ImportCooperbenchArgs) -> anyhow::Result<E
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The error and its causes, each said once: our messages often quote their source already
+/// (`cannot read X: No such file or directory (os error 2)`), which `{:#}` would repeat.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let said = cause.to_string();
+        if text.contains(&said) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&said);
+    }
+    text
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::cli::{Cli, Command};
-use crate::commands;
+use crate::commands::{self, error_chain};
 
 /// Runs one command line to its exit code (2 for an error, 130 after a signal).
 pub fn main(cli: Cli) -> ExitCode {
@@ -18,23 +18,6 @@ pub fn main(cli: Cli) -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// The error and its causes, each said once: our messages often quote their source already
-/// (`cannot read X: No such file or directory (os error 2)`), which `{:#}` would repeat.
-pub fn error_chain(e: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in e.chain() {
-        let said = cause.to_string();
-        if text.contains(&said) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&said);
-    }
-    text
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -154,6 +154,12 @@ impl SearchPath {
                 });
             }
         }
+        if as_path.is_dir() {
+            return Err(SearchError::Directory {
+                flag,
+                path: as_path.to_path_buf(),
+            });
+        }
         let known: Vec<String> = self
             .list()
             .into_iter()

@@ -53,10 +53,24 @@ impl Cli {
                 e.get(ContextKind::InvalidSubcommand),
                 e.get(ContextKind::SuggestedSubcommand),
             ) {
-                if !hints.iter().all(|hint| resembles(given, hint)) {
+                let close: Vec<&String> =
+                    hints.iter().filter(|hint| resembles(given, hint)).collect();
+                if close.len() < hints.len() {
+                    let tip = match close.as_slice() {
+                        [] => "`cbench --help` lists the commands".to_string(),
+                        [one] => format!("a similar subcommand exists: '{one}'"),
+                        several => format!(
+                            "similar subcommands exist: {}",
+                            several
+                                .iter()
+                                .map(|h| format!("'{h}'"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    };
                     clap::Error::raw(
                         ErrorKind::InvalidSubcommand,
-                        format!("unrecognized subcommand '{given}'\n\n  tip: `cbench --help` lists the commands\n"),
+                        format!("unrecognized subcommand '{given}'\n\n  tip: {tip}"),
                     )
                     .format(&mut Cli::command())
                     .exit();

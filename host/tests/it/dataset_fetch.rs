@@ -22,7 +22,7 @@ const PAGE: usize = 100;
 /// Served as an LFS file (sha256 listed) to exercise that verification path.
 const LFS_FILE: &str = "gold_conflict_report.json";
 
-struct Hub {
+pub(crate) struct Hub {
     root: PathBuf,
     files: Vec<String>,
     downloads: AtomicUsize,
@@ -102,7 +102,7 @@ async fn resolve(
 
 /// Starts the hub; returns its base URL. Link headers carry a `{host}` placeholder that a
 /// response layer replaces with the server's own address.
-async fn start_hub() -> (String, Arc<Hub>) {
+pub(crate) async fn start_hub() -> (String, Arc<Hub>) {
     let root = real_dataset().canonicalize().unwrap();
     let mut files = Vec::new();
     all_files(&root, &root, &mut files);

@@ -4,6 +4,7 @@
 mod support;
 
 mod cli_help;
+mod cooperbench_compat;
 mod dataset_fetch;
 mod dataset_selection;
 mod distributed;
