@@ -65,12 +65,38 @@ struct FoundPair {
     path: PathBuf,
 }
 
-fn read_value(path: &Path) -> Result<Value, ImportError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ImportError::BadFile {
+/// Largest file an import reads (CooperBench's biggest trajectories are a few MiB).
+const MAX_FILE_BYTES: u64 = 256 << 20;
+
+/// A regular file's bytes; a symlink is refused, never followed (a run directory from elsewhere
+/// could point one at the user's files), and so is anything over [`MAX_FILE_BYTES`].
+fn read_regular(path: &Path) -> Result<Vec<u8>, ImportError> {
+    let bad = |reason: String| ImportError::BadFile {
         path: path.to_path_buf(),
-        reason: format!("cannot read: {e}"),
-    })?;
-    serde_json::from_str(&text).map_err(|e| ImportError::BadFile {
+        reason,
+    };
+    let meta = std::fs::symlink_metadata(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    if !meta.file_type().is_file() {
+        return Err(bad("not a regular file (symlinks are not followed)".into()));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(bad(format!(
+            "{} bytes, over the {} MiB an import reads",
+            meta.len(),
+            MAX_FILE_BYTES >> 20
+        )));
+    }
+    std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))
+}
+
+/// Whether `path` is a regular file (a symlink is not).
+fn is_regular(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file())
+}
+
+fn read_value(path: &Path) -> Result<Value, ImportError> {
+    let bytes = read_regular(path)?;
+    serde_json::from_slice(&bytes).map_err(|e| ImportError::BadFile {
         path: path.to_path_buf(),
         reason: format!("not valid JSON: {e}"),
     })
@@ -133,7 +159,7 @@ fn walk_pairs(
                     continue;
                 };
                 let result = pair.join("result.json");
-                if !result.is_file() {
+                if !is_regular(&result) {
                     continue;
                 }
                 let setting = match setting {
@@ -174,7 +200,7 @@ pub fn import(opts: &ImportOptions) -> Result<Vec<ImportedRun>, ImportError> {
         });
     }
     let config_path = opts.dir.join("config.json");
-    let config = if config_path.is_file() {
+    let config = if is_regular(&config_path) {
         read_value(&config_path)?
     } else {
         Value::Null
@@ -466,6 +492,18 @@ fn write_pair(
             reason: "names no agents (`agents` / `agent`)".into(),
         });
     }
+    // Agent ids become directory names: only `agent<N>` and `solo`, as CooperBench writes them.
+    if let Some((bad, ..)) = agents.iter().find(|(id, ..)| {
+        id != "solo"
+            && !id.strip_prefix("agent").is_some_and(|n| {
+                !n.is_empty() && n.len() <= 3 && n.chars().all(|c| c.is_ascii_digit())
+            })
+    }) {
+        return Err(ImportError::BadFile {
+            path: result_path,
+            reason: format!("agent id {bad:?} is not `agent<N>` or `solo`"),
+        });
+    }
     let mut records = Vec::new();
     for (k, (agent_id, info, patch_file, traj_file)) in agents.iter().enumerate() {
         let feature_ids = if setting == Setting::Solo {
@@ -479,12 +517,18 @@ fn write_pair(
         let agent_dir = pair_dir.join(agent_id);
         std::fs::create_dir_all(&agent_dir)
             .map_err(io(format!("creating {}", agent_dir.display())))?;
-        let mut patch = std::fs::read_to_string(pair.path.join(patch_file)).unwrap_or_default();
+        let patch_path = pair.path.join(patch_file);
+        // An agent that left no patch has none; any other unreadable patch is an error.
+        let mut patch = if std::fs::symlink_metadata(&patch_path).is_err() {
+            Vec::new()
+        } else {
+            read_regular(&patch_path)?
+        };
         // CooperBench strips the patch's last newline, which `git apply` needs.
-        if !patch.is_empty() && !patch.ends_with('\n') {
-            patch.push('\n');
+        if patch.last().is_some_and(|b| *b != b'\n') {
+            patch.push(b'\n');
         }
-        write_atomic(&agent_dir.join("patch.diff"), patch.as_bytes())?;
+        write_atomic(&agent_dir.join("patch.diff"), &patch)?;
         let (status, status_note) = status_of(str_at(info, "status").unwrap_or("Error"));
         let error = str_at(info, "error").map(str::to_string).or(status_note);
         let cost = info.get("cost").and_then(Value::as_f64);
@@ -508,7 +552,7 @@ fn write_pair(
                 .and_then(Value::as_u64)
                 .unwrap_or(0),
         };
-        if traj_path.is_file() {
+        if std::fs::symlink_metadata(&traj_path).is_ok() {
             let traj = read_value(&traj_path)?;
             let messages = traj
                 .get("messages")
@@ -546,7 +590,7 @@ fn write_pair(
             cost_usd: cost,
             wall_s: duration,
             plugin_compute_s: 0.0,
-            patch_sha256: sha256_hex(patch.as_bytes()),
+            patch_sha256: sha256_hex(&patch),
             patch_bytes: patch.len(),
             plugin: None,
             capabilities_granted: Vec::new(),
@@ -571,7 +615,7 @@ fn write_pair(
     };
     write_json_atomic(&pair_dir.join("result.json"), &record)?;
     let conversation_path = pair.path.join("conversation.json");
-    let conversation: Vec<Message> = if conversation_path.is_file() {
+    let conversation: Vec<Message> = if std::fs::symlink_metadata(&conversation_path).is_ok() {
         conversation(&read_value(&conversation_path)?, &started)
     } else {
         Vec::new()
@@ -579,7 +623,7 @@ fn write_pair(
     write_json_atomic(&pair_dir.join("conversation.json"), &conversation)?;
     keep_originals(&pair.path, &pair_dir.join("cooperbench"))?;
     let eval_path = pair.path.join("eval.json");
-    if !eval_path.is_file() {
+    if std::fs::symlink_metadata(&eval_path).is_err() {
         return Ok(Graded::No);
     }
     let report = eval_report(&read_value(&eval_path)?, pair, setting, pair_dir)?;
@@ -636,8 +680,7 @@ fn keep_originals(from: &Path, to: &Path) -> Result<(), ImportError> {
         .filter_map(Result::ok)
     {
         if entry.file_type().is_ok_and(|t| t.is_file()) {
-            let bytes = std::fs::read(entry.path())
-                .map_err(io(format!("reading {}", entry.path().display())))?;
+            let bytes = read_regular(&entry.path())?;
             write_atomic(&to.join(entry.file_name()), &bytes)?;
         }
     }
@@ -767,6 +810,37 @@ mod tests {
         assert_eq!(features_of("f3_f10_f12"), Some(vec![3, 10, 12]));
         assert_eq!(features_of("f1"), None);
         assert_eq!(features_of("features_1_2"), None);
+    }
+
+    #[test]
+    fn symlinks_and_path_like_agent_ids_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = dir.path().join("run/coop/r_task/1/f1_f2");
+        std::fs::create_dir_all(&pair).unwrap();
+        let secret = dir.path().join("secret.txt");
+        std::fs::write(&secret, "the user's secret\n").unwrap();
+        std::os::unix::fs::symlink(&secret, pair.join("agent1.patch")).unwrap();
+        let result =
+            serde_json::json!({"agents": {"agent1": {"feature_id": 1, "status": "Submitted"}}});
+        std::fs::write(pair.join("result.json"), result.to_string()).unwrap();
+        let opts = ImportOptions {
+            dir: dir.path().join("run"),
+            name: Some("x".into()),
+            log_dir: dir.path().join("logs"),
+            dataset_dir: "dataset".into(),
+            force: false,
+        };
+        let err = import(&opts).unwrap_err().to_string();
+        assert!(err.contains("symlinks are not followed"), "{err}");
+        assert!(!dir.path().join("logs/x").exists());
+
+        std::fs::remove_file(pair.join("agent1.patch")).unwrap();
+        let result = serde_json::json!({"agents": {"../../escape": {"feature_id": 1, "status": "Submitted"}}});
+        std::fs::write(pair.join("result.json"), result.to_string()).unwrap();
+        let err = import(&opts).unwrap_err().to_string();
+        assert!(err.contains("is not `agent<N>` or `solo`"), "{err}");
+        assert!(!dir.path().join("escape").exists());
+        assert!(!dir.path().join("logs/x").exists());
     }
 
     #[test]
