@@ -83,14 +83,18 @@ pub fn apply_command(feature: &FeatureBrief) -> String {
     let id = feature.id;
     // Each applied patch is committed so a failed apply can be rolled back to exactly the
     // previous features; the host diffs against the base anyway. A solo agent's second
-    // feature often overlaps its first: when the 3-way apply conflicts, each conflicted file
-    // keeps both sides (`git merge-file --union`), as an agent writing both features would.
+    // feature often adds code where its first did: when the 3-way apply conflicts only
+    // because both added lines at one place, each conflicted file keeps both sides (`git
+    // merge-file --union`), as an agent writing both features would. Two rewrites of the same
+    // lines cannot both hold: that feature is reported as not applied.
     format!(
         "p=\"$TMPDIR/oracle-feature{id}.patch\"\ncat > \"$p\" <<'{delimiter}'\n{patch}\n{delimiter}\n\
          oracle_union() {{\n\
          \x20 git diff --name-only --diff-filter=U -z | {{ found=; while IFS= read -r -d '' f; do found=1\n\
          \x20   git show \":1:$f\" > \"$TMPDIR/oracle-base\" 2>/dev/null || : > \"$TMPDIR/oracle-base\"\n\
          \x20   git show \":2:$f\" > \"$TMPDIR/oracle-ours\" && git show \":3:$f\" > \"$TMPDIR/oracle-theirs\" || exit 1\n\
+         \x20   git merge-file -p --diff3 \"$TMPDIR/oracle-ours\" \"$TMPDIR/oracle-base\" \"$TMPDIR/oracle-theirs\" \\\n\
+         \x20     | awk 'substr($0,1,7)==\"|||||||\"{{b=1;next}} $0==\"=======\"{{b=0;next}} b{{bad=1}} END{{exit bad}}' || exit 1\n\
          \x20   git merge-file --union \"$TMPDIR/oracle-ours\" \"$TMPDIR/oracle-base\" \"$TMPDIR/oracle-theirs\"\n\
          \x20   cat \"$TMPDIR/oracle-ours\" > \"$f\" && git add -- \"$f\" || exit 1\n\
          \x20 done; [ -n \"$found\" ]; }}\n\

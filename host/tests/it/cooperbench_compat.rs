@@ -327,6 +327,24 @@ fn agents_resolve_by_name_and_cooperbench_names_stand_in() {
         "{said}"
     );
 
+    // A name pinned to its bytes runs; a wrong pin names both hashes.
+    let sha = cbench::fsutil::sha256_hex(&std::fs::read(&plugins().mini_swe).unwrap());
+    let pinned = format!("mini_swe@sha256:{sha}");
+    let out = cbench_in(
+        &dir,
+        &["run", "-n", "pinned", "-a", &pinned, "-m", "oracle", "-q"],
+        &env,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let wrong = format!("mini_swe@sha256:{}", "0".repeat(64));
+    let out = cbench_in(
+        &dir,
+        &["run", "-n", "wrong-pin", "-a", &wrong, "-m", "oracle"],
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains(&sha), "{}", text(&out));
+
     let out = cbench_in(&dir, &["run", "-a", "no_such_agent", "-m", "oracle"], &env);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -603,4 +621,32 @@ fn a_cooperbench_run_imports_reports_views_regrades_and_compares() {
         "{}",
         text(&out)
     );
+}
+
+#[test]
+fn models_says_which_variables_are_set_and_never_their_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = [
+        ("OPENAI_API_KEY", "sk-zq9v-openai"),
+        ("AWS_SECRET_ACCESS_KEY", "zq9v-aws"),
+        ("AWS_ACCESS_KEY_ID", "AKIDzq9v"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let out = cbench_in(tmp.path(), &["models"], &env);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(!said.contains("zq9v"), "{said}");
+    assert!(said.contains("✓ OPENAI_API_KEY set"), "{said}");
+    assert!(said.contains("vertex_ai/<model>"), "{said}");
+    let out = cbench_in(tmp.path(), &["models", "--json"], &env);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("zq9v"), "{}", text(&out));
+    let forms: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bedrock = forms
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["form"] == "bedrock/<model>")
+        .expect("bedrock is listed");
+    assert_eq!(bedrock["ready"], true, "{bedrock:#}");
 }

@@ -50,19 +50,17 @@ fn report_counts_coordination_failures_and_the_deficit_against_solo() {
     assert_eq!(r["naive_merge_conflicts"]["count"], 2);
     assert_eq!(r["union_rescues"]["count"], 1);
     assert_eq!(r["infra_errors"], 0);
-    // solo with the oracle: only (1,3) applies both gold patches.
+    // solo with the oracle: (1,3) and (1,2) (both add at one place) hold both gold patches;
+    // (4,5) rewrite the same line, which one agent cannot do twice.
     let d = &r["baseline"];
     assert_eq!(d["matched_pairs"], 3);
-    assert!((d["solo_rate"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9);
-    assert!(
-        (d["deficit"].as_f64().unwrap() - (-1.0)).abs() < 1e-9,
-        "{d:#}"
-    );
+    assert!((d["solo_rate"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-9);
+    assert!(d["deficit"].as_f64().unwrap().abs() < 1e-9, "{d:#}");
     let (lo, hi) = (
         d["ci95"][0].as_f64().unwrap(),
         d["ci95"][1].as_f64().unwrap(),
     );
-    assert!(lo <= -1.0 && -1.0 <= hi, "{d:#}");
+    assert!(lo <= 0.0 && 0.0 <= hi, "{d:#}");
     assert!(coop.dir().join("report.json").is_file());
 
     // A pair whose grade is gone is an infrastructure error, not a failure.
