@@ -398,7 +398,7 @@ fn scope_run_name(scope: &crate::docker::cleanup::Scope) -> Option<&str> {
 
 /// `cbench plugin list`.
 pub async fn plugin_list(args: PluginListArgs) -> anyhow::Result<ExitCode> {
-    use crate::plugin::search::{SearchPath, COOPERBENCH_AGENTS};
+    use crate::plugin::search::{Origin, SearchPath, COOPERBENCH_AGENTS};
     let search = SearchPath::from_env();
     let cache_dir = args
         .cache_dir
@@ -441,7 +441,13 @@ pub async fn plugin_list(args: PluginListArgs) -> anyhow::Result<ExitCode> {
     }
     println!("plugin search path (first match wins):");
     for (dir, origin) in &search.dirs {
-        println!("  {} ({origin:?})", dir.display());
+        let origin = match origin {
+            Origin::Variable => "from CBENCH_PLUGIN_PATH",
+            Origin::WorkingDirectory => "./plugins",
+            Origin::Installed => "installed by setup.sh",
+            Origin::Checkout => "the checkout's plugins/",
+        };
+        println!("  {} ({origin})", dir.display().to_string().escape_debug());
     }
     if rows.is_empty() {
         println!("no plugins found: ./scripts/setup.sh builds and installs them, or set CBENCH_PLUGIN_PATH");
@@ -471,14 +477,14 @@ pub async fn plugin_list(args: PluginListArgs) -> anyhow::Result<ExitCode> {
         };
         println!(
             "{:<16} {:<24} {:<8} {:<14} {}{note}",
-            found.name,
-            agent,
+            found.name.escape_debug().to_string(),
+            agent.escape_debug().to_string(),
             wit,
             &i.sha256[..12.min(i.sha256.len())],
-            found.path.display()
+            found.path.display().to_string().escape_debug()
         );
         if let Some(reason) = &i.refused {
-            println!("    refused: {reason}");
+            println!("    refused: {}", reason.escape_debug());
         }
     }
     for (cb, ours) in COOPERBENCH_AGENTS {
@@ -554,14 +560,19 @@ pub async fn models(args: ModelsArgs) -> anyhow::Result<ExitCode> {
 
 /// `cbench import cooperbench`.
 pub async fn import_cooperbench(args: ImportCooperbenchArgs) -> anyhow::Result<ExitCode> {
-    let runs = crate::import::cooperbench::import(&crate::import::cooperbench::ImportOptions {
-        dir: args.dir.clone(),
-        name: args.name,
-        log_dir: args.log_dir.clone(),
-        dataset_dir: args.dataset_dir,
-        force: args.force,
-    })?;
-    for run in &runs {
+    let imported =
+        crate::import::cooperbench::import(&crate::import::cooperbench::ImportOptions {
+            dir: args.dir.clone(),
+            name: args.name,
+            log_dir: args.log_dir.clone(),
+            dataset_dir: args.dataset_dir,
+            force: args.force,
+        })?;
+    for skipped in &imported.skipped {
+        eprintln!("warning: left out {}", skipped.escape_debug());
+    }
+    let runs = &imported.runs;
+    for run in runs {
         println!(
             "imported {} ({}): {} pairs, {} graded by CooperBench → {}",
             run.name,
@@ -572,7 +583,7 @@ pub async fn import_cooperbench(args: ImportCooperbenchArgs) -> anyhow::Result<E
         );
     }
     let log_dir = args.log_dir.display();
-    for run in &runs {
+    for run in runs {
         println!(
             "  cbench report -n {name} --log-dir {log_dir}   ·   cbench view -n {name} --log-dir {log_dir}   ·   cbench eval -n {name} --log-dir {log_dir} (regrade the cbench way)",
             name = run.name

@@ -194,15 +194,29 @@ pub fn parse_pytest(output: &str) -> Option<TestCounts> {
 /// The first failing test, in CooperBench's eval.json style: `AssertionError in test_edge`
 /// when the exception type is known, else `test_edge failed`. None when no failing test is
 /// named in the output.
+///
+/// Only the format whose summary the counts came from is read (the order of
+/// [`parse_test_output`]), so a line another tool would print means nothing. The tests run
+/// the agent's code, which can print anything: this names a failure, it never decides one.
 pub fn first_failure(output: &str) -> Option<String> {
     let plain = strip_ansi(output);
-    let lines: Vec<&str> = plain.lines().collect();
-    pytest_failure(&lines)
-        .or_else(|| unittest_failure(&lines))
-        .or_else(|| go_failure(&lines))
-        .or_else(|| cargo_failure(&lines))
-        .or_else(|| jest_failure(&lines))
-        .or_else(|| vitest_failure(&lines))
+    let text = plain.as_str();
+    let lines: Vec<&str> = text.lines().collect();
+    if parse_cargo(text).is_some() {
+        cargo_failure(&lines)
+    } else if parse_go(text).is_some() {
+        go_failure(&lines)
+    } else if parse_jest(text).is_some() {
+        jest_failure(&lines)
+    } else if parse_vitest(text).is_some() {
+        vitest_failure(&lines)
+    } else if parse_pytest(text).is_some() {
+        pytest_failure(&lines)
+    } else if parse_unittest(text).is_some() {
+        unittest_failure(&lines)
+    } else {
+        None
+    }
 }
 
 /// `AssertionError` from `AssertionError: …`; None when the text does not start with an
@@ -276,11 +290,15 @@ fn pytest_failure(lines: &[&str]) -> Option<String> {
 /// unittest: `FAIL: test_x (module.Class.test_x)` (or `ERROR:`), the exception on the first
 /// `Name: message` line of its traceback.
 fn unittest_failure(lines: &[&str]) -> Option<String> {
-    let (at, test) = lines.iter().enumerate().find_map(|(i, l)| {
-        let rest = l
+    // unittest prints each failure's header right under a `=====` rule.
+    let (at, test) = lines.windows(2).enumerate().find_map(|(i, w)| {
+        if !w[0].starts_with("=====") {
+            return None;
+        }
+        let rest = w[1]
             .strip_prefix("FAIL: ")
-            .or_else(|| l.strip_prefix("ERROR: "))?;
-        Some((i, rest.split_whitespace().next()?))
+            .or_else(|| w[1].strip_prefix("ERROR: "))?;
+        Some((i + 1, rest.split_whitespace().next()?))
     })?;
     let exception = lines[at + 1..]
         .iter()
@@ -345,9 +363,14 @@ mod tests {
             Some("AssertionError in test_e")
         );
         assert_eq!(
-            first_failure("FAILED tests/t.py::test_x[1] - KeyError: 'a'\n").as_deref(),
+            first_failure("FAILED tests/t.py::test_x[1] - KeyError: 'a'\n== 1 failed in 0.1s ==\n")
+                .as_deref(),
             Some("KeyError in test_x[1]")
         );
+        // A pytest-looking line in unittest output is not read as pytest's.
+        let spoofed =
+            "FAILED tests/t.py::test_fake - AssertionError: x\nRan 1 test in 0.001s\n\nOK\n";
+        assert_eq!(first_failure(spoofed), None);
         assert_eq!(first_failure(GO_VERBOSE).as_deref(), Some("TestD failed"));
         assert_eq!(first_failure(GO_PLAIN).as_deref(), Some("TestD failed"));
         assert_eq!(first_failure(CARGO).as_deref(), Some("more::c failed"));

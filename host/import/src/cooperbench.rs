@@ -102,64 +102,106 @@ fn read_value(path: &Path) -> Result<Value, ImportError> {
     })
 }
 
-fn subdirs(dir: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        // Symlinks are not followed: only what the directory itself holds is imported.
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.path())
-        .collect();
-    out.sort();
-    out
-}
-
 fn name_of(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
 }
 
-/// `f1_f2` → [1, 2].
+/// A decimal number as CooperBench writes one (`12`, never `012` or `+12`).
+fn canonical_number(text: &str) -> Option<u64> {
+    let n: u64 = text.parse().ok()?;
+    (n.to_string() == text).then_some(n)
+}
+
+/// `f1_f2` → [1, 2]: at least two distinct features in increasing order, as CooperBench
+/// names its pair directories.
 fn features_of(name: &str) -> Option<Vec<u32>> {
     let ids: Option<Vec<u32>> = name
         .split('_')
-        .map(|p| p.strip_prefix('f')?.parse().ok())
+        .map(|p| u32::try_from(canonical_number(p.strip_prefix('f')?)?).ok())
         .collect();
-    ids.filter(|ids| ids.len() >= 2)
+    ids.filter(|ids| ids.len() >= 2 && ids.windows(2).all(|w| w[0] < w[1]))
+}
+
+/// Repository directory names become cbench directory and file names: kept to CooperBench's
+/// own (`llama_index_task`).
+fn valid_repo(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
 /// Every pair with a result.json, in the layout of either version (and the legacy one,
 /// `<run>/<repo>/<task>/…`, whose setting its result.json names).
-fn find_pairs(dir: &Path) -> Result<Vec<FoundPair>, ImportError> {
+fn find_pairs(dir: &Path, skipped: &mut Vec<String>) -> Result<Vec<FoundPair>, ImportError> {
     let mut pairs = Vec::new();
     for setting in ["coop", "solo", "team"] {
-        walk_pairs(Some(setting), &dir.join(setting), &mut pairs)?;
+        walk_pairs(Some(setting), &dir.join(setting), &mut pairs, skipped)?;
     }
     if pairs.is_empty() {
-        walk_pairs(None, dir, &mut pairs)?;
+        walk_pairs(None, dir, &mut pairs, skipped)?;
     }
     Ok(pairs)
 }
 
-/// Pairs under `root/<repo>/<task_id>/f<a>_f<b>/` holding a result.json.
+/// Subdirectories of `dir`; anything else there (files aside) is noted in `skipped`.
+fn dirs_noting(dir: &Path, skipped: &mut Vec<String>) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => out.push(entry.path()),
+            Ok(t) if t.is_symlink() => skipped.push(format!(
+                "{}: a symlink (not followed)",
+                entry.path().display()
+            )),
+            _ => {}
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Pairs under `root/<repo>/<task_id>/f<a>_f<b>/` holding a result.json; directories that
+/// look like neither are noted in `skipped`.
 fn walk_pairs(
     setting: Option<&str>,
     root: &Path,
     pairs: &mut Vec<FoundPair>,
+    skipped: &mut Vec<String>,
 ) -> Result<(), ImportError> {
-    for repo in subdirs(root) {
-        for task in subdirs(&repo) {
-            let Ok(task_id) = name_of(&task).parse::<u64>() else {
+    for repo in dirs_noting(root, skipped) {
+        if !valid_repo(&name_of(&repo)) {
+            skipped.push(format!(
+                "{}: not a repository name (letters, digits, `.`, `_`, `-`)",
+                repo.display()
+            ));
+            continue;
+        }
+        for task in dirs_noting(&repo, skipped) {
+            let Some(task_id) = canonical_number(&name_of(&task)) else {
+                skipped.push(format!("{}: not a task id", task.display()));
                 continue;
             };
-            for pair in subdirs(&task) {
+            for pair in dirs_noting(&task, skipped) {
                 let Some(features) = features_of(&name_of(&pair)) else {
+                    skipped.push(format!(
+                        "{}: not a pair directory (f<a>_f<b>, increasing ids)",
+                        pair.display()
+                    ));
                     continue;
                 };
                 let result = pair.join("result.json");
                 if !is_regular(&result) {
+                    skipped.push(format!(
+                        "{}: no result.json (the agents never finished)",
+                        pair.display()
+                    ));
                     continue;
                 }
                 let setting = match setting {
@@ -191,8 +233,16 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
+/// What an import wrote, and what it left out and why.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    pub runs: Vec<ImportedRun>,
+    /// Entries of the CooperBench directory that are not pairs it could read.
+    pub skipped: Vec<String>,
+}
+
 /// Imports the CooperBench run at `opts.dir`; one cbench run per setting it holds.
-pub fn import(opts: &ImportOptions) -> Result<Vec<ImportedRun>, ImportError> {
+pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
     if !opts.dir.is_dir() {
         return Err(ImportError::NotARun {
             dir: opts.dir.clone(),
@@ -200,12 +250,29 @@ pub fn import(opts: &ImportOptions) -> Result<Vec<ImportedRun>, ImportError> {
         });
     }
     let config_path = opts.dir.join("config.json");
-    let config = if is_regular(&config_path) {
+    let config = if std::fs::symlink_metadata(&config_path).is_ok() {
         read_value(&config_path)?
     } else {
         Value::Null
     };
-    let found = find_pairs(&opts.dir)?;
+    let mut skipped = Vec::new();
+    let found = find_pairs(&opts.dir, &mut skipped)?;
+    let mut seen: std::collections::BTreeMap<(String, String, u64, Vec<u32>), &Path> =
+        std::collections::BTreeMap::new();
+    for p in &found {
+        let key = (
+            p.setting.clone(),
+            p.repo.clone(),
+            p.task,
+            p.features.clone(),
+        );
+        if let Some(first) = seen.insert(key, &p.path) {
+            return Err(ImportError::BadFile {
+                path: p.path.clone(),
+                reason: format!("the same pair as {}", first.display()),
+            });
+        }
+    }
     if found.is_empty() {
         return Err(ImportError::NotARun {
             dir: opts.dir.clone(),
@@ -238,7 +305,10 @@ pub fn import(opts: &ImportOptions) -> Result<Vec<ImportedRun>, ImportError> {
         let pairs: Vec<&FoundPair> = found.iter().filter(|p| &p.setting == setting).collect();
         imported.push(import_setting(opts, &config, &name, setting, &pairs)?);
     }
-    Ok(imported)
+    Ok(Imported {
+        runs: imported,
+        skipped,
+    })
 }
 
 /// Writes one setting's pairs as the cbench run `name`: into a staging directory first, which
@@ -251,9 +321,23 @@ fn import_setting(
     pairs: &[&FoundPair],
 ) -> Result<ImportedRun, ImportError> {
     let target = opts.log_dir.join(name);
-    if target.exists() && !opts.force {
-        return Err(ImportError::Exists { path: target });
-    }
+    let _lock = if target.exists() {
+        if !opts.force {
+            return Err(ImportError::Exists { path: target });
+        }
+        // --force replaces an earlier import only, never a run cbench ran, and never one in use.
+        let config: Value =
+            crate::fsutil::read_json(&target.join("config.json")).unwrap_or(Value::Null);
+        if config.get("backend").and_then(Value::as_str) != Some("imported") {
+            return Err(ImportError::NotAnImport { path: target });
+        }
+        Some(
+            crate::run::runlock::RunLock::acquire(&target, name)
+                .map_err(|e| ImportError::InUse(e.to_string()))?,
+        )
+    } else {
+        None
+    };
     std::fs::create_dir_all(&opts.log_dir)
         .map_err(io(format!("creating {}", opts.log_dir.display())))?;
     let staging = opts
@@ -504,6 +588,22 @@ fn write_pair(
             reason: format!("agent id {bad:?} is not `agent<N>` or `solo`"),
         });
     }
+    if setting == Setting::Coop {
+        let mut features: Vec<u64> = agents
+            .iter()
+            .filter_map(|(_, info, ..)| info.get("feature_id").and_then(Value::as_u64))
+            .collect();
+        features.sort_unstable();
+        let expected: Vec<u64> = pair.features.iter().map(|f| u64::from(*f)).collect();
+        if features != expected {
+            return Err(ImportError::BadFile {
+                path: result_path,
+                reason: format!(
+                    "its agents work on features {features:?}, but the pair is {expected:?}"
+                ),
+            });
+        }
+    }
     let mut records = Vec::new();
     for (k, (agent_id, info, patch_file, traj_file)) in agents.iter().enumerate() {
         let feature_ids = if setting == Setting::Solo {
@@ -531,7 +631,11 @@ fn write_pair(
         write_atomic(&agent_dir.join("patch.diff"), &patch)?;
         let (status, status_note) = status_of(str_at(info, "status").unwrap_or("Error"));
         let error = str_at(info, "error").map(str::to_string).or(status_note);
-        let cost = info.get("cost").and_then(Value::as_f64);
+        // A cost that is not a non-negative number is unknown.
+        let cost = info
+            .get("cost")
+            .and_then(Value::as_f64)
+            .filter(|c| c.is_finite() && *c >= 0.0);
         let traj_path = pair.path.join(traj_file);
         let mut tokens = TokenTotals {
             prompt_tokens: info
@@ -626,7 +730,11 @@ fn write_pair(
     if std::fs::symlink_metadata(&eval_path).is_err() {
         return Ok(Graded::No);
     }
-    let report = eval_report(&read_value(&eval_path)?, pair, setting, pair_dir)?;
+    let eval = read_value(&eval_path)?;
+    if eval.is_null() {
+        return Ok(Graded::No);
+    }
+    let report = eval_report(&eval, pair, setting, pair_dir, &eval_path)?;
     let policy = report.merge_policy;
     write_json_atomic(&pair_dir.join("eval.json"), &report)?;
     Ok(Graded::Under(policy))
@@ -694,7 +802,15 @@ fn eval_report(
     pair: &FoundPair,
     setting: Setting,
     pair_dir: &Path,
+    eval_path: &Path,
 ) -> Result<EvalReport, ImportError> {
+    let bad = |reason: String| ImportError::BadFile {
+        path: eval_path.to_path_buf(),
+        reason,
+    };
+    if !value.is_object() {
+        return Err(bad("not a JSON object".into()));
+    }
     let tree = if setting == Setting::Solo {
         "solo"
     } else {
@@ -702,9 +818,13 @@ fn eval_report(
     };
     let mut features = Vec::new();
     for (k, feature_id) in pair.features.iter().enumerate() {
-        let Some(f) = value.get(format!("feature{}", k + 1)) else {
-            continue;
+        let key = format!("feature{}", k + 1);
+        let Some(f) = value.get(&key) else {
+            return Err(bad(format!("no `{key}` (feature {feature_id})")));
         };
+        if !f.is_object() {
+            return Err(bad(format!("`{key}` is not an object")));
+        }
         let log = format!("eval_logs/{tree}_feature{feature_id}.log");
         let output = str_at(f, "test_output")
             .or_else(|| str_at(f, "output"))
@@ -712,7 +832,10 @@ fn eval_report(
         let logs = pair_dir.join("eval_logs");
         std::fs::create_dir_all(&logs).map_err(io(format!("creating {}", logs.display())))?;
         write_atomic(&pair_dir.join(&log), output.as_bytes())?;
-        let passed = f.get("passed").and_then(Value::as_bool).unwrap_or(false);
+        let passed = f
+            .get("passed")
+            .and_then(Value::as_bool)
+            .ok_or_else(|| bad(format!("`{key}.passed` is not true or false")))?;
         let count = |key: &str| f.get(key).and_then(Value::as_u64).unwrap_or(0) as u32;
         features.push(FeatureGrade {
             feature_id: *feature_id,
@@ -724,10 +847,15 @@ fn eval_report(
             log,
         });
     }
-    let both = value
-        .get("both_passed")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    // The verdict is the features' own; a `both_passed` that says otherwise is refused.
+    let both = features.iter().all(|f| f.success);
+    if let Some(said) = value.get("both_passed") {
+        if said.as_bool() != Some(both) {
+            return Err(bad(format!(
+                "`both_passed` is {said}, but the features say {both}"
+            )));
+        }
+    }
     let error = str_at(value, "error").map(str::to_string);
     let passed: u32 = features.iter().map(|f| f.tests_passed).sum();
     let failed: u32 = features.iter().map(|f| f.tests_failed).sum();
@@ -748,6 +876,9 @@ fn eval_report(
         (None, None, None)
     } else {
         let merge = value.get("merge").cloned().unwrap_or(Value::Null);
+        if !(merge.is_object() || merge.is_null()) {
+            return Err(bad("`merge` is not an object".into()));
+        }
         let status = str_at(&merge, "status").unwrap_or("");
         let (strategy, policy) = match (status, str_at(&merge, "strategy")) {
             (_, Some("union")) => (MergeStrategy::Union, MergePolicy::Union),
@@ -820,8 +951,9 @@ mod tests {
         let secret = dir.path().join("secret.txt");
         std::fs::write(&secret, "the user's secret\n").unwrap();
         std::os::unix::fs::symlink(&secret, pair.join("agent1.patch")).unwrap();
-        let result =
-            serde_json::json!({"agents": {"agent1": {"feature_id": 1, "status": "Submitted"}}});
+        let result = serde_json::json!({"agents": {
+                "agent1": {"feature_id": 1, "status": "Submitted"},
+                "agent2": {"feature_id": 2, "status": "Submitted"}}});
         std::fs::write(pair.join("result.json"), result.to_string()).unwrap();
         let opts = ImportOptions {
             dir: dir.path().join("run"),
@@ -835,12 +967,105 @@ mod tests {
         assert!(!dir.path().join("logs/x").exists());
 
         std::fs::remove_file(pair.join("agent1.patch")).unwrap();
-        let result = serde_json::json!({"agents": {"../../escape": {"feature_id": 1, "status": "Submitted"}}});
+        let result = serde_json::json!({"agents": {
+            "../../escape": {"feature_id": 1, "status": "Submitted"},
+            "agent2": {"feature_id": 2, "status": "Submitted"}}});
         std::fs::write(pair.join("result.json"), result.to_string()).unwrap();
         let err = import(&opts).unwrap_err().to_string();
         assert!(err.contains("is not `agent<N>` or `solo`"), "{err}");
         assert!(!dir.path().join("escape").exists());
         assert!(!dir.path().join("logs/x").exists());
+    }
+
+    /// A copy of the CooperBench 0.0.14 fixture's coop run.
+    fn fixture_copy(dir: &Path) -> PathBuf {
+        let from = Path::new(env!("CARGO_MANIFEST_DIR")).join(
+            "../tests/fixtures/cooperbench-0.0.14/coop-msa_v2-gemini-3-flash-fixture-cbench-textkit-1",
+        );
+        let to = dir.join("run");
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&from)
+            .arg(&to)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        to
+    }
+
+    fn options(dir: &Path, run: &Path, force: bool) -> ImportOptions {
+        ImportOptions {
+            dir: run.to_path_buf(),
+            name: Some("imp".into()),
+            log_dir: dir.join("logs"),
+            dataset_dir: "dataset".into(),
+            force,
+        }
+    }
+
+    #[test]
+    fn look_alike_pair_directories_are_left_out_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = fixture_copy(dir.path());
+        let task = run.join("coop/cbench_textkit_task");
+        let copy = |from: &str, to: &str| {
+            let status = std::process::Command::new("cp")
+                .arg("-a")
+                .arg(task.join(from))
+                .arg(task.join(to))
+                .status()
+                .unwrap();
+            assert!(status.success());
+        };
+        copy("1/f1_f2", "1/f01_f02");
+        copy("1/f1_f2", "1/f2_f1");
+        copy("1/f1_f2", "1/f1_f1");
+        copy("1", "01");
+        let imported = import(&options(dir.path(), &run, false)).unwrap();
+        assert_eq!(imported.runs[0].pairs, 2, "{:?}", imported.skipped);
+        for name in ["f01_f02", "f2_f1", "f1_f1", "/01"] {
+            assert!(
+                imported.skipped.iter().any(|s| s.contains(name)),
+                "{name}: {:?}",
+                imported.skipped
+            );
+        }
+    }
+
+    #[test]
+    fn force_replaces_only_an_earlier_import_and_inconsistent_verdicts_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = fixture_copy(dir.path());
+        let native = dir.path().join("logs/imp");
+        std::fs::create_dir_all(&native).unwrap();
+        std::fs::write(native.join("config.json"), r#"{"backend": "local"}"#).unwrap();
+        let err = import(&options(dir.path(), &run, true))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not an earlier import"), "{err}");
+        std::fs::remove_dir_all(&native).unwrap();
+        import(&options(dir.path(), &run, false)).unwrap();
+        import(&options(dir.path(), &run, true)).unwrap();
+
+        let eval_path = run.join("coop/cbench_textkit_task/1/f1_f2/eval.json");
+        let mut eval: Value = serde_json::from_slice(&std::fs::read(&eval_path).unwrap()).unwrap();
+        eval["feature1"]["passed"] = Value::Bool(false);
+        std::fs::write(&eval_path, eval.to_string()).unwrap();
+        let err = import(&options(dir.path(), &run, true))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`both_passed` is true, but the features say false"),
+            "{err}"
+        );
+        eval["feature1"]["passed"] = Value::String("yes".into());
+        std::fs::write(&eval_path, eval.to_string()).unwrap();
+        let err = import(&options(dir.path(), &run, true))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not true or false"), "{err}");
+        // The earlier import is still whole.
+        assert!(dir.path().join("logs/imp/config.json").is_file());
     }
 
     #[test]

@@ -24,7 +24,13 @@ pub enum ImportError {
     BadFile { path: PathBuf, reason: String },
     #[error("{path}: a run of that name exists already (use --force to replace it, or -n to name the import)")]
     Exists { path: PathBuf },
-    #[error("run name `{0}` may only contain letters, digits, `.`, `_` and `-`")]
+    #[error("{path} is a run cbench ran, not an earlier import: --force only replaces imports (import under another name with -n)")]
+    NotAnImport { path: PathBuf },
+    #[error("{0}")]
+    InUse(String),
+    #[error(
+        "run name `{0}` may only contain letters, digits, `.`, `_` and `-`, and not start with `.`"
+    )]
     Name(String),
     #[error(transparent)]
     Fs(#[from] fsutil::FsError),

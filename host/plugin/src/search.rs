@@ -1,6 +1,7 @@
 //! Plugins by name: `--agent mini_swe` finds `mini_swe.wasm` on the plugin search path
-//! (`./plugins/`, `$CBENCH_PLUGIN_PATH`, where `setup.sh` installed the plugins, and the
-//! checkout the binary was built in), so a run works from any directory. CooperBench's agent
+//! (`$CBENCH_PLUGIN_PATH`, `./plugins/`, where `setup.sh` installed the plugins, and the
+//! checkout the binary was built in), so a run works from any directory. The variable comes
+//! first: what the user set explicitly is not overridden by the directory they stand in. CooperBench's agent
 //! names resolve to the plugin that stands in for them.
 
 use std::path::{Path, PathBuf};
@@ -30,6 +31,8 @@ pub enum SearchError {
     },
     #[error("{flag} {path}: file not found")]
     MissingFile { flag: &'static str, path: PathBuf },
+    #[error("{flag} {path}: not a regular file (a FIFO, a device, or a link to nothing)")]
+    NotAFile { flag: &'static str, path: PathBuf },
     #[error("{flag} {path}: is a directory, not a plugin; give its built .wasm file (e.g. {path}.wasm) or a plugin name")]
     Directory { flag: &'static str, path: PathBuf },
 }
@@ -101,7 +104,7 @@ impl SearchPath {
     /// The search path of this process: `./plugins`, `$CBENCH_PLUGIN_PATH`, the install
     /// directory, the checkout's `plugins/`.
     pub fn from_env() -> SearchPath {
-        let mut dirs = vec![(PathBuf::from("plugins"), Origin::WorkingDirectory)];
+        let mut dirs = Vec::new();
         if let Some(list) = std::env::var_os(PLUGIN_PATH_VAR) {
             dirs.extend(
                 std::env::split_paths(&list)
@@ -109,6 +112,7 @@ impl SearchPath {
                     .map(|p| (p, Origin::Variable)),
             );
         }
+        dirs.push((PathBuf::from("plugins"), Origin::WorkingDirectory));
         dirs.extend(installed_dir().map(|d| (d, Origin::Installed)));
         dirs.extend(checkout_dir().map(|d| (d, Origin::Checkout)));
         SearchPath { dirs }
@@ -128,9 +132,17 @@ impl SearchPath {
                 });
             }
             if !as_path.is_file() {
-                return Err(SearchError::MissingFile {
-                    flag,
-                    path: as_path.to_path_buf(),
+                let exists = std::fs::symlink_metadata(as_path).is_ok();
+                return Err(if exists {
+                    SearchError::NotAFile {
+                        flag,
+                        path: as_path.to_path_buf(),
+                    }
+                } else {
+                    SearchError::MissingFile {
+                        flag,
+                        path: as_path.to_path_buf(),
+                    }
                 });
             }
             return Ok(Resolved {
@@ -145,6 +157,12 @@ impl SearchPath {
         let file = format!("{name}.wasm");
         for (dir, _) in &self.dirs {
             let candidate = dir.join(&file);
+            if std::fs::symlink_metadata(&candidate).is_ok() && !candidate.is_file() {
+                return Err(SearchError::NotAFile {
+                    flag,
+                    path: candidate,
+                });
+            }
             if candidate.is_file() {
                 // Absolute, so the run's record names the same file from any directory.
                 let path = std::path::absolute(&candidate).unwrap_or(candidate);
@@ -164,7 +182,7 @@ impl SearchPath {
             .list()
             .into_iter()
             .filter(|f| !f.shadowed)
-            .map(|f| f.name)
+            .map(|f| f.name.escape_debug().to_string())
             .collect();
         Err(SearchError::UnknownName {
             flag,
@@ -200,7 +218,8 @@ impl SearchPath {
             };
             let mut here: Vec<(String, PathBuf)> = entries
                 .filter_map(Result::ok)
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                // As resolution sees them: a link to a plugin is one.
+                .filter(|e| e.path().is_file())
                 .filter_map(|e| {
                     let path = e.path();
                     let name = path

@@ -341,6 +341,17 @@ pub struct SelectionArgs {
 impl SelectionArgs {
     /// Validates the filters.
     pub fn validate(&self) -> Result<Selection, CliError> {
+        if let Some(name) = &self.subset {
+            // A name under <dataset>/subsets/, never a path elsewhere.
+            if name.is_empty()
+                || name.starts_with('.')
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            {
+                return Err(CliError::Subset(name.clone()));
+            }
+        }
         if let Some(f) = &self.features {
             let mut unique = f.clone();
             unique.sort_unstable();
@@ -467,7 +478,7 @@ pub struct EvalArgs {
     /// Pairs graded at once (`-c`/`--concurrency` as in CooperBench's `eval`).
     #[arg(long, short = 'c', visible_alias = "concurrency", default_value_t = 10)]
     pub eval_concurrency: usize,
-    /// Seconds one feature's test run may take before it counts as an infrastructure error.
+    /// Seconds one feature's test run may take; over it the run is stopped and the feature fails.
     #[arg(long, default_value_t = 900)]
     pub test_timeout: u64,
     #[command(flatten)]
@@ -506,7 +517,8 @@ pub enum ImportCommand {
 pub struct ImportCooperbenchArgs {
     /// The CooperBench run directory (e.g. `logs/my-experiment`).
     pub dir: PathBuf,
-    /// Name of the imported run (default: the directory's name).
+    /// Name of the imported run (default: the run name in its config.json, else the
+    /// directory's name; `<name>-coop` / `<name>-solo` when it holds both settings).
     #[arg(long, short = 'n')]
     pub name: Option<String>,
     /// Directory to write the run into.
@@ -591,6 +603,8 @@ pub enum CliError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("-s {0}: a subset is a name from <dataset>/subsets/ (letters, digits, `.`, `_`, `-`), not a path")]
+    Subset(String),
     #[error("-f: give at least two distinct feature ids (got {0:?})")]
     Features(Vec<u32>),
     #[error("--force with --shard would delete the other shards' results; remove the run directory first, then start every shard")]
@@ -601,7 +615,7 @@ pub enum CliError {
     ComputeSecs,
     #[error("{flag} must be a non-negative amount of US dollars")]
     Money { flag: &'static str },
-    #[error("run name `{0}` may only contain letters, digits, `.`, `_` and `-`")]
+    #[error("run name `{0}` may only contain letters, digits, `.`, `_` and `-`, and may not start with `.`")]
     Name(String),
 }
 

@@ -164,9 +164,20 @@ fn parse_account(text: &str) -> Result<ServiceAccount, String> {
     match field("type").as_deref() {
         Some("service_account") => {}
         Some(other) => {
+            // Named only when it is one of Google's own types: the file's text is not echoed.
+            let known = [
+                "authorized_user",
+                "external_account",
+                "impersonated_service_account",
+            ];
+            let shown = if known.contains(&other) {
+                other
+            } else {
+                "another"
+            };
             return Err(format!(
-                "credentials of type `{other}`; only service-account keys (`service_account`) are supported"
-            ))
+                "credentials of type `{shown}`; only service-account keys (`service_account`) are supported"
+            ));
         }
         None => return Err("no `type` field: expected a service-account key file".into()),
     }
@@ -175,11 +186,24 @@ fn parse_account(text: &str) -> Result<ServiceAccount, String> {
     let der = pem_body(&pem).ok_or("`private_key` is not a PEM `PRIVATE KEY` block")?;
     let key = RsaKeyPair::from_pkcs8(&der)
         .map_err(|e| format!("`private_key` is not a usable PKCS#8 RSA key ({e})"))?;
+    let token_uri = field("token_uri").unwrap_or_else(|| DEFAULT_TOKEN_URI.to_string());
+    // The signed assertion is a bearer credential for its audience: never sent in the clear,
+    // except to a server on this machine (a test's, a proxy's).
+    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|p| {
+            token_uri
+                .strip_prefix(p)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/']))
+        });
+    if !(token_uri.starts_with("https://") || loopback) {
+        return Err("`token_uri` is not https:// (nor a loopback address)".into());
+    }
     Ok(ServiceAccount {
         client_email,
         private_key_id: field("private_key_id"),
         key,
-        token_uri: field("token_uri").unwrap_or_else(|| DEFAULT_TOKEN_URI.to_string()),
+        token_uri,
         project_id: field("project_id"),
     })
 }
