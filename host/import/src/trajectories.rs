@@ -111,6 +111,20 @@ fn chat_message(message: &Value) -> Option<ChatMessage> {
     })
 }
 
+/// mini-swe-agent v2 renders a command's result as JSON (`{"returncode": 0, "output": "…"}`);
+/// shown as cbench shows its own observations, other text as it is.
+fn readable(observation: &str) -> String {
+    let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(observation) else {
+        return observation.to_string();
+    };
+    match (fields.get("returncode"), fields.get("output")) {
+        (Some(code), Some(Value::String(output))) if fields.len() <= 3 => {
+            format!("<exit_code>{code}</exit_code>\n<output>\n{output}</output>")
+        }
+        _ => observation.to_string(),
+    }
+}
+
 /// Converts mini-swe-agent's `messages` into a cbench trajectory.
 pub(crate) fn convert(messages: &[Value], facts: AgentFacts) -> Trajectory {
     let mut steps: Vec<Step> = Vec::new();
@@ -172,7 +186,7 @@ pub(crate) fn convert(messages: &[Value], facts: AgentFacts) -> Trajectory {
             }
         } else if role == "tool" {
             let id = message.get("tool_call_id").map(text).unwrap_or_default();
-            let observation = message.get("content").map(text).unwrap_or_default();
+            let observation = readable(&message.get("content").map(text).unwrap_or_default());
             let slot = awaiting
                 .iter()
                 .position(|(call_id, _)| *call_id == id)
@@ -232,7 +246,7 @@ mod tests {
               {"role": "user", "content": "task"},
               {"role": "assistant", "content": "look", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "bash", "arguments": "{\"command\": \"ls\"}"}}],
                "extra": {"actions": [{"tool_name": "bash", "tool_call_id": "c1", "command": "ls"}], "response": {"usage": {"prompt_tokens": 10, "completion_tokens": 3}}, "cost": 0.5, "timestamp": 1700000000.5}},
-              {"role": "tool", "tool_call_id": "c1", "content": "a.py"},
+              {"role": "tool", "tool_call_id": "c1", "content": "{\"returncode\": 0, \"output\": \"a.py\\n\"}"},
               {"role": "assistant", "content": "no action here", "extra": {"response": {"usage": {"prompt_tokens": 20, "completion_tokens": 4}}}},
               {"role": "user", "content": "format error"},
               {"role": "exit", "content": "", "extra": {"exit_status": "Submitted", "submission": "done"}}
@@ -254,7 +268,10 @@ mod tests {
         );
         assert_eq!(t.steps.len(), 1);
         assert_eq!(t.steps[0].args["command"], "ls");
-        assert_eq!(t.steps[0].observation, "a.py");
+        assert_eq!(
+            t.steps[0].observation,
+            "<exit_code>0</exit_code>\n<output>\na.py\n</output>"
+        );
         assert_eq!(t.steps[0].timestamp, "2023-11-14T22:13:20.500Z");
         assert_eq!(t.llm_calls.len(), 2);
         assert_eq!(t.llm_calls[0].request_new_messages.len(), 2);
