@@ -71,6 +71,13 @@ if [ "${#need_pkgs[@]}" -gt 0 ]; then
     fi
 fi
 
+# Daemons started below are stopped by PID when the script ends, however it ends.
+stop_all() {
+    print_step_times
+    if [ -n "${dockerd_pid:-}" ]; then stop_dockerd; fi
+    if [ -n "${slurm_tmp:-}" ]; then ./scripts/slurm-local.sh stop "$slurm_tmp"; rm -rf "$slurm_tmp"; fi
+}
+trap stop_all EXIT
 # The docker backend is tested against a real engine: the one at DOCKER_HOST or the local
 # socket, else a private dockerd started here (own socket, data and exec roots) and stopped
 # by PID when the tests end.
@@ -90,7 +97,6 @@ if ! docker info >/dev/null 2>&1; then
         wait "$dockerd_pid" 2>/dev/null || true
         rm -rf "$dockerd_tmp" 2>/dev/null || true
     }
-    trap 'print_step_times; stop_dockerd' EXIT
     export DOCKER_HOST="unix://$dockerd_tmp/docker.sock"
     for _ in $(seq 60); do
         docker info >/dev/null 2>&1 && break
@@ -99,8 +105,16 @@ if ! docker info >/dev/null 2>&1; then
     done
     docker info >/dev/null 2>&1 || { tail -20 "$dockerd_tmp/dockerd.log" >&2; echo "test.sh: dockerd did not come up in 30 s" >&2; exit 1; }
 fi
-[ -n "${dockerd_pid:-}" ] || trap print_step_times EXIT
-step_times+=("$(printf '%6ds  %s' $((SECONDS - script_start)) "installs and dockerd")")
+# `--engine slurm` is tested against a real one-node Slurm cluster: the one SLURM_CONF names
+# when it answers, else a private one started here (scripts/slurm-local.sh: munged, slurmctld
+# and slurmd on loopback, installing slurm-wlm and munge when missing) and stopped by PID.
+if ! { [ -n "${SLURM_CONF:-}" ] && sinfo >/dev/null 2>&1; }; then
+    slurm_tmp="$(mktemp -d /tmp/cbench-slurm.XXXXXX)"
+    ./scripts/slurm-local.sh start "$slurm_tmp" >/dev/null \
+        || { ./scripts/slurm-local.sh stop "$slurm_tmp"; echo "test.sh: the Slurm cluster did not start" >&2; exit 1; }
+    export SLURM_CONF="$slurm_tmp/slurm.conf"
+fi
+step_times+=("$(printf '%6ds  %s' $((SECONDS - script_start)) "installs, dockerd and slurm")")
 timed "base image" ./scripts/docker-base.sh "${CBENCH_BASE_IMAGE:-cbench-base:bookworm}"
 
 timed "fmt" cargo fmt --all -- --check

@@ -6,6 +6,20 @@ use crate::cli::*;
 
 /// `cbench run`.
 pub async fn run(args: Box<RunArgs>) -> anyhow::Result<ExitCode> {
+    if let Some(slurm) = args.engine.slurm() {
+        let mut cfgs = (*args).validate()?;
+        if cfgs.len() != 1 || !cfgs[0].team.is_empty() || cfgs[0].shard.is_some() {
+            anyhow::bail!("--engine slurm runs one --agent (no --team, no --shard)");
+        }
+        // Each task parses the same command line again (from `run` on).
+        let argv: Vec<String> = std::env::args().skip(1).collect();
+        return Ok(
+            match crate::slurm::submit(cfgs.remove(0), argv, slurm).await? {
+                Some(summary) => exit_for(summary.infra_errors),
+                None => ExitCode::SUCCESS,
+            },
+        );
+    }
     let mut cfgs = (*args).validate()?;
     if cfgs.len() == 1 {
         let cfg = cfgs.remove(0);
@@ -491,6 +505,56 @@ pub async fn plugin_list(args: PluginListArgs) -> anyhow::Result<ExitCode> {
         println!("{cb} (CooperBench) → {ours}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `cbench status`.
+pub async fn status(args: RunNameArgs) -> anyhow::Result<ExitCode> {
+    print!("{}", crate::slurm::status(&args.log_dir, &args.name)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cbench cancel`.
+pub async fn cancel(args: RunNameArgs) -> anyhow::Result<ExitCode> {
+    let cancelled = crate::slurm::cancel(&args.log_dir, &args.name)?;
+    if cancelled.is_empty() {
+        println!("run {}: no job of it is queued", args.name);
+    } else {
+        println!(
+            "run {}: cancelled Slurm job {}; `cbench run` with the same arguments resubmits what is missing",
+            args.name,
+            cancelled.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cbench run-pair`: one array task.
+pub async fn run_pair(args: RunPairArgs) -> anyhow::Result<ExitCode> {
+    let (manifest, task) = crate::slurm::task_of(&args.manifest, args.index)?;
+    let full = std::iter::once("cbench".to_string()).chain(manifest.argv.iter().cloned());
+    let Command::Run(mut run_args) = <Cli as clap::Parser>::try_parse_from(full)?.command else {
+        anyhow::bail!(
+            "{}: its argv is not a `cbench run`",
+            args.manifest.display()
+        );
+    };
+    run_args.engine.engine = EngineArg::Local;
+    run_args.quiet = true;
+    let mut cfgs = (*run_args).validate()?;
+    let mut cfg = cfgs.remove(0);
+    let sha = crate::fsutil::sha256_hex(&std::fs::read(&cfg.agent)?);
+    if sha != manifest.plugin_sha256 {
+        anyhow::bail!(
+            "{}: the plugin {} changed since the run was submitted (sha256 {sha}, submitted {})",
+            args.manifest.display(),
+            cfg.agent.display(),
+            manifest.plugin_sha256
+        );
+    }
+    cfg.pair_task = Some(task);
+    cfg.force = false;
+    let summary = crate::runner::run(cfg).await?;
+    Ok(exit_for(summary.infra_errors))
 }
 
 /// `cbench models`.

@@ -31,6 +31,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Verify(args) => commands::verify(args).await,
             Command::Eval(args) => commands::eval(args).await,
             Command::Prepare(args) => commands::dataset_fetch(args).await,
+            Command::Status(args) => commands::status(args).await,
+            Command::Cancel(args) => commands::cancel(args).await,
+            Command::RunPair(args) => commands::run_pair(args).await,
             Command::Models(args) => commands::models(args).await,
             Command::Import(crate::cli::ImportCommand::Cooperbench(args)) => {
                 commands::import_cooperbench(args).await
@@ -79,6 +82,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 // Dropping the run aborts its pairs: sandboxes and scratch dirs are removed
                 // as they drop; every result file was written atomically, so none is torn.
                 eprintln!("interrupted ({signal}): stopping; results already written are kept");
+                if let Some(note) = crate::interrupt::note() {
+                    eprintln!("{note}");
+                }
                 let sweep = crate::docker::cleanup::sweep_registered();
                 match tokio::time::timeout(std::time::Duration::from_secs(30), sweep).await {
                     Ok(Ok(swept)) if swept.containers + swept.networks > 0 => eprintln!(

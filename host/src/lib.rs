@@ -7,7 +7,7 @@
 //! the paths the integration tests and the Python API use.
 
 pub use cbench_core::{
-    clock, dataset, exec, fsutil, layout, message, process, progress, shard, stats,
+    clock, dataset, exec, fsutil, interrupt, layout, message, process, progress, shard, stats,
 };
 pub use cbench_docker as docker;
 pub use cbench_eval as eval;
@@ -20,7 +20,7 @@ pub use cbench_messaging::events;
 pub use cbench_plugin as plugin;
 pub use cbench_present::{compare, export, view};
 pub use cbench_run::{
-    backend, evalrun, leftovers, pairrun, pins, report, runlock, runner, runrecord, summary,
+    backend, evalrun, leftovers, pairrun, pins, report, runlock, runner, runrecord, slurm, summary,
 };
 pub use cbench_sandbox as sandbox;
 pub use cbench_sandbox::{repos, team};

@@ -8,6 +8,7 @@ pub mod dataset;
 pub mod exec;
 pub mod fsutil;
 pub mod identity;
+pub mod interrupt;
 pub mod layout;
 pub mod message;
 pub mod process;

@@ -10,11 +10,22 @@ use crate::eval::merge::MergePolicy;
 use crate::llm::{self, Model, ModelError, Setting};
 use crate::plugin::PluginLimits;
 
+/// Pair `index` of the run's `count` pairs (sorted by key), which must be `key`: what the
+/// manifest a scheduler's task was submitted with says it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairTask {
+    pub index: usize,
+    pub count: usize,
+    pub key: String,
+}
+
 /// A validated `cbench run` configuration.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
     pub name: String,
     pub agent: PathBuf,
+    /// One task of a scheduler's array (`cbench run-pair`): only this pair of the run's pairs.
+    pub pair_task: Option<PairTask>,
     /// The CooperBench agent name `--agent` gave (e.g. `mini_swe_agent_v2`) when a cbench
     /// plugin stands in for it; said once in the run's header.
     pub stands_in_for: Option<String>,

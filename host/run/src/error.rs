@@ -22,6 +22,15 @@ pub enum RunError {
     NothingVerified { path: PathBuf },
     #[error("run `{name}` not found: {path} does not exist")]
     UnknownRun { name: String, path: PathBuf },
+    #[error(transparent)]
+    Slurm(#[from] crate::slurm::SlurmError),
+    #[error("run `{run}`: array task {index} was submitted for {key}, but the selection now gives {found} there (the dataset or the selection changed since the manifest was written; submit again)")]
+    ManifestStale {
+        run: String,
+        index: usize,
+        key: String,
+        found: String,
+    },
     #[error("run `{name}`: none of its pairs matches the -s/-r/-t/-f filters given to eval")]
     NothingToEvaluate { name: String },
     #[error(transparent)]

@@ -5,6 +5,7 @@
 use cbench_core::clock;
 use cbench_core::dataset;
 use cbench_core::fsutil;
+use cbench_core::interrupt;
 use cbench_core::layout;
 use cbench_core::process;
 use cbench_core::progress;
@@ -36,5 +37,6 @@ pub mod report;
 pub mod runlock;
 pub mod runner;
 pub mod runrecord;
+pub mod slurm;
 pub mod steps;
 pub mod summary;

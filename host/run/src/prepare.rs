@@ -83,9 +83,10 @@ pub(crate) async fn prepare(
     let (plugin, team) = load_plugins(&cfg, &selected.pairs).await?;
 
     // Before anything of the run is touched: a second live invocation is refused.
-    let lock = match cfg.shard {
-        Some(shard) => crate::runlock::RunLock::acquire_shard(&run_dir, &cfg.name, shard)?,
-        None => crate::runlock::RunLock::acquire(&run_dir, &cfg.name)?,
+    let lock = match (&cfg.pair_task, cfg.shard) {
+        (Some(task), _) => crate::runlock::RunLock::acquire_task(&run_dir, &cfg.name, task.index)?,
+        (None, Some(shard)) => crate::runlock::RunLock::acquire_shard(&run_dir, &cfg.name, shard)?,
+        (None, None) => crate::runlock::RunLock::acquire(&run_dir, &cfg.name)?,
     };
     let mut record = run_record(&cfg, &plugin.identity, &backend);
     if !team.is_empty() {
@@ -153,7 +154,8 @@ pub(crate) async fn prepare(
     })
 }
 
-/// The dataset's pairs this run (or shard) selects, less unverified ones when asked.
+/// The dataset's pairs this run (or shard, or array task) selects, less unverified ones when
+/// asked.
 fn select_pairs(cfg: &RunConfig) -> Result<Selected, RunError> {
     let dataset = Dataset::discover(&cfg.dataset_dir)?;
     let mut pairs = dataset.select(&cfg.selection)?;
@@ -161,15 +163,49 @@ fn select_pairs(cfg: &RunConfig) -> Result<Selected, RunError> {
         pairs.retain(|p| shard.owns(p));
     }
     let before_verified = pairs.len();
-    let (pairs, verified_items) = match &cfg.exclude_unverified {
+    let (mut pairs, verified_items) = match &cfg.exclude_unverified {
         Some(path) => only_verified(pairs, path)?,
         None => (pairs, None),
     };
+    if let Some(task) = &cfg.pair_task {
+        sort_by_key(&mut pairs);
+        let found = pairs.get(task.index).map(crate::shard::pair_key);
+        if pairs.len() != task.count || found.as_deref() != Some(task.key.as_str()) {
+            return Err(RunError::ManifestStale {
+                run: cfg.name.clone(),
+                index: task.index,
+                key: task.key.clone(),
+                found: found.unwrap_or_else(|| "no pair".into()),
+            });
+        }
+        pairs = vec![pairs.swap_remove(task.index)];
+    }
     Ok(Selected {
         pairs,
-        before_verified,
+        before_verified: if cfg.pair_task.is_some() {
+            1
+        } else {
+            before_verified
+        },
         verified_items,
     })
+}
+
+/// The run's pairs in the order a scheduler's array numbers them: by key.
+pub fn sort_by_key(pairs: &mut [Pair]) {
+    pairs.sort_by_cached_key(crate::shard::pair_key);
+}
+
+/// Every pair `cfg` selects (no shard or task), in array order: what a manifest lists.
+pub fn run_pairs(cfg: &RunConfig) -> Result<Vec<Pair>, RunError> {
+    let whole = RunConfig {
+        shard: None,
+        pair_task: None,
+        ..cfg.clone()
+    };
+    let mut pairs = select_pairs(&whole)?.pairs;
+    sort_by_key(&mut pairs);
+    Ok(pairs)
 }
 
 /// The run's plugin and the other members of a mixed team (agent k runs plugin k).

@@ -46,6 +46,15 @@ impl RunLock {
         )
     }
 
+    /// Takes the lock of one array task of a run (`cbench run-pair`): tasks of one run work side
+    /// by side, never two invocations of one task.
+    pub fn acquire_task(run_dir: &Path, name: &str, index: usize) -> Result<RunLock, LockError> {
+        RunLock::acquire_file(
+            run_dir.join(".tasklocks").join(format!("{index}.lock")),
+            &format!("{name} (array task {index})"),
+        )
+    }
+
     /// Takes the lock of one pair (`key` is a file name) for as long as it runs, so a pair is
     /// never run twice at once by invocations sharing a log dir.
     pub fn acquire_pair(run_dir: &Path, name: &str, key: &str) -> Result<RunLock, LockError> {

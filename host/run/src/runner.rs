@@ -103,15 +103,20 @@ async fn finish(
         ctx.cfg.auto_eval,
     );
     // A shard's summary covers its pairs only; `cbench report` reads the merged run.
-    let summary_file = match ctx.cfg.shard {
-        Some(s) => format!("summary-shard-{}-of-{}.json", s.index, s.count),
-        None => "summary.json".to_string(),
+    let summary_file = match (&ctx.cfg.pair_task, ctx.cfg.shard) {
+        // An array task's pair is summarised with the others when the array ends.
+        (Some(task), _) => format!("slurm/summary-task-{}.json", task.index),
+        (None, Some(s)) => format!("summary-shard-{}-of-{}.json", s.index, s.count),
+        (None, None) => "summary.json".to_string(),
     };
     summary.continue_from(
         read_json::<RunSummary>(&run_dir.join(&summary_file))
             .ok()
             .as_ref(),
     );
+    if let Some(parent) = run_dir.join(&summary_file).parent() {
+        std::fs::create_dir_all(parent).map_err(crate::error::run_dir_io(parent))?;
+    }
     write_json_atomic(&run_dir.join(summary_file), &summary)?;
     ctx.events.emit(crate::events::Event::RunFinished {
         run: ctx.cfg.name.clone(),

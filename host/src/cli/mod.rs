@@ -105,6 +105,13 @@ pub enum Command {
     /// Model strings `-m` accepts, and the environment variables each provider reads (which
     /// are set; never their values).
     Models(ModelsArgs),
+    /// A run submitted with --engine slurm: pairs graded, and its jobs in the queue.
+    Status(RunNameArgs),
+    /// Cancel the Slurm jobs of a run submitted with --engine slurm.
+    Cancel(RunNameArgs),
+    /// One array task of a run (what `--engine slurm` submits; not for direct use).
+    #[command(hide = true)]
+    RunPair(RunPairArgs),
     /// Bring runs written by other tools into the cbench layout.
     #[command(subcommand)]
     Import(ImportCommand),
@@ -494,6 +501,28 @@ pub struct EvalArgs {
     /// No progress output (the summary files are still written).
     #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+/// A run by name.
+#[derive(Debug, Args)]
+pub struct RunNameArgs {
+    /// Run name.
+    #[arg(long, short = 'n')]
+    pub name: String,
+    /// Directory holding the runs.
+    #[arg(long, default_value = "logs")]
+    pub log_dir: PathBuf,
+}
+
+/// Raw `cbench run-pair` arguments.
+#[derive(Debug, Args)]
+pub struct RunPairArgs {
+    /// The run's manifest.json.
+    #[arg(long)]
+    pub manifest: PathBuf,
+    /// The pair's position in it (the array task id).
+    #[arg(long)]
+    pub index: usize,
 }
 
 /// Raw `cbench models` arguments.

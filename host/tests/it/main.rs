@@ -34,5 +34,6 @@ mod real_grading;
 mod redis_bus;
 mod report;
 mod run_lifecycle;
+mod slurm_engine;
 mod upstream_repos;
 mod wit_versions;

@@ -1,0 +1,327 @@
+//! `cbench run --engine slurm` on a real Slurm cluster (scripts/test.sh starts a one-node one
+//! with scripts/slurm-local.sh and exports SLURM_CONF): one array task per pair, grades equal to
+//! a local run, `%P` respected, a cancelled task reported and resubmitted, detach/status/cancel,
+//! and a site without a scheduler refused before anything is written.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{cache_dir, cbench_bin, dataset, json, plugins, text};
+
+/// The cluster's configuration; these tests need one.
+fn slurm_conf() -> String {
+    let conf = std::env::var("SLURM_CONF").unwrap_or_default();
+    assert!(
+        !conf.is_empty() && Path::new(&conf).is_file(),
+        "the Slurm tests need a cluster: SLURM_CONF must name its slurm.conf (scripts/test.sh starts one with scripts/slurm-local.sh)"
+    );
+    conf
+}
+
+fn cbench_at(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(cbench_bin())
+        .current_dir(dir)
+        .args(args)
+        .env("CBENCH_CACHE_DIR", cache_dir())
+        .env("SLURM_CONF", slurm_conf())
+        .env_remove("CBENCH_DATASET_DIR")
+        .envs(env.iter().copied())
+        .output()
+        .expect("running cbench")
+}
+
+/// Per pair: (key, overall success, each agent's success).
+fn grades(run_dir: &Path) -> Vec<(String, Value, Vec<Value>)> {
+    let mut out = Vec::new();
+    for pair in cbench::layout::pair_dirs(run_dir).unwrap() {
+        let eval = json(&pair.path.join("eval.json"));
+        out.push((
+            pair.key(),
+            eval["overall_success"].clone(),
+            ["agent1", "agent2"]
+                .iter()
+                .map(|a| eval[a]["success"].clone())
+                .collect(),
+        ));
+    }
+    out
+}
+
+fn squeue(job: &str) -> Vec<String> {
+    let out = Command::new("squeue")
+        .args(["-h", "-j", job, "-o", "%i %T"])
+        .env("SLURM_CONF", slurm_conf())
+        .output()
+        .expect("squeue");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn job_of(run_dir: &Path) -> String {
+    json(&run_dir.join("slurm/jobs.json"))
+        .as_array()
+        .and_then(|j| j.last())
+        .and_then(|j| j["job_id"].as_str())
+        .expect("a submitted job")
+        .to_string()
+}
+
+#[test]
+fn an_array_run_grades_like_a_local_run_one_pair_at_a_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = plugins().mini_swe.display().to_string();
+    let ds = dataset().display().to_string();
+    let common = [
+        "-a",
+        &agent,
+        "-m",
+        "oracle",
+        "-s",
+        "smoke",
+        "--dataset-dir",
+        &ds,
+    ];
+    let run = |name: &str, extra: &[&str]| {
+        let mut args = vec!["run", "-n", name];
+        args.extend(common);
+        args.extend(extra);
+        cbench_at(tmp.path(), &args, &[])
+    };
+    let out = run("local", &["-q"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run("array", &["--engine", "slurm", "-c", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("submitted Slurm job"), "{said}");
+    let logs = tmp.path().join("logs");
+    assert_eq!(grades(&logs.join("array")), grades(&logs.join("local")));
+    let summary = |run: &str| {
+        let s = json(&logs.join(run).join("summary.json"));
+        (
+            s["pairs"].clone(),
+            s["overall_successes"].clone(),
+            s["infra_errors"].clone(),
+        )
+    };
+    assert_eq!(summary("array"), summary("local"));
+    assert!(logs.join("array/manifest.json").is_file());
+    // `%1`: no two pairs ever ran at once.
+    let mut spans: Vec<(String, String)> = cbench::layout::pair_dirs(&logs.join("array"))
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let r = json(&p.path.join("result.json"));
+            (
+                r["started_at"].as_str().unwrap().to_string(),
+                r["finished_at"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    spans.sort();
+    for w in spans.windows(2) {
+        assert!(w[0].1 <= w[1].0, "pairs overlapped: {spans:?}");
+    }
+    // Nothing left to do: a rerun submits nothing and says so.
+    let out = run("array", &["--engine", "slurm", "-c", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("(0 to run)"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_cancelled_task_is_reported_and_the_rerun_resubmits_only_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = plugins().mini_swe.display().to_string();
+    let ds = dataset().display().to_string();
+    let script = tmp.path().join("model.json");
+    // agent1 of pair (1,2) keeps its task busy; every other agent submits at once.
+    std::fs::write(
+        &script,
+        r#"{"agent1": [{"bash": "sleep 60"}, {"bash": "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"}],
+            "*": [{"bash": "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"}]}"#,
+    )
+    .unwrap();
+    let model = format!("scripted:{}", script.display());
+    let args = [
+        "run",
+        "-n",
+        "killed",
+        "-a",
+        &agent,
+        "-m",
+        &model,
+        "-f",
+        "1,2",
+        "--dataset-dir",
+        &ds,
+        "--engine",
+        "slurm",
+    ];
+    let follower = {
+        let dir = tmp.path().to_path_buf();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        std::thread::spawn(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cbench_at(&dir, &args, &[])
+        })
+    };
+    let run_dir = tmp.path().join("logs/killed");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let job = loop {
+        assert!(Instant::now() < deadline, "the task never started");
+        if run_dir.join("slurm/jobs.json").is_file() {
+            let job = job_of(&run_dir);
+            if squeue(&job).iter().any(|l| l.ends_with("RUNNING")) {
+                break job;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Let the agent reach its long command, then cancel the task under it.
+    std::thread::sleep(Duration::from_secs(3));
+    let status = Command::new("scancel")
+        .arg(format!("{job}_0"))
+        .env("SLURM_CONF", slurm_conf())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = follower.join().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("features_1_2"), "{said}");
+    assert!(said.contains("infrastructure errors: 1"), "{said}");
+
+    // The rerun submits exactly that pair again; this time the agent finishes.
+    std::fs::write(
+        &script,
+        r#"[{"bash": "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"}]"#,
+    )
+    .unwrap();
+    let out = cbench_at(tmp.path(), &args, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("(1 to run)"),
+        "{}",
+        text(&out)
+    );
+    assert!(run_dir
+        .join("cbench_textkit_task/task1/features_1_2/eval.json")
+        .is_file());
+}
+
+#[test]
+fn detach_status_and_cancel_work_from_another_invocation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = plugins().mini_swe.display().to_string();
+    let ds = dataset().display().to_string();
+    let started = Instant::now();
+    let out = cbench_at(
+        tmp.path(),
+        &[
+            "run",
+            "-n",
+            "held",
+            "-a",
+            &agent,
+            "-m",
+            "oracle",
+            "-s",
+            "smoke",
+            "--dataset-dir",
+            &ds,
+            "--engine",
+            "slurm",
+            "--detach",
+            "--sbatch-arg=--begin=now+600",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(
+        text(&out).contains("cbench cancel -n held"),
+        "{}",
+        text(&out)
+    );
+    let out = cbench_at(tmp.path(), &["status", "-n", "held"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("0/3 pairs graded") && said.contains("pending"),
+        "{said}"
+    );
+    let job = job_of(&tmp.path().join("logs/held"));
+    let out = cbench_at(tmp.path(), &["cancel", "-n", "held"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(&format!("cancelled Slurm job {job}")));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !squeue(&job).is_empty() {
+        assert!(Instant::now() < deadline, "the job is still queued");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // No task ever ran: no pair directory, and nothing left in the queue.
+    assert!(cbench::layout::pair_dirs(&tmp.path().join("logs/held"))
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn a_site_without_a_scheduler_is_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = plugins().mini_swe.display().to_string();
+    let ds = dataset().display().to_string();
+    let args = [
+        "run",
+        "-n",
+        "nosched",
+        "-a",
+        &agent,
+        "-m",
+        "oracle",
+        "-s",
+        "smoke",
+        "--dataset-dir",
+        &ds,
+        "--engine",
+        "slurm",
+    ];
+    // No Slurm tools on PATH.
+    let out = cbench_at(tmp.path(), &args, &[("PATH", "/nonexistent")]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("`sinfo` could not run"),
+        "{}",
+        text(&out)
+    );
+    // A controller that does not answer.
+    let conf = std::fs::read_to_string(slurm_conf()).unwrap();
+    let dead: String = conf
+        .lines()
+        .map(|l| {
+            if l.starts_with("SlurmctldPort=") {
+                "SlurmctldPort=9".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let dead_conf = tmp.path().join("dead.conf");
+    std::fs::write(&dead_conf, dead).unwrap();
+    let out = cbench_at(
+        tmp.path(),
+        &args,
+        &[("SLURM_CONF", dead_conf.to_str().unwrap())],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("slurm: `sinfo"), "{}", text(&out));
+    assert!(!tmp.path().join("logs/nosched").exists());
+}
