@@ -23,7 +23,7 @@ pub enum RunError {
     #[error("run `{name}` not found: {path} does not exist")]
     UnknownRun { name: String, path: PathBuf },
     #[error(transparent)]
-    Slurm(#[from] crate::slurm::SlurmError),
+    Slurm(#[from] SlurmError),
     #[error("run `{run}`: array task {index} was submitted for {key}, but the selection now gives {found} there (the dataset or the selection changed since the manifest was written; submit again)")]
     ManifestStale {
         run: String,
@@ -72,4 +72,17 @@ pub(crate) fn run_dir_io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// Why the scheduler could not be used: an infrastructure error, named before the run starts.
+#[derive(Debug, thiserror::Error)]
+pub enum SlurmError {
+    #[error(
+        "slurm: `{tool}` could not run ({reason}); is Slurm installed on this machine and on PATH?"
+    )]
+    Missing { tool: String, reason: String },
+    #[error("slurm: `{command}` failed: {stderr}")]
+    Failed { command: String, stderr: String },
+    #[error("slurm: {0}")]
+    Other(String),
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::config::RunConfig;
+pub use crate::error::SlurmError;
 use crate::error::{run_dir_io, RunError};
 use crate::fsutil::{read_json, sha256_hex, write_atomic, write_json_atomic};
 use crate::progress::{Outcome, Progress};
@@ -58,19 +59,6 @@ pub struct SubmittedJob {
     pub job_id: String,
     pub indices: Vec<usize>,
     pub submitted_at: String,
-}
-
-/// Why the scheduler could not be used: an infrastructure error, named before the run starts.
-#[derive(Debug, thiserror::Error)]
-pub enum SlurmError {
-    #[error(
-        "slurm: `{tool}` could not run ({reason}); is Slurm installed on this machine and on PATH?"
-    )]
-    Missing { tool: String, reason: String },
-    #[error("slurm: `{command}` failed: {stderr}")]
-    Failed { command: String, stderr: String },
-    #[error("slurm: {0}")]
-    Other(String),
 }
 
 fn slurm_dir(run_dir: &Path) -> PathBuf {
@@ -476,7 +464,7 @@ pub fn cancel(log_dir: &Path, name: &str) -> Result<Vec<String>, RunError> {
     let mut cancelled = Vec::new();
     for job in all {
         if queued(&job.job_id).map_err(RunError::Slurm)?.is_some() {
-            tool("scancel", &[job.job_id.clone()]).map_err(RunError::Slurm)?;
+            tool("scancel", std::slice::from_ref(&job.job_id)).map_err(RunError::Slurm)?;
             cancelled.push(job.job_id);
         }
     }
