@@ -6,13 +6,14 @@ use crate::cli::*;
 
 /// `cbench run`.
 pub async fn run(args: Box<RunArgs>) -> anyhow::Result<ExitCode> {
-    if let Some(slurm) = args.engine.slurm() {
+    if let Some(slurm) = args.engine.slurm()? {
+        let argv: Vec<String> = std::env::args().skip(1).collect();
+        same_options_as_submitted(&args, &argv)?;
         let mut cfgs = (*args).validate()?;
         if cfgs.len() != 1 || !cfgs[0].team.is_empty() || cfgs[0].shard.is_some() {
             anyhow::bail!("--engine slurm runs one --agent (no --team, no --shard)");
         }
         // Each task parses the same command line again (from `run` on).
-        let argv: Vec<String> = std::env::args().skip(1).collect();
         return Ok(
             match crate::slurm::submit(cfgs.remove(0), argv, slurm).await? {
                 Some(summary) => exit_for(summary.infra_errors),
@@ -507,6 +508,48 @@ pub async fn plugin_list(args: PluginListArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A rerun of a Slurm run keeps every option but the engine's own (how tasks are scheduled):
+/// refused here, before anything is submitted, rather than by every task.
+fn same_options_as_submitted(args: &RunArgs, argv: &[String]) -> anyhow::Result<()> {
+    let Some(name) = &args.name else {
+        return Ok(());
+    };
+    let manifest_path = args.log_dir.join(name).join("manifest.json");
+    let Ok(earlier) = crate::fsutil::read_json::<crate::slurm::Manifest>(&manifest_path) else {
+        return Ok(());
+    };
+    if args.force {
+        return Ok(());
+    }
+    let normalized = |argv: &[String]| -> Option<String> {
+        let full = std::iter::once("cbench".to_string()).chain(argv.iter().cloned());
+        let Command::Run(mut a) = <Cli as clap::Parser>::try_parse_from(full).ok()?.command else {
+            return None;
+        };
+        a.engine = EngineArgs {
+            engine: EngineArg::Slurm,
+            engine_cpus: None,
+            engine_mem: None,
+            engine_time: None,
+            partition: None,
+            account: None,
+            sbatch_arg: Vec::new(),
+            detach: false,
+        };
+        a.concurrency = 0;
+        a.quiet = false;
+        Some(format!("{a:?}"))
+    };
+    if normalized(&earlier.argv) != normalized(argv) {
+        anyhow::bail!(
+            "run `{name}` was submitted with other options ({}: `cbench {}`); rerun it with the same options (only the engine's may change), use another -n, or --force to start over",
+            manifest_path.display(),
+            earlier.argv.join(" ")
+        );
+    }
+    Ok(())
+}
+
 /// `cbench status`.
 pub async fn status(args: RunNameArgs) -> anyhow::Result<ExitCode> {
     print!("{}", crate::slurm::status(&args.log_dir, &args.name)?);
@@ -531,6 +574,16 @@ pub async fn cancel(args: RunNameArgs) -> anyhow::Result<ExitCode> {
 /// `cbench run-pair`: one array task.
 pub async fn run_pair(args: RunPairArgs) -> anyhow::Result<ExitCode> {
     let (manifest, task) = crate::slurm::task_of(&args.manifest, args.index)?;
+    // The manifest is the one this array was submitted with (sbatch passes its hash).
+    if let Ok(submitted) = std::env::var(crate::slurm::MANIFEST_HASH_VAR) {
+        let now = crate::fsutil::sha256_hex(&std::fs::read(&args.manifest)?);
+        if now != submitted {
+            anyhow::bail!(
+                "{}: changed since this array was submitted (sha256 {now}, submitted {submitted}); submit the run again",
+                args.manifest.display()
+            );
+        }
+    }
     let full = std::iter::once("cbench".to_string()).chain(manifest.argv.iter().cloned());
     let Command::Run(mut run_args) = <Cli as clap::Parser>::try_parse_from(full)?.command else {
         anyhow::bail!(
@@ -549,6 +602,17 @@ pub async fn run_pair(args: RunPairArgs) -> anyhow::Result<ExitCode> {
             args.manifest.display(),
             cfg.agent.display(),
             manifest.plugin_sha256
+        );
+    }
+    // The task writes where the manifest is, under the manifest's run name.
+    let expected = std::path::absolute(cfg.log_dir.join(&cfg.name).join("manifest.json"))?;
+    if cfg.name != manifest.run || std::path::absolute(&args.manifest)? != expected {
+        anyhow::bail!(
+            "{}: its command line writes run `{}` into {}, not this manifest's run `{}`",
+            args.manifest.display(),
+            cfg.name,
+            cfg.log_dir.display(),
+            manifest.run
         );
     }
     cfg.pair_task = Some(task);

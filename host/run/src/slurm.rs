@@ -19,6 +19,21 @@ use crate::progress::{Outcome, Progress};
 use crate::record::{PairRecord, PairResult};
 use crate::summary::{summarize, RunSummary};
 
+/// The variable sbatch gives every task: the sha256 of the manifest it was submitted with.
+pub const MANIFEST_HASH_VAR: &str = "CBENCH_MANIFEST_SHA256";
+
+/// Pending reasons Slurm will never clear by itself: the job asks for what the site cannot give.
+const NEVER_STARTS: [&str; 8] = [
+    "PartitionConfig",
+    "PartitionTimeLimit",
+    "PartitionNodeLimit",
+    "BadConstraints",
+    "InvalidAccount",
+    "InvalidQOS",
+    "QOSMaxCpuPerJobLimit",
+    "AssocMaxCpuPerJobLimit",
+];
+
 /// How the array is submitted.
 #[derive(Debug, Clone, Default)]
 pub struct SlurmOptions {
@@ -157,9 +172,21 @@ pub async fn submit(
     tool("sinfo", &["-h".into(), "-o".into(), "%P".into()]).map_err(RunError::Slurm)?;
     let pairs = crate::prepare::run_pairs(&cfg)?;
     let run_dir = cfg.log_dir.join(&cfg.name);
+    // One array of a run at a time: a rerun while one is queued would run its pairs twice.
+    for job in jobs(&run_dir) {
+        if queued(&job.job_id).map_err(RunError::Slurm)?.is_some() {
+            return Err(RunError::Slurm(SlurmError::Other(format!(
+                "run `{name}` has Slurm job {} still queued: `cbench status -n {name}` shows it, `cbench cancel -n {name}` cancels it",
+                job.job_id,
+                name = cfg.name
+            ))));
+        }
+    }
     if cfg.force && run_dir.exists() {
         std::fs::remove_dir_all(&run_dir).map_err(run_dir_io(&run_dir))?;
     }
+    // A run this submission creates is removed again if sbatch refuses it.
+    let fresh = !run_dir.exists();
     let slurm = slurm_dir(&run_dir);
     std::fs::create_dir_all(&slurm).map_err(run_dir_io(&slurm))?;
     let plugin_bytes = std::fs::read(&cfg.agent).map_err(run_dir_io(&cfg.agent))?;
@@ -226,9 +253,21 @@ pub async fn submit(
         if let Some(a) = &opts.account {
             args.push(format!("--account={a}"));
         }
+        args.push(format!(
+            "--export=ALL,{MANIFEST_HASH_VAR}={}",
+            sha256_hex(&std::fs::read(&manifest_path).map_err(run_dir_io(&manifest_path))?)
+        ));
         args.extend(opts.extra.iter().cloned());
         args.push(script.display().to_string());
-        let out = tool("sbatch", &args).map_err(RunError::Slurm)?;
+        let out = match tool("sbatch", &args) {
+            Ok(out) => out,
+            Err(e) => {
+                if fresh {
+                    let _ = std::fs::remove_dir_all(&run_dir);
+                }
+                return Err(RunError::Slurm(e));
+            }
+        };
         let job_id = out.trim().split(';').next().unwrap_or_default().to_string();
         if job_id.is_empty() {
             return Err(RunError::Slurm(SlurmError::Other(format!(
@@ -243,13 +282,14 @@ pub async fn submit(
         });
         write_json_atomic(&slurm.join("jobs.json"), &all)?;
         progress.line(&format!(
-            "submitted Slurm job {job_id}: {} array tasks (output in {})",
+            "submitted Slurm job {job_id}: {} array task{} (output in {})",
             todo.len(),
+            if todo.len() == 1 { "" } else { "s" },
             slurm.display()
         ));
         if opts.detach {
             progress.line(&format!(
-                "detached: `cbench status -n {name}` follows it, `cbench cancel -n {name}` cancels it",
+                "detached: `cbench status -n {name}` shows it, `cbench cancel -n {name}` cancels it; `cbench run` with the same arguments writes the summary once it is done",
                 name = cfg.name
             ));
             return Ok(None);
@@ -327,32 +367,37 @@ fn task_state(job: &str, index: usize) -> Option<String> {
     })
 }
 
-/// The array's tasks still known to `squeue`: (pending, running).
+/// The array's tasks still known to `squeue` (one each, `-r`): (pending, running).
 fn queued(job: &str) -> Result<Option<(usize, usize)>, SlurmError> {
-    match tool(
-        "squeue",
-        &[
-            "-h".into(),
-            "-j".into(),
-            job.into(),
-            "-o".into(),
-            "%T".into(),
-        ],
-    ) {
+    Ok(queue_state(job)?.map(|(pending, running, _)| (pending, running)))
+}
+
+/// (pending, running, and the reason of a pending task that will never start).
+fn queue_state(job: &str) -> Result<Option<(usize, usize, Option<String>)>, SlurmError> {
+    let args: Vec<String> = ["-h", "-r", "-j", job, "-o", "%T %r"]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    match tool("squeue", &args) {
         Ok(out) => {
-            let states: Vec<&str> = out
+            let rows: Vec<(&str, &str)> = out
                 .lines()
                 .map(str::trim)
                 .filter(|l| !l.is_empty())
+                .map(|l| l.split_once(' ').unwrap_or((l, "")))
                 .collect();
-            if states.is_empty() {
+            if rows.is_empty() {
                 return Ok(None);
             }
-            let running = states
+            let running = rows
                 .iter()
-                .filter(|s| **s == "RUNNING" || **s == "COMPLETING")
+                .filter(|(s, _)| *s == "RUNNING" || *s == "COMPLETING")
                 .count();
-            Ok(Some((states.len() - running, running)))
+            let stuck = rows
+                .iter()
+                .find(|(s, r)| *s == "PENDING" && NEVER_STARTS.contains(r))
+                .map(|(_, r)| r.to_string());
+            Ok(Some((rows.len() - running, running, stuck)))
         }
         // A job that has left the queue is no longer known.
         Err(SlurmError::Failed { stderr, .. }) if stderr.contains("Invalid job id") => Ok(None),
@@ -378,7 +423,14 @@ async fn follow(
         }
     }
     loop {
-        let queue = queued(job).map_err(RunError::Slurm)?;
+        let state = queue_state(job).map_err(RunError::Slurm)?;
+        if let Some((_, _, Some(reason))) = &state {
+            let _ = tool("scancel", &[job.to_string()]);
+            return Err(RunError::Slurm(SlurmError::Other(format!(
+                "job {job} can never start here: Slurm says {reason} (the partition cannot give what --engine-cpus/--engine-mem/--engine-time/--partition ask for); cancelled it"
+            ))));
+        }
+        let queue = state.map(|(pending, running, _)| (pending, running));
         for &i in todo {
             let dir = pair_dir(run_dir, &keys[i]);
             let finished = dir.join("eval.json").is_file()
@@ -435,9 +487,19 @@ pub fn status(log_dir: &Path, name: &str) -> Result<String, RunError> {
         .filter(|k| pair_dir(&run_dir, k).join("eval.json").is_file())
         .count();
     let mut text = format!("run {name}: {done}/{} pairs graded\n", manifest.pairs.len());
+    let missing = manifest.pairs.len() - done;
     for job in jobs(&run_dir) {
-        let line = match queued(&job.job_id).map_err(RunError::Slurm)? {
-            Some((pending, running)) => format!("{running} running, {pending} pending"),
+        let line = match queue_state(&job.job_id).map_err(RunError::Slurm)? {
+            Some((pending, running, stuck)) => format!(
+                "{running} running, {pending} pending{}",
+                stuck
+                    .map(|r| format!(" (Slurm says {r}: it will never start; cancel it)"))
+                    .unwrap_or_default()
+            ),
+            None if missing > 0 => format!(
+                "no longer queued; {missing} pair(s) without a grade (see {}/*.out); `cbench run` with the same arguments resubmits them",
+                slurm_dir(&run_dir).display()
+            ),
             None => "finished".into(),
         };
         text.push_str(&format!(

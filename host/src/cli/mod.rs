@@ -632,6 +632,10 @@ pub enum CliError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("--sbatch-arg {0}: cbench sets the array, job name, output, working directory and script itself")]
+    SbatchArg(String),
+    #[error("--engine-time {0}: give a Slurm time such as 30, 02:00:00 or 1-00:00:00")]
+    EngineTime(String),
     #[error("-s {0}: a subset is a name from <dataset>/subsets/ (letters, digits, `.`, `_`, `-`), not a path")]
     Subset(String),
     #[error("-f: give at least two distinct feature ids (got {0:?})")]

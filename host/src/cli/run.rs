@@ -73,17 +73,50 @@ pub struct EngineArgs {
 
 impl EngineArgs {
     /// The Slurm settings, or None for the in-process engine.
-    pub fn slurm(&self) -> Option<crate::slurm::SlurmOptions> {
-        (self.engine == EngineArg::Slurm).then(|| crate::slurm::SlurmOptions {
-            cpus: self.engine_cpus,
-            mem: self.engine_mem.clone(),
-            time: self.engine_time.clone(),
-            partition: self.partition.clone(),
-            account: self.account.clone(),
-            extra: self.sbatch_arg.clone(),
-            detach: self.detach,
-            poll: Duration::from_millis(500),
-        })
+    pub fn slurm(&self) -> Result<Option<crate::slurm::SlurmOptions>, CliError> {
+        // The engine owns how tasks are numbered, named, started and logged.
+        const OWNED: [&str; 12] = [
+            "--array",
+            "-a",
+            "--output",
+            "-o",
+            "--error",
+            "-e",
+            "--chdir",
+            "-D",
+            "--job-name",
+            "-J",
+            "--wrap",
+            "--parsable",
+        ];
+        if let Some(arg) = self.sbatch_arg.iter().find(|a| {
+            OWNED.iter().any(|o| {
+                *a == o || a.starts_with(&format!("{o}=")) || (o.len() == 2 && a.starts_with(o))
+            })
+        }) {
+            return Err(CliError::SbatchArg(arg.clone()));
+        }
+        if let Some(t) = &self.engine_time {
+            let ok = !t.is_empty()
+                && t.chars()
+                    .all(|c| c.is_ascii_digit() || c == ':' || c == '-')
+                && !t.starts_with('-');
+            if !ok {
+                return Err(CliError::EngineTime(t.clone()));
+            }
+        }
+        Ok(
+            (self.engine == EngineArg::Slurm).then(|| crate::slurm::SlurmOptions {
+                cpus: self.engine_cpus,
+                mem: self.engine_mem.clone(),
+                time: self.engine_time.clone(),
+                partition: self.partition.clone(),
+                account: self.account.clone(),
+                extra: self.sbatch_arg.clone(),
+                detach: self.detach,
+                poll: Duration::from_millis(500),
+            }),
+        )
     }
 }
 

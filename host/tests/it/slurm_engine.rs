@@ -251,6 +251,57 @@ fn detach_status_and_cancel_work_from_another_invocation() {
         "{}",
         text(&out)
     );
+    // A rerun while the array is queued would run its pairs twice: refused.
+    let again = cbench_at(
+        tmp.path(),
+        &[
+            "run",
+            "-n",
+            "held",
+            "-a",
+            &agent,
+            "-m",
+            "oracle",
+            "-s",
+            "smoke",
+            "--dataset-dir",
+            &ds,
+            "--engine",
+            "slurm",
+            "--detach",
+        ],
+        &[],
+    );
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+    assert!(text(&again).contains("still queued"), "{}", text(&again));
+    // So is one with other options (only the engine's may change).
+    let changed = cbench_at(
+        tmp.path(),
+        &[
+            "run",
+            "-n",
+            "held",
+            "-a",
+            &agent,
+            "-m",
+            "oracle",
+            "-s",
+            "smoke",
+            "--dataset-dir",
+            &ds,
+            "--engine",
+            "slurm",
+            "--setting",
+            "solo",
+        ],
+        &[],
+    );
+    assert_eq!(changed.status.code(), Some(2), "{}", text(&changed));
+    assert!(
+        text(&changed).contains("was submitted with other options"),
+        "{}",
+        text(&changed)
+    );
     let out = cbench_at(tmp.path(), &["status", "-n", "held"], &[]);
     assert!(out.status.success(), "{}", text(&out));
     let said = String::from_utf8_lossy(&out.stdout);
@@ -323,5 +374,22 @@ fn a_site_without_a_scheduler_is_refused_before_anything_is_written() {
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("slurm: `sinfo"), "{}", text(&out));
+    assert!(!tmp.path().join("logs/nosched").exists());
+    // The engine owns the array, the job name, the output and the working directory.
+    let mut owned = args.to_vec();
+    owned.push("--sbatch-arg=--array=0-99");
+    let out = cbench_at(tmp.path(), &owned, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("cbench sets the array"),
+        "{}",
+        text(&out)
+    );
+    // What sbatch refuses leaves no run behind.
+    let mut refused = args.to_vec();
+    refused.push("--partition=nosuch");
+    let out = cbench_at(tmp.path(), &refused, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("sbatch"), "{}", text(&out));
     assert!(!tmp.path().join("logs/nosched").exists());
 }
