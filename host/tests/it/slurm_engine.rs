@@ -222,10 +222,9 @@ fn detach_status_and_cancel_work_from_another_invocation() {
     let tmp = tempfile::tempdir().unwrap();
     let agent = plugins().mini_swe.display().to_string();
     let ds = dataset().display().to_string();
-    let started = Instant::now();
-    let out = cbench_at(
-        tmp.path(),
-        &[
+    // `cbench run -n held` of the smoke subset through Slurm, with `extra` flags.
+    let held = |extra: &[&str]| {
+        let mut args = vec![
             "run",
             "-n",
             "held",
@@ -239,11 +238,12 @@ fn detach_status_and_cancel_work_from_another_invocation() {
             &ds,
             "--engine",
             "slurm",
-            "--detach",
-            "--sbatch-arg=--begin=now+600",
-        ],
-        &[],
-    );
+        ];
+        args.extend(extra);
+        cbench_at(tmp.path(), &args, &[])
+    };
+    let started = Instant::now();
+    let out = held(&["--detach", "--sbatch-arg=--begin=now+600"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(started.elapsed() < Duration::from_secs(30));
     assert!(
@@ -252,50 +252,11 @@ fn detach_status_and_cancel_work_from_another_invocation() {
         text(&out)
     );
     // A rerun while the array is queued would run its pairs twice: refused.
-    let again = cbench_at(
-        tmp.path(),
-        &[
-            "run",
-            "-n",
-            "held",
-            "-a",
-            &agent,
-            "-m",
-            "oracle",
-            "-s",
-            "smoke",
-            "--dataset-dir",
-            &ds,
-            "--engine",
-            "slurm",
-            "--detach",
-        ],
-        &[],
-    );
+    let again = held(&["--detach"]);
     assert_eq!(again.status.code(), Some(2), "{}", text(&again));
     assert!(text(&again).contains("still queued"), "{}", text(&again));
     // So is one with other options (only the engine's may change).
-    let changed = cbench_at(
-        tmp.path(),
-        &[
-            "run",
-            "-n",
-            "held",
-            "-a",
-            &agent,
-            "-m",
-            "oracle",
-            "-s",
-            "smoke",
-            "--dataset-dir",
-            &ds,
-            "--engine",
-            "slurm",
-            "--setting",
-            "solo",
-        ],
-        &[],
-    );
+    let changed = held(&["--setting", "solo"]);
     assert_eq!(changed.status.code(), Some(2), "{}", text(&changed));
     assert!(
         text(&changed).contains("was submitted with other options"),
