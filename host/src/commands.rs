@@ -6,20 +6,25 @@ use crate::cli::*;
 
 /// `cbench run`.
 pub async fn run(args: Box<RunArgs>) -> anyhow::Result<ExitCode> {
-    if let Some(slurm) = args.engine.slurm()? {
+    let engine = args.engine.engine()?;
+    if !matches!(engine, Engine::Local) {
         let argv: Vec<String> = std::env::args().skip(1).collect();
         same_options_as_submitted(&args, &argv)?;
         let mut cfgs = (*args).validate()?;
         if cfgs.len() != 1 || !cfgs[0].team.is_empty() || cfgs[0].shard.is_some() {
-            anyhow::bail!("--engine slurm runs one --agent (no --team, no --shard)");
+            anyhow::bail!("--engine slurm|kubernetes runs one --agent (no --team, no --shard)");
         }
         // Each task parses the same command line again (from `run` on).
-        return Ok(
-            match crate::slurm::submit(cfgs.remove(0), argv, slurm).await? {
-                Some(summary) => exit_for(summary.infra_errors),
-                None => ExitCode::SUCCESS,
-            },
-        );
+        let cfg = cfgs.remove(0);
+        let summary = match engine {
+            Engine::Slurm(slurm) => crate::slurm::submit(cfg, argv, slurm).await?,
+            Engine::Kubernetes(kube) => cbench_kube::submit(cfg, argv, kube).await?,
+            Engine::Local => unreachable!("handled below"),
+        };
+        return Ok(match summary {
+            Some(summary) => exit_for(summary.infra_errors),
+            None => ExitCode::SUCCESS,
+        });
     }
     let mut cfgs = (*args).validate()?;
     if cfgs.len() == 1 {
@@ -515,7 +520,7 @@ fn same_options_as_submitted(args: &RunArgs, argv: &[String]) -> anyhow::Result<
         return Ok(());
     };
     let manifest_path = args.log_dir.join(name).join("manifest.json");
-    let Ok(earlier) = crate::fsutil::read_json::<crate::slurm::Manifest>(&manifest_path) else {
+    let Ok(earlier) = crate::fsutil::read_json::<crate::cluster::Manifest>(&manifest_path) else {
         return Ok(());
     };
     if args.force {
@@ -527,13 +532,18 @@ fn same_options_as_submitted(args: &RunArgs, argv: &[String]) -> anyhow::Result<
             return None;
         };
         a.engine = EngineArgs {
-            engine: EngineArg::Slurm,
+            engine: a.engine.engine,
             engine_cpus: None,
             engine_mem: None,
             engine_time: None,
             partition: None,
             account: None,
             sbatch_arg: Vec::new(),
+            k8s_image: None,
+            k8s_claim: None,
+            k8s_namespace: None,
+            k8s_secret: None,
+            k8s_service_account: None,
             detach: false,
         };
         a.concurrency = 0;
@@ -552,18 +562,33 @@ fn same_options_as_submitted(args: &RunArgs, argv: &[String]) -> anyhow::Result<
 
 /// `cbench status`.
 pub async fn status(args: RunNameArgs) -> anyhow::Result<ExitCode> {
-    print!("{}", crate::slurm::status(&args.log_dir, &args.name)?);
+    let manifest = crate::cluster::read_manifest(&args.log_dir, &args.name)?;
+    let text = match manifest.engine.as_str() {
+        "kubernetes" => cbench_kube::status(&args.log_dir, &args.name).await?,
+        _ => crate::slurm::status(&args.log_dir, &args.name)?,
+    };
+    print!("{text}");
     Ok(ExitCode::SUCCESS)
 }
 
 /// `cbench cancel`.
 pub async fn cancel(args: RunNameArgs) -> anyhow::Result<ExitCode> {
-    let cancelled = crate::slurm::cancel(&args.log_dir, &args.name)?;
+    let manifest = crate::cluster::read_manifest(&args.log_dir, &args.name)?;
+    let (cancelled, what) = match manifest.engine.as_str() {
+        "kubernetes" => (
+            cbench_kube::cancel(&args.log_dir, &args.name).await?,
+            "Kubernetes Job",
+        ),
+        _ => (
+            crate::slurm::cancel(&args.log_dir, &args.name)?,
+            "Slurm job",
+        ),
+    };
     if cancelled.is_empty() {
         println!("run {}: no job of it is queued", args.name);
     } else {
         println!(
-            "run {}: cancelled Slurm job {}; `cbench run` with the same arguments resubmits what is missing",
+            "run {}: cancelled {what} {}; `cbench run` with the same arguments resubmits what is missing",
             args.name,
             cancelled.join(", ")
         );
@@ -573,9 +598,17 @@ pub async fn cancel(args: RunNameArgs) -> anyhow::Result<ExitCode> {
 
 /// `cbench run-pair`: one array task.
 pub async fn run_pair(args: RunPairArgs) -> anyhow::Result<ExitCode> {
-    let (manifest, task) = crate::slurm::task_of(&args.manifest, args.index)?;
-    // The manifest is the one this array was submitted with (sbatch passes its hash).
-    if let Ok(submitted) = std::env::var(crate::slurm::MANIFEST_HASH_VAR) {
+    let subset = match &args.pairs {
+        Some(text) => Some(
+            crate::cluster::parse_ranges(text)
+                .map_err(|e| anyhow::anyhow!("--pairs {text}: {e}"))?,
+        ),
+        None => None,
+    };
+    let (manifest, task) =
+        crate::cluster::task_of(&args.manifest, args.index, subset.as_deref())?;
+    // The manifest is the one this task was submitted with (the scheduler passes its hash).
+    if let Ok(submitted) = std::env::var(crate::cluster::MANIFEST_HASH_VAR) {
         let now = crate::fsutil::sha256_hex(&std::fs::read(&args.manifest)?);
         if now != submitted {
             anyhow::bail!(

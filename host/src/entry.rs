@@ -82,8 +82,20 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 // Dropping the run aborts its pairs: sandboxes and scratch dirs are removed
                 // as they drop; every result file was written atomically, so none is torn.
                 eprintln!("interrupted ({signal}): stopping; results already written are kept");
-                if let Some(note) = crate::interrupt::note() {
-                    eprintln!("{note}");
+                match crate::interrupt::cancel() {
+                    Some(cancel) if signal == "SIGINT" && ask(&cancel.question) => {
+                        let status = std::env::current_exe()
+                            .map(std::process::Command::new)
+                            .and_then(|mut c| c.args(&cancel.args).status());
+                        if !status.is_ok_and(|s| s.success()) {
+                            eprintln!("error: `cbench {}` failed; run it again", cancel.args.join(" "));
+                        }
+                    }
+                    _ => {
+                        if let Some(note) = crate::interrupt::note() {
+                            eprintln!("{note}");
+                        }
+                    }
                 }
                 let sweep = crate::docker::cleanup::sweep_registered();
                 match tokio::time::timeout(std::time::Duration::from_secs(30), sweep).await {
@@ -99,6 +111,25 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
     })
+}
+
+/// On a terminal, asks `question` (default no; no answer in 30 s is no); elsewhere, no.
+fn ask(question: &str) -> bool {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        return false;
+    }
+    eprint!("{question} [y/N] ");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let answer = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .unwrap_or_default();
+    matches!(answer.trim(), "y" | "Y" | "yes")
 }
 
 /// Resolves on SIGINT, SIGTERM or SIGHUP (a closed terminal): all three stop the run

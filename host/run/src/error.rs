@@ -24,6 +24,9 @@ pub enum RunError {
     UnknownRun { name: String, path: PathBuf },
     #[error(transparent)]
     Slurm(#[from] SlurmError),
+    /// A run submitted to a scheduler (its manifest, its tasks), whichever the scheduler.
+    #[error("{0}")]
+    Cluster(String),
     #[error("run `{run}`: array task {index} was submitted for {key}, but the selection now gives {found} there (the dataset or the selection changed since the manifest was written; submit again)")]
     ManifestStale {
         run: String,

@@ -24,6 +24,7 @@ use cbench_sandbox::team;
 
 pub mod agents;
 pub mod backend;
+pub mod cluster;
 pub mod config;
 pub mod context;
 pub mod error;

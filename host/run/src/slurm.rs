@@ -11,16 +11,13 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::{self, QueueState, MANIFEST_HASH_VAR};
 use crate::config::RunConfig;
 pub use crate::error::SlurmError;
 use crate::error::{run_dir_io, RunError};
-use crate::fsutil::{read_json, sha256_hex, write_atomic, write_json_atomic};
-use crate::progress::{Outcome, Progress};
-use crate::record::{PairRecord, PairResult};
-use crate::summary::{summarize, RunSummary};
-
-/// The variable sbatch gives every task: the sha256 of the manifest it was submitted with.
-pub const MANIFEST_HASH_VAR: &str = "CBENCH_MANIFEST_SHA256";
+use crate::fsutil::{read_json, write_atomic, write_json_atomic};
+use crate::progress::Progress;
+use crate::summary::RunSummary;
 
 /// Pending reasons Slurm will never clear by itself: the job asks for what the site cannot give.
 const NEVER_STARTS: [&str; 8] = [
@@ -51,21 +48,6 @@ pub struct SlurmOptions {
     pub detach: bool,
     /// How often the submitter looks at the array.
     pub poll: Duration,
-}
-
-/// `manifest.json`: the run's pairs in array order, and the command every task runs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
-    pub run: String,
-    /// The `cbench` arguments of the run (from `run` on), which each task parses again.
-    pub argv: Vec<String>,
-    /// The directory relative paths in `argv` are relative to (tasks start there).
-    pub cwd: String,
-    /// Pair keys; a task's index is its position.
-    pub pairs: Vec<String>,
-    /// sha256 of the agent plugin, checked by every task before it runs.
-    pub plugin_sha256: String,
-    pub created_at: String,
 }
 
 /// A submitted array, as `cbench status` and `cbench cancel` find it.
@@ -104,64 +86,13 @@ fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
-/// `0-3,5,7`: array indices as sbatch takes them.
-fn index_ranges(indices: &[usize]) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < indices.len() {
-        let start = indices[i];
-        let mut end = start;
-        while i + 1 < indices.len() && indices[i + 1] == end + 1 {
-            i += 1;
-            end = indices[i];
-        }
-        parts.push(if start == end {
-            start.to_string()
-        } else {
-            format!("{start}-{end}")
-        });
-        i += 1;
-    }
-    parts.join(",")
-}
-
-/// Whether the pair still has work: never ran, stopped by the infrastructure, or (with
-/// grading on) not graded.
-fn still_to_do(pair_dir: &Path, auto_eval: bool) -> bool {
-    match read_json::<PairRecord>(&pair_dir.join("result.json")) {
-        Err(_) => true,
-        Ok(record) if record.infra_failure().is_some() => true,
-        Ok(_) => auto_eval && !pair_dir.join("eval.json").is_file(),
-    }
-}
-
-fn pair_dir(run_dir: &Path, key: &str) -> PathBuf {
-    run_dir.join(key)
-}
-
 /// The jobs submitted for this run so far.
 pub fn jobs(run_dir: &Path) -> Vec<SubmittedJob> {
     read_json(&slurm_dir(run_dir).join("jobs.json")).unwrap_or_default()
 }
 
-/// Writes the manifest, or checks that an earlier one (a resumed run) lists the same pairs.
-fn write_manifest(run_dir: &Path, manifest: &Manifest) -> Result<PathBuf, RunError> {
-    let path = run_dir.join("manifest.json");
-    if let Ok(earlier) = read_json::<Manifest>(&path) {
-        if earlier.pairs != manifest.pairs || earlier.plugin_sha256 != manifest.plugin_sha256 {
-            return Err(RunError::Slurm(SlurmError::Other(format!(
-                "run `{}` was submitted for other pairs or another plugin ({}); use another name or --force",
-                manifest.run,
-                path.display()
-            ))));
-        }
-    }
-    write_json_atomic(&path, manifest)?;
-    Ok(path)
-}
-
-/// Submits the run's pairs still to do as one array and, unless detached, follows it to the
-/// end; returns the run's summary (None when detached).
+/// Submits the run's pairs still to do as arrays (chunked at the site's `MaxArraySize`) and,
+/// unless detached, follows them to the end; returns the run's summary (None when detached).
 pub async fn submit(
     cfg: RunConfig,
     argv: Vec<String>,
@@ -170,7 +101,7 @@ pub async fn submit(
     let started = Instant::now();
     // Before anything is written: the scheduler answers.
     tool("sinfo", &["-h".into(), "-o".into(), "%P".into()]).map_err(RunError::Slurm)?;
-    let pairs = crate::prepare::run_pairs(&cfg)?;
+    let max_array = max_array_size();
     let run_dir = cfg.log_dir.join(&cfg.name);
     // One array of a run at a time: a rerun while one is queued would run its pairs twice.
     for job in jobs(&run_dir) {
@@ -182,30 +113,10 @@ pub async fn submit(
             ))));
         }
     }
-    if cfg.force && run_dir.exists() {
-        std::fs::remove_dir_all(&run_dir).map_err(run_dir_io(&run_dir))?;
-    }
-    // A run this submission creates is removed again if sbatch refuses it.
-    let fresh = !run_dir.exists();
+    let prepared = cluster::prepare(&cfg, "slurm", argv, "slurm")?;
     let slurm = slurm_dir(&run_dir);
-    std::fs::create_dir_all(&slurm).map_err(run_dir_io(&slurm))?;
-    let plugin_bytes = std::fs::read(&cfg.agent).map_err(run_dir_io(&cfg.agent))?;
-    let cwd = std::env::current_dir().map_err(run_dir_io(Path::new(".")))?;
-    let keys: Vec<String> = pairs.iter().map(crate::shard::pair_key).collect();
-    // Tasks never start over: a rerun of the name resubmits what is missing.
-    let argv: Vec<String> = argv.into_iter().filter(|a| a != "--force").collect();
-    let manifest = Manifest {
-        run: cfg.name.clone(),
-        argv,
-        cwd: cwd.display().to_string(),
-        pairs: keys.clone(),
-        plugin_sha256: sha256_hex(&plugin_bytes),
-        created_at: crate::clock::now_rfc3339(),
-    };
-    let manifest_path = write_manifest(&run_dir, &manifest)?;
-    let todo: Vec<usize> = (0..keys.len())
-        .filter(|i| still_to_do(&pair_dir(&run_dir, &keys[*i]), cfg.auto_eval))
-        .collect();
+    let keys = prepared.manifest.pairs.clone();
+    let todo = prepared.todo.clone();
     let progress = Progress::with_status(cfg.quiet, keys.len(), "pairs");
     progress.line(&format!(
         "cbench run: {} · engine: slurm · pairs: {} ({} to run) · at most {} at once",
@@ -214,132 +125,173 @@ pub async fn submit(
         todo.len(),
         cfg.concurrency
     ));
-    let mut job = None;
+    let mut submitted: Vec<String> = Vec::new();
     if !todo.is_empty() {
         let exe = std::env::current_exe().map_err(run_dir_io(Path::new("cbench")))?;
         let script = slurm.join("task.sh");
         let text = format!(
-            "#!/bin/sh\n# One pair of run {name}: written by cbench run --engine slurm.\nexec {exe} run-pair --manifest {manifest} --index \"$SLURM_ARRAY_TASK_ID\"\n",
+            "#!/bin/sh\n# One pair of run {name}: written by cbench run --engine slurm.\nexec {exe} run-pair --manifest {manifest} --index \"$SLURM_ARRAY_TASK_ID\" \"$@\"\n",
             name = cfg.name,
             exe = shell_quote(&exe.display().to_string()),
-            manifest = shell_quote(&std::path::absolute(&manifest_path).unwrap_or(manifest_path.clone()).display().to_string()),
+            manifest = shell_quote(&prepared.manifest_path.display().to_string()),
         );
         write_atomic(&script, text.as_bytes())?;
-        let mut args: Vec<String> = vec![
-            "--parsable".into(),
-            format!("--job-name=cbench-{}", cfg.name),
-            format!("--chdir={}", cwd.display()),
-            format!(
-                "--output={}",
-                std::path::absolute(&slurm)
-                    .unwrap_or(slurm.clone())
-                    .join("%A_%a.out")
-                    .display()
-            ),
-            format!("--array={}%{}", index_ranges(&todo), cfg.concurrency.max(1)),
-        ];
-        if let Some(c) = opts.cpus {
-            args.push(format!("--cpus-per-task={c}"));
-        }
-        if let Some(m) = &opts.mem {
-            args.push(format!("--mem={m}"));
-        }
-        if let Some(t) = &opts.time {
-            args.push(format!("--time={t}"));
-        }
-        if let Some(p) = &opts.partition {
-            args.push(format!("--partition={p}"));
-        }
-        if let Some(a) = &opts.account {
-            args.push(format!("--account={a}"));
-        }
-        args.push(format!(
-            "--export=ALL,{MANIFEST_HASH_VAR}={}",
-            sha256_hex(&std::fs::read(&manifest_path).map_err(run_dir_io(&manifest_path))?)
-        ));
-        args.extend(opts.extra.iter().cloned());
-        args.push(script.display().to_string());
-        let out = match tool("sbatch", &args) {
-            Ok(out) => out,
-            Err(e) => {
-                if fresh {
-                    let _ = std::fs::remove_dir_all(&run_dir);
+        let manifest_sha = prepared.manifest_sha256()?;
+        // Sites cap an array's indices (below MaxArraySize): each array numbers its tasks from
+        // 0 and passes the pairs they stand for; larger runs go as several arrays, the limit on
+        // pairs at once then holding per array.
+        for chunk in todo.chunks(max_array) {
+            let args = sbatch_args(&cfg, &opts, &slurm, chunk, &manifest_sha, &script);
+            let job_id = match tool("sbatch", &args) {
+                Ok(out) => out.trim().split(';').next().unwrap_or_default().to_string(),
+                Err(e) => {
+                    for job in &submitted {
+                        let _ = tool("scancel", std::slice::from_ref(job));
+                    }
+                    prepared.discard_if_fresh();
+                    return Err(RunError::Slurm(e));
                 }
-                return Err(RunError::Slurm(e));
+            };
+            if job_id.is_empty() {
+                return Err(RunError::Slurm(SlurmError::Other(
+                    "sbatch printed no job id".into(),
+                )));
             }
-        };
-        let job_id = out.trim().split(';').next().unwrap_or_default().to_string();
-        if job_id.is_empty() {
-            return Err(RunError::Slurm(SlurmError::Other(format!(
-                "sbatch printed no job id: {out:?}"
-            ))));
+            let mut all = jobs(&run_dir);
+            all.push(SubmittedJob {
+                job_id: job_id.clone(),
+                indices: chunk.to_vec(),
+                submitted_at: crate::clock::now_rfc3339(),
+            });
+            write_json_atomic(&slurm.join("jobs.json"), &all)?;
+            progress.line(&format!(
+                "submitted Slurm job {job_id}: {} array task{} (output in {})",
+                chunk.len(),
+                if chunk.len() == 1 { "" } else { "s" },
+                slurm.display()
+            ));
+            submitted.push(job_id);
         }
-        let mut all = jobs(&run_dir);
-        all.push(SubmittedJob {
-            job_id: job_id.clone(),
-            indices: todo.clone(),
-            submitted_at: crate::clock::now_rfc3339(),
-        });
-        write_json_atomic(&slurm.join("jobs.json"), &all)?;
-        progress.line(&format!(
-            "submitted Slurm job {job_id}: {} array task{} (output in {})",
-            todo.len(),
-            if todo.len() == 1 { "" } else { "s" },
-            slurm.display()
-        ));
+        let name = &cfg.name;
+        let jobs_text = submitted.join(", ");
         if opts.detach {
             progress.line(&format!(
-                "detached: `cbench status -n {name}` shows it, `cbench cancel -n {name}` cancels it; `cbench run` with the same arguments writes the summary once it is done",
-                name = cfg.name
+                "detached: `cbench status -n {name}` shows it, `cbench cancel -n {name}` cancels it; `cbench run` with the same arguments writes the summary once it is done"
             ));
             return Ok(None);
         }
         crate::interrupt::set_note(format!(
-            "detached: Slurm job {job_id} keeps running; `cbench status -n {name}` follows it, `cbench cancel -n {name}` cancels it",
-            name = cfg.name
+            "detached: Slurm job {jobs_text} keeps running; `cbench status -n {name}` follows it, `cbench cancel -n {name}` cancels it"
         ));
-        job = Some(job_id);
-    }
-    if let Some(job_id) = &job {
-        follow(job_id, &run_dir, &keys, &todo, &progress, opts.poll).await?;
-    }
-    // Every pair on disk, as one run: the same summary and report a single machine writes.
-    let mut results = Vec::new();
-    for (i, key) in keys.iter().enumerate() {
-        let dir = pair_dir(&run_dir, key);
-        let record = read_json::<PairRecord>(&dir.join("result.json")).ok();
-        let eval = read_json(&dir.join("eval.json")).ok();
-        let mut infra_error = record.as_ref().and_then(PairRecord::infra_failure);
-        if record.is_none() {
-            let why = job
-                .as_deref()
-                .and_then(|j| task_state(j, i))
-                .unwrap_or_else(|| "it never ran".into());
-            infra_error = Some(format!(
-                "{key}: array task {i} ended without a result: {why}"
-            ));
-        }
-        results.push(PairResult {
-            pair_dir: dir,
-            record,
-            eval,
-            infra_error,
+        crate::interrupt::set_cancel(crate::interrupt::Cancel {
+            question: format!("Slurm job {jobs_text} goes on without this process; cancel it too?"),
+            args: cluster::cancel_args(&cfg),
         });
+        let label = format!("Slurm job {jobs_text}");
+        let result = cluster::follow(&label, &run_dir, &keys, &todo, &progress, opts.poll, || {
+            let jobs = submitted.clone();
+            async move { combined_queue(&jobs).map_err(RunError::Slurm) }
+        })
+        .await;
+        match result {
+            Ok(()) => {}
+            Err(cluster::FollowEnd::Error(e)) => return Err(e),
+            Err(cluster::FollowEnd::NeverStarts(reason)) => {
+                for job in &submitted {
+                    let _ = tool("scancel", std::slice::from_ref(job));
+                }
+                return Err(RunError::Slurm(SlurmError::Other(format!(
+                    "job {jobs_text} can never start here: Slurm says {reason} (the partition cannot give what --engine-cpus/--engine-mem/--engine-time/--partition ask for); cancelled it"
+                ))));
+            }
+        }
     }
-    for r in results.iter().filter_map(|r| r.infra_error.as_ref()) {
-        progress.line(&format!("✗ {r}"));
-    }
-    let mut summary = summarize(&cfg.name, &results, started.elapsed(), cfg.auto_eval);
-    summary.continue_from(
-        read_json::<RunSummary>(&run_dir.join("summary.json"))
-            .ok()
-            .as_ref(),
-    );
-    write_json_atomic(&run_dir.join("summary.json"), &summary)?;
-    progress.finish();
-    summary.print(&progress);
-    crate::steps::write_report(&run_dir, &progress)?;
+    let all_jobs = jobs(&run_dir);
+    let summary = cluster::finish(&cfg, &prepared, started, &progress, |i| {
+        let job = all_jobs
+            .iter()
+            .rev()
+            .find(|j| submitted.contains(&j.job_id) && j.indices.contains(&i))?;
+        let task = job.indices.iter().position(|&p| p == i)?;
+        task_state(&job.job_id, task)
+    })?;
     Ok(Some(summary))
+}
+
+/// The site's `MaxArraySize` (array indices must stay below it); Slurm's default when unknown.
+fn max_array_size() -> usize {
+    tool("scontrol", &["show".into(), "config".into()])
+        .ok()
+        .and_then(|out| {
+            out.lines()
+                .find_map(|l| l.trim().strip_prefix("MaxArraySize"))
+                .and_then(|rest| rest.trim_start().trim_start_matches('=').trim().parse().ok())
+        })
+        .unwrap_or(1001usize)
+        .max(2)
+}
+
+/// The sbatch command line of one array.
+fn sbatch_args(
+    cfg: &RunConfig,
+    opts: &SlurmOptions,
+    slurm: &Path,
+    indices: &[usize],
+    manifest_sha: &str,
+    script: &Path,
+) -> Vec<String> {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let mut args: Vec<String> = vec![
+        "--parsable".into(),
+        format!("--job-name=cbench-{}", cfg.name),
+        format!("--chdir={}", cwd.display()),
+        format!(
+            "--output={}",
+            std::path::absolute(slurm)
+                .unwrap_or(slurm.to_path_buf())
+                .join("%A_%a.out")
+                .display()
+        ),
+        format!("--array=0-{}%{}", indices.len().saturating_sub(1), cfg.concurrency.max(1)),
+    ];
+    if let Some(c) = opts.cpus {
+        args.push(format!("--cpus-per-task={c}"));
+    }
+    if let Some(m) = &opts.mem {
+        args.push(format!("--mem={m}"));
+    }
+    if let Some(t) = &opts.time {
+        args.push(format!("--time={t}"));
+    }
+    if let Some(p) = &opts.partition {
+        args.push(format!("--partition={p}"));
+    }
+    if let Some(a) = &opts.account {
+        args.push(format!("--account={a}"));
+    }
+    args.push(format!("--export=ALL,{MANIFEST_HASH_VAR}={manifest_sha}"));
+    args.extend(opts.extra.iter().cloned());
+    args.push(script.display().to_string());
+    args.push(format!("--pairs={}", cluster::index_ranges(indices)));
+    args
+}
+
+/// The queue state of several arrays as one (None once none is queued).
+fn combined_queue(jobs: &[String]) -> Result<Option<QueueState>, SlurmError> {
+    let mut total: Option<QueueState> = None;
+    for job in jobs {
+        if let Some((pending, running, stuck)) = queue_state(job)? {
+            let t = total.get_or_insert(QueueState {
+                pending: 0,
+                running: 0,
+                never_starts: None,
+            });
+            t.pending += pending;
+            t.running += running;
+            t.never_starts = t.never_starts.take().or(stuck);
+        }
+    }
+    Ok(total)
 }
 
 /// How Slurm says array task `index` of `job` ended (`State=TIMEOUT Reason=…`), while it still
@@ -405,89 +357,11 @@ fn queue_state(job: &str) -> Result<Option<(usize, usize, Option<String>)>, Slur
     }
 }
 
-/// Follows the array until it leaves the queue, a line per pair as it finishes.
-async fn follow(
-    job: &str,
-    run_dir: &Path,
-    keys: &[String],
-    todo: &[usize],
-    progress: &Progress,
-    poll: Duration,
-) -> Result<(), RunError> {
-    let mut reported = vec![false; keys.len()];
-    let mut last_queue = None;
-    for (i, key) in keys.iter().enumerate() {
-        if !todo.contains(&i) {
-            reported[i] = true;
-            progress.finished(outcome(&pair_dir(run_dir, key)));
-        }
-    }
-    loop {
-        let state = queue_state(job).map_err(RunError::Slurm)?;
-        if let Some((_, _, Some(reason))) = &state {
-            let _ = tool("scancel", &[job.to_string()]);
-            return Err(RunError::Slurm(SlurmError::Other(format!(
-                "job {job} can never start here: Slurm says {reason} (the partition cannot give what --engine-cpus/--engine-mem/--engine-time/--partition ask for); cancelled it"
-            ))));
-        }
-        let queue = state.map(|(pending, running, _)| (pending, running));
-        for &i in todo {
-            let dir = pair_dir(run_dir, &keys[i]);
-            let finished = dir.join("eval.json").is_file()
-                || (queue.is_none() && dir.join("result.json").is_file());
-            if !reported[i] && finished {
-                reported[i] = true;
-                let outcome = outcome(&dir);
-                progress.line(&format!(
-                    "{} {}",
-                    if outcome == Outcome::Success {
-                        "✓"
-                    } else {
-                        "✗"
-                    },
-                    keys[i]
-                ));
-                progress.finished(outcome);
-            }
-        }
-        match queue {
-            None => return Ok(()),
-            Some((pending, running)) if last_queue != queue => {
-                progress.line(&format!(
-                    "Slurm job {job}: {running} running, {pending} pending"
-                ));
-                last_queue = Some((pending, running));
-            }
-            Some(_) => {}
-        }
-        tokio::time::sleep(poll).await;
-    }
-}
-
-fn outcome(pair_dir: &Path) -> Outcome {
-    match read_json::<crate::eval::EvalReport>(&pair_dir.join("eval.json")) {
-        Ok(e) if e.overall_success => Outcome::Success,
-        Ok(_) => Outcome::Failure,
-        Err(_) => Outcome::InfraError,
-    }
-}
-
 /// `cbench status -n RUN`: the run's pairs done and its jobs' tasks in the queue.
 pub fn status(log_dir: &Path, name: &str) -> Result<String, RunError> {
     let run_dir = log_dir.join(name);
-    let manifest: Manifest = read_json(&run_dir.join("manifest.json")).map_err(|_| {
-        RunError::Slurm(SlurmError::Other(format!(
-            "run `{name}` was not submitted to Slurm: {} has no manifest.json",
-            run_dir.display()
-        )))
-    })?;
-    let done = manifest
-        .pairs
-        .iter()
-        .filter(|k| pair_dir(&run_dir, k).join("eval.json").is_file())
-        .count();
-    let mut text = format!("run {name}: {done}/{} pairs graded\n", manifest.pairs.len());
-    let missing = manifest.pairs.len() - done;
+    let manifest = cluster::read_manifest(log_dir, name)?;
+    let (mut text, missing) = cluster::graded(&run_dir, &manifest);
     for job in jobs(&run_dir) {
         let line = match queue_state(&job.job_id).map_err(RunError::Slurm)? {
             Some((pending, running, stuck)) => format!(
@@ -533,37 +407,9 @@ pub fn cancel(log_dir: &Path, name: &str) -> Result<Vec<String>, RunError> {
     Ok(cancelled)
 }
 
-/// The manifest a task reads, and the task's pair.
-pub fn task_of(
-    manifest_path: &Path,
-    index: usize,
-) -> Result<(Manifest, crate::config::PairTask), RunError> {
-    let manifest: Manifest = read_json(manifest_path)?;
-    let key = manifest.pairs.get(index).cloned().ok_or_else(|| {
-        RunError::Slurm(SlurmError::Other(format!(
-            "{}: no pair at index {index} ({} pairs)",
-            manifest_path.display(),
-            manifest.pairs.len()
-        )))
-    })?;
-    let task = crate::config::PairTask {
-        index,
-        count: manifest.pairs.len(),
-        key,
-    };
-    Ok((manifest, task))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn array_indices_are_written_as_ranges() {
-        assert_eq!(index_ranges(&[0, 1, 2, 3, 5, 7, 8]), "0-3,5,7-8");
-        assert_eq!(index_ranges(&[4]), "4");
-        assert_eq!(index_ranges(&[]), "");
-    }
 
     #[test]
     fn paths_are_quoted_for_sh() {

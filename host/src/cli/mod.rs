@@ -15,12 +15,14 @@ use crate::sandbox::cgroup::ProcessLimits;
 use crate::sandbox::confine::{IsolationMode, LocalOptions};
 
 mod dataset;
+mod engine;
 pub mod gold;
 mod plugin;
 mod results;
 mod run;
 pub mod scaffold;
 pub use dataset::*;
+pub use engine::*;
 pub use plugin::*;
 pub use results::*;
 pub use run::*;
@@ -107,7 +109,7 @@ pub enum Command {
     Models(ModelsArgs),
     /// A run submitted with --engine slurm: pairs graded, and its jobs in the queue.
     Status(RunNameArgs),
-    /// Cancel the Slurm jobs of a run submitted with --engine slurm.
+    /// Cancel the scheduler's jobs of a run submitted with --engine slurm|kubernetes.
     Cancel(RunNameArgs),
     /// One array task of a run (what `--engine slurm` submits; not for direct use).
     #[command(hide = true)]
@@ -520,9 +522,12 @@ pub struct RunPairArgs {
     /// The run's manifest.json.
     #[arg(long)]
     pub manifest: PathBuf,
-    /// The pair's position in it (the array task id).
+    /// The task's index: the pair's position in the manifest, or in --pairs when given.
     #[arg(long)]
     pub index: usize,
+    /// The manifest positions this submission's indices stand for (`0-3,7`).
+    #[arg(long)]
+    pub pairs: Option<String>,
 }
 
 /// Raw `cbench models` arguments.
@@ -636,6 +641,13 @@ pub enum CliError {
     SbatchArg(String),
     #[error("--engine-time {0}: give a Slurm time such as 30, 02:00:00 or 1-00:00:00")]
     EngineTime(String),
+    #[error("{flag} does not apply to --engine {engine}")]
+    EngineFlag {
+        flag: &'static str,
+        engine: &'static str,
+    },
+    #[error("--engine kubernetes needs --k8s-image (the cbench image the pods run; scripts/cbench-image.sh builds one) and --k8s-claim (the ReadWriteMany PersistentVolumeClaim holding --log-dir)")]
+    KubeNeeds,
     #[error("-s {0}: a subset is a name from <dataset>/subsets/ (letters, digits, `.`, `_`, `-`), not a path")]
     Subset(String),
     #[error("-f: give at least two distinct feature ids (got {0:?})")]

@@ -33,93 +33,6 @@ impl From<MergePolicyArg> for MergePolicy {
     }
 }
 
-/// `--engine`: where the pairs run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum EngineArg {
-    /// In this process (default).
-    Local,
-    /// One Slurm array task per pair (sbatch/squeue/scancel on PATH; a shared --log-dir).
-    Slurm,
-}
-
-/// Scheduler settings of `--engine slurm`.
-#[derive(Debug, Args)]
-pub struct EngineArgs {
-    /// Where the pairs run: here, or as a Slurm array (one task per pair, at most -c at once).
-    #[arg(long, value_enum, default_value = "local")]
-    pub engine: EngineArg,
-    /// CPUs per array task (default: the site's).
-    #[arg(long, value_name = "N")]
-    pub engine_cpus: Option<u32>,
-    /// Memory per array task, e.g. 8G (default: the site's).
-    #[arg(long, value_name = "SIZE")]
-    pub engine_mem: Option<String>,
-    /// Time limit per array task, e.g. 02:00:00 (default: the site's).
-    #[arg(long, value_name = "TIME")]
-    pub engine_time: Option<String>,
-    /// Slurm partition.
-    #[arg(long)]
-    pub partition: Option<String>,
-    /// Slurm account.
-    #[arg(long)]
-    pub account: Option<String>,
-    /// Another sbatch argument, passed as it is (repeatable), e.g. --sbatch-arg=--qos=low.
-    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
-    pub sbatch_arg: Vec<String>,
-    /// Return once the array is submitted (`cbench status` / `cbench cancel` then follow it).
-    #[arg(long)]
-    pub detach: bool,
-}
-
-impl EngineArgs {
-    /// The Slurm settings, or None for the in-process engine.
-    pub fn slurm(&self) -> Result<Option<crate::slurm::SlurmOptions>, CliError> {
-        // The engine owns how tasks are numbered, named, started and logged.
-        const OWNED: [&str; 12] = [
-            "--array",
-            "-a",
-            "--output",
-            "-o",
-            "--error",
-            "-e",
-            "--chdir",
-            "-D",
-            "--job-name",
-            "-J",
-            "--wrap",
-            "--parsable",
-        ];
-        if let Some(arg) = self.sbatch_arg.iter().find(|a| {
-            OWNED.iter().any(|o| {
-                *a == o || a.starts_with(&format!("{o}=")) || (o.len() == 2 && a.starts_with(o))
-            })
-        }) {
-            return Err(CliError::SbatchArg(arg.clone()));
-        }
-        if let Some(t) = &self.engine_time {
-            let ok = !t.is_empty()
-                && t.chars()
-                    .all(|c| c.is_ascii_digit() || c == ':' || c == '-')
-                && !t.starts_with('-');
-            if !ok {
-                return Err(CliError::EngineTime(t.clone()));
-            }
-        }
-        Ok(
-            (self.engine == EngineArg::Slurm).then(|| crate::slurm::SlurmOptions {
-                cpus: self.engine_cpus,
-                mem: self.engine_mem.clone(),
-                time: self.engine_time.clone(),
-                partition: self.partition.clone(),
-                account: self.account.clone(),
-                extra: self.sbatch_arg.clone(),
-                detach: self.detach,
-                poll: Duration::from_millis(500),
-            }),
-        )
-    }
-}
-
 /// `--isolation`.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum IsolationArg {
@@ -582,6 +495,7 @@ impl RunArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
 
     #[test]
     fn run_names_follow_the_documented_pattern() {
