@@ -3,7 +3,8 @@
 #   scripts/slurm-local.sh start DIR   # installs slurm-wlm and munge if missing; prints SLURM_CONF=…
 #   scripts/slurm-local.sh stop DIR    # stops what start started, by PID
 # Everything lives under DIR (config, munge socket and key, state, logs); no systemd, nothing
-# system-wide is changed.
+# system-wide is changed. MaxArraySize is 4 (CBENCH_SLURM_MAX_ARRAY) so that the bundled
+# dataset's 10 pairs need several arrays, as a large run does on a real site.
 set -euo pipefail
 cmd="${1:?start|stop}"
 dir="${2:?a directory}"
@@ -81,7 +82,7 @@ ReturnToService=2
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
-MaxArraySize=1001
+MaxArraySize=${CBENCH_SLURM_MAX_ARRAY:-4}
 MinJobAge=600
 NodeName=${host} NodeAddr=127.0.0.1 CPUs=${cpus} RealMemory=${mem_mb} State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP

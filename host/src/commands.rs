@@ -605,8 +605,7 @@ pub async fn run_pair(args: RunPairArgs) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
-    let (manifest, task) =
-        crate::cluster::task_of(&args.manifest, args.index, subset.as_deref())?;
+    let (manifest, task) = crate::cluster::task_of(&args.manifest, args.index, subset.as_deref())?;
     // The manifest is the one this task was submitted with (the scheduler passes its hash).
     if let Ok(submitted) = std::env::var(crate::cluster::MANIFEST_HASH_VAR) {
         let now = crate::fsutil::sha256_hex(&std::fs::read(&args.manifest)?);

@@ -20,7 +20,8 @@ pub use cbench_messaging::events;
 pub use cbench_plugin as plugin;
 pub use cbench_present::{compare, export, view};
 pub use cbench_run::{
-    backend, cluster, evalrun, leftovers, pairrun, pins, report, runlock, runner, runrecord, slurm, summary,
+    backend, cluster, evalrun, leftovers, pairrun, pins, report, runlock, runner, runrecord, slurm,
+    summary,
 };
 pub use cbench_sandbox as sandbox;
 pub use cbench_sandbox::{repos, team};

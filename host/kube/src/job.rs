@@ -150,10 +150,7 @@ pub fn build(req: &JobRequest) -> Job {
             // Kubernetes expands $(VAR) in args from it.
             "--index".into(),
             "$(JOB_COMPLETION_INDEX)".into(),
-            format!(
-                "--pairs={}",
-                cbench_run::cluster::index_ranges(&req.pairs)
-            ),
+            format!("--pairs={}", cbench_run::cluster::index_ranges(&req.pairs)),
         ]),
         working_dir: Some(req.working_dir.clone()),
         env: Some(vec![EnvVar {

@@ -33,7 +33,9 @@ const NEVER_STARTS: [&str; 5] = [
 /// Why the Kubernetes engine could not do its part: an infrastructure error.
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
-    #[error("kubernetes: no usable cluster configuration ({0}); set KUBECONFIG or run inside a cluster")]
+    #[error(
+        "kubernetes: no usable cluster configuration ({0}); set KUBECONFIG or run inside a cluster"
+    )]
     Config(String),
     #[error("kubernetes: {action} failed: {reason}")]
     Api { action: String, reason: String },
@@ -138,7 +140,11 @@ fn finished(job: &Job) -> bool {
 }
 
 /// The Job's tasks in the queue, or None once it ended or is gone.
-async fn queue_state(jobs: &Api<Job>, pods: &Api<Pod>, name: &str) -> Result<Option<QueueState>, KubeError> {
+async fn queue_state(
+    jobs: &Api<Job>,
+    pods: &Api<Pod>,
+    name: &str,
+) -> Result<Option<QueueState>, KubeError> {
     let job = match jobs.get(name).await {
         Ok(job) => job,
         Err(e) if not_found(&e) => return Ok(None),
@@ -287,7 +293,9 @@ pub async fn submit(
         let name = spec.metadata.name.clone().unwrap_or_default();
         if let Err(e) = job_api.create(&PostParams::default(), &spec).await {
             prepared.discard_if_fresh();
-            return Err(api_error(format!("creating Job {name} in namespace {namespace}"))(e));
+            return Err(api_error(format!(
+                "creating Job {name} in namespace {namespace}"
+            ))(e));
         }
         let mut all = earlier.clone();
         all.push(SubmittedJob {
@@ -342,7 +350,10 @@ pub async fn submit(
     if let Some(name) = &submitted {
         for (position, &pair) in todo.iter().enumerate() {
             let key = &keys[pair];
-            if !cluster::pair_dir(&run_dir, key).join("result.json").is_file() {
+            if !cluster::pair_dir(&run_dir, key)
+                .join("result.json")
+                .is_file()
+            {
                 if let Some(why) = pod_end(&pod_api, name, position).await {
                     reasons.insert(pair, why);
                 }

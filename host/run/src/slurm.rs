@@ -138,10 +138,13 @@ pub async fn submit(
         write_atomic(&script, text.as_bytes())?;
         let manifest_sha = prepared.manifest_sha256()?;
         // Sites cap an array's indices (below MaxArraySize): each array numbers its tasks from
-        // 0 and passes the pairs they stand for; larger runs go as several arrays, the limit on
-        // pairs at once then holding per array.
+        // 0 and passes the pairs they stand for; larger runs go as several arrays.
         for chunk in todo.chunks(max_array) {
-            let args = sbatch_args(&cfg, &opts, &slurm, chunk, &manifest_sha, &script);
+            let mut args = sbatch_args(&cfg, &opts, &slurm, chunk, &manifest_sha, &script);
+            // One array after the other, so -c holds for the whole run.
+            if let Some(previous) = submitted.last() {
+                args.insert(1, format!("--dependency=afterany:{previous}"));
+            }
             let job_id = match tool("sbatch", &args) {
                 Ok(out) => out.trim().split(';').next().unwrap_or_default().to_string(),
                 Err(e) => {
@@ -225,7 +228,13 @@ fn max_array_size() -> usize {
         .and_then(|out| {
             out.lines()
                 .find_map(|l| l.trim().strip_prefix("MaxArraySize"))
-                .and_then(|rest| rest.trim_start().trim_start_matches('=').trim().parse().ok())
+                .and_then(|rest| {
+                    rest.trim_start()
+                        .trim_start_matches('=')
+                        .trim()
+                        .parse()
+                        .ok()
+                })
         })
         .unwrap_or(1001usize)
         .max(2)
@@ -252,7 +261,11 @@ fn sbatch_args(
                 .join("%A_%a.out")
                 .display()
         ),
-        format!("--array=0-{}%{}", indices.len().saturating_sub(1), cfg.concurrency.max(1)),
+        format!(
+            "--array=0-{}%{}",
+            indices.len().saturating_sub(1),
+            cfg.concurrency.max(1)
+        ),
     ];
     if let Some(c) = opts.cpus {
         args.push(format!("--cpus-per-task={c}"));

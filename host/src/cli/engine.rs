@@ -122,10 +122,8 @@ impl EngineArgs {
             ("--engine-time", self.engine_time.is_some()),
             ("--detach", self.detach),
         ]);
-        let wrong = |flag: &'static str, engine: &'static str| CliError::EngineFlag {
-            flag,
-            engine,
-        };
+        let wrong =
+            |flag: &'static str, engine: &'static str| CliError::EngineFlag { flag, engine };
         match self.engine {
             EngineArg::Local => {
                 if let Some(f) = slurm_only.or(kube_only).or(scheduler) {

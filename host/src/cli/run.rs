@@ -496,7 +496,6 @@ impl RunArgs {
 mod tests {
     use super::*;
 
-
     #[test]
     fn run_names_follow_the_documented_pattern() {
         assert_eq!(

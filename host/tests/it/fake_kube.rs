@@ -70,6 +70,13 @@ struct Inner {
     cbench: PathBuf,
 }
 
+/// Where pods' output goes (`<tmp>/fake-kube-<pid>/<pod>.log`).
+fn logs_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fake-kube-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
 /// The running fake.
 pub struct FakeKube {
     pub url: String,
@@ -142,6 +149,23 @@ impl FakeKube {
 
     pub fn most_running(&self) -> usize {
         self.inner.lock().unwrap().most_running
+    }
+
+    /// Every pod's output so far, for an assertion message.
+    pub fn logs(&self) -> String {
+        let inner = self.inner.lock().unwrap();
+        let mut out = String::new();
+        for job in inner.jobs.values() {
+            for pod in &job.pods {
+                let text = std::fs::read_to_string(logs_dir().join(format!("{}.log", pod.name)))
+                    .unwrap_or_default();
+                out.push_str(&format!(
+                    "--- pod {} ({:?}, {:?})\n{text}\n",
+                    pod.name, pod.ended, pod.waiting
+                ));
+            }
+        }
+        out
     }
 
     /// Names of the Jobs that exist (not deleted).
@@ -313,7 +337,11 @@ fn answer(
             let selector = param(query, "labelSelector").unwrap_or_default();
             let inner = inner.lock().unwrap();
             let mut items = Vec::new();
-            for job in inner.jobs.values().filter(|j| !j.deleted && j.namespace == *ns) {
+            for job in inner
+                .jobs
+                .values()
+                .filter(|j| !j.deleted && j.namespace == *ns)
+            {
                 match selects(&selector, &job.object["metadata"]["labels"]) {
                     Ok(true) => items.push(job_with_status(job)),
                     Ok(false) => {}
@@ -382,11 +410,10 @@ fn answer(
                 return status(404, "NotFound", &format!("jobs.batch \"{name}\" not found"));
             };
             // Without a propagation policy a Job's pods are orphaned (batch/v1 default).
-            if policy.as_deref() != Some("Background") && policy.as_deref() != Some("Foreground")
-            {
-                inner
-                    .invalid
-                    .push(format!("DELETE {name} without propagationPolicy orphans its pods"));
+            if policy.as_deref() != Some("Background") && policy.as_deref() != Some("Foreground") {
+                inner.invalid.push(format!(
+                    "DELETE {name} without propagationPolicy orphans its pods"
+                ));
                 return status(400, "BadRequest", "test fake: give a propagationPolicy");
             }
             job.deleted = true;
@@ -421,20 +448,30 @@ fn answer(
                 json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": items}),
             )
         }
-        _ => status(404, "NotFound", &format!("the fake does not serve {method} {path}")),
+        _ => status(
+            404,
+            "NotFound",
+            &format!("the fake does not serve {method} {path}"),
+        ),
     }
 }
 
 fn pod_object(job: &str, ns: &str, pod: &Pod) -> Value {
     let (phase, state) = if let Some((reason, message)) = &pod.waiting {
-        ("Pending", json!({"waiting": {"reason": reason, "message": message}}))
+        (
+            "Pending",
+            json!({"waiting": {"reason": reason, "message": message}}),
+        )
     } else if let Some((code, reason)) = &pod.ended {
         (
             if *code == 0 { "Succeeded" } else { "Failed" },
             json!({"terminated": {"exitCode": code, "reason": reason, "startedAt": "2026-12-05T00:00:00Z", "finishedAt": "2026-12-05T00:00:01Z"}}),
         )
     } else {
-        ("Running", json!({"running": {"startedAt": "2026-12-05T00:00:00Z"}}))
+        (
+            "Running",
+            json!({"running": {"startedAt": "2026-12-05T00:00:00Z"}}),
+        )
     };
     json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -518,8 +555,14 @@ fn label_value(text: &str) -> bool {
             || (text
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                && text.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-                && text.chars().last().is_some_and(|c| c.is_ascii_alphanumeric())))
+                && text
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphanumeric())
+                && text
+                    .chars()
+                    .last()
+                    .is_some_and(|c| c.is_ascii_alphanumeric())))
 }
 
 /// The API server's checks of a batch/v1 Job that cbench's Jobs could trip over.
@@ -566,7 +609,10 @@ fn validate_job(body: &Value) -> Result<(), Vec<String>> {
         problems.push("spec.template.spec.restartPolicy: Never or OnFailure".into());
     }
     if !spec["backoffLimitPerIndex"].is_null() && (!indexed || restart != "Never") {
-        problems.push("spec.backoffLimitPerIndex: needs completionMode Indexed and restartPolicy Never".into());
+        problems.push(
+            "spec.backoffLimitPerIndex: needs completionMode Indexed and restartPolicy Never"
+                .into(),
+        );
     }
     let volumes: Vec<&str> = pod["volumes"]
         .as_array()
@@ -575,7 +621,9 @@ fn validate_job(body: &Value) -> Result<(), Vec<String>> {
         .filter_map(|v| v["name"].as_str())
         .collect();
     for v in pod["volumes"].as_array().into_iter().flatten() {
-        let sources = v.as_object().map_or(0, |o| o.keys().filter(|k| *k != "name").count());
+        let sources = v
+            .as_object()
+            .map_or(0, |o| o.keys().filter(|k| *k != "name").count());
         if sources != 1 {
             problems.push(format!("volume {}: exactly one source", v["name"]));
         }
@@ -593,7 +641,12 @@ fn validate_job(body: &Value) -> Result<(), Vec<String>> {
         }
         for e in c["env"].as_array().into_iter().flatten() {
             let n = e["name"].as_str().unwrap_or("");
-            if n.is_empty() || !n.chars().all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch)) || n.starts_with(|ch: char| ch.is_ascii_digit()) {
+            if n.is_empty()
+                || !n
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
+                || n.starts_with(|ch: char| ch.is_ascii_digit())
+            {
                 problems.push(format!("env name {n:?}: invalid"));
             }
         }
@@ -751,9 +804,14 @@ fn kubelet_loop(inner: Arc<Mutex<Inner>>) {
             cmd.args(&command[1.min(command.len())..])
                 .env_clear()
                 .envs(&env)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null());
+                .stdin(std::process::Stdio::null());
+            // `kubectl logs`: the pod's output, kept for a failing test to show.
+            let log = logs_dir().join(format!("{}.log", pod.name));
+            if let Ok(file) = std::fs::File::create(&log) {
+                if let Ok(copy) = file.try_clone() {
+                    cmd.stdout(file).stderr(copy);
+                }
+            }
             if let Some(dir) = container["workingDir"].as_str() {
                 cmd.current_dir(dir);
             }
@@ -770,8 +828,12 @@ fn kubelet_loop(inner: Arc<Mutex<Inner>>) {
 
 #[test]
 fn the_fake_expands_vars_as_the_kubelet_does() {
-    let env: BTreeMap<String, String> = [("JOB_COMPLETION_INDEX".to_string(), "3".to_string())].into();
+    let env: BTreeMap<String, String> =
+        [("JOB_COMPLETION_INDEX".to_string(), "3".to_string())].into();
     assert_eq!(expand("--index=$(JOB_COMPLETION_INDEX)", &env), "--index=3");
-    assert_eq!(expand("$$(JOB_COMPLETION_INDEX)", &env), "$(JOB_COMPLETION_INDEX)");
+    assert_eq!(
+        expand("$$(JOB_COMPLETION_INDEX)", &env),
+        "$(JOB_COMPLETION_INDEX)"
+    );
     assert_eq!(expand("$(UNSET) $x", &env), "$(UNSET) $x");
 }

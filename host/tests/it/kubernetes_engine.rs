@@ -13,16 +13,14 @@ use serde_json::Value;
 use crate::fake_kube::{FakeKube, IMAGE};
 use crate::support::{cache_dir, cbench_bin, dataset, json, pair_grades, plugins, text};
 
+/// The fake's "image": this machine's tools (its environment, which version shims such as
+/// pyenv's read, without cbench's and Kubernetes' own variables) and the test cache.
 fn fake() -> FakeKube {
-    let home = std::env::temp_dir();
-    FakeKube::start(
-        cbench_bin(),
-        vec![
-            ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
-            ("HOME".into(), home.display().to_string()),
-            ("CBENCH_CACHE_DIR".into(), cache_dir().display().to_string()),
-        ],
-    )
+    let mut env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| !k.starts_with("CBENCH_") && !k.starts_with("KUBE"))
+        .collect();
+    env.push(("CBENCH_CACHE_DIR".into(), cache_dir().display().to_string()));
+    FakeKube::start(cbench_bin(), env)
 }
 
 fn cbench_at(dir: &Path, kubeconfig: &Path, args: &[&str]) -> Output {
@@ -39,8 +37,25 @@ fn cbench_at(dir: &Path, kubeconfig: &Path, args: &[&str]) -> Output {
 }
 
 /// `cbench run -n NAME` of `selection` with the kubernetes engine and `extra` flags.
-fn run_args<'a>(name: &'a str, agent: &'a str, model: &'a str, ds: &'a str, selection: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec!["run", "-n", name, "-a", agent, "-m", model, "--dataset-dir", ds];
+fn run_args<'a>(
+    name: &'a str,
+    agent: &'a str,
+    model: &'a str,
+    ds: &'a str,
+    selection: &[&'a str],
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "run",
+        "-n",
+        name,
+        "-a",
+        agent,
+        "-m",
+        model,
+        "--dataset-dir",
+        ds,
+    ];
     args.extend(selection);
     args.extend([
         "--engine",
@@ -78,20 +93,40 @@ fn an_indexed_job_grades_like_a_local_run_at_most_c_pods_at_once() {
     let agent = plugins().mini_swe.display().to_string();
     let ds = dataset().display().to_string();
     let local = {
-        let mut args = vec!["run", "-n", "local", "-a", &agent, "-m", "oracle", "--dataset-dir", &ds, "-s", "smoke", "-q"];
+        let mut args = vec![
+            "run",
+            "-n",
+            "local",
+            "-a",
+            &agent,
+            "-m",
+            "oracle",
+            "--dataset-dir",
+            &ds,
+            "-s",
+            "smoke",
+            "-q",
+        ];
         args.retain(|a| !a.is_empty());
         cbench_at(tmp.path(), &kubeconfig, &args)
     };
     assert!(local.status.success(), "{}", text(&local));
     let args = run_args("k8s", &agent, "oracle", &ds, &["-s", "smoke"], &["-c", "2"]);
     let out = cbench_at(tmp.path(), &kubeconfig, &args);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}\n{}", text(&out), fake.logs());
     assert!(fake.invalid().is_empty(), "{:?}", fake.invalid());
     let logs = tmp.path().join("logs");
-    assert_eq!(pair_grades(&logs.join("k8s")), pair_grades(&logs.join("local")));
+    assert_eq!(
+        pair_grades(&logs.join("k8s")),
+        pair_grades(&logs.join("local"))
+    );
     let summary = |run: &str| {
         let s = json(&logs.join(run).join("summary.json"));
-        (s["pairs"].clone(), s["overall_successes"].clone(), s["infra_errors"].clone())
+        (
+            s["pairs"].clone(),
+            s["overall_successes"].clone(),
+            s["infra_errors"].clone(),
+        )
     };
     assert_eq!(summary("k8s"), summary("local"));
     // One Job: an index per pair, -c as its parallelism, never exceeded.
@@ -102,18 +137,30 @@ fn an_indexed_job_grades_like_a_local_run_at_most_c_pods_at_once() {
     assert_eq!(spec["completions"].as_u64(), Some(pairs));
     assert_eq!(spec["parallelism"], 2);
     assert_eq!(spec["completionMode"], "Indexed");
-    assert!(fake.most_running() >= 1 && fake.most_running() <= 2, "{}", fake.most_running());
+    assert!(
+        fake.most_running() >= 1 && fake.most_running() <= 2,
+        "{}",
+        fake.most_running()
+    );
     // The log directory is the user's claim, mounted where the submitter sees it.
     let pod = &spec["template"]["spec"];
-    assert_eq!(pod["volumes"][0]["persistentVolumeClaim"]["claimName"], "cbench-runs");
     assert_eq!(
-        pod["containers"][0]["volumeMounts"][0]["mountPath"].as_str().map(Path::new),
+        pod["volumes"][0]["persistentVolumeClaim"]["claimName"],
+        "cbench-runs"
+    );
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"][0]["mountPath"]
+            .as_str()
+            .map(Path::new),
         Some(std::path::absolute(&logs).unwrap().as_path())
     );
     // Every request carried the token, went to the kubeconfig's namespace, and was one the
     // engine is meant to make; pods are only ever listed for one Job.
     for r in fake.requests() {
-        assert!(r.status != 401 && !(r.status == 404 && r.method != "GET"), "{r:?}");
+        assert!(
+            r.status != 401 && !(r.status == 404 && r.method != "GET"),
+            "{r:?}"
+        );
         assert!(
             r.path.starts_with("/apis/batch/v1/namespaces/bench/jobs")
                 || r.path == "/api/v1/namespaces/bench/pods",
@@ -166,10 +213,17 @@ fn a_pod_killed_by_the_node_is_reported_with_its_reason_and_the_rerun_resubmits_
     let out = follower.join().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let said = text(&out);
-    assert!(said.contains("features_1_2") && said.contains("OOMKilled"), "{said}");
+    assert!(
+        said.contains("features_1_2") && said.contains("OOMKilled"),
+        "{said}"
+    );
     assert!(said.contains("infrastructure errors: 1"), "{said}");
 
-    std::fs::write(&script, r#"[{"bash": "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"}]"#).unwrap();
+    std::fs::write(
+        &script,
+        r#"[{"bash": "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"}]"#,
+    )
+    .unwrap();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = cbench_at(tmp.path(), &kubeconfig, &args);
     assert!(out.status.success(), "{}", text(&out));
@@ -199,7 +253,11 @@ fn detach_status_and_cancel_delete_the_job_and_stop_its_pods() {
     let out = cbench_at(tmp.path(), &kubeconfig, &args);
     assert!(out.status.success(), "{}", text(&out));
     assert!(started.elapsed() < Duration::from_secs(30));
-    assert!(text(&out).contains("cbench cancel -n held"), "{}", text(&out));
+    assert!(
+        text(&out).contains("cbench cancel -n held"),
+        "{}",
+        text(&out)
+    );
     wait_for("the pod to start", 60, || fake.running_pods() == 1);
     // A rerun while the Job runs would run its pairs twice: refused.
     let again = cbench_at(tmp.path(), &kubeconfig, &args);
@@ -208,11 +266,18 @@ fn detach_status_and_cancel_delete_the_job_and_stop_its_pods() {
     let out = cbench_at(tmp.path(), &kubeconfig, &["status", "-n", "held"]);
     assert!(out.status.success(), "{}", text(&out));
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(said.contains("0/1 pairs graded") && said.contains("1 running"), "{said}");
+    assert!(
+        said.contains("0/1 pairs graded") && said.contains("1 running"),
+        "{said}"
+    );
     let job = fake.jobs()[0].clone();
     let out = cbench_at(tmp.path(), &kubeconfig, &["cancel", "-n", "held"]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains(&format!("cancelled Kubernetes Job {job}")), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("cancelled Kubernetes Job {job}")),
+        "{}",
+        text(&out)
+    );
     assert!(fake.jobs().is_empty());
     // The pod stops on SIGTERM as a run does, well inside the grace period.
     wait_for("the pod to stop", 14, || fake.running_pods() == 0);
@@ -227,12 +292,20 @@ fn pods_that_can_never_start_end_the_run_with_kubernetes_reason() {
     let kubeconfig = fake.kubeconfig(tmp.path(), "bench");
     let agent = plugins().mini_swe.display().to_string();
     let ds = dataset().display().to_string();
-    let args = run_args("nosecret", &agent, "oracle", &ds, &["-f", "1,2"], &["--k8s-secret", "llm-keys"]);
+    let args = run_args(
+        "nosecret",
+        &agent,
+        "oracle",
+        &ds,
+        &["-f", "1,2"],
+        &["--k8s-secret", "llm-keys"],
+    );
     let out = cbench_at(tmp.path(), &kubeconfig, &args);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let said = text(&out);
     assert!(
-        said.contains("CreateContainerConfigError") && said.contains("secret \"llm-keys\" not found"),
+        said.contains("CreateContainerConfigError")
+            && said.contains("secret \"llm-keys\" not found"),
         "{said}"
     );
     assert!(fake.jobs().is_empty(), "the Job was left behind");
@@ -258,18 +331,30 @@ fn a_cluster_that_cannot_be_used_is_refused_before_anything_is_written() {
     let wrong = tmp.path().join("wrong-token");
     std::fs::write(
         &wrong,
-        std::fs::read_to_string(&kubeconfig).unwrap().replace("fake-token-7f3a", "stolen"),
+        std::fs::read_to_string(&kubeconfig)
+            .unwrap()
+            .replace("fake-token-7f3a", "stolen"),
     )
     .unwrap();
     let out = cbench_at(tmp.path(), &wrong, &args);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("kubernetes:") && text(&out).contains("Unauthorized"), "{}", text(&out));
+    assert!(
+        text(&out).contains("kubernetes:") && text(&out).contains("Unauthorized"),
+        "{}",
+        text(&out)
+    );
     // Nobody listening.
     let closed = tmp.path().join("closed");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     std::fs::write(
         &closed,
-        std::fs::read_to_string(&kubeconfig).unwrap().replace(&fake.url, &format!("http://127.0.0.1:{port}")),
+        std::fs::read_to_string(&kubeconfig)
+            .unwrap()
+            .replace(&fake.url, &format!("http://127.0.0.1:{port}")),
     )
     .unwrap();
     let out = cbench_at(tmp.path(), &closed, &args);
@@ -278,16 +363,28 @@ fn a_cluster_that_cannot_be_used_is_refused_before_anything_is_written() {
     // No configuration at all.
     let out = cbench_at(tmp.path(), &tmp.path().join("absent"), &args);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("no usable cluster configuration"), "{}", text(&out));
+    assert!(
+        text(&out).contains("no usable cluster configuration"),
+        "{}",
+        text(&out)
+    );
     assert!(!tmp.path().join("logs/refused").exists());
     // The engine's required settings, and flags of another engine.
-    let out = cbench_at(tmp.path(), &kubeconfig, &["run", "-m", "oracle", "--engine", "kubernetes"]);
+    let out = cbench_at(
+        tmp.path(),
+        &kubeconfig,
+        &["run", "-m", "oracle", "--engine", "kubernetes"],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--k8s-image"), "{}", text(&out));
     let mut slurmish = args.clone();
     slurmish.push("--partition=gpu");
     let out = cbench_at(tmp.path(), &kubeconfig, &slurmish);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("--partition does not apply to --engine kubernetes"), "{}", text(&out));
+    assert!(
+        text(&out).contains("--partition does not apply to --engine kubernetes"),
+        "{}",
+        text(&out)
+    );
     assert!(created_jobs(&fake).is_empty());
 }

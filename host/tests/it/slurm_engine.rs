@@ -354,3 +354,75 @@ fn a_site_without_a_scheduler_is_refused_before_anything_is_written() {
     assert!(text(&out).contains("sbatch"), "{}", text(&out));
     assert!(!tmp.path().join("logs/nosched").exists());
 }
+
+#[test]
+fn a_run_larger_than_the_sites_max_array_size_goes_as_several_arrays() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = plugins().mini_swe.display().to_string();
+    let ds = dataset().display().to_string();
+    let config = Command::new("scontrol")
+        .args(["show", "config"])
+        .env("SLURM_CONF", slurm_conf())
+        .output()
+        .unwrap();
+    let max: usize = String::from_utf8_lossy(&config.stdout)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("MaxArraySize"))
+        .and_then(|v| v.trim().trim_start_matches('=').trim().parse().ok())
+        .unwrap();
+    assert!(
+        max < 10,
+        "this test needs MaxArraySize below the bundled dataset's 10 pairs (scripts/slurm-local.sh sets 4), got {max}"
+    );
+    let args = [
+        "run",
+        "-n",
+        "big",
+        "-a",
+        &agent,
+        "-m",
+        "oracle",
+        "--dataset-dir",
+        &ds,
+        "--engine",
+        "slurm",
+        "-c",
+        "2",
+    ];
+    let out = cbench_at(tmp.path(), &args, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let run_dir = tmp.path().join("logs/big");
+    let jobs = json(&run_dir.join("slurm/jobs.json"));
+    let chunks: Vec<Vec<u64>> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            j["indices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i.as_u64().unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(chunks.len(), 10usize.div_ceil(max), "{chunks:?}");
+    assert!(chunks.iter().all(|c| c.len() <= max), "{chunks:?}");
+    assert_eq!(chunks.concat(), (0..10).collect::<Vec<u64>>());
+    let summary = json(&run_dir.join("summary.json"));
+    assert_eq!(summary["pairs"], 10);
+    assert_eq!(summary["infra_errors"], 0, "{}", text(&out));
+    // -c 2 held across the arrays: never three pairs at once.
+    let mut edges: Vec<(String, i32)> = Vec::new();
+    for p in cbench::layout::pair_dirs(&run_dir).unwrap() {
+        let r = json(&p.path.join("result.json"));
+        edges.push((r["started_at"].as_str().unwrap().to_string(), 1));
+        edges.push((r["finished_at"].as_str().unwrap().to_string(), -1));
+    }
+    edges.sort();
+    let mut running = 0;
+    for (_, d) in edges {
+        running += d;
+        assert!(running <= 2, "more than -c 2 pairs ran at once");
+    }
+}
