@@ -8,7 +8,7 @@ use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Container, EnvFromSource, EnvVar, HostPathVolumeSource, PersistentVolumeClaimVolumeSource,
     PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
-    SecretEnvSource, Volume, VolumeMount,
+    SecretEnvSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -169,6 +169,13 @@ pub fn build(req: &JobRequest) -> Job {
         }),
         volume_mounts: Some(mounts),
         resources,
+        // bubblewrap mounts a fresh /proc for each sandbox, which the kernel refuses while the
+        // runtime masks parts of the pod's /proc; unmasking it needs a user-namespaced pod.
+        security_context: Some(SecurityContext {
+            proc_mount: Some("Unmasked".into()),
+            allow_privilege_escalation: Some(false),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     Job {
@@ -196,7 +203,9 @@ pub fn build(req: &JobRequest) -> Job {
                     active_deadline_seconds: req.deadline_seconds,
                     service_account_name: req.service_account.clone(),
                     // The agents' sandbox is bubblewrap inside the pod: it needs user
-                    // namespaces, which the runtime's default seccomp profile refuses.
+                    // namespaces, which the runtime's default seccomp profile refuses; the pod
+                    // runs in its own user namespace, so its root is not the node's.
+                    host_users: Some(false),
                     security_context: Some(PodSecurityContext {
                         seccomp_profile: Some(SeccompProfile {
                             type_: "Unconfined".into(),

@@ -126,11 +126,15 @@ impl Isolation {
                 .find(|candidate| candidate.is_file())
         });
         match found {
-            Some(bwrap) => Ok(Isolation::Bwrap(Arc::new(BwrapPolicy {
-                bwrap,
-                toolchains: toolchain_dirs(),
-                hidden: default_hidden(),
-            }))),
+            Some(bwrap) => {
+                let isolation = Isolation::Bwrap(Arc::new(BwrapPolicy {
+                    bwrap,
+                    toolchains: toolchain_dirs(),
+                    hidden: default_hidden(),
+                }));
+                isolation.probe()?;
+                Ok(isolation)
+            }
             None => Err(SandboxError::Command(format!(
                 "--isolation {}: bubblewrap (`bwrap`) is not installed, and without it agents' \
                  commands could read your files and keys; install it (`apt-get install bubblewrap`, \
@@ -142,6 +146,30 @@ impl Isolation {
                 }
             ))),
         }
+    }
+
+    /// Starts one confined `true`: a bubblewrap that is installed but cannot build its sandbox
+    /// here (a container without user namespaces or with a masked /proc) is the machine's
+    /// fault, said once before any agent runs, not every agent's failed command.
+    fn probe(&self) -> Result<(), SandboxError> {
+        let argv = self.launcher(Path::new("/"), &Mounts::default(), false);
+        let out = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .args(["-c", "true"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| SandboxError::Command(format!("bubblewrap ({}): {e}", argv[0])))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(SandboxError::Command(format!(
+            "bubblewrap ({}) is installed but cannot build its sandbox on this machine: {}; \
+             inside a container it needs user namespaces and an unmasked /proc (docker: \
+             `--security-opt seccomp=unconfined --security-opt systempaths=unconfined`; \
+             Kubernetes: `procMount: Unmasked` with `hostUsers: false`)",
+            argv[0],
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
     }
 
     /// Adds paths no confined command may see (the dataset, logs, caches).

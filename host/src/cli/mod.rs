@@ -107,7 +107,7 @@ pub enum Command {
     /// Model strings `-m` accepts, and the environment variables each provider reads (which
     /// are set; never their values).
     Models(ModelsArgs),
-    /// A run submitted with --engine slurm: pairs graded, and its jobs in the queue.
+    /// A run submitted with --engine slurm|kubernetes: pairs graded, and its jobs in the queue.
     Status(RunNameArgs),
     /// Cancel the scheduler's jobs of a run submitted with --engine slurm|kubernetes.
     Cancel(RunNameArgs),

@@ -597,7 +597,7 @@ fn validate_job(body: &Value) -> Result<(), Vec<String>> {
         problems.push("spec.completionMode: cbench needs Indexed".into());
     }
     let completions = spec["completions"].as_i64();
-    if indexed && completions.is_none_or(|c| c < 1 || c > 100_000) {
+    if indexed && completions.is_none_or(|c| !(1..=100_000).contains(&c)) {
         problems.push("spec.completions: required in Indexed mode, 1..=100000".into());
     }
     if spec["parallelism"].as_i64().is_none_or(|p| p < 0) {

@@ -142,8 +142,18 @@ fn an_indexed_job_grades_like_a_local_run_at_most_c_pods_at_once() {
         "{}",
         fake.most_running()
     );
-    // The log directory is the user's claim, mounted where the submitter sees it.
+    // The log directory is the user's claim, mounted where the submitter sees it; the pod is
+    // user-namespaced with /proc unmasked, as bubblewrap needs (see the image test below).
     let pod = &spec["template"]["spec"];
+    assert_eq!(pod["hostUsers"], false);
+    assert_eq!(
+        pod["containers"][0]["securityContext"]["procMount"],
+        "Unmasked"
+    );
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "Unconfined"
+    );
     assert_eq!(
         pod["volumes"][0]["persistentVolumeClaim"]["claimName"],
         "cbench-runs"
@@ -387,4 +397,60 @@ fn a_cluster_that_cannot_be_used_is_refused_before_anything_is_written() {
         text(&out)
     );
     assert!(created_jobs(&fake).is_empty());
+}
+
+/// The image scripts/cbench-image.sh builds runs a pair with the pod's security settings'
+/// docker equivalents, and without them stops before any agent runs, saying why.
+#[test]
+fn the_cbench_image_runs_a_pair_with_the_pods_security_settings() {
+    let image = format!("cbench-it-image:{}", std::process::id());
+    let root = crate::support::workspace();
+    let plugin_dir = plugins().mini_swe.parent().unwrap().to_path_buf();
+    let out = Command::new(root.join("scripts/cbench-image.sh"))
+        .arg(&image)
+        .arg("--binary")
+        .arg(cbench_bin())
+        .arg("--plugins")
+        .arg(&plugin_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let run = |security: &[&str]| {
+        let mut args = vec!["run", "--rm"];
+        args.extend(security);
+        args.extend([
+            image.as_str(),
+            "cbench",
+            "run",
+            "-m",
+            "oracle",
+            "-f",
+            "1,2",
+            "-a",
+            "mini_swe",
+            "--dataset-dir",
+            "/opt/cbench/dataset",
+        ]);
+        Command::new("docker").args(&args).output().unwrap()
+    };
+    let confined = run(&[
+        "--security-opt",
+        "seccomp=unconfined",
+        "--security-opt",
+        "systempaths=unconfined",
+    ]);
+    let masked = run(&["--security-opt", "seccomp=unconfined"]);
+    let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
+    assert!(confined.status.success(), "{}", text(&confined));
+    assert!(
+        text(&confined).contains("overall success: 1/1"),
+        "{}",
+        text(&confined)
+    );
+    assert_eq!(masked.status.code(), Some(2), "{}", text(&masked));
+    assert!(
+        text(&masked).contains("cannot build its sandbox") && text(&masked).contains("procMount"),
+        "{}",
+        text(&masked)
+    );
 }
