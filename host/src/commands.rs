@@ -9,19 +9,7 @@ pub async fn run(args: Box<RunArgs>) -> anyhow::Result<ExitCode> {
     let engine = args.engine.engine()?;
     if !matches!(engine, Engine::Local) {
         let argv: Vec<String> = std::env::args().skip(1).collect();
-        same_options_as_submitted(&args, &argv)?;
-        let mut cfgs = (*args).validate()?;
-        if cfgs.len() != 1 || !cfgs[0].team.is_empty() || cfgs[0].shard.is_some() {
-            anyhow::bail!("--engine slurm|kubernetes runs one --agent (no --team, no --shard)");
-        }
-        // Each task parses the same command line again (from `run` on).
-        let cfg = cfgs.remove(0);
-        let summary = match engine {
-            Engine::Slurm(slurm) => crate::slurm::submit(cfg, argv, slurm).await?,
-            Engine::Kubernetes(kube) => cbench_kube::submit(cfg, argv, kube).await?,
-            Engine::Local => unreachable!("handled below"),
-        };
-        return Ok(match summary {
+        return Ok(match submit_to_engine(args, engine, argv).await? {
             Some(summary) => exit_for(summary.infra_errors),
             None => ExitCode::SUCCESS,
         });
@@ -49,6 +37,26 @@ pub async fn run(args: Box<RunArgs>) -> anyhow::Result<ExitCode> {
         Err(e) => eprintln!("warning: no comparison: {}", error_chain(&e.into())),
     }
     Ok(exit_for(infra_errors))
+}
+
+/// `cbench run --engine slurm|kubernetes`: submits the run (`argv` from `run` on, which every
+/// task parses again) and follows it; the summary, or None when detached.
+pub async fn submit_to_engine(
+    args: Box<RunArgs>,
+    engine: Engine,
+    argv: Vec<String>,
+) -> anyhow::Result<Option<crate::summary::RunSummary>> {
+    same_options_as_submitted(&args, &argv)?;
+    let mut cfgs = (*args).validate()?;
+    if cfgs.len() != 1 || !cfgs[0].team.is_empty() || cfgs[0].shard.is_some() {
+        anyhow::bail!("--engine slurm|kubernetes runs one --agent (no --team, no --shard)");
+    }
+    let cfg = cfgs.remove(0);
+    Ok(match engine {
+        Engine::Slurm(slurm) => crate::slurm::submit(cfg, argv, slurm).await?,
+        Engine::Kubernetes(kube) => cbench_kube::submit(cfg, argv, kube).await?,
+        Engine::Local => anyhow::bail!("the local engine runs in process, not submitted"),
+    })
 }
 
 /// `cbench verify`.

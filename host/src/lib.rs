@@ -13,6 +13,7 @@ pub use cbench_docker as docker;
 pub use cbench_eval as eval;
 pub use cbench_eval::gold;
 pub use cbench_import as import;
+pub use cbench_kube as kubernetes;
 pub use cbench_llm as llm;
 pub use cbench_llm::trajectory;
 pub use cbench_messaging as messaging;

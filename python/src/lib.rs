@@ -160,13 +160,40 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<String, Failure> {
     serde_json::to_string(value).map_err(|e| Failure::Infrastructure(format!("encoding: {e}")))
 }
 
+/// A scheduler engine's error: the scheduler or the run's machinery is infrastructure; an
+/// option the engine refuses is bad input.
+fn engine_failure(e: anyhow::Error) -> Failure {
+    let text = chain(e.as_ref());
+    if e.downcast_ref::<cbench::kubernetes::KubeError>().is_some() {
+        return Failure::Infrastructure(text);
+    }
+    match e.downcast::<RunError>() {
+        Ok(run) => run_failure(run),
+        Err(_) => Failure::BadInput(text),
+    }
+}
+
 /// `cbench run <argv…>`: the run's summary as JSON (a list of them for several agents).
 #[pyfunction]
 fn run(py: Python<'_>, argv: Vec<String>) -> PyResult<String> {
-    let args = match parse(std::iter::once("run".to_string()).chain(argv).collect())? {
+    let full: Vec<String> = std::iter::once("run".to_string()).chain(argv).collect();
+    let args = match parse(full.clone())? {
         Command::Run(args) => args,
         _ => return Err(PyValueError::new_err("not a run")),
     };
+    let engine = args
+        .engine
+        .engine()
+        .map_err(|e| Failure::BadInput(e.to_string()))?;
+    if !matches!(engine, cbench::cli::Engine::Local) {
+        return detached(py, async move {
+            match cbench::commands::submit_to_engine(args, engine, full).await {
+                Ok(Some(summary)) => to_json(&summary),
+                Ok(None) => Ok("null".to_string()),
+                Err(e) => Err(engine_failure(e)),
+            }
+        });
+    }
     let mut cfgs = (*args)
         .validate()
         .map_err(|e| Failure::BadInput(chain(&e)))?;

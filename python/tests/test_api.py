@@ -260,3 +260,34 @@ def test_keyboard_interrupt_mid_run_leaves_no_sandbox_behind(logs, backend, tmp_
     scratch = [p for p in Path(tempfile.gettempdir()).glob(f"cbench-run-{name}-*")]
     assert scratch == [], scratch
     assert json.loads((logs / name / "config.json").read_text())["backend"] == backend
+
+
+def test_run_on_slurm_submits_the_pairs_and_returns_the_summary(logs):
+    """`engine="slurm"`: the pairs go to the cluster scripts/test.sh starts, each task running
+    the `cbench` command installed beside this interpreter; the summary is the local one's."""
+    assert os.environ.get("SLURM_CONF"), "needs a Slurm cluster: scripts/test.sh starts one"
+    summary = cbench.run(
+        run_name="py-slurm",
+        subset="smoke",
+        model_name="oracle",
+        agent=str(PLUGIN),
+        concurrency=2,
+        log_dir=logs,
+        dataset_dir=DATASET,
+        quiet=True,
+        engine="slurm",
+    )
+    assert summary["pairs"] == 3 and summary["infra_errors"] == 0, summary
+    cli = subprocess.run(
+        [str(CLI), "run", "-q", "-n", "cli-smoke", "-s", "smoke", "-m", "oracle", "--agent",
+         str(PLUGIN), "--log-dir", str(logs), "--dataset-dir", str(DATASET)],
+        env=ENV, capture_output=True, text=True,
+    )
+    assert cli.returncode == 0, cli.stderr
+    local = json.loads((logs / "cli-smoke" / "summary.json").read_text())
+    assert summary["overall_successes"] == local["overall_successes"], (summary, local)
+    task = (logs / "py-slurm" / "slurm" / "task.sh").read_text()
+    assert str(Path(sys.executable).parent / "cbench") in task, task
+    with pytest.raises(ValueError, match="does not apply to --engine local"):
+        cbench.run(run_name="py-bad", model_name="oracle", agent=str(PLUGIN), log_dir=logs,
+                   dataset_dir=DATASET, extra_args=["--k8s-image", "x"])

@@ -127,7 +127,12 @@ pub async fn submit(
     ));
     let mut submitted: Vec<String> = Vec::new();
     if !todo.is_empty() {
-        let exe = std::env::current_exe().map_err(run_dir_io(Path::new("cbench")))?;
+        // The tasks run this cbench, or the one CBENCH_EXE names (the Python API's, which
+        // runs inside the interpreter).
+        let exe = match std::env::var_os("CBENCH_EXE") {
+            Some(exe) => PathBuf::from(exe),
+            None => std::env::current_exe().map_err(run_dir_io(Path::new("cbench")))?,
+        };
         let script = slurm.join("task.sh");
         let text = format!(
             "#!/bin/sh\n# One pair of run {name}: written by cbench run --engine slurm.\nexec {exe} run-pair --manifest {manifest} --index \"$SLURM_ARRAY_TASK_ID\" \"$@\"\n",

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 from typing import Any, Iterable, Optional, Sequence, Union
 
 from . import _native
@@ -79,9 +81,14 @@ def run(
     quiet: bool = False,
     extra_args: Sequence[str] = (),
     logs_dir: Optional[_PathLike] = None,
+    engine: str = "local",
 ) -> Any:
     """Runs agents on the selected pairs and grades them (as `cbench run`); returns summary.json
     as a dict (a list of them when `agent` names several plugins, which are then compared).
+
+    `engine="slurm"` or `"kubernetes"` submits the pairs to that scheduler (its settings, such
+    as `--k8s-image`, in `extra_args`) and follows them; with `--detach` it returns None once
+    submitted. Slurm tasks run the `cbench` command installed beside this interpreter.
 
     `agent` is a plugin name (`cbench plugin list`; CooperBench's `mini_swe_agent_v2` means
     mini_swe) or a .wasm path; `@sha256:<hex>` pins it. With `redis_url`, a coop run's messages
@@ -121,6 +128,12 @@ def run(
     _flag(argv, "--dataset-dir", dataset_dir)
     if quiet:
         argv.append("-q")
+    if engine != "local":
+        _flag(argv, "--engine", engine)
+        # The tasks cannot run this interpreter's extension: they run the console command.
+        exe = shutil.which("cbench", path=os.path.dirname(sys.executable)) or shutil.which("cbench")
+        if exe and "CBENCH_EXE" not in os.environ:
+            os.environ["CBENCH_EXE"] = exe
     argv += list(extra_args)
     return json.loads(_native.run(argv))
 
