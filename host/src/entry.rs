@@ -3,21 +3,54 @@
 //! package's console commands (`cbench`, `cooperbench`) both call [`main`].
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 
 use crate::cli::{Cli, Command};
 use crate::commands::{self, error_chain};
 
-/// Runs one command line to its exit code (2 for an error, 130 after a signal).
+/// Set when stdout or stderr was closed under us (`cbench … | head`).
+static BROKEN_PIPE: AtomicBool = AtomicBool::new(false);
+
+/// Runs one command line to its exit code (2 for an error, 130 after a signal, 141 when the
+/// reader of its output went away, as for any Unix tool killed by SIGPIPE).
 pub fn main(cli: Cli) -> ExitCode {
-    match real_main(cli) {
-        Ok(code) => code,
-        Err(e) => {
+    quiet_on_broken_pipe();
+    // A print to a closed pipe panics; unwinding still drops (and so removes) every sandbox.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| real_main(cli)));
+    match result {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => {
             eprintln!("error: {}", error_chain(&e));
             ExitCode::from(2)
         }
+        Err(_) if BROKEN_PIPE.load(Ordering::SeqCst) => ExitCode::from(141),
+        Err(panic) => std::panic::resume_unwind(panic),
     }
+}
+
+/// A panic from printing to a closed pipe is not a bug to report: it is noted, not printed.
+fn quiet_on_broken_pipe() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(install_broken_pipe_hook);
+}
+
+fn install_broken_pipe_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to std") && message.contains("Broken pipe") {
+            BROKEN_PIPE.store(true, Ordering::SeqCst);
+            return;
+        }
+        default(info)
+    }));
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -153,6 +153,9 @@ impl Progress {
         let Some(shared) = &self.shared else {
             return;
         };
+        // Lines carry agents' words (messages, file and test names): shown, never obeyed by
+        // the terminal.
+        let text = printable(text);
         let text = match &self.prefix {
             Some(prefix) => text
                 .lines()
@@ -339,9 +342,34 @@ pub fn human_bytes(bytes: u64) -> String {
     }
 }
 
+/// `text` with terminal control characters (escape sequences, carriage returns, bells) and
+/// bidirectional overrides written out as `\u{…}`; newlines and tabs stay.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+        if (c.is_control() && c != '\n' && c != '\t') || bidi {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        assert_eq!(
+            printable("a\u{1b}[2Jb\rc\u{7}"),
+            "a\\u{1b}[2Jb\\u{d}c\\u{7}"
+        );
+        assert_eq!(printable("x\u{202E}y"), "x\\u{202e}y");
+        assert_eq!(printable("ok\tline\nnext ✓"), "ok\tline\nnext ✓");
+    }
 
     #[test]
     fn durations_read_like_the_docs() {

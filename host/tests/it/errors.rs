@@ -159,3 +159,22 @@ fn a_plugin_built_against_an_unversioned_wit_package_is_told_how_to_fix_it() {
     let err = String::from_utf8_lossy(&run.output.stderr);
     assert!(!err.contains("(exports: cooperbench:agent/agent)"), "{err}");
 }
+
+/// `cbench models | head -1`: a reader that goes away ends cbench as SIGPIPE ends any Unix
+/// tool (exit 141), not with a panic and its backtrace.
+#[test]
+fn a_closed_output_pipe_is_a_quiet_exit_not_a_panic() {
+    for args in [&["models"][..], &["plugin", "list"][..]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = std::process::Command::new(crate::support::cbench_bin())
+            .args(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
+    }
+}

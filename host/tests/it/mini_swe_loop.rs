@@ -208,3 +208,55 @@ fn send_message_is_intercepted_delivered_and_the_rest_of_the_command_runs() {
     assert_eq!(conversation[0]["content"], "I take numbers.py");
     assert_eq!(conversation.as_array().unwrap().len(), 1);
 }
+
+/// An agent's message (and any text of its shown on the terminal) cannot drive the user's
+/// terminal: escape sequences, carriage returns and bells are printed as `\u{…}`.
+#[test]
+fn an_agents_escape_sequences_are_shown_not_obeyed_by_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = j!({
+        "agent1": [
+            {"bash": "send_message agent2 <<'MSG'\nhi\u{1b}]0;owned\u{7}\u{1b}[2J\rthere\nMSG"},
+            {"bash": SUBMIT}
+        ],
+        "agent2": [{"bash": "sleep 1"}, {"bash": SUBMIT}]
+    });
+    let model = format!(
+        "scripted:{}",
+        write_temp(dir.path(), "script.json", &script.to_string())
+    );
+    let logs = dir.path().join("logs").display().to_string();
+    let agent = plugins().mini_swe.display().to_string();
+    let dataset = crate::support::dataset().display().to_string();
+    let out = crate::support::cbench(&[
+        "run",
+        "-n",
+        "escapes",
+        "--agent",
+        &agent,
+        "-m",
+        &model,
+        "-f",
+        "1,3",
+        "--log-dir",
+        &logs,
+        "--dataset-dir",
+        &dataset,
+    ]);
+    assert!(out.status.success(), "{}", crate::support::text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("hi\\u{1b}]0;owned"), "{stdout}");
+    assert!(
+        !stdout.contains('\u{1b}') && !stdout.contains('\u{7}') && !stdout.contains('\r'),
+        "{stdout:?}"
+    );
+    // The message itself is delivered as sent.
+    let pair = dir
+        .path()
+        .join("logs/escapes/cbench_textkit_task/task1/features_1_3");
+    let conversation = json(&pair.join("conversation.json"));
+    assert!(conversation[0]["content"]
+        .as_str()
+        .unwrap()
+        .contains("\u{1b}[2J"));
+}

@@ -67,9 +67,11 @@ pub struct AgentRow {
     pub cost_usd: Option<f64>,
 }
 
-/// The pair page's id for a key.
+/// The pair page's id for a key: the key with `/` as `__`, and when other characters had to be
+/// replaced too, a short hash of the key, so that two keys never share a page.
 pub fn page_id(key: &str) -> String {
-    key.replace('/', "__")
+    let plain = key.replace('/', "__");
+    let clean: String = plain
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
@@ -78,7 +80,13 @@ pub fn page_id(key: &str) -> String {
                 '_'
             }
         })
-        .collect()
+        .collect();
+    if clean == plain {
+        clean
+    } else {
+        let hash = crate::fsutil::sha256_hex(key.as_bytes());
+        format!("{clean}-{}", &hash[..8])
+    }
 }
 
 /// Reads the overview of the run in `run_dir`.
@@ -323,12 +331,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn keys_differing_only_in_punctuation_get_their_own_pages() {
+        assert_eq!(
+            page_id("cbench_textkit_task/task1/features_1_2"),
+            "cbench_textkit_task__task1__features_1_2"
+        );
+        let dotted = page_id("repo.x_task/task1/features_1_2");
+        let plain = page_id("repo_x_task/task1/features_1_2");
+        assert_ne!(dotted, plain);
+        assert!(
+            dotted.starts_with("repo_x_task__task1__features_1_2-"),
+            "{dotted}"
+        );
+    }
+
+    #[test]
     fn page_ids_are_file_names() {
         assert_eq!(
             page_id("llama_index_task/task8394/features_1_2"),
             "llama_index_task__task8394__features_1_2"
         );
-        assert_eq!(page_id("a b/../c"), "a_b______c");
+        let odd = page_id("a b/../c");
+        assert!(
+            odd.starts_with("a_b______c-") && odd.len() == "a_b______c-".len() + 8,
+            "{odd}"
+        );
     }
 
     #[test]
