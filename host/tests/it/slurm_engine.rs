@@ -426,3 +426,86 @@ fn a_run_larger_than_the_sites_max_array_size_goes_as_several_arrays() {
         assert!(running <= 2, "more than -c 2 pairs ran at once");
     }
 }
+
+/// Ctrl-C on a terminal while following asks whether to cancel the job too; "y" cancels it.
+/// (Driven through a real pseudo-terminal by Python's `pty`.)
+#[test]
+fn ctrl_c_on_a_terminal_asks_and_yes_cancels_the_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("model.json");
+    std::fs::write(
+        &script,
+        r#"[{"bash": "sleep 60"}, {"bash": "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"}]"#,
+    )
+    .unwrap();
+    let argv = serde_json::json!([
+        cbench_bin(),
+        "run",
+        "-n",
+        "asked",
+        "-a",
+        &plugins().mini_swe,
+        "-m",
+        format!("scripted:{}", script.display()),
+        "-f",
+        "1,2",
+        "--dataset-dir",
+        dataset(),
+        "--engine",
+        "slurm"
+    ]);
+    // Waits for the task to run, types Ctrl-C, then answers the question with "y".
+    let driver = r#"
+import json, os, pty, select, sys, time
+argv = json.loads(sys.argv[1])
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(argv[0], argv)
+seen = b""
+def until(needle, seconds):
+    global seen
+    end = time.time() + seconds
+    while needle not in seen and time.time() < end:
+        if select.select([fd], [], [], 0.2)[0]:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            seen += data
+    return needle in seen
+ok = until(b"1 running", 60)
+time.sleep(1)
+os.write(fd, b"\x03")
+asked = until(b"[y/N]", 20)
+os.write(fd, b"y\n")
+until(b"resubmits what is missing", 30)
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(json.dumps({"running": ok, "asked": asked, "exit": os.waitstatus_to_exitcode(status), "seen": seen.decode(errors="replace")}))
+"#;
+    let out = Command::new("python3")
+        .current_dir(tmp.path())
+        .args(["-c", driver, &argv.to_string()])
+        .env("CBENCH_CACHE_DIR", cache_dir())
+        .env("SLURM_CONF", slurm_conf())
+        .env_remove("CBENCH_DATASET_DIR")
+        .output()
+        .expect("python3");
+    let report: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
+    let seen = report["seen"].as_str().unwrap_or_default();
+    assert_eq!(report["running"], true, "{seen}");
+    assert_eq!(report["asked"], true, "{seen}");
+    assert!(seen.contains("cancelled Slurm job"), "{seen}");
+    assert_eq!(report["exit"], 130, "{seen}");
+    let job = job_of(&tmp.path().join("logs/asked"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !squeue(&job).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the job is still queued after yes"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
