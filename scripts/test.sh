@@ -122,6 +122,8 @@ timed "fmt" cargo fmt --all -- --check
 # every build root resolves the same features (else the wheel compiles the host again).
 timed "import graph" python3 scripts/import-graph.py --check
 timed "feature union" python3 scripts/check-feature-union.py
+# The Modal protocol cbench speaks is cut from the pinned snapshot of Modal's protos.
+timed "modal proto subset" python3 scripts/modal-proto-subset.py --check
 # The host crates and the Python API's crate (plugins are linted for their own target).
 host_crates=(--workspace --exclude mini_swe --exclude probe)
 timed "clippy host" cargo clippy "${host_crates[@]}" --all-targets -- -D warnings
