@@ -8,6 +8,7 @@ command -v protoc >/dev/null || { echo "modal-codegen: protoc is not installed (
 out=host/modal/src/proto
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$out"
 cargo run -q --release --manifest-path host/modal/codegen/Cargo.toml -- \
     "$PWD/host/modal/proto/subset" "$tmp"
 hash="$(cat host/modal/proto/subset/modal_proto/api.proto host/modal/proto/subset/modal_proto/task_command_router.proto | sha256sum | cut -d' ' -f1)"

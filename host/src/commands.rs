@@ -381,6 +381,17 @@ pub async fn cleanup(args: CleanupArgs) -> anyhow::Result<ExitCode> {
         "removed {} scratch dir(s) and {} cgroup(s) of dead invocations",
         local.scratch_dirs, local.cgroups
     );
+    if args.backend == Some(crate::cli::CleanupBackendArg::Modal) {
+        let config = cbench_modal::ModalConfig::from_env()?;
+        let client = cbench_modal::ModalClient::connect(config).await?;
+        let app_id = client.app(&args.modal_app).await?;
+        let terminated = crate::sandbox::modal::sweep(&client, &app_id, &scope).await?;
+        println!(
+            "terminated {terminated} Modal sandbox(es) in app {}",
+            args.modal_app
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let engine = match crate::docker::Engine::connect().await {
         Ok(engine) => engine,
         Err(e) => {

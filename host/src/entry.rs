@@ -140,6 +140,13 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(Err(e)) => eprintln!("error: cleanup after the signal: {e} (run `cbench cleanup`)"),
                     Err(_) => eprintln!("error: cleanup after the signal took over 30 s (run `cbench cleanup`)"),
                 }
+                let sweep = crate::sandbox::modal::sweep_registered();
+                match tokio::time::timeout(std::time::Duration::from_secs(30), sweep).await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => eprintln!("terminated {n} Modal sandbox(es) of this run"),
+                    Ok(Err(e)) => eprintln!("error: cleanup after the signal: {e} (run `cbench cleanup --backend modal`)"),
+                    Err(_) => eprintln!("error: Modal cleanup after the signal took over 30 s (run `cbench cleanup --backend modal`)"),
+                }
                 Ok(ExitCode::from(130))
             }
         }

@@ -12,3 +12,109 @@ pub struct ExecOutput {
     /// Output exceeded the cap and was cut.
     pub truncated: bool,
 }
+
+/// How an exec'd script is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shell {
+    /// `bash -l script` (agents' commands: a fresh login shell, as mini-swe-agent does).
+    Login,
+    /// `bash script` (graders: the image's environment as the entrypoint would see it).
+    Plain,
+}
+
+/// Which processes the wrapper kills when a command ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sweep {
+    /// Every process but init and the wrapper: a docker container runs one command at a time
+    /// and nothing else of its own.
+    All,
+    /// Only processes carrying the command's marker variable (`CBENCH_CMD`): the sandbox runs
+    /// processes of its provider's that must live (Modal's).
+    Marked,
+}
+
+/// Where exec scripts and their pid files live inside a container or remote sandbox.
+pub const SCRIPT_DIR: &str = "/tmp/cbench";
+
+/// Scripts up to this size travel in the exec's argv; larger ones are written to the
+/// sandbox first (the kernel caps one argument at 128 KiB, Modal's SDK a whole argv at 64 KiB).
+pub const INLINE_SCRIPT_MAX: usize = 32 << 10;
+
+/// Runs `$1` (a script) in its own session so the host can kill its whole process group on
+/// timeout (the group id is written to `$1.pid`), and kills that group when the script ends.
+/// A process that left the group (`setsid`, a double fork) is caught by the sweep that
+/// follows (`$5`: `all` kills every process but init and the wrapper; `marked` only those
+/// whose environment still carries `CBENCH_CMD=$1`), so nothing a command started outlives
+/// it. stderr is merged into stdout. A login shell's profile resets PATH (Debian, Alpine), so
+/// the image's PATH is put back first. A process that exits while the sweep reads it is
+/// skipped silently (the group's stderr is silenced, not just `read`'s).
+pub const EXEC_WRAPPER: &str = r#"s="$1"
+sweep="$5"
+if [ "$3" = inline ]; then
+  mkdir -p "${s%/*}" && printf '%s' "$4" > "$s" || exit 126
+fi
+if [ "$2" = login ]; then
+  set -- bash -l -c 'export PATH="${CBENCH_IMAGE_PATH:+$CBENCH_IMAGE_PATH:}$PATH"; . "$0"' "$s"
+else
+  set -- bash "$s"
+fi
+if [ "$sweep" = marked ]; then
+  CBENCH_CMD="$s" setsid "$@" </dev/null 2>&1 &
+else
+  setsid "$@" </dev/null 2>&1 &
+fi
+pid=$!
+echo "$pid" > "$s.pid"
+wait "$pid"
+code=$?
+kill -9 "-$pid" 2>/dev/null
+n=0
+while [ "$n" -lt 100 ]; do
+  left=
+  for d in /proc/[0-9]*; do
+    p="${d#/proc/}"
+    [ "$p" = 1 ] || [ "$p" = "$$" ] || [ ! -r "$d/stat" ] && continue
+    { read -r st < "$d/stat"; } 2>/dev/null || continue
+    case "${st##*) }" in Z*) continue ;; esac
+    if [ "$sweep" = marked ]; then
+      { tr '\0' '\n' < "$d/environ" | grep -qxF "CBENCH_CMD=$s"; } 2>/dev/null || continue
+    fi
+    kill -9 "$p" 2>/dev/null && left=1
+  done
+  [ -z "$left" ] && break
+  n=$((n + 1))
+done
+rm -f "$s" "$s.pid"
+exit "$code""#;
+
+/// Kills the process group whose id a wrapper wrote to `$1` (a timed-out command's).
+pub const KILL_GROUP: &str = r#"pid=$(cat "$1" 2>/dev/null) && kill -9 "-$pid" 2>/dev/null; true"#;
+
+/// The argv that runs `script` through [`EXEC_WRAPPER`]: inline in the argv (`Some(script)`)
+/// or already written at `path`.
+pub fn wrapper_argv(path: &str, shell: Shell, inline: Option<&str>, sweep: Sweep) -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        EXEC_WRAPPER.into(),
+        "cbench-exec".into(),
+        path.into(),
+        match shell {
+            Shell::Login => "login",
+            Shell::Plain => "plain",
+        }
+        .into(),
+        if inline.is_some() {
+            "inline"
+        } else {
+            "uploaded"
+        }
+        .into(),
+        inline.unwrap_or("").into(),
+        match sweep {
+            Sweep::All => "all",
+            Sweep::Marked => "marked",
+        }
+        .into(),
+    ]
+}

@@ -9,6 +9,21 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// An owner `<host>:<pid>` on this host whose process no longer exists. Objects
+/// made on another host are never called orphans (their process cannot be checked).
+pub fn owner_is_gone(owner: &str) -> bool {
+    let Some((host, pid)) = owner.rsplit_once(':') else {
+        return true;
+    };
+    if host != hostname() {
+        return false;
+    }
+    match pid.parse::<u32>() {
+        Ok(pid) => !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        Err(_) => true,
+    }
+}
+
 /// Whether process `pid` exists on this machine.
 pub fn process_alive(pid: i32) -> bool {
     if pid <= 0 {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
 
 use super::container::remove_container;
-use super::{hostname, DockerError, Engine, LABEL_MANAGED, LABEL_OWNER, LABEL_RUN, LABEL_RUN_ID};
+use super::{DockerError, Engine, LABEL_MANAGED, LABEL_OWNER, LABEL_RUN, LABEL_RUN_ID};
 
 /// What a sweep removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +43,7 @@ pub async fn sweep(engine: &Engine, scope: &Scope) -> Result<Swept, DockerError>
         !keep_live
             || labels
                 .and_then(|l| l.get(LABEL_OWNER))
-                .is_none_or(|o| owner_is_gone(o))
+                .is_none_or(|o| cbench_core::process::owner_is_gone(o))
     };
     let api = engine.api();
     let mut swept = Swept::default();
@@ -82,21 +82,6 @@ pub async fn sweep(engine: &Engine, scope: &Scope) -> Result<Swept, DockerError>
         }
     }
     Ok(swept)
-}
-
-/// An owner `<host>:<pid>` on this host whose process no longer exists. Objects
-/// made on another host are never called orphans (their process cannot be checked).
-fn owner_is_gone(owner: &str) -> bool {
-    let Some((host, pid)) = owner.rsplit_once(':') else {
-        return true;
-    };
-    if host != hostname() {
-        return false;
-    }
-    match pid.parse::<u32>() {
-        Ok(pid) => !std::path::Path::new(&format!("/proc/{pid}")).exists(),
-        Err(_) => true,
-    }
 }
 
 /// Invocations of this process that have Docker objects: swept on a signal.

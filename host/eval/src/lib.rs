@@ -19,6 +19,7 @@ use cbench_sandbox::repos;
 pub mod gold;
 mod inputs;
 pub mod merge;
+pub mod modal_bench;
 pub mod parse;
 mod report;
 pub mod test_files;

@@ -22,6 +22,8 @@ pub enum GradingBackend {
     Local(Confinement),
     /// In a fresh container per pair from the task's image.
     Docker(DockerGrading),
+    /// In a fresh Modal sandbox per test run from the task's image.
+    Modal(crate::modal_bench::ModalGrading),
 }
 
 /// Docker grading settings.
@@ -39,6 +41,7 @@ pub struct DockerGrading {
 pub enum TestBench {
     Local(Confinement),
     Docker(Box<DockerBench>),
+    Modal(crate::modal_bench::ModalBench),
 }
 
 /// A pair's docker grading: every test run in a container of its own, fresh from the
@@ -109,6 +112,11 @@ impl TestBench {
         let d = match backend {
             GradingBackend::Local(confinement) => return Ok(TestBench::Local(confinement.clone())),
             GradingBackend::Docker(d) => d,
+            GradingBackend::Modal(m) => {
+                return Ok(TestBench::Modal(
+                    crate::modal_bench::ModalBench::open(m, pair).await?,
+                ))
+            }
         };
         let image = pair.task.image(&d.image_prefix);
         let info = images::inspect(&d.engine, &image, &pair.task).await?;
@@ -235,6 +243,11 @@ impl TestBench {
                 let _ = tokio::fs::remove_dir_all(&holder).await;
                 let _ = tokio::fs::remove_dir_all(&home).await;
                 out
+            }
+            TestBench::Modal(bench) => {
+                bench
+                    .run(feature, patch, patch_is_empty, name, timeout, cap)
+                    .await
             }
             TestBench::Docker(bench) => {
                 let read = |p: &Path| {

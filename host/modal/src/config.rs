@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::ModalError;
+
 /// The SDK's default control-plane URLs, tried in order.
 pub const DEFAULT_SERVER_URL: &str = "https://api.modal.com,https://api.modal2.com";
 
@@ -14,19 +16,6 @@ pub const PROTOCOL_SDK_VERSION: &str = "1.5.4";
 /// `CLIENT_TYPE_CLIENT` (api.proto `ClientType`): the only type that authenticates with a
 /// token id and secret.
 const CLIENT_TYPE_CLIENT: &str = "1";
-
-/// Why Modal cannot be used: named before any work starts.
-#[derive(Debug, thiserror::Error)]
-pub enum ModalError {
-    #[error("modal: {path}: {reason}")]
-    ConfigFile { path: PathBuf, reason: String },
-    #[error("modal: MODAL_PROFILE={0} names no profile in {1}")]
-    UnknownProfile(String, PathBuf),
-    #[error("modal: no credentials: set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET, or run `modal token new` (it writes {0}); profile {1}")]
-    NoCredentials(PathBuf, String),
-    #[error("modal: MODAL_SERVER_URL {0:?}: give http(s) URLs, comma-separated")]
-    ServerUrl(String),
-}
 
 /// The resolved configuration. `Debug` never shows the secret.
 #[derive(Clone, PartialEq, Eq)]

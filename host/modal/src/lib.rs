@@ -1,10 +1,21 @@
-//! Modal as a sandbox backend (issue 26). So far: the configuration and credentials, resolved
-//! exactly as Modal's Python SDK resolves them (environment, then the active profile of
-//! `~/.modal.toml`, then defaults), and the metadata every control-plane call carries. The
-//! pinned protos and the subset cbench speaks are in `proto/`; scripts/modal-codegen.sh
-//! generates their Rust types and gRPC stubs (not yet built in). The protocol is described in
-//! docs/design/cloud-backends.md.
+//! Modal (modal.com) sandboxes through Modal's own gRPC protocol, generated from a pinned
+//! snapshot of its protos (`proto/`, modal-client 69519ae): the configuration and credentials
+//! as Modal's SDK resolves them, the control plane (apps, images from registry tags,
+//! sandboxes with cbench's tags, listing and termination), and commands through each
+//! sandbox's task command router (start, stdin, stdout/stderr by offset, exit status). It knows
+//! nothing of agents or grading: `cbench-sandbox` and `cbench-eval` build on [`RemoteSandbox`].
+//! The protocol is described in docs/design/cloud-backends.md.
 
+pub mod client;
 pub mod config;
+pub mod error;
+pub mod proto;
+pub mod router;
+pub mod sandbox;
 
-pub use config::{ModalConfig, ModalError};
+pub use client::ModalClient;
+pub use client::{SandboxDefinition, Tags};
+pub use config::ModalConfig;
+pub use error::ModalError;
+pub use router::{ExecReply, ExecRequest};
+pub use sandbox::RemoteSandbox;

@@ -12,6 +12,7 @@ use crate::repos::{BaseRepos, ImageBases, UpstreamRepos};
 use crate::sandbox::confine::{Confinement, LocalOptions};
 use crate::sandbox::docker::{DockerSandbox, REPO_DIR};
 use crate::sandbox::local::LocalSandbox;
+use crate::sandbox::modal::{self as modal, ModalImages, ModalSandbox};
 use crate::sandbox::pool::{PoolStats, PoolTemplate, SandboxPool};
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::team::{self, GitServer, PairRemote};
@@ -22,17 +23,39 @@ use tokio::sync::OnceCell;
 pub enum BackendChoice {
     Local(LocalOptions),
     Docker(DockerOptions),
+    Modal(ModalOptions),
 }
 
 impl BackendChoice {
-    /// `local` or `docker`.
+    /// `local`, `docker` or `modal`.
     pub fn name(&self) -> &'static str {
         match self {
             BackendChoice::Local(_) => "local",
             BackendChoice::Docker(_) => "docker",
+            BackendChoice::Modal(_) => "modal",
         }
     }
 }
+
+/// Settings of the modal backend.
+#[derive(Debug, Clone)]
+pub struct ModalOptions {
+    /// Task images are the registry tags `<prefix><repo>:task<id>`.
+    pub image_prefix: String,
+    /// CPUs and memory (MiB) of every sandbox.
+    pub cpus: f64,
+    pub memory_mib: u32,
+    /// Agents' sandboxes without network (`--agent-network none`, the default).
+    pub block_agent_network: bool,
+    /// Graders without network (`--grading-network none`).
+    pub block_grading_network: bool,
+    /// The Modal app sandboxes are created in (`--modal-app`).
+    pub app: String,
+}
+
+/// How long an agent's Modal sandbox may live (CooperBench's value); Modal ends it then
+/// even if cbench is gone.
+const MODAL_AGENT_SANDBOX_SECS: u32 = 10_800;
 
 /// Settings of the docker backend.
 #[derive(Debug, Clone)]
@@ -62,6 +85,11 @@ pub enum Backend {
         git_server: OnceCell<Arc<GitServer>>,
         /// Agents' containers started ahead.
         pool: Arc<SandboxPool>,
+    },
+    Modal {
+        images: Arc<ModalImages>,
+        options: ModalOptions,
+        labels: RunLabels,
     },
 }
 
@@ -108,11 +136,39 @@ impl Backend {
                     pool: SandboxPool::new(options.pool),
                 })
             }
+            BackendChoice::Modal(options) => {
+                let config = cbench_modal::ModalConfig::from_env()?;
+                let client = cbench_modal::ModalClient::connect(config).await?;
+                let app_id = client.app(&options.app).await?;
+                let labels = RunLabels::new(run_name);
+                let swept =
+                    modal::sweep(&client, &app_id, &cleanup::Scope::RunName(run_name.into()))
+                        .await?;
+                if swept > 0 {
+                    tracing::info!(
+                        "terminated {swept} Modal sandbox(es) of a dead invocation of {run_name}"
+                    );
+                }
+                modal::register(&client, &app_id, &labels.run_id);
+                Ok(Backend::Modal {
+                    images: Arc::new(ModalImages::new(client, &app_id)),
+                    options: options.clone(),
+                    labels,
+                })
+            }
         }
     }
 
     /// Checks what the selected pairs need before anything starts (docker: every task image).
     pub async fn preflight(&self, pairs: &[Pair]) -> Result<(), SandboxError> {
+        if let Backend::Modal {
+            images, options, ..
+        } = self
+        {
+            for pair in pairs {
+                images.get(&pair.task.image(&options.image_prefix)).await?;
+            }
+        }
         if let Backend::Docker {
             engine, options, ..
         } = self
@@ -140,15 +196,16 @@ impl Backend {
     pub fn pool_stats(&self) -> Option<PoolStats> {
         match self {
             Backend::Docker { pool, .. } => Some(pool.stats()),
-            Backend::Local(_) => None,
+            Backend::Local(_) | Backend::Modal { .. } => None,
         }
     }
 
-    /// `local` or `docker`, for config.json.
+    /// `local`, `docker` or `modal`, for config.json.
     pub fn name(&self) -> &'static str {
         match self {
             Backend::Local(_) => "local",
             Backend::Docker { .. } => "docker",
+            Backend::Modal { .. } => "modal",
         }
     }
 
@@ -162,6 +219,20 @@ impl Backend {
                 options.limits.memory_bytes >> 20,
                 options.limits.pids,
                 options.agent_network
+            ),
+            Backend::Modal {
+                options, images, ..
+            } => format!(
+                "Modal sandbox ({} CPUs, {} MiB, network {}; app {}, {})",
+                options.cpus,
+                options.memory_mib,
+                if options.block_agent_network {
+                    "blocked"
+                } else {
+                    "open"
+                },
+                options.app,
+                images.client().url()
             ),
         }
     }
@@ -203,6 +274,18 @@ impl Backend {
                 labels: labels.clone(),
                 network: options.grading_network.clone(),
             }),
+            Backend::Modal {
+                images,
+                options,
+                labels,
+            } => GradingBackend::Modal(crate::eval::modal_bench::ModalGrading {
+                images: images.clone(),
+                image_prefix: options.image_prefix.clone(),
+                cpus: options.cpus,
+                memory_mib: options.memory_mib,
+                block_network: options.block_grading_network,
+                labels: labels.clone(),
+            }),
         }
     }
 
@@ -221,6 +304,15 @@ impl Backend {
                 image_prefix: options.image_prefix.clone(),
                 labels: labels.clone(),
             }),
+            Backend::Modal {
+                images,
+                options,
+                labels,
+            } => bases.from_modal(crate::repos::ModalBases {
+                images: images.clone(),
+                image_prefix: options.image_prefix.clone(),
+                labels: labels.clone(),
+            }),
         }
     }
 
@@ -234,6 +326,10 @@ impl Backend {
         let base = bases.get(&pair.task).await?;
         match self {
             Backend::Local(_) => team::local_remote(&base, &work_dir.join("team")).await,
+            // Refused before the run starts (the CLI's validation); kept as an error here.
+            Backend::Modal { .. } => Err(SandboxError::Command(
+                "--git is not available with --backend modal".into(),
+            )),
             Backend::Docker {
                 engine,
                 options,
@@ -338,6 +434,30 @@ impl Backend {
                 }
                 Arc::new(sandbox)
             }
+            Backend::Modal {
+                images,
+                options,
+                labels,
+            } => {
+                let image_id = images.get(&pair.task.image(&options.image_prefix)).await?;
+                let definition = cbench_modal::SandboxDefinition {
+                    image_id,
+                    cpus: options.cpus,
+                    memory_mib: options.memory_mib,
+                    timeout_secs: MODAL_AGENT_SANDBOX_SECS,
+                    workdir: REPO_DIR.into(),
+                    block_network: options.block_agent_network,
+                    tags: modal::tags_of(labels.object(
+                        &pair.task.label(),
+                        &pair.dir_name(),
+                        agent_id,
+                    )),
+                };
+                Arc::new(
+                    ModalSandbox::create(images.client().clone(), images.app_id(), &definition)
+                        .await?,
+                )
+            }
         };
         if let Some(remote) = remote {
             let add = format!(
@@ -360,6 +480,14 @@ impl Backend {
 
     /// Removes every object of this invocation (a no-op locally: temp dirs go on drop).
     pub async fn cleanup(&self) -> Result<(), SandboxError> {
+        if let Backend::Modal { images, labels, .. } = self {
+            modal::sweep(
+                images.client(),
+                images.app_id(),
+                &cleanup::Scope::RunId(labels.run_id.clone()),
+            )
+            .await?;
+        }
         if let Backend::Docker {
             engine,
             labels,

@@ -113,11 +113,14 @@ pub(crate) fn run_record(cfg: &RunConfig, plugin: &PluginIdentity, backend: &Bac
         isolation_mode: match &cfg.backend {
             BackendChoice::Local(o) => format!("{:?}", o.mode).to_lowercase(),
             BackendChoice::Docker(_) => "container".into(),
+            BackendChoice::Modal(_) => "modal-sandbox".into(),
         },
         grading_network: match &cfg.backend {
             BackendChoice::Local(o) if !o.grading_network => "none".into(),
             BackendChoice::Local(_) => "bridge".into(),
             BackendChoice::Docker(d) => d.grading_network.clone(),
+            BackendChoice::Modal(m) if m.block_grading_network => "none".into(),
+            BackendChoice::Modal(_) => "bridge".into(),
         },
         concurrency: cfg.concurrency,
         eval_concurrency: cfg.eval_concurrency,

@@ -20,7 +20,7 @@ use cbench_docker::{DockerError, Engine};
 pub const REPO_DIR: &str = "/workspace/repo";
 
 /// Environment of agents' commands (the image's own environment stays underneath).
-const AGENT_ENV: [&str; 9] = [
+pub(crate) const AGENT_ENV: [&str; 9] = [
     "TERM=dumb",
     "PAGER=cat",
     "GIT_PAGER=cat",
@@ -36,13 +36,16 @@ const AGENT_ENV: [&str; 9] = [
 /// refs and later tags still point at the project's future (possibly the very
 /// feature). Like the local backend, agents get `main` at the base and nothing after
 /// it. (Unreachable objects stay: a `gc` per container would cost too much.)
-const HIDE_LATER_HISTORY: &str = r#"set -e
+pub(crate) const HIDE_LATER_HISTORY: &str = r#"set -e
 cd /workspace/repo
 git checkout -q -B main HEAD
 git for-each-ref --format='%(refname)' refs/heads refs/remotes | grep -vx refs/heads/main | xargs -r -n1 git update-ref -d
 git tag --no-merged HEAD | xargs -r -n1 git tag -d >/dev/null
 for r in $(git remote); do git remote remove "$r"; done
 git reflog expire --expire=now --all"#;
+
+/// Exits 3 naming what an image lacks to host an agent (checked once per sandbox).
+pub(crate) const CAN_HOST_AGENT: &str = "for t in bash setsid git; do command -v $t >/dev/null || { echo \"missing: $t\"; exit 3; }; done; cd /workspace/repo && git rev-parse HEAD";
 
 /// One agent's container.
 pub struct DockerSandbox {
@@ -77,14 +80,7 @@ impl DockerSandbox {
     ) -> Result<DockerSandbox, SandboxError> {
         let container = Container::start(engine, spec).await?;
         let (code, out) = container
-            .exec_argv(
-                &[
-                    "sh",
-                    "-c",
-                    "for t in bash setsid git; do command -v $t >/dev/null || { echo \"missing: $t\"; exit 3; }; done; cd /workspace/repo && git rev-parse HEAD",
-                ],
-                &[],
-            )
+            .exec_argv(&["sh", "-c", CAN_HOST_AGENT], &[])
             .await?;
         if code != 0 {
             return Err(SandboxError::Command(format!(

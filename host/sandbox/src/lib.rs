@@ -1,7 +1,7 @@
 //! Sandboxes: where an agent's commands run and where its patch comes from.
 //!
-//! Owns both backends (local: bubblewrap, cgroups, confinement; docker: containers through
-//! `cbench-docker`), the host's copies of base repositories, the pinned host git, the team
+//! Owns the backends (local: bubblewrap, cgroups, confinement; docker: containers through
+//! `cbench-docker`; modal: remote sandboxes through `cbench-modal`), the host's copies of base repositories, the pinned host git, the team
 //! remote and patch snapshots. Treats everything a sandbox holds as data. The confinement it
 //! defines also holds graders' test runs (`cbench-eval` uses it), but it decides no grade and
 //! knows nothing of plugins or models.
@@ -17,6 +17,7 @@ pub mod disk;
 pub mod docker;
 pub mod git;
 pub mod local;
+pub mod modal;
 pub mod patch;
 pub mod pending;
 pub mod pool;
@@ -43,6 +44,8 @@ pub enum SandboxError {
     InvalidPath(String),
     #[error(transparent)]
     Docker(#[from] cbench_docker::DockerError),
+    #[error(transparent)]
+    Modal(#[from] cbench_modal::ModalError),
     /// Over the sandbox's disk limit: the agent's doing, it ends `LimitsExceeded`.
     #[error("{0}")]
     DiskLimit(String),

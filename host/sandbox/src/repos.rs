@@ -27,6 +27,7 @@ pub struct BaseRepos {
     scratch: PathBuf,
     upstream: UpstreamRepos,
     images: Option<ImageBases>,
+    modal: Option<ModalBases>,
     /// Each task's base, or why it could not be prepared (tried once: every pair of the
     /// task would fail the same way, slowly).
     repos: Mutex<HashMap<String, Arc<Prepared>>>,
@@ -44,6 +45,14 @@ pub struct ImageBases {
     pub labels: RunLabels,
 }
 
+/// Where bases come from on the modal backend: the task image's repository, archived by a
+/// fresh sandbox no agent has used.
+pub struct ModalBases {
+    pub images: Arc<crate::modal::ModalImages>,
+    pub image_prefix: String,
+    pub labels: RunLabels,
+}
+
 impl BaseRepos {
     /// Bundled bases are committed under `scratch`; upstream ones come from `upstream`.
     pub fn new(scratch: &Path, upstream: UpstreamRepos) -> BaseRepos {
@@ -51,6 +60,7 @@ impl BaseRepos {
             scratch: scratch.to_path_buf(),
             upstream,
             images: None,
+            modal: None,
             repos: Mutex::default(),
         }
     }
@@ -58,6 +68,12 @@ impl BaseRepos {
     /// Takes every base from the task's image instead.
     pub fn from_images(mut self, images: ImageBases) -> BaseRepos {
         self.images = Some(images);
+        self
+    }
+
+    /// Bases are copied out of the task images through Modal sandboxes.
+    pub fn from_modal(mut self, modal: ModalBases) -> BaseRepos {
+        self.modal = Some(modal);
         self
     }
 
@@ -90,6 +106,9 @@ impl BaseRepos {
     async fn prepare(&self, task: &Task, key: &str) -> Result<BaseRepo, SandboxError> {
         if let Some(images) = &self.images {
             return export_from_image(images, task, &self.scratch.join(key)).await;
+        }
+        if let Some(modal) = &self.modal {
+            return export_from_modal(modal, task, &self.scratch.join(key)).await;
         }
         match &task.source {
             RepoSource::Bundled(tree) => {
@@ -214,6 +233,61 @@ async fn export_from_image(
     let _ = std::fs::remove_file(&archive);
     container.remove().await?;
     result?;
+    let path = dest.join("repo");
+    let commit = git(&path, &["rev-parse", "HEAD"], &[])
+        .await?
+        .trim()
+        .to_string();
+    Ok(BaseRepo { path, commit })
+}
+
+async fn export_from_modal(
+    modal: &ModalBases,
+    task: &Task,
+    dest: &Path,
+) -> Result<BaseRepo, SandboxError> {
+    let tag = task.image(&modal.image_prefix);
+    let image_id = modal.images.get(&tag).await?;
+    let definition = cbench_modal::SandboxDefinition {
+        image_id,
+        cpus: 1.0,
+        memory_mib: 2048,
+        timeout_secs: 900,
+        workdir: "/".into(),
+        block_network: true,
+        tags: crate::modal::tags_of(modal.labels.object(&task.label(), "", "base-export")),
+    };
+    let sandbox = cbench_modal::RemoteSandbox::create(
+        modal.images.client().clone(),
+        modal.images.app_id(),
+        &definition,
+        crate::modal::START_WAIT,
+    )
+    .await?;
+    let archived = sandbox
+        .exec(&cbench_modal::ExecRequest {
+            argv: ["tar", "-C", "/workspace", "-cf", "-", "repo"]
+                .map(String::from)
+                .to_vec(),
+            timeout: std::time::Duration::from_secs(600),
+            stdout_cap: 2 << 30,
+            stderr_cap: 16 << 10,
+            ..Default::default()
+        })
+        .await;
+    let _ = sandbox.terminate().await;
+    let archived = archived?;
+    if archived.exit_code != Some(0) {
+        return Err(SandboxError::Command(format!(
+            "image {tag}: archiving {REPO_DIR} failed: {}",
+            String::from_utf8_lossy(&archived.stderr).trim()
+        )));
+    }
+    std::fs::create_dir_all(dest).map_err(io(format!("creating {}", dest.display())))?;
+    let mut tar = tar::Archive::new(std::io::Cursor::new(archived.stdout));
+    tar.set_preserve_permissions(true);
+    tar.unpack(dest)
+        .map_err(io(format!("unpacking {REPO_DIR} of {tag}")))?;
     let path = dest.join("repo");
     let commit = git(&path, &["rev-parse", "HEAD"], &[])
         .await?

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::backend::{BackendChoice, DockerOptions};
+use crate::backend::{BackendChoice, DockerOptions, ModalOptions};
 use crate::dataset::Selection;
 use crate::docker::ResourceLimits;
 use crate::llm::providers::transport::RetryPolicy;
@@ -177,6 +177,21 @@ pub struct CleanupArgs {
     /// Also objects of cbench processes that are still running.
     #[arg(long)]
     pub all: bool,
+    /// Also terminate Modal sandboxes (in `--modal-app`), found by cbench's tags.
+    #[arg(long, value_enum)]
+    pub backend: Option<CleanupBackendArg>,
+    /// The Modal app to sweep (with `--backend modal`).
+    #[arg(long, default_value = "cbench")]
+    pub modal_app: String,
+}
+
+/// `cbench cleanup --backend`: what to sweep besides local leftovers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CleanupBackendArg {
+    /// Containers and networks in the Docker engine (the default).
+    Docker,
+    /// Sandboxes in Modal.
+    Modal,
 }
 
 /// `--backend`.
@@ -186,7 +201,8 @@ pub enum BackendArg {
     Local,
     /// One container per agent from the task's image; graders in containers too.
     Docker,
-    /// Modal sandboxes (not in this build).
+    /// Modal sandboxes from the tasks' registry images (credentials as Modal's own tools read
+    /// them: MODAL_TOKEN_ID/MODAL_TOKEN_SECRET or ~/.modal.toml); graders on Modal too.
     Modal,
     /// GCP VMs (not in this build).
     Gcp,
@@ -226,6 +242,9 @@ pub struct DockerArgs {
     /// for a container start (0: start each on demand). Not used with `--git`.
     #[arg(long, default_value_t = 2)]
     pub docker_pool: usize,
+    /// The Modal app sandboxes are created in (`--backend modal`; created if missing).
+    #[arg(long, default_value = "cbench")]
+    pub modal_app: String,
 }
 
 /// A container network.
@@ -315,7 +334,32 @@ fn backend_choice(
             }))
         }
         BackendArg::Docker => Ok(BackendChoice::Docker(docker.validate()?)),
-        BackendArg::Modal => Err(CliError::Backend("modal".into())),
+        BackendArg::Modal => {
+            let app = docker.modal_app.clone();
+            if app.is_empty()
+                || app.len() > 64
+                || !app
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(CliError::ModalApp(app));
+            }
+            let docker = docker.validate()?;
+            if docker.limits.memory_bytes < 128 << 20 {
+                return Err(CliError::Memory(format!(
+                    "{} (Modal sandboxes need at least 128m)",
+                    docker.limits.memory_bytes
+                )));
+            }
+            Ok(BackendChoice::Modal(ModalOptions {
+                image_prefix: docker.image_prefix,
+                cpus: docker.limits.cpus,
+                memory_mib: (docker.limits.memory_bytes >> 20).min(u32::MAX as i64) as u32,
+                block_agent_network: docker.agent_network == "none",
+                block_grading_network: docker.grading_network == "none",
+                app,
+            }))
+        }
         BackendArg::Gcp => Err(CliError::Backend("gcp".into())),
     }
 }
@@ -616,8 +660,12 @@ impl BenchArgs {
 /// A bad command line; names the flag.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    #[error("--backend {0}: not available in this build (use `local` or `docker`)")]
+    #[error("--backend {0}: not available in this build (use `local`, `docker` or `modal`)")]
     Backend(String),
+    #[error("--git is not available with --backend modal: the team remote would need a git server reachable from Modal sandboxes, which cbench cannot yet make as private as the docker one (use --backend docker or local)")]
+    GitOnModal,
+    #[error("--modal-app {0:?}: give a Modal app name (letters, digits, `-`, `_`, `.`)")]
+    ModalApp(String),
     #[error("--disk {0}: give a size of at least 1m, e.g. 512m or 10g")]
     Disk(String),
     #[error("--cpus {0}: must be a positive number")]

@@ -333,6 +333,9 @@ impl RunArgs {
             return Err(CliError::ForceWithShard);
         }
         let backend = backend_choice(self.backend, self.isolation, &self.docker)?;
+        if self.git && matches!(backend, BackendChoice::Modal(_)) {
+            return Err(CliError::GitOnModal);
+        }
         let team = self
             .team
             .iter()
@@ -468,6 +471,10 @@ impl RunArgs {
                 max_snapshot_bytes: match &backend {
                     crate::backend::BackendChoice::Local(o) => o.limits.disk_bytes,
                     crate::backend::BackendChoice::Docker(d) => d.limits.disk_bytes,
+                    // The archive a Modal sandbox sends is capped on its own (512 MiB).
+                    crate::backend::BackendChoice::Modal(_) => {
+                        crate::sandbox::disk::DEFAULT_DISK_BYTES
+                    }
                 }
                 .saturating_mul(2),
             },

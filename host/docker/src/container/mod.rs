@@ -24,62 +24,11 @@ pub use transfer::{tar_archive, TarEntry};
 /// removes containers by force.
 const KEEP_ALIVE: &str =
     "trap '' TERM INT HUP QUIT USR1 USR2 ALRM PIPE; while :; do sleep 2147483647 & wait $!; done";
-/// Where exec scripts and their pid files live inside the container.
-const SCRATCH: &str = "/tmp/cbench";
-/// Runs `$1` (a script) in its own session so the host can kill its whole process
-/// group on timeout, and kills that group when the script ends. A process that left
-/// the group (`setsid`, a double fork) is caught by the sweep that follows: every
-/// process but the container's init and the wrapper itself is killed, so nothing a
-/// command started outlives it (a container runs one command at a time: an agent's,
-/// or a grader's test run). stderr is merged into stdout. A login shell's profile
-/// resets PATH (Debian, Alpine), so the image's PATH is put back first. A process that exits
-/// while the sweep reads its stat file is skipped silently (the redirection's error would
-/// otherwise land in the command's output: the group's stderr is silenced, not just `read`'s).
-const EXEC_WRAPPER: &str = r#"s="$1"
-if [ "$3" = inline ]; then
-  mkdir -p "${s%/*}" && printf '%s' "$4" > "$s" || exit 126
-fi
-if [ "$2" = login ]; then
-  set -- bash -l -c 'export PATH="${CBENCH_IMAGE_PATH:+$CBENCH_IMAGE_PATH:}$PATH"; . "$0"' "$s"
-else
-  set -- bash "$s"
-fi
-setsid "$@" </dev/null 2>&1 &
-pid=$!
-echo "$pid" > "$s.pid"
-wait "$pid"
-code=$?
-kill -9 "-$pid" 2>/dev/null
-n=0
-while [ "$n" -lt 100 ]; do
-  left=
-  for d in /proc/[0-9]*; do
-    p="${d#/proc/}"
-    [ "$p" = 1 ] || [ "$p" = "$$" ] || [ ! -r "$d/stat" ] && continue
-    { read -r st < "$d/stat"; } 2>/dev/null || continue
-    case "${st##*) }" in Z*) continue ;; esac
-    kill -9 "$p" 2>/dev/null && left=1
-  done
-  [ -z "$left" ] && break
-  n=$((n + 1))
-done
-rm -f "$s" "$s.pid"
-exit "$code""#;
-/// Scripts up to this size travel in the exec's argv (one request fewer, and no
-/// archive extraction in the engine); larger ones are uploaded as a tar archive, so
-/// no command is too long (the kernel caps one argument at 128 KiB).
-const INLINE_SCRIPT_MAX: usize = 32 << 10;
 /// How long to wait for the output stream to end after a timed-out command's group was killed.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
-/// How an exec'd script is started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shell {
-    /// `bash -l script` (agents' commands: a fresh login shell, as mini-swe-agent does).
-    Login,
-    /// `bash script` (graders: the image's environment as the entrypoint would see it).
-    Plain,
-}
+pub use cbench_core::exec::Shell;
+use cbench_core::exec::{wrapper_argv, Sweep, INLINE_SCRIPT_MAX, SCRIPT_DIR as SCRATCH};
 
 /// What to create.
 #[derive(Debug, Clone)]
@@ -324,19 +273,7 @@ impl Container {
             .await?;
         }
         let api = self.engine.api();
-        let argv = vec![
-            "sh".to_string(),
-            "-c".to_string(),
-            EXEC_WRAPPER.to_string(),
-            "cbench-exec".to_string(),
-            path.clone(),
-            match shell {
-                Shell::Login => "login".to_string(),
-                Shell::Plain => "plain".to_string(),
-            },
-            if inline { "inline" } else { "uploaded" }.to_string(),
-            if inline { script } else { "" }.to_string(),
-        ];
+        let argv = wrapper_argv(&path, shell, inline.then_some(script), Sweep::All);
         let exec = api
             .create_exec(
                 &self.id,
@@ -410,7 +347,7 @@ impl Container {
                 &[
                     "sh",
                     "-c",
-                    r#"pid=$(cat "$1" 2>/dev/null) && kill -9 "-$pid" 2>/dev/null; true"#,
+                    cbench_core::exec::KILL_GROUP,
                     "cbench-kill",
                     &pidfile,
                 ],
