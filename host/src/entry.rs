@@ -106,6 +106,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 commands::cache_prune(args).await
             }
             Command::Cleanup(args) => commands::cleanup(args).await,
+            Command::Doctor(args) => crate::doctor::doctor(args).await,
         }
     };
     runtime.block_on(async {

@@ -30,5 +30,6 @@ pub use cbench_sandbox::{repos, team};
 pub mod bench;
 pub mod cli;
 pub mod commands;
+pub mod doctor;
 pub mod entry;
 pub mod watch;

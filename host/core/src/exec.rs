@@ -118,3 +118,14 @@ pub fn wrapper_argv(path: &str, shell: Shell, inline: Option<&str>, sweep: Sweep
         .into(),
     ]
 }
+
+/// Single-quotes `s` for sh.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-=:+".contains(c))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}

@@ -16,8 +16,7 @@ use crate::sandbox::modal::{
     run_remote_script, tags_of, write_remote_file, ModalImages, START_WAIT,
 };
 use crate::sandbox::{ExecOutput, SandboxError};
-use crate::testbench::shell_quote;
-use cbench_core::exec::Shell;
+use cbench_core::exec::{shell_quote, Shell};
 
 /// Where CooperBench's images keep the test runner.
 const RUNNER: &str = "/usr/local/bin/runner.sh";

@@ -385,16 +385,7 @@ fn carries_credentials(value: &str) -> bool {
     })
 }
 
-/// Single-quotes `s` for sh.
-pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-=:+".contains(c))
-    {
-        return s.to_string();
-    }
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
+pub use cbench_core::exec::shell_quote;
 
 #[cfg(test)]
 mod tests {

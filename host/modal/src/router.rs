@@ -99,9 +99,9 @@ impl CommandRouter {
             url: url.to_string(),
             reason,
         };
-        if !url.starts_with("https://")
-            && !(url.starts_with("http://") && is_loopback_url(client.url()))
-        {
+        let allowed = url.starts_with("https://")
+            || (url.starts_with("http://") && is_loopback_url(client.url()));
+        if !allowed {
             return Err(refused(
                 "the router must be https (plain http only with a control plane on loopback)"
                     .into(),

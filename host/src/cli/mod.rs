@@ -142,6 +142,30 @@ pub enum Command {
     Cache(CacheCommand),
     /// Remove what crashed or killed cbench runs left: scratch dirs, cgroups, containers, networks.
     Cleanup(CleanupArgs),
+    /// Smoke-test a backend with your credentials, step by step (Modal: connect, app, image,
+    /// sandbox, a command, a file, terminate).
+    Doctor(DoctorArgs),
+}
+
+/// Raw `cbench doctor` arguments.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The backend to check.
+    #[arg(long, value_enum)]
+    pub backend: DoctorBackendArg,
+    /// A task image (registry tag) to build and start a sandbox from.
+    #[arg(long, default_value = "akhatua/cooperbench-pallets-click:task2068")]
+    pub image: String,
+    /// The Modal app to use.
+    #[arg(long, default_value = "cbench")]
+    pub modal_app: String,
+}
+
+/// `cbench doctor --backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DoctorBackendArg {
+    /// Modal (credentials from MODAL_TOKEN_ID/MODAL_TOKEN_SECRET or ~/.modal.toml).
+    Modal,
 }
 
 /// `cbench images …`.

@@ -45,6 +45,9 @@ const LIST_PAGE: usize = 2;
 /// Largest output chunk one stream message carries.
 const CHUNK: usize = 16 << 10;
 
+/// A sandbox's tags.
+pub type Tags = Vec<(String, String)>;
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[derive(Debug, Clone)]
@@ -296,7 +299,7 @@ impl Shared {
                 network_mode: Some(if blocked { "none" } else { "bridge" }.into()),
                 // An init that reaps orphans, as a Modal sandbox's supervisor does.
                 init: Some(true),
-                memory: (resources.memory_mb > 0).then(|| (resources.memory_mb as i64) << 20),
+                memory: (resources.memory_mb > 0).then_some((resources.memory_mb as i64) << 20),
                 nano_cpus: (resources.milli_cpu > 0)
                     .then(|| resources.milli_cpu as i64 * 1_000_000),
                 ..Default::default()
@@ -432,7 +435,7 @@ impl FakeModal {
     }
 
     /// Every sandbox created: (id, tags, definition).
-    pub fn sandboxes(&self) -> Vec<(String, Vec<(String, String)>, pb::Sandbox)> {
+    pub fn sandboxes(&self) -> Vec<(String, Tags, pb::Sandbox)> {
         let state = self.shared.state.lock().unwrap();
         state
             .sandboxes
@@ -613,9 +616,11 @@ impl ModalClient for Control {
                 }
                 (parent.tag.clone(), true, true)
             }
-            other => return Err(Status::invalid_argument(format!(
+            other => {
+                return Err(Status::invalid_argument(format!(
                 "the fake builds only `FROM <tag>` and `FROM base; ENTRYPOINT []`, not {other:?}"
-            ))),
+            )))
+            }
         };
         let id = self.0.id("im");
         let (result, logs) = if exists {

@@ -433,3 +433,45 @@ fn cleanup_terminates_what_a_dead_run_left_and_spares_live_runs() {
     );
     assert_eq!(fake.live_sandboxes(), Vec::<String>::new());
 }
+
+#[test]
+fn doctor_walks_the_whole_protocol_with_the_users_credentials() {
+    docker();
+    let fake = FakeModal::start();
+    let home = tempfile::tempdir().unwrap();
+    let env = fake.env(home.path());
+    let out = cbench_with_env(
+        &["doctor", "--backend", "modal", "--image", BUNDLED_IMAGE],
+        &env_of(&env),
+    );
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    for step in [
+        "configuration",
+        "credentials",
+        "app",
+        "image",
+        "sandbox",
+        "command",
+        "file transfer",
+        "terminate",
+    ] {
+        assert!(said.contains(&format!("ok    {step}")), "{step}: {said}");
+    }
+    assert!(
+        said.contains(TOKEN_ID) && !said.contains(TOKEN_SECRET),
+        "{said}"
+    );
+    assert!(
+        said.contains("0 sandbox(es) of this check still listed"),
+        "{said}"
+    );
+    assert_eq!(fake.live_sandboxes(), Vec::<String>::new());
+    // A wrong secret stops at the credentials, saying which token was refused.
+    let mut wrong = env.clone();
+    wrong.retain(|(k, _)| k != "MODAL_TOKEN_SECRET");
+    wrong.push(("MODAL_TOKEN_SECRET".into(), "as-wrong".into()));
+    let out = cbench_with_env(&["doctor", "--backend", "modal"], &env_of(&wrong));
+    assert!(!out.status.success());
+    assert!(text(&out).contains("rejected token"), "{}", text(&out));
+}
