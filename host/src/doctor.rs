@@ -52,6 +52,7 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     );
     let definition = SandboxDefinition {
         image_id,
+        entrypoint_args: crate::sandbox::modal::keep_alive(),
         cpus: 1.0,
         memory_mib: 1024,
         timeout_secs: 600,

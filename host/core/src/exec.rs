@@ -33,6 +33,13 @@ pub enum Sweep {
     Marked,
 }
 
+/// Keeps the container alive without depending on the image's entrypoint. It ignores every
+/// signal a process inside can send it (an init without a handler ignores SIGKILL from its
+/// own namespace), so an agent cannot stop its own container (or Modal sandbox) and void its
+/// pair; cbench removes containers and terminates sandboxes from outside.
+pub const KEEP_ALIVE: &str =
+    "trap '' TERM INT HUP QUIT USR1 USR2 ALRM PIPE; while :; do sleep 2147483647 & wait $!; done";
+
 /// Where exec scripts and their pid files live inside a container or remote sandbox.
 pub const SCRIPT_DIR: &str = "/tmp/cbench";
 
@@ -41,7 +48,9 @@ pub const SCRIPT_DIR: &str = "/tmp/cbench";
 pub const INLINE_SCRIPT_MAX: usize = 32 << 10;
 
 /// Runs `$1` (a script) in its own session so the host can kill its whole process group on
-/// timeout (the group id is written to `$1.pid`), and kills that group when the script ends.
+/// timeout (the group id is written to `$1.pid`, and in `marked` mode also printed first on the
+/// wrapper's own stderr as `cbench-pgid:N`, before the command can write anything anywhere), and
+/// kills that group when the script ends.
 /// A process that left the group (`setsid`, a double fork) is caught by the sweep that
 /// follows (`$5`: `all` kills every process but init and the wrapper; `marked` only those
 /// whose environment still carries `CBENCH_CMD=$1`), so nothing a command started outlives
@@ -64,6 +73,7 @@ else
   setsid "$@" </dev/null 2>&1 &
 fi
 pid=$!
+[ "$sweep" = marked ] && echo "cbench-pgid:$pid" >&2
 echo "$pid" > "$s.pid"
 wait "$pid"
 code=$?

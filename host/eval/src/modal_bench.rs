@@ -88,6 +88,7 @@ impl ModalBench {
         };
         let definition = SandboxDefinition {
             image_id: self.image_id.clone(),
+            entrypoint_args: crate::sandbox::modal::keep_alive(),
             cpus: self.grading.cpus,
             memory_mib: self.grading.memory_mib,
             timeout_secs: (timeout + SANDBOX_SLACK).as_secs().min(86_400) as u32,

@@ -120,16 +120,20 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 pub(crate) async fn with_retries<S: Clone, T, Fut>(
     rpc: &'static str,
     stub: &S,
-    call: impl Fn(S) -> Fut,
+    call: impl Fn(S, AsciiMetadataValue) -> Fut,
     on_unauthenticated: impl Fn(&tonic::Status) -> ModalError,
 ) -> Result<T, ModalError>
 where
     Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
+    // One key per logical call, the same on every retry (the SDK's `x-idempotency-key`): a
+    // create whose reply was lost is not made twice.
+    let key =
+        AsciiMetadataValue::try_from(uuid::Uuid::new_v4().to_string()).expect("a UUID is ASCII");
     let mut delay = FIRST_BACKOFF;
     let mut attempt = 0;
     loop {
-        match call(stub.clone()).await {
+        match call(stub.clone(), key.clone()).await {
             Ok(response) => return Ok(response.into_inner()),
             Err(status) if status.code() == tonic::Code::Unauthenticated => {
                 return Err(on_unauthenticated(&status))
@@ -145,6 +149,19 @@ where
     }
 }
 
+/// Deadline of one unary call (the server long-polls for at most 55 s).
+const CALL_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// `message` as one attempt of a logical call: its idempotency key and a deadline.
+pub(crate) fn keyed<M>(message: M, key: &AsciiMetadataValue) -> tonic::Request<M> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-idempotency-key", key.clone());
+    request.set_timeout(CALL_TIMEOUT);
+    request
+}
+
 /// A sandbox's tags: `(name, value)`.
 pub type Tags = Vec<(String, String)>;
 
@@ -152,6 +169,9 @@ pub type Tags = Vec<(String, String)>;
 #[derive(Debug, Clone)]
 pub struct SandboxDefinition {
     pub image_id: String,
+    /// The sandbox's main process (the image's entrypoint is cleared); Modal ends the sandbox
+    /// when it exits.
+    pub entrypoint_args: Vec<String>,
     /// CPUs (fractional) and memory in MiB; 0 leaves the choice to Modal.
     pub cpus: f64,
     pub memory_mib: u32,
@@ -213,7 +233,7 @@ impl ModalClient {
             let hello = with_retries(
                 "ClientHello",
                 &client.api,
-                |mut api| async move { api.client_hello(()).await },
+                |mut api, key| async move { api.client_hello(keyed((), &key)).await },
                 |status| client.rejected(status),
             )
             .await;
@@ -266,7 +286,7 @@ impl ModalClient {
     async fn unary<T, Fut>(
         &self,
         rpc: &'static str,
-        call: impl Fn(Api) -> Fut,
+        call: impl Fn(Api, AsciiMetadataValue) -> Fut,
     ) -> Result<T, ModalError>
     where
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -282,8 +302,8 @@ impl ModalClient {
             object_creation_type: pb::ObjectCreationType::CreateIfMissing as i32,
         };
         let reply = self
-            .unary("AppGetOrCreate", move |mut api| {
-                let request = request.clone();
+            .unary("AppGetOrCreate", move |mut api, key| {
+                let request = keyed(request.clone(), &key);
                 async move { api.app_get_or_create(request).await }
             })
             .await?;
@@ -323,8 +343,8 @@ impl ModalClient {
             ..Default::default()
         };
         let created = self
-            .unary("ImageGetOrCreate", move |mut api| {
-                let request = request.clone();
+            .unary("ImageGetOrCreate", move |mut api, key| {
+                let request = keyed(request.clone(), &key);
                 async move { api.image_get_or_create(request).await }
             })
             .await?;
@@ -406,7 +426,7 @@ impl ModalClient {
         let request = pb::SandboxCreateRequest {
             app_id: app_id.to_string(),
             definition: Some(pb::Sandbox {
-                entrypoint_args: vec!["sleep".into(), "infinity".into()],
+                entrypoint_args: definition.entrypoint_args.clone(),
                 image_id: definition.image_id.clone(),
                 resources: Some(pb::Resources {
                     milli_cpu: (definition.cpus * 1000.0).round() as u32,
@@ -432,8 +452,8 @@ impl ModalClient {
             ..Default::default()
         };
         let reply = self
-            .unary("SandboxCreate", move |mut api| {
-                let request = request.clone();
+            .unary("SandboxCreate", move |mut api, key| {
+                let request = keyed(request.clone(), &key);
                 async move { api.sandbox_create(request).await }
             })
             .await?;
@@ -450,8 +470,8 @@ impl ModalClient {
                 wait_until_ready: false,
             };
             let reply = self
-                .unary("SandboxGetTaskId", move |mut api| {
-                    let request = request.clone();
+                .unary("SandboxGetTaskId", move |mut api, key| {
+                    let request = keyed(request.clone(), &key);
                     async move { api.sandbox_get_task_id(request).await }
                 })
                 .await?;
@@ -488,8 +508,8 @@ impl ModalClient {
             task_id: task_id.to_string(),
         };
         let reply = self
-            .unary("TaskGetCommandRouterAccess", move |mut api| {
-                let request = request.clone();
+            .unary("TaskGetCommandRouterAccess", move |mut api, key| {
+                let request = keyed(request.clone(), &key);
                 async move { api.task_get_command_router_access(request).await }
             })
             .await?;
@@ -507,8 +527,8 @@ impl ModalClient {
             timeout: timeout.as_secs_f32(),
         };
         let reply = self
-            .unary("SandboxWait", move |mut api| {
-                let request = request.clone();
+            .unary("SandboxWait", move |mut api, key| {
+                let request = keyed(request.clone(), &key);
                 async move { api.sandbox_wait(request).await }
             })
             .await?;
@@ -521,8 +541,8 @@ impl ModalClient {
             sandbox_id: sandbox_id.to_string(),
         };
         match self
-            .unary("SandboxTerminate", move |mut api| {
-                let request = request.clone();
+            .unary("SandboxTerminate", move |mut api, key| {
+                let request = keyed(request.clone(), &key);
                 async move { api.sandbox_terminate(request).await }
             })
             .await
@@ -551,8 +571,8 @@ impl ModalClient {
                     .collect(),
             };
             let page = self
-                .unary("SandboxList", move |mut api| {
-                    let request = request.clone();
+                .unary("SandboxList", move |mut api, key| {
+                    let request = keyed(request.clone(), &key);
                     async move { api.sandbox_list(request).await }
                 })
                 .await?;

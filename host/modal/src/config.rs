@@ -71,11 +71,13 @@ impl ModalConfig {
             .map(|u| u.trim().trim_end_matches('/').to_string())
             .filter(|u| !u.is_empty())
             .collect();
-        if server_urls.is_empty()
-            || !server_urls
-                .iter()
-                .all(|u| u.starts_with("https://") || u.starts_with("http://"))
-        {
+        // Plain http would send the token secret in the clear: only to this machine (a local
+        // control plane, as in tests).
+        let acceptable = |u: &String| {
+            u.starts_with("https://")
+                || (u.starts_with("http://") && crate::router::is_loopback_url(u))
+        };
+        if server_urls.is_empty() || !server_urls.iter().all(acceptable) {
             return Err(ModalError::ServerUrl(server));
         }
         let (Some(token_id), Some(token_secret)) = (setting("token_id"), setting("token_secret"))
@@ -115,7 +117,17 @@ fn read_profiles(path: &Path) -> Result<BTreeMap<String, BTreeMap<String, String
     };
     let table: toml::Table = text
         .parse()
-        .map_err(|e: toml::de::Error| bad(e.to_string()))?;
+        // Where the file is malformed, never its text: the line may hold the token secret.
+        .map_err(|e: toml::de::Error| {
+            let at = e
+                .span()
+                .map(|span| {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    format!(" at line {line}")
+                })
+                .unwrap_or_default();
+            bad(format!("not valid TOML{at} ({})", e.message()))
+        })?;
     let mut profiles = BTreeMap::new();
     for (name, value) in table {
         let toml::Value::Table(settings) = value else {
@@ -275,5 +287,30 @@ mod tests {
         let md = cfg.metadata();
         assert!(md.contains(&("x-modal-token-secret", "as-canary".to_string())));
         assert!(md.contains(&("x-modal-client-type", "1".to_string())));
+    }
+
+    #[test]
+    fn a_malformed_file_is_located_without_its_text_and_plain_http_stays_local() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::write(
+            home.path().join(".modal.toml"),
+            "[default]\ntoken_id = \"ak-1\"\ntoken_secret = \"as-canary\n",
+        )
+        .unwrap();
+        let err = ModalConfig::resolve(env_of(&[]), Some(home.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at line 3"), "{err}");
+        assert!(!err.contains("as-canary"), "{err}");
+        let err = ModalConfig::resolve(
+            env_of(&[
+                ("MODAL_TOKEN_ID", "ak-1"),
+                ("MODAL_TOKEN_SECRET", "as-canary"),
+                ("MODAL_SERVER_URL", "http://api.example.com"),
+            ]),
+            Some(tempfile::tempdir().unwrap().path()),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ModalError::ServerUrl(_)), "{err}");
     }
 }

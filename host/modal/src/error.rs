@@ -11,7 +11,7 @@ pub enum ModalError {
     UnknownProfile(String, PathBuf),
     #[error("modal: no credentials: set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET, or run `modal token new` (it writes {0}); profile {1}")]
     NoCredentials(PathBuf, String),
-    #[error("modal: MODAL_SERVER_URL {0:?}: give http(s) URLs, comma-separated")]
+    #[error("modal: MODAL_SERVER_URL {0:?}: give https URLs, comma-separated (plain http only to this machine)")]
     ServerUrl(String),
     #[error("modal: {0} is not valid in a gRPC header (printable ASCII only)")]
     HeaderValue(&'static str),

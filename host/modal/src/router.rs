@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::client::{connect_channel, with_retries, Headers, ModalClient};
+use crate::client::{connect_channel, keyed, with_retries, Headers, ModalClient};
 use crate::error::{is_transient, ModalError};
 use crate::proto::task_command_router as pb;
 use crate::proto::task_command_router::task_command_router_client::TaskCommandRouterClient;
@@ -50,8 +50,10 @@ pub struct ExecReply {
     pub exit_code: Option<i32>,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
-    /// Output past a cap was dropped.
-    pub truncated: bool,
+    /// stdout past its cap was dropped.
+    pub stdout_truncated: bool,
+    /// stderr past its cap was dropped.
+    pub stderr_truncated: bool,
 }
 
 /// A connection to one task's command router.
@@ -62,8 +64,8 @@ pub struct CommandRouter {
     api: tokio::sync::RwLock<RouterApi>,
 }
 
-/// Loopback hosts for which the SDK allows a plain-http router (a local control plane).
-fn is_loopback_url(url: &str) -> bool {
+/// Whether `url` names this machine (where plain http is acceptable: a local control plane).
+pub(crate) fn is_loopback_url(url: &str) -> bool {
     let rest = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"))
@@ -74,7 +76,7 @@ fn is_loopback_url(url: &str) -> bool {
     } else {
         authority.split(':').next().unwrap_or("")
     };
-    matches!(host, "localhost" | "127.0.0.1" | "::1" | "172.21.0.1")
+    matches!(host, "localhost" | "127.0.0.1" | "::1")
 }
 
 impl CommandRouter {
@@ -136,7 +138,7 @@ impl CommandRouter {
         &self,
         rpc: &'static str,
         request: Req,
-        call: impl Fn(RouterApi, Req) -> Fut,
+        call: impl Fn(RouterApi, tonic::Request<Req>) -> Fut,
     ) -> Result<T, ModalError>
     where
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -146,7 +148,7 @@ impl CommandRouter {
             let result = with_retries(
                 rpc,
                 &api,
-                |api| call(api, request.clone()),
+                |api, key| call(api, keyed(request.clone(), &key)),
                 |status| self.unauthenticated(status),
             )
             .await;
@@ -187,8 +189,7 @@ impl CommandRouter {
             self.write_stdin(&exec_id, stdin).await?;
         }
         let mut reply = ExecReply::default();
-        let mut stdout_truncated = false;
-        let mut stderr_truncated = false;
+        let (mut stdout_truncated, mut stderr_truncated) = (false, false);
         let read_both = async {
             let out = self.read_stream(
                 &exec_id,
@@ -214,7 +215,8 @@ impl CommandRouter {
             }
             Err(_) => false,
         };
-        reply.truncated = stdout_truncated || stderr_truncated;
+        reply.stdout_truncated = stdout_truncated;
+        reply.stderr_truncated = stderr_truncated;
         if finished {
             reply.exit_code = self.wait(&exec_id, deadline).await?;
         }

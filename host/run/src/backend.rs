@@ -53,6 +53,9 @@ pub struct ModalOptions {
     pub app: String,
 }
 
+/// The Modal app of `--modal-app`'s default.
+pub const DEFAULT_MODAL_APP: &str = "cbench";
+
 /// How long an agent's Modal sandbox may live (CooperBench's value); Modal ends it then
 /// even if cbench is gone.
 const MODAL_AGENT_SANDBOX_SECS: u32 = 10_800;
@@ -442,6 +445,7 @@ impl Backend {
                 let image_id = images.get(&pair.task.image(&options.image_prefix)).await?;
                 let definition = cbench_modal::SandboxDefinition {
                     image_id,
+                    entrypoint_args: modal::keep_alive(),
                     cpus: options.cpus,
                     memory_mib: options.memory_mib,
                     timeout_secs: MODAL_AGENT_SANDBOX_SECS,

@@ -176,11 +176,21 @@ fn recorded_pairs(record: &RunRecord, dataset_dir: &Path) -> Result<Vec<Pair>, R
     })
 }
 
-/// `--backend` when given, else the backend the run used (locally with the docker limits).
+/// `--backend` when given, else the backend the run used (with the docker limits; a local run
+/// is regraded locally).
 fn backend_choice(cfg: &EvalConfig, record: &RunRecord) -> BackendChoice {
     match &cfg.backend {
         Some(choice) => choice.clone(),
         None if record.backend == "docker" => BackendChoice::Docker(cfg.docker.clone()),
+        // The default app: grading sandboxes are per test run and need nothing of the run's.
+        None if record.backend == "modal" => BackendChoice::Modal(crate::backend::ModalOptions {
+            image_prefix: cfg.docker.image_prefix.clone(),
+            cpus: cfg.docker.limits.cpus,
+            memory_mib: (cfg.docker.limits.memory_bytes >> 20).min(u32::MAX as i64) as u32,
+            block_agent_network: cfg.docker.agent_network == "none",
+            block_grading_network: cfg.docker.grading_network == "none",
+            app: crate::backend::DEFAULT_MODAL_APP.into(),
+        }),
         None => BackendChoice::Local(crate::sandbox::confine::LocalOptions {
             mode: crate::sandbox::confine::IsolationMode::Auto,
             limits: crate::sandbox::cgroup::ProcessLimits {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cbench_core::exec::{wrapper_argv, Shell, Sweep, INLINE_SCRIPT_MAX, KILL_GROUP, SCRIPT_DIR};
+use cbench_core::exec::{wrapper_argv, Shell, Sweep, INLINE_SCRIPT_MAX, SCRIPT_DIR};
 use cbench_modal::{ExecRequest, ModalClient, RemoteSandbox, SandboxDefinition};
 
 use super::docker::{AGENT_ENV, CAN_HOST_AGENT, HIDE_LATER_HISTORY, REPO_DIR};
@@ -27,10 +27,23 @@ pub const START_WAIT: Duration = Duration::from_secs(600);
 const READ_CAP: usize = 64 << 20;
 /// Largest archive of a work tree (held in memory while it is parsed).
 const SNAPSHOT_CAP: usize = 512 << 20;
+/// How long archiving an agent's work tree may take.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Room for the wrapper's own errors (the command's stderr is merged into stdout).
 const WRAPPER_STDERR_CAP: usize = 16 << 10;
 /// Deadline of the harness's own short commands (checks, kills, file transfers).
 const HARNESS_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The main process of every sandbox cbench makes: the keep-alive docker containers run (it
+/// ignores the signals an agent can send it, so where it is the sandbox's init an agent cannot
+/// end its own sandbox and void its pair).
+pub fn keep_alive() -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        cbench_core::exec::KEEP_ALIVE.into(),
+    ]
+}
 
 /// Task images as Modal images (built once per registry tag and process).
 pub struct ModalImages {
@@ -219,7 +232,20 @@ pub async fn run_remote_script(
     );
     let inline = script.len() <= INLINE_SCRIPT_MAX;
     if !inline {
-        write_remote_file(remote, &path, script.as_bytes()).await?;
+        match write_remote_file(remote, &path, script.as_bytes()).await {
+            Ok(()) => {}
+            // The sandbox refused the file (the agent's doing: a full disk, a file where the
+            // script directory goes): the command cannot start, as an inline one would exit 126.
+            Err(SandboxError::Command(why)) => {
+                return Ok(ExecOutput {
+                    exit_code: 126,
+                    output: format!("cbench: the command could not be started: {why}\n"),
+                    timed_out: false,
+                    truncated: false,
+                })
+            }
+            Err(e) => return Err(e),
+        }
     }
     let reply = remote
         .exec(&ExecRequest {
@@ -232,19 +258,44 @@ pub async fn run_remote_script(
             stderr_cap: WRAPPER_STDERR_CAP,
         })
         .await?;
+    // The wrapper's first stderr line is the command's process group, printed before the
+    // command ran (so it cannot be forged); the rest is the wrapper's own errors.
+    let stderr = String::from_utf8_lossy(&reply.stderr);
+    let (pgid, wrapper_errors) = match stderr.split_once('\n') {
+        Some((first, rest)) if first.starts_with("cbench-pgid:") => (
+            first["cbench-pgid:".len()..]
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|p| *p > 1),
+            rest.to_string(),
+        ),
+        _ => (None, stderr.to_string()),
+    };
     let mut output = String::from_utf8_lossy(&reply.stdout).into_owned();
-    if !reply.stderr.is_empty() {
-        output.push_str(&String::from_utf8_lossy(&reply.stderr));
-    }
+    output.push_str(&wrapper_errors);
+    let truncated = reply.stdout_truncated;
     let Some(exit_code) = reply.exit_code else {
-        let pidfile = format!("{path}.pid");
-        if let Err(e) = harness_exec(
-            remote,
-            &["sh", "-c", KILL_GROUP, "cbench-kill", &pidfile],
-            None,
-        )
-        .await
-        {
+        // Killed by the id the wrapper printed, never by a file the command could rewrite.
+        let killed = match pgid {
+            Some(pgid) => harness_exec(
+                remote,
+                &[
+                    "sh",
+                    "-c",
+                    r#"kill -9 "-$1""#,
+                    "cbench-kill",
+                    &pgid.to_string(),
+                ],
+                None,
+            )
+            .await
+            .map(|_| ()),
+            None => Err(SandboxError::Command(
+                "the command's process group is unknown".into(),
+            )),
+        };
+        if let Err(e) = killed {
             tracing::warn!(
                 "could not kill a timed-out command in modal sandbox {}: {e}",
                 remote.id()
@@ -254,15 +305,35 @@ pub async fn run_remote_script(
             exit_code: -1,
             output,
             timed_out: true,
-            truncated: reply.truncated,
+            truncated,
         });
     };
     Ok(ExecOutput {
         exit_code,
         output,
         timed_out: false,
-        truncated: reply.truncated,
+        truncated,
     })
+}
+
+/// Checks `archive` is a whole tar archive: a multiple of 512 bytes ending in the two zero
+/// blocks that close an archive, every entry readable to its end.
+fn whole_archive(archive: &[u8]) -> Result<(), String> {
+    let closed = archive.len() >= 1024
+        && archive.len().is_multiple_of(512)
+        && archive[archive.len() - 1024..].iter().all(|b| *b == 0);
+    if !closed {
+        return Err(format!(
+            "{} bytes without the end-of-archive blocks",
+            archive.len()
+        ));
+    }
+    let mut tar = tar::Archive::new(Cursor::new(archive));
+    for entry in tar.entries().map_err(|e| e.to_string())? {
+        let mut entry = entry.map_err(|e| e.to_string())?;
+        std::io::copy(&mut entry, &mut std::io::sink()).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 fn repo_path(rel: &std::path::Path) -> String {
@@ -297,7 +368,7 @@ impl Sandbox for ModalSandbox {
             })
             .await?;
         match reply.exit_code {
-            Some(0) if !reply.truncated => Ok(reply.stdout),
+            Some(0) if !reply.stdout_truncated => Ok(reply.stdout),
             Some(0) => Err(SandboxError::Command(format!(
                 "{path}: larger than {} MiB",
                 READ_CAP >> 20
@@ -329,7 +400,7 @@ impl Sandbox for ModalSandbox {
                 ]
                 .map(String::from)
                 .to_vec(),
-                timeout: Duration::from_secs(600),
+                timeout: SNAPSHOT_TIMEOUT,
                 stdout_cap: SNAPSHOT_CAP,
                 stderr_cap: 4 << 10,
                 ..Default::default()
@@ -338,24 +409,33 @@ impl Sandbox for ModalSandbox {
             .map_err(SandboxError::from)?;
         let stderr = String::from_utf8_lossy(&reply.stderr);
         match reply.exit_code {
-            None => Err(PatchError::Infra(SandboxError::Command(format!(
-                "modal sandbox {}: archiving the work tree did not finish in 600 s",
-                self.remote.id()
-            )))),
-            Some(_) if reply.truncated => Err(PatchError::Rejected(format!(
+            // Only the agent's own sandbox is involved (a real tree archives in seconds): a
+            // `tar` it replaced or starved is its doing, not a reason to run the pair again.
+            None => Err(PatchError::Rejected(format!(
+                "archiving the work tree did not finish in {} s",
+                SNAPSHOT_TIMEOUT.as_secs()
+            ))),
+            Some(_) if reply.stdout_truncated => Err(PatchError::Rejected(format!(
                 "the work tree's archive is over {} MiB",
                 SNAPSHOT_CAP >> 20
             ))),
-            // The agent deleted or moved its repository: its tree is gone, its doing.
-            Some(code) if code != 0 && reply.stdout.is_empty() => {
-                Err(PatchError::Rejected(format!(
-                    "the work tree {REPO_DIR} could not be archived: {}",
-                    stderr.trim()
-                )))
-            }
+            // 1: a file changed while it was read (the archive is still whole); anything else:
+            // it failed (the agent deleted or moved its repository, replaced `tar`): its doing.
+            Some(code) if !(0..=1).contains(&code) => Err(PatchError::Rejected(format!(
+                "archiving the work tree {REPO_DIR} failed (tar exit {code}): {}",
+                stderr.trim()
+            ))),
             Some(_) => {
-                // `tar` exits 1 when a file changed while it was read: the archive is still whole.
-                let mut archive = Cursor::new(reply.stdout);
+                // The archive came out of the agent's sandbox: it is checked whole before any
+                // of it is written, so a malformed or cut one is the agent's failure, and what
+                // fails after that is the host's.
+                let archive = reply.stdout;
+                if let Err(why) = whole_archive(&archive) {
+                    return Err(PatchError::Rejected(format!(
+                        "the work tree's archive is not a whole tar archive: {why}"
+                    )));
+                }
+                let mut archive = Cursor::new(archive);
                 tokio::task::spawn_blocking(move || snapshot_tar(&mut archive, &mut writer))
                     .await
                     .map_err(|e| {

@@ -250,6 +250,7 @@ async fn export_from_modal(
     let image_id = modal.images.get(&tag).await?;
     let definition = cbench_modal::SandboxDefinition {
         image_id,
+        entrypoint_args: crate::modal::keep_alive(),
         cpus: 1.0,
         memory_mib: 2048,
         timeout_secs: 900,
@@ -277,6 +278,11 @@ async fn export_from_modal(
         .await;
     let _ = sandbox.terminate().await;
     let archived = archived?;
+    if archived.stdout_truncated {
+        return Err(SandboxError::Command(format!(
+            "image {tag}: {REPO_DIR} is over 2 GiB as an archive"
+        )));
+    }
     if archived.exit_code != Some(0) {
         return Err(SandboxError::Command(format!(
             "image {tag}: archiving {REPO_DIR} failed: {}",

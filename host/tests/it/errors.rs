@@ -47,9 +47,9 @@ fn unsupported_backend_and_bad_script_are_named() {
     let agent = plugins().mini_swe.display().to_string();
     let run = Run::start(
         "b",
-        &["--agent", &agent, "-m", "oracle", "--backend", "modal"],
+        &["--agent", &agent, "-m", "oracle", "--backend", "gcp"],
     );
-    assert_refused(&run, &["--backend modal"]);
+    assert_refused(&run, &["--backend gcp"]);
 
     let dir = tempfile::tempdir().unwrap();
     let script = write_temp(dir.path(), "broken.json", "{ nope");

@@ -68,13 +68,8 @@ struct Inner {
     /// What the "image" sets in every pod's environment.
     image_env: Vec<(String, String)>,
     cbench: PathBuf,
-}
-
-/// Where pods' output goes (`<tmp>/fake-kube-<pid>/<pod>.log`).
-fn logs_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fake-kube-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&dir);
-    dir
+    /// Where pods' output goes (`<pod>.log`; removed with the fake).
+    logs: PathBuf,
 }
 
 /// The running fake.
@@ -82,14 +77,20 @@ pub struct FakeKube {
     pub url: String,
     inner: Arc<Mutex<Inner>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _logs: tempfile::TempDir,
 }
 
 impl FakeKube {
     /// Starts the server; pods run `cbench` with `image_env` as their image's environment.
     pub fn start(cbench: PathBuf, image_env: Vec<(String, String)>) -> FakeKube {
+        let logs = tempfile::Builder::new()
+            .prefix("fake-kube-")
+            .tempdir()
+            .unwrap();
         let inner = Arc::new(Mutex::new(Inner {
             cbench,
             image_env,
+            logs: logs.path().to_path_buf(),
             ..Default::default()
         }));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -116,6 +117,7 @@ impl FakeKube {
             url: format!("http://{addr}"),
             inner,
             stop: Some(tx),
+            _logs: logs,
         }
     }
 
@@ -157,7 +159,7 @@ impl FakeKube {
         let mut out = String::new();
         for job in inner.jobs.values() {
             for pod in &job.pods {
-                let text = std::fs::read_to_string(logs_dir().join(format!("{}.log", pod.name)))
+                let text = std::fs::read_to_string(inner.logs.join(format!("{}.log", pod.name)))
                     .unwrap_or_default();
                 out.push_str(&format!(
                     "--- pod {} ({:?}, {:?})\n{text}\n",
@@ -709,6 +711,7 @@ fn kubelet_loop(inner: Arc<Mutex<Inner>>) {
             secrets,
             image_env,
             cbench,
+            logs,
             ..
         } = &mut *guard;
         for (name, job) in jobs.iter_mut() {
@@ -806,7 +809,7 @@ fn kubelet_loop(inner: Arc<Mutex<Inner>>) {
                 .envs(&env)
                 .stdin(std::process::Stdio::null());
             // `kubectl logs`: the pod's output, kept for a failing test to show.
-            let log = logs_dir().join(format!("{}.log", pod.name));
+            let log = logs.join(format!("{}.log", pod.name));
             if let Ok(file) = std::fs::File::create(&log) {
                 if let Ok(copy) = file.try_clone() {
                     cmd.stdout(file).stderr(copy);

@@ -91,6 +91,7 @@ struct FakeExec {
     stdin: tokio::sync::Mutex<Option<Pin<Box<dyn tokio::io::AsyncWrite + Send>>>>,
     stdin_written: Mutex<u64>,
     stdout_piped: bool,
+    argv: Vec<String>,
 }
 
 #[derive(Default)]
@@ -99,6 +100,8 @@ struct Faults {
     fail_next: HashMap<String, usize>,
     /// Output streams break (UNAVAILABLE) once after this many bytes.
     break_streams_after: Option<usize>,
+    /// RPC name → calls still to apply and then answer UNAVAILABLE (a lost reply).
+    fail_after_apply: HashMap<String, usize>,
 }
 
 /// One recorded call.
@@ -115,6 +118,8 @@ struct State {
     image_by_spec: HashMap<Vec<u8>, String>,
     sandboxes: BTreeMap<String, FakeSandbox>,
     execs: HashMap<(String, String), Arc<FakeExec>>,
+    /// `x-idempotency-key` of each create → the sandbox it made.
+    created_by_key: HashMap<String, String>,
     calls: Vec<Call>,
     faults: Faults,
     next_id: u64,
@@ -180,10 +185,23 @@ impl Shared {
             self.record(rpc, "unauthenticated".into());
             return Err(Status::unauthenticated("Invalid token id or secret"));
         }
-        if get("x-modal-client-type").is_empty() || get("x-modal-client-version").is_empty() {
-            return Err(Status::failed_precondition(
-                "missing x-modal-client-type / x-modal-client-version",
-            ));
+        // CLIENT_TYPE_CLIENT (the only type that authenticates with a token) and a version
+        // the service still accepts.
+        if get("x-modal-client-type") != "1" {
+            return Err(Status::failed_precondition(format!(
+                "x-modal-client-type {:?}: token credentials need CLIENT_TYPE_CLIENT (1)",
+                get("x-modal-client-type")
+            )));
+        }
+        let version: Vec<u32> = get("x-modal-client-version")
+            .split('.')
+            .map(|p| p.parse().unwrap_or(0))
+            .collect();
+        if version.len() != 3 || version < vec![1, 0, 0] {
+            return Err(Status::failed_precondition(format!(
+                "x-modal-client-version {:?}: this client is too old or unknown",
+                get("x-modal-client-version")
+            )));
         }
         self.fault(rpc)
     }
@@ -297,8 +315,6 @@ impl Shared {
             )])),
             host_config: Some(HostConfig {
                 network_mode: Some(if blocked { "none" } else { "bridge" }.into()),
-                // An init that reaps orphans, as a Modal sandbox's supervisor does.
-                init: Some(true),
                 memory: (resources.memory_mb > 0).then_some((resources.memory_mb as i64) << 20),
                 nano_cpus: (resources.milli_cpu > 0)
                     .then(|| resources.milli_cpu as i64 * 1_000_000),
@@ -366,9 +382,10 @@ impl FakeModal {
             .enable_all()
             .build()
             .expect("a runtime for the fake Modal");
+        // The engine the docker tests use (DOCKER_HOST), with the bundled image built (outside
+        // the runtime: it runs one of its own).
+        crate::support::docker();
         let docker = runtime.block_on(async {
-            // The engine the docker tests use (DOCKER_HOST), with the bundled image built.
-            crate::support::docker();
             bollard::Docker::connect_with_defaults().expect("docker for the fake Modal")
         });
         let instance = format!("{:x}", now().to_bits() ^ std::process::id() as u64);
@@ -448,6 +465,12 @@ impl FakeModal {
     pub fn fail_next(&self, rpc: &str, count: usize) {
         let mut state = self.shared.state.lock().unwrap();
         state.faults.fail_next.insert(rpc.to_string(), count);
+    }
+
+    /// The next `count` calls of `rpc` take effect, then answer UNAVAILABLE (the reply is lost).
+    pub fn fail_after_apply(&self, rpc: &str, count: usize) {
+        let mut state = self.shared.state.lock().unwrap();
+        state.faults.fail_after_apply.insert(rpc.to_string(), count);
     }
 
     /// Output streams break once each after `bytes` bytes.
@@ -707,6 +730,19 @@ impl ModalClient for Control {
         request: Request<pb::SandboxCreateRequest>,
     ) -> Result<Response<pb::SandboxCreateResponse>, Status> {
         self.0.check_control("SandboxCreate", &request)?;
+        let key = request
+            .metadata()
+            .get("x-idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        if let Some(id) = self.0.state.lock().unwrap().created_by_key.get(&key) {
+            // A retry of a create that took effect: the same sandbox, not a second one.
+            return Ok(Response::new(pb::SandboxCreateResponse {
+                sandbox_id: id.clone(),
+                metadata: None,
+            }));
+        }
         let r = request.into_inner();
         let definition = r
             .definition
@@ -760,6 +796,18 @@ impl ModalClient for Control {
         );
         self.0.record("SandboxCreate", id.clone());
         tokio::spawn(self.0.clone().start_container(id.clone()));
+        {
+            let mut state = self.0.state.lock().unwrap();
+            if !key.is_empty() {
+                state.created_by_key.insert(key, id.clone());
+            }
+            if let Some(left) = state.faults.fail_after_apply.get_mut("SandboxCreate") {
+                if *left > 0 {
+                    *left -= 1;
+                    return Err(Status::unavailable("injected: the reply was lost"));
+                }
+            }
+        }
         Ok(Response::new(pb::SandboxCreateResponse {
             sandbox_id: id,
             metadata: None,
@@ -966,8 +1014,15 @@ impl TaskCommandRouter for Router {
             return Err(Status::invalid_argument("command_args exceed 65536 bytes"));
         }
         let key = (task_id.clone(), r.exec_id.clone());
-        if self.0.state.lock().unwrap().execs.contains_key(&key) {
-            // The exec id is the idempotency key: a retried start runs nothing again.
+        if let Some(earlier) = self.0.state.lock().unwrap().execs.get(&key) {
+            // The exec id is the idempotency key: a retried start runs nothing again, and
+            // the same id with another command is a client bug.
+            if earlier.argv != r.command_args {
+                return Err(Status::already_exists(format!(
+                    "exec {} was started with other arguments",
+                    r.exec_id
+                )));
+            }
             return Ok(Response::new(tcr::TaskExecStartResponse {}));
         }
         let created = self
@@ -1003,6 +1058,7 @@ impl TaskCommandRouter for Router {
             stdin: tokio::sync::Mutex::new(Some(input)),
             stdin_written: Mutex::new(0),
             stdout_piped: r.stdout_config == tcr::TaskExecStdoutConfig::Pipe as i32,
+            argv: r.command_args.clone(),
         });
         self.0.state.lock().unwrap().execs.insert(key, exec.clone());
         self.0.record("TaskExecStart", r.command_args.join(" "));

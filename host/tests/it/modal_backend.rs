@@ -58,6 +58,7 @@ async fn client(
 fn definition(image_id: &str, tags: Vec<(String, String)>) -> SandboxDefinition {
     SandboxDefinition {
         image_id: image_id.to_string(),
+        entrypoint_args: cbench::sandbox::modal::keep_alive(),
         cpus: 1.0,
         memory_mib: 512,
         timeout_secs: 600,
@@ -123,7 +124,10 @@ fn a_run_on_modal_grades_exactly_like_local_and_leaves_nothing_running() {
             network.network_access_type, 2,
             "agent sandbox {id} must be BLOCKED"
         );
-        assert_eq!(definition.entrypoint_args, ["sleep", "infinity"]);
+        assert_eq!(
+            definition.entrypoint_args,
+            cbench::sandbox::modal::keep_alive()
+        );
     }
     assert!(
         sandboxes
@@ -161,8 +165,10 @@ fn commands_keep_the_docker_semantics_through_the_command_router() {
             .image_from_registry(&app, BUNDLED_IMAGE)
             .await
             .unwrap();
-        // A transient failure of the create is retried with the same request.
+        // A transient failure of the create is retried with the same request, and a create
+        // whose reply was lost is retried with the same idempotency key: one sandbox, not two.
         fake.fail_next("SandboxCreate", 1);
+        fake.fail_after_apply("SandboxCreate", 1);
         let sandbox = ModalSandbox::create(client.clone(), &app, &definition(&image, vec![]))
             .await
             .expect("a sandbox");
@@ -213,6 +219,20 @@ fn commands_keep_the_docker_semantics_through_the_command_router() {
             .await
             .unwrap();
         assert_eq!(out.output.trim(), "gone");
+        // The sandbox's main process ignores what an agent can send it: the sandbox lives on.
+        let out = sandbox
+            .exec(
+                "kill -TERM 1; kill -KILL 1; kill -HUP 1; echo sent",
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.output.trim(), "sent");
+        let out = sandbox
+            .exec("echo still-here", Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(out.output.trim(), "still-here");
         // Output past the cap is cut, and a broken output stream resumes at its byte.
         fake.break_streams_after(100_000);
         let out = sandbox
@@ -237,6 +257,7 @@ fn commands_keep_the_docker_semantics_through_the_command_router() {
         sandbox.close().await.unwrap();
     });
     assert_eq!(fake.live_sandboxes(), Vec::<String>::new());
+    assert_eq!(fake.sandboxes().len(), 1, "{:#?}", fake.sandboxes());
     let calls = fake.calls();
     assert!(calls.iter().any(|c| c.rpc == "SandboxTerminate"));
 }
@@ -474,4 +495,191 @@ fn doctor_walks_the_whole_protocol_with_the_users_credentials() {
     let out = cbench_with_env(&["doctor", "--backend", "modal"], &env_of(&wrong));
     assert!(!out.status.success());
     assert!(text(&out).contains("rejected token"), "{}", text(&out));
+}
+
+#[test]
+fn ctrl_c_mid_run_terminates_every_sandbox_and_keeps_results() {
+    docker();
+    let fake = FakeModal::start();
+    let home = tempfile::tempdir().unwrap();
+    let scripts = tempfile::tempdir().unwrap();
+    // Every agent hangs in a long command until the signal.
+    let hang = crate::support::write_temp(
+        scripts.path(),
+        "hang.json",
+        &serde_json::json!({"*": [{"bash": "sleep 600"}]}).to_string(),
+    );
+    let logs = tempfile::tempdir().unwrap();
+    let agent = plugins().mini_swe.display().to_string();
+    let model = format!("scripted:{hang}");
+    let dataset = crate::support::dataset().display().to_string();
+    let log_dir = logs.path().display().to_string();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_cbench"))
+        .args([
+            "run",
+            "-q",
+            "-n",
+            "modal-sigint",
+            "--log-dir",
+            &log_dir,
+            "--dataset-dir",
+            &dataset,
+            "--agent",
+            &agent,
+            "-m",
+            &model,
+            "--backend",
+            "modal",
+            "--command-timeout",
+            "900",
+            "-f",
+            "1,2",
+        ])
+        .envs(fake.env(home.path()))
+        .env("CBENCH_CACHE_DIR", crate::support::cache_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting cbench");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    // Both agents' sandboxes are up and their commands running.
+    while fake
+        .calls()
+        .iter()
+        .filter(|c| c.rpc == "TaskExecStart" && c.detail.contains("sleep 600"))
+        .count()
+        < 2
+    {
+        assert!(std::time::Instant::now() < deadline, "{:#?}", fake.calls());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!fake.live_sandboxes().is_empty());
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let out = child.wait_with_output().expect("waiting for cbench");
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    assert_eq!(
+        fake.live_sandboxes(),
+        Vec::<String>::new(),
+        "{}",
+        text(&out)
+    );
+    let config = json(&logs.path().join("modal-sigint").join("config.json"));
+    assert_eq!(config["backend"], "modal");
+}
+
+#[test]
+fn an_agent_cannot_turn_its_failures_into_infrastructure_errors_or_steer_the_kill() {
+    use cbench::sandbox::patch::{PatchError, PatchLimits, SnapshotWriter};
+    docker();
+    let fake = FakeModal::start();
+    runtime().block_on(async {
+        let client = client(&fake, TOKEN_SECRET).await.unwrap();
+        let app = client.app("cbench-test").await.unwrap();
+        let image = client
+            .image_from_registry(&app, BUNDLED_IMAGE)
+            .await
+            .unwrap();
+        let sandbox = ModalSandbox::create(client.clone(), &app, &definition(&image, vec![]))
+            .await
+            .unwrap();
+        // A process of the provider's (not started by any command) must outlive every kill.
+        let provider = sandbox
+            .remote()
+            .exec(&ExecRequest {
+                argv: ["sh", "-c", "sleep 4321 >/dev/null 2>&1 & echo $!"]
+                    .map(String::from)
+                    .to_vec(),
+                timeout: Duration::from_secs(10),
+                stdout_cap: 100,
+                stderr_cap: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let provider_pid = String::from_utf8_lossy(&provider.stdout).trim().to_string();
+        // The command points its pid file at init, then times out: the host kills its real
+        // group (from the id the wrapper printed first), not `kill -9 -1`.
+        let out = sandbox
+            .exec(
+                r#"echo 1 > "$0.pid"; sleep 300 & echo $! > /tmp/s300.pid; wait"#,
+                Duration::from_secs(2),
+            )
+            .await
+            .unwrap();
+        assert!(out.timed_out, "{out:?}");
+        let check = sandbox
+            .exec(
+                &format!(
+                    "{}; {}",
+                    alive_as(&provider_pid),
+                    alive_as("$(cat /tmp/s300.pid)")
+                ),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+        assert_eq!(check.output, "alive\ngone\n", "{check:?}");
+        // A `tar` that prints rubbish, or dies half-way, fails the agent, not the harness.
+        for fake_tar in [
+            "#!/bin/sh\necho not an archive\n",
+            "#!/bin/sh\n/bin/tar.real \"$@\" | head -c 1536\n",
+        ] {
+            sandbox
+                .exec(
+                    "[ -e /bin/tar.real ] || cp /bin/tar /bin/tar.real",
+                    Duration::from_secs(30),
+                )
+                .await
+                .unwrap();
+            sandbox
+                .write_file("fake-tar", fake_tar.as_bytes())
+                .await
+                .unwrap();
+            let out = sandbox
+                .exec(
+                    "install -m 755 fake-tar /bin/tar && rm fake-tar",
+                    Duration::from_secs(30),
+                )
+                .await
+                .unwrap();
+            assert_eq!(out.exit_code, 0, "{out:?}");
+            let dest = tempfile::tempdir().unwrap();
+            let writer = SnapshotWriter::new(dest.path(), PatchLimits::default()).unwrap();
+            match sandbox.snapshot(writer).await {
+                Err(PatchError::Rejected(why)) => assert!(why.contains("archive"), "{why}"),
+                other => panic!("a forged archive must be the agent's failure: {other:?}"),
+            }
+        }
+        // A script directory the agent replaced by a file: its commands cannot start (exit
+        // 126), long or short, and that is the agent's outcome, not an error of the harness.
+        let out = sandbox
+            .exec(
+                "rm -rf /tmp/cbench; touch /tmp/cbench",
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.exit_code, 0, "{out:?}");
+        for script in [
+            "echo short".to_string(),
+            format!("echo {}", "x".repeat(40_000)),
+        ] {
+            let out = sandbox
+                .exec(&script, Duration::from_secs(30))
+                .await
+                .unwrap();
+            assert_eq!(out.exit_code, 126, "{out:?}");
+        }
+        sandbox.close().await.unwrap();
+    });
+}
+
+/// A command printing `alive` or `gone` for process `pid` (a zombie is gone).
+fn alive_as(pid: &str) -> String {
+    format!(
+        r#"st=$(cat /proc/{pid}/stat 2>/dev/null); case "${{st##*) }}" in ""|Z*) echo gone ;; *) echo alive ;; esac"#
+    )
 }

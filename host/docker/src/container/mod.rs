@@ -18,17 +18,13 @@ use super::{is_not_found, DockerError, Engine, ResourceLimits};
 use crate::exec::ExecOutput;
 pub use transfer::{tar_archive, TarEntry};
 
-/// Keeps the container alive without depending on the image's entrypoint. It ignores every
-/// signal a process inside can send it (an init without a handler ignores SIGKILL from its
-/// own namespace), so an agent cannot stop its own container and void its pair; cbench
-/// removes containers by force.
-const KEEP_ALIVE: &str =
-    "trap '' TERM INT HUP QUIT USR1 USR2 ALRM PIPE; while :; do sleep 2147483647 & wait $!; done";
 /// How long to wait for the output stream to end after a timed-out command's group was killed.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 pub use cbench_core::exec::Shell;
-use cbench_core::exec::{wrapper_argv, Sweep, INLINE_SCRIPT_MAX, SCRIPT_DIR as SCRATCH};
+use cbench_core::exec::{
+    wrapper_argv, Sweep, INLINE_SCRIPT_MAX, KEEP_ALIVE, SCRIPT_DIR as SCRATCH,
+};
 
 /// What to create.
 #[derive(Debug, Clone)]
