@@ -47,7 +47,18 @@ pub fn plugins() -> &'static Plugins {
     PLUGINS.get_or_init(|| {
         let target_dir = workspace().join("target").join("test-plugins");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        // Linted while built (clippy-driver as the workspace's compiler, warnings denied): the
+        // plugins' lints for their own target, without a separate `cargo clippy` pass.
+        let clippy_driver = Command::new("rustup")
+            .args(["which", "clippy-driver"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .expect("the plugins are linted while built: install clippy (`rustup component add clippy`)");
         let status = Command::new(cargo)
+            .env("RUSTC_WORKSPACE_WRAPPER", clippy_driver)
+            .env("CLIPPY_ARGS", "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__")
             .current_dir(workspace())
             .args(["build", "--profile", "plugin", "--target", "wasm32-wasip2", "-p", "mini_swe", "-p", "probe"])
             .arg("--target-dir")
@@ -56,7 +67,7 @@ pub fn plugins() -> &'static Plugins {
             .expect("running cargo to build the test plugins");
         assert!(
             status.success(),
-            "building the plugins for wasm32-wasip2 failed (is the target installed? `rustup target add wasm32-wasip2`)"
+            "building (and linting) the plugins for wasm32-wasip2 failed: see the compiler's output above (is the target installed? `rustup target add wasm32-wasip2`)"
         );
         let out = target_dir.join("wasm32-wasip2").join("plugin");
         Plugins {
