@@ -133,7 +133,7 @@ host_crates=(--workspace --exclude mini_swe --exclude probe)
 # own tests: re-checking every library in its unit-test configuration (`--all-targets`) cost
 # ~80 s of CI for a few hundred lines of unit tests.
 timed "clippy host" cargo clippy "${host_crates[@]}" -- -D warnings
-timed "clippy tests" cargo clippy -p cbench --tests -- -D warnings
+timed "clippy tests" cargo clippy -p cbench -p cbench-gcp --tests -- -D warnings
 timed "test mini_swe" cargo test -p mini_swe
 # Every host crate's unit tests and the integration tests (host/tests/it), in one build.
 timed "build host tests" cargo test "${host_crates[@]}" --exclude cbench-python --no-run

@@ -1,18 +1,15 @@
 //! Vertex AI's Gemini API (`POST {base}/v1/projects/{project}/locations/{location}/publishers/google/models/{model}:generateContent`):
 //! the Gemini body and reply, authorised by an OAuth access token that a service account
 //! obtains with a self-signed RS256 JWT (the "JWT bearer" grant), as LiteLLM does through
-//! google-auth.
+//! google-auth. The key file, the assertion and the token request are cbench-gcp's.
 
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use base64::Engine;
+use cbench_gcp::token::{request_token, Token, TokenError};
+use cbench_gcp::ServiceAccount;
 use reqwest::header::{HeaderMap, AUTHORIZATION};
-use ring::rand::SystemRandom;
-use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
-use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
 use super::transport::Auth;
@@ -34,24 +31,11 @@ const READ_ORDER: &[&str] = &[
 ];
 /// The OAuth scope of Vertex AI calls.
 pub const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
-/// Google's token endpoint when the key file names none.
-const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 /// LiteLLM's default location.
 const DEFAULT_LOCATION: &str = "us-central1";
 /// A cached token is replaced when less than this is left of it, so a request (and its
 /// retries) never starts with a token about to expire.
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
-/// How long a self-signed assertion is valid (Google's maximum).
-const ASSERTION_LIFETIME_SECS: u64 = 3600;
-
-/// A service-account key, parsed.
-struct ServiceAccount {
-    client_email: String,
-    private_key_id: Option<String>,
-    key: RsaKeyPair,
-    token_uri: String,
-    project_id: Option<String>,
-}
 
 /// Names the credentials in errors: `GOOGLE_APPLICATION_CREDENTIALS (/path/key.json)`.
 #[derive(Clone)]
@@ -99,7 +83,7 @@ pub(crate) fn endpoint(
             .map_err(|e| bad(id, &origin, format!("cannot read the key file: {e}")))?;
         (text, origin)
     };
-    let account = parse_account(&text).map_err(|reason| bad(id, &origin, reason))?;
+    let account = ServiceAccount::parse(&text).map_err(|reason| bad(id, &origin, reason))?;
     let project = creds
         .first(&["VERTEXAI_PROJECT", "VERTEX_PROJECT"])
         .map(|(_, v)| v.to_string())
@@ -151,79 +135,6 @@ fn bad(id: &str, origin: &Origin, reason: String) -> ModelError {
     }
 }
 
-/// The fields of a service-account key file. Errors name fields, never their values.
-fn parse_account(text: &str) -> Result<ServiceAccount, String> {
-    let v: Value = serde_json::from_str(text).map_err(|e| {
-        format!(
-            "not JSON (line {}, column {}): expected a service-account key file",
-            e.line(),
-            e.column()
-        )
-    })?;
-    let field = |name: &str| v.get(name).and_then(Value::as_str).map(str::to_string);
-    match field("type").as_deref() {
-        Some("service_account") => {}
-        Some(other) => {
-            // Named only when it is one of Google's own types: the file's text is not echoed.
-            let known = [
-                "authorized_user",
-                "external_account",
-                "impersonated_service_account",
-            ];
-            let shown = if known.contains(&other) {
-                other
-            } else {
-                "another"
-            };
-            return Err(format!(
-                "credentials of type `{shown}`; only service-account keys (`service_account`) are supported"
-            ));
-        }
-        None => return Err("no `type` field: expected a service-account key file".into()),
-    }
-    let client_email = field("client_email").ok_or("no `client_email` field")?;
-    let pem = field("private_key").ok_or("no `private_key` field")?;
-    let der = pem_body(&pem).ok_or("`private_key` is not a PEM `PRIVATE KEY` block")?;
-    let key = RsaKeyPair::from_pkcs8(&der)
-        .map_err(|e| format!("`private_key` is not a usable PKCS#8 RSA key ({e})"))?;
-    let token_uri = field("token_uri").unwrap_or_else(|| DEFAULT_TOKEN_URI.to_string());
-    // The signed assertion is a bearer credential for its audience: never sent in the clear,
-    // except to a server on this machine (a test's, a proxy's).
-    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
-        .iter()
-        .any(|p| {
-            token_uri
-                .strip_prefix(p)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/']))
-        });
-    if !(token_uri.starts_with("https://") || loopback) {
-        return Err("`token_uri` is not https:// (nor a loopback address)".into());
-    }
-    Ok(ServiceAccount {
-        client_email,
-        private_key_id: field("private_key_id"),
-        key,
-        token_uri,
-        project_id: field("project_id"),
-    })
-}
-
-/// The DER bytes of a PEM `-----BEGIN PRIVATE KEY-----` block.
-fn pem_body(pem: &str) -> Option<Vec<u8>> {
-    let start = pem.find("-----BEGIN PRIVATE KEY-----")? + "-----BEGIN PRIVATE KEY-----".len();
-    let end = pem[start..].find("-----END PRIVATE KEY-----")? + start;
-    let b64: String = pem[start..end]
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    STANDARD.decode(b64).ok()
-}
-
-struct Token {
-    value: String,
-    expires: Instant,
-}
-
 /// Access tokens of one service account, cached until five minutes before they expire.
 struct TokenSource {
     account: ServiceAccount,
@@ -234,121 +145,33 @@ struct TokenSource {
 }
 
 impl TokenSource {
-    /// The signed JWT asserting the service account's identity.
-    fn assertion(&self) -> Result<String, LlmError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
-        let mut header = json!({"alg": "RS256", "typ": "JWT"});
-        if let Some(kid) = &self.account.private_key_id {
-            header["kid"] = json!(kid);
-        }
-        let claims = json!({
-            "iss": self.account.client_email,
-            "scope": SCOPE,
-            "aud": self.account.token_uri,
-            "iat": now,
-            "exp": now + ASSERTION_LIFETIME_SECS,
-        });
-        let signing_input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
-        let mut signature = vec![0u8; self.account.key.public().modulus_len()];
-        self.account
-            .key
-            .sign(
-                &RSA_PKCS1_SHA256,
-                &SystemRandom::new(),
-                signing_input.as_bytes(),
-                &mut signature,
-            )
-            .map_err(|_| {
-                LlmError::Unavailable(format!("{}: cannot sign a token request", self.origin))
-            })?;
-        Ok(format!(
-            "{signing_input}.{}",
-            URL_SAFE_NO_PAD.encode(signature)
-        ))
-    }
-
-    /// A fresh access token from the token endpoint (5xx and connection failures are
-    /// retried twice; a refusal is final and names the credentials).
+    /// A fresh access token (5xx and connection failures are retried twice; a refusal is
+    /// final and names the credentials).
     async fn fetch(&self) -> Result<Token, LlmError> {
         let uri = &self.account.token_uri;
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let assertion = self.assertion()?;
-            let sent = self
-                .client
-                .post(uri)
-                .form(&[
-                    ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-                    ("assertion", assertion.as_str()),
-                ])
-                .send()
-                .await;
-            let transient = match sent {
-                Ok(response) => {
-                    let status = response.status();
-                    let text = response.text().await.unwrap_or_default();
-                    if status.is_success() {
-                        return self.token_from(&text);
-                    }
-                    if !(status.is_server_error() || status.as_u16() == 429) {
-                        return Err(LlmError::Unavailable(format!(
-                            "{}: the token endpoint {uri} refused the service account (HTTP {}: {}); check the key file",
-                            self.origin,
-                            status.as_u16(),
-                            oauth_message(&text).replace(&assertion, "[redacted]")
-                        )));
-                    }
-                    format!("HTTP {}", status.as_u16())
-                }
-                Err(e) if e.is_timeout() => "timeout".to_string(),
-                Err(_) => "connection failed".to_string(),
-            };
-            if attempt >= 3 {
-                return Err(LlmError::Unavailable(format!(
-                    "{}: no access token from {uri}: {transient} after {attempt} attempts",
-                    self.origin
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(500) * 2u32.pow(attempt - 1)).await;
-        }
-    }
-
-    fn token_from(&self, text: &str) -> Result<Token, LlmError> {
-        let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
-        let value = v
-            .get("access_token")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                LlmError::Unavailable(format!(
-                    "{}: the token endpoint {} answered without an access_token",
-                    self.origin, self.account.token_uri
-                ))
-            })?;
-        let lifetime = v.get("expires_in").and_then(Value::as_u64).unwrap_or(3600);
-        Ok(Token {
-            value: value.to_string(),
-            expires: Instant::now() + Duration::from_secs(lifetime),
+        request_token(uri, || {
+            let assertion = self
+                .account
+                .assertion(SCOPE)
+                .map_err(|_| TokenError::Signing)?;
+            let request = self.client.post(uri).form(&[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                ("assertion", assertion.as_str()),
+            ]);
+            Ok((request, Some(assertion)))
         })
-    }
-}
-
-/// `error: error_description` of an OAuth error reply, else a short snippet.
-fn oauth_message(body: &str) -> String {
-    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-    let field = |k: &str| v.get(k).and_then(Value::as_str);
-    match (field("error"), field("error_description")) {
-        (Some(e), Some(d)) => format!("{e}: {d}"),
-        (Some(e), None) => e.to_string(),
-        _ => body.trim().chars().take(200).collect(),
+        .await
+        .map_err(|e| {
+            LlmError::Unavailable(match e {
+                TokenError::Refused {
+                    status, message, ..
+                } => format!(
+                    "{}: the token endpoint {uri} refused the service account (HTTP {status}: {message}); check the key file",
+                    self.origin
+                ),
+                other => format!("{}: {other}", self.origin),
+            })
+        })
     }
 }
 
@@ -393,19 +216,19 @@ mod tests {
 
     #[test]
     fn key_file_errors_name_fields_never_values() {
-        let err = parse_account(r#"{"type":"authorized_user","refresh_token":"s3cret"}"#)
+        let err = ServiceAccount::parse(r#"{"type":"authorized_user","refresh_token":"s3cret"}"#)
             .err()
             .unwrap_or_default();
         assert!(err.contains("authorized_user"), "{err}");
         assert!(!err.contains("s3cret"), "{err}");
-        let err = parse_account(
+        let err = ServiceAccount::parse(
             r#"{"type":"service_account","client_email":"a@b","private_key":"-----BEGIN PRIVATE KEY-----\nAAAA-not-a-key\n-----END PRIVATE KEY-----\n"}"#,
         )
         .err()
         .unwrap_or_default();
         assert!(err.contains("private_key"), "{err}");
         assert!(!err.contains("AAAA"), "{err}");
-        let err = parse_account("{not json").err().unwrap_or_default();
+        let err = ServiceAccount::parse("{not json").err().unwrap_or_default();
         assert!(err.contains("not JSON"), "{err}");
     }
 }
