@@ -118,6 +118,46 @@ impl RestClient {
     }
 }
 
+impl RestClient {
+    /// Every page of a list call: the `name` of each entry of `items_key`, following
+    /// `nextPageToken` (`build` gets the page token, None for the first page) until it ends or
+    /// repeats.
+    pub(crate) async fn names_in_pages<F>(
+        &self,
+        what: &str,
+        items_key: &str,
+        build: F,
+    ) -> Result<Vec<String>, GcpError>
+    where
+        F: Fn(&reqwest::Client, Option<&str>) -> reqwest::RequestBuilder,
+    {
+        let mut names = Vec::new();
+        let mut page: Option<String> = None;
+        loop {
+            let response = self.call(what, &[], |c| build(c, page.as_deref())).await?;
+            let body: Value = response.json().await.map_err(|e| GcpError::Api {
+                what: what.to_string(),
+                reason: format!("the listing is not JSON: {e}"),
+                status: None,
+            })?;
+            if let Some(items) = body.get(items_key).and_then(Value::as_array) {
+                names.extend(
+                    items
+                        .iter()
+                        .filter_map(|i| i.get("name").and_then(Value::as_str))
+                        .map(str::to_string),
+                );
+            }
+            match body.get("nextPageToken").and_then(Value::as_str) {
+                Some(token) if !token.is_empty() && page.as_deref() != Some(token) => {
+                    page = Some(token.to_string());
+                }
+                _ => return Ok(names),
+            }
+        }
+    }
+}
+
 /// Google's `{"error": {"message": …}}`, else a short snippet of the body.
 fn google_message(body: &str) -> String {
     let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::rest::RestClient;
 use crate::{GcpError, TokenSource};
@@ -134,40 +134,15 @@ impl Storage {
         check_bucket_name(bucket)?;
         let url = format!("{}/storage/v1/b/{bucket}/o", self.base);
         let what = format!("listing gs://{bucket}/{prefix}");
-        let mut names = Vec::new();
-        let mut page: Option<String> = None;
-        loop {
-            let response = self
-                .rest
-                .call(&what, &[], |c| {
-                    let mut query =
-                        vec![("prefix", prefix), ("fields", "items(name),nextPageToken")];
-                    if let Some(token) = &page {
-                        query.push(("pageToken", token.as_str()));
-                    }
-                    c.get(&url).query(&query)
-                })
-                .await?;
-            let body: Value = response.json().await.map_err(|e| GcpError::Api {
-                what: what.clone(),
-                reason: format!("the listing is not JSON: {e}"),
-                status: None,
-            })?;
-            if let Some(items) = body.get("items").and_then(Value::as_array) {
-                names.extend(
-                    items
-                        .iter()
-                        .filter_map(|i| i.get("name").and_then(Value::as_str))
-                        .map(str::to_string),
-                );
-            }
-            match body.get("nextPageToken").and_then(Value::as_str) {
-                Some(token) if !token.is_empty() && page.as_deref() != Some(token) => {
-                    page = Some(token.to_string());
+        self.rest
+            .names_in_pages(&what, "items", |c, page| {
+                let mut query = vec![("prefix", prefix), ("fields", "items(name),nextPageToken")];
+                if let Some(token) = page {
+                    query.push(("pageToken", token));
                 }
-                _ => return Ok(names),
-            }
-        }
+                c.get(&url).query(&query)
+            })
+            .await
     }
 
     /// Deletes object `name`; false when it was not there.

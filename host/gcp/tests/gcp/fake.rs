@@ -1,8 +1,7 @@
-//! cbench-gcp against a strict local fake of Google's token endpoint, metadata server and Cloud
-//! Storage JSON API: Application Default Credentials are found in google-auth's order, tokens
-//! are minted by the grants Google checks (a service account's signed JWT, a user's refresh
-//! token, the metadata server's), every Storage call carries a live bearer token, object names
-//! travel as one path segment, listings page, and failures name what failed without secrets.
+//! A strict local stand-in for Google's token endpoint (the JWT-bearer grant checked with the
+//! test key's public half, the refresh-token grant), a VM's metadata server, the Cloud Storage
+//! JSON API and the Cloud Batch API. Every Storage and Batch call must carry a token it issued
+//! and still honours; names must arrive as the real services route them.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -18,40 +17,47 @@ use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use cbench_gcp::credentials::{discover, SCOPE_CLOUD_PLATFORM};
-use cbench_gcp::{AdcEnv, GcpError, Storage, TokenSource};
+use cbench_gcp::credentials::SCOPE_CLOUD_PLATFORM;
+use cbench_gcp::AdcEnv;
 use ring::signature;
 use serde_json::{json, Value};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../llm/tests/fixtures");
-const SA_EMAIL: &str = "cbench-batch@test-project.iam.gserviceaccount.com";
-const REFRESH_TOKEN: &str = "1//user-refresh-token-s3cret";
+pub const SA_EMAIL: &str = "cbench-batch@test-project.iam.gserviceaccount.com";
+pub const REFRESH_TOKEN: &str = "1//user-refresh-token-s3cret";
 
 /// What the fake holds and how it misbehaves on request.
 #[derive(Default)]
-struct Fake {
+pub struct Fake {
     /// Tokens it issued and still honours.
-    live_tokens: HashSet<String>,
-    issued: u32,
-    grants: Vec<String>,
-    buckets: BTreeMap<String, Value>,
-    objects: BTreeMap<(String, String), Vec<u8>>,
+    pub live_tokens: HashSet<String>,
+    pub issued: u32,
+    pub grants: Vec<String>,
+    pub buckets: BTreeMap<String, Value>,
+    pub objects: BTreeMap<(String, String), Vec<u8>>,
     /// Storage calls to answer 503 before serving.
-    fail_next: u32,
-    /// Every Storage request: method, path and query.
-    requests: Vec<String>,
+    pub fail_next: u32,
+    /// Every Storage and Batch request: method and path.
+    pub requests: Vec<String>,
+    /// Batch jobs by name, as created (plus `name` and `status`).
+    pub jobs: BTreeMap<String, Value>,
+    /// Job creates to apply and then answer 503 (the reply lost on the way back).
+    pub fail_after_apply: u32,
+    /// Jobs end FAILED instead of SUCCEEDED.
+    pub fail_jobs: bool,
+    operations: u32,
 }
 
 type Shared = Arc<Mutex<Fake>>;
 
-struct Server {
-    base: String,
-    addr: SocketAddr,
-    state: Shared,
+pub struct Server {
+    pub base: String,
+    pub addr: SocketAddr,
+    pub state: Shared,
 }
 
 impl Server {
-    async fn start() -> Server {
+    pub async fn start() -> Server {
         let state: Shared = Arc::default();
         let app = Router::new()
             .route("/token", post(token))
@@ -75,6 +81,14 @@ impl Server {
                 "/download/storage/v1/b/{bucket}/o/{object}",
                 get(download_object),
             )
+            .route(
+                "/v1/projects/{project}/locations/{region}/jobs",
+                post(create_job).get(list_jobs),
+            )
+            .route(
+                "/v1/projects/{project}/locations/{region}/jobs/{job}",
+                get(get_job).delete(delete_job),
+            )
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -86,7 +100,7 @@ impl Server {
         }
     }
 
-    fn fake(&self) -> std::sync::MutexGuard<'_, Fake> {
+    pub fn fake(&self) -> std::sync::MutexGuard<'_, Fake> {
         self.state.lock().unwrap()
     }
 }
@@ -212,8 +226,8 @@ async fn metadata_token(
     response
 }
 
-/// Every Storage call: a live bearer token, then a planned failure if any.
-fn storage_gate(fake: &mut Fake, headers: &HeaderMap, line: String) -> Option<Response> {
+/// Every Storage and Batch call: a live bearer token, then a planned failure if any.
+fn gate(fake: &mut Fake, headers: &HeaderMap, line: String) -> Option<Response> {
     fake.requests.push(line);
     let token = headers
         .get("authorization")
@@ -243,7 +257,7 @@ async fn create_bucket(
     Json(body): Json<Value>,
 ) -> Response {
     let mut fake = state.lock().unwrap();
-    if let Some(r) = storage_gate(&mut fake, &headers, "POST /storage/v1/b".into()) {
+    if let Some(r) = gate(&mut fake, &headers, "POST /storage/v1/b".into()) {
         return r;
     }
     if query.get("project").map(String::as_str) != Some("test-project") {
@@ -266,7 +280,7 @@ async fn get_bucket(
     UrlPath(bucket): UrlPath<String>,
 ) -> Response {
     let mut fake = state.lock().unwrap();
-    if let Some(r) = storage_gate(&mut fake, &headers, format!("GET /storage/v1/b/{bucket}")) {
+    if let Some(r) = gate(&mut fake, &headers, format!("GET /storage/v1/b/{bucket}")) {
         return r;
     }
     if fake.buckets.contains_key(&bucket) {
@@ -287,7 +301,7 @@ async fn upload_object(
     body: Bytes,
 ) -> Response {
     let mut fake = state.lock().unwrap();
-    if let Some(r) = storage_gate(&mut fake, &headers, format!("POST upload {bucket}")) {
+    if let Some(r) = gate(&mut fake, &headers, format!("POST upload {bucket}")) {
         return r;
     }
     if query.get("uploadType").map(String::as_str) != Some("media") {
@@ -314,7 +328,7 @@ async fn download_object(
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Response {
     let mut fake = state.lock().unwrap();
-    if let Some(r) = storage_gate(&mut fake, &headers, format!("GET download {object}")) {
+    if let Some(r) = gate(&mut fake, &headers, format!("GET download {object}")) {
         return r;
     }
     if query.get("alt").map(String::as_str) != Some("media") {
@@ -334,7 +348,7 @@ async fn list_objects(
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Response {
     let mut fake = state.lock().unwrap();
-    if let Some(r) = storage_gate(&mut fake, &headers, format!("GET list {bucket}")) {
+    if let Some(r) = gate(&mut fake, &headers, format!("GET list {bucket}")) {
         return r;
     }
     let prefix = query.get("prefix").cloned().unwrap_or_default();
@@ -371,7 +385,7 @@ async fn delete_object(
     UrlPath((bucket, object)): UrlPath<(String, String)>,
 ) -> Response {
     let mut fake = state.lock().unwrap();
-    if let Some(r) = storage_gate(&mut fake, &headers, format!("DELETE {object}")) {
+    if let Some(r) = gate(&mut fake, &headers, format!("DELETE {object}")) {
         return r;
     }
     match fake.objects.remove(&(bucket, object)) {
@@ -391,7 +405,7 @@ fn public_key_der() -> Vec<u8> {
     STANDARD.decode(b64).unwrap()
 }
 
-fn service_account_file(dir: &Path, server: &Server, email: &str) -> String {
+pub fn service_account_file(dir: &Path, server: &Server, email: &str) -> String {
     let path = dir.join("key.json");
     let key = json!({
         "type": "service_account",
@@ -406,7 +420,7 @@ fn service_account_file(dir: &Path, server: &Server, email: &str) -> String {
 }
 
 /// ADC with nothing configured, and a metadata server address where nothing listens.
-fn env_with(_server: &Server) -> AdcEnv {
+pub fn env_with(_server: &Server) -> AdcEnv {
     AdcEnv {
         application_credentials: None,
         gcloud_config_dir: None,
@@ -423,266 +437,164 @@ fn unused_port() -> u16 {
         .port()
 }
 
-async fn storage_for(server: &Server, env: &AdcEnv) -> Result<Storage, GcpError> {
-    let adc = discover(env, &reqwest::Client::new()).await?;
-    let tokens = Arc::new(TokenSource::new(adc, SCOPE_CLOUD_PLATFORM));
-    Storage::new(tokens, Some(&server.base))
-}
-
-#[tokio::test]
-async fn objects_round_trip_with_a_service_account_token_and_names_stay_one_segment() {
-    let server = Server::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut env = env_with(&server);
-    env.application_credentials = Some(service_account_file(dir.path(), &server, SA_EMAIL));
-    let storage = storage_for(&server, &env).await.expect("a client");
-    let bucket = "cooperbench-eval-test-project";
-    assert!(!storage.bucket_exists(bucket).await.unwrap());
-    storage
-        .create_bucket("test-project", bucket, "us-central1", 7)
-        .await
-        .unwrap();
-    assert!(storage.bucket_exists(bucket).await.unwrap());
-    assert_eq!(
-        server.fake().buckets[bucket]["lifecycle"]["rule"][0]["condition"]["age"],
-        7
-    );
-    let names = [
-        "eval-1/tasks/0/patch1.patch",
-        "eval-1/tasks/0/tests1.patch",
-        "eval-1/tasks/1/patch1.patch",
-        "eval-1/a name with spaces?#%.txt",
-        "eval-2/manifest.json",
-    ];
-    for (i, name) in names.iter().enumerate() {
-        storage
-            .upload(bucket, name, format!("content {i}\n").into())
-            .await
-            .unwrap();
+/// What the Batch fake insists on in a created `Job` (proto3 JSON: int64 fields as strings).
+fn check_job(job: &Value) -> Result<u64, String> {
+    let group = job.pointer("/taskGroups/0").ok_or("taskGroups[0]")?;
+    let int64 = |path: &str| -> Result<u64, String> {
+        group
+            .pointer(path)
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok())
+            .ok_or(format!("{path} must be an int64 string"))
+    };
+    let count = int64("/taskCount")?;
+    int64("/parallelism")?;
+    int64("/taskSpec/computeResource/cpuMilli")?;
+    int64("/taskSpec/computeResource/memoryMib")?;
+    let container = group
+        .pointer("/taskSpec/runnables/0/container")
+        .ok_or("a container runnable")?;
+    if container["imageUri"].as_str().is_none_or(str::is_empty)
+        || container["entrypoint"] != "/bin/bash"
+        || container["commands"][0] != "-c"
+    {
+        return Err("container: imageUri, entrypoint /bin/bash, commands [-c, script]".into());
     }
-    for (i, name) in names.iter().enumerate() {
-        let got = storage.download(bucket, name, 1 << 20).await.unwrap();
-        assert_eq!(got, Some(format!("content {i}\n").into_bytes()), "{name}");
+    let duration = group["taskSpec"]["maxRunDuration"].as_str().unwrap_or("");
+    if !(duration.ends_with('s') && duration[..duration.len() - 1].parse::<u64>().is_ok()) {
+        return Err("maxRunDuration must be a duration like \"1800s\"".into());
     }
-    assert_eq!(
-        storage
-            .download(bucket, "eval-1/missing", 1 << 20)
-            .await
-            .unwrap(),
-        None
-    );
-    // Five names under two prefixes, two a page: every page is read.
-    let mut listed = storage.list(bucket, "eval-1/").await.unwrap();
-    listed.sort();
-    assert_eq!(listed.len(), 4, "{listed:?}");
-    // A size cap holds against an object larger than the caller expects.
-    let err = storage
-        .download(bucket, "eval-1/tasks/0/patch1.patch", 4)
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("larger than 4 bytes") && err.contains("gs://"),
-        "{err}"
-    );
-    assert_eq!(storage.delete_prefix(bucket, "eval-1/").await.unwrap(), 4);
-    assert_eq!(
-        storage.list(bucket, "").await.unwrap(),
-        vec!["eval-2/manifest.json"]
-    );
-    assert!(!storage
-        .delete(bucket, "eval-1/tasks/0/patch1.patch")
-        .await
-        .unwrap());
-    // One token served every call.
-    assert_eq!(server.fake().grants, vec!["service_account"]);
+    if !job["labels"].is_object() {
+        return Err("labels".into());
+    }
+    Ok(count)
 }
 
-#[tokio::test]
-async fn a_revoked_token_is_replaced_once_and_transient_errors_are_retried() {
-    let server = Server::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut env = env_with(&server);
-    env.application_credentials = Some(service_account_file(dir.path(), &server, SA_EMAIL));
-    let storage = storage_for(&server, &env).await.unwrap();
-    let bucket = "bucket-one";
-    storage
-        .create_bucket("test-project", bucket, "us-central1", 7)
-        .await
-        .unwrap();
-    // The service stops honouring the token: the next call gets a new one and goes through.
-    server.fake().live_tokens.clear();
-    storage.upload(bucket, "x", "1".into()).await.unwrap();
-    assert_eq!(server.fake().grants.len(), 2);
-    // Two 503s, then success.
-    server.fake().fail_next = 2;
-    assert_eq!(
-        storage.download(bucket, "x", 16).await.unwrap(),
-        Some(b"1".to_vec())
-    );
-    // Past the retries, the error names the object and the service's message.
-    server.fake().fail_next = 10;
-    let err = storage
-        .download(bucket, "x", 16)
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("gs://bucket-one/x")
-            && err.contains("Backend Error")
-            && err.contains("after 4 attempts"),
-        "{err}"
-    );
-    server.fake().fail_next = 0;
-    // A refusal is final and says where the credentials came from.
-    let err = storage
-        .create_bucket("test-project", bucket, "us-central1", 7)
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("HTTP 409") && err.contains("already own it"),
-        "{err}"
-    );
+async fn create_job(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    UrlPath((project, region)): UrlPath<(String, String)>,
+    Query(query): Query<BTreeMap<String, String>>,
+    Json(mut job): Json<Value>,
+) -> Response {
+    let mut fake = state.lock().unwrap();
+    if let Some(r) = gate(&mut fake, &headers, "POST job".into()) {
+        return r;
+    }
+    let Some(id) = query.get("jobId") else {
+        return google_error(StatusCode::BAD_REQUEST, "jobId is required");
+    };
+    if let Err(e) = check_job(&job) {
+        return google_error(StatusCode::BAD_REQUEST, &format!("Invalid job: {e}"));
+    }
+    let name = format!("projects/{project}/locations/{region}/jobs/{id}");
+    if fake.jobs.contains_key(&name) {
+        return google_error(
+            StatusCode::CONFLICT,
+            &format!("Resource '{name}' already exists"),
+        );
+    }
+    job["name"] = json!(name);
+    job["status"] = json!({"state": "QUEUED"});
+    fake.jobs.insert(name, job.clone());
+    if fake.fail_after_apply > 0 {
+        fake.fail_after_apply -= 1;
+        return google_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The service is currently unavailable.",
+        );
+    }
+    Json(job).into_response()
 }
 
-#[tokio::test]
-async fn adc_is_found_in_google_auths_order_and_names_what_it_read() {
-    let server = Server::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let client = reqwest::Client::new();
-    // Nothing anywhere: one error naming all three ways.
-    let env = env_with(&server);
-    let err = discover(&env, &client).await.err().unwrap().to_string();
-    assert!(
-        err.contains("GOOGLE_APPLICATION_CREDENTIALS")
-            && err.contains("gcloud auth application-default login")
-            && err.contains("metadata server"),
-        "{err}"
-    );
-    // The metadata server, when it answers as Google's.
-    let mut on_vm = env_with(&server);
-    on_vm.metadata_host = server.addr.to_string();
-    let storage = storage_for(&server, &on_vm).await.unwrap();
-    let adc = discover(&on_vm, &client).await.unwrap();
-    assert_eq!(adc.project.as_deref(), Some("vm-project"));
-    assert!(adc.origin.contains("metadata server"), "{}", adc.origin);
-    assert!(!storage.bucket_exists("some-bucket").await.unwrap());
-    assert_eq!(server.fake().grants, vec!["metadata"]);
-    // gcloud's file beats the metadata server; its user credentials refresh.
-    let gcloud = dir.path().join("gcloud");
-    std::fs::create_dir_all(gcloud.join("configurations")).unwrap();
-    std::fs::write(
-        gcloud.join("application_default_credentials.json"),
-        json!({"type": "authorized_user", "client_id": "user-client",
-               "client_secret": "user-secret", "refresh_token": REFRESH_TOKEN,
-               "token_uri": format!("{}/token", server.base)})
-        .to_string(),
-    )
-    .unwrap();
-    std::fs::write(
-        gcloud.join("configurations/config_default"),
-        "[core]\nproject = gcloud-project\n",
-    )
-    .unwrap();
-    let mut with_gcloud = on_vm.clone();
-    with_gcloud.gcloud_config_dir = Some(gcloud.clone());
-    let adc = discover(&with_gcloud, &client).await.unwrap();
-    assert_eq!(adc.project.as_deref(), Some("gcloud-project"));
-    assert!(adc.origin.contains("application_default_credentials.json"));
-    let tokens = TokenSource::new(adc, SCOPE_CLOUD_PLATFORM);
-    tokens.token().await.unwrap();
-    assert_eq!(
-        server.fake().grants.last().map(String::as_str),
-        Some("authorized_user")
-    );
-    // GOOGLE_APPLICATION_CREDENTIALS beats both; GOOGLE_CLOUD_PROJECT beats the key's project.
-    let mut explicit = with_gcloud.clone();
-    explicit.application_credentials = Some(service_account_file(dir.path(), &server, SA_EMAIL));
-    explicit.project = Some("env-project".into());
-    let adc = discover(&explicit, &client).await.unwrap();
-    assert!(
-        adc.origin.starts_with("GOOGLE_APPLICATION_CREDENTIALS ("),
-        "{}",
-        adc.origin
-    );
-    assert_eq!(adc.project.as_deref(), Some("env-project"));
-    // A named file that is broken is an error, not a reason to look further.
-    let broken = dir.path().join("broken.json");
-    std::fs::write(&broken, "{\"type\": \"service_account\"").unwrap();
-    explicit.application_credentials = Some(broken.display().to_string());
-    let err = discover(&explicit, &client)
-        .await
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        err.contains("broken.json") && err.contains("not JSON"),
-        "{err}"
-    );
+/// Each read moves a job one step: QUEUED, RUNNING, then SUCCEEDED (or FAILED).
+async fn get_job(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    UrlPath((project, region, id)): UrlPath<(String, String, String)>,
+) -> Response {
+    let mut fake = state.lock().unwrap();
+    if let Some(r) = gate(&mut fake, &headers, format!("GET job {id}")) {
+        return r;
+    }
+    let fail = fake.fail_jobs;
+    let name = format!("projects/{project}/locations/{region}/jobs/{id}");
+    let Some(job) = fake.jobs.get_mut(&name) else {
+        return google_error(StatusCode::NOT_FOUND, &format!("Job {name} not found"));
+    };
+    let count = check_job(job).unwrap_or(0);
+    let next = match job["status"]["state"].as_str() {
+        Some("QUEUED") => {
+            json!({"state": "RUNNING", "taskGroups": {"group0": {"counts": {"RUNNING": count.to_string()}}}})
+        }
+        Some("RUNNING") if fail => json!({"state": "FAILED",
+            "taskGroups": {"group0": {"counts": {"SUCCEEDED": (count - 1).to_string(), "FAILED": "1"}}},
+            "statusEvents": [{"description": "Job state is set from QUEUED to SCHEDULED"},
+                             {"description": "Job state is set from RUNNING to FAILED for job projects/x. Job failed due to task failure."}]}),
+        Some("RUNNING") => {
+            json!({"state": "SUCCEEDED", "taskGroups": {"group0": {"counts": {"SUCCEEDED": count.to_string()}}}})
+        }
+        _ => job["status"].clone(),
+    };
+    job["status"] = next;
+    Json(job.clone()).into_response()
 }
 
-#[tokio::test]
-async fn refused_credentials_name_their_origin_and_never_the_secret() {
-    let server = Server::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut env = env_with(&server);
-    env.application_credentials = Some(service_account_file(
-        dir.path(),
-        &server,
-        "stranger@elsewhere.iam.gserviceaccount.com",
-    ));
-    let storage = storage_for(&server, &env).await.unwrap();
-    let err = storage
-        .bucket_exists("any-bucket")
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("GOOGLE_APPLICATION_CREDENTIALS") && err.contains("invalid_grant"),
-        "{err}"
-    );
-    assert!(
-        !err.contains("PRIVATE KEY") && !err.contains("eyJ"),
-        "{err}"
-    );
-    assert!(
-        server.fake().requests.is_empty(),
-        "called Storage without a token"
-    );
+/// One job a page, so paging is exercised; `filter` is `labels.KEY="VALUE"`.
+async fn list_jobs(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    UrlPath((project, region)): UrlPath<(String, String)>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
+    let mut fake = state.lock().unwrap();
+    if let Some(r) = gate(&mut fake, &headers, "GET jobs".into()) {
+        return r;
+    }
+    let filter = query.get("filter").cloned().unwrap_or_default();
+    let Some((key, value)) = filter
+        .strip_prefix("labels.")
+        .and_then(|f| f.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+    else {
+        return google_error(StatusCode::BAD_REQUEST, "unsupported filter");
+    };
+    let prefix = format!("projects/{project}/locations/{region}/jobs/");
+    let names: Vec<&String> = fake
+        .jobs
+        .iter()
+        .filter(|(n, j)| n.starts_with(&prefix) && j["labels"][&key] == value.as_str())
+        .map(|(n, _)| n)
+        .collect();
+    let start: usize = query
+        .get("pageToken")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let mut body = json!({});
+    if let Some(name) = names.get(start) {
+        body["jobs"] = json!([fake.jobs[*name]]);
+    }
+    if start + 1 < names.len() {
+        body["nextPageToken"] = json!((start + 1).to_string());
+    }
+    Json(body).into_response()
+}
 
-    // A revoked user token: the refresh token never appears in the error.
-    let gcloud = dir.path().join("gcloud");
-    std::fs::create_dir_all(&gcloud).unwrap();
-    std::fs::write(
-        gcloud.join("application_default_credentials.json"),
-        json!({"type": "authorized_user", "client_id": "user-client",
-               "client_secret": "wrong", "refresh_token": REFRESH_TOKEN,
-               "token_uri": format!("{}/token", server.base)})
-        .to_string(),
-    )
-    .unwrap();
-    let mut user = env_with(&server);
-    user.gcloud_config_dir = Some(gcloud);
-    user.project = Some("p".into());
-    let storage = storage_for(&server, &user).await.unwrap();
-    let err = storage
-        .bucket_exists("any-bucket")
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("expired or revoked"), "{err}");
-    assert!(!err.contains(REFRESH_TOKEN), "{err}");
-    // Plain http to another machine is refused before any token is sent.
-    let err = Storage::new(
-        Arc::new(TokenSource::new(
-            discover(&user, &reqwest::Client::new()).await.unwrap(),
-            SCOPE_CLOUD_PLATFORM,
-        )),
-        Some("http://storage.example.com"),
-    )
-    .err()
-    .unwrap()
-    .to_string();
-    assert!(err.contains("not https://"), "{err}");
+/// Deleting answers a long-running operation, as Batch does.
+async fn delete_job(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    UrlPath((project, region, id)): UrlPath<(String, String, String)>,
+) -> Response {
+    let mut fake = state.lock().unwrap();
+    if let Some(r) = gate(&mut fake, &headers, format!("DELETE job {id}")) {
+        return r;
+    }
+    let name = format!("projects/{project}/locations/{region}/jobs/{id}");
+    if fake.jobs.remove(&name).is_none() {
+        return google_error(StatusCode::NOT_FOUND, &format!("Job {name} not found"));
+    }
+    fake.operations += 1;
+    Json(json!({"name": format!("projects/{project}/locations/{region}/operations/op-{}", fake.operations), "done": false}))
+        .into_response()
 }

@@ -1,0 +1,6 @@
+//! cbench-gcp against a strict local fake of Google's token endpoint, metadata server, Cloud
+//! Storage and Cloud Batch (one test binary; a file per service).
+
+mod batch;
+mod fake;
+mod storage;
