@@ -103,13 +103,18 @@ pub(crate) async fn connect_channel(url: &str) -> Result<Channel, String> {
     endpoint.connect().await.map_err(|e| error_chain(&e))
 }
 
-/// An error and its causes on one line (tonic's own message is just "transport error").
+/// An error and its causes on one line (tonic's own message is just "transport error"). A
+/// cause whose words are already on the line is left out: hyper and std often repeat the
+/// same "Connection refused" a level apart.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let words = cause.to_string();
+        if !text.contains(&words) {
+            text.push_str(": ");
+            text.push_str(&words);
+        }
         source = cause.source();
     }
     text
@@ -613,5 +618,41 @@ fn append_tail(tail: &mut String, data: &str) {
             cut += 1;
         }
         tail.drain(..cut);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1
+                .as_deref()
+                .map(|l| l as &(dyn std::error::Error + 'static))
+        }
+    }
+
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        let refused = Layer("Connection refused (os error 111)", None);
+        let tcp = Layer(
+            "tcp connect error: Connection refused (os error 111)",
+            Some(Box::new(refused)),
+        );
+        let e = Layer("transport error", Some(Box::new(tcp)));
+        assert_eq!(
+            error_chain(&e),
+            "transport error: tcp connect error: Connection refused (os error 111)"
+        );
     }
 }
