@@ -11,6 +11,7 @@ pub mod identity;
 pub mod interrupt;
 pub mod layout;
 pub mod message;
+pub mod net;
 pub mod process;
 pub mod progress;
 pub mod setting;

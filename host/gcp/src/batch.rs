@@ -178,11 +178,13 @@ impl Batch {
     ) -> Result<Vec<String>, GcpError> {
         check_segment("project", project)?;
         check_segment("region", region)?;
+        check_label(key)?;
+        check_label(value)?;
         let url = format!(
             "{}/v1/projects/{project}/locations/{region}/jobs",
             self.rest.base()
         );
-        // Label keys and values are lowercase letters, digits, `-` and `_`; nothing to escape.
+        // Checked above: nothing in a label can widen the filter.
         let filter = format!("labels.{key}=\"{value}\"");
         let what = format!("listing Batch jobs in {project}/{region} labelled {key}={value}");
         self.rest
@@ -322,6 +324,22 @@ fn lowercase_dashed(value: &str) -> bool {
         && value
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// A label key or value as Batch allows them: lowercase letters, digits, `-` and `_` (so it
+/// can sit in a filter's quotes without changing the filter).
+fn check_label(value: &str) -> Result<(), GcpError> {
+    let ok = (1..=63).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(GcpError::Invalid(format!(
+            "`{value}` is not a label key or value (lowercase letters, digits, `-` and `_`)"
+        )))
+    }
 }
 
 /// A project id or region: one plain path segment.

@@ -334,14 +334,9 @@ fn shown_type(kind: &str) -> &str {
     }
 }
 
-/// `http://` to this machine only.
+/// `http://` to this machine only (parsed: a user-info part cannot smuggle another host in).
 pub(crate) fn is_loopback_http(url: &str) -> bool {
-    ["http://127.0.0.1", "http://localhost", "http://[::1]"]
-        .iter()
-        .any(|p| {
-            url.strip_prefix(p)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/']))
-        })
+    url.starts_with("http://") && cbench_core::net::is_loopback_url(url)
 }
 
 /// The DER bytes of a PEM `-----BEGIN PRIVATE KEY-----` block.
@@ -387,6 +382,8 @@ mod tests {
         assert!(err.contains("token_uri"), "{err}");
         assert!(is_loopback_http("http://127.0.0.1:9/token"));
         assert!(!is_loopback_http("http://127.0.0.1.evil.example/token"));
+        assert!(!is_loopback_http("http://localhost:80@evil.example/token"));
+        assert!(!is_loopback_http("https://127.0.0.1/token"));
     }
 
     #[test]

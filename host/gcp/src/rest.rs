@@ -12,6 +12,8 @@ use crate::{GcpError, TokenSource};
 
 /// Attempts per call for transient failures (429, 5xx, no connection).
 const ATTEMPTS: u32 = 4;
+/// A listing longer than this many pages is refused (a server paging forever).
+const MAX_PAGES: usize = 10_000;
 /// First backoff; doubled per attempt.
 const BACKOFF: Duration = Duration::from_millis(250);
 
@@ -121,7 +123,7 @@ impl RestClient {
 impl RestClient {
     /// Every page of a list call: the `name` of each entry of `items_key`, following
     /// `nextPageToken` (`build` gets the page token, None for the first page) until it ends or
-    /// repeats.
+    /// repeats one.
     pub(crate) async fn names_in_pages<F>(
         &self,
         what: &str,
@@ -133,6 +135,7 @@ impl RestClient {
     {
         let mut names = Vec::new();
         let mut page: Option<String> = None;
+        let mut seen = std::collections::HashSet::new();
         loop {
             let response = self.call(what, &[], |c| build(c, page.as_deref())).await?;
             let body: Value = response.json().await.map_err(|e| GcpError::Api {
@@ -148,8 +151,16 @@ impl RestClient {
                         .map(str::to_string),
                 );
             }
+            // A token seen before would page forever; so would a listing without end.
             match body.get("nextPageToken").and_then(Value::as_str) {
-                Some(token) if !token.is_empty() && page.as_deref() != Some(token) => {
+                Some(token) if !token.is_empty() && seen.insert(token.to_string()) => {
+                    if seen.len() > MAX_PAGES {
+                        return Err(GcpError::Api {
+                            what: what.to_string(),
+                            reason: format!("more than {MAX_PAGES} pages"),
+                            status: None,
+                        });
+                    }
                     page = Some(token.to_string());
                 }
                 _ => return Ok(names),

@@ -74,6 +74,7 @@ impl Storage {
     /// Writes object `name` (replacing it).
     pub async fn upload(&self, bucket: &str, name: &str, bytes: Bytes) -> Result<(), GcpError> {
         check_bucket_name(bucket)?;
+        check_object_name(name)?;
         let url = format!("{}/upload/storage/v1/b/{bucket}/o", self.base);
         let what = format!("uploading gs://{bucket}/{name}");
         self.rest
@@ -96,6 +97,7 @@ impl Storage {
         max_bytes: usize,
     ) -> Result<Option<Vec<u8>>, GcpError> {
         check_bucket_name(bucket)?;
+        check_object_name(name)?;
         let url = format!(
             "{}/download/storage/v1/b/{bucket}/o/{}",
             self.base,
@@ -148,6 +150,7 @@ impl Storage {
     /// Deletes object `name`; false when it was not there.
     pub async fn delete(&self, bucket: &str, name: &str) -> Result<bool, GcpError> {
         check_bucket_name(bucket)?;
+        check_object_name(name)?;
         let url = format!("{}/storage/v1/b/{bucket}/o/{}", self.base, quote(name));
         let what = format!("deleting gs://{bucket}/{name}");
         let response = self.rest.call(&what, &[404], |c| c.delete(&url)).await?;
@@ -187,6 +190,23 @@ pub fn check_bucket_name(name: &str) -> Result<(), GcpError> {
     }
 }
 
+/// Refuses an object name Cloud Storage would: empty, `.`, `..` (a URL would resolve them to
+/// another path), carriage returns or line feeds, or over 1024 bytes.
+pub fn check_object_name(name: &str) -> Result<(), GcpError> {
+    let ok = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name.len() <= 1024
+        && !name.contains(['\r', '\n']);
+    if ok {
+        Ok(())
+    } else {
+        Err(GcpError::Invalid(format!(
+            "{name:?} is not a Cloud Storage object name (not empty, `.` or `..`; no line breaks; at most 1024 bytes)"
+        )))
+    }
+}
+
 /// An object name as one URL path segment: everything but unreserved characters escaped
 /// (`/` too), as the Python client quotes it.
 fn quote(name: &str) -> String {
@@ -221,5 +241,12 @@ mod tests {
         for bad in ["ab", "Upper", "a/b", "-lead", "trail-", "a..b/../c", ""] {
             assert!(check_bucket_name(bad).is_err(), "{bad}");
         }
+        for bad in ["", ".", "..", "a\nb", &"x".repeat(1025)] {
+            assert!(check_object_name(bad).is_err(), "{bad}");
+        }
+        assert!(
+            check_object_name("run/../x").is_ok(),
+            "one segment once quoted"
+        );
     }
 }

@@ -60,16 +60,16 @@ pub struct Token {
 }
 
 /// One token request, retried on 5xx, 429 and connection failures. `attempt` builds each
-/// request afresh (a new assertion each time) and returns a secret the request carries, which
-/// is redacted from any error text.
+/// request afresh (a new assertion each time) and returns the secrets the request carries,
+/// which are redacted (as sent and form-encoded) from any error text.
 pub async fn request_token<F>(endpoint: &str, mut attempt: F) -> Result<Token, TokenError>
 where
-    F: FnMut() -> Result<(reqwest::RequestBuilder, Option<String>), TokenError>,
+    F: FnMut() -> Result<(reqwest::RequestBuilder, Vec<String>), TokenError>,
 {
     let mut made = 0u32;
     loop {
         made += 1;
-        let (request, secret) = attempt()?;
+        let (request, secrets) = attempt()?;
         let transient = match request.send().await {
             Ok(response) => {
                 let status = response.status();
@@ -78,14 +78,12 @@ where
                     return token_from(endpoint, &text);
                 }
                 if !(status.is_server_error() || status.as_u16() == 429) {
-                    let mut message = oauth_message(&text);
-                    if let Some(secret) = secret.filter(|s| !s.is_empty()) {
-                        message = message.replace(&secret, "[redacted]");
-                    }
+                    // Redacted before the message is cut to a snippet, so no part of a secret
+                    // survives at the cut.
                     return Err(TokenError::Refused {
                         endpoint: endpoint.to_string(),
                         status: status.as_u16(),
-                        message,
+                        message: oauth_message(&redact(&text, &secrets)),
                     });
                 }
                 format!("HTTP {}", status.as_u16())
@@ -104,6 +102,21 @@ where
     }
 }
 
+/// `text` with every secret, as sent and form-encoded, replaced by `[redacted]`.
+fn redact(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_string();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+        out = out.replace(secret.as_str(), "[redacted]");
+        out = out.replace(&encoded, "[redacted]");
+    }
+    out
+}
+
+/// A token endpoint may say its tokens live this long at most (a larger `expires_in` is
+/// taken as this, never an overflow).
+const LONGEST_LIFETIME_SECS: u64 = 86_400;
+
 /// The token in a token endpoint's (or the metadata server's) JSON reply.
 fn token_from(endpoint: &str, text: &str) -> Result<Token, TokenError> {
     let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
@@ -114,7 +127,11 @@ fn token_from(endpoint: &str, text: &str) -> Result<Token, TokenError> {
         .ok_or_else(|| TokenError::NoAccessToken {
             endpoint: endpoint.to_string(),
         })?;
-    let lifetime = v.get("expires_in").and_then(Value::as_u64).unwrap_or(3600);
+    let lifetime = v
+        .get("expires_in")
+        .and_then(Value::as_u64)
+        .unwrap_or(3600)
+        .min(LONGEST_LIFETIME_SECS);
     Ok(Token {
         value: value.to_string(),
         expires: Instant::now() + Duration::from_secs(lifetime),
@@ -132,6 +149,16 @@ fn oauth_message(body: &str) -> String {
     }
 }
 
+/// The HTTP client of token requests: redirects are not followed (a redirect would re-send the
+/// form, secrets and all, wherever it points).
+pub fn token_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default()
+}
+
 /// Access tokens of one set of credentials for one scope, cached.
 pub struct TokenSource {
     adc: Adc,
@@ -144,14 +171,10 @@ impl TokenSource {
     /// Tokens for `adc` with `scope` (service accounts and the metadata server; a user's
     /// refresh token carries the scopes gcloud asked for).
     pub fn new(adc: Adc, scope: &str) -> TokenSource {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap_or_default();
         TokenSource {
             adc,
             scope: scope.to_string(),
-            client,
+            client: token_client(),
             cached: Mutex::new(None),
         }
     }
@@ -201,7 +224,7 @@ impl TokenSource {
                         ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
                         ("assertion", assertion.as_str()),
                     ]);
-                    Ok((request, Some(assertion)))
+                    Ok((request, vec![assertion]))
                 })
                 .await
             }
@@ -213,7 +236,10 @@ impl TokenSource {
                         ("client_secret", user.client_secret.as_str()),
                         ("refresh_token", user.refresh_token.as_str()),
                     ]);
-                    Ok((request, Some(user.refresh_token.clone())))
+                    Ok((
+                        request,
+                        vec![user.refresh_token.clone(), user.client_secret.clone()],
+                    ))
                 })
                 .await
             }
@@ -225,10 +251,46 @@ impl TokenSource {
                         .get(&url)
                         .query(&[("scopes", self.scope.as_str())])
                         .header("Metadata-Flavor", "Google");
-                    Ok((request, None))
+                    Ok((request, Vec::new()))
                 })
                 .await
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_servers_token_lifetime_cannot_overflow_the_clock() {
+        let token = token_from(
+            "endpoint",
+            r#"{"access_token":"t","expires_in":18446744073709551615}"#,
+        )
+        .ok()
+        .map(|t| t.value);
+        assert_eq!(token.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn secrets_are_redacted_as_sent_and_form_encoded_before_any_snippet_is_cut() {
+        let secret = "1//refresh+token/with=symbols".to_string();
+        let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+        let echo = format!("bad request: refresh_token={encoded}&again={secret}");
+        let said = oauth_message(&redact(&echo, std::slice::from_ref(&secret)));
+        assert!(
+            !said.contains("refresh") || said.contains("refresh_token=[redacted]"),
+            "{said}"
+        );
+        assert!(
+            !said.contains(&secret) && !said.contains(&encoded),
+            "{said}"
+        );
+        // A long echo cut at 200 characters leaves no partial secret at the cut.
+        let long = format!("{}{secret}", "x".repeat(190));
+        let said = oauth_message(&redact(&long, std::slice::from_ref(&secret)));
+        assert!(!said.contains("1//refr"), "{said}");
     }
 }

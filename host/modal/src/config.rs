@@ -75,7 +75,7 @@ impl ModalConfig {
         // control plane, as in tests).
         let acceptable = |u: &String| {
             u.starts_with("https://")
-                || (u.starts_with("http://") && crate::router::is_loopback_url(u))
+                || (u.starts_with("http://") && cbench_core::net::is_loopback_url(u))
         };
         if server_urls.is_empty() || !server_urls.iter().all(acceptable) {
             return Err(ModalError::ServerUrl(server));

@@ -64,21 +64,6 @@ pub struct CommandRouter {
     api: tokio::sync::RwLock<RouterApi>,
 }
 
-/// Whether `url` names this machine (where plain http is acceptable: a local control plane).
-pub(crate) fn is_loopback_url(url: &str) -> bool {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .unwrap_or(url);
-    let authority = rest.split('/').next().unwrap_or("");
-    let host = if let Some(v6) = authority.strip_prefix('[') {
-        v6.split(']').next().unwrap_or("")
-    } else {
-        authority.split(':').next().unwrap_or("")
-    };
-    matches!(host, "localhost" | "127.0.0.1" | "::1")
-}
-
 impl CommandRouter {
     /// Asks the control plane for the task's router and connects to it. Plain http is
     /// accepted only when the control plane itself is on loopback (as the SDK rules).
@@ -102,7 +87,7 @@ impl CommandRouter {
             reason,
         };
         let allowed = url.starts_with("https://")
-            || (url.starts_with("http://") && is_loopback_url(client.url()));
+            || (url.starts_with("http://") && cbench_core::net::is_loopback_url(client.url()));
         if !allowed {
             return Err(refused(
                 "the router must be https (plain http only with a control plane on loopback)"
@@ -352,19 +337,5 @@ impl CommandRouter {
                 Ok(Err(status)) => return Err(ModalError::rpc("TaskExecWait", &status)),
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_loopback_url;
-
-    #[test]
-    fn only_loopback_control_planes_allow_a_plain_http_router() {
-        assert!(is_loopback_url("http://127.0.0.1:8080"));
-        assert!(is_loopback_url("http://localhost/x"));
-        assert!(is_loopback_url("http://[::1]:9"));
-        assert!(!is_loopback_url("https://api.modal.com"));
-        assert!(!is_loopback_url("http://127.0.0.1.evil.example"));
     }
 }

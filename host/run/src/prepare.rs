@@ -16,7 +16,7 @@ use crate::eval::Grader;
 use crate::fsutil::read_json;
 use crate::llm::budget::RunBudget;
 use crate::llm::Setting;
-use crate::plugin::{LoadedPlugin, PluginHost};
+use crate::plugin::{LoadTimings, LoadedPlugin, PluginHost};
 use crate::progress::Progress;
 use crate::record::PairRecord;
 use crate::repos::UpstreamRepos;
@@ -208,13 +208,38 @@ pub fn run_pairs(cfg: &RunConfig) -> Result<Vec<Pair>, RunError> {
     Ok(pairs)
 }
 
+/// Loads a plugin; its first use (a compile: ~45 s for a Python plugin) is announced, and how
+/// long it took, so the wait is not silent.
+async fn load_saying_so(
+    host: &PluginHost,
+    path: &std::path::Path,
+    quiet: bool,
+) -> Result<(LoadedPlugin, LoadTimings), RunError> {
+    let announce = !quiet && !host.is_cached(path);
+    if announce {
+        eprintln!(
+            "compiling plugin {} (its first use on this machine; cached afterwards)…",
+            path.display()
+        );
+    }
+    let loaded = host.load(path).await?;
+    if announce {
+        eprintln!(
+            "compiled plugin {} in {:.1} s",
+            path.display(),
+            loaded.1.load_ms / 1e3
+        );
+    }
+    Ok(loaded)
+}
+
 /// The run's plugin and the other members of a mixed team (agent k runs plugin k).
 async fn load_plugins(
     cfg: &RunConfig,
     pairs: &[Pair],
 ) -> Result<(LoadedPlugin, Vec<LoadedPlugin>), RunError> {
     let host = PluginHost::new(&cfg.cache_dir)?;
-    let (plugin, timings) = host.load(&cfg.agent).await?;
+    let (plugin, timings) = load_saying_so(&host, &cfg.agent, cfg.quiet).await?;
     tracing::info!(
         from_cache = timings.from_cache,
         load_ms = timings.load_ms,
@@ -224,7 +249,7 @@ async fn load_plugins(
     );
     let mut team = Vec::new();
     for path in cfg.team.iter().skip(1) {
-        let (member, _) = host.load(path).await?;
+        let (member, _) = load_saying_so(&host, path, cfg.quiet).await?;
         team.push(member);
     }
     if !cfg.team.is_empty() {

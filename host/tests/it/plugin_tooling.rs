@@ -244,3 +244,49 @@ fn a_plugin_that_prints_then_traps_leaves_both_in_its_log() {
         .join("plugin_output.log")
         .exists());
 }
+
+/// A plugin's first use is a compile (~45 s for a Python plugin): the run says so and how long
+/// it took, instead of waiting in silence; a cached plugin, or `-q`, says nothing.
+#[test]
+fn a_plugins_first_use_says_it_is_compiling_and_later_uses_do_not() {
+    let logs = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let quiet_cache = tempfile::tempdir().unwrap();
+    let plugin = plugins().mini_swe.to_str().unwrap().to_string();
+    let data = crate::support::dataset().display().to_string();
+    let log_dir = logs.path().display().to_string();
+    let run = |name: &str, cache: &Path, quiet: bool| {
+        let mut args = vec![
+            "run",
+            "-n",
+            name,
+            "--log-dir",
+            &log_dir,
+            "--dataset-dir",
+            &data,
+            "--agent",
+            &plugin,
+            "-m",
+            "oracle",
+            "-f",
+            "1,2",
+            "--no-auto-eval",
+        ];
+        if quiet {
+            args.push("-q");
+        }
+        let out = cbench_with_env(&args, &[("CBENCH_CACHE_DIR", cache.to_str().unwrap())]);
+        assert!(out.status.success(), "{name}: {}", text(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let first = run("first", cache.path(), false);
+    assert!(
+        first.contains(&format!("compiling plugin {plugin} (its first use"))
+            && first.contains(&format!("compiled plugin {plugin} in ")),
+        "{first}"
+    );
+    let second = run("second", cache.path(), false);
+    assert!(!second.contains("compil"), "{second}");
+    let quiet = run("quiet", quiet_cache.path(), true);
+    assert!(!quiet.contains("compil"), "{quiet}");
+}

@@ -155,5 +155,14 @@ async fn a_lost_create_reply_makes_one_job_and_a_failed_job_says_why() {
         .job_status("projects/test-project/locations/us-central1/jobs/a/../../b")
         .await
         .is_err());
+    // A label value that would widen the cleanup filter to other runs' jobs.
+    assert!(batch
+        .list_jobs(
+            "test-project",
+            "us-central1",
+            ("cbench-run", r#"x" OR labels.cbench-run!="x"#)
+        )
+        .await
+        .is_err());
     assert_eq!(server.fake().requests.len(), before);
 }

@@ -109,10 +109,7 @@ pub(crate) fn endpoint(
         super::uri_encode(&location),
         spec.model
     );
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap_or_default();
+    let client = cbench_gcp::token::token_client();
     Ok(Endpoint {
         url,
         auth: Box::new(TokenSource {
@@ -158,7 +155,7 @@ impl TokenSource {
                 ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
                 ("assertion", assertion.as_str()),
             ]);
-            Ok((request, Some(assertion)))
+            Ok((request, vec![assertion]))
         })
         .await
         .map_err(|e| {
