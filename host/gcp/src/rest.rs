@@ -118,9 +118,6 @@ impl RestClient {
             tokio::time::sleep(BACKOFF * 2u32.pow(attempt - 1)).await;
         }
     }
-}
-
-impl RestClient {
     /// Every page of a list call: the `name` of each entry of `items_key`, following
     /// `nextPageToken` (`build` gets the page token, None for the first page) until it ends or
     /// repeats one.
