@@ -381,6 +381,23 @@ pub async fn cleanup(args: CleanupArgs) -> anyhow::Result<ExitCode> {
         "removed {} scratch dir(s) and {} cgroup(s) of dead invocations",
         local.scratch_dirs, local.cgroups
     );
+    if args.backend == Some(crate::cli::CleanupBackendArg::Gcp) {
+        args.gcp.validate()?;
+        let clients = crate::eval::gcp_bench::connect_for_cleanup(
+            args.gcp.gcp_project.as_deref(),
+            &args.gcp.gcp_region,
+            args.gcp.gcp_bucket.as_deref(),
+        )
+        .await?;
+        let swept = crate::eval::gcp_bench::sweep(&clients, &scope).await?;
+        println!(
+            "deleted the Batch jobs (project {}, {}) and objects (gs://{}) of {swept} invocation(s)",
+            clients.project(),
+            clients.region(),
+            clients.bucket()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.backend == Some(crate::cli::CleanupBackendArg::Modal) {
         let config = cbench_modal::ModalConfig::from_env()?;
         let client = cbench_modal::ModalClient::connect(config).await?;

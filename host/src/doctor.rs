@@ -3,7 +3,10 @@
 //! the configuration (where each setting came from; never the secret), the connection and
 //! credentials, the app, the image of one task built from its registry tag, a sandbox created
 //! with cbench's tags and no network, a command in the repository, a file written and read
-//! back through the command router, the sandbox terminated and gone from the listing.
+//! back through the command router, the sandbox terminated and gone from the listing. For
+//! Google Cloud: the credentials and project, the bucket, a test run's path end to end (its
+//! input uploaded, a Batch job of the task image reading it and printing the base commit, the
+//! output read back), then the job and objects deleted and gone from the listings.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -18,8 +21,83 @@ fn step(name: &str, started: Instant, detail: &str) {
     );
 }
 
-/// `cbench doctor --backend modal`.
+/// `cbench doctor --backend …`.
 pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
+    match args.backend {
+        crate::cli::DoctorBackendArg::Modal => doctor_modal(args).await,
+        crate::cli::DoctorBackendArg::Gcp => doctor_gcp(args).await,
+    }
+}
+
+/// `cbench doctor --backend gcp`.
+async fn doctor_gcp(args: DoctorArgs) -> anyhow::Result<ExitCode> {
+    use crate::eval::gcp_bench::{self, GcpGrading, GcpSettings};
+    args.gcp.validate()?;
+    let started = Instant::now();
+    let labels = crate::docker::RunLabels::new("doctor");
+    let settings = GcpSettings {
+        project: args.gcp.gcp_project.clone(),
+        region: args.gcp.gcp_region.clone(),
+        bucket: args.gcp.gcp_bucket.clone(),
+        image_prefix: String::new(),
+        cpu_milli: 1000,
+        memory_mib: 1024,
+        block_network: true,
+    };
+    let grading =
+        GcpGrading::connect(settings, "doctor", &labels.run_id, &crate::docker::owner()).await?;
+    let clients = &grading.clients;
+    step(
+        "credentials",
+        started,
+        &format!(
+            "from {}, project {}; bucket gs://{} ready",
+            clients.origin(),
+            clients.project(),
+            clients.bucket()
+        ),
+    );
+    let started = Instant::now();
+    let payload: Vec<u8> = (0..=255u8).cycle().take(64 << 10).collect();
+    let expected = crate::fsutil::sha256_hex(&payload);
+    let checked = grading
+        .run_job(
+            &args.image,
+            vec![("doctor.bin".into(), payload)],
+            "sh -c 'git rev-parse HEAD && sha256sum /patches/doctor.bin'",
+            Duration::from_secs(600),
+            4096,
+        )
+        .await;
+    let swept_at = Instant::now();
+    let swept = gcp_bench::sweep(
+        clients,
+        &crate::docker::cleanup::Scope::RunId(labels.run_id.clone()),
+    )
+    .await;
+    let out = checked?;
+    if out.exit_code != 0 || !out.output.contains(&expected) {
+        anyhow::bail!(
+            "the Batch job of {} did not do what it should (exit {}): {}",
+            args.image,
+            out.exit_code,
+            out.output.trim()
+        );
+    }
+    let head = out.output.lines().next().unwrap_or_default().to_string();
+    step(
+        "batch job",
+        started,
+        &format!("{}: base commit {head}, a 64 KiB input read intact", args.image),
+    );
+    swept?;
+    step("cleanup", swept_at, "the job and its objects deleted");
+    println!("Google Cloud works with these credentials: `cbench run --backend gcp` can use it.");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cbench doctor --backend modal`.
+async fn doctor_modal(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     use cbench_modal::{ExecRequest, ModalClient, ModalConfig, RemoteSandbox, SandboxDefinition};
     let started = Instant::now();
     let config = ModalConfig::from_env()?;

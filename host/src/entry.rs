@@ -148,6 +148,12 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(Err(e)) => eprintln!("error: cleanup after the signal: {e} (run `cbench cleanup --backend modal`)"),
                     Err(_) => eprintln!("error: Modal cleanup after the signal took over 30 s (run `cbench cleanup --backend modal`)"),
                 }
+                let sweep = crate::eval::gcp_bench::sweep_registered();
+                match tokio::time::timeout(std::time::Duration::from_secs(30), sweep).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => eprintln!("error: cleanup after the signal: {e} (run `cbench cleanup --backend gcp`)"),
+                    Err(_) => eprintln!("error: Google Cloud cleanup after the signal took over 30 s (run `cbench cleanup --backend gcp`)"),
+                }
                 Ok(ExitCode::from(130))
             }
         }

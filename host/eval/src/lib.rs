@@ -16,6 +16,7 @@ use cbench_docker as docker;
 use cbench_sandbox as sandbox;
 use cbench_sandbox::repos;
 
+pub mod gcp_bench;
 pub mod gold;
 mod inputs;
 pub mod merge;

@@ -24,6 +24,8 @@ pub enum GradingBackend {
     Docker(DockerGrading),
     /// In a fresh Modal sandbox per test run from the task's image.
     Modal(crate::modal_bench::ModalGrading),
+    /// In a Cloud Batch job per test run, a container of the task's image.
+    Gcp(crate::gcp_bench::GcpGrading),
 }
 
 /// Docker grading settings.
@@ -42,6 +44,7 @@ pub enum TestBench {
     Local(Confinement),
     Docker(Box<DockerBench>),
     Modal(crate::modal_bench::ModalBench),
+    Gcp(crate::gcp_bench::GcpBench),
 }
 
 /// A pair's docker grading: every test run in a container of its own, fresh from the
@@ -117,6 +120,7 @@ impl TestBench {
                     crate::modal_bench::ModalBench::open(m, pair).await?,
                 ))
             }
+            GradingBackend::Gcp(g) => return Ok(TestBench::Gcp(g.bench(pair))),
         };
         let image = pair.task.image(&d.image_prefix);
         let info = images::inspect(&d.engine, &image, &pair.task).await?;
@@ -245,6 +249,11 @@ impl TestBench {
                 out
             }
             TestBench::Modal(bench) => {
+                bench
+                    .run(feature, patch, patch_is_empty, name, timeout, cap)
+                    .await
+            }
+            TestBench::Gcp(bench) => {
                 bench
                     .run(feature, patch, patch_is_empty, name, timeout, cap)
                     .await

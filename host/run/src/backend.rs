@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::dataset::Pair;
 use crate::docker::container::ContainerSpec;
 use crate::docker::{cleanup, images, Engine, ResourceLimits, RunLabels};
+use crate::eval::gcp_bench::{self, GcpGrading};
 use crate::eval::testbench::{DockerGrading, GradingBackend};
 use crate::repos::{BaseRepos, ImageBases, UpstreamRepos};
 use crate::sandbox::confine::{Confinement, LocalOptions};
@@ -24,17 +25,37 @@ pub enum BackendChoice {
     Local(LocalOptions),
     Docker(DockerOptions),
     Modal(ModalOptions),
+    Gcp(GcpOptions),
 }
 
 impl BackendChoice {
-    /// `local`, `docker` or `modal`.
+    /// `local`, `docker`, `modal` or `gcp`.
     pub fn name(&self) -> &'static str {
         match self {
             BackendChoice::Local(_) => "local",
             BackendChoice::Docker(_) => "docker",
             BackendChoice::Modal(_) => "modal",
+            BackendChoice::Gcp(_) => "gcp",
         }
     }
+
+    /// The backend agents' sandboxes are made on (gcp grades only: its agents run elsewhere).
+    pub fn agents(&self) -> &BackendChoice {
+        match self {
+            BackendChoice::Gcp(gcp) => &gcp.agents,
+            other => other,
+        }
+    }
+}
+
+/// Settings of the gcp backend: agents on `--agent-backend` (docker or modal), every test
+/// run a Cloud Batch job.
+#[derive(Debug, Clone)]
+pub struct GcpOptions {
+    /// Where the agents' sandboxes are made.
+    pub agents: Box<BackendChoice>,
+    /// The Batch grading settings.
+    pub grading: crate::eval::gcp_bench::GcpSettings,
 }
 
 /// Settings of the modal backend.
@@ -93,6 +114,11 @@ pub enum Backend {
         images: Arc<ModalImages>,
         options: ModalOptions,
         labels: RunLabels,
+    },
+    /// Agents on another backend, grading on Cloud Batch.
+    Gcp {
+        agents: Box<Backend>,
+        grading: GcpGrading,
     },
 }
 
@@ -159,11 +185,49 @@ impl Backend {
                     labels,
                 })
             }
+            BackendChoice::Gcp(options) => {
+                let agents = Box::pin(Backend::resolve(&options.agents, run_name, hidden)).await?;
+                let run_id = agents.run_id().unwrap_or_default().to_string();
+                let grading = GcpGrading::connect(
+                    options.grading.clone(),
+                    run_name,
+                    &run_id,
+                    &crate::docker::owner(),
+                )
+                .await?;
+                let swept =
+                    gcp_bench::sweep(&grading.clients, &cleanup::Scope::RunName(run_name.into()))
+                        .await?;
+                if swept > 0 {
+                    tracing::info!(
+                        "deleted the Batch jobs and objects of {swept} dead invocation(s) of {run_name}"
+                    );
+                }
+                gcp_bench::register(&grading.clients);
+                Ok(Backend::Gcp {
+                    agents: Box::new(agents),
+                    grading,
+                })
+            }
+        }
+    }
+
+    /// This invocation's id (docker and modal label their objects with it).
+    fn run_id(&self) -> Option<&str> {
+        match self {
+            Backend::Docker { labels, .. } | Backend::Modal { labels, .. } => {
+                Some(&labels.run_id)
+            }
+            Backend::Gcp { agents, .. } => agents.run_id(),
+            Backend::Local(_) => None,
         }
     }
 
     /// Checks what the selected pairs need before anything starts (docker: every task image).
     pub async fn preflight(&self, pairs: &[Pair]) -> Result<(), SandboxError> {
+        if let Backend::Gcp { agents, .. } = self {
+            return Box::pin(agents.preflight(pairs)).await;
+        }
         if let Backend::Modal {
             images, options, ..
         } = self
@@ -190,6 +254,9 @@ impl Backend {
     /// The run will need `count` agent sandboxes for `pair` (docker: the pool starts that
     /// image's containers ahead, up to its bound).
     pub fn expect_sandboxes(&self, pair: &Pair, count: usize) {
+        if let Backend::Gcp { agents, .. } = self {
+            return agents.expect_sandboxes(pair, count);
+        }
         if let Backend::Docker { options, pool, .. } = self {
             pool.expect(&pair.task.image(&options.image_prefix), count);
         }
@@ -199,22 +266,39 @@ impl Backend {
     pub fn pool_stats(&self) -> Option<PoolStats> {
         match self {
             Backend::Docker { pool, .. } => Some(pool.stats()),
+            Backend::Gcp { agents, .. } => agents.pool_stats(),
             Backend::Local(_) | Backend::Modal { .. } => None,
         }
     }
 
-    /// `local`, `docker` or `modal`, for config.json.
+    /// `local`, `docker`, `modal` or `gcp`, for config.json.
     pub fn name(&self) -> &'static str {
         match self {
             Backend::Local(_) => "local",
             Backend::Docker { .. } => "docker",
             Backend::Modal { .. } => "modal",
+            Backend::Gcp { .. } => "gcp",
         }
     }
 
     /// How agents are confined, for config.json and the header.
     pub fn isolation(&self) -> String {
         match self {
+            Backend::Gcp { agents, grading } => format!(
+                "{}; graders: Cloud Batch jobs ({} milli-CPUs, {} MiB, network {}; project {}, {}, gs://{}; credentials from {})",
+                agents.isolation(),
+                grading.settings.cpu_milli,
+                grading.settings.memory_mib,
+                if grading.settings.block_network {
+                    "blocked"
+                } else {
+                    "open"
+                },
+                grading.clients.project(),
+                grading.clients.region(),
+                grading.clients.bucket(),
+                grading.clients.origin()
+            ),
             Backend::Local(confinement) => confinement.describe(),
             Backend::Docker { options, .. } => format!(
                 "container ({} CPUs, {} MiB, {} pids, network {})",
@@ -242,6 +326,18 @@ impl Backend {
 
     /// What the user must know before trusting this run's sandboxes (printed on every run).
     pub fn warnings(&self) -> Vec<String> {
+        if let Backend::Gcp { agents, grading } = self {
+            let mut warnings = agents.warnings();
+            if !grading.settings.block_network {
+                warnings.push(
+                    "--grading-network bridge with --backend gcp: the tests (the agents' code) can \
+                     reach the Batch VM's metadata server, and with it whatever its service account \
+                     may do (give the jobs a dedicated account limited to the bucket)"
+                        .to_string(),
+                );
+            }
+            return warnings;
+        }
         let Backend::Local(confinement) = self else {
             return Vec::new();
         };
@@ -264,6 +360,7 @@ impl Backend {
     /// Where graders run.
     pub fn grading(&self) -> GradingBackend {
         match self {
+            Backend::Gcp { grading, .. } => GradingBackend::Gcp(grading.clone()),
             Backend::Local(confinement) => GradingBackend::Local(confinement.clone()),
             Backend::Docker {
                 engine,
@@ -294,9 +391,12 @@ impl Backend {
 
     /// Base repositories: prepared on the host (local) or copied out of the images (docker).
     pub fn base_repos(&self, scratch: &Path, upstream: UpstreamRepos) -> BaseRepos {
+        if let Backend::Gcp { agents, .. } = self {
+            return agents.base_repos(scratch, upstream);
+        }
         let bases = BaseRepos::new(scratch, upstream);
         match self {
-            Backend::Local(_) => bases,
+            Backend::Local(_) | Backend::Gcp { .. } => bases,
             Backend::Docker {
                 engine,
                 options,
@@ -326,9 +426,16 @@ impl Backend {
         bases: &BaseRepos,
         work_dir: &Path,
     ) -> Result<PairRemote, SandboxError> {
+        if let Backend::Gcp { agents, .. } = self {
+            // Agents' remote: graders only ever see patches.
+            return Box::pin(agents.team_remote(pair, bases, work_dir)).await;
+        }
         let base = bases.get(&pair.task).await?;
         match self {
             Backend::Local(_) => team::local_remote(&base, &work_dir.join("team")).await,
+            Backend::Gcp { .. } => Err(SandboxError::Command(
+                "--backend gcp: no team remote of its own".into(),
+            )),
             // Refused before the run starts (the CLI's validation); kept as an error here.
             Backend::Modal { .. } => Err(SandboxError::Command(
                 "--git is not available with --backend modal".into(),
@@ -372,6 +479,9 @@ impl Backend {
         remote: Option<&PairRemote>,
     ) -> Result<Arc<dyn Sandbox>, SandboxError> {
         let sandbox: Arc<dyn Sandbox> = match self {
+            Backend::Gcp { agents, .. } => {
+                return Box::pin(agents.sandbox(pair, agent_id, bases, work_dir, remote)).await
+            }
             Backend::Local(confinement) => {
                 let base = bases.get(&pair.task).await?;
                 let mut sandbox =
@@ -484,6 +594,13 @@ impl Backend {
 
     /// Removes every object of this invocation (a no-op locally: temp dirs go on drop).
     pub async fn cleanup(&self) -> Result<(), SandboxError> {
+        if let Backend::Gcp { agents, grading } = self {
+            let run_id = agents.run_id().unwrap_or_default().to_string();
+            let graders =
+                gcp_bench::sweep(&grading.clients, &cleanup::Scope::RunId(run_id)).await;
+            Box::pin(agents.cleanup()).await?;
+            return graders.map(|_| ());
+        }
         if let Backend::Modal { images, labels, .. } = self {
             modal::sweep(
                 images.client(),

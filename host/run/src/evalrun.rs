@@ -191,6 +191,21 @@ fn backend_choice(cfg: &EvalConfig, record: &RunRecord) -> BackendChoice {
             block_grading_network: cfg.docker.grading_network == "none",
             app: crate::backend::DEFAULT_MODAL_APP.into(),
         }),
+        // Google's defaults (project from the credentials, the default region and bucket);
+        // bases come out of the images on docker.
+        None if record.backend == "gcp" => BackendChoice::Gcp(crate::backend::GcpOptions {
+            agents: Box::new(BackendChoice::Docker(cfg.docker.clone())),
+            grading: crate::eval::gcp_bench::GcpSettings {
+                project: None,
+                region: crate::eval::gcp_bench::DEFAULT_REGION.into(),
+                bucket: None,
+                image_prefix: cfg.docker.image_prefix.clone(),
+                cpu_milli: (cfg.docker.limits.cpus * 1000.0).round().max(1.0) as u32,
+                memory_mib: (cfg.docker.limits.memory_bytes >> 20).clamp(1, u32::MAX as i64)
+                    as u32,
+                block_network: cfg.docker.grading_network == "none",
+            },
+        }),
         None => BackendChoice::Local(crate::sandbox::confine::LocalOptions {
             mode: crate::sandbox::confine::IsolationMode::Auto,
             limits: crate::sandbox::cgroup::ProcessLimits {

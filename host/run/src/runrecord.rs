@@ -114,6 +114,10 @@ pub(crate) fn run_record(cfg: &RunConfig, plugin: &PluginIdentity, backend: &Bac
             BackendChoice::Local(o) => format!("{:?}", o.mode).to_lowercase(),
             BackendChoice::Docker(_) => "container".into(),
             BackendChoice::Modal(_) => "modal-sandbox".into(),
+            BackendChoice::Gcp(g) => match g.agents.as_ref() {
+                BackendChoice::Modal(_) => "modal-sandbox".into(),
+                _ => "container".into(),
+            },
         },
         grading_network: match &cfg.backend {
             BackendChoice::Local(o) if !o.grading_network => "none".into(),
@@ -121,6 +125,8 @@ pub(crate) fn run_record(cfg: &RunConfig, plugin: &PluginIdentity, backend: &Bac
             BackendChoice::Docker(d) => d.grading_network.clone(),
             BackendChoice::Modal(m) if m.block_grading_network => "none".into(),
             BackendChoice::Modal(_) => "bridge".into(),
+            BackendChoice::Gcp(g) if g.grading.block_network => "none".into(),
+            BackendChoice::Gcp(_) => "bridge".into(),
         },
         concurrency: cfg.concurrency,
         eval_concurrency: cfg.eval_concurrency,

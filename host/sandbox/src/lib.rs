@@ -46,6 +46,8 @@ pub enum SandboxError {
     Docker(#[from] cbench_docker::DockerError),
     #[error(transparent)]
     Modal(#[from] cbench_modal::ModalError),
+    #[error(transparent)]
+    Gcp(#[from] cbench_gcp::GcpError),
     /// Over the sandbox's disk limit: the agent's doing, it ends `LimitsExceeded`.
     #[error("{0}")]
     DiskLimit(String),

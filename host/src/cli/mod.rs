@@ -159,6 +159,9 @@ pub struct DoctorArgs {
     /// The Modal app to use.
     #[arg(long, default_value = "cbench")]
     pub modal_app: String,
+    /// Where to check with `--backend gcp`.
+    #[command(flatten)]
+    pub gcp: GcpArgs,
 }
 
 /// `cbench doctor --backend`.
@@ -166,6 +169,8 @@ pub struct DoctorArgs {
 pub enum DoctorBackendArg {
     /// Modal (credentials from MODAL_TOKEN_ID/MODAL_TOKEN_SECRET or ~/.modal.toml).
     Modal,
+    /// Google Cloud Batch and Storage (Application Default Credentials).
+    Gcp,
 }
 
 /// `cbench images …`.
@@ -207,6 +212,9 @@ pub struct CleanupArgs {
     /// The Modal app to sweep (with `--backend modal`).
     #[arg(long, default_value = "cbench")]
     pub modal_app: String,
+    /// Where to sweep with `--backend gcp`.
+    #[command(flatten)]
+    pub gcp: GcpArgs,
 }
 
 /// `cbench cleanup --backend`: what to sweep besides local leftovers.
@@ -216,6 +224,8 @@ pub enum CleanupBackendArg {
     Docker,
     /// Sandboxes in Modal.
     Modal,
+    /// Batch jobs and bucket objects in Google Cloud.
+    Gcp,
 }
 
 /// `--backend`.
@@ -228,7 +238,8 @@ pub enum BackendArg {
     /// Modal sandboxes from the tasks' registry images (credentials as Modal's own tools read
     /// them: MODAL_TOKEN_ID/MODAL_TOKEN_SECRET or ~/.modal.toml); graders on Modal too.
     Modal,
-    /// GCP VMs (not in this build).
+    /// Agents on `--agent-backend` (docker or modal), every test run a Google Cloud Batch job
+    /// (credentials: Application Default Credentials).
     Gcp,
 }
 
@@ -269,6 +280,64 @@ pub struct DockerArgs {
     /// The Modal app sandboxes are created in (`--backend modal`; created if missing).
     #[arg(long, default_value = "cbench")]
     pub modal_app: String,
+    /// With `--backend gcp`: where the agents' sandboxes are made (graders are Batch jobs).
+    #[arg(long, value_enum, default_value = "docker")]
+    pub agent_backend: AgentBackendArg,
+    #[command(flatten)]
+    pub gcp: GcpArgs,
+}
+
+/// `--agent-backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AgentBackendArg {
+    Docker,
+    Modal,
+}
+
+/// Google Cloud settings (`--backend gcp`, `cleanup`/`doctor --backend gcp`); credentials are
+/// Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud's
+/// application-default login, or the metadata server on Google Cloud).
+#[derive(Debug, Args)]
+pub struct GcpArgs {
+    /// The project Batch jobs run in (default: GOOGLE_CLOUD_PROJECT or the credentials').
+    #[arg(long)]
+    pub gcp_project: Option<String>,
+    /// The region Batch jobs run in.
+    #[arg(long, default_value = crate::eval::gcp_bench::DEFAULT_REGION)]
+    pub gcp_region: String,
+    /// The bucket test inputs and outputs pass through (default: cbench-eval-<project>,
+    /// created with a 7-day delete rule when missing).
+    #[arg(long)]
+    pub gcp_bucket: Option<String>,
+}
+
+impl GcpArgs {
+    /// Checks the names before any request (the clients check them again).
+    pub fn validate(&self) -> Result<(), CliError> {
+        let plain = |v: &str| {
+            (1..=63).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        if let Some(project) = &self.gcp_project {
+            if !plain(project) {
+                return Err(CliError::Gcp(format!(
+                    "--gcp-project {project:?}: give a project id (lowercase letters, digits, `-`)"
+                )));
+            }
+        }
+        if !plain(&self.gcp_region) {
+            return Err(CliError::Gcp(format!(
+                "--gcp-region {:?}: give a region such as us-central1",
+                self.gcp_region
+            )));
+        }
+        if let Some(bucket) = &self.gcp_bucket {
+            cbench_gcp::storage::check_bucket_name(bucket)
+                .map_err(|e| CliError::Gcp(format!("--gcp-bucket: {e}")))?;
+        }
+        Ok(())
+    }
 }
 
 /// A container network.
@@ -358,35 +427,58 @@ fn backend_choice(
             }))
         }
         BackendArg::Docker => Ok(BackendChoice::Docker(docker.validate()?)),
-        BackendArg::Modal => {
-            let app = docker.modal_app.clone();
-            if app.is_empty()
-                || app.len() > 64
-                || !app
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            {
-                return Err(CliError::ModalApp(app));
-            }
-            let docker = docker.validate()?;
-            if docker.limits.memory_bytes < 128 << 20 {
-                return Err(CliError::Memory(format!(
-                    "{} (Modal sandboxes need at least 128m)",
-                    docker.limits.memory_bytes
-                )));
-            }
-            Ok(BackendChoice::Modal(ModalOptions {
-                image_prefix: docker.image_prefix,
-                cpus: docker.limits.cpus,
-                memory_mib: (docker.limits.memory_bytes >> 20).min(u32::MAX as i64) as u32,
-                block_agent_network: docker.agent_network == "none",
-                block_grading_network: docker.grading_network == "none",
-                app,
+        BackendArg::Modal => modal_choice(docker),
+        BackendArg::Gcp => {
+            docker.gcp.validate()?;
+            let agents = match docker.agent_backend {
+                AgentBackendArg::Docker => BackendChoice::Docker(docker.validate()?),
+                AgentBackendArg::Modal => modal_choice(docker)?,
+            };
+            let limits = docker.validate()?.limits;
+            Ok(BackendChoice::Gcp(crate::backend::GcpOptions {
+                agents: Box::new(agents),
+                grading: crate::eval::gcp_bench::GcpSettings {
+                    project: docker.gcp.gcp_project.clone(),
+                    region: docker.gcp.gcp_region.clone(),
+                    bucket: docker.gcp.gcp_bucket.clone(),
+                    image_prefix: docker.image_prefix.clone(),
+                    cpu_milli: (limits.cpus * 1000.0).round().clamp(1.0, u32::MAX as f64) as u32,
+                    memory_mib: (limits.memory_bytes >> 20).clamp(1, u32::MAX as i64) as u32,
+                    block_network: matches!(docker.grading_network, NetworkArg::None),
+                },
             }))
         }
-        BackendArg::Gcp => Err(CliError::Backend("gcp".into())),
     }
 }
+
+/// `--backend modal`'s settings (also `--agent-backend modal`).
+fn modal_choice(docker: &DockerArgs) -> Result<BackendChoice, CliError> {
+        let app = docker.modal_app.clone();
+        if app.is_empty()
+            || app.len() > 64
+            || !app
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(CliError::ModalApp(app));
+        }
+        let docker = docker.validate()?;
+        if docker.limits.memory_bytes < 128 << 20 {
+            return Err(CliError::Memory(format!(
+                "{} (Modal sandboxes need at least 128m)",
+                docker.limits.memory_bytes
+            )));
+        }
+        Ok(BackendChoice::Modal(ModalOptions {
+            image_prefix: docker.image_prefix,
+            cpus: docker.limits.cpus,
+            memory_mib: (docker.limits.memory_bytes >> 20).min(u32::MAX as i64) as u32,
+            block_agent_network: docker.agent_network == "none",
+            block_grading_network: docker.grading_network == "none",
+            app,
+        }))
+}
+
 
 /// `--setting`.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -684,8 +776,9 @@ impl BenchArgs {
 /// A bad command line; names the flag.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    #[error("--backend {0}: not available in this build (use `local`, `docker` or `modal`)")]
-    Backend(String),
+    #[error("{0}")]
+    Gcp(String),
+
     #[error("--git is not available with --backend modal: the team remote would need a git server reachable from Modal sandboxes, which cbench cannot yet make as private as the docker one (use --backend docker or local)")]
     GitOnModal,
     #[error("--modal-app {0:?}: give a Modal app name (letters, digits, `-`, `_`, `.`)")]

@@ -333,7 +333,7 @@ impl RunArgs {
             return Err(CliError::ForceWithShard);
         }
         let backend = backend_choice(self.backend, self.isolation, &self.docker)?;
-        if self.git && matches!(backend, BackendChoice::Modal(_)) {
+        if self.git && matches!(backend.agents(), BackendChoice::Modal(_)) {
             return Err(CliError::GitOnModal);
         }
         let team = self
@@ -468,11 +468,12 @@ impl RunArgs {
             patch_limits: PatchLimits {
                 max_patch_bytes: self.max_patch_mb.saturating_mul(1 << 20),
                 // The tree: what the agent may add (its disk limit) on top of its base.
-                max_snapshot_bytes: match &backend {
+                max_snapshot_bytes: match backend.agents() {
                     crate::backend::BackendChoice::Local(o) => o.limits.disk_bytes,
                     crate::backend::BackendChoice::Docker(d) => d.limits.disk_bytes,
                     // The archive a Modal sandbox sends is capped on its own (512 MiB).
-                    crate::backend::BackendChoice::Modal(_) => {
+                    crate::backend::BackendChoice::Modal(_)
+                    | crate::backend::BackendChoice::Gcp(_) => {
                         crate::sandbox::disk::DEFAULT_DISK_BYTES
                     }
                 }

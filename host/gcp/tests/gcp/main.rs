@@ -2,5 +2,6 @@
 //! Storage and Cloud Batch (one test binary; a file per service).
 
 mod batch;
-mod fake;
 mod storage;
+
+use cbench_gcp_fake as fake;

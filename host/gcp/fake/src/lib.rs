@@ -2,12 +2,21 @@
 //! test key's public half, the refresh-token grant), a VM's metadata server, the Cloud Storage
 //! JSON API and the Cloud Batch API. Every Storage and Batch call must carry a token it issued
 //! and still honours; names must arrive as the real services route them.
+//!
+//! Batch jobs either step one state per read (QUEUED, RUNNING, SUCCEEDED or FAILED), or, when
+//! a [`TaskRunner`] is set, really run: every task is handed to the runner with its `gcs`
+//! volumes materialised as directories (read-only ones as copies the runner must mount
+//! read-only), what a task wrote to a writable volume is stored back as objects, a task past
+//! `maxRunDuration` is stopped with Batch's exit code 50005, and deleting a running job stops
+//! its tasks.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, Query, State};
@@ -22,7 +31,7 @@ use cbench_gcp::AdcEnv;
 use ring::signature;
 use serde_json::{json, Value};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../llm/tests/fixtures");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../llm/tests/fixtures");
 pub const SA_EMAIL: &str = "cbench-batch@test-project.iam.gserviceaccount.com";
 pub const REFRESH_TOKEN: &str = "1//user-refresh-token-s3cret";
 
@@ -45,8 +54,58 @@ pub struct Fake {
     pub fail_after_apply: u32,
     /// Jobs end FAILED instead of SUCCEEDED.
     pub fail_jobs: bool,
+    /// Runs the jobs' tasks for real (else jobs step one state per read).
+    pub runner: Option<TaskRunner>,
+    /// Every task handed to the runner: job name, index and its mounts.
+    pub task_runs: Vec<(String, u32, Vec<Mount>)>,
+    /// Jobs being run, to stop when deleted.
+    running: HashMap<String, tokio::task::AbortHandle>,
     operations: u32,
 }
+
+/// One `gcs` volume of a task as the runner must mount it.
+#[derive(Debug, Clone)]
+pub struct Mount {
+    /// The directory holding the prefix's objects.
+    pub host_dir: PathBuf,
+    /// Where the task sees it.
+    pub mount_path: String,
+    /// Mounted with `-o ro`.
+    pub read_only: bool,
+}
+
+/// One task of a job, as the fake hands it to a [`TaskRunner`].
+#[derive(Debug, Clone)]
+pub struct TaskRun {
+    /// `projects/P/locations/R/jobs/ID`.
+    pub job: String,
+    /// `BATCH_TASK_INDEX`.
+    pub index: u32,
+    /// The container runnable's image, entrypoint and commands.
+    pub image: String,
+    pub entrypoint: String,
+    pub commands: Vec<String>,
+    /// The task's environment (the spec's variables plus `BATCH_TASK_INDEX`/`BATCH_TASK_COUNT`).
+    pub env: BTreeMap<String, String>,
+    /// Its volumes.
+    pub mounts: Vec<Mount>,
+    /// `blockExternalNetwork`.
+    pub block_network: bool,
+    /// `computeResource`.
+    pub cpu_milli: u64,
+    pub memory_mib: u64,
+}
+
+/// What a runner says about one task: its exit code, or why it could not run.
+pub type TaskOutcome = Result<i64, String>;
+
+/// Runs one task; dropping the future must stop it (the fake drops it at `maxRunDuration` and
+/// when the job is deleted).
+pub type TaskRunner =
+    Arc<dyn Fn(TaskRun) -> Pin<Box<dyn Future<Output = TaskOutcome> + Send>> + Send + Sync>;
+
+/// Batch's exit code of a task stopped at its `maxRunDuration`.
+pub const EXIT_CODE_TIMEOUT: i64 = 50005;
 
 type Shared = Arc<Mutex<Fake>>;
 
@@ -102,6 +161,11 @@ impl Server {
 
     pub fn fake(&self) -> std::sync::MutexGuard<'_, Fake> {
         self.state.lock().unwrap()
+    }
+
+    /// Jobs run their tasks with `runner` from now on.
+    pub fn run_tasks_with(&self, runner: TaskRunner) {
+        self.fake().runner = Some(runner);
     }
 }
 
@@ -496,7 +560,11 @@ async fn create_job(
     }
     job["name"] = json!(name);
     job["status"] = json!({"state": "QUEUED"});
-    fake.jobs.insert(name, job.clone());
+    fake.jobs.insert(name.clone(), job.clone());
+    if let Some(runner) = fake.runner.clone() {
+        let handle = tokio::spawn(execute(state.clone(), name.clone(), job.clone(), runner));
+        fake.running.insert(name, handle.abort_handle());
+    }
     if fake.fail_after_apply > 0 {
         fake.fail_after_apply -= 1;
         return google_error(
@@ -518,10 +586,14 @@ async fn get_job(
         return r;
     }
     let fail = fake.fail_jobs;
+    let real = fake.runner.is_some();
     let name = format!("projects/{project}/locations/{region}/jobs/{id}");
     let Some(job) = fake.jobs.get_mut(&name) else {
         return google_error(StatusCode::NOT_FOUND, &format!("Job {name} not found"));
     };
+    if real {
+        return Json(job.clone()).into_response();
+    }
     let count = check_job(job).unwrap_or(0);
     let next = match job["status"]["state"].as_str() {
         Some("QUEUED") => {
@@ -594,7 +666,199 @@ async fn delete_job(
     if fake.jobs.remove(&name).is_none() {
         return google_error(StatusCode::NOT_FOUND, &format!("Job {name} not found"));
     }
+    if let Some(running) = fake.running.remove(&name) {
+        running.abort();
+    }
     fake.operations += 1;
     Json(json!({"name": format!("projects/{project}/locations/{region}/operations/op-{}", fake.operations), "done": false}))
         .into_response()
+}
+
+/// Runs a job's tasks one after another with the fake's runner and records how it went.
+async fn execute(state: Shared, name: String, job: Value, runner: TaskRunner) {
+    let set_status = |status: Value| {
+        if let Some(job) = state.lock().unwrap().jobs.get_mut(&name) {
+            job["status"] = status;
+        }
+    };
+    let group = &job["taskGroups"][0];
+    let spec = &group["taskSpec"];
+    let int64 = |v: &Value| v.as_str().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    let count = int64(&group["taskCount"]);
+    let max_run = spec["maxRunDuration"]
+        .as_str()
+        .and_then(|d| d.strip_suffix('s'))
+        .and_then(|d| d.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(3600));
+    let Ok(scratch) = tempfile::tempdir() else {
+        set_status(failed_status(&name, count, 0, "no scratch directory"));
+        return;
+    };
+    let mounts = match materialise_volumes(&state, spec, scratch.path()) {
+        Ok(mounts) => mounts,
+        Err(e) => {
+            set_status(failed_status(&name, count, 0, &e));
+            return;
+        }
+    };
+    let container = &spec["runnables"][0]["container"];
+    let mut env: BTreeMap<String, String> = spec["environment"]["variables"]
+        .as_object()
+        .map(|vars| {
+            vars.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    env.insert("BATCH_TASK_COUNT".into(), count.to_string());
+    set_status(json!({"state": "RUNNING", "taskGroups": {"group0": {"counts": {"RUNNING": count.to_string()}}}}));
+    let mut succeeded = 0;
+    for index in 0..count as u32 {
+        env.insert("BATCH_TASK_INDEX".into(), index.to_string());
+        let run = TaskRun {
+            job: name.clone(),
+            index,
+            image: container["imageUri"].as_str().unwrap_or_default().into(),
+            entrypoint: container["entrypoint"].as_str().unwrap_or_default().into(),
+            commands: container["commands"]
+                .as_array()
+                .map(|c| c.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                .unwrap_or_default(),
+            env: env.clone(),
+            mounts: mounts.iter().map(|(m, _)| m.clone()).collect(),
+            block_network: container["blockExternalNetwork"] == true,
+            cpu_milli: int64(&spec["computeResource"]["cpuMilli"]),
+            memory_mib: int64(&spec["computeResource"]["memoryMib"]),
+        };
+        state
+            .lock()
+            .unwrap()
+            .task_runs
+            .push((name.clone(), index, run.mounts.clone()));
+        let outcome = match tokio::time::timeout(max_run, runner(run)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Ok(EXIT_CODE_TIMEOUT),
+        };
+        store_back(&state, &mounts);
+        match outcome {
+            Ok(0) => succeeded += 1,
+            Ok(code) => {
+                let event = format!(
+                    "Task state is updated from RUNNING to FAILED on zones/us-central1-a/instances/{index} with exit code {code}."
+                );
+                set_status(failed_status(&name, count, succeeded, &event));
+                return;
+            }
+            Err(e) => {
+                set_status(failed_status(&name, count, succeeded, &e));
+                return;
+            }
+        }
+    }
+    set_status(json!({"state": "SUCCEEDED",
+        "taskGroups": {"group0": {"counts": {"SUCCEEDED": count.to_string()}}},
+        "statusEvents": [{"description": format!("Job state is set from RUNNING to SUCCEEDED for job {name}.")}]}));
+}
+
+/// A FAILED status in Batch's words, the task's own event quoted.
+fn failed_status(name: &str, count: u64, succeeded: u64, task_event: &str) -> Value {
+    json!({"state": "FAILED",
+        "taskGroups": {"group0": {"counts": {"SUCCEEDED": succeeded.to_string(), "FAILED": (count - succeeded).max(1).to_string()}}},
+        "statusEvents": [{"description": "Job state is set from QUEUED to SCHEDULED"},
+                         {"description": format!("Job state is set from RUNNING to FAILED for job {name}. Job failed due to task failure. Specifically, task with index 0 failed due to the following task event: \"{task_event}\"")}]})
+}
+
+/// The objects under each `gcs` volume's `bucket/prefix`, written into a directory of their
+/// own; with the volume's bucket and prefix, to store a writable one back.
+fn materialise_volumes(
+    state: &Shared,
+    spec: &Value,
+    scratch: &Path,
+) -> Result<Vec<(Mount, (String, String))>, String> {
+    let fake = state.lock().unwrap();
+    let mut mounts = Vec::new();
+    for (i, volume) in spec["volumes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let remote = volume["gcs"]["remotePath"]
+            .as_str()
+            .ok_or("only gcs volumes are supported")?;
+        let (bucket, prefix) = remote.split_once('/').unwrap_or((remote, ""));
+        if !fake.buckets.contains_key(bucket) {
+            return Err(format!("mounting gs://{remote}: the bucket does not exist"));
+        }
+        let options: Vec<&str> = volume["mountOptions"]
+            .as_array()
+            .map(|o| o.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if options.iter().any(|o| *o != "-o ro") {
+            return Err(format!("unsupported mount options {options:?}"));
+        }
+        let dir = scratch.join(format!("volume-{i}"));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let prefix = prefix.trim_end_matches('/').to_string();
+        for ((b, object), bytes) in &fake.objects {
+            let Some(relative) = object
+                .strip_prefix(&prefix)
+                .and_then(|r| if prefix.is_empty() { Some(r) } else { r.strip_prefix('/') })
+            else {
+                continue;
+            };
+            if b != bucket || relative.is_empty() || relative.split('/').any(|s| s == ".." || s.is_empty()) {
+                continue;
+            }
+            let path = dir.join(relative);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            }
+            std::fs::write(&path, bytes).map_err(|e| e.to_string())?;
+        }
+        mounts.push((
+            Mount {
+                host_dir: dir,
+                mount_path: volume["mountPath"].as_str().unwrap_or_default().to_string(),
+                read_only: !options.is_empty(),
+            },
+            (bucket.to_string(), prefix),
+        ));
+    }
+    Ok(mounts)
+}
+
+/// Stores what tasks left in the writable volumes as objects (gcsfuse uploads on close).
+fn store_back(state: &Shared, mounts: &[(Mount, (String, String))]) {
+    let mut fake = state.lock().unwrap();
+    for (mount, (bucket, prefix)) in mounts.iter().filter(|(m, _)| !m.read_only) {
+        let mut stack = vec![mount.host_dir.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Ok(kind) = entry.file_type() else { continue };
+                if kind.is_dir() {
+                    stack.push(path);
+                } else if kind.is_file() {
+                    let Ok(relative) = path.strip_prefix(&mount.host_dir) else {
+                        continue;
+                    };
+                    let relative = relative.to_string_lossy();
+                    let object = if prefix.is_empty() {
+                        relative.to_string()
+                    } else {
+                        format!("{prefix}/{relative}")
+                    };
+                    if let Ok(bytes) = std::fs::read(&path) {
+                        fake.objects.insert((bucket.clone(), object), bytes);
+                    }
+                }
+            }
+        }
+    }
 }
