@@ -384,6 +384,7 @@ pub async fn cleanup(args: CleanupArgs) -> anyhow::Result<ExitCode> {
     if args.backend == Some(crate::cli::CleanupBackendArg::Gcp) {
         args.gcp.validate()?;
         let clients = crate::eval::gcp_bench::connect_for_cleanup(
+            &crate::eval::gcp_bench::GcpEnv::from_process(),
             args.gcp.gcp_project.as_deref(),
             &args.gcp.gcp_region,
             args.gcp.gcp_bucket.as_deref(),

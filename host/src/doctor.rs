@@ -44,8 +44,14 @@ async fn doctor_gcp(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         memory_mib: 1024,
         block_network: true,
     };
-    let grading =
-        GcpGrading::connect(settings, "doctor", &labels.run_id, &crate::docker::owner()).await?;
+    let grading = GcpGrading::connect(
+        &gcp_bench::GcpEnv::from_process(),
+        settings,
+        "doctor",
+        &labels.run_id,
+        &crate::docker::owner(),
+    )
+    .await?;
     let clients = &grading.clients;
     step(
         "credentials",
@@ -88,7 +94,10 @@ async fn doctor_gcp(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     step(
         "batch job",
         started,
-        &format!("{}: base commit {head}, a 64 KiB input read intact", args.image),
+        &format!(
+            "{}: base commit {head}, a 64 KiB input read intact",
+            args.image
+        ),
     );
     swept?;
     step("cleanup", swept_at, "the job and its objects deleted");

@@ -106,33 +106,51 @@ impl std::fmt::Debug for GcpGrading {
     }
 }
 
-/// Endpoints other than Google's: `STORAGE_EMULATOR_HOST` (the variable Google's storage
-/// clients read) and `CBENCH_GCP_BATCH_URL`; plain http only to loopback (checked by the clients).
-fn endpoint(var: &str) -> Option<String> {
-    let value = std::env::var(var).ok().filter(|v| !v.trim().is_empty())?;
-    Some(if value.contains("://") {
-        value
-    } else {
-        format!("http://{value}")
-    })
+/// Where the credentials and the services are.
+#[derive(Debug, Clone)]
+pub struct GcpEnv {
+    /// What Application Default Credentials read.
+    pub adc: AdcEnv,
+    /// Cloud Storage's endpoint when not Google's: `STORAGE_EMULATOR_HOST` (the variable
+    /// Google's storage clients read).
+    pub storage_url: Option<String>,
+    /// Cloud Batch's endpoint when not Google's: `CBENCH_GCP_BATCH_URL`.
+    pub batch_url: Option<String>,
 }
 
-/// The clients for the process's Application Default Credentials.
+impl GcpEnv {
+    /// This process's environment (plain http is accepted only to loopback, by the clients).
+    pub fn from_process() -> GcpEnv {
+        let endpoint = |var: &str| {
+            let value = std::env::var(var).ok().filter(|v| !v.trim().is_empty())?;
+            Some(if value.contains("://") {
+                value
+            } else {
+                format!("http://{value}")
+            })
+        };
+        GcpEnv {
+            adc: AdcEnv::from_process(),
+            storage_url: endpoint("STORAGE_EMULATOR_HOST"),
+            batch_url: endpoint("CBENCH_GCP_BATCH_URL"),
+        }
+    }
+}
+
+/// The clients for `env`'s Application Default Credentials.
 async fn clients_from_env(
+    env: &GcpEnv,
     project: Option<&str>,
 ) -> Result<(Storage, Batch, String, String), GcpError> {
-    let adc = discover(&AdcEnv::from_process(), &cbench_gcp::token::token_client()).await?;
+    let adc = discover(&env.adc, &cbench_gcp::token::token_client()).await?;
     let origin = adc.origin.clone();
     let project = match project.map(str::to_string).or_else(|| adc.project.clone()) {
         Some(p) => p,
         None => return Err(GcpError::NoProject { origin }),
     };
     let tokens = Arc::new(TokenSource::new(adc, SCOPE_CLOUD_PLATFORM));
-    let storage = Storage::new(
-        tokens.clone(),
-        endpoint("STORAGE_EMULATOR_HOST").as_deref(),
-    )?;
-    let batch = Batch::new(tokens, endpoint("CBENCH_GCP_BATCH_URL").as_deref())?;
+    let storage = Storage::new(tokens.clone(), env.storage_url.as_deref())?;
+    let batch = Batch::new(tokens, env.batch_url.as_deref())?;
     Ok((storage, batch, project, origin))
 }
 
@@ -151,13 +169,14 @@ impl GcpGrading {
     /// a 7-day delete rule, as CooperBench does) and records this invocation's owner; every
     /// failure here is a clear error before any work.
     pub async fn connect(
+        env: &GcpEnv,
         settings: GcpSettings,
         run_name: &str,
         run_id: &str,
         owner: &str,
     ) -> Result<GcpGrading, SandboxError> {
         let (storage, batch, project, origin) =
-            clients_from_env(settings.project.as_deref()).await?;
+            clients_from_env(env, settings.project.as_deref()).await?;
         let bucket = settings
             .bucket
             .clone()
@@ -414,7 +433,10 @@ async fn wait_for(clients: &GcpClients, job: &str, limit: Duration) -> Result<()
                 return Err(SandboxError::Command(format!(
                     "Batch job {job} ended {:?}: {}",
                     status.state,
-                    status.last_event.as_deref().unwrap_or("Batch gave no reason")
+                    status
+                        .last_event
+                        .as_deref()
+                        .unwrap_or("Batch gave no reason")
                 )))
             }
             _ => {}
@@ -464,7 +486,9 @@ async fn collect_output(
         .await?
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0);
-    let output = read("output", cap).await?.ok_or_else(|| missing("output"))?;
+    let output = read("output", cap)
+        .await?
+        .ok_or_else(|| missing("output"))?;
     // `timeout` exits 124 (137 after its kill): the tests ran out of time.
     let timed_out = code == 124 || code == 137;
     Ok(ExecOutput {
@@ -535,11 +559,12 @@ pub async fn sweep(clients: &GcpClients, scope: &Scope) -> Result<usize, Sandbox
 
 /// Connects for `cbench cleanup --backend gcp` / `doctor` (no owner marker is written).
 pub async fn connect_for_cleanup(
+    env: &GcpEnv,
     project: Option<&str>,
     region: &str,
     bucket: Option<&str>,
 ) -> Result<GcpClients, SandboxError> {
-    let (storage, batch, project, origin) = clients_from_env(project).await?;
+    let (storage, batch, project, origin) = clients_from_env(env, project).await?;
     let bucket = bucket
         .map(str::to_string)
         .unwrap_or_else(|| default_bucket(&project));

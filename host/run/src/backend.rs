@@ -189,6 +189,7 @@ impl Backend {
                 let agents = Box::pin(Backend::resolve(&options.agents, run_name, hidden)).await?;
                 let run_id = agents.run_id().unwrap_or_default().to_string();
                 let grading = GcpGrading::connect(
+                    &gcp_bench::GcpEnv::from_process(),
                     options.grading.clone(),
                     run_name,
                     &run_id,
@@ -215,9 +216,7 @@ impl Backend {
     /// This invocation's id (docker and modal label their objects with it).
     fn run_id(&self) -> Option<&str> {
         match self {
-            Backend::Docker { labels, .. } | Backend::Modal { labels, .. } => {
-                Some(&labels.run_id)
-            }
+            Backend::Docker { labels, .. } | Backend::Modal { labels, .. } => Some(&labels.run_id),
             Backend::Gcp { agents, .. } => agents.run_id(),
             Backend::Local(_) => None,
         }
@@ -596,8 +595,7 @@ impl Backend {
     pub async fn cleanup(&self) -> Result<(), SandboxError> {
         if let Backend::Gcp { agents, grading } = self {
             let run_id = agents.run_id().unwrap_or_default().to_string();
-            let graders =
-                gcp_bench::sweep(&grading.clients, &cleanup::Scope::RunId(run_id)).await;
+            let graders = gcp_bench::sweep(&grading.clients, &cleanup::Scope::RunId(run_id)).await;
             Box::pin(agents.cleanup()).await?;
             return graders.map(|_| ());
         }

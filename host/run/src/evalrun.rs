@@ -201,8 +201,7 @@ fn backend_choice(cfg: &EvalConfig, record: &RunRecord) -> BackendChoice {
                 bucket: None,
                 image_prefix: cfg.docker.image_prefix.clone(),
                 cpu_milli: (cfg.docker.limits.cpus * 1000.0).round().max(1.0) as u32,
-                memory_mib: (cfg.docker.limits.memory_bytes >> 20).clamp(1, u32::MAX as i64)
-                    as u32,
+                memory_mib: (cfg.docker.limits.memory_bytes >> 20).clamp(1, u32::MAX as i64) as u32,
                 block_network: cfg.docker.grading_network == "none",
             },
         }),

@@ -453,32 +453,31 @@ fn backend_choice(
 
 /// `--backend modal`'s settings (also `--agent-backend modal`).
 fn modal_choice(docker: &DockerArgs) -> Result<BackendChoice, CliError> {
-        let app = docker.modal_app.clone();
-        if app.is_empty()
-            || app.len() > 64
-            || !app
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            return Err(CliError::ModalApp(app));
-        }
-        let docker = docker.validate()?;
-        if docker.limits.memory_bytes < 128 << 20 {
-            return Err(CliError::Memory(format!(
-                "{} (Modal sandboxes need at least 128m)",
-                docker.limits.memory_bytes
-            )));
-        }
-        Ok(BackendChoice::Modal(ModalOptions {
-            image_prefix: docker.image_prefix,
-            cpus: docker.limits.cpus,
-            memory_mib: (docker.limits.memory_bytes >> 20).min(u32::MAX as i64) as u32,
-            block_agent_network: docker.agent_network == "none",
-            block_grading_network: docker.grading_network == "none",
-            app,
-        }))
+    let app = docker.modal_app.clone();
+    if app.is_empty()
+        || app.len() > 64
+        || !app
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(CliError::ModalApp(app));
+    }
+    let docker = docker.validate()?;
+    if docker.limits.memory_bytes < 128 << 20 {
+        return Err(CliError::Memory(format!(
+            "{} (Modal sandboxes need at least 128m)",
+            docker.limits.memory_bytes
+        )));
+    }
+    Ok(BackendChoice::Modal(ModalOptions {
+        image_prefix: docker.image_prefix,
+        cpus: docker.limits.cpus,
+        memory_mib: (docker.limits.memory_bytes >> 20).min(u32::MAX as i64) as u32,
+        block_agent_network: docker.agent_network == "none",
+        block_grading_network: docker.grading_network == "none",
+        app,
+    }))
 }
-
 
 /// `--setting`.
 #[derive(Debug, Clone, Copy, ValueEnum)]

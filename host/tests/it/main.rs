@@ -15,6 +15,7 @@ mod end_to_end;
 mod errors;
 mod fake_kube;
 mod fake_modal;
+mod gcp_backend;
 mod gold;
 mod grading;
 mod grading_fixtures;

@@ -712,7 +712,9 @@ async fn execute(state: Shared, name: String, job: Value, runner: TaskRunner) {
         })
         .unwrap_or_default();
     env.insert("BATCH_TASK_COUNT".into(), count.to_string());
-    set_status(json!({"state": "RUNNING", "taskGroups": {"group0": {"counts": {"RUNNING": count.to_string()}}}}));
+    set_status(
+        json!({"state": "RUNNING", "taskGroups": {"group0": {"counts": {"RUNNING": count.to_string()}}}}),
+    );
     let mut succeeded = 0;
     for index in 0..count as u32 {
         env.insert("BATCH_TASK_INDEX".into(), index.to_string());
@@ -723,7 +725,11 @@ async fn execute(state: Shared, name: String, job: Value, runner: TaskRunner) {
             entrypoint: container["entrypoint"].as_str().unwrap_or_default().into(),
             commands: container["commands"]
                 .as_array()
-                .map(|c| c.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                .map(|c| {
+                    c.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default(),
             env: env.clone(),
             mounts: mounts.iter().map(|(m, _)| m.clone()).collect(),
@@ -803,13 +809,19 @@ fn materialise_volumes(
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let prefix = prefix.trim_end_matches('/').to_string();
         for ((b, object), bytes) in &fake.objects {
-            let Some(relative) = object
-                .strip_prefix(&prefix)
-                .and_then(|r| if prefix.is_empty() { Some(r) } else { r.strip_prefix('/') })
-            else {
+            let Some(relative) = object.strip_prefix(&prefix).and_then(|r| {
+                if prefix.is_empty() {
+                    Some(r)
+                } else {
+                    r.strip_prefix('/')
+                }
+            }) else {
                 continue;
             };
-            if b != bucket || relative.is_empty() || relative.split('/').any(|s| s == ".." || s.is_empty()) {
+            if b != bucket
+                || relative.is_empty()
+                || relative.split('/').any(|s| s == ".." || s.is_empty())
+            {
                 continue;
             }
             let path = dir.join(relative);
@@ -841,7 +853,9 @@ fn store_back(state: &Shared, mounts: &[(Mount, (String, String))]) {
             };
             for entry in entries.flatten() {
                 let path = entry.path();
-                let Ok(kind) = entry.file_type() else { continue };
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
                 if kind.is_dir() {
                     stack.push(path);
                 } else if kind.is_file() {
