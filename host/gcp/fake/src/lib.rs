@@ -775,13 +775,16 @@ fn failed_status(name: &str, count: u64, succeeded: u64, task_event: &str) -> Va
                          {"description": format!("Job state is set from RUNNING to FAILED for job {name}. Job failed due to task failure. Specifically, task with index 0 failed due to the following task event: \"{task_event}\"")}]})
 }
 
+/// A volume's bucket and prefix.
+type BucketPrefix = (String, String);
+
 /// The objects under each `gcs` volume's `bucket/prefix`, written into a directory of their
 /// own; with the volume's bucket and prefix, to store a writable one back.
 fn materialise_volumes(
     state: &Shared,
     spec: &Value,
     scratch: &Path,
-) -> Result<Vec<(Mount, (String, String))>, String> {
+) -> Result<Vec<(Mount, BucketPrefix)>, String> {
     let fake = state.lock().unwrap();
     let mut mounts = Vec::new();
     for (i, volume) in spec["volumes"]
@@ -843,7 +846,7 @@ fn materialise_volumes(
 }
 
 /// Stores what tasks left in the writable volumes as objects (gcsfuse uploads on close).
-fn store_back(state: &Shared, mounts: &[(Mount, (String, String))]) {
+fn store_back(state: &Shared, mounts: &[(Mount, BucketPrefix)]) {
     let mut fake = state.lock().unwrap();
     for (mount, (bucket, prefix)) in mounts.iter().filter(|(m, _)| !m.read_only) {
         let mut stack = vec![mount.host_dir.clone()];
