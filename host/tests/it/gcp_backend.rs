@@ -30,6 +30,8 @@ struct Gcp {
     key: String,
     /// Tasks fail as if Batch lost their VM while set.
     lose_vms: Arc<AtomicBool>,
+    /// Tasks never finish while set (until their job is deleted).
+    hang: Arc<AtomicBool>,
     /// The value of `RUNNER_LABEL` on this fake's containers (tests run side by side).
     instance: String,
 }
@@ -57,17 +59,24 @@ impl Gcp {
         let keys = tempfile::tempdir().unwrap();
         let key = service_account_file(keys.path(), &server, SA_EMAIL);
         let lose_vms = Arc::new(AtomicBool::new(false));
+        let hang = Arc::new(AtomicBool::new(false));
         let docker = runtime.block_on(async {
             bollard::Docker::connect_with_defaults().expect("docker for the GCP fake")
         });
         let instance = format!("{}-{}", std::process::id(), server.addr.port());
-        server.run_tasks_with(docker_runner(docker, lose_vms.clone(), instance.clone()));
+        server.run_tasks_with(docker_runner(
+            docker,
+            lose_vms.clone(),
+            hang.clone(),
+            instance.clone(),
+        ));
         Gcp {
             runtime,
             server,
             _keys: keys,
             key,
             lose_vms,
+            hang,
             instance,
         }
     }
@@ -138,13 +147,18 @@ impl Drop for RemoveOnDrop {
 fn docker_runner(
     docker: bollard::Docker,
     lose_vms: Arc<AtomicBool>,
+    hang: Arc<AtomicBool>,
     instance: String,
 ) -> TaskRunner {
     Arc::new(move |task: TaskRun| {
         let docker = docker.clone();
         let instance = instance.clone();
         let lose_vms = lose_vms.clone();
+        let hang = hang.clone();
         Box::pin(async move {
+            if hang.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
             if lose_vms.load(Ordering::SeqCst) {
                 return Err("Task state is updated from RUNNING to FAILED on zones/us-central1-a/instances/7 due to Spot VM preemption with exit code 50001.".into());
             }
@@ -592,4 +606,95 @@ fn cleanup_removes_what_a_dead_run_left_and_spares_a_live_one_and_doctor_walks_t
         .filter(|o| o.starts_with("cbench-eval-test-project/"))
         .collect();
     assert_eq!(left, Vec::<String>::new());
+}
+
+#[test]
+fn a_job_batch_fails_makes_the_pair_an_infrastructure_error_not_a_grade() {
+    let gcp = Gcp::start();
+    gcp.lose_vms.store(true, Ordering::SeqCst);
+    let agent = plugins().mini_swe.display().to_string();
+    let env = gcp.env();
+    let run = Run::start_with_env(
+        "gcp-lost",
+        &[
+            "--agent",
+            &agent,
+            "-m",
+            "oracle",
+            "-f",
+            "1,2",
+            "--backend",
+            "gcp",
+        ],
+        &env_of(&env),
+    );
+    let out = text(&run.output);
+    assert!(!run.output.status.success(), "{out}");
+    // Nothing was recorded as the agents' doing, and a rerun would grade the pair again.
+    assert!(!run.pair(1, 2).join("eval.json").exists(), "{out}");
+    let summary = json(&run.dir().join("summary.json"));
+    assert_eq!(summary["infra_errors"], 1, "{summary:#}");
+    assert_eq!(summary["overall_successes"], 0, "{summary:#}");
+    let why = summary.to_string();
+    assert!(
+        why.contains("Batch job") && why.contains("preemption"),
+        "{summary:#}"
+    );
+    assert_eq!(gcp.jobs(), Vec::<String>::new());
+    assert_eq!(gcp.objects(), Vec::<String>::new());
+}
+
+#[test]
+fn ctrl_c_while_grading_on_batch_deletes_every_job_and_object() {
+    let gcp = Gcp::start();
+    gcp.hang.store(true, Ordering::SeqCst);
+    let logs = tempfile::tempdir().unwrap();
+    let agent = plugins().mini_swe.display().to_string();
+    let dataset = crate::support::dataset().display().to_string();
+    let log_dir = logs.path().display().to_string();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_cbench"))
+        .args([
+            "run",
+            "-q",
+            "-n",
+            "gcp-sigint",
+            "--log-dir",
+            &log_dir,
+            "--dataset-dir",
+            &dataset,
+            "--agent",
+            &agent,
+            "-m",
+            "oracle",
+            "--backend",
+            "gcp",
+            "-f",
+            "1,2",
+        ])
+        .envs(gcp.env())
+        .env("CBENCH_CACHE_DIR", crate::support::cache_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting cbench");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    // The pair's test runs are jobs on Batch, hanging.
+    while gcp.jobs().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no Batch job was created"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!gcp.objects().is_empty());
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let out = child.wait_with_output().expect("waiting for cbench");
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    assert_eq!(gcp.jobs(), Vec::<String>::new(), "{}", text(&out));
+    assert_eq!(gcp.objects(), Vec::<String>::new(), "{}", text(&out));
+    let config = json(&logs.path().join("gcp-sigint").join("config.json"));
+    assert_eq!(config["backend"], "gcp");
 }
