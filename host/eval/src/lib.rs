@@ -89,6 +89,16 @@ pub(crate) fn pair_label(pair: &Pair) -> String {
     format!("{} {}", pair.task.label(), pair.dir_name())
 }
 
+/// One test run of a pair, planned before any runs.
+struct PlannedRun<'a> {
+    /// The agent whose patch it runs (index into the pair's patches); None: the merged tree.
+    agent: Option<usize>,
+    feature: &'a Feature,
+    patch: PathBuf,
+    /// `agent1_feature3`, `merged_feature3`: its log's name.
+    name: String,
+}
+
 /// Whether a feature's base with its tests yields a test summary here; why not and its log.
 type Baseline = Result<(), (String, String)>;
 
@@ -238,34 +248,22 @@ impl Grader {
                 0
             };
         bench.expect_runs(planned).await;
-        let mut agents = BTreeMap::new();
-        for (p, dropped) in filtered {
+        // Every test run of the pair is planned before any runs (the merge needs no test
+        // result): the agents' patches, then (coop) the merged tree.
+        let mut runs: Vec<PlannedRun> = Vec::new();
+        for (i, (p, _)) in filtered.iter().enumerate() {
             let patch_file = scratch.path().join(format!("{}.patch", p.agent_id));
             write_patch(&patch_file, &p.patch).map_err(&sandbox_err)?;
-            let mut grades = Vec::new();
             for f in features.iter().filter(|f| p.feature_ids.contains(&f.id)) {
-                let name = format!("{}_feature{}", p.agent_id, f.id);
-                grades.push(
-                    self.run_feature_tests(
-                        bench,
-                        &pair.task,
-                        &label,
-                        base,
-                        scratch.path(),
-                        pair_dir,
-                        f,
-                        &patch_file,
-                        &name,
-                    )
-                    .await?,
-                );
+                runs.push(PlannedRun {
+                    agent: Some(i),
+                    feature: f,
+                    patch: patch_file.clone(),
+                    name: format!("{}_feature{}", p.agent_id, f.id),
+                });
             }
-            let mut grade = summarize_agent(&p.feature_ids, grades);
-            grade.dropped_test_files = dropped.clone();
-            agents.insert(p.agent_id.clone(), grade);
         }
-
-        let merged = if setting == Setting::Coop {
+        let outcome = if setting == Setting::Coop {
             let inputs: Vec<(String, String)> = filtered
                 .iter()
                 .map(|(p, _)| (p.agent_id.clone(), p.patch.clone()))
@@ -273,52 +271,98 @@ impl Grader {
             let outcome = merge_patches(base, scratch.path(), &inputs, self.policy)
                 .await
                 .map_err(&sandbox_err)?;
-            let mut grades = Vec::new();
             if outcome.strategy != MergeStrategy::Failed {
                 let merged_file = scratch.path().join("merged.patch");
                 write_patch(&merged_file, &outcome.diff).map_err(&sandbox_err)?;
                 for f in features {
-                    let name = format!("merged_feature{}", f.id);
-                    grades.push(
-                        self.run_feature_tests(
-                            bench,
-                            &pair.task,
-                            &label,
-                            base,
-                            scratch.path(),
-                            pair_dir,
-                            f,
-                            &merged_file,
-                            &name,
-                        )
-                        .await?,
-                    );
+                    runs.push(PlannedRun {
+                        agent: None,
+                        feature: f,
+                        patch: merged_file.clone(),
+                        name: format!("merged_feature{}", f.id),
+                    });
                 }
-                crate::fsutil::write_atomic(&pair_dir.join("merged.diff"), outcome.diff.as_bytes())
+            }
+            Some(outcome)
+        } else {
+            None
+        };
+        // Futures do nothing until awaited: the runs start below.
+        let pending: Vec<_> = runs
+            .iter()
+            .map(|planned| {
+                self.run_feature_tests(
+                    bench,
+                    &pair.task,
+                    &label,
+                    base,
+                    scratch.path(),
+                    pair_dir,
+                    planned.feature,
+                    &planned.patch,
+                    &planned.name,
+                )
+            })
+            .collect();
+        // Remote benches run each test run on a machine of its own: all at once. Elsewhere
+        // one after another (they share this machine), stopping at the first error.
+        let mut results = Vec::with_capacity(runs.len());
+        if bench.runs_in_parallel() {
+            for result in futures_util::future::join_all(pending).await {
+                results.push(result?);
+            }
+        } else {
+            for run in pending {
+                results.push(run.await?);
+            }
+        }
+        let mut agent_grades: Vec<Vec<FeatureGrade>> = vec![Vec::new(); filtered.len()];
+        let mut merged_grades = Vec::new();
+        for (planned, grade) in runs.iter().zip(results) {
+            match planned.agent {
+                Some(i) => agent_grades[i].push(grade),
+                None => merged_grades.push(grade),
+            }
+        }
+        let mut agents = BTreeMap::new();
+        for ((p, dropped), grades) in filtered.iter().zip(agent_grades) {
+            let mut grade = summarize_agent(&p.feature_ids, grades);
+            grade.dropped_test_files = dropped.clone();
+            agents.insert(p.agent_id.clone(), grade);
+        }
+
+        let merged = match outcome {
+            Some(outcome) => {
+                let grades = merged_grades;
+                let passed: u32 = grades.iter().map(|g| g.tests_passed).sum();
+                let failed: u32 = grades.iter().map(|g| g.tests_failed).sum();
+                let all_pass = !grades.is_empty() && grades.iter().all(|g| g.success);
+                if outcome.strategy != MergeStrategy::Failed {
+                    crate::fsutil::write_atomic(
+                        &pair_dir.join("merged.diff"),
+                        outcome.diff.as_bytes(),
+                    )
                     .map_err(|source| EvalError::Write {
                         pair: label.clone(),
                         source,
                     })?;
+                }
+                Some(MergedGrade {
+                    tests_passed: passed,
+                    tests_failed: failed,
+                    success: outcome.strategy != MergeStrategy::Failed && all_pass,
+                    merge_conflict: outcome.conflict,
+                    merge_strategy: outcome.strategy,
+                    merge_policy: self.policy,
+                    apply_failed: outcome.apply_failed,
+                    conflict_files: outcome.conflict_files,
+                    error: outcome
+                        .error
+                        .or_else(|| grades.iter().find_map(|g| g.error.clone())),
+                    features: grades,
+                })
             }
-            let passed: u32 = grades.iter().map(|g| g.tests_passed).sum();
-            let failed: u32 = grades.iter().map(|g| g.tests_failed).sum();
-            let all_pass = !grades.is_empty() && grades.iter().all(|g| g.success);
-            Some(MergedGrade {
-                tests_passed: passed,
-                tests_failed: failed,
-                success: outcome.strategy != MergeStrategy::Failed && all_pass,
-                merge_conflict: outcome.conflict,
-                merge_strategy: outcome.strategy,
-                merge_policy: self.policy,
-                apply_failed: outcome.apply_failed,
-                conflict_files: outcome.conflict_files,
-                error: outcome
-                    .error
-                    .or_else(|| grades.iter().find_map(|g| g.error.clone())),
-                features: grades,
-            })
-        } else {
-            None
+            None => None,
         };
         Ok((agents, merged))
     }

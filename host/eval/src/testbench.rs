@@ -175,6 +175,12 @@ impl TestBench {
         }
     }
 
+    /// Whether a pair's test runs may all run at once: each on a remote machine of its own
+    /// (Modal, Batch), so they neither share this machine nor wait for each other.
+    pub fn runs_in_parallel(&self) -> bool {
+        matches!(self, TestBench::Modal(_) | TestBench::Gcp(_))
+    }
+
     /// Runs `feature`'s tests on the base plus `patch` (a host file; empty = no patch).
     #[allow(clippy::too_many_arguments)]
     pub async fn run(
