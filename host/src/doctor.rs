@@ -43,6 +43,7 @@ async fn doctor_gcp(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         cpu_milli: 1000,
         memory_mib: 1024,
         block_network: true,
+        service_account: args.gcp.gcp_service_account.clone(),
     };
     let grading = GcpGrading::connect(
         &gcp_bench::GcpEnv::from_process(),

@@ -37,8 +37,10 @@ pub const LABEL_RUN_ID: &str = "cbench-run-id";
 const RUN_SLACK: Duration = Duration::from_secs(300);
 /// How long a job may wait for Batch to give it a VM before cbench gives up on it.
 const QUEUE_ALLOWANCE: Duration = Duration::from_secs(3600);
-/// The output files a run leaves, each read with a cap.
+/// The result file a run leaves is read with this cap.
 const SMALL_FILE_CAP: usize = 64;
+/// Objects deleted after one test run at most (its tests may create millions).
+const MAX_OBJECTS_DELETED: usize = 1000;
 /// CooperBench's region for Batch.
 pub const DEFAULT_REGION: &str = "us-central1";
 
@@ -55,8 +57,10 @@ pub struct GcpSettings {
     pub image_prefix: String,
     pub cpu_milli: u32,
     pub memory_mib: u32,
-    /// `blockExternalNetwork` on the test containers (`--grading-network none`).
+    /// `blockExternalNetwork` on the test containers (`--grading-network none`, gcp's default).
     pub block_network: bool,
+    /// `--gcp-service-account`: what the jobs' VMs run as.
+    pub service_account: Option<String>,
 }
 
 /// The clients and places of one invocation's Batch grading.
@@ -275,8 +279,19 @@ async fn release(clients: &GcpClients, job: Option<String>, prefix: &str) {
             tracing::warn!("deleting Batch job {job}: {e}");
         }
     }
-    if let Err(e) = clients.storage.delete_prefix(&clients.bucket, prefix).await {
-        tracing::warn!("deleting gs://{}/{prefix}: {e}", clients.bucket);
+    // The tests may have left any number of objects: what is over the bound is left to
+    // the bucket's delete rule rather than holding the pair's grading slot.
+    match clients
+        .storage
+        .delete_prefix_at_most(&clients.bucket, prefix, MAX_OBJECTS_DELETED)
+        .await
+    {
+        Ok((_, true)) => tracing::warn!(
+            "gs://{}/{prefix}: over {MAX_OBJECTS_DELETED} objects; the rest go with the bucket's 7-day rule",
+            clients.bucket
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("deleting gs://{}/{prefix}: {e}", clients.bucket),
     }
 }
 
@@ -346,43 +361,40 @@ impl GcpGrading {
                     )
                     .await?;
             }
-            let spec = self.job_spec(image, &prefix, command, timeout, cap);
+            let spec = self.job_spec(image, &prefix, command, timeout);
             let job = clients
                 .batch
                 .create_job(&clients.project, &job_id, &spec)
                 .await?;
             guard.job = Some(job.clone());
             tracing::debug!("Batch job {job} ({image}): {command}");
-            wait_for(clients, &job, timeout + RUN_SLACK + QUEUE_ALLOWANCE).await?;
-            collect_output(clients, &prefix, &job, cap).await
+            let end = wait_for(clients, &job, timeout + RUN_SLACK + QUEUE_ALLOWANCE).await?;
+            collect_output(clients, &prefix, end, timeout, cap).await
         }
         .await;
         guard.release().await;
         outcome
     }
 
-    fn job_spec(
-        &self,
-        image: &str,
-        prefix: &str,
-        command: &str,
-        timeout: Duration,
-        cap: usize,
-    ) -> JobSpec {
+    fn job_spec(&self, image: &str, prefix: &str, command: &str, timeout: Duration) -> JobSpec {
         let settings = &self.settings;
         let clients = &self.clients;
-        // The command's output goes to the container's own disk first, so the capped copy and
-        // its size land in the output prefix with the exit code, written last. An empty input
-        // folder copies nothing (`nullglob`).
+        // After the command, every other process in the container is killed and only bash
+        // builtins run (the tests may have replaced any program), so nothing the tests left
+        // can change the result file, and one they put in its place is not written through.
         let script = format!(
             "shopt -s nullglob\n\
-             mkdir -p /patches && for f in {IN_DIR}/*; do cp -- \"$f\" /patches/ || exit 3; done\n\
-             cd {REPO_DIR} || exit 3\n\
-             timeout -k 10 {secs} {command} > /tmp/cbench-output 2>&1 < /dev/null\n\
+             mkdir -p /patches && for f in {IN_DIR}/*; do cp -- \"$f\" /patches/ || exit {SETUP_FAILED}; done\n\
+             cd {REPO_DIR} || exit {SETUP_FAILED}\n\
+             started=$SECONDS\n\
+             timeout -k 10 {secs} {command} > {OUT_DIR}/output 2>&1 < /dev/null\n\
              code=$?\n\
-             head -c {cap} /tmp/cbench-output > {OUT_DIR}/output\n\
-             wc -c < /tmp/cbench-output > {OUT_DIR}/size\n\
-             echo \"$code\" > {OUT_DIR}/exit_code\n",
+             elapsed=$((SECONDS - started))\n\
+             kill -9 -1 2>/dev/null\n\
+             result={OUT_DIR}/exit_code\n\
+             if [[ -L $result || ( -e $result && ! -f $result ) ]]; then exit 0; fi\n\
+             printf '%s %s\\n' \"$code\" \"$elapsed\" > \"$result\"\n\
+             exit 0\n",
             secs = timeout.as_secs().max(1),
         );
         JobSpec {
@@ -412,13 +424,43 @@ impl GcpGrading {
             ]),
             block_network: settings.block_network,
             region: clients.region.clone(),
+            service_account: settings.service_account.clone(),
         }
     }
 }
 
-/// Polls job `job` until it ends (0.5 s, growing to 10 s between reads); a job that fails, is
-/// cancelled, disappears or outlasts `limit` is an infrastructure error in Batch's words.
-async fn wait_for(clients: &GcpClients, job: &str, limit: Duration) -> Result<(), SandboxError> {
+/// How a test run's job ended, when it is not Batch's doing.
+enum JobEnd {
+    /// cbench's script ran to its end.
+    Succeeded,
+    /// The container ended with this code before the script did: something in it (the tests,
+    /// e.g. by getting the script OOM-killed) ended it.
+    ContainerExited(i32),
+}
+
+/// cbench's script's own exit code when it cannot start the tests (no repository, inputs not
+/// copied): the image's or the bucket's fault, not the tests'.
+const SETUP_FAILED: i32 = 86;
+
+/// The task's exit code in a failed job's last event (`… with exit code 137.`).
+fn task_exit_code(event: &str) -> Option<i64> {
+    let at = event.rfind("with exit code ")? + "with exit code ".len();
+    let digits: String = event[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
+}
+
+/// Polls job `job` until it ends (0.5 s, growing to 10 s between reads). A job Batch failed
+/// (its exit codes 50000 and up: no VM, preemption, the run-time limit), cancelled or lost, one
+/// whose script could not start the tests, and one that outlasts `limit` are infrastructure
+/// errors in Batch's words.
+async fn wait_for(
+    clients: &GcpClients,
+    job: &str,
+    limit: Duration,
+) -> Result<JobEnd, SandboxError> {
     let started = Instant::now();
     let mut pause = Duration::from_millis(500);
     loop {
@@ -427,16 +469,30 @@ async fn wait_for(clients: &GcpClients, job: &str, limit: Duration) -> Result<()
                 "Batch job {job} disappeared before it finished (deleted outside this run?)"
             )));
         };
+        let event = status
+            .last_event
+            .as_deref()
+            .unwrap_or("Batch gave no reason");
         match status.state {
-            JobState::Succeeded => return Ok(()),
-            JobState::Failed | JobState::Cancelled => {
+            JobState::Succeeded => return Ok(JobEnd::Succeeded),
+            JobState::Failed => {
+                return match task_exit_code(event) {
+                    Some(code) if code < 50_000 && code != SETUP_FAILED as i64 => {
+                        Ok(JobEnd::ContainerExited(code as i32))
+                    }
+                    Some(code) if code == SETUP_FAILED as i64 => Err(SandboxError::Command(
+                        format!(
+                            "Batch job {job}: the test container could not start the tests (no repository at {REPO_DIR} in the image, or its inputs could not be copied): {event}"
+                        ),
+                    )),
+                    _ => Err(SandboxError::Command(format!(
+                        "Batch job {job} ended FAILED: {event}"
+                    ))),
+                };
+            }
+            JobState::Cancelled => {
                 return Err(SandboxError::Command(format!(
-                    "Batch job {job} ended {:?}: {}",
-                    status.state,
-                    status
-                        .last_event
-                        .as_deref()
-                        .unwrap_or("Batch gave no reason")
+                    "Batch job {job} was cancelled: {event}"
                 )))
             }
             _ => {}
@@ -454,78 +510,109 @@ async fn wait_for(clients: &GcpClients, job: &str, limit: Duration) -> Result<()
 }
 
 /// The test run's exit code, capped output and whether it was cut, from its output prefix.
+/// The container ran cbench's script, so results that are missing or malformed were removed
+/// or replaced by the tests themselves (they can write to the output prefix while they run):
+/// that makes the run a failure, never an infrastructure error.
 async fn collect_output(
     clients: &GcpClients,
     prefix: &str,
-    job: &str,
+    end: JobEnd,
+    timeout: Duration,
     cap: usize,
 ) -> Result<ExecOutput, SandboxError> {
-    let read = |file: &'static str, max: usize| {
-        let name = format!("{prefix}out/{file}");
-        async move {
-            clients
-                .storage
-                .download(&clients.bucket, &name, max)
-                .await
-                .map(|bytes| bytes.map(|b| String::from_utf8_lossy(&b).into_owned()))
-        }
+    let (output, truncated) = clients
+        .storage
+        .download_head(&clients.bucket, &format!("{prefix}out/output"), cap)
+        .await?
+        .unwrap_or_default();
+    let mut output = String::from_utf8_lossy(&output).into_owned();
+    if let JobEnd::ContainerExited(code) = end {
+        output.push_str(&format!(
+            "\n[cbench: the test container ended with exit code {code} before cbench's script finished]\n"
+        ));
+        return Ok(ExecOutput {
+            exit_code: code,
+            output,
+            timed_out: false,
+            truncated,
+        });
+    }
+    let result = match clients
+        .storage
+        .download_head(
+            &clients.bucket,
+            &format!("{prefix}out/exit_code"),
+            SMALL_FILE_CAP,
+        )
+        .await?
+    {
+        Some((bytes, false)) => parse_result(&String::from_utf8_lossy(&bytes)),
+        _ => None,
     };
-    let missing = |file: &str| {
-        SandboxError::Command(format!(
-            "Batch job {job} succeeded but left no {file} (the test container did not finish its script)"
-        ))
+    let Some((code, elapsed)) = result else {
+        output.push_str(
+            "\n[cbench: this test run left no readable exit code: the tests removed or replaced cbench's result file]\n",
+        );
+        return Ok(ExecOutput {
+            exit_code: -1,
+            output,
+            timed_out: false,
+            truncated,
+        });
     };
-    let code = read("exit_code", SMALL_FILE_CAP)
-        .await?
-        .ok_or_else(|| missing("exit code"))?;
-    let code: i32 = code
-        .trim()
-        .parse()
-        .map_err(|_| SandboxError::Command(format!("Batch job {job}: exit code {code:?}")))?;
-    let size: u64 = read("size", SMALL_FILE_CAP)
-        .await?
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
-    let output = read("output", cap)
-        .await?
-        .ok_or_else(|| missing("output"))?;
-    // `timeout` exits 124 (137 after its kill): the tests ran out of time.
-    let timed_out = code == 124 || code == 137;
+    // `timeout` exits 124 (137 after its kill) when it fired: only then, and only once the
+    // time was up, is it a timeout (a runner may exit 124 or be OOM-killed on its own).
+    let timed_out = (code == 124 || code == 137) && elapsed >= timeout.as_secs();
     Ok(ExecOutput {
         exit_code: if timed_out { -1 } else { code },
         output,
         timed_out,
-        truncated: size > cap as u64,
+        truncated,
     })
+}
+
+/// `<exit code> <seconds>`, as cbench's script writes it.
+fn parse_result(text: &str) -> Option<(i32, u64)> {
+    let mut fields = text.split_ascii_whitespace();
+    let code = fields.next()?.parse().ok()?;
+    let elapsed = fields.next()?.parse().ok()?;
+    fields.next().is_none().then_some((code, elapsed))
 }
 
 /// Deletes the jobs and objects of the invocations `scope` selects (a run's own; a run name's
 /// dead ones; every dead one; all): how many invocations were swept. An invocation is dead
 /// when the process its marker object names is gone from this machine.
 pub async fn sweep(clients: &GcpClients, scope: &Scope) -> Result<usize, SandboxError> {
+    let root = format!("{OBJECT_ROOT}/");
     let mut run_ids = Vec::new();
     match scope {
         Scope::RunId(id) => run_ids.push(id.clone()),
         _ => {
-            let names = clients
+            let folders = clients
                 .storage
-                .list(&clients.bucket, &format!("{OBJECT_ROOT}/"))
+                .list_prefixes(&clients.bucket, &root, MAX_SWEPT_RUNS)
                 .await?;
-            let mut seen = std::collections::BTreeSet::new();
-            for name in names {
-                let Some(id) = name
-                    .strip_prefix(&format!("{OBJECT_ROOT}/"))
-                    .and_then(|rest| rest.split('/').next())
+            for folder in folders {
+                let Some(id) = folder
+                    .strip_prefix(&root)
+                    .and_then(|rest| rest.strip_suffix('/'))
                 else {
                     continue;
                 };
-                if !seen.insert(id.to_string()) {
+                // Not a run id cbench made (anyone with the bucket can write there).
+                if cbench_gcp::batch::check_label(id).is_err() {
+                    tracing::warn!(
+                        "gs://{}/{folder}: not a cbench run; left alone",
+                        clients.bucket
+                    );
                     continue;
                 }
                 let marker = clients
                     .storage
                     .download(&clients.bucket, &owner_object(id), 4096)
-                    .await?
+                    .await
+                    .ok()
+                    .flatten()
                     .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
                 let owner = marker.as_ref().and_then(|m| m["owner"].as_str());
                 let run = marker.as_ref().and_then(|m| m["run"].as_str());
@@ -541,20 +628,46 @@ pub async fn sweep(clients: &GcpClients, scope: &Scope) -> Result<usize, Sandbox
             }
         }
     }
+    // One invocation that cannot be swept does not keep the others: the first error is
+    // reported after all were tried.
+    let mut first_error = None;
     for id in &run_ids {
-        let jobs = clients
-            .batch
-            .list_jobs(&clients.project, &clients.region, (LABEL_RUN_ID, id))
-            .await?;
-        for job in jobs {
-            clients.batch.delete_job(&job).await?;
+        if let Err(e) = sweep_run(clients, id).await {
+            tracing::warn!("sweeping run {id}: {e}");
+            first_error.get_or_insert(e);
         }
-        clients
-            .storage
-            .delete_prefix(&clients.bucket, &format!("{OBJECT_ROOT}/{id}/"))
-            .await?;
     }
-    Ok(run_ids.len())
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(run_ids.len()),
+    }
+}
+
+/// Invocations one sweep looks at, at most.
+const MAX_SWEPT_RUNS: usize = 10_000;
+
+/// Deletes one invocation's jobs and objects.
+async fn sweep_run(clients: &GcpClients, id: &str) -> Result<(), SandboxError> {
+    let jobs = clients
+        .batch
+        .list_jobs(&clients.project, &clients.region, (LABEL_RUN_ID, id))
+        .await?;
+    for job in jobs {
+        clients.batch.delete_job(&job).await?;
+    }
+    let prefix = format!("{OBJECT_ROOT}/{id}/");
+    let (_, more) = clients
+        .storage
+        .delete_prefix_at_most(&clients.bucket, &prefix, 100 * MAX_OBJECTS_DELETED)
+        .await?;
+    if more {
+        tracing::warn!(
+            "gs://{}/{prefix}: over {} objects; the rest go with the bucket's 7-day rule",
+            clients.bucket,
+            100 * MAX_OBJECTS_DELETED
+        );
+    }
+    Ok(())
 }
 
 /// Connects for `cbench cleanup --backend gcp` / `doctor` (no owner marker is written).
@@ -605,6 +718,18 @@ pub async fn sweep_registered() -> Result<usize, SandboxError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn results_and_batch_events_are_read_strictly() {
+        assert_eq!(parse_result("0 12\n"), Some((0, 12)));
+        assert_eq!(parse_result("124 600"), Some((124, 600)));
+        for bad in ["", "0", "x 1", "0 1 2", "0 -1"] {
+            assert_eq!(parse_result(bad), None, "{bad:?}");
+        }
+        let event = "Job state is set from RUNNING to FAILED for job projects/p/locations/r/jobs/j. Job failed due to task failure. Specifically, task with index 0 failed due to the following task event: \"Task state is updated from RUNNING to FAILED on zones/us-central1-a/instances/7 with exit code 137.\"";
+        assert_eq!(task_exit_code(event), Some(137));
+        assert_eq!(task_exit_code("no code here"), None);
+    }
 
     #[test]
     fn job_ids_are_fresh_and_valid() {

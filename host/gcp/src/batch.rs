@@ -42,6 +42,9 @@ pub struct JobSpec {
     pub block_network: bool,
     /// The region the VMs run in (`us-central1`).
     pub region: String,
+    /// The service account the VMs run as (its token is what the tasks could reach through
+    /// the metadata server); the project's default Compute Engine account when None.
+    pub service_account: Option<String>,
 }
 
 /// A Cloud Storage prefix mounted into the tasks.
@@ -188,7 +191,7 @@ impl Batch {
         let filter = format!("labels.{key}=\"{value}\"");
         let what = format!("listing Batch jobs in {project}/{region} labelled {key}={value}");
         self.rest
-            .names_in_pages(&what, "jobs", |c, page| {
+            .names_in_pages(&what, "jobs", usize::MAX, |c, page| {
                 let mut query = vec![("filter", filter.as_str())];
                 if let Some(token) = page {
                     query.push(("pageToken", token));
@@ -225,6 +228,21 @@ fn job_body(spec: &JobSpec) -> Value {
             volume
         })
         .collect();
+    // Named on the container too, so the bind mounts themselves are read-only where asked
+    // (Batch mounts every volume into the container read-write when none are named).
+    let container_volumes: Vec<String> = spec
+        .volumes
+        .iter()
+        .map(|v| {
+            let ro = if v.read_only { ":ro" } else { "" };
+            format!("{0}:{0}{ro}", v.mount_path)
+        })
+        .collect();
+    let mut allocation =
+        json!({"location": {"allowedLocations": [format!("regions/{}", spec.region)]}});
+    if let Some(email) = &spec.service_account {
+        allocation["serviceAccount"] = json!({"email": email});
+    }
     json!({
         "taskGroups": [{
             "taskCount": spec.task_count.to_string(),
@@ -235,6 +253,7 @@ fn job_body(spec: &JobSpec) -> Value {
                         "imageUri": spec.image,
                         "entrypoint": "/bin/bash",
                         "commands": ["-c", spec.script],
+                        "volumes": container_volumes,
                         "blockExternalNetwork": spec.block_network,
                     },
                 }],
@@ -247,7 +266,7 @@ fn job_body(spec: &JobSpec) -> Value {
                 "volumes": volumes,
             },
         }],
-        "allocationPolicy": {"location": {"allowedLocations": [format!("regions/{}", spec.region)]}},
+        "allocationPolicy": allocation,
         "labels": spec.labels,
         "logsPolicy": {"destination": "CLOUD_LOGGING"},
     })
@@ -328,7 +347,7 @@ fn lowercase_dashed(value: &str) -> bool {
 
 /// A label key or value as Batch allows them: lowercase letters, digits, `-` and `_` (so it
 /// can sit in a filter's quotes without changing the filter).
-fn check_label(value: &str) -> Result<(), GcpError> {
+pub fn check_label(value: &str) -> Result<(), GcpError> {
     let ok = (1..=63).contains(&value.len())
         && value
             .bytes()

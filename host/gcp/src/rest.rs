@@ -125,6 +125,7 @@ impl RestClient {
         &self,
         what: &str,
         items_key: &str,
+        max_names: usize,
         build: F,
     ) -> Result<Vec<String>, GcpError>
     where
@@ -144,9 +145,14 @@ impl RestClient {
                 names.extend(
                     items
                         .iter()
-                        .filter_map(|i| i.get("name").and_then(Value::as_str))
+                        // Objects and jobs are `{"name": …}`; a listing's `prefixes` are strings.
+                        .filter_map(|i| i.get("name").and_then(Value::as_str).or(i.as_str()))
                         .map(str::to_string),
                 );
+            }
+            if names.len() >= max_names {
+                names.truncate(max_names);
+                return Ok(names);
             }
             // A token seen before would page forever; so would a listing without end.
             match body.get("nextPageToken").and_then(Value::as_str) {

@@ -96,6 +96,37 @@ impl Storage {
         name: &str,
         max_bytes: usize,
     ) -> Result<Option<Vec<u8>>, GcpError> {
+        match self.fetch(bucket, name, max_bytes, false).await? {
+            Some((_, true)) => Err(GcpError::Api {
+                what: format!("downloading gs://{bucket}/{name}"),
+                reason: format!("the object is larger than {max_bytes} bytes"),
+                status: None,
+            }),
+            Some((bytes, false)) => Ok(Some(bytes)),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads the first `max_bytes` of object `name` (a `Range` request) and whether there was
+    /// more: None when it does not exist.
+    pub async fn download_head(
+        &self,
+        bucket: &str,
+        name: &str,
+        max_bytes: usize,
+    ) -> Result<Option<(Vec<u8>, bool)>, GcpError> {
+        self.fetch(bucket, name, max_bytes, true).await
+    }
+
+    /// Up to `max_bytes` of an object and whether it is longer; with `ranged`, only that much
+    /// (plus one byte) is asked for.
+    async fn fetch(
+        &self,
+        bucket: &str,
+        name: &str,
+        max_bytes: usize,
+        ranged: bool,
+    ) -> Result<Option<(Vec<u8>, bool)>, GcpError> {
         check_bucket_name(bucket)?;
         check_object_name(name)?;
         let url = format!(
@@ -104,12 +135,22 @@ impl Storage {
             quote(name)
         );
         let what = format!("downloading gs://{bucket}/{name}");
+        // 416: the object is empty (no byte 0 to start the range at).
         let mut response = self
             .rest
-            .call(&what, &[404], |c| c.get(&url).query(&[("alt", "media")]))
+            .call(&what, &[404, 416], |c| {
+                let request = c.get(&url).query(&[("alt", "media")]);
+                if ranged {
+                    request.header(reqwest::header::RANGE, format!("bytes=0-{max_bytes}"))
+                } else {
+                    request
+                }
+            })
             .await?;
-        if response.status().as_u16() == 404 {
-            return Ok(None);
+        match response.status().as_u16() {
+            404 => return Ok(None),
+            416 => return Ok(Some((Vec::new(), false))),
+            _ => {}
         }
         let mut out = Vec::new();
         loop {
@@ -120,25 +161,60 @@ impl Storage {
             })?;
             let Some(chunk) = chunk else { break };
             if out.len() + chunk.len() > max_bytes {
-                return Err(GcpError::Api {
-                    what,
-                    reason: format!("the object is larger than {max_bytes} bytes"),
-                    status: None,
-                });
+                let room = max_bytes - out.len();
+                out.extend_from_slice(&chunk[..room]);
+                return Ok(Some((out, true)));
             }
             out.extend_from_slice(&chunk);
         }
-        Ok(Some(out))
+        Ok(Some((out, false)))
     }
 
     /// The names of the objects under `prefix`, every page.
     pub async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, GcpError> {
+        self.list_at_most(bucket, prefix, usize::MAX).await
+    }
+
+    /// The names of at most `max_names` objects under `prefix` (a prefix others can write to
+    /// may hold millions).
+    pub async fn list_at_most(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        max_names: usize,
+    ) -> Result<Vec<String>, GcpError> {
         check_bucket_name(bucket)?;
         let url = format!("{}/storage/v1/b/{bucket}/o", self.base);
         let what = format!("listing gs://{bucket}/{prefix}");
         self.rest
-            .names_in_pages(&what, "items", |c, page| {
+            .names_in_pages(&what, "items", max_names, |c, page| {
                 let mut query = vec![("prefix", prefix), ("fields", "items(name),nextPageToken")];
+                if let Some(token) = page {
+                    query.push(("pageToken", token));
+                }
+                c.get(&url).query(&query)
+            })
+            .await
+    }
+
+    /// The "folders" right under `prefix` (which ends in `/`): `prefix/<name>/`, at most
+    /// `max_names` of them.
+    pub async fn list_prefixes(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        max_names: usize,
+    ) -> Result<Vec<String>, GcpError> {
+        check_bucket_name(bucket)?;
+        let url = format!("{}/storage/v1/b/{bucket}/o", self.base);
+        let what = format!("listing the folders of gs://{bucket}/{prefix}");
+        self.rest
+            .names_in_pages(&what, "prefixes", max_names, |c, page| {
+                let mut query = vec![
+                    ("prefix", prefix),
+                    ("delimiter", "/"),
+                    ("fields", "prefixes,nextPageToken"),
+                ];
                 if let Some(token) = page {
                     query.push(("pageToken", token));
                 }
@@ -159,11 +235,35 @@ impl Storage {
 
     /// Deletes every object under `prefix`; returns how many there were.
     pub async fn delete_prefix(&self, bucket: &str, prefix: &str) -> Result<usize, GcpError> {
-        let names = self.list(bucket, prefix).await?;
-        for name in &names {
-            self.delete(bucket, name).await?;
+        let (deleted, _) = self
+            .delete_prefix_at_most(bucket, prefix, usize::MAX)
+            .await?;
+        Ok(deleted)
+    }
+
+    /// Deletes at most `max_objects` objects under `prefix`, skipping names this client
+    /// refuses to put in a URL; returns how many went and whether any were left (to the
+    /// bucket's lifecycle rule).
+    pub async fn delete_prefix_at_most(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        max_objects: usize,
+    ) -> Result<(usize, bool), GcpError> {
+        let names = self
+            .list_at_most(bucket, prefix, max_objects.saturating_add(1))
+            .await?;
+        let more = names.len() > max_objects;
+        let mut deleted = 0;
+        for name in names.iter().take(max_objects) {
+            if check_object_name(name).is_err() {
+                continue;
+            }
+            if self.delete(bucket, name).await? {
+                deleted += 1;
+            }
         }
-        Ok(names.len())
+        Ok((deleted, more))
     }
 }
 

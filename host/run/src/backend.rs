@@ -330,8 +330,9 @@ impl Backend {
             if !grading.settings.block_network {
                 warnings.push(
                     "--grading-network bridge with --backend gcp: the tests (the agents' code) can \
-                     reach the Batch VM's metadata server, and with it whatever its service account \
-                     may do (give the jobs a dedicated account limited to the bucket)"
+                     reach the Batch VM's metadata server, and with it whatever the VMs' service \
+                     account may do, including other test runs' objects in the bucket (give \
+                     --gcp-service-account an account limited to the bucket, or grade without network)"
                         .to_string(),
                 );
             }

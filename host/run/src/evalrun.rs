@@ -202,7 +202,9 @@ fn backend_choice(cfg: &EvalConfig, record: &RunRecord) -> BackendChoice {
                 image_prefix: cfg.docker.image_prefix.clone(),
                 cpu_milli: (cfg.docker.limits.cpus * 1000.0).round().max(1.0) as u32,
                 memory_mib: (cfg.docker.limits.memory_bytes >> 20).clamp(1, u32::MAX as i64) as u32,
-                block_network: cfg.docker.grading_network == "none",
+                // As the run graded (gcp's default is none).
+                block_network: record.grading_network != "bridge",
+                service_account: None,
             },
         }),
         None => BackendChoice::Local(crate::sandbox::confine::LocalOptions {

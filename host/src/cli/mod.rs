@@ -267,9 +267,10 @@ pub struct DockerArgs {
     #[arg(long, value_enum, default_value = "none")]
     pub agent_network: NetworkArg,
     /// Network of graders (real runners install packages): `bridge` (containers; the
-    /// host's network on the local backend) or `none`.
-    #[arg(long, value_enum, default_value = "bridge")]
-    pub grading_network: NetworkArg,
+    /// host's network on the local backend) or `none`. Default: bridge; none with
+    /// `--backend gcp` (there, tests with network reach the Batch VM's metadata server).
+    #[arg(long, value_enum)]
+    pub grading_network: Option<NetworkArg>,
     /// Image of the `--git` server (needs `git daemon`; default: the first task's image).
     #[arg(long)]
     pub git_image: Option<String>,
@@ -309,6 +310,10 @@ pub struct GcpArgs {
     /// created with a 7-day delete rule when missing).
     #[arg(long)]
     pub gcp_bucket: Option<String>,
+    /// The service account the Batch VMs run as (default: the project's Compute Engine
+    /// default account); give one with access to the bucket only.
+    #[arg(long)]
+    pub gcp_service_account: Option<String>,
 }
 
 impl GcpArgs {
@@ -331,6 +336,20 @@ impl GcpArgs {
                 "--gcp-region {:?}: give a region such as us-central1",
                 self.gcp_region
             )));
+        }
+        if let Some(account) = &self.gcp_service_account {
+            let plain = account.len() <= 254
+                && account.split_once('@').is_some_and(|(user, domain)| {
+                    !user.is_empty() && domain.contains('.') && !domain.starts_with('.')
+                })
+                && account
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"@.-_".contains(&b));
+            if !plain {
+                return Err(CliError::Gcp(format!(
+                    "--gcp-service-account {account:?}: give a service account's email address"
+                )));
+            }
         }
         if let Some(bucket) = &self.gcp_bucket {
             cbench_gcp::storage::check_bucket_name(bucket)
@@ -382,7 +401,7 @@ impl DockerArgs {
                 disk_bytes: disk as u64,
             },
             agent_network: self.agent_network.name(),
-            grading_network: self.grading_network.name(),
+            grading_network: self.grading_network.unwrap_or(NetworkArg::Bridge).name(),
             git_image: self.git_image.clone(),
             pool: self.docker_pool,
         })
@@ -423,7 +442,7 @@ fn backend_choice(
                     cpu_millis: (limits.cpus * 1000.0).round().max(1.0) as u64,
                     disk_bytes: limits.disk_bytes,
                 },
-                grading_network: matches!(docker.grading_network, NetworkArg::Bridge),
+                grading_network: !matches!(docker.grading_network, Some(NetworkArg::None)),
             }))
         }
         BackendArg::Docker => Ok(BackendChoice::Docker(docker.validate()?)),
@@ -444,7 +463,8 @@ fn backend_choice(
                     image_prefix: docker.image_prefix.clone(),
                     cpu_milli: (limits.cpus * 1000.0).round().clamp(1.0, u32::MAX as f64) as u32,
                     memory_mib: (limits.memory_bytes >> 20).clamp(1, u32::MAX as i64) as u32,
-                    block_network: matches!(docker.grading_network, NetworkArg::None),
+                    block_network: !matches!(docker.grading_network, Some(NetworkArg::Bridge)),
+                    service_account: docker.gcp.gcp_service_account.clone(),
                 },
             }))
         }

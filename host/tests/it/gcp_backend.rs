@@ -267,6 +267,10 @@ fn a_run_graded_on_batch_grades_exactly_like_local_and_leaves_no_job_or_object()
     remote.assert_ok();
     let config = json(&remote.dir().join("config.json"));
     assert_eq!(config["backend"], "gcp");
+    assert_eq!(
+        config["grading_network"], "none",
+        "gcp grades without network by default"
+    );
     assert!(
         config["isolation"]
             .as_str()
@@ -320,6 +324,7 @@ fn settings(block_network: bool) -> GcpSettings {
         cpu_milli: 1000,
         memory_mib: 512,
         block_network,
+        service_account: None,
     }
 }
 
@@ -369,6 +374,40 @@ fn a_test_run_sees_only_its_own_inputs_read_only_and_keeps_docker_semantics() {
     assert!(!first.output.contains("secret.patch"), "{}", first.output);
     assert!(!first.output.contains("NETWORK"), "{}", first.output);
     assert!(first.output.trim_end().ends_with("end"), "{}", first.output);
+
+    // What the tests do to cbench's result files makes their run a failure, never an
+    // infrastructure error, and nothing they leave running changes the result afterwards.
+    let blocked = run(
+        vec![],
+        "sh -c 'echo 3 failed; mkdir /mnt/disks/cbench-out/exit_code; exit 1'",
+        60,
+        4096,
+    )
+    .expect("a graded failure, not an error");
+    assert_eq!(blocked.exit_code, -1, "{blocked:?}");
+    assert!(
+        blocked.output.contains("left no readable exit code"),
+        "{blocked:?}"
+    );
+    let late = run(
+        vec![],
+        r#"sh -c 'echo real; (sleep 1; while :; do echo "0 1" > /mnt/disks/cbench-out/exit_code; done) & sleep 2; exit 1'"#,
+        60,
+        4096,
+    )
+    .unwrap();
+    assert_eq!(
+        (late.exit_code, late.output.as_str()),
+        (
+            1, "real
+"
+        )
+    );
+    let own_124 = run(vec![], "sh -c 'exit 124'", 60, 4096).unwrap();
+    assert!(
+        !own_124.timed_out && own_124.exit_code == 124,
+        "{own_124:?}"
+    );
 
     // Exit codes, the output cap and timeouts as on docker.
     let failed = run(vec![], "sh -c 'echo no; exit 3'", 60, 4096).unwrap();
@@ -427,6 +466,25 @@ fn a_test_run_sees_only_its_own_inputs_read_only_and_keeps_docker_semantics() {
         .filter(|o| !o.ends_with("/owner.json"))
         .collect();
     assert_eq!(left, Vec::<String>::new());
+
+    // Tests that leave thousands of objects do not hold the grading slot: a bounded number
+    // is deleted, the rest are left to the bucket's rule (and to the run's end).
+    let flood = run(
+        vec![],
+        r#"bash -c 'for i in $(seq 1500); do : > /mnt/disks/cbench-out/f$i; done; : > "/mnt/disks/cbench-out/bad$(printf "\nx")name"; echo done'"#,
+        120,
+        4096,
+    )
+    .unwrap();
+    assert_eq!(flood.exit_code, 0, "{flood:?}");
+    let left = gcp.objects().len();
+    assert!((400..=600).contains(&left), "{left} objects left");
+    rt.block_on(cbench::eval::gcp_bench::sweep(
+        &grading.clients,
+        &cbench::docker::cleanup::Scope::RunId("0123456789ab".into()),
+    ))
+    .unwrap();
+    assert_eq!(gcp.objects(), Vec::<String>::new());
 }
 
 #[test]

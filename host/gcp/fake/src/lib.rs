@@ -380,6 +380,9 @@ async fn upload_object(
     let Some(name) = query.get("name").cloned() else {
         return google_error(StatusCode::BAD_REQUEST, "Required parameter: name");
     };
+    if !valid_object_name(&name) {
+        return google_error(StatusCode::BAD_REQUEST, "Invalid object name");
+    }
     fake.objects
         .insert((bucket.clone(), name.clone()), body.to_vec());
     Json(json!({"bucket": bucket, "name": name, "size": body.len().to_string()})).into_response()
@@ -398,9 +401,36 @@ async fn download_object(
     if query.get("alt").map(String::as_str) != Some("media") {
         return google_error(StatusCode::BAD_REQUEST, "alt=media");
     }
-    match fake.objects.get(&(bucket, object)) {
-        Some(bytes) => bytes.clone().into_response(),
-        None => google_error(StatusCode::NOT_FOUND, "No such object"),
+    let Some(bytes) = fake.objects.get(&(bucket, object)) else {
+        return google_error(StatusCode::NOT_FOUND, "No such object");
+    };
+    // `Range: bytes=0-N` (the only form cbench sends): 206 with bytes 0..=N, 416 when empty.
+    match headers.get("range").and_then(|r| r.to_str().ok()) {
+        None => bytes.clone().into_response(),
+        Some(range) => {
+            let Some(last) = range
+                .strip_prefix("bytes=0-")
+                .and_then(|n| n.parse::<usize>().ok())
+            else {
+                return google_error(StatusCode::BAD_REQUEST, "unsupported Range");
+            };
+            if bytes.is_empty() {
+                return google_error(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "Requested range not satisfiable",
+                );
+            }
+            let end = (last + 1).min(bytes.len());
+            (
+                StatusCode::PARTIAL_CONTENT,
+                [(
+                    "content-range",
+                    format!("bytes 0-{}/{}", end - 1, bytes.len()),
+                )],
+                bytes[..end].to_vec(),
+            )
+                .into_response()
+        }
     }
 }
 
@@ -422,6 +452,20 @@ async fn list_objects(
         .filter(|(b, n)| *b == bucket && n.starts_with(&prefix))
         .map(|(_, n)| n.clone())
         .collect();
+    // `delimiter=/`: the "folders" right under the prefix, all on one page.
+    if let Some(delimiter) = query.get("delimiter") {
+        if delimiter != "/" {
+            return google_error(StatusCode::BAD_REQUEST, "unsupported delimiter");
+        }
+        let folders: std::collections::BTreeSet<String> = names
+            .iter()
+            .filter_map(|n| {
+                let rest = &n[prefix.len()..];
+                rest.find('/').map(|i| format!("{prefix}{}", &rest[..=i]))
+            })
+            .collect();
+        return Json(json!({"kind": "storage#objects", "prefixes": folders})).into_response();
+    }
     let start: usize = query
         .get("pageToken")
         .and_then(|t| t.strip_prefix("page-"))
@@ -512,9 +556,15 @@ fn check_job(job: &Value) -> Result<u64, String> {
             .ok_or(format!("{path} must be an int64 string"))
     };
     let count = int64("/taskCount")?;
-    int64("/parallelism")?;
-    int64("/taskSpec/computeResource/cpuMilli")?;
-    int64("/taskSpec/computeResource/memoryMib")?;
+    let parallelism = int64("/parallelism")?;
+    if count == 0 || parallelism == 0 || parallelism > count {
+        return Err("taskCount >= parallelism >= 1".into());
+    }
+    if int64("/taskSpec/computeResource/cpuMilli")? == 0
+        || int64("/taskSpec/computeResource/memoryMib")? == 0
+    {
+        return Err("computeResource must be positive".into());
+    }
     let container = group
         .pointer("/taskSpec/runnables/0/container")
         .ok_or("a container runnable")?;
@@ -528,8 +578,44 @@ fn check_job(job: &Value) -> Result<u64, String> {
     if !(duration.ends_with('s') && duration[..duration.len() - 1].parse::<u64>().is_ok()) {
         return Err("maxRunDuration must be a duration like \"1800s\"".into());
     }
-    if !job["labels"].is_object() {
-        return Err("labels".into());
+    // Label keys and values: lowercase letters, digits, `-` and `_`, keys starting with a letter.
+    let label_ok = |s: &str, key: bool| {
+        (1..=63).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            && (!key || s.as_bytes()[0].is_ascii_lowercase())
+    };
+    let labels = job["labels"].as_object().ok_or("labels")?;
+    if !labels
+        .iter()
+        .all(|(k, v)| label_ok(k, true) && v.as_str().is_some_and(|v| label_ok(v, false)))
+    {
+        return Err("label keys and values must be lowercase letters, digits, - and _".into());
+    }
+    // A container's volumes are `HOST:CONTAINER[:ro|:rw]`, HOST a task volume's mountPath.
+    let task_paths: Vec<&str> = group["taskSpec"]["volumes"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|v| v["mountPath"].as_str()).collect())
+        .unwrap_or_default();
+    for volume in container["volumes"].as_array().into_iter().flatten() {
+        let parts: Vec<&str> = volume.as_str().unwrap_or_default().split(':').collect();
+        let ok = match parts[..] {
+            [host, dest] | [host, dest, "ro" | "rw"] => {
+                task_paths.contains(&host) && dest.starts_with('/')
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(format!(
+                "container volume {volume} is not HOST:CONTAINER[:ro]"
+            ));
+        }
+    }
+    if job["allocationPolicy"]["location"]["allowedLocations"][0]
+        .as_str()
+        .is_none_or(|l| !l.starts_with("regions/"))
+    {
+        return Err("allocationPolicy.location.allowedLocations".into());
     }
     Ok(count)
 }
@@ -548,6 +634,21 @@ async fn create_job(
     let Some(id) = query.get("jobId") else {
         return google_error(StatusCode::BAD_REQUEST, "jobId is required");
     };
+    let id_ok = (1..=63).contains(&id.len())
+        && id.as_bytes()[0].is_ascii_lowercase()
+        && !id.ends_with('-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !id_ok {
+        return google_error(StatusCode::BAD_REQUEST, "Invalid job id");
+    }
+    if project != "test-project" {
+        return google_error(
+            StatusCode::FORBIDDEN,
+            &format!("Permission denied on project {project}"),
+        );
+    }
     if let Err(e) = check_job(&job) {
         return google_error(StatusCode::BAD_REQUEST, &format!("Invalid job: {e}"));
     }
@@ -732,7 +833,7 @@ async fn execute(state: Shared, name: String, job: Value, runner: TaskRunner) {
                 })
                 .unwrap_or_default(),
             env: env.clone(),
-            mounts: mounts.iter().map(|(m, _)| m.clone()).collect(),
+            mounts: container_mounts(container, &mounts),
             block_network: container["blockExternalNetwork"] == true,
             cpu_milli: int64(&spec["computeResource"]["cpuMilli"]),
             memory_mib: int64(&spec["computeResource"]["memoryMib"]),
@@ -767,12 +868,39 @@ async fn execute(state: Shared, name: String, job: Value, runner: TaskRunner) {
         "statusEvents": [{"description": format!("Job state is set from RUNNING to SUCCEEDED for job {name}.")}]}));
 }
 
+/// The container's view of the task's volumes: the container's own `volumes` when named
+/// (`HOST:CONTAINER[:ro]`), else every task volume at its own path (a read-only volume stays
+/// read-only either way: it is read-only on the VM).
+fn container_mounts(container: &Value, mounts: &[(Mount, BucketPrefix)]) -> Vec<Mount> {
+    let Some(named) = container["volumes"].as_array() else {
+        return mounts.iter().map(|(m, _)| m.clone()).collect();
+    };
+    named
+        .iter()
+        .filter_map(|v| {
+            let parts: Vec<&str> = v.as_str()?.split(':').collect();
+            let (host, dest) = (parts.first()?, parts.get(1)?);
+            let (volume, _) = mounts.iter().find(|(m, _)| m.mount_path == *host)?;
+            Some(Mount {
+                host_dir: volume.host_dir.clone(),
+                mount_path: dest.to_string(),
+                read_only: volume.read_only || parts.get(2) == Some(&"ro"),
+            })
+        })
+        .collect()
+}
+
 /// A FAILED status in Batch's words, the task's own event quoted.
 fn failed_status(name: &str, count: u64, succeeded: u64, task_event: &str) -> Value {
     json!({"state": "FAILED",
         "taskGroups": {"group0": {"counts": {"SUCCEEDED": succeeded.to_string(), "FAILED": (count - succeeded).max(1).to_string()}}},
         "statusEvents": [{"description": "Job state is set from QUEUED to SCHEDULED"},
                          {"description": format!("Job state is set from RUNNING to FAILED for job {name}. Job failed due to task failure. Specifically, task with index 0 failed due to the following task event: \"{task_event}\"")}]})
+}
+
+/// A name Cloud Storage accepts: 1-1024 bytes of UTF-8, no carriage return or line feed.
+fn valid_object_name(name: &str) -> bool {
+    (1..=1024).contains(&name.len()) && !name.contains(['\r', '\n'])
 }
 
 /// A volume's bucket and prefix.
@@ -865,12 +993,18 @@ fn store_back(state: &Shared, mounts: &[(Mount, BucketPrefix)]) {
                     let Ok(relative) = path.strip_prefix(&mount.host_dir) else {
                         continue;
                     };
-                    let relative = relative.to_string_lossy();
+                    // gcsfuse cannot store a name Cloud Storage refuses: the write fails there.
+                    let Some(relative) = relative.to_str() else {
+                        continue;
+                    };
                     let object = if prefix.is_empty() {
                         relative.to_string()
                     } else {
                         format!("{prefix}/{relative}")
                     };
+                    if !valid_object_name(&object) {
+                        continue;
+                    }
                     if let Ok(bytes) = std::fs::read(&path) {
                         fake.objects.insert((bucket.clone(), object), bytes);
                     }

@@ -40,6 +40,7 @@ fn spec(run: &str) -> JobSpec {
         labels: BTreeMap::from([("cbench-run".into(), run.into())]),
         block_network: true,
         region: "us-central1".into(),
+        service_account: Some("cbench-batch@test-project.iam.gserviceaccount.com".into()),
     }
 }
 
