@@ -43,13 +43,22 @@ fn missing_agent_file_and_dataset_dir_are_named() {
 }
 
 #[test]
-fn unsupported_backend_and_bad_script_are_named() {
+fn bad_backend_settings_and_bad_script_are_named() {
     let agent = plugins().mini_swe.display().to_string();
     let run = Run::start(
         "b",
-        &["--agent", &agent, "-m", "oracle", "--backend", "gcp"],
+        &[
+            "--agent",
+            &agent,
+            "-m",
+            "oracle",
+            "--backend",
+            "gcp",
+            "--gcp-region",
+            "US Central",
+        ],
     );
-    assert_refused(&run, &["--backend gcp"]);
+    assert_refused(&run, &["--gcp-region \"US Central\""]);
 
     let dir = tempfile::tempdir().unwrap();
     let script = write_temp(dir.path(), "broken.json", "{ nope");
