@@ -195,6 +195,32 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cbench analyze`.
+pub fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
+    let run_dir = args.log_dir.join(&args.name);
+    if !run_dir.is_dir() {
+        anyhow::bail!(
+            "run `{}` not found in {}",
+            args.name,
+            args.log_dir.display()
+        );
+    }
+    let (run, pairs) = cbench_analyze::analyze_run(&run_dir)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&run)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for pair in &pairs {
+        print!("{}", pair.render());
+    }
+    print!("{}", run.render());
+    println!(
+        "each pair's findings: <pair>/analysis.json; the run's: {}",
+        run_dir.join(cbench_analyze::PAIR_FILE).display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `cbench compare`.
 pub async fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
     let comparison = crate::compare::compare(&args.log_dir, &args.runs, args.allow_mismatch)?;

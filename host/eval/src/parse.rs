@@ -219,6 +219,62 @@ pub fn first_failure(output: &str) -> Option<String> {
     }
 }
 
+/// Every failing test `output` names, in order, each once (the format read is the one
+/// [`first_failure`] reads). Data from the agent's code: it names, it never decides.
+pub fn failing_tests(output: &str) -> Vec<String> {
+    let plain = strip_ansi(output);
+    let text = plain.as_str();
+    let pick = |l: &str| -> Option<String> {
+        let l = l.trim_end();
+        if parse_cargo(text).is_some() {
+            return Some(
+                l.strip_prefix("test ")?
+                    .strip_suffix(" ... FAILED")?
+                    .trim()
+                    .to_string(),
+            );
+        }
+        if parse_go(text).is_some() {
+            let name = l.trim_start().strip_prefix("--- FAIL: ")?;
+            return Some(name.split_whitespace().next()?.to_string());
+        }
+        if parse_jest(text).is_some() {
+            let rest = l.trim_start().strip_prefix("✕ ")?;
+            return Some(match rest.rfind(" (") {
+                Some(i) if rest.ends_with(')') => rest[..i].trim().to_string(),
+                _ => rest.trim().to_string(),
+            });
+        }
+        if parse_vitest(text).is_some() {
+            let rest = l.trim_start().strip_prefix("FAIL ")?;
+            return rest.contains(" > ").then(|| rest.trim().to_string());
+        }
+        if parse_pytest(text).is_some() {
+            let rest = l
+                .strip_prefix("FAILED ")
+                .or_else(|| l.strip_prefix("ERROR "))?;
+            let node = rest.split(" - ").next()?.trim();
+            return node.contains("::").then(|| node.to_string());
+        }
+        if parse_unittest(text).is_some() {
+            let rest = l
+                .strip_prefix("FAIL: ")
+                .or_else(|| l.strip_prefix("ERROR: "))?;
+            return Some(rest.split_whitespace().next()?.to_string());
+        }
+        None
+    };
+    let mut out: Vec<String> = Vec::new();
+    for line in text.lines() {
+        if let Some(name) = pick(line).filter(|n| !n.is_empty()) {
+            if !out.contains(&name) {
+                out.push(name);
+            }
+        }
+    }
+    out
+}
+
 /// `AssertionError` from `AssertionError: …`; None when the text does not start with an
 /// exception's name.
 fn exception_name(text: &str) -> Option<&str> {

@@ -111,6 +111,9 @@ pub struct Report {
     /// A mixed team's roles: which plugin held each agent id, and how it did alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<RoleLine>,
+    /// Why coordination failed: the failure modes flagged over the coop pairs (cbench-analyze).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordination: Option<cbench_analyze::RunAnalysis>,
 }
 
 /// One role of a mixed team.
@@ -258,6 +261,14 @@ pub fn build(run_dir: &Path, baseline_dir: Option<&Path>) -> Result<Report, Repo
             .collect(),
         baseline,
         roles: roles(run_dir)?,
+        // A view of files already graded: one that cannot be read leaves the section out.
+        coordination: match cbench_analyze::analyze_pairs(run_dir) {
+            Ok(pairs) => Some(cbench_analyze::summarize(&pairs)).filter(|a| a.pairs > 0),
+            Err(e) => {
+                tracing::warn!("no coordination analysis: {e}");
+                None
+            }
+        },
     })
 }
 
@@ -357,6 +368,11 @@ impl Report {
                 d.coop_rate * 100.0,
                 d.solo_rate * 100.0
             ));
+        }
+        if let Some(coordination) = &self.coordination {
+            for line in coordination.render().lines() {
+                out.push_str(&format!("  {line}\n"));
+            }
         }
         out
     }

@@ -72,6 +72,10 @@ pub fn hidden_paths(
 
 /// Writes report.json (metrics over every pair on disk, resumed ones included) and prints it.
 pub(crate) fn write_report(run_dir: &Path, progress: &Progress) -> Result<(), RunError> {
+    // Each pair's analysis.json, beside its eval.json (cheap: files already on disk).
+    if let Err(e) = cbench_analyze::analyze_run(run_dir) {
+        tracing::warn!("no coordination analysis: {e}");
+    }
     match crate::report::build(run_dir, None) {
         Ok(report) => {
             write_json_atomic(&run_dir.join("report.json"), &report)?;

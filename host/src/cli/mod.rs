@@ -121,6 +121,10 @@ pub enum Command {
     Gold(GoldArgs),
     /// Metrics of a run (optionally against a solo baseline run); writes report.json.
     Report(ReportArgs),
+    /// Why coordination failed in a run's coop pairs: unanswered questions, broken or
+    /// unverifiable promises, partner-state integration failures, silent pairs; writes each
+    /// pair's analysis.json (also done after every graded run).
+    Analyze(AnalyzeArgs),
     /// Check a run's recorded plugin hashes against the files on disk.
     Verify(VerifyArgs),
     /// Compare runs head to head on the pairs graded in every run (paired tests, intervals).

@@ -96,6 +96,20 @@ pub struct ExportArgs {
     pub output: Option<PathBuf>,
 }
 
+/// Raw `cbench analyze` arguments.
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// Run name.
+    #[arg(long, short = 'n')]
+    pub name: String,
+    /// Directory holding the runs (`logs/<run>/…`).
+    #[arg(long, default_value = "logs")]
+    pub log_dir: PathBuf,
+    /// Print the run's analysis as JSON instead of the listing.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Raw `cbench report` arguments.
 #[derive(Debug, Args)]
 pub struct ReportArgs {

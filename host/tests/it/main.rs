@@ -5,6 +5,7 @@ mod support;
 
 mod cli_help;
 mod cooperbench_compat;
+mod coordination_analysis;
 mod dataset_fetch;
 mod dataset_selection;
 mod distributed;

@@ -1,0 +1,672 @@
+//! Why coordination failed (`cbench analyze`, and after every graded run): deterministic
+//! detectors over a graded pair's files, for the failure modes CooperBench's documentation
+//! names — agents that do not integrate their partner's state, questions that go unanswered,
+//! promises that are broken or cannot be checked — plus pairs that never spoke.
+//!
+//! Everything read here (messages, trajectories, patches, test logs) is the agents' data:
+//! it is parsed, never run, and the verdicts are evidence for a reader, not grades.
+
+pub mod claims;
+pub mod diff;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use cbench_core::fsutil::{self, FsError};
+use cbench_core::message::Message;
+use cbench_eval::EvalReport;
+use cbench_llm::trajectory::Trajectory;
+use serde::{Deserialize, Serialize};
+
+use claims::ClaimKind;
+use diff::{Overlap, PatchSummary};
+
+/// Version of the detectors: part of analysis.json, so a reader knows which rules flagged.
+pub const ANALYSIS_VERSION: &str = "cbench-analysis-1";
+/// A pair's analysis, beside its eval.json.
+pub const PAIR_FILE: &str = "analysis.json";
+
+/// Why a pair or run could not be analysed.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyzeError {
+    #[error("{0} has no eval.json: grade the run first (`cbench eval`)")]
+    NotGraded(PathBuf),
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error(transparent)]
+    NoPairs(#[from] cbench_core::layout::NoPairs),
+}
+
+/// A failure mode of CooperBench's taxonomy (plus the silent pair).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// Each agent's patch passes alone, the merged tree fails: one did not integrate the
+    /// other's changes.
+    PartnerStateIntegration,
+    /// A question was never answered by its addressee.
+    UnansweredQuestion,
+    /// A claim about the sender's own patch is contradicted by that patch.
+    BrokenPromise,
+    /// A promise names nothing that can be checked ("I'll add a docstring").
+    UnverifiablePromise,
+    /// No agent sent a message.
+    SilentPair,
+}
+
+impl FailureMode {
+    /// Every mode, in the order reports list them.
+    pub const ALL: [FailureMode; 5] = [
+        FailureMode::PartnerStateIntegration,
+        FailureMode::UnansweredQuestion,
+        FailureMode::BrokenPromise,
+        FailureMode::UnverifiablePromise,
+        FailureMode::SilentPair,
+    ];
+
+    /// Its name in files and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            FailureMode::PartnerStateIntegration => "partner-state integration",
+            FailureMode::UnansweredQuestion => "unanswered question",
+            FailureMode::BrokenPromise => "broken promise",
+            FailureMode::UnverifiablePromise => "unverifiable promise",
+            FailureMode::SilentPair => "silent pair",
+        }
+    }
+}
+
+/// One agent's messaging.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentMessages {
+    pub agent_id: String,
+    pub sent: usize,
+    pub received: usize,
+    /// Messages its trajectory shows it was given (`receive_message` steps).
+    pub read: usize,
+}
+
+/// A question and whether its addressee answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Question {
+    /// Index of the message in conversation.json.
+    pub message: usize,
+    pub from: String,
+    pub to: String,
+    pub text: String,
+    pub timestamp_ms: u64,
+    /// Whether the addressee's trajectory shows the message given to it.
+    pub read: bool,
+    /// The first later message from the addressee to the asker (its index), if any.
+    pub answered_by: Option<usize>,
+}
+
+/// Whether a claim holds against the sender's own patch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Kept,
+    Broken,
+    Unverifiable,
+}
+
+/// A claim, checked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckedClaim {
+    pub message: usize,
+    pub from: String,
+    pub kind: ClaimKind,
+    pub sentence: String,
+    pub files: Vec<String>,
+    pub names: Vec<String>,
+    pub verdict: Verdict,
+    /// Why, in words: `its patch changes textkit/strings.py`.
+    pub evidence: String,
+    /// Partners whose patches also changed a file this claim reserved ("I will change X").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_changed_by: Vec<String>,
+}
+
+/// Two agents' patches touching the same file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairOverlap {
+    pub agents: (String, String),
+    #[serde(flatten)]
+    pub overlap: Overlap,
+}
+
+/// The merged tree failing where each patch alone passed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntegrationFailure {
+    /// Features whose tests failed on the merged tree.
+    pub failing_features: Vec<u32>,
+    /// Tests the merged runs name as failing.
+    pub failing_tests: Vec<String>,
+    /// Per agent, the names its patch defines or changes that the failing runs' output
+    /// mentions (where a partner's change meets the failure).
+    pub symbols_in_failures: BTreeMap<String, Vec<String>>,
+}
+
+/// analysis.json of one pair.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairAnalysis {
+    pub version: String,
+    /// Coordination applies (coop with two or more agents).
+    pub applicable: bool,
+    pub overall_success: bool,
+    pub messages: usize,
+    pub agents: Vec<AgentMessages>,
+    pub questions: Vec<Question>,
+    pub claims: Vec<CheckedClaim>,
+    pub overlaps: Vec<PairOverlap>,
+    pub conflict_files: Vec<String>,
+    pub integration: Option<IntegrationFailure>,
+    /// The failure modes flagged, each once.
+    pub modes: Vec<FailureMode>,
+}
+
+/// Reads a JSON file that may be absent.
+fn read_optional<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, FsError> {
+    if path.exists() {
+        fsutil::read_json(path).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Agent ids with a directory of their own in the pair directory, in order.
+fn agent_dirs(pair_dir: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(pair_dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .filter(|n| n.starts_with("agent"))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+/// Analyses the graded pair in `pair_dir` (nothing is written).
+pub fn analyze_pair(pair_dir: &Path) -> Result<PairAnalysis, AnalyzeError> {
+    let eval: EvalReport = read_optional(&pair_dir.join("eval.json"))?
+        .ok_or_else(|| AnalyzeError::NotGraded(pair_dir.to_path_buf()))?;
+    let conversation: Vec<Message> =
+        read_optional(&pair_dir.join("conversation.json"))?.unwrap_or_default();
+    let ids = agent_dirs(pair_dir);
+    let mut trajectories = BTreeMap::new();
+    let mut patches = BTreeMap::new();
+    for id in &ids {
+        if let Some(t) = read_optional::<Trajectory>(&pair_dir.join(id).join("trajectory.json"))? {
+            trajectories.insert(id.clone(), t);
+        }
+        let text =
+            std::fs::read_to_string(pair_dir.join(id).join("patch.diff")).unwrap_or_default();
+        patches.insert(id.clone(), PatchSummary::parse(&text));
+    }
+    let applicable = eval.setting == cbench_core::setting::Setting::Coop && ids.len() >= 2;
+
+    let agents = ids
+        .iter()
+        .map(|id| AgentMessages {
+            agent_id: id.clone(),
+            sent: conversation.iter().filter(|m| &m.from == id).count(),
+            received: conversation.iter().filter(|m| addressed_to(m, id)).count(),
+            read: trajectories
+                .get(id)
+                .map(|t| {
+                    t.steps
+                        .iter()
+                        .filter(|s| s.action == "receive_message")
+                        .count()
+                })
+                .unwrap_or(0),
+        })
+        .collect();
+
+    let questions = find_questions(&conversation, &trajectories, &ids);
+    let claims = check_claims(&conversation, &patches);
+
+    let mut overlaps = Vec::new();
+    for (i, a) in ids.iter().enumerate() {
+        for b in &ids[i + 1..] {
+            if let (Some(pa), Some(pb)) = (patches.get(a), patches.get(b)) {
+                for overlap in diff::overlaps(pa, pb) {
+                    overlaps.push(PairOverlap {
+                        agents: (a.clone(), b.clone()),
+                        overlap,
+                    });
+                }
+            }
+        }
+    }
+    let merged = eval.merged.as_ref();
+    let conflict_files = merged.map(|m| m.conflict_files.clone()).unwrap_or_default();
+    let integration = integration_failure(pair_dir, &eval, &patches);
+
+    let mut modes = BTreeSet::new();
+    if applicable {
+        if integration.is_some() {
+            modes.insert(FailureMode::PartnerStateIntegration);
+        }
+        if questions.iter().any(|q| q.answered_by.is_none()) {
+            modes.insert(FailureMode::UnansweredQuestion);
+        }
+        if claims.iter().any(|c| c.verdict == Verdict::Broken) {
+            modes.insert(FailureMode::BrokenPromise);
+        }
+        if claims
+            .iter()
+            .any(|c| c.verdict == Verdict::Unverifiable && c.kind == ClaimKind::Intends)
+        {
+            modes.insert(FailureMode::UnverifiablePromise);
+        }
+        if conversation.is_empty() {
+            modes.insert(FailureMode::SilentPair);
+        }
+    }
+    Ok(PairAnalysis {
+        version: ANALYSIS_VERSION.to_string(),
+        applicable,
+        overall_success: eval.overall_success,
+        messages: conversation.len(),
+        agents,
+        questions,
+        claims,
+        overlaps,
+        conflict_files,
+        integration,
+        modes: modes.into_iter().collect(),
+    })
+}
+
+/// Whether `message` is for `agent` (named, or to everyone).
+fn addressed_to(message: &Message, agent: &str) -> bool {
+    message.to == agent || (message.from != agent && matches!(message.to.as_str(), "all" | "*"))
+}
+
+/// Every question and the first later message from its addressee back to the asker.
+fn find_questions(
+    conversation: &[Message],
+    trajectories: &BTreeMap<String, Trajectory>,
+    ids: &[String],
+) -> Vec<Question> {
+    let mut out = Vec::new();
+    for (i, m) in conversation.iter().enumerate() {
+        for text in claims::questions(&m.content) {
+            let addressees: Vec<&String> = ids
+                .iter()
+                .filter(|id| *id != &m.from && addressed_to(m, id))
+                .collect();
+            // When each addressee was given the question (its trajectory's receive step).
+            let read_at: BTreeMap<&String, u64> = addressees
+                .iter()
+                .filter_map(|a| {
+                    let step = trajectories.get(*a)?.steps.iter().find(|s| {
+                        s.action == "receive_message" && s.observation.contains(m.content.trim())
+                    })?;
+                    Some((*a, millis(&step.timestamp).unwrap_or(m.timestamp)))
+                })
+                .collect();
+            // An answer: a later message from an addressee to the asker, sent after that
+            // addressee had the question (one sent before it could have read it is not).
+            let answered_by = conversation
+                .iter()
+                .enumerate()
+                .skip(i + 1)
+                .find(|(_, later)| {
+                    read_at
+                        .get(&later.from)
+                        .is_some_and(|read| later.timestamp >= *read)
+                        && addressed_to(later, &m.from)
+                })
+                .map(|(j, _)| j);
+            let read = !read_at.is_empty();
+            out.push(Question {
+                message: i,
+                from: m.from.clone(),
+                to: m.to.clone(),
+                text,
+                timestamp_ms: m.timestamp,
+                read,
+                answered_by,
+            });
+        }
+    }
+    out
+}
+
+/// Milliseconds since the epoch of a trajectory's RFC 3339 timestamp.
+fn millis(timestamp: &str) -> Option<u64> {
+    chrono::DateTime::parse_from_rfc3339(timestamp)
+        .ok()
+        .and_then(|t| u64::try_from(t.timestamp_millis()).ok())
+}
+
+/// Every claim in the conversation, checked against its sender's own patch.
+fn check_claims(
+    conversation: &[Message],
+    patches: &BTreeMap<String, PatchSummary>,
+) -> Vec<CheckedClaim> {
+    let empty = PatchSummary::default();
+    let mut out = Vec::new();
+    for (i, m) in conversation.iter().enumerate() {
+        let own = patches.get(&m.from).unwrap_or(&empty);
+        for claim in claims::claims(&m.content) {
+            let (verdict, evidence) = verdict(&claim, own);
+            let also_changed_by = if claim.kind == ClaimKind::Intends {
+                patches
+                    .iter()
+                    .filter(|(id, p)| *id != &m.from && claim.files.iter().any(|f| p.touches(f)))
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            out.push(CheckedClaim {
+                message: i,
+                from: m.from.clone(),
+                kind: claim.kind,
+                sentence: claim.sentence,
+                files: claim.files,
+                names: claim.names,
+                verdict,
+                evidence,
+                also_changed_by,
+            });
+        }
+    }
+    out
+}
+
+/// A claim against the sender's patch: what it names must be there (or, for "won't touch",
+/// must not be).
+fn verdict(claim: &claims::Claim, patch: &PatchSummary) -> (Verdict, String) {
+    if claim.files.is_empty() && claim.names.is_empty() {
+        return (
+            Verdict::Unverifiable,
+            "names no file or function to check".into(),
+        );
+    }
+    match claim.kind {
+        ClaimKind::Avoids => {
+            let touched: Vec<String> = claim
+                .files
+                .iter()
+                .flat_map(|f| patch.matching_paths(f))
+                .collect();
+            if touched.is_empty() {
+                (Verdict::Kept, "its patch leaves them alone".into())
+            } else {
+                (
+                    Verdict::Broken,
+                    format!("its patch changes {}", touched.join(", ")),
+                )
+            }
+        }
+        ClaimKind::Intends | ClaimKind::Did => {
+            let missing_files: Vec<&String> =
+                claim.files.iter().filter(|f| !patch.touches(f)).collect();
+            let missing_names: Vec<&String> =
+                claim.names.iter().filter(|n| !patch.mentions(n)).collect();
+            if missing_files.is_empty() && missing_names.is_empty() {
+                (Verdict::Kept, "its patch has them".into())
+            } else {
+                let missing: Vec<&String> =
+                    missing_files.into_iter().chain(missing_names).collect();
+                (
+                    Verdict::Broken,
+                    format!("its patch has no {}", join(&missing)),
+                )
+            }
+        }
+    }
+}
+
+fn join(items: &[&String]) -> String {
+    items
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Each agent's patch passed alone and the merged tree failed: the failing tests and where
+/// each agent's changed names meet them.
+fn integration_failure(
+    pair_dir: &Path,
+    eval: &EvalReport,
+    patches: &BTreeMap<String, PatchSummary>,
+) -> Option<IntegrationFailure> {
+    let merged = eval.merged.as_ref()?;
+    if merged.success || eval.agents.is_empty() || !eval.agents.values().all(|a| a.success) {
+        return None;
+    }
+    let failing: Vec<&cbench_eval::FeatureGrade> =
+        merged.features.iter().filter(|f| !f.success).collect();
+    let logs: Vec<String> = failing
+        .iter()
+        .filter_map(|f| {
+            // The log path is the grader's own (`eval_logs/<name>.log`), kept inside the pair.
+            let relative = Path::new(&f.log);
+            let safe = relative
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            safe.then(|| std::fs::read_to_string(pair_dir.join(relative)).ok())
+                .flatten()
+        })
+        .collect();
+    let failing_tests: BTreeSet<String> = logs
+        .iter()
+        .flat_map(|log| cbench_eval::parse::failing_tests(log))
+        .collect();
+    // Names any patch defines or changes that the failing output mentions; then, per agent,
+    // those its own patch defines, changes or uses.
+    let in_failures: BTreeSet<String> = patches
+        .values()
+        .flat_map(|p| p.symbols())
+        .filter(|name| logs.iter().any(|log| diff::contains_word(log, name)))
+        .collect();
+    let symbols_in_failures = patches
+        .iter()
+        .map(|(id, patch)| {
+            let names: Vec<String> = in_failures
+                .iter()
+                .filter(|name| patch.mentions(name))
+                .cloned()
+                .collect();
+            (id.clone(), names)
+        })
+        .filter(|(_, names)| !names.is_empty())
+        .collect();
+    Some(IntegrationFailure {
+        failing_features: failing.iter().map(|f| f.feature_id).collect(),
+        failing_tests: failing_tests.into_iter().collect(),
+        symbols_in_failures,
+    })
+}
+
+/// How often each mode was flagged over a run's analysed pairs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunAnalysis {
+    pub version: String,
+    /// Pairs analysed (graded coop pairs).
+    pub pairs: usize,
+    /// Pairs that succeeded despite a flagged mode.
+    pub succeeded_with_flags: usize,
+    pub messages: usize,
+    /// Per mode: how many pairs it was flagged in.
+    pub modes: BTreeMap<FailureMode, usize>,
+    /// Per pair (its key), the modes flagged.
+    pub per_pair: BTreeMap<String, Vec<FailureMode>>,
+}
+
+/// One graded pair of a run, analysed.
+#[derive(Debug, Clone)]
+pub struct Analyzed {
+    /// The pair's key (`repo/task/features_1_2`).
+    pub key: String,
+    pub dir: PathBuf,
+    pub analysis: PairAnalysis,
+}
+
+/// Analyses every graded pair of the run in `run_dir` (nothing is written).
+pub fn analyze_pairs(run_dir: &Path) -> Result<Vec<Analyzed>, AnalyzeError> {
+    let mut out = Vec::new();
+    for pair in cbench_core::layout::required_pair_dirs(run_dir)? {
+        match analyze_pair(&pair.path) {
+            Ok(analysis) => out.push(Analyzed {
+                key: pair.key(),
+                dir: pair.path.clone(),
+                analysis,
+            }),
+            // Never graded (an infrastructure error): nothing to analyse.
+            Err(AnalyzeError::NotGraded(_)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// The run's counts over its analysed pairs.
+pub fn summarize(pairs: &[Analyzed]) -> RunAnalysis {
+    let mut run = RunAnalysis {
+        version: ANALYSIS_VERSION.to_string(),
+        ..RunAnalysis::default()
+    };
+    for pair in pairs.iter().filter(|p| p.analysis.applicable) {
+        let analysis = &pair.analysis;
+        run.pairs += 1;
+        run.messages += analysis.messages;
+        if analysis.overall_success && !analysis.modes.is_empty() {
+            run.succeeded_with_flags += 1;
+        }
+        for mode in &analysis.modes {
+            *run.modes.entry(*mode).or_default() += 1;
+        }
+        run.per_pair
+            .insert(pair.key.clone(), analysis.modes.clone());
+    }
+    run
+}
+
+/// Analyses the run in `run_dir` and writes each pair's analysis.json and the run's
+/// (atomically; a pair's file is replaced only by a newer analysis of the same files).
+pub fn analyze_run(run_dir: &Path) -> Result<(RunAnalysis, Vec<Analyzed>), AnalyzeError> {
+    let pairs = analyze_pairs(run_dir)?;
+    for pair in &pairs {
+        fsutil::write_json_atomic(&pair.dir.join(PAIR_FILE), &pair.analysis)?;
+    }
+    let run = summarize(&pairs);
+    fsutil::write_json_atomic(&run_dir.join(PAIR_FILE), &run)?;
+    Ok((run, pairs))
+}
+
+impl Analyzed {
+    /// What was flagged in this pair and why, for the terminal (empty when nothing was).
+    pub fn render(&self) -> String {
+        let a = &self.analysis;
+        if a.modes.is_empty() {
+            return String::new();
+        }
+        let names: Vec<&str> = a.modes.iter().map(|m| m.name()).collect();
+        let mut out = format!(
+            "{} ({}): {}\n",
+            self.key,
+            if a.overall_success {
+                "succeeded"
+            } else {
+                "failed"
+            },
+            names.join(", ")
+        );
+        if let Some(i) = &a.integration {
+            out.push_str(&format!(
+                "  merged tree failed feature(s) {:?} though each patch passed alone",
+                i.failing_features
+            ));
+            if !i.failing_tests.is_empty() {
+                out.push_str(&format!("; failing: {}", i.failing_tests.join(", ")));
+            }
+            out.push('\n');
+            for (agent, names) in &i.symbols_in_failures {
+                out.push_str(&format!(
+                    "    {agent}'s changes named in the failures: {}\n",
+                    names.join(", ")
+                ));
+            }
+        }
+        for q in a.questions.iter().filter(|q| q.answered_by.is_none()) {
+            out.push_str(&format!(
+                "  unanswered: {} asked {} (message {}{}): {}\n",
+                q.from,
+                q.to,
+                q.message,
+                if q.read { ", read" } else { ", never read" },
+                q.text
+            ));
+        }
+        for c in a.claims.iter().filter(|c| {
+            c.verdict == Verdict::Broken
+                || (c.verdict == Verdict::Unverifiable && c.kind == ClaimKind::Intends)
+        }) {
+            let what = if c.verdict == Verdict::Broken {
+                "broken"
+            } else {
+                "unverifiable"
+            };
+            out.push_str(&format!(
+                "  {what}: {} (message {}): \"{}\": {}\n",
+                c.from, c.message, c.sentence, c.evidence
+            ));
+        }
+        if a.modes.contains(&FailureMode::SilentPair) {
+            out.push_str("  no agent sent a message\n");
+        }
+        out
+    }
+}
+
+impl RunAnalysis {
+    /// The terminal's lines: each mode with its count of pairs.
+    pub fn render(&self) -> String {
+        if self.pairs == 0 {
+            return "coordination: no graded coop pair to analyse\n".into();
+        }
+        let mut out = format!(
+            "coordination ({} coop pair{}, {} message{}):\n",
+            self.pairs,
+            plural(self.pairs),
+            self.messages,
+            plural(self.messages)
+        );
+        for mode in FailureMode::ALL {
+            let n = self.modes.get(&mode).copied().unwrap_or(0);
+            out.push_str(&format!(
+                "  {:<26} {n}/{} pair{}\n",
+                mode.name(),
+                self.pairs,
+                plural(self.pairs)
+            ));
+        }
+        if self.succeeded_with_flags > 0 {
+            out.push_str(&format!(
+                "  {} successful pair{} had a flagged failure mode anyway\n",
+                self.succeeded_with_flags,
+                plural(self.succeeded_with_flags)
+            ));
+        }
+        out
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}

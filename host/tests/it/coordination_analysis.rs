@@ -1,0 +1,232 @@
+//! `cbench analyze` (and the analysis after every graded run) flags each failure mode
+//! CooperBench documents in scripted pairs planted with it — a question never answered, a
+//! promise the sender's own patch breaks, a promise nothing can check, a merged tree that fails
+//! where each patch passed alone, a pair that never spoke — and flags nothing in a pair that
+//! coordinated cleanly, even though most of these pairs succeed.
+
+use serde_json::{json as j, Value};
+
+use crate::support::{cbench, json, plugins, text, write_temp, Run};
+
+const SUBMIT: &str = "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT";
+
+/// Appends `code` to textkit/strings.py.
+fn append(code: &str) -> String {
+    format!("cat >> textkit/strings.py <<'PY'\n{code}\nPY")
+}
+
+fn send(to: &str, text: &str) -> String {
+    format!("send_message {to} <<'MSG'\n{text}\nMSG")
+}
+
+const REVERSE_WORDS: &str = "\n\ndef reverse_words(text):\n    \"\"\"Reverse the order of the words in ``text``.\"\"\"\n    return \" \".join(reversed(text.split()))";
+const COUNT_VOWELS: &str = "\n\ndef count_vowels(text):\n    \"\"\"Count the vowels (a, e, i, o, u; any case) in ``text``.\"\"\"\n    return sum(1 for ch in text.lower() if ch in \"aeiou\")";
+
+/// Runs pair (1, 2) of the bundled task with `script` and returns the run and its analysis.
+fn run_pair(name: &str, script: Value) -> (Run, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = format!(
+        "scripted:{}",
+        write_temp(dir.path(), "script.json", &script.to_string())
+    );
+    let agent = plugins().mini_swe.display().to_string();
+    let run = Run::start(name, &["--agent", &agent, "-m", &model, "-f", "1,2"]);
+    run.assert_ok();
+    // Written by the run itself, after grading.
+    let analysis = json(&run.pair(1, 2).join("analysis.json"));
+    (run, analysis)
+}
+
+fn modes(analysis: &Value) -> Vec<String> {
+    analysis["modes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_pair_that_broke_its_promises_and_ignored_a_question_is_flagged_though_it_succeeded() {
+    let (run, analysis) = run_pair(
+        "analysis-planted",
+        j!({
+            // agent2 speaks first; agent1's question comes after, and agent2, though it
+            // reads it, never answers.
+            "agent1": [
+                {"bash": "sleep 1"},
+                {"bash": append(REVERSE_WORDS)},
+                {"bash": send("agent2", "Which lines of strings.py will you touch?")},
+                {"bash": send("agent2", "I will add a test file tests/test_reverse.py. I'll also write a docstring.")},
+                {"bash": SUBMIT}
+            ],
+            "agent2": [
+                {"bash": send("agent1", "New file vowels.py, I won't touch strings.py.")},
+                {"bash": append(COUNT_VOWELS)},
+                {"bash": "sleep 3"},
+                {"bash": SUBMIT}
+            ]
+        }),
+    );
+    assert_eq!(analysis["overall_success"], true, "{analysis:#}");
+    assert_eq!(
+        modes(&analysis),
+        [
+            "unanswered_question",
+            "broken_promise",
+            "unverifiable_promise"
+        ],
+        "{analysis:#}"
+    );
+    let question = &analysis["questions"][0];
+    assert_eq!(question["from"], "agent1");
+    assert_eq!(question["read"], true, "{analysis:#}");
+    assert_eq!(question["answered_by"], Value::Null, "{analysis:#}");
+    let claims = analysis["claims"].as_array().unwrap();
+    let broken: Vec<&Value> = claims.iter().filter(|c| c["verdict"] == "broken").collect();
+    assert_eq!(broken.len(), 2, "{analysis:#}");
+    assert!(broken.iter().any(|c| c["from"] == "agent2"
+        && c["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("textkit/strings.py")));
+    assert!(broken.iter().any(|c| c["from"] == "agent1"
+        && c["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("tests/test_reverse.py")));
+    assert!(
+        claims
+            .iter()
+            .any(|c| c["verdict"] == "unverifiable"
+                && c["sentence"] == "I'll also write a docstring.")
+    );
+
+    // `cbench analyze` says so in words, and the report counts it.
+    let out = cbench(&[
+        "analyze",
+        "-n",
+        "analysis-planted",
+        "--log-dir",
+        run.logs.path().to_str().unwrap(),
+    ]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    for needle in [
+        "(succeeded): unanswered question, broken promise, unverifiable promise",
+        "unanswered: agent1 asked agent2 (message 1, read)",
+        "Which lines of strings.py will you touch?",
+        "broken: agent2",
+        "its patch changes textkit/strings.py",
+        "1 successful pair had a flagged failure mode anyway",
+    ] {
+        assert!(said.contains(needle), "`{needle}` in:\n{said}");
+    }
+    let report = json(&run.dir().join("report.json"));
+    assert_eq!(
+        report["coordination"]["modes"]["broken_promise"], 1,
+        "{report:#}"
+    );
+}
+
+#[test]
+fn a_merged_tree_failing_where_each_patch_passed_names_the_tests_and_the_changes() {
+    // agent2 also replaces agent1's function when the package loads (another file: no
+    // conflict, and harmless without agent1's patch).
+    let sabotage = "cat >> textkit/__init__.py <<'PY'\nfrom textkit import strings as _strings\n_strings.reverse_words = lambda text: text\nPY";
+    let (_, analysis) = run_pair(
+        "analysis-integration",
+        j!({
+            "agent1": [
+                {"bash": send("agent2", "I will add `reverse_words()` to textkit/strings.py.")},
+                {"bash": append(REVERSE_WORDS)},
+                {"bash": SUBMIT}
+            ],
+            "agent2": [
+                {"bash": send("agent1", "I will add `count_vowels()` to textkit/strings.py.")},
+                {"bash": append(COUNT_VOWELS)},
+                {"bash": sabotage},
+                {"bash": SUBMIT}
+            ]
+        }),
+    );
+    assert_eq!(analysis["overall_success"], false, "{analysis:#}");
+    assert_eq!(
+        modes(&analysis),
+        ["partner_state_integration"],
+        "{analysis:#}"
+    );
+    let integration = &analysis["integration"];
+    assert_eq!(integration["failing_features"], j!([1]), "{analysis:#}");
+    assert!(
+        integration["failing_tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t.as_str().unwrap().contains("reverse")),
+        "{analysis:#}"
+    );
+    assert!(
+        integration["symbols_in_failures"]["agent2"]
+            .as_array()
+            .unwrap()
+            .contains(&j!("reverse_words")),
+        "{analysis:#}"
+    );
+    // Both said they would change strings.py: each claim kept, each file shared.
+    for claim in analysis["claims"].as_array().unwrap() {
+        assert_eq!(claim["verdict"], "kept", "{claim:#}");
+    }
+}
+
+#[test]
+fn a_pair_that_answered_and_kept_its_word_is_not_flagged_and_a_silent_one_is() {
+    let (_, clean) = run_pair(
+        "analysis-clean",
+        j!({
+            "agent1": [
+                {"bash": send("agent2", "I will add `reverse_words()` at the end of textkit/strings.py. Which function will you add?")},
+                {"bash": append(REVERSE_WORDS)},
+                {"bash": "sleep 1"},
+                {"bash": SUBMIT}
+            ],
+            "agent2": [
+                {"bash": "sleep 1"},
+                {"bash": send("agent1", "I will add `count_vowels()` to textkit/strings.py.")},
+                {"bash": append(COUNT_VOWELS)},
+                {"bash": SUBMIT}
+            ]
+        }),
+    );
+    assert_eq!(clean["overall_success"], true, "{clean:#}");
+    assert_eq!(modes(&clean), Vec::<String>::new(), "{clean:#}");
+    assert_eq!(clean["questions"][0]["answered_by"], 1, "{clean:#}");
+
+    let (_, silent) = run_pair(
+        "analysis-silent",
+        j!({
+            "agent1": [{"bash": append(REVERSE_WORDS)}, {"bash": SUBMIT}],
+            "agent2": [{"bash": append(COUNT_VOWELS)}, {"bash": SUBMIT}]
+        }),
+    );
+    assert_eq!(modes(&silent), ["silent_pair"], "{silent:#}");
+    assert_eq!(silent["messages"], 0);
+}
+
+#[test]
+fn analyze_names_a_missing_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cbench(&[
+        "analyze",
+        "-n",
+        "nope",
+        "--log-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("run `nope` not found"),
+        "{}",
+        text(&out)
+    );
+}
