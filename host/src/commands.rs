@@ -196,7 +196,8 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `cbench analyze`.
-pub fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
+pub async fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
+    use futures_util::StreamExt;
     let run_dir = args.log_dir.join(&args.name);
     if !run_dir.is_dir() {
         anyhow::bail!(
@@ -205,13 +206,51 @@ pub fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
             args.log_dir.display()
         );
     }
-    let (run, pairs) = cbench_analyze::analyze_run(&run_dir)?;
+    if args.judge_concurrency == 0 {
+        anyhow::bail!("--judge-concurrency must be at least 1");
+    }
+    // The model is resolved (keys, price table) before any pair is read or any call made.
+    let judge = match &args.judge {
+        Some(spec) => Some(args.llm.validate()?.model(spec)?),
+        None => None,
+    };
+    let mut pairs = cbench_analyze::analyze_pairs(&run_dir)?;
+    if let Some(model) = &judge {
+        let verdicts: Vec<(usize, cbench_analyze::judge::JudgeVerdict)> =
+            futures_util::stream::iter(
+                pairs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.analysis.applicable)
+                    .map(|(i, p)| {
+                        let model = model.clone();
+                        async move {
+                            (
+                                i,
+                                cbench_analyze::judge::judge_pair(model.as_ref(), p).await,
+                            )
+                        }
+                    }),
+            )
+            .buffer_unordered(args.judge_concurrency)
+            .collect()
+            .await;
+        for (i, verdict) in verdicts {
+            pairs[i].analysis.judge = Some(verdict);
+        }
+    } else {
+        cbench_analyze::keep_verdicts(&mut pairs);
+    }
+    let (run, pairs) = cbench_analyze::write(&run_dir, &pairs)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&run)?);
         return Ok(ExitCode::SUCCESS);
     }
     for pair in &pairs {
         print!("{}", pair.render());
+        if judge.is_some() {
+            print!("{}", pair.render_judge());
+        }
     }
     print!("{}", run.render());
     println!(

@@ -84,7 +84,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 commands::dataset_list(args).await
             }
             Command::Report(args) => commands::report(args).await,
-            Command::Analyze(args) => commands::analyze(args),
+            Command::Analyze(args) => commands::analyze(args).await,
             Command::Compare(args) => commands::compare(args).await,
             Command::View(args) => commands::view(args).await,
             Command::Export(args) => commands::export(args).await,

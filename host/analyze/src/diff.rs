@@ -12,6 +12,8 @@ pub struct Hunk {
     pub old_len: u64,
     /// Git's context for the hunk (`def reverse_words(text):`), when it printed one.
     pub context: Option<String>,
+    /// Base lines it removes (a hunk that only adds changes no existing function).
+    pub removed: u64,
 }
 
 /// One file of a patch.
@@ -52,6 +54,10 @@ impl PatchSummary {
             } else if line.starts_with("@@ ") {
                 if let (Some(file), Some(hunk)) = (files.last_mut(), parse_hunk_header(line)) {
                     file.hunks.push(hunk);
+                }
+            } else if line.starts_with('-') && !line.starts_with("--- ") {
+                if let Some(hunk) = files.last_mut().and_then(|f| f.hunks.last_mut()) {
+                    hunk.removed += 1;
                 }
             } else if let Some(added) = line.strip_prefix('+') {
                 if !line.starts_with("+++ ") {
@@ -95,7 +101,9 @@ impl PatchSummary {
                     names.insert(name);
                 }
             }
-            for hunk in &file.hunks {
+            // Git's context is the nearest definition above the hunk: the function changed
+            // only when the hunk removes lines of it.
+            for hunk in file.hunks.iter().filter(|h| h.removed > 0) {
                 if let Some(name) = hunk.context.as_deref().and_then(defined_name) {
                     names.insert(name);
                 }
@@ -135,6 +143,7 @@ fn parse_hunk_header(line: &str) -> Option<Hunk> {
         old_start,
         old_len,
         context,
+        removed: 0,
     })
 }
 
@@ -243,9 +252,13 @@ mod tests {
         assert!(p.touches("strings.py") && p.touches("textkit/vowels.py"));
         assert!(!p.touches("kit/strings.py") && !p.touches("numbers.py"));
         let symbols = p.symbols();
-        for name in ["is_blank", "reverse_words", "Vowels"] {
+        for name in ["reverse_words", "Vowels"] {
             assert!(symbols.contains(name), "{name}: {symbols:?}");
         }
+        // Appended after is_blank, which it does not change.
+        assert!(!symbols.contains("is_blank"), "{symbols:?}");
+        let edit = PatchSummary::parse("diff --git a/a.py b/a.py\n--- a/a.py\n+++ b/a.py\n@@ -3,2 +3,2 @@ def is_blank(text):\n-    return 1\n+    return 2\n");
+        assert!(edit.symbols().contains("is_blank"));
         assert!(p.mentions("text") && !p.mentions("tex"));
         assert_eq!(p.files[0].hunks[0].old_start, 24);
     }

@@ -8,6 +8,7 @@
 
 pub mod claims;
 pub mod diff;
+pub mod judge;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -163,6 +164,12 @@ pub struct PairAnalysis {
     pub integration: Option<IntegrationFailure>,
     /// The failure modes flagged, each once.
     pub modes: Vec<FailureMode>,
+    /// SHA-256 of the files analysed (eval.json, conversation.json, each agent's patch and
+    /// trajectory): a judge's verdict is kept across re-analyses while it matches.
+    pub inputs_sha256: String,
+    /// The LLM judge's verdict (`cbench analyze --judge MODEL`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<judge::JudgeVerdict>,
 }
 
 /// Reads a JSON file that may be absent.
@@ -208,6 +215,18 @@ pub fn analyze_pair(pair_dir: &Path) -> Result<PairAnalysis, AnalyzeError> {
         patches.insert(id.clone(), PatchSummary::parse(&text));
     }
     let applicable = eval.setting == cbench_core::setting::Setting::Coop && ids.len() >= 2;
+    let mut hashed = Vec::new();
+    for file in ["eval.json", "conversation.json"] {
+        hashed.extend(std::fs::read(pair_dir.join(file)).unwrap_or_default());
+        hashed.push(0);
+    }
+    for id in &ids {
+        for file in ["patch.diff", "trajectory.json"] {
+            hashed.extend(std::fs::read(pair_dir.join(id).join(file)).unwrap_or_default());
+            hashed.push(0);
+        }
+    }
+    let inputs_sha256 = fsutil::sha256_hex(&hashed);
 
     let agents = ids
         .iter()
@@ -280,6 +299,8 @@ pub fn analyze_pair(pair_dir: &Path) -> Result<PairAnalysis, AnalyzeError> {
         conflict_files,
         integration,
         modes: modes.into_iter().collect(),
+        inputs_sha256,
+        judge: None,
     })
 }
 
@@ -502,6 +523,27 @@ pub struct RunAnalysis {
     pub modes: BTreeMap<FailureMode, usize>,
     /// Per pair (its key), the modes flagged.
     pub per_pair: BTreeMap<String, Vec<FailureMode>>,
+    /// The LLM judge over the pairs it saw (its cost is not the agents').
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<JudgeTotals>,
+}
+
+/// What the LLM judge said and cost over a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JudgeTotals {
+    /// The models that judged (one, unless pairs were judged at different times).
+    pub models: Vec<String>,
+    pub pairs: usize,
+    /// Pairs whose call failed or whose reply did not parse.
+    pub errors: usize,
+    /// Per mode: in how many pairs the judge named it.
+    pub modes: BTreeMap<FailureMode, usize>,
+    /// Pairs where the judge and the deterministic checks flagged the same modes.
+    pub agreed: usize,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// None when any call's price is unknown.
+    pub cost_usd: Option<f64>,
 }
 
 /// One graded pair of a run, analysed.
@@ -549,6 +591,32 @@ pub fn summarize(pairs: &[Analyzed]) -> RunAnalysis {
         }
         run.per_pair
             .insert(pair.key.clone(), analysis.modes.clone());
+        if let Some(verdict) = &analysis.judge {
+            let totals = run.judge.get_or_insert_with(|| JudgeTotals {
+                cost_usd: Some(0.0),
+                ..JudgeTotals::default()
+            });
+            if !totals.models.contains(&verdict.model) {
+                totals.models.push(verdict.model.clone());
+            }
+            totals.pairs += 1;
+            if verdict.error.is_some() {
+                totals.errors += 1;
+            } else {
+                for mode in &verdict.modes {
+                    *totals.modes.entry(*mode).or_default() += 1;
+                }
+                if verdict.modes == analysis.modes {
+                    totals.agreed += 1;
+                }
+            }
+            totals.input_tokens += verdict.usage.input_tokens;
+            totals.output_tokens += verdict.usage.output_tokens;
+            totals.cost_usd = match (totals.cost_usd, verdict.cost_usd) {
+                (Some(a), Some(b)) => Some(a + b),
+                _ => None,
+            };
+        }
     }
     run
 }
@@ -556,13 +624,31 @@ pub fn summarize(pairs: &[Analyzed]) -> RunAnalysis {
 /// Analyses the run in `run_dir` and writes each pair's analysis.json and the run's
 /// (atomically; a pair's file is replaced only by a newer analysis of the same files).
 pub fn analyze_run(run_dir: &Path) -> Result<(RunAnalysis, Vec<Analyzed>), AnalyzeError> {
-    let pairs = analyze_pairs(run_dir)?;
-    for pair in &pairs {
+    let mut pairs = analyze_pairs(run_dir)?;
+    keep_verdicts(&mut pairs);
+    write(run_dir, &pairs)
+}
+
+/// A judge's earlier verdict stays with a pair whose files have not changed since.
+pub fn keep_verdicts(pairs: &mut [Analyzed]) {
+    for pair in pairs.iter_mut() {
+        if pair.analysis.judge.is_none() {
+            pair.analysis.judge = judge::kept_verdict(&pair.dir, &pair.analysis.inputs_sha256);
+        }
+    }
+}
+
+/// Writes each pair's analysis.json and the run's; returns the run's counts.
+pub fn write(
+    run_dir: &Path,
+    pairs: &[Analyzed],
+) -> Result<(RunAnalysis, Vec<Analyzed>), AnalyzeError> {
+    for pair in pairs {
         fsutil::write_json_atomic(&pair.dir.join(PAIR_FILE), &pair.analysis)?;
     }
-    let run = summarize(&pairs);
+    let run = summarize(pairs);
     fsutil::write_json_atomic(&run_dir.join(PAIR_FILE), &run)?;
-    Ok((run, pairs))
+    Ok((run, pairs.to_vec()))
 }
 
 impl Analyzed {
@@ -628,6 +714,30 @@ impl Analyzed {
         }
         out
     }
+
+    /// The judge's verdict, for the terminal (empty without one).
+    pub fn render_judge(&self) -> String {
+        let Some(v) = &self.analysis.judge else {
+            return String::new();
+        };
+        match &v.error {
+            Some(e) => format!("{}: judge {}: {e}\n", self.key, v.model),
+            None => {
+                let names: Vec<&str> = v.modes.iter().map(|m| m.name()).collect();
+                format!(
+                    "{}: judge {}: {}\n  {}\n",
+                    self.key,
+                    v.model,
+                    if names.is_empty() {
+                        "no failure".to_string()
+                    } else {
+                        names.join(", ")
+                    },
+                    v.explanation
+                )
+            }
+        }
+    }
 }
 
 impl RunAnalysis {
@@ -650,6 +760,23 @@ impl RunAnalysis {
                 mode.name(),
                 self.pairs,
                 plural(self.pairs)
+            ));
+        }
+        if let Some(j) = &self.judge {
+            let cost = j
+                .cost_usd
+                .map(|c| format!("${c:.4}"))
+                .unwrap_or_else(|| "unknown".into());
+            out.push_str(&format!(
+                "  judge ({}): {} pair{} judged, {} agreeing with the checks, {} error{}; {} in / {} out tokens, cost {cost} (not counted in the agents')\n",
+                j.models.join(", "),
+                j.pairs,
+                plural(j.pairs),
+                j.agreed,
+                j.errors,
+                plural(j.errors),
+                j.input_tokens,
+                j.output_tokens
             ));
         }
         if self.succeeded_with_flags > 0 {

@@ -108,6 +108,15 @@ pub struct AnalyzeArgs {
     /// Print the run's analysis as JSON instead of the listing.
     #[arg(long)]
     pub json: bool,
+    /// Also ask this model (any `-m` form) to label each coop pair with the failure modes and
+    /// explain, citing message and step ids; its verdicts and cost go into analysis.json.
+    #[arg(long, value_name = "MODEL")]
+    pub judge: Option<String>,
+    /// Judge calls in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub judge_concurrency: usize,
+    #[command(flatten)]
+    pub llm: crate::cli::LlmArgs,
 }
 
 /// Raw `cbench report` arguments.

@@ -230,3 +230,136 @@ fn analyze_names_a_missing_run() {
         text(&out)
     );
 }
+
+#[test]
+fn the_llm_judge_labels_each_pair_with_its_prompt_and_cost_recorded_apart() {
+    use crate::mock_llm::{MockLlm, Reply};
+    let (run, _) = run_pair(
+        "analysis-judged",
+        j!({
+            "agent1": [
+                {"bash": send("agent2", "I will add `reverse_words()` to textkit/strings.py.")},
+                {"bash": append(REVERSE_WORDS)},
+                {"bash": SUBMIT}
+            ],
+            "agent2": [{"bash": append(COUNT_VOWELS)}, {"bash": SUBMIT}]
+        }),
+    );
+    let verdict = j!({"modes": ["unanswered_question"], "explanation": "agent2 never replied to m0 (agent2#1 went ahead)."});
+    let reply = move |text: &str| {
+        Reply::ok(
+            j!({"id": "x", "object": "chat.completion", "choices": [{"index": 0,
+            "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1200, "completion_tokens": 80,
+                      "prompt_tokens_details": {"cached_tokens": 200}}}),
+        )
+    };
+    let answer = format!("Here is my verdict: {verdict}");
+    let mock = MockLlm::with_handler(move |_| reply(&answer));
+    let logs = run.logs.path().to_str().unwrap().to_string();
+    let api_base = format!("{}/v1", mock.base_url);
+    let key = "sk-judge-test-SECRET";
+    let judged = crate::support::cbench_with_env(
+        &[
+            "analyze",
+            "-n",
+            "analysis-judged",
+            "--log-dir",
+            &logs,
+            "--judge",
+            "openai/gpt-4o",
+            "--api-base",
+            &api_base,
+        ],
+        &[("OPENAI_API_KEY", key)],
+    );
+    let said = text(&judged);
+    assert!(judged.status.success(), "{said}");
+    assert!(
+        said.contains("judge openai/gpt-4o: unanswered question"),
+        "{said}"
+    );
+    assert!(said.contains("not counted in the agents'"), "{said}");
+    assert!(!said.contains(key), "{said}");
+    let analysis = json(&run.pair(1, 2).join("analysis.json"));
+    let judge = &analysis["judge"];
+    assert_eq!(judge["modes"], j!(["unanswered_question"]), "{analysis:#}");
+    assert_eq!(judge["model"], "openai/gpt-4o");
+    let cost = judge["cost_usd"].as_f64().unwrap();
+    let expected = (1000.0 * 2.50 + 80.0 * 10.00 + 200.0 * 1.25) / 1e6;
+    assert!((cost - expected).abs() < 1e-12, "{cost}");
+    assert_eq!(judge["prompt_sha256"].as_str().unwrap().len(), 64);
+    // The prompt is the repository's, with the pair's record in it; the agents' costs are
+    // untouched.
+    let request = &mock.received()[0].body;
+    let prompt = request.to_string();
+    for needle in [
+        "CooperBench's common failure modes",
+        "m0 agent1 → agent2: I will add `reverse_words()` to textkit/strings.py.",
+        "agent2#0 receive_message:",
+        "agent2#1 bash: cat >> textkit/strings.py",
+        "agent1: files textkit/strings.py",
+    ] {
+        assert!(prompt.contains(needle), "`{needle}` in {prompt}");
+    }
+    let run_analysis = json(&run.dir().join("analysis.json"));
+    assert_eq!(run_analysis["judge"]["pairs"], 1, "{run_analysis:#}");
+    assert!((run_analysis["judge"]["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-12);
+    // A later analysis (as after a regrade) keeps the verdict while the pair's files are the same.
+    let again = cbench(&["analyze", "-n", "analysis-judged", "--log-dir", &logs]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(
+        json(&run.pair(1, 2).join("analysis.json"))["judge"]["modes"],
+        j!(["unanswered_question"])
+    );
+    assert_eq!(mock.received().len(), 1, "no second call");
+
+    // A reply that is not the JSON asked for is recorded as such, with what it cost.
+    let rambling = MockLlm::with_handler(move |_| {
+        Reply::ok(
+            j!({"choices": [{"index": 0, "message": {"role": "assistant",
+            "content": "They seem fine to me."}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5}}),
+        )
+    });
+    let api_base = format!("{}/v1", rambling.base_url);
+    let out = crate::support::cbench_with_env(
+        &[
+            "analyze",
+            "-n",
+            "analysis-judged",
+            "--log-dir",
+            &logs,
+            "--judge",
+            "openai/gpt-4o",
+            "--api-base",
+            &api_base,
+        ],
+        &[("OPENAI_API_KEY", key)],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let judge = json(&run.pair(1, 2).join("analysis.json"))["judge"].clone();
+    assert!(
+        judge["error"].as_str().unwrap().contains("no JSON object"),
+        "{judge:#}"
+    );
+    assert_eq!(judge["unparsed_reply"], "They seem fine to me.");
+    assert!(judge["cost_usd"].as_f64().unwrap() > 0.0);
+
+    // An unknown judge model is named before anything is read or sent.
+    let out = cbench(&[
+        "analyze",
+        "-n",
+        "analysis-judged",
+        "--log-dir",
+        &logs,
+        "--judge",
+        "mystery-9",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("unknown model `mystery-9`"),
+        "{}",
+        text(&out)
+    );
+}
