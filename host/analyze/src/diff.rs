@@ -209,8 +209,9 @@ pub fn overlaps(a: &PatchSummary, b: &PatchSummary) -> Vec<Overlap> {
                 let (b0, b1) = (hb.old_start, hb.old_start + hb.old_len.max(1));
                 if a0 < b1 && b0 < a1 {
                     overlapping += 1;
-                    for context in [&ha.context, &hb.context].into_iter().flatten() {
-                        if let Some(name) = defined_name(context) {
+                    // A hunk's context names a function it changes only when it removes lines.
+                    for hunk in [ha, hb].into_iter().filter(|h| h.removed > 0) {
+                        if let Some(name) = hunk.context.as_deref().and_then(defined_name) {
                             functions.insert(name);
                         }
                     }
@@ -269,7 +270,10 @@ mod tests {
         let near = PatchSummary::parse("diff --git a/textkit/strings.py b/textkit/strings.py\n--- a/textkit/strings.py\n+++ b/textkit/strings.py\n@@ -25,2 +25,3 @@ def is_blank(text):\n+x\n");
         let far = PatchSummary::parse("diff --git a/textkit/strings.py b/textkit/strings.py\n--- a/textkit/strings.py\n+++ b/textkit/strings.py\n@@ -2,1 +2,2 @@\n+y\n");
         assert_eq!(overlaps(&a, &near)[0].overlapping_hunks, 1);
-        assert_eq!(overlaps(&a, &near)[0].functions, ["is_blank"]);
+        // Both only add after is_blank: no function of the base is changed.
+        assert!(overlaps(&a, &near)[0].functions.is_empty());
+        let edit = PatchSummary::parse("diff --git a/textkit/strings.py b/textkit/strings.py\n--- a/textkit/strings.py\n+++ b/textkit/strings.py\n@@ -25,2 +25,2 @@ def is_blank(text):\n-    x\n+    y\n");
+        assert_eq!(overlaps(&a, &edit)[0].functions, ["is_blank"]);
         assert_eq!(overlaps(&a, &far)[0].overlapping_hunks, 0);
     }
 

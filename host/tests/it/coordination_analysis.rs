@@ -6,6 +6,7 @@
 
 use serde_json::{json as j, Value};
 
+use crate::presentation::{browse, console_errors};
 use crate::support::{cbench, json, plugins, text, write_temp, Run};
 
 const SUBMIT: &str = "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT";
@@ -293,11 +294,13 @@ fn the_llm_judge_labels_each_pair_with_its_prompt_and_cost_recorded_apart() {
     // untouched.
     let request = &mock.received()[0].body;
     let prompt = request.to_string();
+    // (Steps are numbered per agent; their order between the agents is the run's.)
     for needle in [
         "CooperBench's common failure modes",
         "m0 agent1 → agent2: I will add `reverse_words()` to textkit/strings.py.",
-        "agent2#0 receive_message:",
-        "agent2#1 bash: cat >> textkit/strings.py",
+        "agent1#0 send_message: I will add",
+        "receive_message: {\\\"from\\\":\\\"agent1\\\"}",
+        "bash: cat >> textkit/strings.py",
         "agent1: files textkit/strings.py",
     ] {
         assert!(prompt.contains(needle), "`{needle}` in {prompt}");
@@ -362,4 +365,86 @@ fn the_llm_judge_labels_each_pair_with_its_prompt_and_cost_recorded_apart() {
         "{}",
         text(&out)
     );
+}
+
+#[test]
+fn compare_counts_each_mode_per_arm_with_a_paired_test() {
+    let logs = tempfile::tempdir().unwrap();
+    let log_dir = logs.path().to_str().unwrap();
+    let agent = plugins().mini_swe.display().to_string();
+    let dataset = crate::support::dataset().display().to_string();
+    let arm = |name: &str, script: Value| {
+        let path = write_temp(logs.path(), &format!("{name}.json"), &script.to_string());
+        let model = format!("scripted:{path}");
+        let out = cbench(&[
+            "run",
+            "-q",
+            "-n",
+            name,
+            "--log-dir",
+            log_dir,
+            "--dataset-dir",
+            &dataset,
+            "--agent",
+            &agent,
+            "-m",
+            &model,
+            "-f",
+            "1,2",
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    arm(
+        "talkative",
+        j!({
+            "agent1": [{"bash": send("agent2", "I will add `reverse_words()` to textkit/strings.py.")}, {"bash": append(REVERSE_WORDS)}, {"bash": SUBMIT}],
+            "agent2": [{"bash": send("agent1", "I will add `count_vowels()` to textkit/strings.py.")}, {"bash": append(COUNT_VOWELS)}, {"bash": SUBMIT}]
+        }),
+    );
+    arm(
+        "quiet",
+        j!({
+            "agent1": [{"bash": append(REVERSE_WORDS)}, {"bash": SUBMIT}],
+            "agent2": [{"bash": append(COUNT_VOWELS)}, {"bash": SUBMIT}]
+        }),
+    );
+    let out = cbench(&["compare", "talkative", "quiet", "--log-dir", log_dir]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("failure modes (cbench analyze, pairs flagged):"),
+        "{said}"
+    );
+    let silent = said
+        .lines()
+        .find(|l| l.trim_start().starts_with("silent pair") && l.contains("0/1"))
+        .unwrap_or_else(|| panic!("a silent-pair row in:\n{said}"));
+    assert!(silent.contains("1/1"), "{silent}");
+    assert!(
+        said.contains("silent pair: only A 0 · only B 1 · both 0 · McNemar exact p = 1.0000"),
+        "{said}"
+    );
+    let json_out = cbench(&[
+        "compare",
+        "talkative",
+        "quiet",
+        "--log-dir",
+        log_dir,
+        "--json",
+    ]);
+    let comparison: Value = serde_json::from_slice(&json_out.stdout).unwrap();
+    assert_eq!(
+        comparison["runs"][1]["failure_modes"]["silent_pair"]["count"],
+        1
+    );
+    assert_eq!(
+        comparison["pairwise"][0]["failure_modes"]["silent_pair"]["only_b"],
+        1
+    );
+    let page = logs
+        .path()
+        .join("compare/talkative__vs__quiet/index.html");
+    let (dom, log) = browse(&format!("file://{}", page.display()), None);
+    assert!(console_errors(&log).is_empty(), "{log}");
+    assert!(dom.contains("<h2>Coordination failure modes</h2>"), "{dom}");
 }

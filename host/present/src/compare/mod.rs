@@ -18,6 +18,7 @@ use crate::identity::PluginIdentity;
 use crate::layout::PairDir;
 use crate::runner::PairRecord;
 use crate::stats::{bootstrap95, mcnemar_exact, wilson95, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED};
+use cbench_analyze::FailureMode;
 
 /// Why runs could not be compared.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +103,9 @@ pub struct RunSide {
     pub wall_s: f64,
     pub roles: Vec<RoleLine>,
     pub left_out: LeftOut,
+    /// Per failure mode (`cbench analyze`), the compared coop pairs it was flagged in.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub failure_modes: BTreeMap<FailureMode, RateCi>,
 }
 
 /// A paired table and its tests.
@@ -161,6 +165,10 @@ pub struct Pairwise {
     pub overall: Paired,
     pub per_repo: BTreeMap<String, Paired>,
     pub disagreements: Vec<Disagreement>,
+    /// Per failure mode, flagged in A against flagged in B over the compared coop pairs (the
+    /// "difference" is A's rate minus B's: positive when A fails that way more often).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub failure_modes: BTreeMap<FailureMode, Paired>,
 }
 
 /// `cbench compare`'s result.
@@ -182,6 +190,8 @@ enum PairState {
     Graded {
         eval: Box<EvalReport>,
         record: Box<PairRecord>,
+        /// The failure modes flagged (None: not a coop pair, or it could not be analysed).
+        modes: Option<Vec<FailureMode>>,
     },
     Infra,
     NotGraded,
@@ -216,6 +226,10 @@ fn load(log_dir: &Path, name: &str) -> Result<LoadedRun, CompareError> {
             (Some(r), Some(e)) => PairState::Graded {
                 eval: Box::new(e),
                 record: Box::new(r),
+                modes: cbench_analyze::analyze_pair(&dir.path)
+                    .ok()
+                    .filter(|a| a.applicable)
+                    .map(|a| a.modes),
             },
             (Some(_), None) => PairState::NotGraded,
         };
@@ -350,10 +364,26 @@ fn side(run: &LoadedRun, compared: &[String], left_out: LeftOut) -> RunSide {
         .get("team")
         .and_then(|t| serde_json::from_value(t.clone()).ok())
         .unwrap_or_default();
+    let mut analysed = 0;
+    let mut mode_counts: BTreeMap<FailureMode, usize> = BTreeMap::new();
     for key in compared {
-        let Some((_, PairState::Graded { eval, record })) = run.pairs.get(key) else {
+        let Some((
+            _,
+            PairState::Graded {
+                eval,
+                record,
+                modes,
+            },
+        )) = run.pairs.get(key)
+        else {
             continue;
         };
+        if let Some(modes) = modes {
+            analysed += 1;
+            for mode in modes {
+                *mode_counts.entry(*mode).or_default() += 1;
+            }
+        }
         successes += usize::from(eval.overall_success);
         agents += eval.agents.len();
         agents_ok += eval.agents_ok();
@@ -406,6 +436,19 @@ fn side(run: &LoadedRun, compared: &[String], left_out: LeftOut) -> RunSide {
             })
             .collect(),
         left_out,
+        failure_modes: if analysed == 0 {
+            BTreeMap::new()
+        } else {
+            FailureMode::ALL
+                .iter()
+                .map(|m| {
+                    (
+                        *m,
+                        RateCi::new(mode_counts.get(m).copied().unwrap_or(0), analysed),
+                    )
+                })
+                .collect()
+        },
     }
 }
 
@@ -477,10 +520,27 @@ fn head_to_head(a: &LoadedRun, b: &LoadedRun, compared: &[String]) -> Pairwise {
     let mut outcomes = Vec::new();
     let mut per_repo: BTreeMap<String, Vec<(bool, bool)>> = BTreeMap::new();
     let mut disagreements = Vec::new();
+    let mut flagged: BTreeMap<FailureMode, Vec<(bool, bool)>> = BTreeMap::new();
     for key in compared {
         let (Some((dir, sa)), Some((_, sb))) = (a.pairs.get(key), b.pairs.get(key)) else {
             continue;
         };
+        if let (
+            PairState::Graded {
+                modes: Some(ma), ..
+            },
+            PairState::Graded {
+                modes: Some(mb), ..
+            },
+        ) = (sa, sb)
+        {
+            for mode in FailureMode::ALL {
+                flagged
+                    .entry(mode)
+                    .or_default()
+                    .push((ma.contains(&mode), mb.contains(&mode)));
+            }
+        }
         let outcome = (is_success(sa), is_success(sb));
         outcomes.push(outcome);
         per_repo.entry(dir.repo.clone()).or_default().push(outcome);
@@ -502,5 +562,9 @@ fn head_to_head(a: &LoadedRun, b: &LoadedRun, compared: &[String]) -> Pairwise {
             .map(|(repo, o)| (repo, Paired::of(&o)))
             .collect(),
         disagreements,
+        failure_modes: flagged
+            .into_iter()
+            .map(|(mode, o)| (mode, Paired::of(&o)))
+            .collect(),
     }
 }

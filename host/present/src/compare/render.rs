@@ -178,6 +178,21 @@ impl Comparison {
             }
             out.push('\n');
         }
+        if self.runs.iter().any(|r| !r.failure_modes.is_empty()) {
+            out.push_str("  failure modes (cbench analyze, pairs flagged):\n");
+            for mode in cbench_analyze::FailureMode::ALL {
+                out.push_str(&format!("    {:<22}", mode.name()));
+                for r in &self.runs {
+                    let shown = r
+                        .failure_modes
+                        .get(&mode)
+                        .map(rate)
+                        .unwrap_or_else(|| "–".into());
+                    out.push_str(&format!(" {shown:<width$}"));
+                }
+                out.push('\n');
+            }
+        }
         for r in self.runs.iter().filter(|r| !r.team.is_empty()) {
             let roles: Vec<String> = r
                 .roles
@@ -204,6 +219,20 @@ impl Comparison {
                 for (repo, paired) in &p.per_repo {
                     out.push_str(&format!("  {repo}: {}\n", paired_line(paired)));
                 }
+            }
+            for (mode, paired) in p
+                .failure_modes
+                .iter()
+                .filter(|(_, m)| m.only_a + m.only_b > 0)
+            {
+                out.push_str(&format!(
+                    "  {}: only A {} · only B {} · both {} · McNemar exact p = {:.4}\n",
+                    mode.name(),
+                    paired.only_a,
+                    paired.only_b,
+                    paired.both,
+                    paired.mcnemar_p
+                ));
             }
             if p.disagreements.is_empty() {
                 out.push_str("  no pair where they disagree\n");

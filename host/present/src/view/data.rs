@@ -54,6 +54,8 @@ pub struct PairRow {
     pub infra_error: Option<String>,
     /// A pair page exists (the pair has a directory).
     pub has_page: bool,
+    /// Coordination failure modes flagged (`cbench analyze`), by name.
+    pub modes: Vec<&'static str>,
 }
 
 /// One agent of a row.
@@ -139,6 +141,7 @@ pub fn overview(
                 messages: 0,
                 infra_error: p.infra_error.clone(),
                 has_page: false,
+                modes: Vec::new(),
             },
         );
     }
@@ -171,6 +174,9 @@ fn pair_row(dir: &PairDir) -> PairRow {
         messages: 0,
         infra_error: None,
         has_page: true,
+        modes: analysis(&dir.path)
+            .map(|a| a.modes.iter().map(|m| m.name()).collect())
+            .unwrap_or_default(),
     };
     match &record {
         Ok(r) => {
@@ -230,6 +236,18 @@ fn pair_row(dir: &PairDir) -> PairRow {
         }
     }
     row
+}
+
+/// The pair's coordination analysis: computed from its files (cheap), with the judge's
+/// verdict kept from analysis.json while the files are unchanged. None when not graded.
+fn analysis(dir: &Path) -> Option<cbench_analyze::PairAnalysis> {
+    let mut pairs = vec![cbench_analyze::Analyzed {
+        key: String::new(),
+        dir: dir.to_path_buf(),
+        analysis: cbench_analyze::analyze_pair(dir).ok()?,
+    }];
+    cbench_analyze::keep_verdicts(&mut pairs);
+    pairs.pop().map(|p| p.analysis)
 }
 
 /// Text cut to the view's cap, on a character boundary, saying where the rest is.
@@ -321,6 +339,7 @@ pub fn pair_detail(dir: &PairDir, row: &PairRow) -> Value {
         "conversation": conversation,
         "merged_diff": read_text(&dir.path.join("merged.diff")).map(|t| capped(&t, "merged.diff")),
         "eval": read_json::<Value>(&dir.path.join("eval.json")).ok(),
+        "analysis": analysis(&dir.path),
         "logs": logs,
         "path": dir.path.display().to_string(),
     })

@@ -25,6 +25,11 @@ var cbenchView = (function () {
   function pct(r) { return r == null ? "–" : (r * 100).toFixed(1) + "%"; }
   function rate(r) { return r ? r.count + "/" + r.of + " (" + pct(r.rate) + ")" : "–"; }
   function agentName(id) { var m = /^agent(\d+)$/.exec(id); return m ? "Agent " + m[1] : id; }
+  var MODES = [
+    ["partner_state_integration", "partner-state integration"], ["unanswered_question", "unanswered question"],
+    ["broken_promise", "broken promise"], ["unverifiable_promise", "unverifiable promise"], ["silent_pair", "silent pair"],
+  ];
+  function modeName(m) { var f = MODES.filter(function (x) { return x[0] === m; })[0]; return f ? f[1] : m; }
   function badge(verdict) { return '<span class="badge ' + esc(verdict) + '">' + esc(verdict) + "</span>"; }
 
   // ---- plots -------------------------------------------------------------------------------
@@ -125,6 +130,19 @@ var cbenchView = (function () {
     rows.forEach(function (p) { p.agents.forEach(function (a) { steps.push(a.steps); }); });
     out.push(histogram("Steps per agent", steps, function (v) { return String(Math.round(v)); }));
     out.push(histogram("Wall time per pair", rows.map(function (p) { return p.wall_s; }), secs));
+    var co = run.report && run.report.coordination;
+    if (co && co.pairs) {
+      out.push(barChart("Coordination failure modes (" + co.pairs + " coop pair" + (co.pairs === 1 ? "" : "s") + ", cbench analyze)", MODES.map(function (m) {
+        var n = (co.modes || {})[m[0]] || 0;
+        return { label: m[1], value: n, text: n + "/" + co.pairs, cls: "bad" };
+      }), { max: co.pairs }));
+      if (co.judge) {
+        out.push(barChart("Failure modes named by the judge (" + co.judge.models.join(", ") + ", " + co.judge.pairs + " pairs, cost " + money(co.judge.cost_usd) + ")", MODES.map(function (m) {
+          var n = (co.judge.modes || {})[m[0]] || 0;
+          return { label: m[1], value: n, text: n + "/" + co.judge.pairs, cls: "warn" };
+        }), { max: co.judge.pairs }));
+      }
+    }
     var b = run.report && run.report.baseline;
     if (b) {
       out.push(barChart("Coordination deficit vs solo " + b.baseline + " (" + b.matched_pairs + " matched pairs)", [
@@ -138,7 +156,7 @@ var cbenchView = (function () {
   }
 
   var COLUMNS = [
-    ["key", "Pair"], ["verdict", "Verdict"], ["agents", "Agents alone"], ["merge_outcome", "Merge"],
+    ["key", "Pair"], ["verdict", "Verdict"], ["agents", "Agents alone"], ["merge_outcome", "Merge"], ["modes", "Coordination flags"],
     ["steps", "Steps", true], ["tokens", "Tokens", true], ["cost_usd", "Cost", true], ["wall_s", "Wall", true],
     ["messages", "Msgs", true], ["status", "Agent status"], ["infra_error", "Infrastructure error"],
   ];
@@ -158,6 +176,7 @@ var cbenchView = (function () {
       case "cost_usd": return money(p.cost_usd);
       case "wall_s": return secs(p.wall_s);
       case "messages": return num(p.messages);
+      case "modes": return (p.modes || []).map(function (m) { return '<span class="flag">' + esc(m) + "</span>"; }).join("<br>");
       case "status": return p.agents.map(function (a) { return esc(a.status); }).join("<br>");
       case "infra_error": return p.infra_error ? '<span class="err">' + esc(p.infra_error) + "</span>" : "";
     }
@@ -167,6 +186,7 @@ var cbenchView = (function () {
   function sortValue(p, col) {
     if (col === "agents") return p.agents.filter(function (a) { return a.success; }).length;
     if (col === "status") return p.agents.map(function (a) { return a.status; }).join(",");
+    if (col === "modes") return (p.modes || []).length;
     var v = p[col];
     return v == null ? "" : v;
   }
@@ -187,7 +207,7 @@ var cbenchView = (function () {
       var shown = rows.filter(function (p) {
         if (state.verdict && p.verdict !== state.verdict) return false;
         if (!text) return true;
-        var hay = [p.key, p.verdict, p.merge_outcome, p.infra_error].concat(p.agents.map(function (a) { return a.status; })).join(" ").toLowerCase();
+        var hay = [p.key, p.verdict, p.merge_outcome, p.infra_error].concat(p.agents.map(function (a) { return a.status; })).concat(p.modes || []).join(" ").toLowerCase();
         return hay.indexOf(text) >= 0;
       });
       shown.sort(function (a, b) {
@@ -269,15 +289,67 @@ var cbenchView = (function () {
           (argsText(s.args) ? folded(argsText(s.args), "args") : "") + folded(s.observation) + "</div>" });
       });
     });
-    (detail.conversation || []).forEach(function (m) {
+    var flags = flaggedMessages(detail.analysis);
+    (detail.conversation || []).forEach(function (m, i) {
+      var why = flags[i] || [];
       events.push({ t: Number(m.timestamp) || 0, order: 0, html:
-        '<div class="message"><div class="meta">' + esc(agentName(m.from)) + " → " + esc(agentName(m.to)) + " · " + esc(time(Number(m.timestamp))) +
-        "</div>" + esc(m.content) + "</div>" });
+        '<div class="message' + (why.length ? " flagged" : "") + '" id="m' + i + '" data-message="' + i + '"><div class="meta">m' + i + " · " + esc(agentName(m.from)) + " → " + esc(agentName(m.to)) + " · " + esc(time(Number(m.timestamp))) +
+        "</div>" + esc(m.content) + (why.length ? '<div class="why">' + why.map(esc).join("<br>") + "</div>" : "") + "</div>" });
     });
     events.sort(function (a, b) { return a.t - b.t || a.order - b.order; });
     return '<div class="timeline" style="grid-template-columns: repeat(' + Math.max(1, agents.length) + ', minmax(0, 1fr))">' +
       agents.map(function (id) { return '<div class="col-head">' + esc(agentName(id)) + "</div>"; }).join("") +
       events.map(function (e) { return e.html; }).join("") + "</div>";
+  }
+
+  // Per message index, why the analysis flagged it.
+  function flaggedMessages(a) {
+    var out = {};
+    if (!a) return out;
+    var add = function (i, why) { (out[i] = out[i] || []).push(why); };
+    (a.questions || []).forEach(function (q) {
+      if (q.answered_by == null) add(q.message, "unanswered question" + (q.read ? " (read)" : " (never read)") + ": " + q.text);
+    });
+    (a.claims || []).forEach(function (c) {
+      if (c.verdict === "broken") add(c.message, "broken promise: " + c.evidence);
+      else if (c.verdict === "unverifiable" && c.kind === "intends") add(c.message, "unverifiable promise: " + c.evidence);
+    });
+    return out;
+  }
+
+  function coordination(detail) {
+    var a = detail.analysis;
+    if (!a) return '<p class="muted">not graded</p>';
+    if (!a.applicable) return '<p class="muted">not a coop pair: coordination does not apply</p>';
+    var html = '<div class="coordination">';
+    html += "<p>" + (a.modes.length ? "Flagged: " + a.modes.map(function (m) { return '<span class="flag">' + esc(modeName(m)) + "</span>"; }).join(" ") :
+      '<span class="yes">nothing flagged</span>') + ' <span class="muted">(' + num(a.messages) + " messages; " +
+      a.agents.map(function (x) { return esc(agentName(x.agent_id)) + " sent " + x.sent + ", read " + x.read; }).join(" · ") + ")</span></p><ul>";
+    var i = a.integration;
+    if (i) {
+      html += "<li>The merged tree failed feature(s) " + esc(i.failing_features.join(", ")) + " though each patch passed alone" +
+        (i.failing_tests.length ? ": " + i.failing_tests.map(esc).join(", ") : "") + ".";
+      Object.keys(i.symbols_in_failures || {}).forEach(function (agent) {
+        html += "<br>" + esc(agentName(agent)) + "'s changes named in the failures: " + i.symbols_in_failures[agent].map(esc).join(", ");
+      });
+      html += "</li>";
+    }
+    var flags = flaggedMessages(a);
+    Object.keys(flags).forEach(function (k) {
+      flags[k].forEach(function (why) { html += '<li><a href="#m' + k + '">m' + k + "</a>: " + esc(why) + "</li>"; });
+    });
+    (a.overlaps || []).forEach(function (o) {
+      if (o.overlapping_hunks) html += "<li>" + esc(agentName(o.agents[0])) + " and " + esc(agentName(o.agents[1])) + " both changed " + esc(o.file) + " at the same place" + (o.functions.length ? " (in " + o.functions.map(esc).join(", ") + ")" : "") + ".</li>";
+    });
+    if ((a.modes || []).indexOf("silent_pair") >= 0) html += "<li>No agent sent a message.</li>";
+    html += "</ul>";
+    if (a.judge) {
+      var j = a.judge;
+      html += '<div class="judge"><b>Judge ' + esc(j.model) + "</b> (" + num(j.usage.input_tokens) + " in / " + num(j.usage.output_tokens) + " out tokens, " + money(j.cost_usd) + "): " +
+        (j.error ? '<span class="err">' + esc(j.error) + "</span>" : (j.modes.length ? j.modes.map(function (m) { return '<span class="flag">' + esc(modeName(m)) + "</span>"; }).join(" ") : "no failure") +
+          "<p>" + esc(j.explanation) + "</p>") + "</div>";
+    }
+    return html + "</div>";
   }
 
   function verdicts(detail) {
@@ -312,6 +384,7 @@ var cbenchView = (function () {
       "</div><div><span>wall</span>" + secs(row.wall_s) + " · " + num(row.messages) + " messages</div></div>" +
       (row.infra_error ? '<p class="err">Infrastructure error: ' + esc(row.infra_error) + "</p>" : "") +
       "<h2>Verdicts</h2>" + verdicts(detail) +
+      "<h2>Coordination</h2>" + coordination(detail) +
       "<h2>Trajectories and messages</h2>" + timeline(detail) +
       "<h2>Patches</h2>" + detail.agents.map(function (a) { return "<h3>" + esc(agentName(a.id)) + "</h3>" + diff(a.patch); }).join("") +
       (detail.merged_diff != null ? "<h3>Merged</h3>" + diff(detail.merged_diff) : "") +
@@ -373,6 +446,12 @@ var cbenchView = (function () {
     c.mismatches.forEach(function (m) { html += '<p class="err">Mismatch accepted with --allow-mismatch: ' + esc(m) + "</p>"; });
     html += '<h2>Runs</h2><table class="verdicts"><thead><tr><th></th>' + c.runs.map(function (r) { return "<th>" + esc(r.name) + "</th>"; }).join("") + "</tr></thead><tbody>" +
       rows.map(function (row) { return "<tr><td>" + esc(row[0]) + "</td>" + c.runs.map(function (r) { return "<td>" + row[1](r) + "</td>"; }).join("") + "</tr>"; }).join("") + "</tbody></table>";
+    if (c.runs.some(function (r) { return r.failure_modes; })) {
+      html += '<h2>Coordination failure modes</h2><table class="verdicts modes"><thead><tr><th>pairs flagged</th>' + c.runs.map(function (r) { return "<th>" + esc(r.name) + "</th>"; }).join("") + "</tr></thead><tbody>" +
+        MODES.map(function (m) {
+          return "<tr><td>" + esc(m[1]) + "</td>" + c.runs.map(function (r) { return "<td>" + rateCi((r.failure_modes || {})[m[0]]) + "</td>"; }).join("") + "</tr>";
+        }).join("") + "</tbody></table>";
+    }
     c.runs.filter(function (r) { return r.team && r.team.length; }).forEach(function (r) {
       html += "<p><b>" + esc(r.name) + "</b> roles: " + r.roles.map(function (role) { return esc(role.agent_id + " = " + role.plugin) + " alone " + rateCi(role.individual); }).join(" · ") + "</p>";
     });
@@ -384,6 +463,12 @@ var cbenchView = (function () {
         "<tr><td>all (" + p.overall.pairs + ")</td>" + pairedCells(p.overall) + "</tr>" +
         Object.keys(p.per_repo).map(function (repo) { return "<tr><td>" + esc(repo) + " (" + p.per_repo[repo].pairs + ")</td>" + pairedCells(p.per_repo[repo]) + "</tr>"; }).join("") +
         "</tbody></table>";
+      if (p.failure_modes) {
+        html += '<table class="verdicts paired modes"><thead><tr><th>flagged in</th>' + PAIRED_HEAD + "</tr></thead><tbody>" +
+          MODES.filter(function (m) { return p.failure_modes[m[0]]; }).map(function (m) {
+            return "<tr><td>" + esc(m[1]) + "</td>" + pairedCells(p.failure_modes[m[0]]) + "</tr>";
+          }).join("") + "</tbody></table>";
+      }
       if (!p.disagreements.length) { html += '<p class="muted">No pair where they disagree.</p>'; return; }
       html += "<h3>They disagree on " + p.disagreements.length + " pair(s)</h3><table class=\"verdicts disagreements\"><thead><tr><th>pair</th><th>" + esc(p.a) + "</th><th>" + esc(p.b) + "</th></tr></thead><tbody>" +
         p.disagreements.map(function (d) {
