@@ -197,6 +197,17 @@ fn agent_dirs(pair_dir: &Path) -> Vec<String> {
     ids
 }
 
+/// Whether the run holding `pair_dir` (`<run>/<repo>/task<id>/features_…`) let agents message
+/// each other (config.json's `messaging`; yes when not recorded).
+fn messaging_enabled(pair_dir: &Path) -> bool {
+    pair_dir
+        .ancestors()
+        .nth(3)
+        .and_then(|run| fsutil::read_json::<serde_json::Value>(&run.join("config.json")).ok())
+        .and_then(|config| config.get("messaging").and_then(serde_json::Value::as_bool))
+        .unwrap_or(true)
+}
+
 /// Analyses the graded pair in `pair_dir` (nothing is written).
 pub fn analyze_pair(pair_dir: &Path) -> Result<PairAnalysis, AnalyzeError> {
     let eval: EvalReport = read_optional(&pair_dir.join("eval.json"))?
@@ -283,7 +294,8 @@ pub fn analyze_pair(pair_dir: &Path) -> Result<PairAnalysis, AnalyzeError> {
         {
             modes.insert(FailureMode::UnverifiablePromise);
         }
-        if conversation.is_empty() {
+        // Silence is a failure only when the agents could have spoken (not `--no-messaging`).
+        if conversation.is_empty() && messaging_enabled(pair_dir) {
             modes.insert(FailureMode::SilentPair);
         }
     }

@@ -412,7 +412,7 @@ fn compare_counts_each_mode_per_arm_with_a_paired_test() {
     let said = text(&out);
     assert!(out.status.success(), "{said}");
     assert!(
-        said.contains("failure modes (cbench analyze, pairs flagged):"),
+        said.contains("failure modes flagged (cbench analyze):"),
         "{said}"
     );
     let silent = said

@@ -166,22 +166,22 @@ impl Comparison {
                 }),
             ),
         ];
-        out.push_str(&format!("  {:<24}", ""));
+        out.push_str(&format!("  {:<28}", ""));
         for r in &self.runs {
             out.push_str(&format!(" {:<width$}", r.name));
         }
         out.push('\n');
         for (label, value) in &rows {
-            out.push_str(&format!("  {label:<24}"));
+            out.push_str(&format!("  {label:<28}"));
             for r in &self.runs {
                 out.push_str(&format!(" {:<width$}", value(r)));
             }
             out.push('\n');
         }
         if self.runs.iter().any(|r| !r.failure_modes.is_empty()) {
-            out.push_str("  failure modes (cbench analyze, pairs flagged):\n");
+            out.push_str("  failure modes flagged (cbench analyze):\n");
             for mode in cbench_analyze::FailureMode::ALL {
-                out.push_str(&format!("    {:<22}", mode.name()));
+                out.push_str(&format!("    {:<26}", mode.name()));
                 for r in &self.runs {
                     let shown = r
                         .failure_modes
