@@ -682,10 +682,18 @@ impl Analyzed {
             names.join(", ")
         );
         if let Some(i) = &a.integration {
-            out.push_str(&format!(
-                "  merged tree failed feature(s) {:?} though each patch passed alone",
-                i.failing_features
-            ));
+            let features: Vec<String> = i.failing_features.iter().map(u32::to_string).collect();
+            out.push_str(&match features.len() {
+                0 => "  the merged tree failed though each patch passed alone".to_string(),
+                1 => format!(
+                    "  the merged tree failed feature {} though each patch passed alone",
+                    features[0]
+                ),
+                _ => format!(
+                    "  the merged tree failed features {} though each patch passed alone",
+                    features.join(", ")
+                ),
+            });
             if !i.failing_tests.is_empty() {
                 out.push_str(&format!("; failing: {}", i.failing_tests.join(", ")));
             }

@@ -441,9 +441,7 @@ fn compare_counts_each_mode_per_arm_with_a_paired_test() {
         comparison["pairwise"][0]["failure_modes"]["silent_pair"]["only_b"],
         1
     );
-    let page = logs
-        .path()
-        .join("compare/talkative__vs__quiet/index.html");
+    let page = logs.path().join("compare/talkative__vs__quiet/index.html");
     let (dom, log) = browse(&format!("file://{}", page.display()), None);
     assert!(console_errors(&log).is_empty(), "{log}");
     assert!(dom.contains("<h2>Coordination failure modes</h2>"), "{dom}");
