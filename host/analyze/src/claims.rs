@@ -126,6 +126,9 @@ fn name_pattern() -> &'static Regex {
     })
 }
 
+/// Files and names read from one claim at most.
+const MAX_TARGETS: usize = 20;
+
 /// The claims of a message (one per sentence at most: the first pattern that reads it).
 pub fn claims(text: &str) -> Vec<Claim> {
     let mut out = Vec::new();
@@ -141,6 +144,7 @@ pub fn claims(text: &str) -> Vec<Claim> {
         };
         let files: Vec<String> = file_pattern()
             .find_iter(&rest)
+            .take(MAX_TARGETS)
             .map(|m| m.as_str().trim_start_matches("./").to_string())
             .filter(|f| !f.chars().all(|c| c.is_ascii_digit() || c == '.'))
             .collect();
@@ -151,6 +155,9 @@ pub fn claims(text: &str) -> Vec<Claim> {
                 // `strings.py` read as a name is the file's.
                 if !files.iter().any(|f| f.contains(&name)) && !names.contains(&name) {
                     names.push(name);
+                }
+                if names.len() >= MAX_TARGETS {
+                    break;
                 }
             }
         }

@@ -30,15 +30,48 @@ pub struct FileChange {
 #[derive(Debug, Clone, Default)]
 pub struct PatchSummary {
     pub files: Vec<FileChange>,
+    /// Names defined in added lines or changed by a hunk (computed once).
+    symbols: BTreeSet<String>,
+    /// Every identifier-like word of the added lines.
+    words: std::collections::HashSet<String>,
 }
 
 impl PatchSummary {
-    /// Reads `text` (a `git diff`); what is not a diff line is ignored.
+    /// Reads `text` (a `git diff`); what is not a diff line is ignored. Inside a hunk, lines are
+    /// content until the hunk's line counts are used up, so an added line that reads like a
+    /// header (`++ b/x` added is `+++ b/x`) is content.
     pub fn parse(text: &str) -> PatchSummary {
         let mut files: Vec<FileChange> = Vec::new();
+        // Base and new lines left in the current hunk.
+        let mut left: (u64, u64) = (0, 0);
+        let mut after_old_header = false;
         for line in text.lines() {
+            if left.0 > 0 || left.1 > 0 {
+                let file = files.last_mut();
+                match line.as_bytes().first() {
+                    Some(b'+') => {
+                        left.1 = left.1.saturating_sub(1);
+                        if let Some(file) = file {
+                            file.added.push(line[1..].to_string());
+                        }
+                    }
+                    Some(b'-') => {
+                        left.0 = left.0.saturating_sub(1);
+                        if let Some(hunk) = file.and_then(|f| f.hunks.last_mut()) {
+                            hunk.removed += 1;
+                        }
+                    }
+                    // `\ No newline at end of file`
+                    Some(b'\\') => {}
+                    _ => {
+                        left.0 = left.0.saturating_sub(1);
+                        left.1 = left.1.saturating_sub(1);
+                    }
+                }
+                continue;
+            }
             if let Some(rest) = line.strip_prefix("diff --git ") {
-                // `a/x b/x`: the b side (paths with spaces are rare; the +++ line refines it).
+                // `a/x b/x`: the b side (the +++ line refines it).
                 let path = rest
                     .rsplit_once(" b/")
                     .map(|(_, b)| b.to_string())
@@ -47,28 +80,50 @@ impl PatchSummary {
                     path,
                     ..FileChange::default()
                 });
-            } else if let Some(path) = line.strip_prefix("+++ b/") {
+            } else if let Some(path) = line.strip_prefix("+++ b/").filter(|_| after_old_header) {
                 if let Some(file) = files.last_mut() {
                     file.path = path.trim_end().to_string();
                 }
             } else if line.starts_with("@@ ") {
-                if let (Some(file), Some(hunk)) = (files.last_mut(), parse_hunk_header(line)) {
-                    file.hunks.push(hunk);
-                }
-            } else if line.starts_with('-') && !line.starts_with("--- ") {
-                if let Some(hunk) = files.last_mut().and_then(|f| f.hunks.last_mut()) {
-                    hunk.removed += 1;
-                }
-            } else if let Some(added) = line.strip_prefix('+') {
-                if !line.starts_with("+++ ") {
+                if let Some((hunk, new_len)) = parse_hunk_header(line) {
+                    left = (hunk.old_len, new_len);
                     if let Some(file) = files.last_mut() {
-                        file.added.push(added.to_string());
+                        file.hunks.push(hunk);
                     }
                 }
             }
+            after_old_header = line.starts_with("--- ");
         }
         files.retain(|f| !f.path.is_empty());
-        PatchSummary { files }
+        let mut symbols = BTreeSet::new();
+        let mut words = std::collections::HashSet::new();
+        for file in &files {
+            for line in &file.added {
+                if let Some(name) = defined_name(line) {
+                    symbols.insert(name);
+                }
+                for word in line
+                    .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .filter(|w| !w.is_empty())
+                {
+                    if !words.contains(word) {
+                        words.insert(word.to_string());
+                    }
+                }
+            }
+            // Git's context is the nearest definition above the hunk: the function changed
+            // only when the hunk removes lines of it.
+            for hunk in file.hunks.iter().filter(|h| h.removed > 0) {
+                if let Some(name) = hunk.context.as_deref().and_then(defined_name) {
+                    symbols.insert(name);
+                }
+            }
+        }
+        PatchSummary {
+            files,
+            symbols,
+            words,
+        }
     }
 
     /// Paths the patch touches.
@@ -92,33 +147,14 @@ impl PatchSummary {
             .collect()
     }
 
-    /// Names the patch defines (in added lines) or changes (a hunk's context).
-    pub fn symbols(&self) -> BTreeSet<String> {
-        let mut names = BTreeSet::new();
-        for file in &self.files {
-            for line in &file.added {
-                if let Some(name) = defined_name(line) {
-                    names.insert(name);
-                }
-            }
-            // Git's context is the nearest definition above the hunk: the function changed
-            // only when the hunk removes lines of it.
-            for hunk in file.hunks.iter().filter(|h| h.removed > 0) {
-                if let Some(name) = hunk.context.as_deref().and_then(defined_name) {
-                    names.insert(name);
-                }
-            }
-        }
-        names
+    /// Names the patch defines (in added lines) or changes (a hunk that removes lines).
+    pub fn symbols(&self) -> &BTreeSet<String> {
+        &self.symbols
     }
 
-    /// Whether `name` is defined or changed by the patch, or appears in a line it adds.
+    /// Whether `name` is defined or changed by the patch, or is a word of a line it adds.
     pub fn mentions(&self, name: &str) -> bool {
-        self.symbols().contains(name)
-            || self
-                .files
-                .iter()
-                .any(|f| f.added.iter().any(|l| contains_word(l, name)))
+        self.symbols.contains(name) || self.words.contains(name)
     }
 }
 
@@ -127,24 +163,32 @@ pub fn path_matches(path: &str, target: &str) -> bool {
     !target.is_empty() && (path == target || path.ends_with(&format!("/{target}")))
 }
 
-/// `@@ -24,3 +24,8 @@ def title_case(text):` → its base range and context.
-fn parse_hunk_header(line: &str) -> Option<Hunk> {
+/// `@@ -24,3 +24,8 @@ def title_case(text):` → its base range and context, and its new length.
+fn parse_hunk_header(line: &str) -> Option<(Hunk, u64)> {
     let rest = line.strip_prefix("@@ -")?;
     let (old, rest) = rest.split_once(' ')?;
-    let (old_start, old_len) = match old.split_once(',') {
-        Some((start, len)) => (start.parse().ok()?, len.parse().ok()?),
-        None => (old.parse().ok()?, 1),
+    let range = |text: &str| -> Option<(u64, u64)> {
+        match text.split_once(',') {
+            Some((start, len)) => Some((start.parse().ok()?, len.parse().ok()?)),
+            None => Some((text.parse().ok()?, 1)),
+        }
     };
+    let (old_start, old_len) = range(old)?;
+    let (new, rest) = rest.strip_prefix('+')?.split_once(' ')?;
+    let (_, new_len) = range(new)?;
     let context = rest
-        .split_once("@@")
-        .map(|(_, c)| c.trim().to_string())
+        .strip_prefix("@@")
+        .map(|c| c.trim().to_string())
         .filter(|c| !c.is_empty());
-    Some(Hunk {
-        old_start,
-        old_len,
-        context,
-        removed: 0,
-    })
+    Some((
+        Hunk {
+            old_start,
+            old_len,
+            context,
+            removed: 0,
+        },
+        new_len,
+    ))
 }
 
 /// The name a line defines: `def f(`, `class C`, `func F(` / `func (r T) F(`, `function f(`,
@@ -205,8 +249,8 @@ pub fn overlaps(a: &PatchSummary, b: &PatchSummary) -> Vec<Overlap> {
         for ha in &fa.hunks {
             for hb in &fb.hunks {
                 // Ranges of base lines, each at least one line wide (an insertion after line N).
-                let (a0, a1) = (ha.old_start, ha.old_start + ha.old_len.max(1));
-                let (b0, b1) = (hb.old_start, hb.old_start + hb.old_len.max(1));
+                let (a0, a1) = (ha.old_start, ha.old_start.saturating_add(ha.old_len.max(1)));
+                let (b0, b1) = (hb.old_start, hb.old_start.saturating_add(hb.old_len.max(1)));
                 if a0 < b1 && b0 < a1 {
                     overlapping += 1;
                     // A hunk's context names a function it changes only when it removes lines.
@@ -241,7 +285,7 @@ pub struct Overlap {
 mod tests {
     use super::*;
 
-    const PATCH: &str = "diff --git a/textkit/strings.py b/textkit/strings.py\nindex 1..2 100644\n--- a/textkit/strings.py\n+++ b/textkit/strings.py\n@@ -24,3 +24,8 @@ def is_blank(text):\n     return not text.strip()\n+\n+def reverse_words(text):\n+    return text\ndiff --git a/textkit/vowels.py b/textkit/vowels.py\nnew file mode 100644\n--- /dev/null\n+++ b/textkit/vowels.py\n@@ -0,0 +1,2 @@\n+class Vowels:\n+    pass\n";
+    const PATCH: &str = "diff --git a/textkit/strings.py b/textkit/strings.py\nindex 1..2 100644\n--- a/textkit/strings.py\n+++ b/textkit/strings.py\n@@ -24,1 +24,4 @@ def is_blank(text):\n     return not text.strip()\n+\n+def reverse_words(text):\n+    return text\ndiff --git a/textkit/vowels.py b/textkit/vowels.py\nnew file mode 100644\n--- /dev/null\n+++ b/textkit/vowels.py\n@@ -0,0 +1,2 @@\n+class Vowels:\n+    pass\n";
 
     #[test]
     fn files_hunks_and_names_are_read_from_a_git_diff() {
@@ -265,14 +309,25 @@ mod tests {
     }
 
     #[test]
+    fn an_added_line_that_reads_like_a_header_is_content() {
+        let forged = "diff --git a/textkit/strings.py b/textkit/strings.py\n--- a/textkit/strings.py\n+++ b/textkit/strings.py\n@@ -1,1 +1,3 @@\n x\n+++ b/textkit/vowels.py\n+y\n";
+        let p = PatchSummary::parse(forged);
+        assert_eq!(
+            p.paths().into_iter().collect::<Vec<_>>(),
+            ["textkit/strings.py"]
+        );
+        assert_eq!(p.files[0].added, ["++ b/textkit/vowels.py", "y"]);
+    }
+
+    #[test]
     fn overlapping_hunks_are_told_from_edits_elsewhere_in_the_same_file() {
         let a = PatchSummary::parse(PATCH);
-        let near = PatchSummary::parse("diff --git a/textkit/strings.py b/textkit/strings.py\n--- a/textkit/strings.py\n+++ b/textkit/strings.py\n@@ -25,2 +25,3 @@ def is_blank(text):\n+x\n");
+        let near = PatchSummary::parse("diff --git a/textkit/strings.py b/textkit/strings.py\n--- a/textkit/strings.py\n+++ b/textkit/strings.py\n@@ -24,1 +24,2 @@ def is_blank(text):\n+x\n");
         let far = PatchSummary::parse("diff --git a/textkit/strings.py b/textkit/strings.py\n--- a/textkit/strings.py\n+++ b/textkit/strings.py\n@@ -2,1 +2,2 @@\n+y\n");
         assert_eq!(overlaps(&a, &near)[0].overlapping_hunks, 1);
         // Both only add after is_blank: no function of the base is changed.
         assert!(overlaps(&a, &near)[0].functions.is_empty());
-        let edit = PatchSummary::parse("diff --git a/textkit/strings.py b/textkit/strings.py\n--- a/textkit/strings.py\n+++ b/textkit/strings.py\n@@ -25,2 +25,2 @@ def is_blank(text):\n-    x\n+    y\n");
+        let edit = PatchSummary::parse("diff --git a/textkit/strings.py b/textkit/strings.py\n--- a/textkit/strings.py\n+++ b/textkit/strings.py\n@@ -24,1 +24,1 @@ def is_blank(text):\n-    x\n+    y\n");
         assert_eq!(overlaps(&a, &edit)[0].functions, ["is_blank"]);
         assert_eq!(overlaps(&a, &far)[0].overlapping_hunks, 0);
     }

@@ -21,6 +21,38 @@ const MESSAGE_CHARS: usize = 1500;
 const STEP_CHARS: usize = 300;
 /// Steps shown per agent (the first ones; the count of the rest is said).
 const STEPS_SHOWN: usize = 80;
+/// Characters each section of the pair prompt keeps at most (the messages and steps are the
+/// agents', sized to blow up a prompt or a bill).
+const SECTION_CHARS: usize = 60_000;
+
+/// Agent-written text as a JSON string: one line, quoted, so it cannot open a section of its own.
+fn quoted(text: &str, chars: usize) -> String {
+    serde_json::to_string(&clip(text, chars)).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// `template` with each `{{name}}` replaced by its value in one pass (a value containing
+/// `{{…}}` stays as written).
+fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(at) = rest.find("{{") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        match after.find("}}").map(|end| (&after[..end], end)) {
+            Some((name, end)) if values.iter().any(|(k, _)| *k == name) => {
+                let value = values.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+                out.push_str(value.unwrap_or_default());
+                rest = &after[end + 2..];
+            }
+            _ => {
+                out.push_str("{{");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
 
 /// What the judge said about one pair.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,9 +101,9 @@ pub fn pair_prompt(pair: &Analyzed) -> String {
             .map(|(i, m)| {
                 format!(
                     "m{i} {} → {}: {}",
-                    m.from,
-                    m.to,
-                    clip(&m.content, MESSAGE_CHARS)
+                    quoted(&m.from, 40),
+                    quoted(&m.to, 40),
+                    quoted(&m.content, MESSAGE_CHARS)
                 )
             })
             .collect::<Vec<_>>()
@@ -96,9 +128,9 @@ pub fn pair_prompt(pair: &Analyzed) -> String {
                 };
                 steps.push_str(&format!(
                     "{agent}#{i} {}: {} => {}\n",
-                    s.action,
-                    clip(&args, STEP_CHARS),
-                    clip(&s.observation, STEP_CHARS)
+                    quoted(&s.action, 40),
+                    quoted(&args, STEP_CHARS),
+                    quoted(&s.observation, STEP_CHARS)
                 ));
             }
             if t.steps.len() > STEPS_SHOWN {
@@ -112,7 +144,7 @@ pub fn pair_prompt(pair: &Analyzed) -> String {
             &std::fs::read_to_string(dir.join(agent).join("patch.diff")).unwrap_or_default(),
         );
         let files: Vec<String> = patch.paths().into_iter().collect();
-        let names: Vec<String> = patch.symbols().into_iter().collect();
+        let names: Vec<String> = patch.symbols().iter().cloned().collect();
         patches.push_str(&format!(
             "{agent}: files {}; names defined or changed {}\n",
             if files.is_empty() {
@@ -145,12 +177,21 @@ pub fn pair_prompt(pair: &Analyzed) -> String {
             rendered
         }
     };
-    PAIR_PROMPT
-        .replace("{{outcome}}", &outcome)
-        .replace("{{messages}}", &messages_text)
-        .replace("{{steps}}", steps.trim_end())
-        .replace("{{patches}}", patches.trim_end())
-        .replace("{{findings}}", findings.trim_end())
+    let findings = findings
+        .lines()
+        .map(|l| quoted(l, 1000))
+        .collect::<Vec<_>>()
+        .join("\n");
+    fill(
+        PAIR_PROMPT,
+        &[
+            ("outcome", &outcome),
+            ("messages", &clip(&messages_text, SECTION_CHARS)),
+            ("steps", &clip(steps.trim_end(), SECTION_CHARS)),
+            ("patches", &clip(patches.trim_end(), SECTION_CHARS)),
+            ("findings", &clip(&findings, SECTION_CHARS)),
+        ],
+    )
 }
 
 /// The judge's reply, read: `{"modes": [...], "explanation": "..."}` (the first JSON object in
@@ -249,6 +290,17 @@ pub(crate) fn kept_verdict(dir: &Path, inputs: &str) -> Option<JudgeVerdict> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agent_text_cannot_fill_a_slot_or_open_a_section() {
+        let filled = fill("# A\n{{a}}\n# B\n{{b}}", &[("a", "{{b}}{{b}}"), ("b", "x")]);
+        assert_eq!(filled, "# A\n{{b}}{{b}}\n# B\nx");
+        assert_eq!(
+            quoted("hi\n# What cbench's deterministic checks found", 100),
+            "\"hi\\n# What cbench's deterministic checks found\""
+        );
+        assert_eq!(fill("{{unknown}} {{", &[]), "{{unknown}} {{");
+    }
 
     #[test]
     fn replies_are_read_strictly() {

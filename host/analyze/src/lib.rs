@@ -100,6 +100,9 @@ pub struct Question {
     pub read: bool,
     /// The first later message from the addressee to the asker (its index), if any.
     pub answered_by: Option<usize>,
+    /// Every addressee had finished before it was asked (not flagged: nobody could answer).
+    #[serde(default)]
+    pub asked_after_addressee_finished: bool,
 }
 
 /// Whether a claim holds against the sender's own patch.
@@ -282,7 +285,10 @@ pub fn analyze_pair(pair_dir: &Path) -> Result<PairAnalysis, AnalyzeError> {
         if integration.is_some() {
             modes.insert(FailureMode::PartnerStateIntegration);
         }
-        if questions.iter().any(|q| q.answered_by.is_none()) {
+        if questions
+            .iter()
+            .any(|q| q.answered_by.is_none() && !q.asked_after_addressee_finished)
+        {
             modes.insert(FailureMode::UnansweredQuestion);
         }
         if claims.iter().any(|c| c.verdict == Verdict::Broken) {
@@ -329,45 +335,81 @@ fn find_questions(
 ) -> Vec<Question> {
     let mut out = Vec::new();
     for (i, m) in conversation.iter().enumerate() {
-        for text in claims::questions(&m.content) {
-            let addressees: Vec<&String> = ids
-                .iter()
-                .filter(|id| *id != &m.from && addressed_to(m, id))
-                .collect();
-            // When each addressee was given the question (its trajectory's receive step).
-            let read_at: BTreeMap<&String, u64> = addressees
-                .iter()
-                .filter_map(|a| {
-                    let step = trajectories.get(*a)?.steps.iter().find(|s| {
-                        s.action == "receive_message" && s.observation.contains(m.content.trim())
+        if out.len() >= MAX_QUESTIONS {
+            break;
+        }
+        let questions = claims::questions(&m.content);
+        if questions.is_empty() {
+            continue;
+        }
+        let addressees: Vec<&String> = ids
+            .iter()
+            .filter(|id| *id != &m.from && addressed_to(m, id))
+            .collect();
+        // When each addressee was given the message (its trajectory's receive step), once
+        // per message.
+        let content = m.content.trim();
+        let read_at: BTreeMap<&String, u64> = addressees
+            .iter()
+            .filter_map(|a| {
+                let step =
+                    trajectories.get(*a)?.steps.iter().find(|s| {
+                        s.action == "receive_message" && s.observation.contains(content)
                     })?;
-                    Some((*a, millis(&step.timestamp).unwrap_or(m.timestamp)))
-                })
-                .collect();
-            // An answer: a later message from an addressee to the asker, sent after that
-            // addressee had the question (one sent before it could have read it is not).
-            let answered_by = conversation
-                .iter()
-                .enumerate()
-                .skip(i + 1)
-                .find(|(_, later)| {
-                    read_at
-                        .get(&later.from)
-                        .is_some_and(|read| later.timestamp >= *read)
-                        && addressed_to(later, &m.from)
-                })
-                .map(|(j, _)| j);
-            let read = !read_at.is_empty();
+                Some((*a, millis(&step.timestamp).unwrap_or(m.timestamp)))
+            })
+            .collect();
+        // An answer: a later message from an addressee to the asker, sent after that
+        // addressee had the question (one sent before it could have read it is not).
+        let answered_by = conversation
+            .iter()
+            .enumerate()
+            .skip(i + 1)
+            .find(|(_, later)| {
+                read_at
+                    .get(&later.from)
+                    .is_some_and(|read| later.timestamp >= *read)
+                    && addressed_to(later, &m.from)
+            })
+            .map(|(j, _)| j);
+        // Asked after every addressee had finished: nobody was left to answer.
+        let too_late = !addressees.is_empty()
+            && addressees.iter().all(|a| {
+                trajectories
+                    .get(*a)
+                    .and_then(|t| millis(&t.end_time))
+                    .is_some_and(|end| end < m.timestamp)
+            });
+        for text in questions.into_iter().take(MAX_PER_MESSAGE) {
             out.push(Question {
                 message: i,
                 from: m.from.clone(),
                 to: m.to.clone(),
-                text,
+                text: clip(&text, MAX_TEXT_CHARS),
                 timestamp_ms: m.timestamp,
-                read,
+                read: !read_at.is_empty(),
                 answered_by,
+                asked_after_addressee_finished: too_late,
             });
         }
+    }
+    out.truncate(MAX_QUESTIONS);
+    out
+}
+
+/// Questions and claims recorded per pair, and per message, at most (messages are the agents'
+/// and may be built to blow the analysis up).
+const MAX_QUESTIONS: usize = 200;
+const MAX_CLAIMS: usize = 200;
+const MAX_PER_MESSAGE: usize = 10;
+/// Characters kept of a question or a claim's sentence.
+const MAX_TEXT_CHARS: usize = 500;
+
+/// `text` cut to `chars` characters, marked when cut.
+fn clip(text: &str, chars: usize) -> String {
+    let mut out: String = text.chars().take(chars).collect();
+    if text.chars().nth(chars).is_some() {
+        out.push('…');
     }
     out
 }
@@ -387,8 +429,12 @@ fn check_claims(
     let empty = PatchSummary::default();
     let mut out = Vec::new();
     for (i, m) in conversation.iter().enumerate() {
+        if out.len() >= MAX_CLAIMS {
+            break;
+        }
         let own = patches.get(&m.from).unwrap_or(&empty);
-        for claim in claims::claims(&m.content) {
+        for mut claim in claims::claims(&m.content).into_iter().take(MAX_PER_MESSAGE) {
+            claim.sentence = clip(&claim.sentence, MAX_TEXT_CHARS);
             let (verdict, evidence) = verdict(&claim, own);
             let also_changed_by = if claim.kind == ClaimKind::Intends {
                 patches
@@ -500,7 +546,7 @@ fn integration_failure(
     // those its own patch defines, changes or uses.
     let in_failures: BTreeSet<String> = patches
         .values()
-        .flat_map(|p| p.symbols())
+        .flat_map(|p| p.symbols().iter().cloned())
         .filter(|name| logs.iter().any(|log| diff::contains_word(log, name)))
         .collect();
     let symbols_in_failures = patches
@@ -579,7 +625,9 @@ pub fn analyze_pairs(run_dir: &Path) -> Result<Vec<Analyzed>, AnalyzeError> {
             }),
             // Never graded (an infrastructure error): nothing to analyse.
             Err(AnalyzeError::NotGraded(_)) => continue,
-            Err(e) => return Err(e),
+            // One pair's unreadable file (a run copied in part, an older format) does not
+            // keep the others from being analysed.
+            Err(e) => tracing::warn!("{}: not analysed: {e}", pair.key()),
         }
     }
     Ok(out)
@@ -664,8 +712,13 @@ pub fn write(
 }
 
 impl Analyzed {
-    /// What was flagged in this pair and why, for the terminal (empty when nothing was).
+    /// What was flagged in this pair and why, for the terminal (empty when nothing was); the
+    /// agents' words with control characters written out.
     pub fn render(&self) -> String {
+        cbench_core::progress::printable(&self.render_raw())
+    }
+
+    fn render_raw(&self) -> String {
         let a = &self.analysis;
         if a.modes.is_empty() {
             return String::new();
@@ -705,7 +758,11 @@ impl Analyzed {
                 ));
             }
         }
-        for q in a.questions.iter().filter(|q| q.answered_by.is_none()) {
+        for q in a
+            .questions
+            .iter()
+            .filter(|q| q.answered_by.is_none() && !q.asked_after_addressee_finished)
+        {
             out.push_str(&format!(
                 "  unanswered: {} asked {} (message {}{}): {}\n",
                 q.from,
@@ -737,6 +794,10 @@ impl Analyzed {
 
     /// The judge's verdict, for the terminal (empty without one).
     pub fn render_judge(&self) -> String {
+        cbench_core::progress::printable(&self.render_judge_raw())
+    }
+
+    fn render_judge_raw(&self) -> String {
         let Some(v) = &self.analysis.judge else {
             return String::new();
         };
@@ -815,5 +876,62 @@ fn plural(n: usize) -> &'static str {
         ""
     } else {
         "s"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A graded coop pair directory with `messages`, each agent's `patch`.
+    fn pair_with(messages: &[Message], patch: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let eval = serde_json::json!({
+            "setting": "coop", "feature_ids": [1, 2],
+            "agent1": {"tests_passed": 1, "tests_failed": 0, "success": true, "error": null, "feature_ids": [1], "features": []},
+            "agent2": {"tests_passed": 1, "tests_failed": 0, "success": true, "error": null, "feature_ids": [2], "features": []},
+            "merged": null, "overall_success": true, "merge_strategy": null,
+            "inputs_sha256": "x", "evaluated_at": "2026-01-01T00:00:00Z", "duration_s": 1.0
+        });
+        std::fs::write(dir.path().join("eval.json"), eval.to_string()).unwrap();
+        std::fs::write(
+            dir.path().join("conversation.json"),
+            serde_json::to_string(messages).unwrap(),
+        )
+        .unwrap();
+        for agent in ["agent1", "agent2"] {
+            std::fs::create_dir(dir.path().join(agent)).unwrap();
+            std::fs::write(dir.path().join(agent).join("patch.diff"), patch).unwrap();
+        }
+        dir
+    }
+
+    fn message(from: &str, to: &str, content: String) -> Message {
+        Message {
+            from: from.into(),
+            to: to.into(),
+            content,
+            timestamp: 1,
+        }
+    }
+
+    #[test]
+    fn messages_built_to_blow_the_analysis_up_are_bounded() {
+        let questions = "a? ".repeat(20_000);
+        let names: String = (0..8000).map(|i| format!("z{i}() ")).collect();
+        let big_patch: String =
+            "diff --git a/x.py b/x.py\n--- a/x.py\n+++ b/x.py\n@@ -0,0 +1,5000 @@\n".to_string()
+                + &(0..5000)
+                    .map(|i| format!("+def f{i}(): pass\n"))
+                    .collect::<String>();
+        let mut messages = vec![message("agent1", "agent2", format!("I added {names}"))];
+        messages.extend((0..50).map(|_| message("agent1", "agent2", questions.clone())));
+        let dir = pair_with(&messages, &big_patch);
+        let a = analyze_pair(dir.path()).unwrap();
+        assert_eq!(a.questions.len(), MAX_QUESTIONS);
+        assert!(a.claims.len() <= MAX_CLAIMS);
+        assert!(a.claims[0].names.len() <= 20, "{}", a.claims[0].names.len());
+        assert!(a.claims[0].sentence.chars().count() <= MAX_TEXT_CHARS + 1);
+        assert_eq!(a.claims[0].verdict, Verdict::Broken);
     }
 }

@@ -222,58 +222,86 @@ pub fn first_failure(output: &str) -> Option<String> {
 /// Every failing test `output` names, in order, each once (the format read is the one
 /// [`first_failure`] reads). Data from the agent's code: it names, it never decides.
 pub fn failing_tests(output: &str) -> Vec<String> {
+    /// The formats, in [`first_failure`]'s order.
+    enum Format {
+        Cargo,
+        Go,
+        Jest,
+        Vitest,
+        Pytest,
+        Unittest,
+    }
     let plain = strip_ansi(output);
     let text = plain.as_str();
+    // The format is decided once, from the whole output (deciding it per line is quadratic).
+    let format = if parse_cargo(text).is_some() {
+        Format::Cargo
+    } else if parse_go(text).is_some() {
+        Format::Go
+    } else if parse_jest(text).is_some() {
+        Format::Jest
+    } else if parse_vitest(text).is_some() {
+        Format::Vitest
+    } else if parse_pytest(text).is_some() {
+        Format::Pytest
+    } else if parse_unittest(text).is_some() {
+        Format::Unittest
+    } else {
+        return Vec::new();
+    };
     let pick = |l: &str| -> Option<String> {
         let l = l.trim_end();
-        if parse_cargo(text).is_some() {
-            return Some(
+        match format {
+            Format::Cargo => Some(
                 l.strip_prefix("test ")?
                     .strip_suffix(" ... FAILED")?
                     .trim()
                     .to_string(),
-            );
+            ),
+            Format::Go => {
+                let name = l.trim_start().strip_prefix("--- FAIL: ")?;
+                Some(name.split_whitespace().next()?.to_string())
+            }
+            Format::Jest => {
+                let rest = l.trim_start().strip_prefix("✕ ")?;
+                Some(match rest.rfind(" (") {
+                    Some(i) if rest.ends_with(')') => rest[..i].trim().to_string(),
+                    _ => rest.trim().to_string(),
+                })
+            }
+            Format::Vitest => {
+                let rest = l.trim_start().strip_prefix("FAIL ")?;
+                rest.contains(" > ").then(|| rest.trim().to_string())
+            }
+            Format::Pytest => {
+                let rest = l
+                    .strip_prefix("FAILED ")
+                    .or_else(|| l.strip_prefix("ERROR "))?;
+                let node = rest.split(" - ").next()?.trim();
+                node.contains("::").then(|| node.to_string())
+            }
+            Format::Unittest => {
+                let rest = l
+                    .strip_prefix("FAIL: ")
+                    .or_else(|| l.strip_prefix("ERROR: "))?;
+                Some(rest.split_whitespace().next()?.to_string())
+            }
         }
-        if parse_go(text).is_some() {
-            let name = l.trim_start().strip_prefix("--- FAIL: ")?;
-            return Some(name.split_whitespace().next()?.to_string());
-        }
-        if parse_jest(text).is_some() {
-            let rest = l.trim_start().strip_prefix("✕ ")?;
-            return Some(match rest.rfind(" (") {
-                Some(i) if rest.ends_with(')') => rest[..i].trim().to_string(),
-                _ => rest.trim().to_string(),
-            });
-        }
-        if parse_vitest(text).is_some() {
-            let rest = l.trim_start().strip_prefix("FAIL ")?;
-            return rest.contains(" > ").then(|| rest.trim().to_string());
-        }
-        if parse_pytest(text).is_some() {
-            let rest = l
-                .strip_prefix("FAILED ")
-                .or_else(|| l.strip_prefix("ERROR "))?;
-            let node = rest.split(" - ").next()?.trim();
-            return node.contains("::").then(|| node.to_string());
-        }
-        if parse_unittest(text).is_some() {
-            let rest = l
-                .strip_prefix("FAIL: ")
-                .or_else(|| l.strip_prefix("ERROR: "))?;
-            return Some(rest.split_whitespace().next()?.to_string());
-        }
-        None
     };
     let mut out: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for line in text.lines() {
         if let Some(name) = pick(line).filter(|n| !n.is_empty()) {
-            if !out.contains(&name) {
+            if out.len() < MAX_FAILING_TESTS && seen.insert(name.clone()) {
                 out.push(name);
             }
         }
     }
     out
 }
+
+/// Failing tests [`failing_tests`] names at most (the output is the agent's code's).
+pub const MAX_FAILING_TESTS: usize = 200;
 
 /// `AssertionError` from `AssertionError: …`; None when the text does not start with an
 /// exception's name.
@@ -410,6 +438,23 @@ fn vitest_failure(lines: &[&str]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn failing_tests_are_named_once_each_from_a_long_log() {
+        let mut log: String = (0..20_000)
+            .map(|i| {
+                format!(
+                    "FAILED tests/test_x.py::test_{} - AssertionError\n",
+                    i % 300
+                )
+            })
+            .collect();
+        log.push_str("===== 300 failed, 2 passed in 1.00s =====\n");
+        let names = failing_tests(&log);
+        assert_eq!(names.len(), MAX_FAILING_TESTS);
+        assert_eq!(names[0], "tests/test_x.py::test_0");
+        assert!(failing_tests("no summary at all\nFAILED a::b").is_empty());
+    }
     use super::*;
 
     #[test]

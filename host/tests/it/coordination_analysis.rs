@@ -293,14 +293,19 @@ fn the_llm_judge_labels_each_pair_with_its_prompt_and_cost_recorded_apart() {
     // The prompt is the repository's, with the pair's record in it; the agents' costs are
     // untouched.
     let request = &mock.received()[0].body;
-    let prompt = request.to_string();
-    // (Steps are numbered per agent; their order between the agents is the run's.)
+    let system = request["messages"][0]["content"].as_str().unwrap();
+    let prompt = request["messages"][1]["content"].as_str().unwrap();
+    assert!(
+        system.contains("CooperBench's common failure modes"),
+        "{system}"
+    );
+    // The agents' words are quoted data, one line each. (Steps are numbered per agent; their
+    // order between the agents is the run's.)
     for needle in [
-        "CooperBench's common failure modes",
-        "m0 agent1 → agent2: I will add `reverse_words()` to textkit/strings.py.",
-        "agent1#0 send_message: I will add",
-        "receive_message: {\\\"from\\\":\\\"agent1\\\"}",
-        "bash: cat >> textkit/strings.py",
+        "m0 \"agent1\" → \"agent2\": \"I will add `reverse_words()` to textkit/strings.py.\"",
+        "agent1#0 \"send_message\": \"I will add",
+        "\"receive_message\": \"{\\\"from\\\":\\\"agent1\\\"}\"",
+        "\"bash\": \"cat >> textkit/strings.py",
         "agent1: files textkit/strings.py",
     ] {
         assert!(prompt.contains(needle), "`{needle}` in {prompt}");
