@@ -135,7 +135,7 @@ fn a_merged_tree_failing_where_each_patch_passed_names_the_tests_and_the_changes
     // agent2 also replaces agent1's function when the package loads (another file: no
     // conflict, and harmless without agent1's patch).
     let sabotage = "cat >> textkit/__init__.py <<'PY'\nfrom textkit import strings as _strings\n_strings.reverse_words = lambda text: text\nPY";
-    let (_, analysis) = run_pair(
+    let (run, analysis) = run_pair(
         "analysis-integration",
         j!({
             "agent1": [
@@ -178,6 +178,33 @@ fn a_merged_tree_failing_where_each_patch_passed_names_the_tests_and_the_changes
     for claim in analysis["claims"].as_array().unwrap() {
         assert_eq!(claim["verdict"], "kept", "{claim:#}");
     }
+    // The pair page's verdict table names the failing tests of the merged run, and none for
+    // the runs that passed.
+    let logs = run.logs.path().to_str().unwrap();
+    let out = cbench(&["view", "-n", "analysis-integration", "--log-dir", logs]);
+    assert!(out.status.success(), "{}", text(&out));
+    let page = format!(
+        "file://{}?p=cbench_textkit_task__task1__features_1_2",
+        run.dir().join("view/pair.html").display()
+    );
+    let (dom, log) = browse(&page, None);
+    assert!(console_errors(&log).is_empty(), "{log}");
+    let merged_row = dom
+        .split("<tr>")
+        .find(|row| row.contains("merged ("))
+        .unwrap_or_else(|| panic!("a merged row in {dom}"));
+    assert!(
+        merged_row.contains("test_reverses_word_order"),
+        "{merged_row}"
+    );
+    let alone_row = dom
+        .split("<tr>")
+        .find(|row| row.contains("Agent 1 alone"))
+        .unwrap();
+    assert!(
+        alone_row.contains("<td class=\"failing\"></td>"),
+        "{alone_row}"
+    );
 }
 
 #[test]
@@ -418,6 +445,19 @@ fn compare_counts_each_mode_per_arm_with_a_paired_test() {
     assert!(out.status.success(), "{said}");
     assert!(
         said.contains("failure modes flagged (cbench analyze):"),
+        "{said}"
+    );
+    // One plain sentence, the sample called too small, and what differs between the arms.
+    assert!(
+        said.contains("talkative and quiet succeeded on the same number of pairs (1/1 each), and on the same pairs. Only 1 paired pair: too few for the interval or the test to mean much."),
+        "{said}"
+    );
+    assert!(
+        said.contains("options that differ:\n    -m: talkative scripted:"),
+        "{said}"
+    );
+    assert!(
+        said.contains("95% CI – (no pair where they differ)"),
         "{said}"
     );
     let silent = said

@@ -518,3 +518,34 @@ fn agent_output_is_shown_as_text_never_run_as_markup() {
         console_errors(&log)
     );
 }
+
+#[test]
+fn two_empty_patches_are_nothing_to_merge_not_a_clean_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = crate::support::write_temp(
+        dir.path(),
+        "submit.json",
+        r#"{"*": [{"bash": "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"}]}"#,
+    );
+    let model = format!("scripted:{script}");
+    let run = Run::start(
+        "empty-patches",
+        &[
+            "--agent",
+            &plugins().mini_swe.display().to_string(),
+            "-m",
+            &model,
+            "-f",
+            "1,2",
+        ],
+    );
+    run.assert_ok();
+    let log_dir = run.logs.path().display().to_string();
+    let out = cbench(&["view", "-n", "empty-patches", "--log-dir", &log_dir]);
+    assert!(out.status.success(), "{}", text(&out));
+    let data = std::fs::read_to_string(run.dir().join("view/data/run.js")).unwrap();
+    assert!(
+        data.contains("\"merge_outcome\":\"nothing to merge\""),
+        "{data}"
+    );
+}

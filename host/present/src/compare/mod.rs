@@ -169,6 +169,91 @@ pub struct Pairwise {
     /// "difference" is A's rate minus B's: positive when A fails that way more often).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub failure_modes: BTreeMap<FailureMode, Paired>,
+    /// The result in one plain sentence: which run did better and whether it is significant.
+    pub verdict: String,
+}
+
+/// Fewer paired pairs than this and the interval and test say little: the verdict says so.
+pub const SMALL_SAMPLE: usize = 10;
+/// The significance level of the verdict sentence.
+const ALPHA: f64 = 0.05;
+
+/// One sentence: which run succeeded more often over the paired pairs, by how much, and
+/// whether the exact McNemar test finds it significant at 5%.
+fn verdict_sentence(a: &str, b: &str, p: &Paired) -> String {
+    let (ok_a, ok_b) = (p.both + p.only_a, p.both + p.only_b);
+    let mut out = if p.only_a == p.only_b {
+        format!(
+            "{a} and {b} succeeded on the same number of pairs ({ok_a}/{n} each){}",
+            if p.only_a == 0 {
+                ", and on the same pairs".to_string()
+            } else {
+                format!(", each on {} the other failed", p.only_a)
+            },
+            n = p.pairs
+        )
+    } else {
+        let (better, worse) = if p.only_a > p.only_b { (a, b) } else { (b, a) };
+        format!(
+            "{better} did better than {worse}: {ok_a}/{n} against {ok_b}/{n} ({:.1} points), {} at the 5% level (exact McNemar p = {:.3})",
+            p.difference.abs() * 100.0,
+            if p.mcnemar_p < ALPHA {
+                "significant"
+            } else {
+                "not significant"
+            },
+            p.mcnemar_p,
+            n = p.pairs
+        )
+    };
+    out.push('.');
+    if p.pairs < SMALL_SAMPLE {
+        out.push_str(&format!(
+            " Only {} paired pair{}: too few for the interval or the test to mean much.",
+            p.pairs,
+            if p.pairs == 1 { "" } else { "s" }
+        ));
+    }
+    out
+}
+
+/// Options of config.json that change what agents do, with the flag that sets them.
+const COMPARED_OPTIONS: [(&str, &str); 17] = [
+    ("model", "-m"),
+    ("setting", "--setting"),
+    ("max_steps", "--max-steps"),
+    ("command_timeout_s", "--command-timeout"),
+    ("temperature", "--temperature"),
+    ("max_output_tokens", "--max-output-tokens"),
+    ("max_cost_usd", "--max-cost"),
+    ("max_tokens", "--max-tokens"),
+    ("max_agent_secs", "--max-agent-secs"),
+    ("agent_config_sha256", "--agent-config (sha256)"),
+    ("messaging", "--no-messaging (messaging)"),
+    ("git", "--git"),
+    ("merge_policy", "--merge-policy"),
+    ("backend", "--backend"),
+    ("grading_network", "--grading-network"),
+    ("max_messages", "--max-messages"),
+    ("plugin_memory_mb", "--plugin-memory"),
+];
+
+/// The options that differ between the runs: `--max-steps: a 40, b 1`.
+fn differing_options(runs: &[LoadedRun]) -> Vec<String> {
+    COMPARED_OPTIONS
+        .iter()
+        .filter_map(|(key, flag)| {
+            let values: Vec<String> = runs.iter().map(|r| config_str(&r.config, key)).collect();
+            values.iter().any(|v| v != &values[0]).then(|| {
+                let listed: Vec<String> = runs
+                    .iter()
+                    .zip(&values)
+                    .map(|(r, v)| format!("{} {v}", r.name))
+                    .collect();
+                format!("{flag}: {}", listed.join(", "))
+            })
+        })
+        .collect()
 }
 
 /// `cbench compare`'s result.
@@ -182,6 +267,8 @@ pub struct Comparison {
     pub pairwise: Vec<Pairwise>,
     pub bootstrap_resamples: usize,
     pub bootstrap_seed: String,
+    /// Options that differ between the runs (`--max-steps: a 40, b 1`); empty when none do.
+    pub differing_options: Vec<String>,
 }
 
 /// One pair as a run has it.
@@ -513,6 +600,7 @@ pub fn compare(
         pairwise,
         bootstrap_resamples: BOOTSTRAP_RESAMPLES,
         bootstrap_seed: format!("{BOOTSTRAP_SEED:#x}"),
+        differing_options: differing_options(&runs),
     })
 }
 
@@ -553,10 +641,12 @@ fn head_to_head(a: &LoadedRun, b: &LoadedRun, compared: &[String]) -> Pairwise {
             });
         }
     }
+    let overall = Paired::of(&outcomes);
     Pairwise {
+        verdict: verdict_sentence(&a.name, &b.name, &overall),
         a: a.name.clone(),
         b: b.name.clone(),
-        overall: Paired::of(&outcomes),
+        overall,
         per_repo: per_repo
             .into_iter()
             .map(|(repo, o)| (repo, Paired::of(&o)))

@@ -47,10 +47,13 @@ fn signed_pts(v: f64) -> String {
 }
 
 fn paired_line(p: &Paired) -> String {
-    let ci = p
-        .ci95
-        .map(|(lo, hi)| format!("[{}, {}]", signed_pts(lo), signed_pts(hi)))
-        .unwrap_or_else(|| "–".into());
+    // With no discordant pair every resample is the same: an interval of width 0 is not
+    // certainty, so it is not printed as one.
+    let ci = match p.ci95 {
+        _ if p.only_a + p.only_b == 0 => "– (no pair where they differ)".to_string(),
+        Some((lo, hi)) => format!("[{}, {}]", signed_pts(lo), signed_pts(hi)),
+        None => "–".into(),
+    };
     format!(
         "both {} · only A {} · only B {} · neither {} · A − B {} 95% CI {ci} · McNemar exact p = {:.4}",
         p.both,
@@ -81,6 +84,14 @@ impl Comparison {
         );
         for m in &self.mismatches {
             out.push_str(&format!("  ! mismatch (--allow-mismatch): {m}\n"));
+        }
+        if self.differing_options.is_empty() {
+            out.push_str("  options: the same in every run\n");
+        } else {
+            out.push_str("  options that differ:\n");
+            for o in &self.differing_options {
+                out.push_str(&format!("    {o}\n"));
+            }
         }
         let width = self
             .runs
@@ -210,9 +221,10 @@ impl Comparison {
         }
         for p in &self.pairwise {
             out.push_str(&format!(
-                "\nA = {} vs B = {}\n  {}\n",
+                "\nA = {} vs B = {}\n  {}\n  {}\n",
                 p.a,
                 p.b,
+                p.verdict,
                 paired_line(&p.overall)
             ));
             if p.per_repo.len() > 1 {

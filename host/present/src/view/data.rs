@@ -44,7 +44,8 @@ pub struct PairRow {
     pub agents: Vec<AgentRow>,
     /// `naive`, `union`, `lead`; None when nothing was merged.
     pub merge_strategy: Option<String>,
-    /// `clean`, `union-rescued`, `lead-only`, `conflict`, `apply-failure`, or None (solo, ungraded).
+    /// `clean`, `union-rescued`, `lead-only`, `conflict`, `apply-failure`, `nothing to merge`
+    /// (every patch empty), or None (solo, ungraded).
     pub merge_outcome: Option<&'static str>,
     pub steps: u32,
     pub tokens: u64,
@@ -220,8 +221,17 @@ fn pair_row(dir: &PairDir) -> PairRow {
                 "failed"
             };
             row.merge_strategy = e.merge_strategy.map(|s| s.as_str().to_string());
+            // Every patch empty: nothing was merged, which is not a clean merge.
+            let nothing = !row.agents.is_empty()
+                && row.agents.iter().all(|a| {
+                    std::fs::metadata(dir.path.join(&a.id).join("patch.diff"))
+                        .map(|m| m.len() == 0)
+                        .unwrap_or(true)
+                });
             row.merge_outcome = e.merged.as_ref().map(|m| {
-                if !m.apply_failed.is_empty() {
+                if nothing {
+                    "nothing to merge"
+                } else if !m.apply_failed.is_empty() {
                     "apply-failure"
                 } else if !m.merge_conflict {
                     "clean"
@@ -325,10 +335,13 @@ pub fn pair_detail(dir: &PairDir, row: &PairRow) -> Value {
     }
     let conversation: Value = read_json(&dir.path.join("conversation.json")).unwrap_or(json!([]));
     let mut logs = BTreeMap::new();
+    // The failing tests each run names (its whole log read, not the capped copy).
+    let mut failing = BTreeMap::new();
     if let Ok(entries) = std::fs::read_dir(dir.path.join("eval_logs")) {
         for entry in entries.filter_map(Result::ok) {
             let name = entry.file_name().to_string_lossy().into_owned();
             if let Some(text) = read_text(&entry.path()) {
+                failing.insert(name.clone(), crate::eval::parse::failing_tests(&text));
                 logs.insert(name.clone(), capped(&text, &format!("eval_logs/{name}")));
             }
         }
@@ -341,6 +354,7 @@ pub fn pair_detail(dir: &PairDir, row: &PairRow) -> Value {
         "eval": read_json::<Value>(&dir.path.join("eval.json")).ok(),
         "analysis": analysis(&dir.path),
         "logs": logs,
+        "failing": failing,
         "path": dir.path.display().to_string(),
     })
 }

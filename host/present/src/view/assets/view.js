@@ -116,7 +116,7 @@ var cbenchView = (function () {
       var e = repos[k];
       return { label: k, value: e.ok / e.n, text: e.ok + "/" + e.n + " (" + pct(e.ok / e.n) + ")", cls: "ok" };
     }), { max: 1 }));
-    var outcomes = [["clean", "ok"], ["union-rescued", "info"], ["lead-only", "warn"], ["conflict", "bad"], ["apply-failure", "bad"]];
+    var outcomes = [["clean", "ok"], ["union-rescued", "info"], ["lead-only", "warn"], ["conflict", "bad"], ["apply-failure", "bad"], ["nothing to merge", "warn"]];
     out.push(barChart("Merge outcomes", outcomes.map(function (o) {
       var n = rows.filter(function (p) { return p.merge_outcome === o[0]; }).length;
       return { label: o[0], value: n, text: String(n), cls: o[1] };
@@ -355,15 +355,27 @@ var cbenchView = (function () {
   function verdicts(detail) {
     var ev = detail.eval;
     if (!ev) return '<p class="muted">not graded</p>';
+    // The failing tests the runs of one tree name, from their logs.
+    var failingOf = function (grade) {
+      var names = [];
+      ((grade && grade.features) || []).forEach(function (f) {
+        var log = String(f.log || "").split("/").pop();
+        ((detail.failing || {})[log] || []).forEach(function (n) { if (names.indexOf(n) < 0) names.push(n); });
+      });
+      return names;
+    };
     var rows = detail.agents.map(function (a) {
       var g = ev[a.id] || {};
-      return [agentName(a.id) + " alone", g.success, g.tests_passed, g.tests_failed, g.error];
+      return [agentName(a.id) + " alone", g.success, g.tests_passed, g.tests_failed, g.error, failingOf(g)];
     });
-    if (ev.merged) rows.push(["merged (" + (ev.merge_strategy || "?") + ")", ev.merged.success, ev.merged.tests_passed, ev.merged.tests_failed, ev.merged.error || (ev.merged.apply_failed || []).join(", ")]);
-    return '<table class="verdicts"><thead><tr><th>tree</th><th>verdict</th><th class="num">passed</th><th class="num">failed</th><th>error</th></tr></thead><tbody>' +
+    if (ev.merged) rows.push(["merged (" + (ev.merge_strategy || "?") + ")", ev.merged.success, ev.merged.tests_passed, ev.merged.tests_failed, ev.merged.error || (ev.merged.apply_failed || []).join(", "), failingOf(ev.merged)]);
+    return '<table class="verdicts"><thead><tr><th>tree</th><th>verdict</th><th class="num">passed</th><th class="num">failed</th><th>error</th><th>failing tests</th></tr></thead><tbody>' +
       rows.map(function (r) {
+        var names = r[5] || [];
+        var shown = names.slice(0, 10).map(function (n) { return '<span class="mono">' + esc(n) + "</span>"; }).join("<br>") +
+          (names.length > 10 ? '<br><span class="muted">and ' + (names.length - 10) + " more</span>" : "");
         return "<tr><td>" + esc(r[0]) + "</td><td>" + (r[1] == null ? "–" : r[1] ? '<span class="yes">✓ pass</span>' : '<span class="no">✗ fail</span>') +
-          '</td><td class="num">' + num(r[2]) + '</td><td class="num">' + num(r[3]) + '</td><td class="err">' + esc(r[4] || "") + "</td></tr>";
+          '</td><td class="num">' + num(r[2]) + '</td><td class="num">' + num(r[3]) + '</td><td class="err">' + esc(r[4] || "") + '</td><td class="failing">' + shown + "</td></tr>";
       }).join("") + "</tbody></table>";
   }
 
@@ -411,7 +423,7 @@ var cbenchView = (function () {
   function pts(v) { return (v >= 0 ? "+" : "") + (v * 100).toFixed(1) + " pts"; }
   function pairedCells(p) {
     return "<td class=num>" + p.both + "</td><td class=num>" + p.only_a + "</td><td class=num>" + p.only_b + "</td><td class=num>" + p.neither +
-      "</td><td class=num>" + pts(p.difference) + "</td><td>" + (p.ci95 ? "[" + pts(p.ci95[0]) + ", " + pts(p.ci95[1]) + "]" : "–") +
+      "</td><td class=num>" + pts(p.difference) + "</td><td>" + (p.only_a + p.only_b === 0 ? "– (no pair where they differ)" : p.ci95 ? "[" + pts(p.ci95[0]) + ", " + pts(p.ci95[1]) + "]" : "–") +
       "</td><td class=num>" + p.mcnemar_p.toFixed(4) + "</td>";
   }
   var PAIRED_HEAD = "<th class=num>both ✓</th><th class=num>only A</th><th class=num>only B</th><th class=num>neither</th><th class=num>A − B</th><th>95% CI</th><th class=num>McNemar p</th>";
@@ -444,6 +456,7 @@ var cbenchView = (function () {
     var html = "<h1>" + esc(c.runs.map(function (r) { return r.name; }).join(" vs ")) + '</h1><div class="muted">' + c.compared_pairs +
       " pairs graded in every run · Wilson 95% intervals per run · paired bootstrap 95% intervals (" + num(c.bootstrap_resamples) + " resamples, seed " + esc(c.bootstrap_seed) + ") · exact McNemar tests</div>";
     c.mismatches.forEach(function (m) { html += '<p class="err">Mismatch accepted with --allow-mismatch: ' + esc(m) + "</p>"; });
+    html += (c.differing_options || []).length ? "<p>Options that differ: " + c.differing_options.map(esc).join(" · ") + "</p>" : '<p class="muted">Options: the same in every run.</p>';
     html += '<h2>Runs</h2><table class="verdicts"><thead><tr><th></th>' + c.runs.map(function (r) { return "<th>" + esc(r.name) + "</th>"; }).join("") + "</tr></thead><tbody>" +
       rows.map(function (row) { return "<tr><td>" + esc(row[0]) + "</td>" + c.runs.map(function (r) { return "<td>" + row[1](r) + "</td>"; }).join("") + "</tr>"; }).join("") + "</tbody></table>";
     if (c.runs.some(function (r) { return r.failure_modes; })) {
@@ -459,7 +472,7 @@ var cbenchView = (function () {
       return { label: r.name, value: r.overall.rate || 0, text: pct(r.overall.rate) + (r.overall.ci95 ? " [" + pct(r.overall.ci95[0]) + ", " + pct(r.overall.ci95[1]) + "]" : ""), cls: "ok" };
     }), { max: 1, labelWidth: 200, textWidth: 170 }) + "</div>";
     c.pairwise.forEach(function (p) {
-      html += "<h2>A = " + esc(p.a) + " vs B = " + esc(p.b) + "</h2><table class=\"verdicts paired\"><thead><tr><th>pairs</th>" + PAIRED_HEAD + "</tr></thead><tbody>" +
+      html += "<h2>A = " + esc(p.a) + " vs B = " + esc(p.b) + '</h2><p class="verdict-sentence">' + esc(p.verdict) + '</p><table class="verdicts paired"><thead><tr><th>pairs</th>' + PAIRED_HEAD + "</tr></thead><tbody>" +
         "<tr><td>all (" + p.overall.pairs + ")</td>" + pairedCells(p.overall) + "</tr>" +
         Object.keys(p.per_repo).map(function (repo) { return "<tr><td>" + esc(repo) + " (" + p.per_repo[repo].pairs + ")</td>" + pairedCells(p.per_repo[repo]) + "</tr>"; }).join("") +
         "</tbody></table>";
