@@ -38,6 +38,12 @@ impl Model for Replay {
         &self.id
     }
 
+    /// A replay costs nothing here, but what the replayed calls cost is not this run's to
+    /// claim: its cost is unknown, never $0.
+    fn priced(&self) -> bool {
+        false
+    }
+
     fn session(&self, brief: &AgentBrief) -> Box<dyn LlmSession> {
         let path = pair_dir_in(&self.run_dir, &brief.pair_key)
             .join(&brief.agent_id)

@@ -80,6 +80,11 @@ impl Model for Scripted {
         &self.id
     }
 
+    /// Scripted replies stand in for a model: their cost is unknown, never $0.
+    fn priced(&self) -> bool {
+        false
+    }
+
     fn session(&self, brief: &AgentBrief) -> Box<dyn LlmSession> {
         let replies = self
             .per_agent

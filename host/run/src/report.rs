@@ -322,7 +322,7 @@ impl Report {
     /// The terminal table.
     pub fn render(&self) -> String {
         let mut out = format!(
-            "Report: {run}\n  pairs: {pairs} · graded: {graded} · infrastructure errors: {infra}\n  overall success: {overall} · failures: {fail}\n  individual success: {ind}\n  coordination failures (all agents pass alone, merge fails): {coord}\n  naive-merge conflicts: {conf} · union rescues: {resc} · apply failures: {apply}\n",
+            "Report: {run}\n  pairs: {pairs} · graded: {graded} · infrastructure errors: {infra}\n  overall success: {overall} · failures: {fail}\n  individual success: {ind}\n",
             run = self.run,
             pairs = self.pairs,
             graded = self.graded,
@@ -330,11 +330,17 @@ impl Report {
             overall = self.overall.show(),
             fail = self.failures,
             ind = self.individual.show(),
-            coord = self.coordination_failures.show(),
-            conf = self.naive_merge_conflicts.show(),
-            resc = self.union_rescues.show(),
-            apply = self.apply_failures.show(),
         );
+        // Solo pairs merge nothing: the merge and coordination figures do not apply to them.
+        if self.coordination_failures.of > 0 {
+            out.push_str(&format!(
+                "  coordination failures (all agents pass alone, merge fails): {coord}\n  naive-merge conflicts: {conf} · union rescues: {resc} · apply failures: {apply}\n",
+                coord = self.coordination_failures.show(),
+                conf = self.naive_merge_conflicts.show(),
+                resc = self.union_rescues.show(),
+                apply = self.apply_failures.show(),
+            ));
+        }
         out.push_str("  per repo:\n");
         for r in &self.per_repo {
             out.push_str(&format!(

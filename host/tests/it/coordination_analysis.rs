@@ -128,6 +128,8 @@ fn a_pair_that_broke_its_promises_and_ignored_a_question_is_flagged_though_it_su
         report["coordination"]["modes"]["broken_promise"], 1,
         "{report:#}"
     );
+    // A scripted model's cost is unknown, not $0.
+    assert!(json(&run.dir().join("summary.json"))["cost_usd"].is_null());
 }
 
 #[test]
