@@ -87,6 +87,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 
 /// `cbench eval`.
 pub async fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
+    existing_run(&args.log_dir, &args.name)?;
     let cfg = args.validate()?;
     let summary = crate::runner::eval_run(cfg).await?;
     Ok(exit_for(summary.infra_errors))
@@ -114,6 +115,9 @@ pub async fn dataset_fetch(args: DatasetFetchArgs) -> anyhow::Result<ExitCode> {
         );
     Ok(ExitCode::SUCCESS)
 }
+
+/// `cbench dataset verify`'s exit status when no item is unverified but some could not be checked.
+const DATASET_UNCHECKED_EXIT: u8 = 3;
 
 /// `cbench dataset verify`.
 pub async fn dataset_verify(args: DatasetVerifyArgs) -> anyhow::Result<ExitCode> {
@@ -157,10 +161,20 @@ pub async fn dataset_verify(args: DatasetVerifyArgs) -> anyhow::Result<ExitCode>
         print!("{}", report.render());
         println!("report: {}", output.display());
     }
-    Ok(if report.unverified + report.unchecked == 0 {
-        ExitCode::SUCCESS
-    } else {
+    // An item that could not be checked (its base or toolchain is missing) is no dataset
+    // defect: it gets its own exit status, so a script can tell the two apart.
+    Ok(if report.unverified > 0 {
         ExitCode::from(1)
+    } else if report.unchecked > 0 {
+        eprintln!(
+            "warning: {} of {} features could not be checked (not a dataset defect; see the \
+             report's reasons); exit status {DATASET_UNCHECKED_EXIT}",
+            report.unchecked,
+            report.features.len()
+        );
+        ExitCode::from(DATASET_UNCHECKED_EXIT)
+    } else {
+        ExitCode::SUCCESS
     })
 }
 
@@ -178,10 +192,27 @@ pub async fn dataset_list(args: DatasetListArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The directory of run `name` under `log_dir`; a missing one names the closest run there.
+fn existing_run(log_dir: &std::path::Path, name: &str) -> anyhow::Result<std::path::PathBuf> {
+    let run_dir = log_dir.join(name);
+    if run_dir.is_dir() {
+        return Ok(run_dir);
+    }
+    let runs = crate::layout::run_names(log_dir);
+    let hint = crate::suggest::did_you_mean(name, runs.iter().map(String::as_str));
+    anyhow::bail!(
+        "run `{name}` not found: {} does not exist{hint} (pass --log-dir if it is elsewhere)",
+        run_dir.display()
+    )
+}
+
 /// `cbench report`.
 pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    let run_dir = args.log_dir.join(&args.name);
-    let baseline = args.baseline.as_ref().map(|b| args.log_dir.join(b));
+    let run_dir = existing_run(&args.log_dir, &args.name)?;
+    let baseline = match &args.baseline {
+        Some(b) => Some(existing_run(&args.log_dir, b)?),
+        None => None,
+    };
     let report = crate::report::build(&run_dir, baseline.as_deref())?;
     // A run read from a read-only place (a colleague's share) is still reported.
     if let Err(e) = crate::fsutil::write_json_atomic(&run_dir.join("report.json"), &report) {
@@ -198,14 +229,7 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
 /// `cbench analyze`.
 pub async fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     use futures_util::StreamExt;
-    let run_dir = args.log_dir.join(&args.name);
-    if !run_dir.is_dir() {
-        anyhow::bail!(
-            "run `{}` not found in {}",
-            args.name,
-            args.log_dir.display()
-        );
-    }
+    let run_dir = existing_run(&args.log_dir, &args.name)?;
     if args.judge_concurrency == 0 {
         anyhow::bail!("--judge-concurrency must be at least 1");
     }
@@ -262,6 +286,9 @@ pub async fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
 
 /// `cbench compare`.
 pub async fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
+    for run in &args.runs {
+        existing_run(&args.log_dir, run)?;
+    }
     let comparison = crate::compare::compare(&args.log_dir, &args.runs, args.allow_mismatch)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&comparison)?);
@@ -279,8 +306,11 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
 
 /// `cbench view`.
 pub async fn view(args: ViewArgs) -> anyhow::Result<ExitCode> {
-    let run_dir = args.log_dir.join(&args.name);
-    let baseline = args.baseline.as_ref().map(|b| args.log_dir.join(b));
+    let run_dir = existing_run(&args.log_dir, &args.name)?;
+    let baseline = match &args.baseline {
+        Some(b) => Some(existing_run(&args.log_dir, b)?),
+        None => None,
+    };
     let out_dir = args.output.clone().unwrap_or_else(|| run_dir.join("view"));
     let written = crate::view::write(&args.name, &run_dir, baseline.as_deref(), &out_dir)?;
     println!(
@@ -300,7 +330,7 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<ExitCode> {
 
 /// `cbench export`.
 pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
-    let run_dir = args.log_dir.join(&args.name);
+    let run_dir = existing_run(&args.log_dir, &args.name)?;
     let out_dir = args
         .output
         .clone()
@@ -349,14 +379,19 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
 
 /// `cbench plugin inspect`.
 pub async fn plugin_inspect(args: PluginInspectArgs) -> anyhow::Result<ExitCode> {
-    let mut report = crate::plugin::inspect::inspect_file(&args.file)?;
+    // A name is looked up as `run --agent` looks it up.
+    let spec = args.file.to_string_lossy();
+    let file = crate::plugin::search::SearchPath::from_env()
+        .resolve("plugin inspect", &spec)?
+        .path;
+    let mut report = crate::plugin::inspect::inspect_file(&file)?;
     if args.compile && report.refused.is_none() {
         let cache_dir = args
             .cache_dir
             .clone()
             .unwrap_or_else(crate::plugin::PluginHost::default_cache_dir);
         let host = crate::plugin::PluginHost::new(&cache_dir)?;
-        match host.load(&args.file).await {
+        match host.load(&file).await {
             Ok((plugin, _)) => {
                 report.name = Some(plugin.identity.name.clone());
                 report.version = Some(plugin.identity.version.clone());

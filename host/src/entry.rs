@@ -58,6 +58,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    // Watching is reading: its Ctrl-C stops the reader, never the run it follows.
+    let watching = matches!(cli.command, Command::Watch(_));
     let work = async {
         match cli.command {
             Command::Run(args) => commands::run(args).await,
@@ -111,9 +113,14 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     };
     runtime.block_on(async {
+        let shutdown = shutdown_signal();
         tokio::select! {
             result = work => result,
-            signal = shutdown_signal() => {
+            signal = shutdown => {
+                if watching {
+                    eprintln!("stopped watching ({signal}); the run itself is not affected");
+                    return Ok(ExitCode::from(130));
+                }
                 // Dropping the run aborts its pairs: sandboxes and scratch dirs are removed
                 // as they drop; every result file was written atomically, so none is torn.
                 eprintln!("interrupted ({signal}): stopping; results already written are kept");
@@ -182,18 +189,24 @@ fn ask(question: &str) -> bool {
 
 /// Resolves on SIGINT, SIGTERM or SIGHUP (a closed terminal): all three stop the run
 /// the same way, with cleanup.
-async fn shutdown_signal() -> &'static str {
+/// Installs the handlers now (so a signal that comes before the work's first await is caught,
+/// not fatal) and returns the wait for the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = &'static str> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut hup)) = (
+    let handlers = (
+        signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
         signal(SignalKind::hangup()),
-    ) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return "SIGINT";
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-        _ = hup.recv() => "SIGHUP",
+    );
+    async move {
+        let (Ok(mut int), Ok(mut term), Ok(mut hup)) = handlers else {
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        };
+        tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+            _ = hup.recv() => "SIGHUP",
+        }
     }
 }

@@ -8,6 +8,7 @@
 
 pub use cbench_core::{
     clock, dataset, exec, fsutil, interrupt, layout, message, process, progress, shard, stats,
+    suggest,
 };
 pub use cbench_docker as docker;
 pub use cbench_eval as eval;

@@ -19,8 +19,6 @@ const POLL: Duration = Duration::from_millis(200);
 /// Why a run cannot be watched.
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
-    #[error("run `{name}` not found: {path} does not exist (start it with `cbench run -n {name}`, or pass --log-dir)")]
-    UnknownRun { name: String, path: PathBuf },
     #[error("run `{name}` has no live events ({path} is missing): it was made by a cbench without `watch`; `cbench report -n {name}` shows its results")]
     NoEvents { name: String, path: PathBuf },
     #[error("{path}: {source}")]
@@ -81,26 +79,39 @@ pub async fn watch_dir(
     mut print: impl FnMut(&str),
 ) -> Result<(), WatchError> {
     let run_dir = log_dir.join(name);
-    if !run_dir.is_dir() {
-        return Err(WatchError::UnknownRun {
-            name: name.to_string(),
-            path: run_dir,
-        });
-    }
     let path = run_dir.join(EVENTS_FILE);
     let io = |source| WatchError::Io {
         path: path.clone(),
         source,
     };
-    let mut file = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(WatchError::NoEvents {
-                name: name.to_string(),
-                path,
-            })
+    let mut waiting = false;
+    let mut file = loop {
+        match std::fs::File::open(&path) {
+            Ok(f) => break f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // A run that ended without an events file was made by an older cbench; one not
+                // there yet (or being set up) is waited for: watch can be started first.
+                if run_dir.join("config.json").is_file() && !run_is_live(&run_dir) {
+                    return Err(WatchError::NoEvents {
+                        name: name.to_string(),
+                        path,
+                    });
+                }
+                if !waiting {
+                    waiting = true;
+                    eprintln!(
+                        "waiting for run `{name}` to start in {}{} (Ctrl-C stops watching, never the run)",
+                        log_dir.display(),
+                        crate::suggest::did_you_mean(
+                            name,
+                            crate::layout::run_names(log_dir).iter().map(String::as_str)
+                        ),
+                    );
+                }
+                tokio::time::sleep(POLL).await;
+            }
+            Err(e) => return Err(io(e)),
         }
-        Err(e) => return Err(io(e)),
     };
     let mut life = Lifecycle::default();
     let mut pending = String::new();

@@ -254,3 +254,16 @@ mod tests {
         assert!(err.contains("task7 exists too"), "{err}");
     }
 }
+
+/// The runs under `log_dir`: its directories holding a config.json.
+pub fn run_names(log_dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(log_dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.path().join("config.json").is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}

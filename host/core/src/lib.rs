@@ -17,3 +17,4 @@ pub mod progress;
 pub mod setting;
 pub mod shard;
 pub mod stats;
+pub mod suggest;

@@ -14,6 +14,12 @@ use crate::message::Message;
 /// The status line being drawn, if any: log lines on stderr are written above it.
 static ACTIVE_BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
 
+/// How often, off a terminal, a line says how the run stands (a status line does it live).
+const HEARTBEAT: Duration = Duration::from_secs(60);
+
+/// Overrides [`HEARTBEAT`], in seconds (documented in the README).
+pub const HEARTBEAT_VAR: &str = "CBENCH_PROGRESS_EVERY_SECS";
+
 /// Longest message excerpt shown on the terminal.
 const MESSAGE_EXCERPT_CHARS: usize = 100;
 
@@ -23,10 +29,18 @@ struct Tally {
     successes: usize,
     failures: usize,
     infra_errors: usize,
+    /// Finished without a grade (`--no-auto-eval`).
+    ungraded: usize,
     agents_running: usize,
+    /// Pairs whose agents are done and whose patches are being graded.
+    grading: usize,
     spend_usd: f64,
     /// What is counted ("pairs", "files").
     unit: &'static str,
+    /// Items in all.
+    total: usize,
+    /// The run's summary is being printed: no more heartbeat lines.
+    closed: bool,
 }
 
 struct Shared {
@@ -110,8 +124,21 @@ impl Progress {
             let bar =
                 ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stdout());
             let style = ProgressStyle::with_template(
-                "{bar:24} {pos}/{len} {prefix} · {msg} · {elapsed} elapsed · ETA {eta}",
+                "{bar:24} {pos}/{len} {prefix} · {msg} · {elapsed} elapsed · ETA {eta_known}",
             )
+            .map(|style| {
+                // Before the first item finishes there is nothing to estimate from.
+                style.with_key(
+                    "eta_known",
+                    |state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
+                        let _ = if state.pos() == 0 {
+                            out.write_str("–")
+                        } else {
+                            write!(out, "{:#}", indicatif::HumanDuration(state.eta()))
+                        };
+                    },
+                )
+            })
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("█▌ ");
             bar.set_style(style);
@@ -126,17 +153,66 @@ impl Progress {
                 bar,
                 tally: Mutex::new(Tally {
                     unit,
+                    total,
                     ..Tally::default()
                 }),
             })),
             prefix: None,
         };
         progress.refresh();
+        if !live && unit == "pairs" {
+            progress.start_heartbeat();
+        }
         if let Some(bar) = progress.shared.as_ref().and_then(|s| s.bar.as_ref()) {
             // Ticks keep `elapsed` and the ETA moving while no pair finishes.
             bar.enable_steady_tick(Duration::from_millis(500));
         }
         progress
+    }
+
+    /// Off a terminal, a line every [`HEARTBEAT`] while the run is on, so a log shows that
+    /// agents still run (an agent can go minutes without a step).
+    fn start_heartbeat(&self) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let every = std::env::var(HEARTBEAT_VAR)
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(Duration::from_secs_f64)
+            .unwrap_or(HEARTBEAT);
+        let weak = Arc::downgrade(shared);
+        let started = std::time::Instant::now();
+        let spawned = std::thread::Builder::new()
+            .name("cbench-progress".into())
+            .spawn(move || loop {
+                std::thread::sleep(every);
+                let Some(shared) = weak.upgrade() else {
+                    return;
+                };
+                let Ok(tally) = shared.tally.lock() else {
+                    return;
+                };
+                if tally.closed {
+                    return;
+                }
+                let done = tally.successes + tally.failures + tally.infra_errors + tally.ungraded;
+                let line = format!(
+                    "· still running: {done}/{total} {unit} done · {status} · {elapsed} elapsed",
+                    total = tally.total,
+                    unit = tally.unit,
+                    status = status_text(&tally),
+                    elapsed = human_duration(started.elapsed()),
+                );
+                drop(tally);
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            });
+        if let Err(e) = spawned {
+            tracing::debug!("no progress heartbeat: {e}");
+        }
     }
 
     /// The same output, every line prefixed with `label · ` (a pair's `repo/task<id> features_a_b`).
@@ -196,6 +272,7 @@ impl Progress {
 
     /// Sets how many items there are in all (when known only after the status line started).
     pub fn set_total(&self, total: usize) {
+        self.update(|t| t.total = total);
         if let Some(bar) = self.shared.as_ref().and_then(|s| s.bar.as_ref()) {
             bar.set_length(total as u64);
         }
@@ -204,6 +281,11 @@ impl Progress {
     /// `n` agents started (or, negative, ended).
     pub fn agents_running(&self, delta: isize) {
         self.update(|t| t.agents_running = t.agents_running.saturating_add_signed(delta));
+    }
+
+    /// `n` pairs started grading (or, negative, finished it).
+    pub fn grading(&self, delta: isize) {
+        self.update(|t| t.grading = t.grading.saturating_add_signed(delta));
     }
 
     /// Money spent on LLM calls.
@@ -219,7 +301,7 @@ impl Progress {
             Outcome::Success => t.successes += 1,
             Outcome::Failure => t.failures += 1,
             Outcome::InfraError => t.infra_errors += 1,
-            Outcome::Ungraded => {}
+            Outcome::Ungraded => t.ungraded += 1,
         });
         if let Some(bar) = self.shared.as_ref().and_then(|s| s.bar.as_ref()) {
             bar.inc(1);
@@ -228,6 +310,11 @@ impl Progress {
 
     /// Removes the status line (before the summary is printed).
     pub fn finish(&self) {
+        if let Some(shared) = &self.shared {
+            if let Ok(mut tally) = shared.tally.lock() {
+                tally.closed = true;
+            }
+        }
         if let Some(bar) = self.shared.as_ref().and_then(|s| s.bar.as_ref()) {
             bar.finish_and_clear();
             if let Ok(mut active) = ACTIVE_BAR.lock() {
@@ -264,13 +351,30 @@ fn status_text(t: &Tally) -> String {
         parts.push(format!("✗ {} failed", t.failures));
     }
     if t.infra_errors > 0 {
-        parts.push(format!("{} infrastructure errors", t.infra_errors));
+        parts.push(plural(
+            t.infra_errors,
+            "infrastructure error",
+            "infrastructure errors",
+        ));
+    }
+    if t.ungraded > 0 {
+        parts.push(format!("{} not graded", t.ungraded));
     }
     if t.unit == "pairs" {
-        parts.push(format!("{} agents running", t.agents_running));
+        parts.push(plural(t.agents_running, "agent", "agents") + " running");
+    }
+    if t.grading > 0 {
+        parts.push(format!("grading {}", plural(t.grading, "pair", "pairs")));
+    }
+    if t.unit == "pairs" {
         parts.push(format!("${:.2} spent", t.spend_usd));
     }
     parts.join(" · ")
+}
+
+/// `1 pair`, `2 pairs`.
+pub fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// `agent1` → `Agent 1`; other ids unchanged.
@@ -386,17 +490,37 @@ mod tests {
 
     #[test]
     fn the_status_line_counts_what_a_person_asks_about() {
-        let tally = Tally {
+        let mut tally = Tally {
             successes: 3,
             failures: 1,
-            infra_errors: 0,
             agents_running: 4,
             spend_usd: 0.123,
             unit: "pairs",
+            ..Tally::default()
         };
         assert_eq!(
             status_text(&tally),
             "✓ 3 succeeded · ✗ 1 failed · 4 agents running · $0.12 spent"
+        );
+        // While the last pairs are graded no agent runs: the line says what is going on.
+        tally.agents_running = 0;
+        tally.grading = 1;
+        tally.infra_errors = 1;
+        assert_eq!(
+            status_text(&tally),
+            "✓ 3 succeeded · ✗ 1 failed · 1 infrastructure error · 0 agents running · \
+             grading 1 pair · $0.12 spent"
+        );
+        // Pairs run without grading count as done, not as successes or failures.
+        let ungraded = Tally {
+            ungraded: 2,
+            agents_running: 1,
+            unit: "pairs",
+            ..Tally::default()
+        };
+        assert_eq!(
+            status_text(&ungraded),
+            "✓ 0 succeeded · 2 not graded · 1 agent running · $0.00 spent"
         );
     }
 }

@@ -498,6 +498,7 @@ fn write_run(
         max_run_cost_usd: None,
         max_output_tokens: None,
         temperature: None,
+        api_base: None,
         created_at: str_at(config, "started_at")
             .map(str::to_string)
             .unwrap_or_else(|| now.clone()),

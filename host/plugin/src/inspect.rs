@@ -190,7 +190,7 @@ fn advice_for(name: &str) -> String {
             .into(),
         Some(WIT_PACKAGE) => format!(
             "this host serves {WIT_PACKAGE} {}; a plugin's imports must have the same version as its \
-             `agent` export — rebuild against one wit/ directory",
+             `agent` export — rebuild against cbench's wit/agent.wit",
             SUPPORTED_WIT_VERSIONS.join(", ")
         ),
         Some(p) if PROVIDED_WASI_PACKAGES.contains(&p) => format!(
@@ -399,6 +399,12 @@ mod tests {
                 "wasi:io/streams@0.3.0",
                 "cooperbench:agent/sandbox@0.2.0"
             ]
+        );
+        // Each says what to do: a mismatched cooperbench import points at the WIT to build with.
+        let advice = &component.unprovided_imports("0.1.0")[2].advice;
+        assert!(
+            advice.contains("rebuild against cbench's wit/agent.wit"),
+            "{advice}"
         );
     }
 

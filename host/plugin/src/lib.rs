@@ -8,6 +8,7 @@
 use cbench_core::exec;
 use cbench_core::fsutil;
 use cbench_core::progress;
+use cbench_core::suggest;
 use cbench_llm as llm;
 use cbench_llm::trajectory;
 use cbench_messaging as messaging;

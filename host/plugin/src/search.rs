@@ -197,7 +197,10 @@ impl SearchPath {
             known: if known.is_empty() {
                 "; no plugins are installed there (./scripts/setup.sh builds them)".into()
             } else {
-                format!("; plugins found: {}", known.join(", "))
+                let guess = crate::suggest::closest(name, known.iter().map(String::as_str))
+                    .map(|g| format!("; did you mean `{g}`?"))
+                    .unwrap_or_default();
+                format!("{guess}; plugins found: {}", known.join(", "))
             },
         })
     }

@@ -223,7 +223,16 @@ pub(crate) async fn finish(
     }
     write_atomic(&dir.join("patch.diff"), patch.as_bytes()).map_err(|e| e.to_string())?;
     if let Some(err) = &error {
-        progress.line(&format!("{agent_id} ended with an error: {err}"));
+        // What the plugin printed (a Python traceback, a JS stack) says more than its error.
+        let output = if run.plugin_output.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "\n  its output (and any traceback): {}",
+                dir.join(PLUGIN_OUTPUT_FILE).display()
+            )
+        };
+        progress.line(&format!("{agent_id} ended with an error: {err}{output}"));
     }
     Ok(AgentRecord {
         agent_id,

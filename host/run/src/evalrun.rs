@@ -112,7 +112,8 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
     let slots = Arc::new(Semaphore::new(cfg.eval_concurrency.max(1)));
     let work = Arc::new(work_dir);
     let total = pairs.len();
-    let progress = Progress::with_status(cfg.quiet, total, "pairs");
+    // No agents run here: the status line counts graded pairs, not agents or spend.
+    let progress = Progress::with_status(cfg.quiet, total, "pairs graded");
     progress.line(&format!("cbench eval: {} · {} pairs", cfg.name, total));
     let mut set = tokio::task::JoinSet::new();
     for (i, pair) in pairs.into_iter().enumerate() {
@@ -122,6 +123,7 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
         let progress = progress.for_item(&crate::dataset::pair_label(&pair));
         set.spawn(async move {
             let _slot = slots.acquire().await;
+            progress.grading(1);
             let pair_dir = pair.log_dir(&run_dir);
             let result = regrade(
                 &bases,
@@ -133,6 +135,7 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
                 force,
             )
             .await;
+            progress.grading(-1);
             progress.finished(report_outcome(&progress, &result));
             (i, result)
         });

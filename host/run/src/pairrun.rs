@@ -147,7 +147,10 @@ async fn run_pair_reporting(
     }
     if ctx.cfg.auto_eval {
         let _eval_slot = ctx.eval_slots.acquire().await;
-        match grade_pair_dir(ctx, pair, &pair_dir, false, opened).await {
+        progress.grading(1);
+        let graded = grade_pair_dir(ctx, pair, &pair_dir, false, opened).await;
+        progress.grading(-1);
+        match graded {
             Ok(report) => result.eval = Some(report),
             Err(e) => result.infra_error = Some(e),
         }

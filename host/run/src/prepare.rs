@@ -275,7 +275,25 @@ fn header(
 ) -> String {
     let pairs = &selected.pairs;
     format!(
-        "cbench run: {name}\n  setting: {setting} · model: {model} · agent: {agent} {version} (sha256 {sha}…){stand_in} · backend: {backend} ({isolation})\n  tasks: {tasks} · pairs: {pairs} · concurrency: {c}",
+        "cbench run: {name}\n  setting: {setting} · model: {model} · agent: {agent}{stand_in} · backend: {backend} ({isolation})\n  llm: temperature {temperature} · max output tokens {max_output} · API base {api_base}\n  tasks: {tasks} · pairs: {pairs} · concurrency: {c}",
+        temperature = cfg
+            .llm
+            .sampling
+            .temperature
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "provider default".into()),
+        max_output = cfg
+            .llm
+            .sampling
+            .max_output_tokens
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "provider default".into()),
+        api_base = cfg
+            .llm
+            .api_base
+            .as_deref()
+            .map(crate::llm::providers::api_base_host)
+            .unwrap_or_else(|| "provider default".into()),
         stand_in = cfg
             .stands_in_for
             .as_deref()
@@ -284,20 +302,30 @@ fn header(
         name = cfg.name,
         setting = cfg.setting,
         model = cfg.model,
-        agent = if team.is_empty() {
-            plugin.identity.name.clone()
-        } else {
-            format!(
-                "team {}",
-                std::iter::once(plugin)
-                    .chain(team)
-                    .map(|m| m.identity.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" + ")
-            )
+        // A mixed team names every member: which plugin, which version, which build.
+        agent = {
+            let shown = |p: &LoadedPlugin| {
+                let id = &p.identity;
+                format!(
+                    "{} {} (sha256 {}…)",
+                    id.name,
+                    id.version,
+                    id.sha256.get(..12).unwrap_or(&id.sha256)
+                )
+            };
+            if team.is_empty() {
+                shown(plugin)
+            } else {
+                format!(
+                    "team {}",
+                    std::iter::once(plugin)
+                        .chain(team)
+                        .map(shown)
+                        .collect::<Vec<_>>()
+                        .join(" + ")
+                )
+            }
         },
-        version = plugin.identity.version,
-        sha = &plugin.identity.sha256[..12],
         tasks = count_tasks(pairs),
         pairs = if pairs.len() == selected.before_verified {
             pairs.len().to_string()

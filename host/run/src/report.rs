@@ -368,7 +368,7 @@ impl Report {
                 .map(|(lo, hi)| format!(" [95% CI {:.1}% – {:.1}%]", lo * 100.0, hi * 100.0))
                 .unwrap_or_default();
             out.push_str(&format!(
-                "  vs solo baseline {} ({} matched pairs): coop {:.1}% · solo {:.1}% · coordination deficit {deficit}{ci}\n",
+                "  vs solo baseline {} ({} matched pairs): coop {:.1}% · solo {:.1}% · coordination deficit {deficit}{ci}\n    (deficit = 1 − coop ÷ solo: positive when the pair did worse than one agent doing both features, negative when better)\n",
                 d.baseline,
                 d.matched_pairs,
                 d.coop_rate * 100.0,

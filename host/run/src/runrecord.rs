@@ -79,6 +79,9 @@ pub struct RunRecord {
     pub max_output_tokens: Option<u32>,
     #[serde(default)]
     pub temperature: Option<f64>,
+    /// `--api-base`, scheme, host and port only (None: each provider's own endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_base: Option<String>,
     pub created_at: String,
     /// `--exclude-unverified`: the verified.json the pairs were filtered by.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -160,6 +163,11 @@ pub(crate) fn run_record(cfg: &RunConfig, plugin: &PluginIdentity, backend: &Bac
         max_run_cost_usd: cfg.llm.max_run_cost_usd,
         max_output_tokens: cfg.llm.sampling.max_output_tokens,
         temperature: cfg.llm.sampling.temperature,
+        api_base: cfg
+            .llm
+            .api_base
+            .as_deref()
+            .map(crate::llm::providers::api_base_host),
         created_at: now_rfc3339(),
         resumed_at: Vec::new(),
         exclude_unverified: cfg

@@ -14,7 +14,9 @@ pub enum DatasetCommand {
     /// Download the dataset from the Hugging Face hub (resumable, every file verified).
     Fetch(DatasetFetchArgs),
     /// Which items can grade agents: tests fail on the base, pass with the gold patch and
-    /// with the task's combined gold patch, the same way every time.
+    /// with the task's combined gold patch, the same way every time. Exit status: 0 all
+    /// verified, 1 an item is unverified (a dataset defect), 3 none unverified but some could
+    /// not be checked (a missing base repository or toolchain).
     Verify(DatasetVerifyArgs),
 }
 

@@ -56,7 +56,7 @@ pub struct PluginNewArgs {
 /// Raw `cbench plugin inspect` arguments.
 #[derive(Debug, Args)]
 pub struct PluginInspectArgs {
-    /// The plugin's .wasm file.
+    /// The plugin's .wasm file, or a plugin name on the search path (as for `run --agent`).
     pub file: PathBuf,
     /// Print JSON instead of text.
     #[arg(long)]

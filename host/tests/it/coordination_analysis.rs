@@ -55,7 +55,7 @@ fn a_pair_that_broke_its_promises_and_ignored_a_question_is_flagged_though_it_su
             // agent2 speaks first; agent1's question comes after, and agent2, though it
             // reads it, never answers.
             "agent1": [
-                {"bash": "sleep 1"},
+                {"content": "Let me give agent2 a moment to say what it takes.", "bash": "sleep 1"},
                 {"bash": append(REVERSE_WORDS)},
                 {"bash": send("agent2", "Which lines of strings.py will you touch?")},
                 {"bash": send("agent2", "I will add a test file tests/test_reverse.py. I'll also write a docstring.")},
@@ -130,6 +130,46 @@ fn a_pair_that_broke_its_promises_and_ignored_a_question_is_flagged_though_it_su
     );
     // A scripted model's cost is unknown, not $0.
     assert!(json(&run.dir().join("summary.json"))["cost_usd"].is_null());
+
+    // The pages: the overview counts the modes and flags the pair; the pair page lists the
+    // findings, marks the flagged messages on the timeline and shows the model's own words.
+    let logs = run.logs.path().to_str().unwrap();
+    let out = cbench(&["view", "-n", "analysis-planted", "--log-dir", logs]);
+    assert!(out.status.success(), "{}", text(&out));
+    let view = run.dir().join("view");
+    let (index, log) = browse(
+        &format!("file://{}", view.join("index.html").display()),
+        None,
+    );
+    assert!(console_errors(&log).is_empty(), "{log}");
+    for needle in [
+        "Coordination failure modes (1 coop pair",
+        "Coordination flags",
+        "<span class=\"flag\">broken promise</span>",
+    ] {
+        assert!(index.contains(needle), "`{needle}` in the overview");
+    }
+    let page = format!(
+        "file://{}?p=cbench_textkit_task__task1__features_1_2",
+        view.join("pair.html").display()
+    );
+    let (pair, log) = browse(&page, None);
+    assert!(console_errors(&log).is_empty(), "{log}");
+    assert_eq!(
+        pair.matches("class=\"message flagged\"").count(),
+        3,
+        "{pair}"
+    );
+    for needle in [
+        "<h2>Coordination</h2>",
+        "unanswered question (read): Which lines of strings.py will you touch?",
+        "broken promise: its patch changes textkit/strings.py",
+        "unverifiable promise: names no file or function to check",
+        "<span class=\"action\">model</span> · call 1",
+        "Let me give agent2 a moment to say what it takes.",
+    ] {
+        assert!(pair.contains(needle), "`{needle}` on the pair page");
+    }
 }
 
 #[test]

@@ -133,6 +133,62 @@ fn shards_sharing_a_log_dir_make_the_run_one_process_makes() {
     );
 }
 
+/// The first line `child` writes on stderr (within 60 s).
+fn first_stderr_line(child: &mut std::process::Child) -> String {
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stderr).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        // Keep draining, so the child never blocks on a full pipe.
+        for _ in lines {}
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("nothing on stderr within 60 s")
+}
+
+#[test]
+fn ctrl_c_stops_watching_not_the_run() {
+    let logs = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(logs.path().join("watchd")).unwrap();
+    std::fs::write(logs.path().join("watchd/config.json"), "{}").unwrap();
+    std::fs::write(logs.path().join("watchd/events.jsonl"), "").unwrap();
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_cbench"))
+        .args([
+            "watch",
+            "-n",
+            "watched",
+            "--log-dir",
+            logs.path().to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(watch.stderr.take().unwrap());
+    let mut waiting = String::new();
+    stderr.read_line(&mut waiting).unwrap();
+    // A typo gets the closest run's name while it waits.
+    assert!(
+        waiting.contains("waiting for run `watched`")
+            && waiting.contains("(did you mean `watchd`?)"),
+        "{waiting}"
+    );
+    // SAFETY: signalling a child this test spawned.
+    unsafe { libc::kill(watch.id() as i32, libc::SIGINT) };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let status = watch.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{rest}");
+    assert!(
+        rest.contains("stopped watching (SIGINT); the run itself is not affected")
+            && !rest.contains("stopping; results"),
+        "{rest}"
+    );
+}
+
 /// Reads `child`'s stdout lines until it exits (or the deadline passes, which fails).
 fn lines_until_exit(child: &mut std::process::Child, deadline: Duration) -> Vec<String> {
     let stdout = child.stdout.take().unwrap();
@@ -167,19 +223,7 @@ fn lines_until_exit(child: &mut std::process::Child, deadline: Duration) -> Vec<
 fn watch_follows_a_live_run_from_its_log_dir_and_ends_with_it() {
     let logs = tempfile::tempdir().unwrap();
     let mini = plugins().mini_swe.display().to_string();
-    let mut run = run_command(
-        logs.path(),
-        "watched",
-        &["--agent", &mini, "-m", "oracle", "--concurrency", "2"],
-    )
-    .spawn()
-    .unwrap();
-    let events = logs.path().join("watched/events.jsonl");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !events.exists() {
-        assert!(Instant::now() < deadline, "the run never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // watch is started first: it waits for the run to appear.
     let mut watch = Command::new(env!("CARGO_BIN_EXE_cbench"))
         .args([
             "watch",
@@ -189,8 +233,22 @@ fn watch_follows_a_live_run_from_its_log_dir_and_ends_with_it() {
             logs.path().to_str().unwrap(),
         ])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let said = first_stderr_line(&mut watch);
+    assert!(
+        said.starts_with("waiting for run `watched` to start in")
+            && said.contains("Ctrl-C stops watching, never the run"),
+        "{said}"
+    );
+    let mut run = run_command(
+        logs.path(),
+        "watched",
+        &["--agent", &mini, "-m", "oracle", "--concurrency", "2"],
+    )
+    .spawn()
+    .unwrap();
     let lines = lines_until_exit(&mut watch, Duration::from_secs(120));
     assert!(run.wait().unwrap().success());
     let shown = lines.join("\n");

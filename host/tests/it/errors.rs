@@ -1,6 +1,6 @@
 //! Bad inputs end in a clear error naming the thing at fault, with a non-zero exit.
 
-use crate::support::{cbench, plugins, text, write_temp, Run};
+use crate::support::{cbench, cbench_with_env, plugins, text, write_temp, Run};
 
 fn assert_refused(run: &Run, needles: &[&str]) {
     assert_eq!(run.output.status.code(), Some(2), "{}", text(&run.output));
@@ -82,6 +82,94 @@ fn eval_of_an_unknown_run_is_named() {
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out).contains("run `never-ran` not found"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_mistyped_name_gets_the_closest_real_one() {
+    // A run: every command that reads one names the closest run in the log dir.
+    let agent = plugins().mini_swe.display().to_string();
+    let run = Run::start(
+        "head-to-head",
+        &[
+            "--agent",
+            &agent,
+            "-m",
+            "oracle",
+            "-f",
+            "1,2",
+            "--no-auto-eval",
+        ],
+    );
+    run.assert_ok();
+    let logs = run.logs.path().to_str().unwrap();
+    for args in [
+        vec!["report", "-n", "head-to-hed"],
+        vec!["view", "-n", "head-to-hed"],
+        vec!["eval", "-n", "head-to-hed"],
+        vec!["compare", "head-to-head", "head-to-hed"],
+    ] {
+        let out = cbench(&[&args[..], &["--log-dir", logs]].concat());
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("run `head-to-hed` not found")
+                && text(&out).contains("(did you mean `head-to-head`?)"),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+    // A repo of the dataset.
+    let out = cbench(&[
+        "dataset",
+        "list",
+        "--dataset-dir",
+        crate::support::dataset().to_str().unwrap(),
+        "-r",
+        "cbench_textkit",
+        "-t",
+        "9",
+    ]);
+    // The repo exists (the task does not): no guess.
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(!text(&out).contains("did you mean"), "{}", text(&out));
+    let out = cbench(&[
+        "dataset",
+        "list",
+        "--dataset-dir",
+        crate::support::dataset().to_str().unwrap(),
+        "-r",
+        "cbench_txtkit",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("(did you mean `cbench_textkit_task`?)"),
+        "{}",
+        text(&out)
+    );
+    // A plugin name.
+    let plugin_dir = plugins().mini_swe.parent().unwrap().to_str().unwrap();
+    let out = cbench_with_env(
+        &["plugin", "inspect", "mini_sw"],
+        &[("CBENCH_PLUGIN_PATH", plugin_dir)],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let found = cbench_with_env(
+        &["plugin", "inspect", "mini_swe"],
+        &[("CBENCH_PLUGIN_PATH", plugin_dir)],
+    );
+    assert!(found.status.success(), "{}", text(&found));
+    assert!(
+        text(&out).contains("did you mean `mini_swe`?"),
+        "{}",
+        text(&out)
+    );
+    // A dataset that is not there says how to get it.
+    let out = cbench(&["dataset", "list", "--dataset-dir", "/nonexistent/dataset"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("`cbench dataset fetch --dataset-dir /nonexistent/dataset`"),
         "{}",
         text(&out)
     );

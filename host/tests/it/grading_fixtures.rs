@@ -280,6 +280,32 @@ if [ $(( n % 3 )) = 2 ]; then echo "Ran 1 test in 0.01s"; echo; echo "FAILED (fa
 }
 
 #[test]
+fn items_that_could_not_be_checked_are_not_called_dataset_defects() {
+    let root = tempfile::tempdir().unwrap();
+    let task = fixture_task(root.path(), 1, &runner_with("", UNITTEST));
+    // No bundled tree and no upstream in the Dockerfile: the base cannot be prepared.
+    std::fs::remove_dir_all(task.join("repo")).unwrap();
+    std::fs::write(task.join("Dockerfile"), "FROM scratch\n").unwrap();
+    let data = root.path().display().to_string();
+    let logs = root.path().join("logs").display().to_string();
+    let out = cbench(&[
+        "dataset",
+        "verify",
+        "--dataset-dir",
+        &data,
+        "--log-dir",
+        &logs,
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("verified: 0 of 5 features (0 unverified, 5 could not be checked")
+            && said.contains("warning: 5 of 5 features could not be checked (not a dataset defect"),
+        "{said}"
+    );
+}
+
+#[test]
 fn a_run_can_keep_to_the_verified_items() {
     let root = tempfile::tempdir().unwrap();
     let task = fixture_task(root.path(), 1, &runner_with("", UNITTEST));

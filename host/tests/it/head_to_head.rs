@@ -330,12 +330,61 @@ fn two_agents_in_one_command_make_two_runs_and_a_comparison() {
 fn a_mixed_team_records_each_agents_plugin() {
     let logs = tempfile::tempdir().unwrap();
     let team = format!("{},{}", mini_swe(), plugins().probe.display());
-    run_ok(
-        logs.path(),
+    let (log_dir, data) = (
+        logs.path().display().to_string(),
+        dataset().display().to_string(),
+    );
+    // Not quiet: the header is checked. The API base carries what must never be recorded.
+    let out = cbench(&[
+        "run",
+        "-n",
         "mixed",
-        &["--team", &team, "-m", "oracle", "-f", "1,2"],
+        "--log-dir",
+        &log_dir,
+        "--dataset-dir",
+        &data,
+        "--team",
+        &team,
+        "-m",
+        "oracle",
+        "-f",
+        "1,2",
+        "--temperature",
+        "0.2",
+        "--max-output-tokens",
+        "512",
+        "--api-base",
+        "http://user:hunter2@127.0.0.1:9/v1?key=sk-secret",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let header: Vec<&str> = stdout.lines().take(3).collect();
+    let header = header.join("\n");
+    // Every member of a mixed team is named with its version and build.
+    assert!(
+        header.contains("agent: team mini_swe ") && header.contains(" + probe "),
+        "{header}"
+    );
+    assert_eq!(header.matches("(sha256 ").count(), 2, "{header}");
+    assert!(
+        header
+            .contains("llm: temperature 0.2 · max output tokens 512 · API base http://127.0.0.1:9"),
+        "{header}"
+    );
+    assert!(
+        !stdout.contains("hunter2") && !stdout.contains("sk-secret"),
+        "{stdout}"
     );
     let run = logs.path().join("mixed");
+    let config_text = std::fs::read_to_string(run.join("config.json")).unwrap();
+    assert!(
+        !config_text.contains("hunter2") && !config_text.contains("sk-secret"),
+        "{config_text}"
+    );
+    let config = json(&run.join("config.json"));
+    assert_eq!(config["api_base"], "http://127.0.0.1:9");
+    assert_eq!(config["temperature"], 0.2);
+    assert_eq!(config["max_output_tokens"], 512);
     let result = json(&run.join("cbench_textkit_task/task1/features_1_2/result.json"));
     assert_eq!(result["agents"][0]["plugin"]["name"], "mini_swe");
     assert_eq!(result["agents"][1]["plugin"]["name"], "probe");
@@ -343,7 +392,6 @@ fn a_mixed_team_records_each_agents_plugin() {
         result["agents"][0]["plugin"]["sha256"],
         result["agents"][1]["plugin"]["sha256"]
     );
-    let config = json(&run.join("config.json"));
     assert_eq!(config["team"][1]["name"], "probe");
     // The comparison breaks results down by role.
     let c = compare_json(logs.path(), &["mixed", "mixed"], &[]);
@@ -352,7 +400,6 @@ fn a_mixed_team_records_each_agents_plugin() {
     assert_eq!(roles[1]["plugin"], "probe");
     assert_eq!(roles[0]["individual"]["count"], 1, "{c:#}");
     assert_eq!(roles[1]["individual"]["count"], 0, "{c:#}");
-    let log_dir = logs.path().display().to_string();
     let out = cbench(&["report", "-n", "mixed", "--log-dir", &log_dir, "--json"]);
     assert!(out.status.success(), "{}", text(&out));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -361,7 +408,6 @@ fn a_mixed_team_records_each_agents_plugin() {
 
     // One plugin per agent, or nothing starts.
     let three = format!("{team},{}", mini_swe());
-    let data = dataset().display().to_string();
     let out = cbench(&[
         "run",
         "-n",

@@ -207,20 +207,33 @@ fn a_plugin_that_prints_then_traps_leaves_both_in_its_log() {
         "agent1=print-and-panic;agent2=noop",
     );
     let agent = plugins().probe.display().to_string();
-    let run = Run::start(
+    // Not quiet: the progress lines are what is checked.
+    let logs = tempfile::tempdir().unwrap();
+    let log_dir = logs.path().display().to_string();
+    let dataset = crate::support::dataset().display().to_string();
+    let output = crate::support::cbench(&[
+        "run",
+        "-n",
         "print-and-panic",
-        &[
-            "--agent",
-            &agent,
-            "-m",
-            "oracle",
-            "-f",
-            "1,3",
-            "--agent-config",
-            &cfg,
-            "--no-auto-eval",
-        ],
-    );
+        "--log-dir",
+        &log_dir,
+        "--dataset-dir",
+        &dataset,
+        "--agent",
+        &agent,
+        "-m",
+        "oracle",
+        "-f",
+        "1,3",
+        "--agent-config",
+        &cfg,
+        "--no-auto-eval",
+    ]);
+    let run = Run {
+        logs,
+        name: "print-and-panic".into(),
+        output,
+    };
     run.assert_ok();
     let result = json(&run.pair(1, 3).join("result.json"));
     let failed = &result["agents"][0];
@@ -232,8 +245,17 @@ fn a_plugin_that_prints_then_traps_leaves_both_in_its_log() {
         error.contains("deliberate failure after printing"),
         "{error}"
     );
-    let log =
-        std::fs::read_to_string(run.pair(1, 3).join("agent1").join("plugin_output.log")).unwrap();
+    // The terminal names the file that holds the traceback.
+    let log_path = run.pair(1, 3).join("agent1").join("plugin_output.log");
+    let said = text(&run.output);
+    assert!(
+        said.contains(&format!(
+            "its output (and any traceback): {}",
+            log_path.display()
+        )),
+        "{said}"
+    );
+    let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("probe stdout: starting agent1"), "{log}");
     assert!(log.contains("probe stderr: about to fail"), "{log}");
     assert!(log.contains("deliberate failure after printing"), "{log}");

@@ -25,6 +25,49 @@ fn assert_every_line_names_its_pair(output: &str) {
 }
 
 #[test]
+fn piped_output_says_the_run_is_alive_while_agents_think() {
+    // Both agents spend seconds on one step: without a status line, a line says how it stands.
+    let dir = tempfile::tempdir().unwrap();
+    let step = serde_json::json!([{"bash": "sleep 2"}, {"bash": "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"}]);
+    let script = crate::support::write_temp(
+        dir.path(),
+        "script.json",
+        &serde_json::json!({"agent1": step, "agent2": step}).to_string(),
+    );
+    let out = crate::support::cbench_with_env(
+        &[
+            "run",
+            "-n",
+            "heartbeat",
+            "--log-dir",
+            &dir.path().join("logs").display().to_string(),
+            "--dataset-dir",
+            &dataset().display().to_string(),
+            "--agent",
+            &plugins().mini_swe.display().to_string(),
+            "-m",
+            &format!("scripted:{script}"),
+            "-f",
+            "1,2",
+        ],
+        &[("CBENCH_PROGRESS_EVERY_SECS", "0.5")],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let beat = stdout
+        .lines()
+        .find(|l| l.starts_with("· still running: 0/1 pairs done"))
+        .unwrap_or_else(|| panic!("no heartbeat in:\n{stdout}"));
+    assert!(
+        beat.contains("2 agents running") && beat.contains("elapsed"),
+        "{beat}"
+    );
+    // None after the summary.
+    let summary_at = stdout.find("Summary: heartbeat").expect("a summary");
+    assert!(!stdout[summary_at..].contains("still running"), "{stdout}");
+}
+
+#[test]
 fn piped_progress_names_every_pair_and_has_no_escape_codes() {
     let logs = tempfile::tempdir().unwrap();
     let out = cbench(&[
@@ -95,6 +138,16 @@ fn terminal_progress_shows_a_live_status_and_names_every_pair() {
         );
     }
     assert!(drawn.contains('\x1b'), "a terminal gets a live status line");
+    // Before any pair finishes there is nothing to estimate from: no "ETA 0s".
+    for at_start in drawn
+        .split(['\r', '\x1b'])
+        .filter(|s| s.contains(" 0/10 pairs") && s.contains("ETA"))
+    {
+        assert!(
+            at_start.contains("ETA –") && !at_start.contains("ETA 0s"),
+            "{at_start}"
+        );
+    }
     // Every scrolling line still names its pair once the drawing codes are removed (lines are
     // then separated by the padding that clears the status line, not by newlines).
     let plain =

@@ -62,6 +62,22 @@ fn report_counts_coordination_failures_and_the_deficit_against_solo() {
     );
     assert!(lo <= 0.0 && 0.0 <= hi, "{d:#}");
     assert!(coop.dir().join("report.json").is_file());
+    // The text says which way the deficit points.
+    let out = cbench(&[
+        "report",
+        "-n",
+        "coop",
+        "--log-dir",
+        &log_dir,
+        "--baseline",
+        "solo",
+    ]);
+    assert!(
+        text(&out).contains("coordination deficit 0.0%")
+            && text(&out).contains("positive when the pair did worse than one agent"),
+        "{}",
+        text(&out)
+    );
 
     // A pair whose grade is gone is an infrastructure error, not a failure.
     std::fs::remove_file(coop.pair(1, 3).join("eval.json")).unwrap();

@@ -18,7 +18,10 @@ pub use metadata::RepoSource;
 /// A dataset problem that stops the run; always names the path at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
-    #[error("dataset directory {0} does not exist (use --dataset-dir)")]
+    #[error(
+        "dataset directory {0} does not exist (give --dataset-dir, or download the dataset there: \
+         `cbench dataset fetch --dataset-dir {0}`)"
+    )]
     Missing(PathBuf),
     #[error("cannot read {path}: {source}")]
     Io {
@@ -325,8 +328,14 @@ impl Dataset {
             }
         }
         if pairs.is_empty() {
+            let hint = match &selection.repo {
+                Some(wanted) if !self.tasks.iter().any(|t| repo_matches(wanted, &t.repo)) => {
+                    crate::suggest::did_you_mean(wanted, self.tasks.iter().map(|t| t.repo.as_str()))
+                }
+                _ => String::new(),
+            };
             return Err(DatasetError::EmptySelection(format!(
-                "no pairs in {} match {}",
+                "no pairs in {} match {}{hint}",
                 self.root.display(),
                 describe_selection(selection)
             )));

@@ -29,6 +29,19 @@ use transport::{Auth, RetryPolicy, StaticHeaders, Transport};
 pub use catalog::*;
 pub use credentials::Credentials;
 
+/// An API base as it may be recorded and shown: scheme, host and port only (a path, query or
+/// credentials can carry secrets: a proxy token, a key in the query).
+pub fn api_base_host(base: &str) -> String {
+    match reqwest::Url::parse(base) {
+        Ok(url) => match (url.host_str(), url.port()) {
+            (Some(host), Some(port)) => format!("{}://{host}:{port}", url.scheme()),
+            (Some(host), None) => format!("{}://{host}", url.scheme()),
+            (None, _) => "(no host)".into(),
+        },
+        Err(_) => "(not a URL)".into(),
+    }
+}
+
 /// How provider models are set up for a run.
 #[derive(Debug, Clone)]
 pub struct ProviderOptions {
@@ -333,6 +346,19 @@ impl LlmSession for ProviderSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_api_base_is_shown_without_what_could_be_secret() {
+        assert_eq!(
+            api_base_host("https://user:pw@proxy.example:8443/v1/openai?key=sk-123"),
+            "https://proxy.example:8443"
+        );
+        assert_eq!(
+            api_base_host("http://127.0.0.1:8080/v1"),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(api_base_host("sk-not-a-url"), "(not a URL)");
+    }
 
     #[test]
     fn model_strings_name_their_provider() {

@@ -319,6 +319,49 @@ pub fn pair_detail(dir: &PairDir, row: &PairRow) -> Value {
                     .collect()
             })
             .unwrap_or_default();
+        // The model's own words: each call's reply (its text and tool calls), error and cost.
+        let calls: Vec<Value> = trajectory
+            .get("llm_calls")
+            .and_then(Value::as_array)
+            .map(|calls| {
+                calls
+                    .iter()
+                    .map(|c| {
+                        let response = c.get("response").cloned().unwrap_or(Value::Null);
+                        let tool_calls: Vec<Value> = response
+                            .get("tool_calls")
+                            .and_then(Value::as_array)
+                            .map(|t| {
+                                t.iter()
+                                    .map(|call| {
+                                        json!({
+                                            "name": call.get("name").cloned().unwrap_or(Value::Null),
+                                            "arguments": capped(
+                                                call.get("arguments").and_then(Value::as_str).unwrap_or(""),
+                                                &where_,
+                                            ),
+                                        })
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        json!({
+                            "index": c.get("index").cloned().unwrap_or(Value::Null),
+                            "timestamp": c.get("timestamp").cloned().unwrap_or(Value::Null),
+                            "duration_ms": c.get("duration_ms").cloned().unwrap_or(Value::Null),
+                            "content": capped(
+                                response.get("content").and_then(Value::as_str).unwrap_or(""),
+                                &where_,
+                            ),
+                            "tool_calls": tool_calls,
+                            "error": c.get("error").cloned().unwrap_or(Value::Null),
+                            "usage": c.get("usage").cloned().unwrap_or(Value::Null),
+                            "retries": c.get("retries").and_then(Value::as_array).map(Vec::len).unwrap_or(0),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         let patch = read_text(&dir.path.join(&agent).join("patch.diff")).unwrap_or_default();
         agents.push(json!({
             "id": agent,
@@ -330,6 +373,7 @@ pub fn pair_detail(dir: &PairDir, row: &PairRow) -> Value {
             "token_usage": trajectory.get("token_usage").cloned().unwrap_or(Value::Null),
             "cost_usd": trajectory.get("cost_usd").cloned().unwrap_or(Value::Null),
             "steps": steps,
+            "calls": calls,
             "patch": capped(&patch, &format!("{agent}/patch.diff")),
         }));
     }

@@ -282,6 +282,20 @@ var cbenchView = (function () {
     var agents = detail.agents.map(function (a) { return a.id; });
     var events = [];
     detail.agents.forEach(function (a, col) {
+      // The model's replies, in the agent's column where they arrived (their text above the
+      // action they led to; folded when long).
+      (a.calls || []).forEach(function (c) {
+        var at = (Date.parse(c.timestamp) || 0) + (Number(c.duration_ms) || 0);
+        var tools = (c.tool_calls || []).map(function (t) { return esc(t.name) + " " + esc(t.arguments); }).join("\n");
+        var tokens = c.usage ? num(c.usage.input_tokens) + " in / " + num(c.usage.output_tokens) + " out" : "";
+        events.push({ t: at, order: 0.5, col: col, html:
+          '<div class="step reply" data-agent="' + esc(a.id) + '" style="grid-column:' + (col + 1) + '">' +
+          '<div class="meta"><span><span class="action">model</span> · call ' + esc(Number(c.index) + 1) + (c.retries ? " · " + c.retries + " retried" : "") +
+          "</span><span>" + esc(tokens) + " · " + esc(time(at)) + "</span></div>" +
+          (c.content ? folded(c.content, "thought") : (tools ? "" : '<p class="muted">(no text)</p>')) +
+          (tools ? folded(tools, "args") : "") +
+          (c.error ? '<p class="err">' + esc(c.error) + "</p>" : "") + "</div>" });
+      });
       a.steps.forEach(function (s, k) {
         events.push({ t: Date.parse(s.timestamp) || 0, order: 1, col: col, html:
           '<div class="step" data-agent="' + esc(a.id) + '" style="grid-column:' + (col + 1) + '">' +
