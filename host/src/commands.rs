@@ -17,7 +17,22 @@ pub async fn run(args: Box<RunArgs>) -> anyhow::Result<ExitCode> {
     let mut cfgs = (*args).validate()?;
     if cfgs.len() == 1 {
         let cfg = cfgs.remove(0);
-        let summary = crate::runner::run(cfg).await?;
+        let default_model = cfg.model == crate::cli::DEFAULT_MODEL;
+        let summary = crate::runner::run(cfg).await.map_err(|e| {
+            let model_error = matches!(e, cbench_run::error::RunError::Model(_));
+            let e = anyhow::Error::new(e);
+            // The user may never have typed this model: say where it came from.
+            if default_model && model_error {
+                e.context(format!(
+                    "no -m given: the default model {} needs its provider's credentials; \
+                     give -m (`-m oracle` runs offline, replaying the gold patches; \
+                     `cbench models` lists the others)",
+                    crate::cli::DEFAULT_MODEL
+                ))
+            } else {
+                e
+            }
+        })?;
         return Ok(exit_for(summary.infra_errors));
     }
     let names: Vec<String> = cfgs.iter().map(|c| c.name.clone()).collect();
@@ -314,9 +329,9 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<ExitCode> {
     let out_dir = args.output.clone().unwrap_or_else(|| run_dir.join("view"));
     let written = crate::view::write(&args.name, &run_dir, baseline.as_deref(), &out_dir)?;
     println!(
-        "wrote {} ({} pairs, {:.1} MB, {:.2} s)",
+        "wrote {} ({}, {:.1} MB, {:.2} s)",
         written.index.display(),
-        written.pairs,
+        crate::progress::plural(written.pairs, "pair", "pairs"),
         written.bytes as f64 / 1e6,
         written.elapsed_s
     );

@@ -699,6 +699,8 @@ fn write_pair(
             patch_bytes: patch.len(),
             plugin: None,
             capabilities_granted: Vec::new(),
+            // CooperBench's records do not say.
+            llm_retries: 0,
         });
     }
     let record = PairRecord {
@@ -717,6 +719,7 @@ fn write_pair(
         started_at: started.clone(),
         finished_at: ended,
         duration_s: duration,
+        superseded: Vec::new(),
     };
     write_json_atomic(&pair_dir.join("result.json"), &record)?;
     let conversation_path = pair.path.join("conversation.json");

@@ -166,9 +166,20 @@ pub(crate) fn convert(messages: &[Value], facts: AgentFacts) -> Trajectory {
                 request_total_messages: seen,
                 request_new_messages: std::mem::take(&mut pending),
                 tools: vec!["bash".into()],
-                response: Some(RecordedResponse {
-                    content: message.get("content").map(text).unwrap_or_default(),
-                    tool_calls: call_tools.clone(),
+                response: Some({
+                    // mini-swe-agent keeps the provider's raw reply under extra.response.
+                    let finish_reason = message
+                        .pointer("/extra/response/choices/0/finish_reason")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                    RecordedResponse {
+                        content: message.get("content").map(text).unwrap_or_default(),
+                        tool_calls: call_tools.clone(),
+                        truncated: finish_reason
+                            .as_deref()
+                            .is_some_and(cbench_llm::providers::cut_at_token_cap),
+                        finish_reason,
+                    }
                 }),
                 usage,
                 cost_usd: message.pointer("/extra/cost").and_then(Value::as_f64),

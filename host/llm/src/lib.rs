@@ -144,6 +144,13 @@ pub struct Completion {
     /// Attempts that failed and were retried before this reply.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retries: Vec<providers::transport::RetryNote>,
+    /// Why the model stopped, in the provider's words (`stop`, `length`, `end_turn`, …); None
+    /// for built-in models and providers that do not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+    /// The reply was cut at the output-token cap: a malformed action may just be unfinished.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 /// Why a completion failed.
@@ -227,6 +234,11 @@ pub struct AgentBrief {
 pub trait LlmSession: Send {
     /// The next reply.
     async fn complete(&mut self, request: &CompletionRequest) -> Result<Completion, LlmError>;
+    /// The attempts retried before the last `complete` failed for good (a success carries
+    /// its own in [`Completion::retries`]).
+    fn take_failed_retries(&mut self) -> Vec<providers::transport::RetryNote> {
+        Vec::new()
+    }
 }
 
 /// A model a run can use.
@@ -305,6 +317,8 @@ pub fn builtin_completion(
         tool_calls,
         cost_usd: Some(0.0),
         retries: Vec::new(),
+        finish_reason: None,
+        truncated: false,
     }
 }
 

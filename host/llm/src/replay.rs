@@ -131,6 +131,8 @@ impl LlmSession for ReplaySession {
             usage: call.usage,
             cost_usd: Some(0.0),
             retries: Vec::new(),
+            finish_reason: response.finish_reason,
+            truncated: response.truncated,
         })
     }
 }

@@ -31,6 +31,12 @@ pub struct RecordedResponse {
     pub content: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
+    /// Why the model stopped, in the provider's words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+    /// Cut at the output-token cap.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 /// One LLM call. The request is stored as the messages added since the previous
@@ -144,6 +150,8 @@ impl Recorder {
                 call.response = Some(RecordedResponse {
                     content: c.content.clone(),
                     tool_calls: c.tool_calls.clone(),
+                    finish_reason: c.finish_reason.clone(),
+                    truncated: c.truncated,
                 });
                 call.usage = c.usage;
                 call.cost_usd = c.cost_usd;
@@ -161,6 +169,15 @@ impl Recorder {
             }
         }
         self.trajectory.llm_calls.push(call);
+    }
+
+    /// Adds the attempts retried before the last call failed for good to that call.
+    pub fn failed_call_retries(&mut self, retries: Vec<crate::providers::transport::RetryNote>) {
+        if let Some(last) = self.trajectory.llm_calls.last_mut() {
+            if last.error.is_some() {
+                last.retries.extend(retries);
+            }
+        }
     }
 
     /// Number of LLM calls so far.

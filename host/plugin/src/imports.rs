@@ -70,6 +70,10 @@ pub(crate) async fn complete(
     let started = Instant::now();
     let result = caps.llm.complete(&request).await;
     caps.recorder.llm_call(&request, &result, started.elapsed());
+    if result.is_err() {
+        let retries = caps.llm.take_failed_retries();
+        caps.recorder.failed_call_retries(retries);
+    }
     if let Ok(c) = &result {
         if let (Some(run), Some(cost)) = (&caps.budget.run, c.cost_usd) {
             run.add(cost);

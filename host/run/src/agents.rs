@@ -249,5 +249,11 @@ pub(crate) async fn finish(
         patch_bytes: patch.len(),
         plugin: Some(identity),
         capabilities_granted: granted,
+        llm_retries: run
+            .trajectory
+            .llm_calls
+            .iter()
+            .map(|c| c.retries.len() as u32)
+            .sum(),
     })
 }

@@ -114,7 +114,11 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
     let total = pairs.len();
     // No agents run here: the status line counts graded pairs, not agents or spend.
     let progress = Progress::with_status(cfg.quiet, total, "pairs graded");
-    progress.line(&format!("cbench eval: {} · {} pairs", cfg.name, total));
+    progress.line(&format!(
+        "cbench eval: {} · {}",
+        cfg.name,
+        crate::progress::plural(total, "pair", "pairs")
+    ));
     let mut set = tokio::task::JoinSet::new();
     for (i, pair) in pairs.into_iter().enumerate() {
         let (bases, grader, slots, work) =

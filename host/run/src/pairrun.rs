@@ -25,7 +25,7 @@ use crate::trajectory::now_rfc3339;
 
 use crate::agents;
 use crate::context::RunContext;
-use crate::record::{agent_features, agent_ids, PairRecord, PairResult};
+use crate::record::{agent_features, agent_ids, PairRecord, PairResult, SupersededAttempt};
 
 /// Runs one pair (or resumes it), grades it, and reports it on the run's progress.
 pub(crate) async fn run_pair(ctx: &RunContext, pair: Pair) -> PairResult {
@@ -86,9 +86,16 @@ async fn run_pair_reporting(
     let i = ctx.started.fetch_add(1, Ordering::Relaxed) + 1;
     let started = Instant::now();
     // A pair whose agents the infrastructure stopped is run again; any other outcome is final.
-    let resumed = read_json::<PairRecord>(&pair_dir.join("result.json"))
-        .ok()
-        .filter(|r| r.infra_failure().is_none());
+    let previous = read_json::<PairRecord>(&pair_dir.join("result.json")).ok();
+    // What an attempt the infrastructure stopped had spent stays in the new record's totals.
+    let superseded = previous
+        .as_ref()
+        .and_then(|r| {
+            r.infra_failure()
+                .map(|why| SupersededAttempt::from_record(r, why))
+        })
+        .unwrap_or_default();
+    let resumed = previous.filter(|r| r.infra_failure().is_none());
     ctx.progress.line(&format!(
         "[Task {i}/{total}] {label}{note}",
         total = ctx.total,
@@ -98,6 +105,7 @@ async fn run_pair_reporting(
             ""
         },
     ));
+    let mut agents_took = None;
     let (record, opened) = match resumed {
         Some(r) => (r, None),
         None => {
@@ -110,7 +118,8 @@ async fn run_pair_reporting(
                 pair: crate::dataset::pair_label(pair),
                 at: now_rfc3339(),
             });
-            let ran = run_agents(ctx, pair, &pair_dir, progress).await;
+            let ran = run_agents(ctx, pair, &pair_dir, progress, superseded).await;
+            agents_took = Some(started.elapsed());
             progress.agents_running(-agents);
             match ran {
                 Ok((r, opened)) => {
@@ -145,10 +154,13 @@ async fn run_pair_reporting(
         result.infra_error = Some(why);
         return result;
     }
+    let mut grading_took = None;
     if ctx.cfg.auto_eval {
         let _eval_slot = ctx.eval_slots.acquire().await;
         progress.grading(1);
+        let grading_started = Instant::now();
         let graded = grade_pair_dir(ctx, pair, &pair_dir, false, opened).await;
+        grading_took = Some(grading_started.elapsed());
         progress.grading(-1);
         match graded {
             Ok(report) => result.eval = Some(report),
@@ -157,7 +169,20 @@ async fn run_pair_reporting(
     } else {
         close_unused(opened).await;
     }
-    let took = human_duration(started.elapsed());
+    // The pair's own time (from its start, not the run's), split into its two parts.
+    let parts: Vec<String> = [("agents", agents_took), ("grading", grading_took)]
+        .into_iter()
+        .filter_map(|(what, took)| took.map(|t| format!("{what} {}", human_duration(t))))
+        .collect();
+    let took = if parts.is_empty() {
+        human_duration(started.elapsed())
+    } else {
+        format!(
+            "{} ({})",
+            human_duration(started.elapsed()),
+            parts.join(" · ")
+        )
+    };
     let verdict = match (&result.eval, &result.infra_error) {
         (_, Some(e)) => format!("✗ Grading failed: {e}"),
         (Some(ev), None) => format!(
@@ -196,6 +221,7 @@ async fn run_agents(
     pair: &Pair,
     pair_dir: &Path,
     progress: &Progress,
+    superseded: Vec<SupersededAttempt>,
 ) -> Result<Finished, String> {
     let setting = ctx.cfg.setting;
     let ids = agent_ids(setting, pair.feature_records().len());
@@ -208,7 +234,7 @@ async fn run_agents(
         )),
         None => MessageBus::local(&ids, messaging),
     };
-    let ran = run_agents_on(ctx, pair, pair_dir, progress, bus.clone()).await;
+    let ran = run_agents_on(ctx, pair, pair_dir, progress, bus.clone(), superseded).await;
     bus.close().await;
     ran
 }
@@ -238,6 +264,7 @@ async fn run_agents_on(
     pair_dir: &Path,
     progress: &Progress,
     bus: MessageBus,
+    superseded: Vec<SupersededAttempt>,
 ) -> Result<Finished, String> {
     let started_at = now_rfc3339();
     let started = Instant::now();
@@ -351,6 +378,7 @@ async fn run_agents_on(
             started_at,
             finished_at: now_rfc3339(),
             duration_s: started.elapsed().as_secs_f64(),
+            superseded,
         };
         write_json_atomic(&pair_dir.join("result.json"), &record).map_err(|e| e.to_string())?;
         Ok::<_, String>(record)

@@ -32,6 +32,54 @@ pub struct AgentRecord {
     /// Capabilities the agent had: declared by its plugin and allowed by the run.
     #[serde(default)]
     pub capabilities_granted: Vec<crate::plugin::Capability>,
+    /// LLM requests the host retried (rate limits, server errors, timeouts) for this agent.
+    #[serde(default)]
+    pub llm_retries: u32,
+}
+
+/// An earlier attempt at a pair that the infrastructure stopped and a later invocation redid:
+/// kept so that what it spent still counts (a paid run never undercounts).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SupersededAttempt {
+    pub finished_at: String,
+    pub infra_error: String,
+    pub token_usage: TokenTotals,
+    /// None when a price was unknown.
+    pub cost_usd: Option<f64>,
+    /// LLM requests the host retried in that attempt.
+    #[serde(default)]
+    pub llm_retries: u64,
+}
+
+impl SupersededAttempt {
+    /// What `record` (an attempt the infrastructure stopped) spent, and the attempts it had
+    /// itself superseded.
+    pub fn from_record(record: &PairRecord, why: String) -> Vec<SupersededAttempt> {
+        let mut token_usage = TokenTotals::default();
+        let mut cost_usd = Some(0.0);
+        for a in &record.agents {
+            add_tokens(&mut token_usage, &a.token_usage);
+            cost_usd = cost_usd.zip(a.cost_usd).map(|(x, y)| x + y);
+        }
+        let mut all = record.superseded.clone();
+        all.push(SupersededAttempt {
+            finished_at: record.finished_at.clone(),
+            infra_error: why,
+            token_usage,
+            cost_usd,
+            llm_retries: record.agents.iter().map(|a| u64::from(a.llm_retries)).sum(),
+        });
+        all
+    }
+}
+
+/// Adds `b` into `a`.
+pub fn add_tokens(a: &mut TokenTotals, b: &TokenTotals) {
+    a.prompt_tokens += b.prompt_tokens;
+    a.completion_tokens += b.completion_tokens;
+    a.total_tokens += b.total_tokens;
+    a.cache_read_tokens += b.cache_read_tokens;
+    a.cache_write_tokens += b.cache_write_tokens;
 }
 
 /// result.json: the per-pair record.
@@ -49,6 +97,9 @@ pub struct PairRecord {
     pub started_at: String,
     pub finished_at: String,
     pub duration_s: f64,
+    /// Earlier attempts the infrastructure stopped, redone by this one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub superseded: Vec<SupersededAttempt>,
 }
 
 impl PairRecord {

@@ -99,6 +99,12 @@ pub struct Report {
     pub failures: usize,
     /// Pairs never run or never graded: reported, never folded into failures.
     pub infra_errors: usize,
+    /// Attempts at pairs the infrastructure stopped and a later invocation redid.
+    #[serde(default)]
+    pub redone_attempts: usize,
+    /// LLM requests the host retried.
+    #[serde(default)]
+    pub llm_retries: u64,
     pub individual: Rate,
     /// Both (all) agents succeeded alone but the merged tree failed.
     pub coordination_failures: Rate,
@@ -122,6 +128,27 @@ pub struct RoleLine {
     pub agent_id: String,
     pub plugin: String,
     pub individual: Rate,
+}
+
+/// (attempts redone after infrastructure errors, LLM requests retried) over the run's pairs.
+fn incidents(run_dir: &Path) -> (usize, u64) {
+    let Ok(pairs) = crate::layout::pair_dirs(run_dir) else {
+        return (0, 0);
+    };
+    pairs
+        .iter()
+        .filter_map(|p| read_json::<crate::record::PairRecord>(&p.path.join("result.json")).ok())
+        .fold((0, 0), |(redone, retries), r| {
+            (
+                redone + r.superseded.len(),
+                retries
+                    + r.agents
+                        .iter()
+                        .map(|a| u64::from(a.llm_retries))
+                        .sum::<u64>()
+                    + r.superseded.iter().map(|s| s.llm_retries).sum::<u64>(),
+            )
+        })
 }
 
 /// Individual success per (agent id, plugin) over graded pairs, when a team mixed plugins.
@@ -236,6 +263,7 @@ pub fn build(run_dir: &Path, baseline_dir: Option<&Path>) -> Result<Report, Repo
         Some(dir) => Some(deficit(&outcomes, dir)?),
         None => None,
     };
+    let incidents = incidents(run_dir);
     Ok(Report {
         run: run_dir
             .file_name()
@@ -246,6 +274,8 @@ pub fn build(run_dir: &Path, baseline_dir: Option<&Path>) -> Result<Report, Repo
         overall: Rate::new(successes, graded),
         failures: graded - successes,
         infra_errors,
+        redone_attempts: incidents.0,
+        llm_retries: incidents.1,
         individual: Rate::new(agents_ok, agents),
         coordination_failures: Rate::new(coordination, merged.len()),
         naive_merge_conflicts: Rate::new(conflicts, merged.len()),
@@ -322,11 +352,21 @@ impl Report {
     /// The terminal table.
     pub fn render(&self) -> String {
         let mut out = format!(
-            "Report: {run}\n  pairs: {pairs} · graded: {graded} · infrastructure errors: {infra}\n  overall success: {overall} · failures: {fail}\n  individual success: {ind}\n",
+            "Report: {run}\n  pairs: {pairs} · graded: {graded} · infrastructure errors: {infra}{incidents}\n  overall success: {overall} · failures: {fail}\n  individual success: {ind}\n",
             run = self.run,
             pairs = self.pairs,
             graded = self.graded,
             infra = self.infra_errors,
+            incidents = {
+                let mut parts = Vec::new();
+                if self.redone_attempts > 0 {
+                    parts.push(format!("attempts redone after them: {}", self.redone_attempts));
+                }
+                if self.llm_retries > 0 {
+                    parts.push(format!("LLM requests retried: {}", self.llm_retries));
+                }
+                parts.iter().map(|p| format!(" · {p}")).collect::<String>()
+            },
             overall = self.overall.show(),
             fail = self.failures,
             ind = self.individual.show(),

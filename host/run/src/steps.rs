@@ -84,5 +84,22 @@ pub(crate) fn write_report(run_dir: &Path, progress: &Progress) -> Result<(), Ru
         // Metrics are a view of results already written; failing to build them loses nothing.
         Err(e) => tracing::warn!("no report.json: {e}"),
     }
+    progress.line(&where_next(run_dir));
     Ok(())
+}
+
+/// Where the results are and the commands that look at them.
+fn where_next(run_dir: &Path) -> String {
+    let name = run_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let log_dir = match run_dir.parent() {
+        Some(p) if p != Path::new("logs") => format!(" --log-dir {}", p.display()),
+        _ => String::new(),
+    };
+    format!(
+        "Results: {}\n  look at them: cbench view -n {name}{log_dir} · cbench analyze -n {name}{log_dir} · cbench compare {name} OTHER_RUN{log_dir}",
+        run_dir.display()
+    )
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::eval::merge::MergeStrategy;
 use crate::plugin::AgentStatus;
 use crate::progress::{human_duration, Progress};
-use crate::record::PairResult;
+use crate::record::{add_tokens, PairResult};
 use crate::trajectory::TokenTotals;
 
 /// One pair's line in summary.json.
@@ -48,6 +48,13 @@ pub struct RunSummary {
     pub agent_errors: usize,
     /// Pairs the harness could not run or grade; never folded into failures.
     pub infra_errors: usize,
+    /// Earlier attempts at pairs that the infrastructure stopped and a later invocation redid;
+    /// their tokens and cost are in the totals.
+    #[serde(default)]
+    pub redone_attempts: usize,
+    /// LLM requests the host retried (rate limits, server errors, timeouts).
+    #[serde(default)]
+    pub llm_retries: u64,
     pub token_usage: TokenTotals,
     pub cost_usd: Option<f64>,
     /// This invocation's wall time.
@@ -86,6 +93,8 @@ pub fn summarize(
         union_rescues: 0,
         agent_errors: 0,
         infra_errors: 0,
+        redone_attempts: 0,
+        llm_retries: 0,
         token_usage: TokenTotals::default(),
         cost_usd: Some(0.0),
         duration_s: duration.as_secs_f64(),
@@ -121,16 +130,16 @@ pub fn summarize(
                 if a.status == AgentStatus::Error {
                     s.agent_errors += 1;
                 }
-                let t = &mut s.token_usage;
-                t.prompt_tokens += a.token_usage.prompt_tokens;
-                t.completion_tokens += a.token_usage.completion_tokens;
-                t.total_tokens += a.token_usage.total_tokens;
-                t.cache_read_tokens += a.token_usage.cache_read_tokens;
-                t.cache_write_tokens += a.token_usage.cache_write_tokens;
-                s.cost_usd = match (s.cost_usd, a.cost_usd) {
-                    (Some(x), Some(y)) => Some(x + y),
-                    _ => None,
-                };
+                s.llm_retries += u64::from(a.llm_retries);
+                add_tokens(&mut s.token_usage, &a.token_usage);
+                s.cost_usd = s.cost_usd.zip(a.cost_usd).map(|(x, y)| x + y);
+            }
+            // Attempts the infrastructure stopped were paid for too.
+            for old in &rec.superseded {
+                s.redone_attempts += 1;
+                s.llm_retries += old.llm_retries;
+                add_tokens(&mut s.token_usage, &old.token_usage);
+                s.cost_usd = s.cost_usd.zip(old.cost_usd).map(|(x, y)| x + y);
             }
         }
         if let Some(ev) = &r.eval {
@@ -173,7 +182,24 @@ impl RunSummary {
             .map(|c| format!("${c:.4}"))
             .unwrap_or_else(|| "unknown".into());
         progress.line(&format!(
-            "\nSummary: {run}\n  pairs: {pairs} · graded: {graded} · overall successes: {ok}{rate}\n  individual successes: {ind}/{att} · merge conflicts: {conf} (union rescued {resc})\n  agent errors: {aerr} · infrastructure errors: {ierr}\n  tokens: {tok} · cost: {cost} · duration: {dur}",
+            "\nSummary: {run}\n  pairs: {pairs} · graded: {graded} · overall successes: {ok}{rate}\n  individual successes: {ind}/{att} · merge conflicts: {conf} (union rescued {resc})\n  agent errors: {aerr} · infrastructure errors: {ierr} · LLM requests retried: {retries}{redone}\n  tokens: {tok} · cost: {cost} · duration: {dur}{so_far}",
+            retries = self.llm_retries,
+            redone = if self.redone_attempts > 0 {
+                format!(
+                    " · redone after infrastructure errors: {} (their tokens and cost are counted)",
+                    self.redone_attempts
+                )
+            } else {
+                String::new()
+            },
+            so_far = if self.run_duration_s > self.duration_s + 0.05 {
+                format!(
+                    " (this invocation; the run so far: {})",
+                    human_duration(Duration::from_secs_f64(self.run_duration_s))
+                )
+            } else {
+                String::new()
+            },
             run = self.run,
             pairs = self.pairs,
             graded = self.graded,

@@ -67,6 +67,8 @@ impl LlmSession for TimedModel {
             usage: TokenUsage::default(),
             cost_usd: Some(0.0),
             retries: Vec::new(),
+            finish_reason: None,
+            truncated: false,
         })
     }
 }

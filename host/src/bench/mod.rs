@@ -81,6 +81,8 @@ impl LlmSession for CountingModel {
             usage: TokenUsage::default(),
             cost_usd: Some(0.0),
             retries: Vec::new(),
+            finish_reason: None,
+            truncated: false,
         })
     }
 }

@@ -160,7 +160,16 @@ fn a_pair_that_broke_its_promises_and_ignored_a_question_is_flagged_though_it_su
         3,
         "{pair}"
     );
+    // Tool calls are escaped once (text, not `&amp;quot;`), the command shown as itself.
+    assert!(
+        !pair.contains("&amp;quot;") && !pair.contains("&amp;lt;"),
+        "{pair}"
+    );
     for needle in [
+        "bash send_message agent2 &lt;&lt;'MSG'",
+        // One definition of a step everywhere: a model call; what it led to are actions.
+        " steps · ",
+        " actions · ",
         "<h2>Coordination</h2>",
         "unanswered question (read): Which lines of strings.py will you touch?",
         "broken promise: its patch changes textkit/strings.py",

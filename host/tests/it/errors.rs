@@ -120,6 +120,18 @@ fn a_mistyped_name_gets_the_closest_real_one() {
             text(&out)
         );
     }
+    // Counts read as words ("1 repo", not "1 repos").
+    let out = cbench(&[
+        "dataset",
+        "list",
+        "--dataset-dir",
+        crate::support::dataset().to_str().unwrap(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("1 repo · 1 task · 5 features · 10 pairs"),
+        "{}",
+        text(&out)
+    );
     // A repo of the dataset.
     let out = cbench(&[
         "dataset",
@@ -131,9 +143,28 @@ fn a_mistyped_name_gets_the_closest_real_one() {
         "-t",
         "9",
     ]);
-    // The repo exists (the task does not): no guess.
+    // The repo exists, the task does not: the tasks there are named.
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(!text(&out).contains("did you mean"), "{}", text(&out));
+    assert!(
+        text(&out).contains("(the tasks there: cbench_textkit_task/task1)"),
+        "{}",
+        text(&out)
+    );
+    // An unknown subset names the subsets there are.
+    let out = cbench(&[
+        "dataset",
+        "list",
+        "--dataset-dir",
+        crate::support::dataset().to_str().unwrap(),
+        "-s",
+        "smok",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("its subsets: smoke (did you mean `smoke`?)"),
+        "{}",
+        text(&out)
+    );
     let out = cbench(&[
         "dataset",
         "list",
@@ -274,4 +305,22 @@ fn a_closed_output_pipe_is_a_quiet_exit_not_a_panic() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn the_default_model_says_it_was_the_default() {
+    let agent = plugins().mini_swe.display().to_string();
+    // No -m and no Google credentials: the error says the model was the default, and the way out.
+    let run = Run::start_with_env(
+        "no-model",
+        &["--agent", &agent, "-f", "1,2"],
+        &[("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/key.json")],
+    );
+    assert_eq!(run.output.status.code(), Some(2), "{}", text(&run.output));
+    let said = text(&run.output);
+    assert!(
+        said.contains("no -m given: the default model vertex_ai/")
+            && said.contains("`-m oracle` runs offline"),
+        "{said}"
+    );
 }

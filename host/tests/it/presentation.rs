@@ -65,6 +65,23 @@ fn piped_output_says_the_run_is_alive_while_agents_think() {
     // None after the summary.
     let summary_at = stdout.find("Summary: heartbeat").expect("a summary");
     assert!(!stdout[summary_at..].contains("still running"), "{stdout}");
+    // The pair's time is its own, split into agents and grading.
+    let verdict = stdout
+        .lines()
+        .find(|l| l.contains("Complete in"))
+        .expect("a verdict line");
+    assert!(
+        verdict.contains("(agents ") && verdict.contains(" · grading "),
+        "{verdict}"
+    );
+    // The last lines say where the results are and how to look at them.
+    assert!(
+        stdout.contains(&format!(
+            "Results: {}",
+            dir.path().join("logs/heartbeat").display()
+        )) && stdout.contains("look at them: cbench view -n heartbeat --log-dir "),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -219,6 +219,110 @@ fn every_provider_returns_text_with_usage_and_cost() {
 }
 
 #[test]
+fn every_provider_says_when_a_reply_was_cut_at_the_token_cap() {
+    for wire in wires() {
+        // The same reply, once finished and once cut, in each wire's own words.
+        let mut cut = (wire.text_reply)("Let me run\n```bash\nls -");
+        let (pointer, finished, truncated) = match wire.key_var {
+            "OPENAI_API_KEY" => ("/choices/0/finish_reason", "stop", "length"),
+            "ANTHROPIC_API_KEY" => ("/stop_reason", "end_turn", "max_tokens"),
+            _ => ("/candidates/0/finishReason", "STOP", "MAX_TOKENS"),
+        };
+        *cut.pointer_mut(pointer).unwrap() = json!(truncated);
+        let mock = MockLlm::scripted(vec![Reply::ok((wire.text_reply)("Done.")), Reply::ok(cut)]);
+        let model =
+            cbench::llm::resolve_with(wire.model, &options(&mock, &wire, fast_retries(0))).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (whole, cut) = rt.block_on(async {
+            let mut session = model.session(&brief());
+            let whole = session.complete(&request(false)).await.unwrap();
+            let cut = session.complete(&request(false)).await.unwrap();
+            (whole, cut)
+        });
+        assert_eq!(
+            whole.finish_reason.as_deref(),
+            Some(finished),
+            "{}",
+            wire.model
+        );
+        assert!(!whole.truncated, "{}", wire.model);
+        assert_eq!(
+            cut.finish_reason.as_deref(),
+            Some(truncated),
+            "{}",
+            wire.model
+        );
+        assert!(cut.truncated, "{}: a cut reply is marked", wire.model);
+    }
+}
+
+#[test]
+fn a_reply_cut_at_the_token_cap_is_recorded_exported_and_shown() {
+    use crate::support::{cbench, json, text};
+    // Each agent's first reply is cut mid-command; then it submits.
+    let server = MockLlm::with_handler(|req: &crate::mock_llm::Received| {
+        let messages = req.body["messages"].as_array().cloned().unwrap_or_default();
+        let first = !messages.iter().any(|m| m["role"] == "assistant");
+        let message = if first {
+            json!({"role": "assistant", "content": "I'll look around first:\n```bash\nls -"})
+        } else {
+            json!({"role": "assistant", "content": "Done.", "tool_calls": [{"id": "call_1",
+                "type": "function", "function": {"name": "bash",
+                "arguments": json!({"command": "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"}).to_string()}}]})
+        };
+        Reply::ok(json!({
+            "choices": [{"index": 0, "message": message,
+                         "finish_reason": if first { "length" } else { "tool_calls" }}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 10}
+        }))
+    });
+    let run = run_pair_against(&server, "cut", "openai/gpt-4o", &["--no-auto-eval"]);
+    run.assert_ok();
+    let trajectory = json(&run.pair(1, 2).join("agent1/trajectory.json"));
+    let calls = trajectory["llm_calls"].as_array().unwrap();
+    assert_eq!(
+        calls[0]["response"]["finish_reason"], "length",
+        "{trajectory:#}"
+    );
+    assert_eq!(calls[0]["response"]["truncated"], true);
+    assert!(calls[1]["response"].get("truncated").is_none());
+    // ATIF keeps it on the step.
+    let logs = run.logs.path().to_str().unwrap();
+    let out = cbench(&["export", "-n", "cut", "--log-dir", logs]);
+    assert!(out.status.success(), "{}", text(&out));
+    let exported: String = all_text(&run.dir().join("export"))
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    assert!(
+        exported.contains("\"finish_reason\":\"length\"")
+            && exported.contains("\"truncated\":true"),
+        "{exported}"
+    );
+    // The pair page marks the reply.
+    let out = cbench(&["view", "-n", "cut", "--log-dir", logs]);
+    assert!(out.status.success(), "{}", text(&out));
+    let page = format!(
+        "file://{}?p=cbench_textkit_task__task1__features_1_2",
+        run.dir().join("view/pair.html").display()
+    );
+    let (pair, log) = crate::presentation::browse(&page, None);
+    assert!(
+        crate::presentation::console_errors(&log).is_empty(),
+        "{log}"
+    );
+    assert_eq!(
+        pair.matches("cut at the output-token cap (finish reason length)")
+            .count(),
+        2,
+        "one per agent:\n{pair}"
+    );
+}
+
+#[test]
 fn every_provider_returns_tool_calls_and_receives_the_tool() {
     for wire in wires() {
         let mock = MockLlm::scripted(vec![Reply::ok((wire.tool_reply)("ls -la"))]);

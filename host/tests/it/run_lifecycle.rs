@@ -315,6 +315,9 @@ fn a_provider_outage_is_an_infrastructure_error_that_the_next_run_retries_exactl
     let summary = json(&run_dir.join("summary.json"));
     assert_eq!(summary["infra_errors"], 4, "{summary:#}");
     assert_eq!(summary["graded"], 6, "{summary:#}");
+    // Each 503 was retried once before the agent gave up.
+    assert!(summary["llm_retries"].as_u64().unwrap() >= 4, "{summary:#}");
+    let tokens_before = summary["token_usage"]["total_tokens"].as_u64().unwrap();
     let pair = |a: u32, b: u32| run_dir.join(format!("cbench_textkit_task/task1/features_{a}_{b}"));
     let result = json(&pair(1, 3).join("result.json"));
     assert_eq!(result["agents"][1]["status"], "InfraError", "{result:#}");
@@ -342,6 +345,54 @@ fn a_provider_outage_is_an_infrastructure_error_that_the_next_run_retries_exactl
     let summary = json(&run_dir.join("summary.json"));
     assert_eq!(summary["infra_errors"], 0, "{summary:#}");
     assert_eq!(summary["graded"], 10, "{summary:#}");
+    // What the stopped attempts spent still counts: the totals are the first invocation's
+    // plus what the redone pairs spent now.
+    let redone: Vec<Value> = [(1, 3), (2, 3), (3, 4), (3, 5)]
+        .iter()
+        .map(|&(a, b)| json(&pair(a, b).join("result.json")))
+        .collect();
+    let spent_now: u64 = redone
+        .iter()
+        .flat_map(|r| r["agents"].as_array().unwrap().clone())
+        .map(|a| a["token_usage"]["total_tokens"].as_u64().unwrap())
+        .sum();
+    assert_eq!(summary["redone_attempts"], 4, "{summary:#}");
+    assert_eq!(
+        summary["token_usage"]["total_tokens"].as_u64().unwrap(),
+        tokens_before + spent_now,
+        "{summary:#}"
+    );
+    let old = &redone[0]["superseded"][0];
+    assert!(
+        old["infra_error"].as_str().unwrap().contains("HTTP 503")
+            && old["token_usage"]["total_tokens"].as_u64().unwrap() > 0,
+        "{old:#}"
+    );
+    // The report and the overview page say so too.
+    let log_dir = logs.path().display().to_string();
+    let out = crate::support::cbench(&["report", "-n", name, "--log-dir", &log_dir]);
+    assert!(
+        text(&out).contains(
+            "infrastructure errors: 0 · attempts redone after them: 4 · LLM requests retried: "
+        ),
+        "{}",
+        text(&out)
+    );
+    let out = crate::support::cbench(&["view", "-n", name, "--log-dir", &log_dir]);
+    assert!(out.status.success(), "{}", text(&out));
+    let (index, log) = crate::presentation::browse(
+        &format!("file://{}", run_dir.join("view/index.html").display()),
+        None,
+    );
+    assert!(
+        crate::presentation::console_errors(&log).is_empty(),
+        "{log}"
+    );
+    assert!(
+        index.contains("attempts redone after infrastructure errors (counted in cost)")
+            && index.contains("LLM requests retried"),
+        "{index}"
+    );
     assert_eq!(summary["overall_successes"], 9, "{summary:#}");
     assert!(
         summary["run_duration_s"].as_f64().unwrap() > summary["duration_s"].as_f64().unwrap(),

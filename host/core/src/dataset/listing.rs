@@ -167,9 +167,13 @@ fn shared_files(features: &[u32], stats: &BTreeMap<u32, PatchStats>) -> Vec<Stri
 impl Listing {
     /// Human-readable table.
     pub fn render(&self, with_stats: bool) -> String {
+        use crate::progress::plural;
         let mut out = format!(
-            "{} repos · {} tasks · {} features · {} pairs\n",
-            self.repos, self.tasks, self.features, self.pairs
+            "{} · {} · {} · {}\n",
+            plural(self.repos, "repo", "repos"),
+            plural(self.tasks, "task", "tasks"),
+            plural(self.features, "feature", "features"),
+            plural(self.pairs, "pair", "pairs"),
         );
         for t in &self.per_task {
             let origin = match (&t.upstream_url, &t.base_commit) {

@@ -30,8 +30,13 @@ pub enum DatasetError {
     },
     #[error("subset file {path} is not valid: {reason}")]
     BadSubset { path: PathBuf, reason: String },
-    #[error("subset `{name}` not found: no file {path}")]
-    UnknownSubset { name: String, path: PathBuf },
+    #[error("subset `{name}` not found: no file {path}; {known}")]
+    UnknownSubset {
+        name: String,
+        path: PathBuf,
+        /// The subsets there are.
+        known: String,
+    },
     #[error("subset {path} names {repo}/task{task}, which is not in the dataset")]
     SubsetTaskMissing {
         path: PathBuf,
@@ -328,9 +333,33 @@ impl Dataset {
             }
         }
         if pairs.is_empty() {
-            let hint = match &selection.repo {
-                Some(wanted) if !self.tasks.iter().any(|t| repo_matches(wanted, &t.repo)) => {
+            let hint = match (&selection.repo, selection.task) {
+                (Some(wanted), _) if !self.tasks.iter().any(|t| repo_matches(wanted, &t.repo)) => {
                     crate::suggest::did_you_mean(wanted, self.tasks.iter().map(|t| t.repo.as_str()))
+                }
+                // A task id that no selected repo has: name the ones there are.
+                (repo, Some(task))
+                    if !self.tasks.iter().any(|t| {
+                        t.id == task && repo.as_ref().is_none_or(|r| repo_matches(r, &t.repo))
+                    }) =>
+                {
+                    let mut ids: Vec<String> = self
+                        .tasks
+                        .iter()
+                        .filter(|t| repo.as_ref().is_none_or(|r| repo_matches(r, &t.repo)))
+                        .map(|t| format!("{}/task{}", t.repo, t.id))
+                        .collect();
+                    let more = ids.len().saturating_sub(20);
+                    ids.truncate(20);
+                    format!(
+                        " (the tasks there: {}{})",
+                        ids.join(", "),
+                        if more > 0 {
+                            format!(" and {more} more")
+                        } else {
+                            String::new()
+                        }
+                    )
                 }
                 _ => String::new(),
             };
@@ -351,9 +380,30 @@ impl Dataset {
     ) -> Result<BTreeMap<(String, u64), Option<Vec<Vec<u32>>>>, DatasetError> {
         let path = self.root.join("subsets").join(format!("{name}.json"));
         if !path.is_file() {
+            let mut known: Vec<String> = std::fs::read_dir(self.root.join("subsets"))
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .filter_map(|e| {
+                            let file = e.file_name().to_string_lossy().into_owned();
+                            file.strip_suffix(".json").map(str::to_string)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            known.sort();
             return Err(DatasetError::UnknownSubset {
                 name: name.to_string(),
                 path,
+                known: if known.is_empty() {
+                    "this dataset has no subsets".into()
+                } else {
+                    format!(
+                        "its subsets: {}{}",
+                        known.join(", "),
+                        crate::suggest::did_you_mean(name, known.iter().map(String::as_str))
+                    )
+                },
             });
         }
         let text = std::fs::read_to_string(&path).map_err(|source| DatasetError::Io {

@@ -121,6 +121,10 @@ pub fn parse_reply(v: &Value) -> Result<Reply, LlmError> {
     Ok(Reply {
         content: text.join(""),
         tool_calls,
+        finish_reason: v
+            .get("stop_reason")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         usage: TokenUsage {
             input_tokens: number("input_tokens"),
             output_tokens: number("output_tokens"),

@@ -242,6 +242,7 @@ pub fn parse_reply(v: &Value) -> Result<Reply, LlmError> {
     Ok(Reply {
         content: text.join(""),
         tool_calls,
+        finish_reason: (!stop.is_empty()).then(|| stop.to_string()),
         usage: TokenUsage {
             input_tokens: number("inputTokens"),
             output_tokens: number("outputTokens"),

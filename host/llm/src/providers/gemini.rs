@@ -143,6 +143,10 @@ pub fn parse_reply(v: &Value) -> Result<Reply, LlmError> {
     Ok(Reply {
         content: text.join(""),
         tool_calls,
+        finish_reason: candidate
+            .get("finishReason")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         usage: TokenUsage {
             input_tokens: prompt.saturating_sub(cached),
             // Thinking tokens are billed as output.

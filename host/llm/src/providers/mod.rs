@@ -285,6 +285,7 @@ impl Model for ProviderModel {
 
     fn session(&self, _brief: &AgentBrief) -> Box<dyn LlmSession> {
         Box::new(ProviderSession {
+            failed_retries: Vec::new(),
             inner: self.inner.clone(),
         })
     }
@@ -296,6 +297,8 @@ impl Model for ProviderModel {
 
 struct ProviderSession {
     inner: Arc<Inner>,
+    /// Attempts retried before the last call failed for good.
+    failed_retries: Vec<transport::RetryNote>,
 }
 
 /// A provider's reply in host terms.
@@ -303,6 +306,14 @@ pub struct Reply {
     pub content: String,
     pub tool_calls: Vec<ToolCall>,
     pub usage: TokenUsage,
+    /// Why the model stopped, in the provider's words.
+    pub finish_reason: Option<String>,
+}
+
+/// A finish reason that means the reply was cut at the output-token cap, in any wire's words
+/// (OpenAI `length`, Anthropic and Bedrock `max_tokens`, Gemini `MAX_TOKENS`).
+pub fn cut_at_token_cap(finish_reason: &str) -> bool {
+    matches!(finish_reason, "length" | "max_tokens" | "MAX_TOKENS")
 }
 
 fn malformed(what: &str) -> LlmError {
@@ -311,6 +322,10 @@ fn malformed(what: &str) -> LlmError {
 
 #[async_trait]
 impl LlmSession for ProviderSession {
+    fn take_failed_retries(&mut self) -> Vec<transport::RetryNote> {
+        std::mem::take(&mut self.failed_retries)
+    }
+
     async fn complete(&mut self, request: &CompletionRequest) -> Result<Completion, LlmError> {
         let inner = &self.inner;
         let sampling = inner.sampling.merged(&request.options);
@@ -326,7 +341,10 @@ impl LlmSession for ProviderSession {
             .transport
             .post(&inner.url, &body, inner.auth.as_ref())
             .await
-            .map_err(|f| f.error)?;
+            .map_err(|f| {
+                self.failed_retries = f.retries;
+                f.error
+            })?;
         let reply = match inner.spec.wire {
             Wire::OpenAi | Wire::Azure => openai::parse_reply(&value),
             Wire::Anthropic => anthropic::parse_reply(&value),
@@ -338,6 +356,8 @@ impl LlmSession for ProviderSession {
             content: reply.content,
             tool_calls: reply.tool_calls,
             usage: reply.usage,
+            truncated: reply.finish_reason.as_deref().is_some_and(cut_at_token_cap),
+            finish_reason: reply.finish_reason,
             retries,
         })
     }

@@ -117,6 +117,10 @@ pub fn parse_reply(v: &Value) -> Result<Reply, LlmError> {
     Ok(Reply {
         content,
         tool_calls,
+        finish_reason: v
+            .pointer("/choices/0/finish_reason")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         usage: TokenUsage {
             input_tokens: prompt.saturating_sub(cached),
             output_tokens: number("/completion_tokens"),

@@ -49,6 +49,9 @@ pub struct RetryNote {
     pub reason: String,
     /// How long the host waited before the next attempt.
     pub waited_ms: u64,
+    /// How long the failed attempt itself took (apart from the call's successful attempt).
+    #[serde(default)]
+    pub duration_ms: u64,
 }
 
 /// What a final failure was.
@@ -183,10 +186,12 @@ impl Transport {
                 Ok(h) => h,
                 Err(error) => return Err(Failure { error, retries }),
             };
+            let attempt_started = Instant::now();
             let outcome = {
                 let _slot = self.slots.acquire().await;
                 self.attempt(url, headers, &bytes).await
             };
+            let attempt_ms = attempt_started.elapsed().as_millis() as u64;
             let (reason, retry_after) = match outcome {
                 Attempt::Done(value) => return Ok((value, retries)),
                 Attempt::Fail(error) => return Err(Failure { error, retries }),
@@ -198,6 +203,7 @@ impl Transport {
                             attempt,
                             reason: "HTTP 401; credentials refreshed".into(),
                             waited_ms: 0,
+                            duration_ms: attempt_ms,
                         });
                         attempt += 1;
                         continue;
@@ -231,6 +237,7 @@ impl Transport {
                     attempt,
                     reason,
                     waited_ms: 0,
+                    duration_ms: attempt_ms,
                 });
                 return Err(Failure { error, retries });
             }
@@ -239,6 +246,7 @@ impl Transport {
                 attempt,
                 reason,
                 waited_ms: wait.as_millis() as u64,
+                duration_ms: attempt_ms,
             });
             tokio::time::sleep(wait).await;
             waited += wait;

@@ -146,7 +146,10 @@ impl Comparison {
                 "cost per success",
                 Box::new(|r: &RunSide| money(r.cost_per_success_usd)),
             ),
-            ("steps", Box::new(|r: &RunSide| r.steps.to_string())),
+            (
+                "steps (model calls)",
+                Box::new(|r: &RunSide| r.steps.to_string()),
+            ),
             (
                 "agent wall time",
                 Box::new(|r: &RunSide| {

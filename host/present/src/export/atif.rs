@@ -169,8 +169,21 @@ pub fn to_atif(t: &Trajectory, session_id: &str, config: &Value) -> Value {
         if !results.is_empty() {
             step["observation"] = json!({ "results": results });
         }
+        let mut extra = Map::new();
         if let Some(e) = &call.error {
-            step["extra"] = json!({ "error": e });
+            extra.insert("error".into(), json!(e));
+        }
+        // Why the model stopped; a reply cut at the token cap is marked as such.
+        if let Some(r) = &call.response {
+            if let Some(reason) = &r.finish_reason {
+                extra.insert("finish_reason".into(), json!(reason));
+            }
+            if r.truncated {
+                extra.insert("truncated".into(), json!(true));
+            }
+        }
+        if !extra.is_empty() {
+            step["extra"] = Value::Object(extra);
         }
         push(step);
     }

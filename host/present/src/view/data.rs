@@ -355,8 +355,10 @@ pub fn pair_detail(dir: &PairDir, row: &PairRow) -> Value {
                             ),
                             "tool_calls": tool_calls,
                             "error": c.get("error").cloned().unwrap_or(Value::Null),
+                            "finish_reason": response.get("finish_reason").cloned().unwrap_or(Value::Null),
+                            "truncated": response.get("truncated").and_then(Value::as_bool).unwrap_or(false),
                             "usage": c.get("usage").cloned().unwrap_or(Value::Null),
-                            "retries": c.get("retries").and_then(Value::as_array).map(Vec::len).unwrap_or(0),
+                            "retries": c.get("retries").cloned().unwrap_or(Value::Null),
                         })
                     })
                     .collect()

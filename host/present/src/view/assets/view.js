@@ -99,7 +99,8 @@ var cbenchView = (function () {
       [num(r.pairs), "pairs"], [rate(r.overall), "overall success"], [rate(r.individual), "individual success"],
       [num(conflicts), "merge conflicts"], [num(r.infra_errors), "infrastructure errors"],
       [num(tokens), "tokens"], [money(cost), "cost"], [secs(wall), "wall"],
-    ].map(function (t) { return '<div class="total"><b>' + esc(t[0]) + "</b><span>" + esc(t[1]) + "</span></div>"; }).join("");
+      [num(s.llm_retries || 0), "LLM requests retried"],
+    ].concat(s.redone_attempts ? [[num(s.redone_attempts), "attempts redone after infrastructure errors (counted in cost)"]] : []).map(function (t) { return '<div class="total"><b>' + esc(t[0]) + "</b><span>" + esc(t[1]) + "</span></div>"; }).join("");
     return "<h1>" + esc(c.name || r.run) + '</h1><div class="muted">cbench report · ' + esc(c.cbench_version || "") + "</div>" +
       '<div class="header-grid">' + grid + '</div><div class="totals">' + totals + "</div>";
   }
@@ -128,8 +129,8 @@ var cbenchView = (function () {
     out.push(histogram("Tokens per pair", rows.map(function (p) { return p.has_page ? p.tokens : null; }), function (v) { return num(Math.round(v)); }));
     var steps = [];
     rows.forEach(function (p) { p.agents.forEach(function (a) { steps.push(a.steps); }); });
-    out.push(histogram("Steps per agent", steps, function (v) { return String(Math.round(v)); }));
-    out.push(histogram("Wall time per pair", rows.map(function (p) { return p.wall_s; }), secs));
+    out.push(histogram("Steps per agent (model calls)", steps, function (v) { return String(Math.round(v)); }));
+    out.push(histogram("Agents' time per pair (grading not included)", rows.map(function (p) { return p.wall_s; }), secs));
     var co = run.report && run.report.coordination;
     if (co && co.pairs) {
       out.push(barChart("Coordination failure modes (" + co.pairs + " coop pair" + (co.pairs === 1 ? "" : "s") + ", cbench analyze)", MODES.map(function (m) {
@@ -157,7 +158,7 @@ var cbenchView = (function () {
 
   var COLUMNS = [
     ["key", "Pair"], ["verdict", "Verdict"], ["agents", "Agents alone"], ["merge_outcome", "Merge"], ["modes", "Coordination flags"],
-    ["steps", "Steps", true], ["tokens", "Tokens", true], ["cost_usd", "Cost", true], ["wall_s", "Wall", true],
+    ["steps", "Steps (all agents)", true], ["tokens", "Tokens", true], ["cost_usd", "Cost", true], ["wall_s", "Agents' time", true],
     ["messages", "Msgs", true], ["status", "Agent status"], ["infra_error", "Infrastructure error"],
   ];
 
@@ -258,6 +259,14 @@ var cbenchView = (function () {
     }).join("") + "</div>";
   }
 
+  // The agent's steps as result.json counts them (its model calls).
+  function stepsOf(row, agent) {
+    var recorded = (row.agents || []).filter(function (r) { return r.id === agent.id; })[0];
+    return recorded ? recorded.steps : (agent.calls || []).length;
+  }
+
+  function plural(n, one, many) { return num(n) + " " + (Number(n) === 1 ? one : (many || one + "s")); }
+
   function folded(text, cls) {
     text = text == null ? "" : String(text);
     var lines = text.split("\n").length;
@@ -286,14 +295,25 @@ var cbenchView = (function () {
       // action they led to; folded when long).
       (a.calls || []).forEach(function (c) {
         var at = (Date.parse(c.timestamp) || 0) + (Number(c.duration_ms) || 0);
-        var tools = (c.tool_calls || []).map(function (t) { return esc(t.name) + " " + esc(t.arguments); }).join("\n");
+        // Raw text: folded() escapes it once. Arguments are JSON; a command shows as itself.
+        var tools = (c.tool_calls || []).map(function (t) {
+          var args = t.arguments;
+          try { args = argsText(JSON.parse(args)); } catch (e) { /* not JSON: shown as sent */ }
+          return t.name + " " + args;
+        }).join("\n");
         var tokens = c.usage ? num(c.usage.input_tokens) + " in / " + num(c.usage.output_tokens) + " out" : "";
         events.push({ t: at, order: 0.5, col: col, html:
           '<div class="step reply" data-agent="' + esc(a.id) + '" style="grid-column:' + (col + 1) + '">' +
-          '<div class="meta"><span><span class="action">model</span> · call ' + esc(Number(c.index) + 1) + (c.retries ? " · " + c.retries + " retried" : "") +
+          '<div class="meta"><span><span class="action">model</span> · call ' + esc(Number(c.index) + 1) + ((c.retries || []).length ? " · " + plural(c.retries.length, "retry", "retries") : "") +
           "</span><span>" + esc(tokens) + " · " + esc(time(at)) + "</span></div>" +
           (c.content ? folded(c.content, "thought") : (tools ? "" : '<p class="muted">(no text)</p>')) +
           (tools ? folded(tools, "args") : "") +
+          // Each failed attempt apart: why, how long it took, how long the host waited after it.
+          ((c.retries || []).length ? '<p class="muted">' + c.retries.map(function (r) {
+            return "attempt " + esc(r.attempt) + ": " + esc(r.reason) + " (" + esc(r.duration_ms || 0) + " ms, then waited " + esc(r.waited_ms) + " ms)";
+          }).join("<br>") + "</p>" : "") +
+          (c.truncated ? '<p class="err truncated">cut at the output-token cap (finish reason ' + esc(c.finish_reason) +
+            "): an action the plugin could not parse may just be unfinished</p>" : "") +
           (c.error ? '<p class="err">' + esc(c.error) + "</p>" : "") + "</div>" });
       });
       a.steps.forEach(function (s, k) {
@@ -397,7 +417,9 @@ var cbenchView = (function () {
     var row = detail.row;
     document.title = "cbench · " + row.key;
     var agentsInfo = detail.agents.map(function (a) {
-      return "<div><span>" + esc(agentName(a.id)) + "</span>" + esc(a.status || "?") + " · " + num(a.steps.length) + " steps · " +
+      // A step is one model call, as in result.json, report and compare; each leads to actions.
+      return "<div><span>" + esc(agentName(a.id)) + "</span>" + esc(a.status || "?") + " · " +
+        plural(stepsOf(row, a), "step") + " · " + plural(a.steps.length, "action") + " · " +
         num(a.token_usage ? a.token_usage.total_tokens : null) + " tokens · " + money(a.cost_usd) +
         (a.error ? '<br><span class="err">' + esc(a.error) + "</span>" : "") + "</div>";
     }).join("");
@@ -407,7 +429,7 @@ var cbenchView = (function () {
     root.innerHTML = '<p><a href="index.html">← all pairs</a></p><h1>' + esc(row.key) + " " + badge(row.verdict) + "</h1>" +
       '<div class="muted mono">' + esc(detail.path) + "</div>" +
       '<div class="header-grid">' + agentsInfo + "<div><span>merge</span>" + esc(row.merge_outcome || "–") + " " + esc(row.merge_strategy ? "(" + row.merge_strategy + ")" : "") +
-      "</div><div><span>wall</span>" + secs(row.wall_s) + " · " + num(row.messages) + " messages</div></div>" +
+      "</div><div><span>agents' time (grading not included)</span>" + secs(row.wall_s) + " · " + num(row.messages) + " messages</div></div>" +
       (row.infra_error ? '<p class="err">Infrastructure error: ' + esc(row.infra_error) + "</p>" : "") +
       "<h2>Verdicts</h2>" + verdicts(detail) +
       "<h2>Coordination</h2>" + coordination(detail) +
