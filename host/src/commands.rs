@@ -400,12 +400,13 @@ pub async fn plugin_inspect(args: PluginInspectArgs) -> anyhow::Result<ExitCode>
         .resolve("plugin inspect", &spec)?
         .path;
     let mut report = crate::plugin::inspect::inspect_file(&file)?;
-    if args.compile && report.refused.is_none() {
-        let cache_dir = args
-            .cache_dir
-            .clone()
-            .unwrap_or_else(crate::plugin::PluginHost::default_cache_dir);
-        let host = crate::plugin::PluginHost::new(&cache_dir)?;
+    let cache_dir = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(crate::plugin::PluginHost::default_cache_dir);
+    let host = crate::plugin::PluginHost::new(&cache_dir)?;
+    // Compiled before (a run, or --compile): asking it its name takes milliseconds.
+    if (args.compile || host.is_cached(&file)) && report.refused.is_none() {
         match host.load(&file).await {
             Ok((plugin, _)) => {
                 report.name = Some(plugin.identity.name.clone());

@@ -141,6 +141,12 @@ impl Progress {
             })
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("█▌ ");
+            // The counters are in place before the first frame is drawn (no empty field).
+            bar.set_message(status_text(&Tally {
+                unit,
+                total,
+                ..Tally::default()
+            }));
             bar.set_style(style);
             bar.set_prefix(unit);
             bar

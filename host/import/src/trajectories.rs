@@ -193,6 +193,7 @@ pub(crate) fn convert(messages: &[Value], facts: AgentFacts) -> Trajectory {
                     args: serde_json::json!({ "command": command }),
                     observation: String::new(),
                     timestamp: timestamp.clone(),
+                    duration_ms: None,
                 });
             }
         } else if role == "tool" {

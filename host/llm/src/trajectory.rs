@@ -13,6 +13,10 @@ pub struct Step {
     pub args: serde_json::Value,
     pub observation: String,
     pub timestamp: String,
+    /// Time the host spent carrying the action out (the sandbox command included), ms; absent
+    /// for actions that do not wait on anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<f64>,
 }
 
 /// Token totals in CooperBench's names.
@@ -120,7 +124,23 @@ impl Recorder {
             args,
             observation,
             timestamp: now_rfc3339(),
+            duration_ms: None,
         });
+    }
+
+    /// Records an action that took `took` (a command, a file transfer).
+    pub fn timed_step(
+        &mut self,
+        action: &str,
+        args: serde_json::Value,
+        observation: String,
+        took: std::time::Duration,
+    ) {
+        self.step(action, args, observation);
+        if let Some(last) = self.trajectory.steps.last_mut() {
+            // 0.01 ms resolution: enough to tell a 2 ms command from a 20 ms one.
+            last.duration_ms = Some((took.as_secs_f64() * 1e5).round() / 100.0);
+        }
     }
 
     /// Records an LLM call and its accounting.

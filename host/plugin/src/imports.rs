@@ -194,9 +194,10 @@ pub(crate) async fn exec(
             return Err(SandboxCallError::InvalidArgument(why));
         }
     };
+    let started = Instant::now();
     match caps.sandbox.exec(&command, timeout).await {
         Ok(out) => {
-            caps.recorder.step(
+            caps.recorder.timed_step(
                 "bash",
                 args,
                 format!(
@@ -206,6 +207,7 @@ pub(crate) async fn exec(
                     if out.truncated { " truncated" } else { "" },
                     out.output
                 ),
+                started.elapsed(),
             );
             Ok(out)
         }
@@ -245,15 +247,17 @@ pub(crate) async fn read_file(
     let Some(caps) = state.agent.as_mut() else {
         return Err(SandboxCallError::Failed(NO_AGENT.into()));
     };
+    let started = Instant::now();
     let result = caps.sandbox.read_file(&path).await;
     let observation = match &result {
         Ok(bytes) => format!("{} bytes", bytes.len()),
         Err(e) => e.to_string(),
     };
-    caps.recorder.step(
+    caps.recorder.timed_step(
         "read_file",
         serde_json::json!({ "path": path }),
         observation,
+        started.elapsed(),
     );
     result.map_err(sandbox_error)
 }
@@ -268,15 +272,17 @@ pub(crate) async fn write_file(
     let Some(caps) = state.agent.as_mut() else {
         return Err(SandboxCallError::Failed(NO_AGENT.into()));
     };
+    let started = Instant::now();
     let result = caps.sandbox.write_file(&path, &contents).await;
     let observation = match &result {
         Ok(()) => "ok".to_string(),
         Err(e) => e.to_string(),
     };
-    caps.recorder.step(
+    caps.recorder.timed_step(
         "write_file",
         serde_json::json!({ "path": path, "bytes": contents.len() }),
         observation,
+        started.elapsed(),
     );
     result.map_err(sandbox_error)
 }

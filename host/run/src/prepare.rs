@@ -95,6 +95,7 @@ pub(crate) async fn prepare(
             .collect();
     }
     record.verified_items_sha256 = selected.verified_items.clone();
+    let resuming = run_dir.join("config.json").exists() && !cfg.force;
     prepare_run_dir(&cfg, &run_dir, &record, &lock)?;
     let events = crate::events::EventLog::open(&run_dir, redis.clone());
     events.emit(crate::events::Event::RunStarted {
@@ -111,6 +112,22 @@ pub(crate) async fn prepare(
         None => Progress::with_status(cfg.quiet, selected.pairs.len(), "pairs"),
     };
     progress.line(&header(&cfg, &plugin, &team, &selected, &backend));
+    if resuming {
+        // Said once, up front: the pairs that ran are kept, not run again.
+        let done = selected
+            .pairs
+            .iter()
+            .filter(|p| {
+                read_json::<PairRecord>(&p.log_dir(&run_dir).join("result.json"))
+                    .is_ok_and(|r| r.infra_failure().is_none())
+            })
+            .count();
+        progress.line(&format!(
+            "  resuming run {}: the agents of {done} of {} pairs already ran (kept; only the rest run, and what is not graded is graded; --force starts over)",
+            cfg.name,
+            selected.pairs.len()
+        ));
+    }
     expect_sandboxes(&cfg, &selected.pairs, &run_dir, &backend);
 
     let pairs = selected.pairs;

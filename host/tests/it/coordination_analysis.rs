@@ -130,6 +130,29 @@ fn a_pair_that_broke_its_promises_and_ignored_a_question_is_flagged_though_it_su
     );
     // A scripted model's cost is unknown, not $0.
     assert!(json(&run.dir().join("summary.json"))["cost_usd"].is_null());
+    // Every command records how long the host spent on it.
+    let trajectory = json(&run.pair(1, 2).join("agent1/trajectory.json"));
+    let commands: Vec<&Value> = trajectory["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["action"] == "bash")
+        .collect();
+    assert!(!commands.is_empty());
+    for step in commands {
+        let took = step["duration_ms"].as_f64().unwrap_or(-1.0);
+        assert!(took >= 0.0, "{step:#}");
+    }
+    // The one that sleeps for a second took about that.
+    assert!(
+        trajectory["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["args"]["command"] == "sleep 1"
+                && s["duration_ms"].as_f64().unwrap() >= 1000.0),
+        "{trajectory:#}"
+    );
 
     // The pages: the overview counts the modes and flags the pair; the pair page lists the
     // findings, marks the flagged messages on the timeline and shows the model's own words.
@@ -170,6 +193,10 @@ fn a_pair_that_broke_its_promises_and_ignored_a_question_is_flagged_though_it_su
         // One definition of a step everywhere: a model call; what it led to are actions.
         " steps · ",
         " actions · ",
+        // Where each agent's time went.
+        "time: model ",
+        " · commands ",
+        " · plugin and host ",
         "<h2>Coordination</h2>",
         "unanswered question (read): Which lines of strings.py will you touch?",
         "broken promise: its patch changes textkit/strings.py",

@@ -199,6 +199,17 @@ fn a_second_run_resumes_and_force_starts_over() {
         json(&run.pair(1, 3).join("result.json"))["started_at"],
         first["started_at"]
     );
+    // Not quiet, the resume says so once, up front, and the summary tells this invocation's
+    // time from the run's.
+    let loud: Vec<&str> = common.iter().copied().filter(|a| *a != "-q").collect();
+    let out = cbench(&loud);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("resuming run resume: the agents of 1 of 1 pairs already ran")
+            && said.contains("(this invocation; the run so far: "),
+        "{said}"
+    );
 
     let mut forced = common.to_vec();
     forced.push("--force");

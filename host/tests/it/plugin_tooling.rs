@@ -74,6 +74,13 @@ fn inspect_shows_the_contract_without_compiling() {
     assert_eq!(report["wit_package"], "cooperbench:agent@0.2.0");
     assert_eq!(report["sha256"].as_str().unwrap().len(), 64);
     assert_eq!(cache_entries(cache.path()).len(), 1);
+    // Once compiled, a plain inspect names it from the cache: no "add --compile".
+    let out = cbench_with_env(&["plugin", "inspect", &plugin], &env);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("agent    mini_swe ") && !shown.contains("add --compile"),
+        "{shown}"
+    );
 }
 
 #[test]

@@ -314,6 +314,7 @@ pub fn pair_detail(dir: &PairDir, row: &PairRow) -> Value {
                                 &where_,
                             ),
                             "timestamp": s.get("timestamp").cloned().unwrap_or(Value::Null),
+                            "duration_ms": s.get("duration_ms").cloned().unwrap_or(Value::Null),
                         })
                     })
                     .collect()

@@ -259,6 +259,23 @@ var cbenchView = (function () {
     }).join("") + "</div>";
   }
 
+  // Where an agent's time went: waiting on the model, running commands, and the rest (the
+  // plugin's own code and the host), drawn as one stacked bar.
+  function timeSplit(a) {
+    var wall = (Date.parse(a.end_time) - Date.parse(a.start_time)) / 1000;
+    if (!(wall > 0)) return "";
+    var sum = function (xs) { return xs.reduce(function (t, x) { return t + (Number(x.duration_ms) || 0); }, 0) / 1000; };
+    var model = sum(a.calls || []), commands = sum(a.steps || []);
+    var rest = Math.max(0, wall - model - commands);
+    var parts = [["model", model, "#2563eb"], ["commands", commands, "#16a34a"], ["plugin and host", rest, "#9ca3af"]];
+    var bar = parts.map(function (p) {
+      return '<span style="display:inline-block;height:8px;width:' + (100 * p[1] / Math.max(wall, model + commands)).toFixed(1) +
+        "%;background:" + p[2] + '" title="' + esc(p[0]) + '"></span>';
+    }).join("");
+    return '<div class="time-split">time: ' + parts.map(function (p) { return esc(p[0]) + " " + secs(p[1]); }).join(" · ") +
+      '<div style="width:260px;background:#f3f4f6;line-height:0">' + bar + "</div></div>";
+  }
+
   // The agent's steps as result.json counts them (its model calls).
   function stepsOf(row, agent) {
     var recorded = (row.agents || []).filter(function (r) { return r.id === agent.id; })[0];
@@ -420,7 +437,7 @@ var cbenchView = (function () {
       // A step is one model call, as in result.json, report and compare; each leads to actions.
       return "<div><span>" + esc(agentName(a.id)) + "</span>" + esc(a.status || "?") + " · " +
         plural(stepsOf(row, a), "step") + " · " + plural(a.steps.length, "action") + " · " +
-        num(a.token_usage ? a.token_usage.total_tokens : null) + " tokens · " + money(a.cost_usd) +
+        num(a.token_usage ? a.token_usage.total_tokens : null) + " tokens · " + money(a.cost_usd) + timeSplit(a) +
         (a.error ? '<br><span class="err">' + esc(a.error) + "</span>" : "") + "</div>";
     }).join("");
     var logs = Object.keys(detail.logs || {}).map(function (name) {
