@@ -25,6 +25,7 @@ pub mod parse;
 mod report;
 pub mod test_files;
 pub mod testbench;
+pub mod tooling;
 pub mod verify;
 
 use std::collections::{BTreeMap, HashMap};
@@ -43,7 +44,8 @@ use testbench::{GradingBackend, TestBench};
 /// Version of the grading procedure; part of the input hash so a changed
 /// procedure re-grades old runs.
 /// 4: local graders run confined, with an allow-listed environment and a private home.
-pub const GRADING_VERSION: &str = "cbench-grading-5";
+/// 6: files that would replace the test tooling are dropped from patches (`tooling`).
+pub const GRADING_VERSION: &str = "cbench-grading-6";
 /// Output kept from one test run.
 const TEST_OUTPUT_CAP: usize = 4 << 20;
 
@@ -163,7 +165,8 @@ impl Grader {
             source,
         };
         let inputs_sha256 = inputs_hash(pair, setting, self.policy, patches)?;
-        // Agents' own edits to test files would collide with the hidden tests.
+        // Agents' own edits to test files would collide with the hidden tests; files that would
+        // stand in for the test tooling could report a pass without running them.
         let filtered: Vec<(GradedPatch, Vec<String>)> = patches
             .iter()
             .map(|p| {

@@ -29,7 +29,8 @@ pub struct AgentGrade {
     pub error: Option<String>,
     pub feature_ids: Vec<u32>,
     pub features: Vec<FeatureGrade>,
-    /// Test files the agent changed; dropped from its patch before grading.
+    /// Test files (and files that would replace the test tooling) the agent changed; dropped
+    /// from its patch before grading.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dropped_test_files: Vec<String>,
 }

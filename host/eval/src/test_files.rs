@@ -36,8 +36,9 @@ pub fn is_test_path(path: &str) -> bool {
     false
 }
 
-/// Splits a unified diff into per-file blocks and drops those for test files (a block is a
-/// test file's when any path it names is: its header, `rename`/`copy` lines, `---`/`+++`).
+/// Splits a unified diff into per-file blocks and drops those for test files and for files
+/// that would replace the test tooling (`tooling`); a block is dropped when any path it names
+/// is one: its header, `rename`/`copy` lines, `---`/`+++`.
 /// Returns the kept patch and the dropped paths.
 pub fn drop_test_files(patch: &str) -> (String, Vec<String>) {
     let mut kept = String::with_capacity(patch.len());
@@ -53,7 +54,10 @@ pub fn drop_test_files(patch: &str) -> (String, Vec<String>) {
     blocks.push(&patch[start..]);
     for block in blocks {
         let paths = block_paths(block);
-        match paths.iter().find(|p| is_test_path(p)) {
+        match paths
+            .iter()
+            .find(|p| is_test_path(p) || crate::tooling::replaces_test_tooling(p))
+        {
             Some(_) => dropped.push(paths.last().cloned().unwrap_or_default()),
             None => kept.push_str(block),
         }

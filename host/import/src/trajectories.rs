@@ -194,6 +194,7 @@ pub(crate) fn convert(messages: &[Value], facts: AgentFacts) -> Trajectory {
                     observation: String::new(),
                     timestamp: timestamp.clone(),
                     duration_ms: None,
+                    after_call: Some(calls.len() as u32),
                 });
             }
         } else if role == "tool" {

@@ -17,6 +17,9 @@ pub struct Step {
     /// for actions that do not wait on anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<f64>,
+    /// LLM calls made before this action (it follows the reply of call `after_call - 1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_call: Option<u32>,
 }
 
 /// Token totals in CooperBench's names.
@@ -125,6 +128,7 @@ impl Recorder {
             observation,
             timestamp: now_rfc3339(),
             duration_ms: None,
+            after_call: Some(self.trajectory.llm_calls.len() as u32),
         });
     }
 

@@ -129,8 +129,14 @@ fn clock_ms(ms: u64) -> String {
 }
 
 impl Event {
-    /// The line `cbench watch` prints for it.
+    /// The line `cbench watch` prints for it: agents' words (messages, test names) are shown,
+    /// never obeyed by the terminal (escape sequences, carriage returns and bidi overrides are
+    /// written out).
     pub fn render(&self) -> String {
+        cbench_core::progress::printable(&self.render_raw())
+    }
+
+    fn render_raw(&self) -> String {
         match self {
             Event::RunStarted {
                 run,
@@ -222,5 +228,29 @@ mod tests {
         assert!(lines[1]
             .render()
             .ends_with("r/task1 features_1_2 · agent1 → agent2: \"I edit strings.py\""));
+    }
+
+    #[test]
+    fn an_agents_escape_codes_are_shown_not_obeyed_by_watch() {
+        let hostile = Event::Message {
+            pair: "r/task1 features_1_2".into(),
+            message: Message {
+                from: "agent1".into(),
+                to: "agent2".into(),
+                content:
+                    "\u{1b}[2J\u{1b}]0;TITLE\u{7}\u{1b}]8;;file:///etc/passwd\u{7}link \u{202e}evil"
+                        .into(),
+                timestamp: 1_764_576_000_000,
+            },
+        };
+        let line = hostile.render();
+        assert!(
+            !line.contains('\u{1b}') && !line.contains('\u{7}') && !line.contains('\u{202e}'),
+            "{line:?}"
+        );
+        assert!(
+            line.contains("\\u{1b}[2J") && line.contains("\\u{202e}evil"),
+            "{line}"
+        );
     }
 }

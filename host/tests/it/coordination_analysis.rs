@@ -183,6 +183,15 @@ fn a_pair_that_broke_its_promises_and_ignored_a_question_is_flagged_though_it_su
         3,
         "{pair}"
     );
+    // A reply comes before the actions it led to, and they before the next reply, even when
+    // they share a millisecond.
+    let sent = pair
+        .find("<span class=\"action\">send_message</span> · step 1")
+        .expect("agent2's message step");
+    let next_reply = pair
+        .find("<span class=\"action\">model</span> · call 2")
+        .expect("a second reply");
+    assert!(sent < next_reply, "{pair}");
     // Tool calls are escaped once (text, not `&amp;quot;`), the command shown as itself.
     assert!(
         !pair.contains("&amp;quot;") && !pair.contains("&amp;lt;"),

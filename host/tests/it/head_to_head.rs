@@ -385,6 +385,23 @@ fn a_mixed_team_records_each_agents_plugin() {
     assert_eq!(config["api_base"], "http://127.0.0.1:9");
     assert_eq!(config["temperature"], 0.2);
     assert_eq!(config["max_output_tokens"], 512);
+    // The overview page's header says the same.
+    let out = cbench(&["view", "-n", "mixed", "--log-dir", &log_dir]);
+    assert!(out.status.success(), "{}", text(&out));
+    let (index, log) = crate::presentation::browse(
+        &format!("file://{}", run.join("view/index.html").display()),
+        None,
+    );
+    assert!(
+        crate::presentation::console_errors(&log).is_empty(),
+        "{log}"
+    );
+    assert!(
+        index.contains("temperature 0.2 · max output tokens 512 · API base http://127.0.0.1:9")
+            && index.contains("agent2 = probe ")
+            && !index.contains("hunter2"),
+        "{index}"
+    );
     let result = json(&run.join("cbench_textkit_task/task1/features_1_2/result.json"));
     assert_eq!(result["agents"][0]["plugin"]["name"], "mini_swe");
     assert_eq!(result["agents"][1]["plugin"]["name"], "probe");

@@ -315,6 +315,7 @@ pub fn pair_detail(dir: &PairDir, row: &PairRow) -> Value {
                             ),
                             "timestamp": s.get("timestamp").cloned().unwrap_or(Value::Null),
                             "duration_ms": s.get("duration_ms").cloned().unwrap_or(Value::Null),
+                            "after_call": s.get("after_call").cloned().unwrap_or(Value::Null),
                         })
                     })
                     .collect()

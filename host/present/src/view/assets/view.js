@@ -80,10 +80,14 @@ var cbenchView = (function () {
     ].join(" · ");
     var fields = [
       ["setting", c.setting], ["model", c.model],
-      ["plugin", c.team && c.team.length ? "team " + c.team.map(function (m, k) { return "agent" + (k + 1) + " = " + m.name + " " + m.version; }).join(", ") : (a.name || "?") + " " + (a.version || "")],
+      ["plugin", c.team && c.team.length ? "team " + c.team.map(function (m, k) { return "agent" + (k + 1) + " = " + m.name + " " + m.version + " (sha256 " + String(m.sha256 || "").slice(0, 12) + "…)"; }).join(", ") : (a.name || "?") + " " + (a.version || "")],
       ["plugin sha256", '<span class="mono" title="' + esc(a.sha256) + '">' + esc((a.sha256 || "").slice(0, 16)) + "…</span>"],
       ["WIT", a.wit_version], ["backend", (c.backend || "") + (c.isolation ? " — " + c.isolation : "")],
-      ["merge policy", c.merge_policy], ["budgets", budgets], ["created", c.created_at],
+      ["merge policy", c.merge_policy], ["budgets", budgets],
+      ["sampling", "temperature " + (c.temperature == null ? "provider default" : c.temperature) +
+        " · max output tokens " + (c.max_output_tokens == null ? "provider default" : num(c.max_output_tokens)) +
+        " · API base " + (c.api_base || "provider default")],
+      ["created", c.created_at],
     ];
     var grid = fields.map(function (f) {
       var value = f[0] === "plugin sha256" ? f[1] : esc(f[1] == null ? "–" : f[1]);
@@ -311,7 +315,8 @@ var cbenchView = (function () {
       // The model's replies, in the agent's column where they arrived (their text above the
       // action they led to; folded when long).
       (a.calls || []).forEach(function (c) {
-        var at = (Date.parse(c.timestamp) || 0) + (Number(c.duration_ms) || 0);
+        // A call's timestamp is when its reply arrived.
+        var at = Date.parse(c.timestamp) || 0;
         // Raw text: folded() escapes it once. Arguments are JSON; a command shows as itself.
         var tools = (c.tool_calls || []).map(function (t) {
           var args = t.arguments;
@@ -319,7 +324,8 @@ var cbenchView = (function () {
           return t.name + " " + args;
         }).join("\n");
         var tokens = c.usage ? num(c.usage.input_tokens) + " in / " + num(c.usage.output_tokens) + " out" : "";
-        events.push({ t: at, order: 0.5, col: col, html:
+        // Within a column: reply k, then the actions it led to, then reply k + 1.
+        events.push({ t: at, order: 0.5, col: col, rank: 2 * Number(c.index) + 1, html:
           '<div class="step reply" data-agent="' + esc(a.id) + '" style="grid-column:' + (col + 1) + '">' +
           '<div class="meta"><span><span class="action">model</span> · call ' + esc(Number(c.index) + 1) + ((c.retries || []).length ? " · " + plural(c.retries.length, "retry", "retries") : "") +
           "</span><span>" + esc(tokens) + " · " + esc(time(at)) + "</span></div>" +
@@ -334,7 +340,8 @@ var cbenchView = (function () {
           (c.error ? '<p class="err">' + esc(c.error) + "</p>" : "") + "</div>" });
       });
       a.steps.forEach(function (s, k) {
-        events.push({ t: Date.parse(s.timestamp) || 0, order: 1, col: col, html:
+        events.push({ t: Date.parse(s.timestamp) || 0, order: 1, col: col,
+          rank: s.after_call == null ? null : 2 * Number(s.after_call), html:
           '<div class="step" data-agent="' + esc(a.id) + '" style="grid-column:' + (col + 1) + '">' +
           '<div class="meta"><span><span class="action">' + esc(s.action) + "</span> · step " + (k + 1) + "</span><span>" + esc(time(s.timestamp)) + "</span></div>" +
           (argsText(s.args) ? folded(argsText(s.args), "args") : "") + folded(s.observation) + "</div>" });
@@ -343,11 +350,15 @@ var cbenchView = (function () {
     var flags = flaggedMessages(detail.analysis);
     (detail.conversation || []).forEach(function (m, i) {
       var why = flags[i] || [];
-      events.push({ t: Number(m.timestamp) || 0, order: 0, html:
+      // At the same millisecond: the reply that sent it, the message, then the send action.
+      events.push({ t: Number(m.timestamp) || 0, order: 0.75, html:
         '<div class="message' + (why.length ? " flagged" : "") + '" id="m' + i + '" data-message="' + i + '"><div class="meta">m' + i + " · " + esc(agentName(m.from)) + " → " + esc(agentName(m.to)) + " · " + esc(time(Number(m.timestamp))) +
         "</div>" + esc(m.content) + (why.length ? '<div class="why">' + why.map(esc).join("<br>") + "</div>" : "") + "</div>" });
     });
-    events.sort(function (a, b) { return a.t - b.t || a.order - b.order; });
+    events.sort(function (a, b) {
+      var sameColumn = a.col === b.col && a.rank != null && b.rank != null;
+      return a.t - b.t || (sameColumn ? a.rank - b.rank : 0) || a.order - b.order;
+    });
     return '<div class="timeline" style="grid-template-columns: repeat(' + Math.max(1, agents.length) + ', minmax(0, 1fr))">' +
       agents.map(function (id) { return '<div class="col-head">' + esc(agentName(id)) + "</div>"; }).join("") +
       events.map(function (e) { return e.html; }).join("") + "</div>";
