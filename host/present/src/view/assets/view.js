@@ -510,7 +510,7 @@ var cbenchView = (function () {
       ["naive-merge conflicts", function (r) { return rateCi(r.naive_merge_conflicts); }], ["union rescues", function (r) { return rateCi(r.union_rescues); }],
       ["coordination failures", function (r) { return rateCi(r.coordination_failures); }], ["tokens", function (r) { return num(r.tokens); }],
       ["cost", function (r) { return money(r.cost_usd); }], ["cost per success", function (r) { return money(r.cost_per_success_usd); }],
-      ["steps", function (r) { return num(r.steps); }], ["agent wall time", function (r) { return secs(r.wall_s); }],
+      ["steps (model calls)", function (r) { return num(r.steps); }], ["agent wall time", function (r) { return secs(r.wall_s); }],
       ["left out", function (r) {
         var l = r.left_out, parts = [[l.not_run, "not run"], [l.infrastructure_error, "infra error"], [l.not_graded, "not graded"], [l.missing_elsewhere, "not in others"]]
           .filter(function (x) { return x[0] > 0; }).map(function (x) { return x[0] + " " + x[1]; });
