@@ -301,6 +301,11 @@ impl VerifyReport {
                 }
             ));
         }
+        // What the columns mean, once, under the table.
+        out.push_str(
+            "base: tests on the base (must fail) · gold: with the feature's gold patch (must pass) · \
+             combined: with the task's combined.patch (must pass; - where the task has none)\n",
+        );
         out.push_str(&format!(
             "verified: {} of {} features ({} unverified, {} could not be checked; {} run(s) of each check)\n",
             self.verified,

@@ -171,7 +171,7 @@ pub enum LlmError {
 /// Problems resolving `-m MODEL`.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("unknown model `{0}`: use `oracle`, `scripted:<file>`, `replay:<run dir>` or a provider model: {forms} (`cbench models` lists them with their variables)", forms = providers::forms_summary())]
+    #[error("unknown model `{0}`{hint}: use `oracle`, `scripted:<file>`, `replay:<run dir>` or a provider model: {forms} (`cbench models` lists them with their variables)", hint = providers::did_you_mean(.0), forms = providers::forms_summary())]
     Unknown(String),
     #[error("model `{model}`: no API key: set {var} in the environment or in ./.env")]
     MissingKey { model: String, var: String },

@@ -18,6 +18,11 @@ fn unknown_model_is_named() {
         &run,
         &["unknown model `mystery-model-9`", "anthropic/<model>"],
     );
+    // A typo gets the name it meant.
+    let run = Run::start("m", &["--agent", &agent, "-m", "orcale"]);
+    assert_refused(&run, &["unknown model `orcale` (did you mean `oracle`?)"]);
+    let run = Run::start("m", &["--agent", &agent, "-m", "opnai/gpt-4o"]);
+    assert_refused(&run, &["(did you mean `openai/gpt-4o`?)"]);
 }
 
 #[test]

@@ -277,6 +277,12 @@ if [ $(( n % 3 )) = 2 ]; then echo "Ran 1 test in 0.01s"; echo; echo "FAILED (fa
     assert_eq!(report["unchecked"], 0);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("verified: 4 of 15 features"), "{table}");
+    assert!(
+        table.contains(
+            "combined: with the task's combined.patch (must pass; - where the task has none)"
+        ),
+        "{table}"
+    );
 }
 
 #[test]

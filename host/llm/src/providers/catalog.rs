@@ -432,6 +432,21 @@ pub fn forms_summary() -> String {
         .join(", ")
 }
 
+/// ` (did you mean `x`?)` for a mistyped model string: `orcale` → `oracle`,
+/// `opnai/gpt-4o` → `openai/gpt-4o`; nothing when no name is close.
+pub fn did_you_mean(spec: &str) -> String {
+    let guess = match spec.split_once('/') {
+        Some((prefix, rest)) => {
+            cbench_core::suggest::closest(prefix, PROVIDERS.iter().map(|p| p.prefix))
+                .map(|p| format!("{p}/{rest}"))
+        }
+        None => cbench_core::suggest::closest(spec, ["oracle"]).map(str::to_string),
+    };
+    guess
+        .map(|g| format!(" (did you mean `{g}`?)"))
+        .unwrap_or_default()
+}
+
 /// Parses a model string; None when no provider matches.
 pub fn parse_spec(spec: &str) -> Option<ModelSpec> {
     let (prefix, name) = match spec.split_once('/') {
