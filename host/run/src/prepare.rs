@@ -282,6 +282,13 @@ async fn load_plugins(
     Ok((plugin, team))
 }
 
+/// A setting as the header shows it: its value, or "provider default" when not given.
+fn or_provider_default(value: Option<impl std::fmt::Display>) -> String {
+    value
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| "provider default".into())
+}
+
 /// The run's first lines: what runs, with what, on how many pairs.
 fn header(
     cfg: &RunConfig,
@@ -293,24 +300,14 @@ fn header(
     let pairs = &selected.pairs;
     format!(
         "cbench run: {name}\n  setting: {setting} · model: {model} · agent: {agent}{stand_in} · backend: {backend} ({isolation})\n  llm: temperature {temperature} · max output tokens {max_output} · API base {api_base}\n  tasks: {tasks} · pairs: {pairs} · concurrency: {c}",
-        temperature = cfg
-            .llm
-            .sampling
-            .temperature
-            .map(|t| t.to_string())
-            .unwrap_or_else(|| "provider default".into()),
-        max_output = cfg
-            .llm
-            .sampling
-            .max_output_tokens
-            .map(|t| t.to_string())
-            .unwrap_or_else(|| "provider default".into()),
-        api_base = cfg
-            .llm
-            .api_base
-            .as_deref()
-            .map(crate::llm::providers::api_base_host)
-            .unwrap_or_else(|| "provider default".into()),
+        temperature = or_provider_default(cfg.llm.sampling.temperature),
+        max_output = or_provider_default(cfg.llm.sampling.max_output_tokens),
+        api_base = or_provider_default(
+            cfg.llm
+                .api_base
+                .as_deref()
+                .map(crate::llm::providers::api_base_host)
+        ),
         stand_in = cfg
             .stands_in_for
             .as_deref()

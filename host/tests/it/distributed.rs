@@ -133,6 +133,16 @@ fn shards_sharing_a_log_dir_make_the_run_one_process_makes() {
     );
 }
 
+/// `cbench watch -n name --log-dir logs`, its output piped.
+fn watch_command(logs: &Path, name: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cbench"));
+    cmd.args(["watch", "-n", name, "--log-dir"])
+        .arg(logs)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
 /// The first line `child` writes on stderr (within 60 s).
 fn first_stderr_line(child: &mut std::process::Child) -> String {
     let stderr = child.stderr.take().unwrap();
@@ -155,16 +165,8 @@ fn ctrl_c_stops_watching_not_the_run() {
     std::fs::create_dir_all(logs.path().join("watchd")).unwrap();
     std::fs::write(logs.path().join("watchd/config.json"), "{}").unwrap();
     std::fs::write(logs.path().join("watchd/events.jsonl"), "").unwrap();
-    let mut watch = Command::new(env!("CARGO_BIN_EXE_cbench"))
-        .args([
-            "watch",
-            "-n",
-            "watched",
-            "--log-dir",
-            logs.path().to_str().unwrap(),
-        ])
+    let mut watch = watch_command(logs.path(), "watched")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(watch.stderr.take().unwrap());
@@ -224,18 +226,7 @@ fn watch_follows_a_live_run_from_its_log_dir_and_ends_with_it() {
     let logs = tempfile::tempdir().unwrap();
     let mini = plugins().mini_swe.display().to_string();
     // watch is started first: it waits for the run to appear.
-    let mut watch = Command::new(env!("CARGO_BIN_EXE_cbench"))
-        .args([
-            "watch",
-            "-n",
-            "watched",
-            "--log-dir",
-            logs.path().to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut watch = watch_command(logs.path(), "watched").spawn().unwrap();
     let said = first_stderr_line(&mut watch);
     assert!(
         said.starts_with("waiting for run `watched` to start in")

@@ -125,65 +125,41 @@ fn a_mistyped_name_gets_the_closest_real_one() {
             text(&out)
         );
     }
+    // `dataset list` on the bundled dataset with `extra`.
+    let list = |extra: &[&str]| {
+        let data = crate::support::dataset();
+        let mut args = vec!["dataset", "list", "--dataset-dir", data.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        cbench(&args)
+    };
     // Counts read as words ("1 repo", not "1 repos").
-    let out = cbench(&[
-        "dataset",
-        "list",
-        "--dataset-dir",
-        crate::support::dataset().to_str().unwrap(),
-    ]);
+    let out = list(&[]);
     assert!(
         String::from_utf8_lossy(&out.stdout).starts_with("1 repo · 1 task · 5 features · 10 pairs"),
         "{}",
         text(&out)
     );
-    // A repo of the dataset.
-    let out = cbench(&[
-        "dataset",
-        "list",
-        "--dataset-dir",
-        crate::support::dataset().to_str().unwrap(),
-        "-r",
-        "cbench_textkit",
-        "-t",
-        "9",
-    ]);
-    // The repo exists, the task does not: the tasks there are named.
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        text(&out).contains("(the tasks there: cbench_textkit_task/task1)"),
-        "{}",
-        text(&out)
-    );
-    // An unknown subset names the subsets there are.
-    let out = cbench(&[
-        "dataset",
-        "list",
-        "--dataset-dir",
-        crate::support::dataset().to_str().unwrap(),
-        "-s",
-        "smok",
-    ]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        text(&out).contains("its subsets: smoke (did you mean `smoke`?)"),
-        "{}",
-        text(&out)
-    );
-    let out = cbench(&[
-        "dataset",
-        "list",
-        "--dataset-dir",
-        crate::support::dataset().to_str().unwrap(),
-        "-r",
-        "cbench_txtkit",
-    ]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        text(&out).contains("(did you mean `cbench_textkit_task`?)"),
-        "{}",
-        text(&out)
-    );
+    for (extra, says) in [
+        // The repo exists, the task does not: the tasks there are named.
+        (
+            &["-r", "cbench_textkit", "-t", "9"][..],
+            "(the tasks there: cbench_textkit_task/task1)",
+        ),
+        // An unknown subset names the subsets there are.
+        (
+            &["-s", "smok"],
+            "its subsets: smoke (did you mean `smoke`?)",
+        ),
+        // A repo of the dataset.
+        (
+            &["-r", "cbench_txtkit"],
+            "(did you mean `cbench_textkit_task`?)",
+        ),
+    ] {
+        let out = list(extra);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", text(&out));
+        assert!(text(&out).contains(says), "{extra:?}: {}", text(&out));
+    }
     // A plugin name.
     let plugin_dir = plugins().mini_swe.parent().unwrap().to_str().unwrap();
     let out = cbench_with_env(
