@@ -215,32 +215,20 @@ fn a_plugin_that_prints_then_traps_leaves_both_in_its_log() {
     );
     let agent = plugins().probe.display().to_string();
     // Not quiet: the progress lines are what is checked.
-    let logs = tempfile::tempdir().unwrap();
-    let log_dir = logs.path().display().to_string();
-    let dataset = crate::support::dataset().display().to_string();
-    let output = crate::support::cbench(&[
-        "run",
-        "-n",
+    let run = Run::start_loud(
         "print-and-panic",
-        "--log-dir",
-        &log_dir,
-        "--dataset-dir",
-        &dataset,
-        "--agent",
-        &agent,
-        "-m",
-        "oracle",
-        "-f",
-        "1,3",
-        "--agent-config",
-        &cfg,
-        "--no-auto-eval",
-    ]);
-    let run = Run {
-        logs,
-        name: "print-and-panic".into(),
-        output,
-    };
+        &[
+            "--agent",
+            &agent,
+            "-m",
+            "oracle",
+            "-f",
+            "1,3",
+            "--agent-config",
+            &cfg,
+            "--no-auto-eval",
+        ],
+    );
     run.assert_ok();
     let result = json(&run.pair(1, 3).join("result.json"));
     let failed = &result["agents"][0];

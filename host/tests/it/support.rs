@@ -218,6 +218,15 @@ impl Run {
 
     /// Like `start`, with extra environment variables.
     pub fn start_with_env(name: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
+        Run::start_as(name, extra, env, true)
+    }
+
+    /// Like `start`, not quiet: its progress lines are part of what is checked.
+    pub fn start_loud(name: &str, extra: &[&str]) -> Run {
+        Run::start_as(name, extra, &[], false)
+    }
+
+    fn start_as(name: &str, extra: &[&str], env: &[(&str, &str)], quiet: bool) -> Run {
         let logs = tempfile::tempdir().expect("temp log dir");
         let log_dir = logs.path().display().to_string();
         let dataset = dataset().display().to_string();
@@ -231,6 +240,9 @@ impl Run {
             "--dataset-dir",
             &dataset,
         ];
+        if !quiet {
+            args.retain(|a| *a != "-q");
+        }
         args.extend_from_slice(extra);
         let output = cbench_with_env(&args, env);
         Run {
