@@ -481,6 +481,7 @@ impl LoadedPlugin {
         let started = Instant::now();
         let agent_id = env.task.agent_id.clone();
         let bus = env.bus.clone();
+        let max_wall = env.budget.max_wall;
         let caps = AgentCapabilities {
             task: env.task,
             sandbox: env.sandbox,
@@ -499,24 +500,44 @@ impl LoadedPlugin {
         };
         let mut store = new_store(&self.engine, HostState::new(env.limits, Some(caps)));
         store.data().clock.start();
-        let result = match &self.bindings {
-            Bindings::V0_2_0(pre) => v0_2_0::run(pre, &mut store).await,
-            Bindings::V0_1_0(pre) => v0_1_0::run(pre, &mut store).await,
+        let run = async {
+            match &self.bindings {
+                Bindings::V0_2_0(pre) => v0_2_0::run(pre, &mut store).await,
+                Bindings::V0_1_0(pre) => v0_1_0::run(pre, &mut store).await,
+            }
+        };
+        // The wall-time limit stops the agent wherever it is: in its own code, or waiting on a
+        // command or the model (dropping the call cancels it; its sandbox is closed after).
+        let result = match max_wall {
+            Some(max) => tokio::time::timeout(max, run).await.ok(),
+            None => Some(run.await),
         };
         store.data().clock.stop();
+        if result.is_none() {
+            let why = format!(
+                "wall-time limit of {} s reached (--max-agent-secs)",
+                max_wall.map(|m| m.as_secs()).unwrap_or_default()
+            );
+            if let Some(caps) = store.data_mut().agent.as_mut() {
+                caps.limit_hit
+                    .get_or_insert((AgentStatus::LimitsExceeded, why));
+            }
+        }
         if let Err(e) = bus.mark_finished(&agent_id).await {
             tracing::warn!("{agent_id}: {e}");
         }
         let compute = store.data().clock.spent();
         let (status, error, summary, steps) = match result {
-            Ok(Ok(outcome)) => (outcome.status, None, Some(outcome.summary), outcome.steps),
-            Ok(Err(plugin_error)) => (
+            // Stopped at its wall-time limit: the limit (recorded above) is the status.
+            None => (AgentStatus::LimitsExceeded, None, None, 0),
+            Some(Ok(Ok(outcome))) => (outcome.status, None, Some(outcome.summary), outcome.steps),
+            Some(Ok(Err(plugin_error))) => (
                 AgentStatus::Error,
                 Some(format!("plugin returned an error: {plugin_error}")),
                 None,
                 0,
             ),
-            Err(trap) => (
+            Some(Err(trap)) => (
                 AgentStatus::Error,
                 Some(describe_trap(store.data(), &trap)),
                 None,

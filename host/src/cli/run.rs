@@ -15,6 +15,10 @@ use crate::sandbox::patch::PatchLimits;
 /// CooperBench's default model, and so cbench's.
 pub const DEFAULT_MODEL: &str = "vertex_ai/gemini-3-flash-preview";
 
+/// Default `--max-agent-secs`: 4 hours, far beyond a step-limited agent's run (100 steps of a
+/// 3-minute command and a slow model), so only a runaway agent meets it.
+pub const DEFAULT_MAX_AGENT_SECS: u64 = 4 * 60 * 60;
+
 /// `--merge-policy`.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum MergePolicyArg {
@@ -193,9 +197,10 @@ pub struct LlmArgs {
     /// Token limit per agent (input + output + cache).
     #[arg(long)]
     pub max_tokens: Option<u64>,
-    /// Wall-time limit per agent, seconds.
-    #[arg(long)]
-    pub max_agent_secs: Option<u64>,
+    /// Wall-time limit per agent, seconds (0 = none): an agent still running then is stopped
+    /// wherever it is (its own code, a command, a model call) and ends LimitsExceeded.
+    #[arg(long, default_value_t = DEFAULT_MAX_AGENT_SECS)]
+    pub max_agent_secs: u64,
     /// Cost cap of the whole run, USD.
     #[arg(long)]
     pub max_run_cost: Option<f64>,
@@ -256,7 +261,8 @@ impl LlmArgs {
             },
             max_cost_usd: (self.max_cost > 0.0).then_some(self.max_cost),
             max_tokens: self.max_tokens,
-            max_agent_wall: self.max_agent_secs.map(Duration::from_secs),
+            max_agent_wall: (self.max_agent_secs > 0)
+                .then(|| Duration::from_secs(self.max_agent_secs)),
             max_run_cost_usd: self.max_run_cost,
         })
     }

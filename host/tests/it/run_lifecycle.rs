@@ -494,3 +494,90 @@ fn eval_under_another_merge_policy_regrades_and_says_so() {
     assert_eq!(eval["merged"]["merge_policy"], "lead", "{eval:#}");
     assert_eq!(json(&run.dir().join("config.json"))["merge_policy"], "lead");
 }
+
+#[test]
+fn an_agent_is_stopped_at_its_wall_time_limit_wherever_it_is() {
+    // agent1 waits on a long command; the limit stops it there, not at its next model call.
+    let dir = tempfile::tempdir().unwrap();
+    let script = crate::support::write_temp(
+        dir.path(),
+        "slow.json",
+        &j!({
+            "agent1": [{"bash": "sleep 300"}, {"bash": "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"}],
+            "agent2": [{"bash": "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"}]
+        })
+        .to_string(),
+    );
+    let agent = plugins().mini_swe.display().to_string();
+    let started = Instant::now();
+    let run = crate::support::Run::start(
+        "walled",
+        &[
+            "--agent",
+            &agent,
+            "-m",
+            &format!("scripted:{script}"),
+            "-f",
+            "1,2",
+            "--max-agent-secs",
+            "2",
+        ],
+    );
+    run.assert_ok();
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the limit did not stop the command: {:?}",
+        started.elapsed()
+    );
+    let result = json(&run.pair(1, 2).join("result.json"));
+    let agent1 = &result["agents"][0];
+    assert_eq!(agent1["status"], "LimitsExceeded", "{agent1:#}");
+    assert!(
+        agent1["error"]
+            .as_str()
+            .unwrap()
+            .contains("wall-time limit of 2 s reached (--max-agent-secs)"),
+        "{agent1:#}"
+    );
+    assert_eq!(result["agents"][1]["status"], "Submitted");
+    // Graded, and no infrastructure error: the limit is the agent's.
+    let summary = json(&run.dir().join("summary.json"));
+    assert_eq!(summary["infra_errors"], 0, "{summary:#}");
+    assert_eq!(summary["graded"], 1, "{summary:#}");
+    // Without the flag, the documented default is on record; 0 means none.
+    let config = json(&run.dir().join("config.json"));
+    assert_eq!(config["max_agent_secs"], 2.0);
+    let default = crate::support::Run::start(
+        "default-wall",
+        &[
+            "--agent",
+            &agent,
+            "-m",
+            "oracle",
+            "-f",
+            "1,2",
+            "--no-auto-eval",
+        ],
+    );
+    default.assert_ok();
+    assert_eq!(
+        json(&default.dir().join("config.json"))["max_agent_secs"],
+        14400.0
+    );
+    let none = crate::support::Run::start(
+        "no-wall",
+        &[
+            "--agent",
+            &agent,
+            "-m",
+            "oracle",
+            "-f",
+            "1,2",
+            "--no-auto-eval",
+            "--max-agent-secs",
+            "0",
+        ],
+    );
+    none.assert_ok();
+    assert!(json(&none.dir().join("config.json"))["max_agent_secs"].is_null());
+}
