@@ -80,6 +80,7 @@ pub(crate) async fn prepare(
         ),
         None => None,
     };
+    refuse_other_plugin_bytes(&cfg, &run_dir)?;
     let (plugin, team) = load_plugins(&cfg, &selected.pairs).await?;
 
     // Before anything of the run is touched: a second live invocation is refused.
@@ -280,6 +281,31 @@ async fn load_plugins(
         }
     }
     Ok((plugin, team))
+}
+
+/// A resume with another plugin file is refused before that plugin is compiled (a Python
+/// plugin's first compile takes ~45 s); the full option check follows once it is loaded.
+fn refuse_other_plugin_bytes(cfg: &RunConfig, run_dir: &std::path::Path) -> Result<(), RunError> {
+    if cfg.force || !cfg.team.is_empty() {
+        return Ok(());
+    }
+    let Ok(old) = read_json::<crate::runrecord::RunRecord>(&run_dir.join("config.json")) else {
+        return Ok(());
+    };
+    let Ok(bytes) = std::fs::read(&cfg.agent) else {
+        return Ok(());
+    };
+    let sha256 = crate::fsutil::sha256_hex(&bytes);
+    if sha256 == old.agent.sha256 {
+        return Ok(());
+    }
+    Err(RunError::OptionChanged {
+        name: cfg.name.clone(),
+        dir: run_dir.to_path_buf(),
+        option: "--agent (plugin sha256)",
+        old: old.agent.sha256,
+        new: sha256,
+    })
 }
 
 /// A setting as the header shows it: its value, or "provider default" when not given.

@@ -220,6 +220,32 @@ fn a_second_run_resumes_and_force_starts_over() {
         first["started_at"]
     );
 
+    // Same name, another plugin: refused before that plugin is compiled (nothing lands in a
+    // fresh compile cache).
+    let cache = tempfile::tempdir().unwrap();
+    let probe = plugins().probe.display().to_string();
+    let mut other_plugin = common.to_vec();
+    assert_eq!(other_plugin[8], "--agent");
+    other_plugin[9] = &probe;
+    let out = crate::support::cbench_with_env(
+        &other_plugin,
+        &[("CBENCH_CACHE_DIR", cache.path().to_str().unwrap())],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("--agent (plugin sha256)"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !cache.path().join("components").exists()
+            || std::fs::read_dir(cache.path().join("components"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "the other plugin was compiled before the refusal"
+    );
+
     // Same name, different model: refused instead of mixing results.
     let script = crate::support::write_temp(run.logs.path(), "s.json", "[]");
     let model = format!("scripted:{script}");
