@@ -467,9 +467,7 @@ fn fake_pass_attack(_cwd: &Path) -> Value {
     })
 }
 
-#[test]
-fn a_stand_in_for_the_test_tooling_is_dropped_and_the_pair_fails() {
-    let attack = attack("fake-pass", fake_pass_attack, &[]);
+fn assert_stand_ins_dropped(attack: &Attack) {
     attack.assert_graded_not_infra();
     let eval = attack.eval();
     assert_eq!(eval["overall_success"], j!(false), "{eval:#}");
@@ -490,6 +488,17 @@ fn a_stand_in_for_the_test_tooling_is_dropped_and_the_pair_fails() {
             assert!(dropped.contains(&stand_in), "{agent}: {dropped:?}");
         }
     }
+}
+
+#[test]
+fn a_local_stand_in_for_the_test_tooling_is_dropped_and_the_pair_fails() {
+    assert_stand_ins_dropped(&attack("fake-pass", fake_pass_attack, &[]));
+}
+
+#[test]
+fn a_docker_stand_in_for_the_test_tooling_is_dropped_and_the_pair_fails() {
+    docker();
+    assert_stand_ins_dropped(&attack("fake-pass-docker", fake_pass_attack, DOCKER));
 }
 
 #[test]
