@@ -228,7 +228,7 @@ pub fn analyze_pair(pair_dir: &Path) -> Result<PairAnalysis, AnalyzeError> {
             std::fs::read_to_string(pair_dir.join(id).join("patch.diff")).unwrap_or_default();
         patches.insert(id.clone(), PatchSummary::parse(&text));
     }
-    let applicable = eval.setting == cbench_core::setting::Setting::Coop && ids.len() >= 2;
+    let applicable = eval.setting.one_agent_per_feature() && ids.len() >= 2;
     let mut hashed = Vec::new();
     for file in ["eval.json", "conversation.json"] {
         hashed.extend(std::fs::read(pair_dir.join(file)).unwrap_or_default());

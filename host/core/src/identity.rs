@@ -21,6 +21,8 @@ pub struct PluginIdentity {
 pub enum Capability {
     Messaging,
     Git,
+    /// Taking part in the team setting (WIT 0.3.0 and later).
+    Team,
 }
 
 impl PluginIdentity {

@@ -6,6 +6,8 @@
 
 /// Per agent: what the plugin printed to stdout/stderr (bounded), written only when it printed.
 pub const PLUGIN_OUTPUT_FILE: &str = "plugin_output.log";
+/// The team setting's audit log in a pair directory (one CooperBench `task-log` event per line).
+pub const TEAM_LOG_FILE: &str = "team_log.jsonl";
 
 use std::path::{Path, PathBuf};
 

@@ -245,7 +245,7 @@ impl Grader {
             .iter()
             .map(|(p, _)| p.feature_ids.len())
             .sum::<usize>()
-            + if setting == Setting::Coop {
+            + if setting.one_agent_per_feature() {
                 features.len()
             } else {
                 0
@@ -266,7 +266,7 @@ impl Grader {
                 });
             }
         }
-        let outcome = if setting == Setting::Coop {
+        let outcome = if setting.one_agent_per_feature() {
             let inputs: Vec<(String, String)> = filtered
                 .iter()
                 .map(|(p, _)| (p.agent_id.clone(), p.patch.clone()))

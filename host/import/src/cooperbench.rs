@@ -481,6 +481,7 @@ fn write_run(
         messaging: setting != "solo",
         message_bus: "cooperbench".into(),
         git: false,
+        team_mechanisms: None,
         auto_eval: true,
         agent_config: None,
         agent_config_sha256: None,
@@ -720,6 +721,7 @@ fn write_pair(
         finished_at: ended,
         duration_s: duration,
         superseded: Vec::new(),
+        team: None,
     };
     write_json_atomic(&pair_dir.join("result.json"), &record)?;
     let conversation_path = pair.path.join("conversation.json");

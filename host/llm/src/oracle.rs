@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use super::{
     bash_reply, builtin_completion, AgentBrief, Completion, CompletionRequest, FeatureBrief,
-    LlmError, LlmSession, Model, Setting,
+    LlmError, LlmSession, Model,
 };
 
 /// Marker the apply command prints when a gold patch does not apply.
@@ -26,7 +26,7 @@ impl Model for Oracle {
 
     fn session(&self, brief: &AgentBrief) -> Box<dyn LlmSession> {
         let mut plan = Vec::new();
-        if brief.setting == Setting::Coop && brief.messaging_enabled && !brief.teammates.is_empty()
+        if brief.setting.one_agent_per_feature() && brief.messaging_enabled && !brief.teammates.is_empty()
         {
             plan.push(Step::Announce);
         }

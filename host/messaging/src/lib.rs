@@ -10,6 +10,7 @@
 pub mod events;
 mod local;
 pub mod redis;
+pub mod team;
 
 use std::time::Duration;
 

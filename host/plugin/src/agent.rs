@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::llm::{LlmSession, Setting};
+use crate::messaging::team::{TeamBoard, TeamMechanisms, TeamRole};
 use crate::messaging::MessageBus;
 use crate::progress::Progress;
 use crate::sandbox::Sandbox;
@@ -25,6 +26,16 @@ pub struct AgentTask {
     pub git_enabled: bool,
     pub messaging_enabled: bool,
     pub agent_config: String,
+    /// The team setting as this agent sees it; none in solo and coop.
+    pub team: Option<TeamInfo>,
+}
+
+/// An agent's place in the team setting.
+#[derive(Debug, Clone)]
+pub struct TeamInfo {
+    pub role: TeamRole,
+    pub lead: String,
+    pub mechanisms: TeamMechanisms,
 }
 
 /// Everything one agent instance is given by the runner.
@@ -33,6 +44,8 @@ pub struct AgentEnv {
     pub sandbox: Arc<dyn Sandbox>,
     pub llm: Box<dyn LlmSession>,
     pub bus: MessageBus,
+    /// The team setting's shared board (task list and requests); none in solo and coop.
+    pub team: Option<TeamBoard>,
     pub recorder: Recorder,
     pub progress: Progress,
     /// Where delivered messages are announced live (`cbench watch`).

@@ -415,6 +415,17 @@ pub(crate) async fn wait(state: &mut HostState, timeout_ms: u32) -> Vec<Message>
         tokio::time::sleep(Duration::from_millis(timeout_ms.min(60_000).into())).await;
         return Vec::new();
     }
+    let blocking = caps
+        .task
+        .team
+        .as_ref()
+        .is_none_or(|t| t.mechanisms.wait_for_message);
+    if !blocking {
+        // `--team-no-mcp`: CooperBench's ablation without `wait_for_message`; waiting is
+        // then just a look at the inbox.
+        let got = caps.bus.receive(&caps.task.agent_id).await;
+        return received(caps, got);
+    }
     let got = caps
         .bus
         .wait(

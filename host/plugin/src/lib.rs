@@ -23,8 +23,10 @@ pub mod inspect;
 mod limits;
 mod output;
 pub mod search;
+mod team;
 pub mod v0_1_0;
 pub mod v0_2_0;
+pub mod v0_3_0;
 
 use std::hash::Hasher;
 use std::num::NonZeroUsize;
@@ -38,7 +40,7 @@ use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-pub use agent::{AgentEnv, AgentRun, AgentStatus, AgentTask};
+pub use agent::{AgentEnv, AgentRun, AgentStatus, AgentTask, TeamInfo};
 pub use cache::CompileCache;
 pub use cbench_core::identity::{Capability, PluginIdentity};
 use contract::supported_versions;
@@ -55,7 +57,7 @@ use crate::trajectory::Recorder;
 /// The WIT package plugins implement.
 pub const WIT_PACKAGE: &str = "cooperbench:agent";
 /// WIT versions this host can run, newest first.
-pub const SUPPORTED_WIT_VERSIONS: &[&str] = &["0.2.0", "0.1.0"];
+pub const SUPPORTED_WIT_VERSIONS: &[&str] = &["0.3.0", "0.2.0", "0.1.0"];
 /// How often the epoch ticker advances; the granularity of compute deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -281,6 +283,9 @@ impl PluginHost {
             reason: format!("{e:#}"),
         };
         let bindings = match wit_version.as_str() {
+            "0.3.0" => {
+                Bindings::V0_3_0(v0_3_0::prepare(&self.engine, &component).map_err(link_error)?)
+            }
             "0.2.0" => {
                 Bindings::V0_2_0(v0_2_0::prepare(&self.engine, &component).map_err(link_error)?)
             }
@@ -297,6 +302,7 @@ impl PluginHost {
         };
         let info_started = Instant::now();
         let info = match &bindings {
+            Bindings::V0_3_0(pre) => v0_3_0::info(&self.engine, pre).await,
             Bindings::V0_2_0(pre) => v0_2_0::info(&self.engine, pre).await,
             Bindings::V0_1_0(pre) => v0_1_0::info(&self.engine, pre).await,
         }
@@ -336,6 +342,7 @@ fn engine_fingerprint(engine: &Engine) -> String {
 
 /// Pre-linked bindings, one variant per supported WIT version.
 enum Bindings {
+    V0_3_0(v0_3_0::Pre),
     V0_2_0(v0_2_0::Pre),
     V0_1_0(v0_1_0::Pre),
 }
@@ -366,6 +373,8 @@ pub(crate) struct AgentCapabilities {
     pub(crate) sandbox: Arc<dyn Sandbox>,
     pub(crate) llm: Box<dyn LlmSession>,
     pub(crate) bus: MessageBus,
+    /// The team setting's shared board; none in solo and coop.
+    pub(crate) team: Option<crate::messaging::team::TeamBoard>,
     pub(crate) recorder: Recorder,
     pub(crate) progress: Progress,
     pub(crate) events: Option<crate::events::PairEvents>,
@@ -487,6 +496,7 @@ impl LoadedPlugin {
             sandbox: env.sandbox,
             llm: env.llm,
             bus: env.bus,
+            team: env.team,
             recorder: env.recorder,
             progress: env.progress,
             events: env.events,
@@ -502,6 +512,7 @@ impl LoadedPlugin {
         store.data().clock.start();
         let run = async {
             match &self.bindings {
+                Bindings::V0_3_0(pre) => v0_3_0::run(pre, &mut store).await,
                 Bindings::V0_2_0(pre) => v0_2_0::run(pre, &mut store).await,
                 Bindings::V0_1_0(pre) => v0_1_0::run(pre, &mut store).await,
             }

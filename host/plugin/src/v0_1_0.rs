@@ -89,7 +89,9 @@ fn to_wit_task(t: &super::AgentTask) -> wit::Task {
         teammates: t.teammates.clone(),
         setting: match t.setting {
             llm::Setting::Solo => wit::Setting::Solo,
-            llm::Setting::Coop => wit::Setting::Coop,
+            // Not reached: the team setting needs the `team` capability, which this contract
+            // cannot declare.
+            llm::Setting::Coop | llm::Setting::Team => wit::Setting::Coop,
         },
         feature_text: t.feature_text.clone(),
         limits: wit::Limits {

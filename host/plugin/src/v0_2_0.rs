@@ -1,4 +1,4 @@
-//! Bindings for WIT `cooperbench:agent@0.2.0` (`wit/agent.wit`, the current contract):
+//! Bindings for WIT `cooperbench:agent@0.2.0` (frozen, `wit/0.2.0/`):
 //! converts its types to the host's and calls `imports`.
 
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -12,7 +12,7 @@ use crate::llm;
 use crate::messaging::SendError;
 
 wasmtime::component::bindgen!({
-    path: "../../wit",
+    path: "../../wit/0.2.0",
     world: "agent-plugin",
     imports: { default: async },
     exports: { default: async },
@@ -95,7 +95,9 @@ fn to_wit_task(t: &super::AgentTask) -> wit::Task {
         teammates: t.teammates.clone(),
         setting: match t.setting {
             llm::Setting::Solo => wit::Setting::Solo,
-            llm::Setting::Coop => wit::Setting::Coop,
+            // Not reached: the team setting needs the `team` capability, which this contract
+            // cannot declare.
+            llm::Setting::Coop | llm::Setting::Team => wit::Setting::Coop,
         },
         feature_text: t.feature_text.clone(),
         limits: wit::Limits {

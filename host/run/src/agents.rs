@@ -11,9 +11,10 @@ use crate::fsutil::{sha256_hex, write_atomic, write_json_atomic};
 use crate::layout::PLUGIN_OUTPUT_FILE;
 use crate::llm::budget::AgentBudget;
 use crate::llm::{AgentBrief, FeatureBrief, Setting};
+use crate::messaging::team::TeamBoard;
 use crate::messaging::MessageBus;
 use crate::plugin::{
-    AgentEnv, AgentRun, AgentStatus, AgentTask, Capability, LoadedPlugin, PluginIdentity,
+    AgentEnv, AgentRun, AgentStatus, AgentTask, Capability, LoadedPlugin, PluginIdentity, TeamInfo,
 };
 use crate::progress::Progress;
 use crate::record::AgentRecord;
@@ -29,6 +30,8 @@ pub(crate) struct Team<'a> {
     /// The run grants the team remote (`--git`, coop).
     pub(crate) git: bool,
     pub(crate) bus: &'a MessageBus,
+    /// The team setting's board; none in solo and coop.
+    pub(crate) board: Option<&'a TeamBoard>,
 }
 
 /// An agent that was started: what the host needs to record it when it ends.
@@ -78,6 +81,18 @@ pub(crate) async fn environment(
     if agent_git {
         granted.push(Capability::Git);
     }
+    // The run refused a plugin without the team capability before any pair started.
+    let team_info = match team.board {
+        Some(board) if plugin.identity.requests(Capability::Team) => {
+            granted.push(Capability::Team);
+            board.role(agent_id).map(|role| TeamInfo {
+                role,
+                lead: board.lead().to_string(),
+                mechanisms: board.mechanisms(),
+            })
+        }
+        _ => None,
+    };
     let (briefs, feature_text) = feature_texts(pair, feature_ids, setting)?;
     let teammates: Vec<String> = team
         .ids
@@ -110,10 +125,12 @@ pub(crate) async fn environment(
                 .as_ref()
                 .map(|(_, t)| t.clone())
                 .unwrap_or_default(),
+            team: team_info.clone(),
         },
         sandbox,
         llm: ctx.model.session(&brief),
         bus: bus.clone(),
+        team: team.board.filter(|_| team_info.is_some()).cloned(),
         recorder: if ctx.model.priced() {
             recorder
         } else {
@@ -161,7 +178,7 @@ fn feature_texts(
         });
     }
     let text = match setting {
-        Setting::Coop => texts.first().map(|(_, t)| t.clone()).unwrap_or_default(),
+        Setting::Coop | Setting::Team => texts.first().map(|(_, t)| t.clone()).unwrap_or_default(),
         Setting::Solo => texts
             .iter()
             .map(|(id, t)| format!("## Feature {id}\n\n{}", t.trim()))

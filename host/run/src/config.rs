@@ -67,6 +67,8 @@ pub struct RunConfig {
     pub backend: BackendChoice,
     /// `--git`: a shared `team` remote per pair.
     pub git: bool,
+    /// `--setting team`: which coordination mechanisms are on (`--team-no-*` turn them off).
+    pub team_mechanisms: crate::messaging::team::TeamMechanisms,
     /// LLM providers and budgets.
     pub llm: LlmConfig,
     pub quiet: bool,

@@ -48,6 +48,13 @@ pub enum RunError {
     TaskInputs(#[from] crate::eval::EvalError),
     #[error(transparent)]
     Redis(#[from] crate::messaging::redis::RedisSetupError),
+    #[error("plugin {path} ({name} {version}, WIT {wit}) does not declare the `team` capability, so it would ignore its role and the task list: --setting team needs a plugin built against WIT 0.3.0 or later that declares `team` (mini_swe does)")]
+    NotATeamPlugin {
+        path: String,
+        name: String,
+        version: String,
+        wit: String,
+    },
     #[error("--team has {team} plugins but pair {pair} has {agents} agents: give one plugin per agent (select pairs of that size with -f)")]
     TeamSize {
         team: usize,

@@ -13,8 +13,10 @@ use crate::dataset::Pair;
 use crate::eval::testbench::TestBench;
 use crate::eval::{inputs_hash, EvalReport, GradedPatch, Grader};
 use crate::events::Event;
-use crate::fsutil::{read_json, write_json_atomic};
+use crate::fsutil::{read_json, write_atomic, write_json_atomic};
+use crate::layout::TEAM_LOG_FILE;
 use crate::llm::Setting;
+use crate::messaging::team::TeamBoard;
 use crate::messaging::MessageBus;
 use crate::plugin::{AgentRun, Capability};
 use crate::progress::{human_duration, Outcome, Progress};
@@ -25,7 +27,9 @@ use crate::trajectory::now_rfc3339;
 
 use crate::agents;
 use crate::context::RunContext;
-use crate::record::{agent_features, agent_ids, PairRecord, PairResult, SupersededAttempt};
+use crate::record::{
+    agent_features, agent_ids, PairRecord, PairResult, SupersededAttempt, TeamRecord,
+};
 
 /// Runs one pair (or resumes it), grades it, and reports it on the run's progress.
 pub(crate) async fn run_pair(ctx: &RunContext, pair: Pair) -> PairResult {
@@ -111,7 +115,7 @@ async fn run_pair_reporting(
         None => {
             let agents = match ctx.cfg.setting {
                 Setting::Solo => 1,
-                Setting::Coop => pair.features.len(),
+                Setting::Coop | Setting::Team => pair.features.len(),
             } as isize;
             progress.agents_running(agents);
             ctx.events.emit(Event::PairStarted {
@@ -225,7 +229,7 @@ async fn run_agents(
 ) -> Result<Finished, String> {
     let setting = ctx.cfg.setting;
     let ids = agent_ids(setting, pair.feature_records().len());
-    let messaging = ctx.cfg.messaging && setting == Setting::Coop;
+    let messaging = ctx.cfg.messaging && setting.one_agent_per_feature();
     let bus = match &ctx.redis {
         Some(hub) => MessageBus::Redis(hub.bus(
             &pair.log_dir(Path::new("")).display().to_string(),
@@ -234,7 +238,8 @@ async fn run_agents(
         )),
         None => MessageBus::local(&ids, messaging),
     };
-    let ran = run_agents_on(ctx, pair, pair_dir, progress, bus.clone(), superseded).await;
+    let board = (setting == Setting::Team).then(|| seeded_board(ctx, pair, &ids));
+    let ran = run_agents_on(ctx, pair, pair_dir, progress, bus.clone(), board, superseded).await;
     bus.close().await;
     ran
 }
@@ -257,13 +262,37 @@ async fn close_started(started: Vec<Result<Arc<dyn Sandbox>, String>>) -> String
     first.unwrap_or_else(|| "a sandbox did not start".into())
 }
 
-/// Runs the agents of one pair on `bus`.
+/// The team setting's board, seeded as CooperBench 0.0.29 does: each member's feature as a
+/// task suggested to it, and the lead's integration task (`runner/team.py`). With the task
+/// list switched off, the board still carries the protocol and the roles.
+fn seeded_board(ctx: &RunContext, pair: &Pair, ids: &[String]) -> TeamBoard {
+    let mechanisms = ctx.cfg.team_mechanisms;
+    let lead = ids.first().cloned().unwrap_or_default();
+    let board = TeamBoard::new(ids, &lead, mechanisms);
+    if mechanisms.task_list {
+        let mut features = pair.features.clone();
+        features.sort_unstable();
+        for (agent, feature) in ids.iter().zip(&features).skip(1) {
+            board.seed(&format!("Implement feature {feature}"), Some(agent));
+        }
+        if let Some(first) = features.first() {
+            board.seed(
+                &format!("Lead-only: integrate and submit feature {first}"),
+                Some(&lead),
+            );
+        }
+    }
+    board
+}
+
+/// Runs the agents of one pair on `bus` (and, in the team setting, `board`).
 async fn run_agents_on(
     ctx: &RunContext,
     pair: &Pair,
     pair_dir: &Path,
     progress: &Progress,
     bus: MessageBus,
+    board: Option<TeamBoard>,
     superseded: Vec<SupersededAttempt>,
 ) -> Result<Finished, String> {
     let started_at = now_rfc3339();
@@ -273,7 +302,7 @@ async fn run_agents_on(
     let per_agent = agent_features(setting, pair);
     let _ = std::fs::remove_dir_all(pair_dir);
 
-    let git = ctx.cfg.git && setting == Setting::Coop;
+    let git = ctx.cfg.git && setting.one_agent_per_feature();
     let remote = if git {
         Some(
             ctx.backend
@@ -313,6 +342,7 @@ async fn run_agents_on(
             ids: &ids,
             git,
             bus: &bus,
+            board: board.as_ref(),
         };
         let (env, granted) =
             agents::environment(ctx, pair, progress, &team, k, feature_ids, sandbox.clone())
@@ -365,6 +395,10 @@ async fn run_agents_on(
         let conversation = bus.conversation().await.map_err(|e| e.to_string())?;
         write_json_atomic(&pair_dir.join("conversation.json"), &conversation)
             .map_err(|e| e.to_string())?;
+        let team = match &board {
+            Some(board) => Some(team_record(board, pair_dir)?),
+            None => None,
+        };
         let record = PairRecord {
             run_name: ctx.cfg.name.clone(),
             repo: pair.task.repo.clone(),
@@ -379,6 +413,7 @@ async fn run_agents_on(
             finished_at: now_rfc3339(),
             duration_s: started.elapsed().as_secs_f64(),
             superseded,
+            team,
         };
         write_json_atomic(&pair_dir.join("result.json"), &record).map_err(|e| e.to_string())?;
         Ok::<_, String>(record)
@@ -391,6 +426,23 @@ async fn run_agents_on(
             Err(e)
         }
     }
+}
+
+/// Writes the team's audit log (`team_log.jsonl`, one CooperBench `task-log` event per line)
+/// and returns what result.json says of the team.
+fn team_record(board: &TeamBoard, pair_dir: &Path) -> Result<TeamRecord, String> {
+    let mut log = String::new();
+    for event in board.log() {
+        log.push_str(&serde_json::to_string(&event).map_err(|e| e.to_string())?);
+        log.push('\n');
+    }
+    write_atomic(&pair_dir.join(TEAM_LOG_FILE), log.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(TeamRecord {
+        lead: board.lead().to_string(),
+        mechanisms: board.mechanisms(),
+        metrics: board.metrics(),
+        tasks: board.tasks().unwrap_or_default(),
+    })
 }
 
 /// Reads the patches in `pair_dir` and (re-)grades unless eval.json already matches them.

@@ -16,7 +16,7 @@ use crate::eval::Grader;
 use crate::fsutil::read_json;
 use crate::llm::budget::RunBudget;
 use crate::llm::Setting;
-use crate::plugin::{LoadTimings, LoadedPlugin, PluginHost};
+use crate::plugin::{Capability, LoadTimings, LoadedPlugin, PluginHost};
 use crate::progress::Progress;
 use crate::record::PairRecord;
 use crate::repos::UpstreamRepos;
@@ -270,6 +270,19 @@ async fn load_plugins(
         let (member, _) = load_saying_so(&host, path, cfg.quiet).await?;
         team.push(member);
     }
+    if cfg.setting == Setting::Team {
+        let refused = std::iter::once(&plugin)
+            .chain(&team)
+            .find(|p| !p.identity.requests(Capability::Team));
+        if let Some(p) = refused {
+            return Err(RunError::NotATeamPlugin {
+                path: p.identity.path.clone(),
+                name: p.identity.name.clone(),
+                version: p.identity.version.clone(),
+                wit: p.identity.wit_version.clone(),
+            });
+        }
+    }
     if !cfg.team.is_empty() {
         let size = cfg.team.len();
         if let Some(pair) = pairs.iter().find(|p| p.features.len() != size) {
@@ -388,7 +401,7 @@ fn header(
 
 /// The container pool starts ahead only what the pairs still to run will ask for.
 fn expect_sandboxes(cfg: &RunConfig, pairs: &[Pair], run_dir: &std::path::Path, backend: &Backend) {
-    let git = cfg.git && cfg.setting == Setting::Coop;
+    let git = cfg.git && cfg.setting.one_agent_per_feature();
     for pair in pairs.iter().filter(|_| !git) {
         let done = read_json::<PairRecord>(&pair.log_dir(run_dir).join("result.json"))
             .ok()
@@ -397,7 +410,7 @@ fn expect_sandboxes(cfg: &RunConfig, pairs: &[Pair], run_dir: &std::path::Path, 
         if !done {
             let agents = match cfg.setting {
                 Setting::Solo => 1,
-                Setting::Coop => pair.features.len(),
+                Setting::Coop | Setting::Team => pair.features.len(),
             };
             backend.expect_sandboxes(pair, agents);
         }

@@ -100,6 +100,20 @@ pub struct PairRecord {
     /// Earlier attempts the infrastructure stopped, redone by this one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub superseded: Vec<SupersededAttempt>,
+    /// The team setting: the mechanisms that were on and CooperBench's team metrics (the
+    /// audit log they come from is `team_log.jsonl` beside this file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<TeamRecord>,
+}
+
+/// What the team setting leaves in result.json.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TeamRecord {
+    pub lead: String,
+    pub mechanisms: crate::messaging::team::TeamMechanisms,
+    pub metrics: crate::messaging::team::TeamMetrics,
+    /// The task list when the last agent ended.
+    pub tasks: Vec<crate::messaging::team::TeamTask>,
 }
 
 impl PairRecord {
@@ -132,7 +146,7 @@ pub struct PairResult {
 pub(crate) fn agent_ids(setting: Setting, n: usize) -> Vec<String> {
     match setting {
         Setting::Solo => vec!["solo".into()],
-        Setting::Coop => (1..=n).map(|k| format!("agent{k}")).collect(),
+        Setting::Coop | Setting::Team => (1..=n).map(|k| format!("agent{k}")).collect(),
     }
 }
 
@@ -140,6 +154,6 @@ pub(crate) fn agent_ids(setting: Setting, n: usize) -> Vec<String> {
 pub(crate) fn agent_features(setting: Setting, pair: &Pair) -> Vec<Vec<u32>> {
     match setting {
         Setting::Solo => vec![pair.features.clone()],
-        Setting::Coop => pair.features.iter().map(|f| vec![*f]).collect(),
+        Setting::Coop | Setting::Team => pair.features.iter().map(|f| vec![*f]).collect(),
     }
 }

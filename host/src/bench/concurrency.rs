@@ -164,6 +164,7 @@ pub async fn run_concurrency(
                 git_enabled: false,
                 messaging_enabled: false,
                 agent_config: String::new(),
+                team: None,
             },
             sandbox,
             llm: Box::new(TimedModel {
@@ -174,6 +175,7 @@ pub async fn run_concurrency(
                 gaps: gaps.clone(),
             }),
             bus: MessageBus::local(std::slice::from_ref(id), false),
+            team: None,
             recorder: Recorder::new(id, &[1], "bench"),
             progress: Progress::new(true),
             events: None,

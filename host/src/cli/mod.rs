@@ -508,6 +508,9 @@ fn modal_choice(docker: &DockerArgs) -> Result<BackendChoice, CliError> {
 pub enum SettingArg {
     Coop,
     Solo,
+    /// A lead (agent1) and members with a shared task list and typed requests (CooperBench
+    /// 0.0.29's team setting); the plugin must declare the `team` capability.
+    Team,
 }
 
 /// Which part of the dataset (shared by `run`, `dataset list`, `gold`).
@@ -820,6 +823,8 @@ pub enum CliError {
     TeamOfOne,
     #[error("--team is for coop runs (one agent per feature); --setting solo has a single agent")]
     SoloTeam,
+    #[error("{0} is an ablation of the team setting; add --setting team")]
+    TeamFlagOutsideTeam(&'static str),
     #[error("--agent-config {path}: cannot read: {source}")]
     AgentConfig {
         path: PathBuf,

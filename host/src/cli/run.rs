@@ -124,6 +124,22 @@ pub struct RunArgs {
     /// Give each coop pair a shared git remote named `team` (fetch; push your own branch).
     #[arg(long)]
     pub git: bool,
+    /// Team setting ablation: no shared task list.
+    #[arg(long, help_heading = "Team setting")]
+    pub team_no_task_list: bool,
+    /// Team setting ablation: no typed requests between agents.
+    #[arg(long, help_heading = "Team setting")]
+    pub team_no_protocol: bool,
+    /// Team setting ablation: `messaging.wait` returns at once (CooperBench's `wait_for_message`).
+    #[arg(long, help_heading = "Team setting")]
+    pub team_no_mcp: bool,
+    /// Team setting ablation: plugins are asked not to show the task list before each call.
+    #[arg(long, help_heading = "Team setting")]
+    pub team_no_auto_refresh: bool,
+    /// Team setting: accepted for CooperBench's command lines; cbench has no shared scratchpad
+    /// directory yet, so it is always off.
+    #[arg(long, help_heading = "Team setting")]
+    pub team_no_scratchpad: bool,
     /// Do not grade after the agents finish.
     #[arg(long)]
     pub no_auto_eval: bool,
@@ -394,6 +410,26 @@ impl RunArgs {
         let setting = match self.setting {
             SettingArg::Coop => Setting::Coop,
             SettingArg::Solo => Setting::Solo,
+            SettingArg::Team => Setting::Team,
+        };
+        let ablations = [
+            ("--team-no-task-list", self.team_no_task_list),
+            ("--team-no-protocol", self.team_no_protocol),
+            ("--team-no-mcp", self.team_no_mcp),
+            ("--team-no-auto-refresh", self.team_no_auto_refresh),
+            ("--team-no-scratchpad", self.team_no_scratchpad),
+        ];
+        if let Some((flag, _)) = ablations.iter().find(|(_, on)| *on) {
+            if setting != Setting::Team {
+                return Err(CliError::TeamFlagOutsideTeam(flag));
+            }
+        }
+        let team_mechanisms = crate::messaging::team::TeamMechanisms {
+            task_list: !self.team_no_task_list,
+            protocol: !self.team_no_protocol,
+            scratchpad: false,
+            wait_for_message: !self.team_no_mcp,
+            auto_refresh: !self.team_no_auto_refresh,
         };
         if let Some(n) = &self.name {
             if n.is_empty()
@@ -459,6 +495,7 @@ impl RunArgs {
             shard: self.shard,
             redis_outage: Duration::from_secs(self.redis_outage_secs.max(1)),
             git: self.git,
+            team_mechanisms,
             auto_eval: !self.no_auto_eval,
             agent_config,
             max_steps: self.max_steps,
