@@ -17,10 +17,13 @@
 // Records use camelCase keys, enums are their WIT case names ("coop", "submitted"), option is
 // value-or-null, u64 is a number.
 
-import * as llm from "cooperbench:agent/llm@0.2.0";
-import * as sandbox from "cooperbench:agent/sandbox@0.2.0";
-import * as messaging from "cooperbench:agent/messaging@0.2.0";
-import * as trajectory from "cooperbench:agent/trajectory@0.2.0";
+import * as llm from "cooperbench:agent/llm@0.3.0";
+import * as sandbox from "cooperbench:agent/sandbox@0.3.0";
+import * as messaging from "cooperbench:agent/messaging@0.3.0";
+import * as trajectory from "cooperbench:agent/trajectory@0.3.0";
+// The team setting's task list and requests, used as generated: team.tasks(), team.claim(id), …
+import * as team from "cooperbench:agent/team@0.3.0";
+export { team };
 
 /** The command output line mini-swe-style agents submit with (also what the oracle runs). */
 export const SUBMIT_SENTINEL = "COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT";

@@ -23,12 +23,14 @@ import traceback
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 from componentize_py_types import Err
-from wit_world.imports import llm, messaging, sandbox, trajectory, types
+# `team`: the team setting's task list and requests (WIT 0.3.0), used as generated:
+# team.tasks(), team.claim(id), team.update(id, status, note), team.request(to, kind, body), …
+from wit_world.imports import llm, messaging, sandbox, team, trajectory, types
 
 __all__ = [
     "AgentError", "LimitReached", "SUBMIT_SENTINEL", "agent_info", "agent_run", "assistant",
     "bash", "bash_tool", "broadcast", "complete", "event", "outcome", "read_file", "receive",
-    "send", "system", "tool_result", "types", "user", "wait", "write_file",
+    "send", "system", "team", "tool_result", "types", "user", "wait", "write_file",
 ]
 
 #: The command output line mini-swe-style agents submit with (also what the oracle model runs).

@@ -10,7 +10,7 @@ import {
   complete, event, outcome, receive, send, system, toolResult, user,
 } from "./cbench-agent.js";
 
-const VERSION = "0.2.0";
+const VERSION = "0.3.0";
 const OUTPUT_LIMIT_CHARS = 10000;
 const OUTPUT_KEEP_CHARS = 5000;
 const CONFIG_KEYS = ["step_limit", "use_tools", "command_timeout_ms", "temperature", "max_output_tokens", "stop"];
@@ -63,6 +63,12 @@ function systemPrompt(task) {
 
 const taskPrompt = (task) =>
   `Implement the following in this repository.\n\n${task.featureText.trim()}\n\nStart by exploring the code.`;
+
+// A reply cut at the output-token cap: say so, rather than call it a format mistake.
+const cutReply = (problem) =>
+  `Your reply was cut off at the output-token limit before it was complete (${problem}). ` +
+  `Reply again with a shorter answer: one bash command and little text. To finish, run ` +
+  `\`echo ${SUBMIT_SENTINEL}\`.`;
 
 const formatError = (problem) =>
   `Format error: ${problem}.\nReply with exactly one bash command (one \`bash\` tool call, or ` +
@@ -202,8 +208,13 @@ class MiniSwe {
         action = parseAction(completion.content, completion.toolCalls);
       } catch (e) {
         if (!(e instanceof FormatError)) throw e;
-        event("format-error", e.message);
-        this.replyFormatError(completion.toolCalls, e.message);
+        if (completion.truncated) {
+          event("truncated-reply", e.message);
+          this.replyFormatError(completion.toolCalls, cutReply(e.message));
+        } else {
+          event("format-error", e.message);
+          this.replyFormatError(completion.toolCalls, formatError(e.message));
+        }
         continue;
       }
       const summary = this.execute(action);
@@ -212,8 +223,7 @@ class MiniSwe {
     return outcome("step-limit-reached", steps, `step limit of ${this.stepLimit} reached`);
   }
 
-  replyFormatError(toolCalls, problem) {
-    const text = formatError(problem);
+  replyFormatError(toolCalls, text) {
     if (toolCalls.length === 0) this.messages.push(user(text));
     for (const call of toolCalls) this.messages.push(toolResult(call.id, text));
   }

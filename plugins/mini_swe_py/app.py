@@ -13,7 +13,7 @@ from cbench_agent import (
     bash_tool, complete, event, outcome, receive, send, tool_result, types, user, system,
 )
 
-VERSION = "0.2.0"
+VERSION = "0.3.0"
 OUTPUT_LIMIT_CHARS = 10_000
 OUTPUT_KEEP_CHARS = 5_000
 CONFIG_KEYS = {"step_limit", "use_tools", "command_timeout_ms", "temperature", "max_output_tokens", "stop"}
@@ -71,6 +71,15 @@ def task_prompt(task):
     return (
         "Implement the following in this repository.\n\n"
         f"{task.feature_text.strip()}\n\nStart by exploring the code."
+    )
+
+
+def cut_reply(problem):
+    """A reply cut at the output-token cap: say so, rather than call it a format mistake."""
+    return (
+        f"Your reply was cut off at the output-token limit before it was complete ({problem}). "
+        f"Reply again with a shorter answer: one bash command and little text. To finish, run "
+        f"`echo {SUBMIT_SENTINEL}`."
     )
 
 
@@ -217,16 +226,19 @@ class MiniSwe:
             try:
                 command, call_id = parse_action(completion.content, completion.tool_calls)
             except FormatError as problem:
-                event("format-error", str(problem))
-                self.reply_format_error(completion.tool_calls, str(problem))
+                if completion.truncated:
+                    event("truncated-reply", str(problem))
+                    self.reply_format_error(completion.tool_calls, cut_reply(str(problem)))
+                else:
+                    event("format-error", str(problem))
+                    self.reply_format_error(completion.tool_calls, format_error(str(problem)))
                 continue
             summary = self.execute(command, call_id)
             if summary is not None:
                 return outcome("submitted", steps, summary)
         return outcome("step-limit-reached", steps, f"step limit of {self.step_limit} reached")
 
-    def reply_format_error(self, tool_calls, problem):
-        text = format_error(problem)
+    def reply_format_error(self, tool_calls, text):
         if not tool_calls:
             self.messages.append(user(text))
         for call in tool_calls:

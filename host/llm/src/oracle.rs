@@ -26,7 +26,9 @@ impl Model for Oracle {
 
     fn session(&self, brief: &AgentBrief) -> Box<dyn LlmSession> {
         let mut plan = Vec::new();
-        if brief.setting.one_agent_per_feature() && brief.messaging_enabled && !brief.teammates.is_empty()
+        if brief.setting.one_agent_per_feature()
+            && brief.messaging_enabled
+            && !brief.teammates.is_empty()
         {
             plan.push(Step::Announce);
         }

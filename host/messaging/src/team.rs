@@ -625,13 +625,19 @@ mod tests {
         let done = team
             .update("agent2", &t.id, TaskStatus::Done, "merged")
             .unwrap();
-        assert_eq!((done.status, done.note.as_str()), (TaskStatus::Done, "merged"));
+        assert_eq!(
+            (done.status, done.note.as_str()),
+            (TaskStatus::Done, "merged")
+        );
         assert_eq!(
             team.create("agent2", "a task of my own", None),
             Err(TeamError::NotLead)
         );
         let made = team.create("agent1", "review", Some("agent3")).unwrap();
-        assert_eq!((made.id.as_str(), made.created_by.as_str()), ("t2", "agent1"));
+        assert_eq!(
+            (made.id.as_str(), made.created_by.as_str()),
+            ("t2", "agent1")
+        );
         assert!(matches!(
             team.create("agent1", "x", Some("stranger")),
             Err(TeamError::InvalidArgument(_))
@@ -654,7 +660,9 @@ mod tests {
     #[tokio::test]
     async fn a_request_is_answered_once_by_its_recipient_and_the_sender_is_woken() {
         let team = board(TeamMechanisms::default());
-        let id = team.request("agent2", "agent1", "plan-approval", "ok?").unwrap();
+        let id = team
+            .request("agent2", "agent1", "plan-approval", "ok?")
+            .unwrap();
         assert_eq!(team.pending("agent1").unwrap().len(), 1);
         assert!(team.pending("agent3").unwrap().is_empty());
         assert_eq!(
@@ -672,7 +680,10 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         team.respond("agent1", &id, "approved").unwrap();
         let answer = waiter.await.unwrap().unwrap().unwrap();
-        assert_eq!((answer.sender.as_str(), answer.body.as_str()), ("agent1", "approved"));
+        assert_eq!(
+            (answer.sender.as_str(), answer.body.as_str()),
+            ("agent1", "approved")
+        );
         assert!(team.pending("agent1").unwrap().is_empty());
         assert_eq!(
             team.respond("agent1", &id, "again"),
@@ -700,7 +711,10 @@ mod tests {
         });
         assert_eq!(no_list.tasks(), Err(TeamError::Disabled));
         assert_eq!(no_list.claim("agent1", "t1"), Err(TeamError::Disabled));
-        assert_eq!(no_list.create("agent1", "x", None), Err(TeamError::Disabled));
+        assert_eq!(
+            no_list.create("agent1", "x", None),
+            Err(TeamError::Disabled)
+        );
         assert!(no_list.request("agent1", "agent2", "k", "b").is_ok());
         let no_protocol = board(TeamMechanisms {
             protocol: false,

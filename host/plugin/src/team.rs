@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::HostState;
-use crate::messaging::team::{TaskStatus, TeamError, TeamRequest, TeamResponse, TeamRole, TeamTask};
+use crate::messaging::team::{
+    TaskStatus, TeamError, TeamRequest, TeamResponse, TeamRole, TeamTask,
+};
 
 /// Longest `await-response` wait honoured in one call.
 const MAX_AWAIT: Duration = Duration::from_secs(600);

@@ -239,7 +239,16 @@ async fn run_agents(
         None => MessageBus::local(&ids, messaging),
     };
     let board = (setting == Setting::Team).then(|| seeded_board(ctx, pair, &ids));
-    let ran = run_agents_on(ctx, pair, pair_dir, progress, bus.clone(), board, superseded).await;
+    let ran = run_agents_on(
+        ctx,
+        pair,
+        pair_dir,
+        progress,
+        bus.clone(),
+        board,
+        superseded,
+    )
+    .await;
     bus.close().await;
     ran
 }

@@ -292,7 +292,7 @@ fn agents_resolve_by_name_and_cooperbench_names_stand_in() {
     assert!(out.status.success(), "{}", text(&out));
     let listed = String::from_utf8_lossy(&out.stdout);
     assert!(
-        listed.contains("mini_swe         mini_swe 0.2.0"),
+        listed.contains("mini_swe         mini_swe 0.3.0"),
         "{listed}"
     );
     assert!(

@@ -89,7 +89,7 @@ fn coop_oracle_run_grades_every_pair_as_designed() {
         );
         let result = json(&pair.join("result.json"));
         assert_eq!(result["plugin"]["name"], "mini_swe");
-        assert_eq!(result["plugin"]["wit_version"], "0.2.0");
+        assert_eq!(result["plugin"]["wit_version"], "0.3.0");
         assert_eq!(result["plugin"]["sha256"].as_str().map(str::len), Some(64));
         assert_eq!(result["agents"][0]["status"], "Submitted");
     }

@@ -163,7 +163,7 @@ fn invalid_wasm_and_wrong_wit_versions_are_refused_by_name() {
 
     // Same plugin, export renamed to a future WIT version (same length keeps the binary valid).
     let bytes = std::fs::read(&plugins().mini_swe).unwrap();
-    let from = b"cooperbench:agent/agent@0.2.0";
+    let from = b"cooperbench:agent/agent@0.3.0";
     let to = b"cooperbench:agent/agent@0.9.0";
     let mut patched = bytes.clone();
     let mut i = 0;

@@ -95,7 +95,7 @@ fn a_new_plugin_in_every_language_builds_and_runs_as_it_is() {
         assert!(inspect.status.success(), "{lang}: {}", text(&inspect));
         let result = run_oracle(logs.path(), &name, &wasm, &[]);
         assert_eq!(result["plugin"]["name"], name.as_str(), "{result:#}");
-        assert_eq!(result["plugin"]["wit_version"], "0.2.0");
+        assert_eq!(result["plugin"]["wit_version"], "0.3.0");
         for agent in result["agents"].as_array().unwrap() {
             assert_eq!(agent["status"], "Submitted", "{lang}: {agent:#}");
             assert_eq!(

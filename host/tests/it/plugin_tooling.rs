@@ -53,9 +53,9 @@ fn inspect_shows_the_contract_without_compiling() {
     assert!(out.status.success(), "{}", text(&out));
     let shown = String::from_utf8_lossy(&out.stdout);
     for expected in [
-        "contract cooperbench:agent@0.2.0 (served by this host)",
-        "exports  cooperbench:agent/agent@0.2.0",
-        "✓ cooperbench:agent/llm@0.2.0",
+        "contract cooperbench:agent@0.3.0 (served by this host)",
+        "exports  cooperbench:agent/agent@0.3.0",
+        "✓ cooperbench:agent/llm@0.3.0",
         "✓ wasi:cli/stdout@",
         "verdict  ✓ cbench can run it",
         "add --compile",
@@ -71,7 +71,7 @@ fn inspect_shows_the_contract_without_compiling() {
     assert!(out.status.success(), "{}", text(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["name"], "mini_swe");
-    assert_eq!(report["wit_package"], "cooperbench:agent@0.2.0");
+    assert_eq!(report["wit_package"], "cooperbench:agent@0.3.0");
     assert_eq!(report["sha256"].as_str().unwrap().len(), 64);
     assert_eq!(cache_entries(cache.path()).len(), 1);
     // Once compiled, a plain inspect names it from the cache: no "add --compile".
@@ -93,7 +93,7 @@ fn a_wrong_wit_version_is_refused_in_well_under_a_second_and_nothing_is_cached()
         &future,
         patched(
             &plugins().mini_swe,
-            "cooperbench:agent/agent@0.2.0",
+            "cooperbench:agent/agent@0.3.0",
             "cooperbench:agent/agent@0.9.0",
         ),
     )

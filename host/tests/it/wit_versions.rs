@@ -1,5 +1,6 @@
-//! Contract versions side by side: a plugin built against `cooperbench:agent@0.1.0` long ago
-//! runs in the same binary as 0.2.0 plugins and grades identically, and what 0.2.0 added —
+//! Contract versions side by side: plugins built against `cooperbench:agent@0.1.0` and
+//! `@0.2.0` long ago run in the same binary as current plugins and grade identically, and what
+//! 0.2.0 added —
 //! capabilities that need both the plugin's declaration and the user's grant, `exec` with a
 //! working directory and environment, `broadcast` — does what the .wit says.
 
@@ -11,19 +12,29 @@ use crate::support::{
     cbench, dataset, json, pair_grades, plugins, run_dirs, text, write_temp, Run,
 };
 
-/// The frozen 0.1.0 build of mini_swe (never rebuilt; see tests/fixtures/README.md).
-fn fixture_0_1_0() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mini_swe-wit-0.1.0.wasm")
+/// A frozen build of mini_swe against an older contract, checked against its recorded sha256
+/// (never rebuilt; see tests/fixtures/README.md).
+fn fixture(version: &str, sha256: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/fixtures/mini_swe-wit-{version}.wasm"));
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(
+        cbench::fsutil::sha256_hex(&bytes),
+        sha256,
+        "the {version} fixture must never be rebuilt"
+    );
+    path
 }
 
 #[test]
-fn a_0_1_0_plugin_and_a_0_2_0_plugin_run_in_one_binary_and_grade_identically() {
-    let fixture = fixture_0_1_0();
-    let bytes = std::fs::read(&fixture).unwrap();
-    assert_eq!(
-        cbench::fsutil::sha256_hex(&bytes),
+fn plugins_built_against_0_1_0_0_2_0_and_0_3_0_run_in_one_binary_and_grade_identically() {
+    let old = fixture(
+        "0.1.0",
         "623683ed20e38105a78a67e42a83762d5f9562ab78689882920b8b217c0b78ae",
-        "the 0.1.0 fixture must never be rebuilt"
+    );
+    let previous = fixture(
+        "0.2.0",
+        "7d281ad334b21a361113c7198cd8a481268c09358f28dc173a5c37334ff09174",
     );
     for setting in ["coop", "solo"] {
         let logs = tempfile::tempdir().unwrap();
@@ -39,7 +50,9 @@ fn a_0_1_0_plugin_and_a_0_2_0_plugin_run_in_one_binary_and_grade_identically() {
             "--dataset-dir",
             &data,
             "--agent",
-            fixture.to_str().unwrap(),
+            old.to_str().unwrap(),
+            "--agent",
+            previous.to_str().unwrap(),
             "--agent",
             plugins().mini_swe.to_str().unwrap(),
             "-m",
@@ -49,7 +62,7 @@ fn a_0_1_0_plugin_and_a_0_2_0_plugin_run_in_one_binary_and_grade_identically() {
         ]);
         assert!(out.status.success(), "{setting}: {}", text(&out));
         let dirs = run_dirs(logs.path());
-        assert_eq!(dirs.len(), 2, "{dirs:?}");
+        assert_eq!(dirs.len(), 3, "{dirs:?}");
         let mut versions = Vec::new();
         for dir in &dirs {
             let first = pair_grades(dir);
@@ -63,12 +76,15 @@ fn a_0_1_0_plugin_and_a_0_2_0_plugin_run_in_one_binary_and_grade_identically() {
             );
         }
         versions.sort();
-        assert_eq!(versions, ["0.1.0", "0.2.0"], "{setting}");
-        let (a, b) = (pair_grades(&dirs[0]), pair_grades(&dirs[1]));
-        assert_eq!(
-            a, b,
-            "{setting}: the two contract versions graded differently"
-        );
+        assert_eq!(versions, ["0.1.0", "0.2.0", "0.3.0"], "{setting}");
+        let a = pair_grades(&dirs[0]);
+        for other in &dirs[1..] {
+            assert_eq!(
+                a,
+                pair_grades(other),
+                "{setting}: the contract versions graded differently"
+            );
+        }
         assert!(
             a.iter().any(|(_, _, v)| v["overall_success"] == true),
             "{setting}: the oracle should pass some pairs: {a:?}"

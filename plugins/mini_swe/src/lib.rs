@@ -3,10 +3,12 @@
 //! Bash is the only action. Each command runs in a fresh shell in the repo.
 //! The agent submits by running a command whose first output line is the
 //! submit sentinel. Coop agents talk with `send_message <id> <<'MSG' … MSG`
-//! inside a command; the plugin lifts those out and sends them via the host.
+//! inside a command; the plugin lifts those out and sends them via the host. In the team
+//! setting, CooperBench's `coop-task-*` / `coop-request` verbs are lifted out the same way.
 
 mod action;
 mod prompts;
+mod team;
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -19,7 +21,8 @@ use cooperbench::agent::sandbox;
 use cooperbench::agent::sandbox::ExecRequest;
 use cooperbench::agent::trajectory;
 use cooperbench::agent::types::{
-    AgentInfo, Capability, ChatMessage, ExitStatus, Outcome, Role, Task, ToolCall, ToolDefinition,
+    AgentInfo, Capability, ChatMessage, ExitStatus, Outcome, Role, Task, TeamInfo, ToolCall,
+    ToolDefinition,
 };
 use exports::cooperbench::agent::agent::Guest;
 
@@ -57,7 +60,7 @@ impl Guest for MiniSwe {
         AgentInfo {
             name: "mini_swe".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            capabilities: vec![Capability::Messaging, Capability::Git],
+            capabilities: vec![Capability::Messaging, Capability::Git, Capability::Team],
         }
     }
 
@@ -80,6 +83,11 @@ struct Agent {
     tools: Vec<ToolDefinition>,
     command_timeout_ms: u32,
     messages: Vec<ChatMessage>,
+    agent_id: String,
+    team: Option<TeamInfo>,
+    /// The task-list summary last shown to the model (auto-refresh shows it again only when
+    /// it changed, so an idle list does not fill the context).
+    last_summary: Option<String>,
 }
 
 fn message(role: Role, content: String) -> ChatMessage {
@@ -112,6 +120,9 @@ impl Agent {
             command_timeout_ms: config.command_timeout_ms.unwrap_or(0),
             tools,
             messages,
+            agent_id: task.agent_id.clone(),
+            team: task.team.clone(),
+            last_summary: None,
         }
     }
 
@@ -119,6 +130,7 @@ impl Agent {
         let mut steps = 0;
         while steps < self.step_limit {
             self.deliver_incoming_messages();
+            self.refresh_task_list();
             steps += 1;
             let request = CompletionRequest {
                 messages: self.messages.clone(),
@@ -147,9 +159,18 @@ impl Agent {
             });
             let action = match parse_action(&completion.content, &completion.tool_calls) {
                 Ok(action) => action,
+                Err(problem) if completion.truncated => {
+                    // Cut at the output-token cap: not a format mistake, so say what happened.
+                    trajectory::event("truncated-reply", &problem);
+                    self.reply_format_error(&completion.tool_calls, &prompts::cut_reply(&problem));
+                    continue;
+                }
                 Err(problem) => {
                     trajectory::event("format-error", &problem);
-                    self.reply_format_error(&completion.tool_calls, &problem);
+                    self.reply_format_error(
+                        &completion.tool_calls,
+                        &prompts::format_error(&problem),
+                    );
                     continue;
                 }
             };
@@ -178,9 +199,28 @@ impl Agent {
         }
     }
 
+    /// Auto-refresh (team setting): the task list's summary before a model call when it
+    /// changed since the model last saw it.
+    fn refresh_task_list(&mut self) {
+        let Some(info) = &self.team else {
+            return;
+        };
+        if !info.auto_refresh || !info.task_list {
+            return;
+        }
+        let Ok(tasks) = cooperbench::agent::team::tasks() else {
+            return;
+        };
+        let text = team::summary(&tasks, &self.agent_id);
+        if self.last_summary.as_deref() != Some(text.as_str()) {
+            self.messages.push(message(Role::User, text.clone()));
+            self.last_summary = Some(text);
+        }
+    }
+
     /// Every tool call must be answered, so a format error goes to each of them.
-    fn reply_format_error(&mut self, tool_calls: &[ToolCall], problem: &str) {
-        let text = prompts::format_error(problem);
+    fn reply_format_error(&mut self, tool_calls: &[ToolCall], text: &str) {
+        let text = text.to_string();
         if tool_calls.is_empty() {
             self.messages.push(message(Role::User, text));
         } else {
@@ -198,12 +238,20 @@ impl Agent {
     /// Runs one action. Returns the submission summary when the agent submitted.
     fn execute(&mut self, action: &Action) -> Result<Option<String>, String> {
         let (outgoing, command) = split_messages(&action.command);
+        let (verbs, command) = if self.team.is_some() {
+            team::split_verbs(&command)
+        } else {
+            (Vec::new(), command)
+        };
         let mut notes = Vec::new();
         for m in &outgoing {
             match messaging::send(&m.to, &m.body) {
                 Ok(()) => notes.push(format!("Message sent to {}.", m.to)),
                 Err(e) => notes.push(format!("Message to {} NOT sent: {}", m.to, describe(&e))),
             }
+        }
+        for verb in &verbs {
+            notes.push(team::run(verb, &self.agent_id));
         }
         let mut observation = notes.join("\n");
         if !command.trim().is_empty() {
@@ -316,6 +364,7 @@ mod tests {
             git_enabled,
             messaging_enabled: true,
             agent_config: String::new(),
+            team: None,
         }
     }
 

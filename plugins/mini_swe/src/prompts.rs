@@ -1,6 +1,6 @@
 //! Prompt texts, in our own words.
 
-use crate::cooperbench::agent::types::{Setting, Task, ToolDefinition};
+use crate::cooperbench::agent::types::{Setting, Task, TeamRole, ToolDefinition};
 use crate::SUBMIT_SENTINEL;
 
 /// The single tool offered to tool-calling models.
@@ -22,7 +22,7 @@ pub fn system_prompt(task: &Task) -> String {
          When the work is complete, run `echo {SUBMIT_SENTINEL}` as a command of its own. \
          Your changes in the working tree are collected automatically; do not print a patch."
     );
-    if task.setting == Setting::Coop {
+    if task.setting != Setting::Solo {
         let team = task.teammates.join(", ");
         text.push_str(&format!(
             "\n\nYou are {me}, one of a team. Your teammates ({team}) are implementing other \
@@ -51,6 +51,42 @@ pub fn system_prompt(task: &Task) -> String {
             ));
         }
     }
+    if let Some(team) = &task.team {
+        text.push_str(&team_section(task, team));
+    }
+    text
+}
+
+/// The team setting: the role, what the lead and the members are expected to do, and the
+/// team commands the user left on.
+fn team_section(task: &Task, team: &crate::cooperbench::agent::types::TeamInfo) -> String {
+    let me = &task.agent_id;
+    let mut text = match team.role {
+        TeamRole::Lead => format!(
+            "\n\nYou are {me}, the team lead. Plan the work so that no two agents edit the same \
+             lines, tell each member what to do, follow their progress and unblock them, and \
+             implement your own feature. Everyone's changes are merged at the end."
+        ),
+        TeamRole::Member => format!(
+            "\n\nYou are {me}, a team member; the lead is {lead}. Look at the task list for the \
+             task meant for you, claim it, keep its status current (blocked with a note when \
+             stuck, done when finished) and follow the lead's plan.",
+            lead = team.lead
+        ),
+    };
+    if team.task_list || team.protocol {
+        text.push('\n');
+        text.push_str(crate::team::USAGE);
+        if !team.task_list {
+            text.push_str("\n(The task list is switched off in this run: coop-task-* fail.)");
+        }
+        if !team.protocol {
+            text.push_str(
+                "\n(Typed requests are switched off in this run: coop-request, coop-respond, \
+                 coop-pending and coop-await fail.)",
+            );
+        }
+    }
     text
 }
 
@@ -65,6 +101,15 @@ pub fn format_error(problem: &str) -> String {
     format!(
         "Format error: {problem}.\nReply with exactly one bash command (one `bash` tool call, or \
          one ```bash block). To finish, run `echo {SUBMIT_SENTINEL}`."
+    )
+}
+
+/// A reply cut at the output-token cap: the model should say less at once, not change format.
+pub fn cut_reply(problem: &str) -> String {
+    format!(
+        "Your reply was cut off at the output-token limit before it was complete ({problem}). \
+         Reply again with a shorter answer: one bash command and little text. To finish, run \
+         `echo {SUBMIT_SENTINEL}`."
     )
 }
 
