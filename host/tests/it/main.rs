@@ -41,5 +41,6 @@ mod redis_bus;
 mod report;
 mod run_lifecycle;
 mod slurm_engine;
+mod team_setting;
 mod upstream_repos;
 mod wit_versions;

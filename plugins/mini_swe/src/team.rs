@@ -247,9 +247,11 @@ pub fn run(verb: &Verb, me: &str) -> String {
         }),
         Verb::Claim(id) => team::claim(id).map(|t| format!("claimed:\n{}", task_line(&t, me))),
         Verb::Update { id, status, note } => match parse_status(status) {
-            None => return format!(
+            None => {
+                return format!(
                 "coop-task-update: unknown status `{status}` (open, in_progress, blocked, done)"
-            ),
+            )
+            }
             Some(s) => {
                 team::update(id, s, note).map(|t| format!("updated:\n{}", task_line(&t, me)))
             }

@@ -1,0 +1,267 @@
+//! The team setting (CooperBench 0.0.29's `--setting team`): a lead and members coordinate
+//! through the host's task list and typed requests, and the host enforces the rules a plugin
+//! might try to break — only the owner updates a task, only the lead creates one, one claim
+//! wins. Played through mini_swe's real loop with a scripted model.
+
+use serde_json::Value;
+
+use crate::support::{json, plugins, text, write_temp, Run};
+
+const SUBMIT: &str = "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT";
+
+fn bash(command: &str) -> Value {
+    serde_json::json!({ "bash": command })
+}
+
+/// Runs the bundled task's features 1,2,3 as a team of mini_swe agents under `script`.
+fn team_run(name: &str, script: &Value, extra: &[&str]) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_temp(dir.path(), "team.json", &script.to_string());
+    let model = format!("scripted:{path}");
+    let agent = plugins().mini_swe.display().to_string();
+    let mut args = vec![
+        "--agent",
+        agent.as_str(),
+        "-m",
+        model.as_str(),
+        "--setting",
+        "team",
+        "-f",
+        "1,2,3",
+        "--no-auto-eval",
+    ];
+    args.extend_from_slice(extra);
+    let run = Run::start(name, &args);
+    run.assert_ok();
+    run
+}
+
+fn pair_dir(run: &Run) -> std::path::PathBuf {
+    run.dir().join("cbench_textkit_task/task1/features_1_2_3")
+}
+
+/// Every observation an agent was given for its team commands, in order.
+fn observations(run: &Run, agent: &str) -> Vec<(String, String)> {
+    let trajectory = json(&pair_dir(run).join(agent).join("trajectory.json"));
+    trajectory["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["action"].as_str().unwrap_or("").starts_with("team_"))
+        .map(|s| {
+            (
+                s["action"].as_str().unwrap().to_string(),
+                s["observation"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn log(run: &Run) -> Vec<Value> {
+    std::fs::read_to_string(pair_dir(run).join("team_log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_team_coordinates_through_the_hosts_task_list_and_the_rules_hold() {
+    let script = serde_json::json!({
+        "agent1": [
+            bash("coop-task-create 'Shared: document the new helpers'"),
+            bash("sleep 3"),
+            bash("coop-pending"),
+            bash("coop-respond r1 'yes, go ahead'"),
+            bash(SUBMIT),
+        ],
+        "agent2": [
+            bash("coop-task-list --mine"),
+            bash("coop-task-claim t1"),
+            bash("sleep 1"),
+            bash("coop-task-claim t4"),
+            bash("coop-task-update t1 done -n 'feature 2 in'"),
+            bash(SUBMIT),
+        ],
+        "agent3": [
+            bash("coop-task-update t1 blocked -n 'taking over'"),
+            bash("coop-task-create 'my own task'"),
+            bash("coop-request agent1 plan-approval 'may I edit textkit/numbers.py?'"),
+            bash("sleep 1"),
+            bash("coop-task-claim t4"),
+            bash("coop-await r1 20"),
+            bash(SUBMIT),
+        ],
+    });
+    let run = team_run("team-rules", &script, &[]);
+    let result = json(&pair_dir(&run).join("result.json"));
+    assert_eq!(result["setting"], "team");
+    for agent in result["agents"].as_array().unwrap() {
+        assert_eq!(
+            agent["capabilities_granted"],
+            serde_json::json!(["messaging", "team"]),
+            "{agent:#}"
+        );
+        assert_eq!(agent["status"], "Submitted", "{agent:#}");
+    }
+
+    // Owner-only update and lead-only create, refused by the host with reasons the agent saw.
+    let third = observations(&run, "agent3");
+    assert!(
+        third[0].0 == "team_update"
+            && third[0]
+                .1
+                .contains("only the task's owner may update it (owner: agent2)"),
+        "{third:?}"
+    );
+    assert!(
+        third[1].0 == "team_create" && third[1].1.contains("only the lead may create tasks"),
+        "{third:?}"
+    );
+    let answer = third
+        .iter()
+        .find(|(action, _)| action == "team_await_response")
+        .expect("agent3 waited for its answer");
+    assert!(
+        answer.1.contains("agent1 answered: yes, go ahead"),
+        "{third:?}"
+    );
+
+    // One claim of the contested task won; the loser was told who has it.
+    let events = log(&run);
+    let claims_of_t4: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "claim" && e["task_id"] == "t4")
+        .collect();
+    assert_eq!(claims_of_t4.len(), 1, "{events:#?}");
+    let winner = claims_of_t4[0]["by"].as_str().unwrap();
+    let loser = if winner == "agent2" {
+        "agent3"
+    } else {
+        "agent2"
+    };
+    assert!(
+        observations(&run, loser)
+            .iter()
+            .any(|(a, o)| a == "team_claim" && o.contains(&format!("already claimed by `{winner}`"))),
+        "{:?}",
+        observations(&run, loser)
+    );
+
+    // The audit log has CooperBench's event kinds, and the metrics come from it.
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "create").count(),
+        4,
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&"request") && kinds.contains(&"response"),
+        "{kinds:?}"
+    );
+    let metrics = &result["team"]["metrics"];
+    assert_eq!(metrics["tasks_total"], 4, "{metrics:#}");
+    assert_eq!(metrics["tasks_done"], 1, "{metrics:#}");
+    assert_eq!(metrics["unowned_at_end"], 0, "{metrics:#}");
+    assert!(metrics["claims_per_agent"]["agent2"].as_u64().unwrap() >= 1);
+    assert_eq!(
+        metrics["updates_per_agent"],
+        serde_json::json!({"agent2": 1})
+    );
+    assert_eq!(
+        (metrics["requests"].as_u64(), metrics["responses"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(metrics["time_to_first_claim_seconds"].as_f64().unwrap() >= 0.0);
+
+    // Auto-refresh: the member saw the seeded list (its own task marked) before a model call.
+    let trajectory = json(&pair_dir(&run).join("agent2/trajectory.json"));
+    let seen = trajectory.to_string();
+    assert!(
+        seen.contains("[Team task list]")
+            && seen.contains("owner=agent2 (you own): Implement feature 2"),
+        "agent2 never saw the task list"
+    );
+}
+
+#[test]
+fn each_team_no_flag_switches_off_exactly_its_mechanism() {
+    let script = serde_json::json!({
+        "*": [
+            bash("coop-task-list"),
+            bash("coop-pending"),
+            bash(SUBMIT),
+        ],
+    });
+    let run = team_run("team-no-list", &script, &["--team-no-task-list"]);
+    let first = observations(&run, "agent2");
+    // tasks() and pending() are polls, not recorded as actions: look at what the model was told.
+    let told = json(&pair_dir(&run).join("agent2/trajectory.json")).to_string();
+    assert!(
+        told.contains("team command failed: not available in this run"),
+        "the task list answered though switched off: {first:?}"
+    );
+    assert!(
+        told.contains("no requests waiting for your answer"),
+        "the protocol should stay on"
+    );
+    assert!(
+        !told.contains("[Team task list]"),
+        "auto-refresh showed a switched-off list"
+    );
+    let config = json(&run.dir().join("config.json"));
+    assert_eq!(config["team_mechanisms"]["task_list"], false);
+    assert_eq!(config["team_mechanisms"]["protocol"], true);
+    assert!(log(&run).is_empty(), "nothing seeded without a task list");
+
+    let run = team_run("team-no-protocol", &script, &["--team-no-protocol"]);
+    let told = json(&pair_dir(&run).join("agent2/trajectory.json")).to_string();
+    assert!(
+        told.contains("[Team task list]"),
+        "the task list should stay on"
+    );
+    assert!(
+        told.contains("team command failed: not available in this run"),
+        "the protocol answered though switched off"
+    );
+}
+
+#[test]
+fn a_plugin_without_the_team_capability_and_a_stray_team_flag_are_refused() {
+    // mini_swe built against WIT 0.2.0 cannot declare `team`.
+    let old = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/mini_swe-wit-0.2.0.wasm")
+        .display()
+        .to_string();
+    let run = Run::start(
+        "team-old",
+        &[
+            "--agent",
+            &old,
+            "-m",
+            "oracle",
+            "--setting",
+            "team",
+            "-f",
+            "1,2",
+        ],
+    );
+    assert!(!run.output.status.success());
+    let said = text(&run.output);
+    assert!(
+        said.contains("mini_swe-wit-0.2.0.wasm")
+            && said.contains("does not declare the `team` capability"),
+        "{said}"
+    );
+    let run = Run::start(
+        "team-stray",
+        &["--agent", &old, "-m", "oracle", "--team-no-mcp"],
+    );
+    assert_eq!(run.output.status.code(), Some(2), "{}", text(&run.output));
+    assert!(
+        text(&run.output)
+            .contains("--team-no-mcp is an ablation of the team setting; add --setting team"),
+        "{}",
+        text(&run.output)
+    );
+}
