@@ -289,6 +289,21 @@ fn a_reply_cut_at_the_token_cap_is_recorded_exported_and_shown() {
     );
     assert_eq!(calls[0]["response"]["truncated"], true);
     assert!(calls[1]["response"].get("truncated").is_none());
+    // The plugin was told (WIT 0.3.0 `truncated`), so mini_swe answered the cut as a cut, not
+    // as a format mistake of the model's.
+    let told = calls[1]["request_new_messages"].to_string();
+    assert!(
+        told.contains("cut off at the output-token limit") && !told.contains("Format error"),
+        "{told}"
+    );
+    assert!(
+        trajectory["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["action"] == "truncated-reply"),
+        "{trajectory:#}"
+    );
     // ATIF keeps it on the step.
     let logs = run.logs.path().to_str().unwrap();
     let out = cbench(&["export", "-n", "cut", "--log-dir", logs]);
