@@ -6,8 +6,11 @@
 
 /// Per agent: what the plugin printed to stdout/stderr (bounded), written only when it printed.
 pub const PLUGIN_OUTPUT_FILE: &str = "plugin_output.log";
-/// The team setting's audit log in a pair directory (one CooperBench `task-log` event per line).
-pub const TEAM_LOG_FILE: &str = "team_log.jsonl";
+/// The team setting's audit log in a pair directory: CooperBench's `task-log` events as a JSON
+/// list, under CooperBench's file name.
+pub const TEAM_LOG_FILE: &str = "task_log.json";
+/// The team setting's task list when the last agent ended (CooperBench's file name).
+pub const TEAM_TASKS_FILE: &str = "tasks.json";
 
 use std::path::{Path, PathBuf};
 

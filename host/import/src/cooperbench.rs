@@ -481,7 +481,7 @@ fn write_run(
         messaging: setting != "solo",
         message_bus: "cooperbench".into(),
         git: false,
-        team_mechanisms: None,
+        team_features: None,
         auto_eval: true,
         agent_config: None,
         agent_config_sha256: None,

@@ -104,15 +104,17 @@ pub enum TeamError {
     InvalidArgument(String),
 }
 
-/// Which mechanisms the user left on (CooperBench's `--team-no-*` flags turn them off).
+/// Which mechanisms the user left on (CooperBench's `--team-no-*` flags turn them off); in
+/// files under CooperBench's names (`team_features` in its result.json).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TeamMechanisms {
     pub task_list: bool,
-    pub protocol: bool,
     pub scratchpad: bool,
     /// `messaging.wait` blocks (CooperBench's `mcp`: its `wait_for_message` tool).
+    #[serde(rename = "mcp")]
     pub wait_for_message: bool,
     pub auto_refresh: bool,
+    pub protocol: bool,
 }
 
 impl Default for TeamMechanisms {
@@ -127,7 +129,7 @@ impl Default for TeamMechanisms {
     }
 }
 
-/// One line of the audit log (`team_log.jsonl`), in CooperBench's `task-log` shape:
+/// One event of the audit log (`task_log.json`), in CooperBench's `task-log` shape:
 /// `kind` is create, claim, update, request or response; `ts` is seconds since the epoch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TeamEvent {
@@ -548,28 +550,6 @@ impl TeamBoard {
     pub fn metrics(&self) -> TeamMetrics {
         let board = self.lock();
         TeamMetrics::compute(&board.log, &board.tasks)
-    }
-
-    /// A short task-list summary for `viewer` (CooperBench's auto-refresh text).
-    pub fn summary(&self, viewer: &str) -> String {
-        let board = self.lock();
-        if board.tasks.is_empty() {
-            return "Team task list: (empty)".into();
-        }
-        let mut lines = vec!["Team task list:".to_string()];
-        for t in &board.tasks {
-            let owner = match t.owner.as_deref() {
-                Some(o) if o == viewer => "you".to_string(),
-                Some(o) => o.to_string(),
-                None => "unowned".to_string(),
-            };
-            let mut line = format!("- {} [{}] {} ({owner})", t.id, t.status.as_str(), t.title);
-            if !t.note.is_empty() {
-                line.push_str(&format!(" — {}", t.note));
-            }
-            lines.push(line);
-        }
-        lines.join("\n")
     }
 }
 

@@ -13,8 +13,8 @@ use crate::dataset::Pair;
 use crate::eval::testbench::TestBench;
 use crate::eval::{inputs_hash, EvalReport, GradedPatch, Grader};
 use crate::events::Event;
-use crate::fsutil::{read_json, write_atomic, write_json_atomic};
-use crate::layout::TEAM_LOG_FILE;
+use crate::fsutil::{read_json, write_json_atomic};
+use crate::layout::{TEAM_LOG_FILE, TEAM_TASKS_FILE};
 use crate::llm::Setting;
 use crate::messaging::team::TeamBoard;
 use crate::messaging::MessageBus;
@@ -437,20 +437,19 @@ async fn run_agents_on(
     }
 }
 
-/// Writes the team's audit log (`team_log.jsonl`, one CooperBench `task-log` event per line)
-/// and returns what result.json says of the team.
+/// Writes the team's audit log and final task list under CooperBench's file names and returns
+/// what result.json says of the team.
 fn team_record(board: &TeamBoard, pair_dir: &Path) -> Result<TeamRecord, String> {
-    let mut log = String::new();
-    for event in board.log() {
-        log.push_str(&serde_json::to_string(&event).map_err(|e| e.to_string())?);
-        log.push('\n');
-    }
-    write_atomic(&pair_dir.join(TEAM_LOG_FILE), log.as_bytes()).map_err(|e| e.to_string())?;
+    write_json_atomic(&pair_dir.join(TEAM_LOG_FILE), &board.log()).map_err(|e| e.to_string())?;
+    write_json_atomic(
+        &pair_dir.join(TEAM_TASKS_FILE),
+        &board.tasks().unwrap_or_default(),
+    )
+    .map_err(|e| e.to_string())?;
     Ok(TeamRecord {
-        lead: board.lead().to_string(),
-        mechanisms: board.mechanisms(),
+        lead_agent: board.lead().to_string(),
+        team_features: board.mechanisms(),
         metrics: board.metrics(),
-        tasks: board.tasks().unwrap_or_default(),
     })
 }
 

@@ -100,20 +100,19 @@ pub struct PairRecord {
     /// Earlier attempts the infrastructure stopped, redone by this one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub superseded: Vec<SupersededAttempt>,
-    /// The team setting: the mechanisms that were on and CooperBench's team metrics (the
-    /// audit log they come from is `team_log.jsonl` beside this file).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The team setting: the lead, the mechanisms that were on and CooperBench's team metrics,
+    /// under CooperBench's keys (`lead_agent`, `team_features`, `metrics`); the audit log they
+    /// come from is `task_log.json` beside this file, the final list `tasks.json`.
+    #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
     pub team: Option<TeamRecord>,
 }
 
 /// What the team setting leaves in result.json.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TeamRecord {
-    pub lead: String,
-    pub mechanisms: crate::messaging::team::TeamMechanisms,
+    pub lead_agent: String,
+    pub team_features: crate::messaging::team::TeamMechanisms,
     pub metrics: crate::messaging::team::TeamMetrics,
-    /// The task list when the last agent ended.
-    pub tasks: Vec<crate::messaging::team::TeamTask>,
 }
 
 impl PairRecord {

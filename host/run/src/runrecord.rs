@@ -47,9 +47,9 @@ pub struct RunRecord {
     pub message_bus: String,
     #[serde(default)]
     pub git: bool,
-    /// The team setting's mechanisms (absent in other settings).
+    /// The team setting's mechanisms, under CooperBench's name (absent in other settings).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub team_mechanisms: Option<crate::messaging::team::TeamMechanisms>,
+    pub team_features: Option<crate::messaging::team::TeamMechanisms>,
     pub auto_eval: bool,
     pub agent_config: Option<String>,
     /// sha256 of the `--agent-config` text (the path may stay while the content changes).
@@ -143,7 +143,7 @@ pub(crate) fn run_record(cfg: &RunConfig, plugin: &PluginIdentity, backend: &Bac
             .map(crate::messaging::redis::shown)
             .unwrap_or_else(|| "in-process".into()),
         git: cfg.git,
-        team_mechanisms: (cfg.setting == crate::llm::Setting::Team).then_some(cfg.team_mechanisms),
+        team_features: (cfg.setting == crate::llm::Setting::Team).then_some(cfg.team_mechanisms),
         auto_eval: cfg.auto_eval,
         agent_config: cfg
             .agent_config
@@ -220,7 +220,7 @@ fn identity(r: &RunRecord) -> Vec<(&'static str, String)> {
         (
             "--team-no-*",
             opt(r
-                .team_mechanisms
+                .team_features
                 .as_ref()
                 .map(|m| serde_json::to_string(m).unwrap_or_default())),
         ),

@@ -58,11 +58,10 @@ fn observations(run: &Run, agent: &str) -> Vec<(String, String)> {
 }
 
 fn log(run: &Run) -> Vec<Value> {
-    std::fs::read_to_string(pair_dir(run).join("team_log.jsonl"))
+    json(&pair_dir(run).join("task_log.json"))
+        .as_array()
         .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+        .clone()
 }
 
 #[test]
@@ -141,9 +140,9 @@ fn a_team_coordinates_through_the_hosts_task_list_and_the_rules_hold() {
         "agent2"
     };
     assert!(
-        observations(&run, loser)
-            .iter()
-            .any(|(a, o)| a == "team_claim" && o.contains(&format!("already claimed by `{winner}`"))),
+        observations(&run, loser).iter().any(
+            |(a, o)| a == "team_claim" && o.contains(&format!("already claimed by `{winner}`"))
+        ),
         "{:?}",
         observations(&run, loser)
     );
@@ -159,7 +158,11 @@ fn a_team_coordinates_through_the_hosts_task_list_and_the_rules_hold() {
         kinds.contains(&"request") && kinds.contains(&"response"),
         "{kinds:?}"
     );
-    let metrics = &result["team"]["metrics"];
+    assert_eq!(result["lead_agent"], "agent1");
+    assert_eq!(result["team_features"]["mcp"], true);
+    let tasks = json(&pair_dir(&run).join("tasks.json"));
+    assert_eq!(tasks[0]["status"], "done", "{tasks:#}");
+    let metrics = &result["metrics"];
     assert_eq!(metrics["tasks_total"], 4, "{metrics:#}");
     assert_eq!(metrics["tasks_done"], 1, "{metrics:#}");
     assert_eq!(metrics["unowned_at_end"], 0, "{metrics:#}");
@@ -210,8 +213,8 @@ fn each_team_no_flag_switches_off_exactly_its_mechanism() {
         "auto-refresh showed a switched-off list"
     );
     let config = json(&run.dir().join("config.json"));
-    assert_eq!(config["team_mechanisms"]["task_list"], false);
-    assert_eq!(config["team_mechanisms"]["protocol"], true);
+    assert_eq!(config["team_features"]["task_list"], false);
+    assert_eq!(config["team_features"]["protocol"], true);
     assert!(log(&run).is_empty(), "nothing seeded without a task list");
 
     let run = team_run("team-no-protocol", &script, &["--team-no-protocol"]);
