@@ -41,3 +41,4 @@ pub mod runrecord;
 pub mod slurm;
 pub mod steps;
 pub mod summary;
+pub mod teamreport;

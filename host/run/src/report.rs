@@ -120,6 +120,9 @@ pub struct Report {
     /// Why coordination failed: the failure modes flagged over the coop pairs (cbench-analyze).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coordination: Option<cbench_analyze::RunAnalysis>,
+    /// The team setting's metrics over the run's team pairs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<crate::teamreport::TeamSummary>,
 }
 
 /// One role of a mixed team.
@@ -299,6 +302,7 @@ pub fn build(run_dir: &Path, baseline_dir: Option<&Path>) -> Result<Report, Repo
                 None
             }
         },
+        team: crate::teamreport::summarize(run_dir),
     })
 }
 
@@ -417,6 +421,11 @@ impl Report {
         }
         if let Some(coordination) = &self.coordination {
             for line in coordination.render().lines() {
+                out.push_str(&format!("  {line}\n"));
+            }
+        }
+        if let Some(team) = &self.team {
+            for line in team.render().lines() {
                 out.push_str(&format!("  {line}\n"));
             }
         }

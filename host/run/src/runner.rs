@@ -18,6 +18,7 @@ pub use crate::record::{AgentRecord, PairRecord, PairResult};
 pub use crate::runrecord::RunRecord;
 pub use crate::steps::hidden_paths;
 use crate::steps::{collect, write_report};
+pub use crate::teamreport::{summarize_records as summarize_team, TeamSummary};
 
 /// Runs the benchmark described by `cfg`.
 pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::support::{json, plugins, text, write_temp, Run};
+use crate::support::{cbench, json, plugins, text, write_temp, Run};
 
 const SUBMIT: &str = "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT";
 
@@ -28,7 +28,6 @@ fn team_run(name: &str, script: &Value, extra: &[&str]) -> Run {
         "team",
         "-f",
         "1,2,3",
-        "--no-auto-eval",
     ];
     args.extend_from_slice(extra);
     let run = Run::start(name, &args);
@@ -92,7 +91,7 @@ fn a_team_coordinates_through_the_hosts_task_list_and_the_rules_hold() {
             bash(SUBMIT),
         ],
     });
-    let run = team_run("team-rules", &script, &[]);
+    let run = team_run("team-rules", &script, &["--no-auto-eval"]);
     let result = json(&pair_dir(&run).join("result.json"));
     assert_eq!(result["setting"], "team");
     for agent in result["agents"].as_array().unwrap() {
@@ -185,6 +184,32 @@ fn a_team_coordinates_through_the_hosts_task_list_and_the_rules_hold() {
             && seen.contains("owner=agent2 (you own): Implement feature 2"),
         "agent2 never saw the task list"
     );
+
+    // The report and the pair page show the team's figures and its task list.
+    let logs = run.logs.path().to_str().unwrap();
+    let out = cbench(&["report", "-n", "team-rules", "--log-dir", logs]);
+    let report = text(&out);
+    assert!(
+        report.contains("team (1 pair; off: --team-no-scratchpad):")
+            && report.contains("tasks done 1/4 · unowned at end 0")
+            && report.contains("requests 1 (answered 1)"),
+        "{report}"
+    );
+    let out = cbench(&["view", "-n", "team-rules", "--log-dir", logs]);
+    assert!(out.status.success(), "{}", text(&out));
+    let page = format!(
+        "file://{}?p=cbench_textkit_task__task1__features_1_2_3",
+        run.dir().join("view/pair.html").display()
+    );
+    let (pair, log) = crate::presentation::browse(&page, None);
+    assert!(
+        crate::presentation::console_errors(&log).is_empty(),
+        "{log}"
+    );
+    assert!(
+        pair.contains("tasks done 1/4") && pair.contains("Shared: document the new helpers"),
+        "{pair}"
+    );
 }
 
 #[test]
@@ -216,6 +241,27 @@ fn each_team_no_flag_switches_off_exactly_its_mechanism() {
     assert_eq!(config["team_features"]["task_list"], false);
     assert_eq!(config["team_features"]["protocol"], true);
     assert!(log(&run).is_empty(), "nothing seeded without a task list");
+
+    let full = team_run("team-full", &script, &[]);
+    let logs = tempfile::tempdir().unwrap();
+    for r in [&run, &full] {
+        let name = r.dir().file_name().unwrap().to_owned();
+        std::fs::rename(r.dir(), logs.path().join(name)).unwrap();
+    }
+    let out = cbench(&[
+        "compare",
+        "team-full",
+        "team-no-list",
+        "--log-dir",
+        logs.path().to_str().unwrap(),
+    ]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("--team-no-* (team features): team-full {")
+            && said.contains("mechanisms off             --team-no-scratchpad"),
+        "{said}"
+    );
 
     let run = team_run("team-no-protocol", &script, &["--team-no-protocol"]);
     let told = json(&pair_dir(&run).join("agent2/trajectory.json")).to_string();

@@ -106,6 +106,9 @@ pub struct RunSide {
     /// Per failure mode (`cbench analyze`), the compared coop pairs it was flagged in.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub failure_modes: BTreeMap<FailureMode, RateCi>,
+    /// The team setting's metrics over the compared pairs (none outside the team setting).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub team_metrics: Option<crate::runner::TeamSummary>,
 }
 
 /// A paired table and its tests.
@@ -218,7 +221,7 @@ fn verdict_sentence(a: &str, b: &str, p: &Paired) -> String {
 }
 
 /// Options of config.json that change what agents do, with the flag that sets them.
-const COMPARED_OPTIONS: [(&str, &str); 17] = [
+const COMPARED_OPTIONS: [(&str, &str); 18] = [
     ("model", "-m"),
     ("setting", "--setting"),
     ("max_steps", "--max-steps"),
@@ -231,6 +234,7 @@ const COMPARED_OPTIONS: [(&str, &str); 17] = [
     ("agent_config_sha256", "--agent-config (sha256)"),
     ("messaging", "--no-messaging (messaging)"),
     ("git", "--git"),
+    ("team_features", "--team-no-* (team features)"),
     ("merge_policy", "--merge-policy"),
     ("backend", "--backend"),
     ("grading_network", "--grading-network"),
@@ -523,6 +527,12 @@ fn side(run: &LoadedRun, compared: &[String], left_out: LeftOut) -> RunSide {
             })
             .collect(),
         left_out,
+        team_metrics: crate::runner::summarize_team(compared.iter().filter_map(|key| {
+            match run.pairs.get(key) {
+                Some((_, PairState::Graded { record, .. })) => Some(record.as_ref()),
+                _ => None,
+            }
+        })),
         failure_modes: if analysed == 0 {
             BTreeMap::new()
         } else {

@@ -207,6 +207,66 @@ impl Comparison {
                 out.push('\n');
             }
         }
+        if self.runs.iter().any(|r| r.team_metrics.is_some()) {
+            out.push_str(
+                "  team setting (CooperBench's team metrics, summed over the compared pairs):\n",
+            );
+            let team_rows: Vec<(&str, Cell)> = vec![
+                (
+                    "mechanisms off",
+                    Box::new(|r: &RunSide| {
+                        r.team_metrics.as_ref().map_or("–".into(), |t| {
+                            let off = t.switched_off();
+                            if off.is_empty() {
+                                "none".into()
+                            } else {
+                                off.join(" ")
+                            }
+                        })
+                    }),
+                ),
+                (
+                    "tasks done",
+                    Box::new(|r: &RunSide| {
+                        r.team_metrics.as_ref().map_or("–".into(), |t| {
+                            format!("{}/{}", t.tasks_done, t.tasks_total)
+                        })
+                    }),
+                ),
+                (
+                    "claims lead/members",
+                    Box::new(|r: &RunSide| {
+                        r.team_metrics.as_ref().map_or("–".into(), |t| {
+                            format!("{}/{}", t.claims_by_lead, t.claims_by_members)
+                        })
+                    }),
+                ),
+                (
+                    "requests (answered)",
+                    Box::new(|r: &RunSide| {
+                        r.team_metrics.as_ref().map_or("–".into(), |t| {
+                            format!("{} ({})", t.requests, t.responses)
+                        })
+                    }),
+                ),
+                (
+                    "median first claim",
+                    Box::new(|r: &RunSide| {
+                        r.team_metrics
+                            .as_ref()
+                            .and_then(|t| t.median_time_to_first_claim_s)
+                            .map_or("–".into(), |s| format!("{s:.1}s"))
+                    }),
+                ),
+            ];
+            for (label, value) in &team_rows {
+                out.push_str(&format!("    {label:<26}"));
+                for r in &self.runs {
+                    out.push_str(&format!(" {:<width$}", value(r)));
+                }
+                out.push('\n');
+            }
+        }
         for r in self.runs.iter().filter(|r| !r.team.is_empty()) {
             let roles: Vec<String> = r
                 .roles

@@ -401,6 +401,21 @@ pub fn pair_detail(dir: &PairDir, row: &PairRow) -> Value {
         "merged_diff": read_text(&dir.path.join("merged.diff")).map(|t| capped(&t, "merged.diff")),
         "eval": read_json::<Value>(&dir.path.join("eval.json")).ok(),
         "analysis": analysis(&dir.path),
+        // The team setting: the final task list and the audit log of every change to it.
+        "team": read_json::<Value>(&dir.path.join(crate::layout::TEAM_TASKS_FILE))
+            .ok()
+            .map(|tasks| json!({
+                "tasks": tasks,
+                "log": read_json::<Value>(&dir.path.join(crate::layout::TEAM_LOG_FILE))
+                    .unwrap_or(json!([])),
+                "result": read_json::<Value>(&dir.path.join("result.json"))
+                    .ok()
+                    .map(|r| json!({
+                        "lead_agent": r.get("lead_agent").cloned().unwrap_or(Value::Null),
+                        "team_features": r.get("team_features").cloned().unwrap_or(Value::Null),
+                        "metrics": r.get("metrics").cloned().unwrap_or(Value::Null),
+                    })),
+            })),
         "logs": logs,
         "failing": failing,
         "path": dir.path.display().to_string(),

@@ -148,6 +148,16 @@ var cbenchView = (function () {
         }), { max: co.judge.pairs }));
       }
     }
+    var team = run.report && run.report.team;
+    if (team && team.pairs) {
+      out.push(barChart("Team task list (" + plural(team.pairs, "team pair") + ")", [
+        { label: "tasks done", value: team.tasks_done, text: team.tasks_done + "/" + team.tasks_total, cls: "ok" },
+        { label: "unowned at end", value: team.unowned_at_end, text: team.unowned_at_end + "/" + team.tasks_total, cls: "warn" },
+        { label: "claims by the lead", value: team.claims_by_lead, text: String(team.claims_by_lead), cls: "info" },
+        { label: "claims by members", value: team.claims_by_members, text: String(team.claims_by_members), cls: "info" },
+        { label: "requests answered", value: team.responses, text: team.responses + "/" + team.requests, cls: "info" },
+      ], { max: Math.max(1, team.tasks_total, team.requests, team.claims_by_lead + team.claims_by_members) }));
+    }
     var b = run.report && run.report.baseline;
     if (b) {
       out.push(barChart("Coordination deficit vs solo " + b.baseline + " (" + b.matched_pairs + " matched pairs)", [
@@ -441,6 +451,31 @@ var cbenchView = (function () {
       }).join("") + "</tbody></table>";
   }
 
+  // The team setting: who leads, what was switched off, the final task list and its history.
+  function teamSection(detail) {
+    var t = detail.team;
+    if (!t) return "";
+    var r = t.result || {}, m = r.metrics || {}, f = r.team_features || {};
+    var off = [["task_list", "--team-no-task-list"], ["scratchpad", "--team-no-scratchpad"], ["mcp", "--team-no-mcp"],
+      ["auto_refresh", "--team-no-auto-refresh"], ["protocol", "--team-no-protocol"]]
+      .filter(function (x) { return f[x[0]] === false; }).map(function (x) { return x[1]; });
+    var html = "<h2>Team</h2><p>lead " + esc(agentName(r.lead_agent || "?")) + " · tasks done " + num(m.tasks_done) + "/" + num(m.tasks_total) +
+      " · unowned at end " + num(m.unowned_at_end) + " · first claim after " + (m.time_to_first_claim_seconds == null ? "–" : secs(m.time_to_first_claim_seconds)) +
+      " · requests " + num(m.requests) + " (answered " + num(m.responses) + ")" + (off.length ? ' · <span class="muted">off: ' + esc(off.join(" ")) + "</span>" : "") + "</p>";
+    html += '<table class="verdicts team-tasks"><thead><tr><th>task</th><th>title</th><th>owner</th><th>status</th><th>note</th></tr></thead><tbody>' +
+      (t.tasks || []).map(function (x) {
+        return "<tr><td>" + esc(x.id) + "</td><td>" + esc(x.title) + "</td><td>" + esc(x.owner ? agentName(x.owner) : "–") + "</td><td>" + esc(x.status) + "</td><td>" + esc(x.note || "") + "</td></tr>";
+      }).join("") + "</tbody></table>";
+    if ((t.log || []).length) {
+      html += "<details><summary>history (" + plural(t.log.length, "change") + ")</summary><ol class=\"team-log\">" + t.log.map(function (e) {
+        var what = e.kind + (e.task_id ? " " + e.task_id : "") + (e.request_id ? " " + e.request_id : "") + (e.title ? " “" + e.title + "”" : "") +
+          (e.status ? " → " + e.status : "") + (e.note ? " (" + e.note + ")" : "") + (e.to ? " to " + agentName(e.to) : "") + (e.request_kind ? " [" + e.request_kind + "]" : "");
+        return "<li><span class=\"mono\">" + esc(new Date(e.ts * 1000).toISOString().slice(11, 23)) + "</span> " + esc(agentName(e.by)) + ": " + esc(what) + "</li>";
+      }).join("") + "</ol></details>";
+    }
+    return html;
+  }
+
   function renderPair(root, detail) {
     var row = detail.row;
     document.title = "cbench · " + row.key;
@@ -460,7 +495,7 @@ var cbenchView = (function () {
       "</div><div><span>agents' time (grading not included)</span>" + secs(row.wall_s) + " · " + num(row.messages) + " messages</div></div>" +
       (row.infra_error ? '<p class="err">Infrastructure error: ' + esc(row.infra_error) + "</p>" : "") +
       "<h2>Verdicts</h2>" + verdicts(detail) +
-      "<h2>Coordination</h2>" + coordination(detail) +
+      "<h2>Coordination</h2>" + coordination(detail) + teamSection(detail) +
       "<h2>Trajectories and messages</h2>" + timeline(detail) +
       "<h2>Patches</h2>" + detail.agents.map(function (a) { return "<h3>" + esc(agentName(a.id)) + "</h3>" + diff(a.patch); }).join("") +
       (detail.merged_diff != null ? "<h3>Merged</h3>" + diff(detail.merged_diff) : "") +
@@ -527,6 +562,19 @@ var cbenchView = (function () {
       html += '<h2>Coordination failure modes</h2><table class="verdicts modes"><thead><tr><th>pairs flagged</th>' + c.runs.map(function (r) { return "<th>" + esc(r.name) + "</th>"; }).join("") + "</tr></thead><tbody>" +
         MODES.map(function (m) {
           return "<tr><td>" + esc(m[1]) + "</td>" + c.runs.map(function (r) { return "<td>" + rateCi((r.failure_modes || {})[m[0]]) + "</td>"; }).join("") + "</tr>";
+        }).join("") + "</tbody></table>";
+    }
+    if (c.runs.some(function (r) { return r.team_metrics; })) {
+      var teamRows = [
+        ["tasks done", function (t) { return num(t.tasks_done) + "/" + num(t.tasks_total); }],
+        ["unowned at end", function (t) { return num(t.unowned_at_end); }],
+        ["claims lead / members", function (t) { return num(t.claims_by_lead) + " / " + num(t.claims_by_members); }],
+        ["requests (answered)", function (t) { return num(t.requests) + " (" + num(t.responses) + ")"; }],
+        ["median first claim", function (t) { return t.median_time_to_first_claim_s == null ? "–" : secs(t.median_time_to_first_claim_s); }],
+      ];
+      html += '<h2>Team setting</h2><table class="verdicts"><thead><tr><th>summed over the compared pairs</th>' + c.runs.map(function (r) { return "<th>" + esc(r.name) + "</th>"; }).join("") + "</tr></thead><tbody>" +
+        teamRows.map(function (row) {
+          return "<tr><td>" + esc(row[0]) + "</td>" + c.runs.map(function (r) { return "<td>" + (r.team_metrics ? row[1](r.team_metrics) : "–") + "</td>"; }).join("") + "</tr>";
         }).join("") + "</tbody></table>";
     }
     c.runs.filter(function (r) { return r.team && r.team.length; }).forEach(function (r) {
