@@ -141,10 +141,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 let sweep = crate::docker::cleanup::sweep_registered();
                 match tokio::time::timeout(std::time::Duration::from_secs(30), sweep).await {
-                    Ok(Ok(swept)) if swept.containers + swept.networks > 0 => eprintln!(
-                        "removed {} container(s) and {} network(s) of this run",
-                        swept.containers, swept.networks
-                    ),
+                    Ok(Ok(swept)) if swept.any() => eprintln!("removed {swept} of this run"),
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => eprintln!("error: cleanup after the signal: {e} (run `cbench cleanup`)"),
                     Err(_) => eprintln!("error: cleanup after the signal took over 30 s (run `cbench cleanup`)"),

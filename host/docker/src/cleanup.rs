@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
+};
 
 use super::container::remove_container;
 use super::{DockerError, Engine, LABEL_MANAGED, LABEL_OWNER, LABEL_RUN, LABEL_RUN_ID};
@@ -15,6 +17,25 @@ use super::{DockerError, Engine, LABEL_MANAGED, LABEL_OWNER, LABEL_RUN, LABEL_RU
 pub struct Swept {
     pub containers: usize,
     pub networks: usize,
+    /// Team scratchpads (tmpfs volumes).
+    pub volumes: usize,
+}
+
+impl Swept {
+    /// Whether anything was removed.
+    pub fn any(&self) -> bool {
+        self.containers + self.networks + self.volumes > 0
+    }
+}
+
+impl std::fmt::Display for Swept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} container(s), {} network(s) and {} volume(s)",
+            self.containers, self.networks, self.volumes
+        )
+    }
 }
 
 /// Which objects a sweep removes.
@@ -30,7 +51,7 @@ pub enum Scope {
     All,
 }
 
-/// Removes the containers, then the networks, that `scope` selects.
+/// Removes the containers, then the networks and volumes, that `scope` selects.
 pub async fn sweep(engine: &Engine, scope: &Scope) -> Result<Swept, DockerError> {
     let label = match scope {
         Scope::RunId(id) => format!("{LABEL_RUN_ID}={id}"),
@@ -79,6 +100,20 @@ pub async fn sweep(engine: &Engine, scope: &Scope) -> Result<Swept, DockerError>
                 Err(e) if super::is_not_found(&e) => {}
                 Err(e) => return Err(DockerError::api(format!("removing network {id}"))(e)),
             }
+        }
+    }
+    let volumes = api
+        .list_volumes(Some(
+            ListVolumesOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .map_err(DockerError::api("listing volumes"))?;
+    for v in volumes.volumes.unwrap_or_default() {
+        if selected(Some(&v.labels)) {
+            super::volumes::remove(engine, &v.name).await?;
+            swept.volumes += 1;
         }
     }
     Ok(swept)

@@ -14,6 +14,7 @@ pub mod channel;
 pub mod cleanup;
 pub mod container;
 pub mod images;
+pub mod volumes;
 
 /// Default disk limit per sandbox: room for a repository, its virtualenv and build outputs.
 pub const DEFAULT_DISK_BYTES: u64 = 10 << 30;

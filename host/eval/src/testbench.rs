@@ -134,6 +134,7 @@ impl TestBench {
             env: Vec::new(),
             working_dir: REPO_DIR.into(),
             drop_capabilities: false,
+            volumes: Vec::new(),
         };
         let container = start_grader(d.engine.clone(), spec.clone()).await?;
         let (code, out) = match container

@@ -36,6 +36,8 @@ pub struct TeamInfo {
     pub role: TeamRole,
     pub lead: String,
     pub mechanisms: TeamMechanisms,
+    /// Where the scratchpad is inside this agent's sandbox; none when off.
+    pub scratchpad: Option<String>,
 }
 
 /// Everything one agent instance is given by the runner.

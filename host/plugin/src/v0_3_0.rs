@@ -115,6 +115,7 @@ fn to_wit_task(t: &super::AgentTask) -> wit::Task {
             lead: team.lead.clone(),
             task_list: team.mechanisms.task_list,
             protocol: team.mechanisms.protocol,
+            scratchpad: team.scratchpad.clone(),
             wait_for_message: team.mechanisms.wait_for_message,
             auto_refresh: team.mechanisms.auto_refresh,
         }),

@@ -32,6 +32,8 @@ pub(crate) struct Team<'a> {
     pub(crate) bus: &'a MessageBus,
     /// The team setting's board; none in solo and coop.
     pub(crate) board: Option<&'a TeamBoard>,
+    /// Where the team's scratchpad is inside the sandboxes; none when off.
+    pub(crate) scratchpad: Option<String>,
 }
 
 /// An agent that was started: what the host needs to record it when it ends.
@@ -89,6 +91,7 @@ pub(crate) async fn environment(
                 role,
                 lead: board.lead().to_string(),
                 mechanisms: board.mechanisms(),
+                scratchpad: team.scratchpad.clone(),
             })
         }
         _ => None,

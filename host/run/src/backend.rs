@@ -15,6 +15,7 @@ use crate::sandbox::docker::{DockerSandbox, REPO_DIR};
 use crate::sandbox::local::LocalSandbox;
 use crate::sandbox::modal::{self as modal, ModalImages, ModalSandbox};
 use crate::sandbox::pool::{PoolStats, PoolTemplate, SandboxPool};
+use crate::sandbox::scratchpad::{Scratchpad, SCRATCHPAD_DIR};
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::team::{self, GitServer, PairRemote};
 use tokio::sync::OnceCell;
@@ -149,12 +150,8 @@ impl Backend {
                 let labels = RunLabels::new(run_name);
                 let swept =
                     cleanup::sweep(&engine, &cleanup::Scope::RunName(run_name.into())).await?;
-                if swept.containers + swept.networks > 0 {
-                    tracing::info!(
-                        "removed {} container(s) and {} network(s) of a dead invocation of {run_name}",
-                        swept.containers,
-                        swept.networks
-                    );
+                if swept.any() {
+                    tracing::info!("removed {swept} of a dead invocation of {run_name}");
                 }
                 cleanup::register(&engine, &labels.run_id);
                 Ok(Backend::Docker {
@@ -478,9 +475,60 @@ impl Backend {
         work_dir: &Path,
         remote: Option<&PairRemote>,
     ) -> Result<Arc<dyn Sandbox>, SandboxError> {
+        self.sandbox_with(pair, agent_id, bases, work_dir, remote, None)
+            .await
+    }
+
+    /// The pair's scratchpad (the team setting), on the backends that have one.
+    pub async fn scratchpad(
+        &self,
+        pair: &Pair,
+        work_dir: &Path,
+    ) -> Result<Scratchpad, SandboxError> {
+        match self {
+            Backend::Local(_) => Scratchpad::local(&work_dir.join("scratchpads")),
+            Backend::Docker { engine, labels, .. } => {
+                let volume = format!(
+                    "cbench-{}-{}-task{}-{}-shared",
+                    labels.run_id,
+                    pair.task.repo,
+                    pair.task.id,
+                    pair.dir_name()
+                );
+                let tags = labels.object(&pair.task.label(), &pair.dir_name(), "scratchpad");
+                Scratchpad::docker(engine, volume, tags).await
+            }
+            // Agents' sandboxes on gcp are on its agent backend.
+            Backend::Gcp { agents, .. } => Box::pin(agents.scratchpad(pair, work_dir)).await,
+            // Refused before the run starts (the CLI's validation); kept as an error here.
+            Backend::Modal { .. } => Err(SandboxError::Command(
+                "the team scratchpad is not available with modal agents (add --team-no-scratchpad)"
+                    .into(),
+            )),
+        }
+    }
+
+    /// `sandbox`, with the pair's scratchpad mounted when given (local and docker).
+    pub async fn sandbox_with(
+        &self,
+        pair: &Pair,
+        agent_id: &str,
+        bases: &BaseRepos,
+        work_dir: &Path,
+        remote: Option<&PairRemote>,
+        scratchpad: Option<&Scratchpad>,
+    ) -> Result<Arc<dyn Sandbox>, SandboxError> {
         let sandbox: Arc<dyn Sandbox> = match self {
+            Backend::Modal { .. } if scratchpad.is_some() => {
+                return Err(SandboxError::Command(
+                    "the team scratchpad is not available with modal agents".into(),
+                ))
+            }
             Backend::Gcp { agents, .. } => {
-                return Box::pin(agents.sandbox(pair, agent_id, bases, work_dir, remote)).await
+                return Box::pin(
+                    agents.sandbox_with(pair, agent_id, bases, work_dir, remote, scratchpad),
+                )
+                .await
             }
             Backend::Local(confinement) => {
                 let base = bases.get(&pair.task).await?;
@@ -488,6 +536,9 @@ impl Backend {
                     LocalSandbox::create(&base, &work_dir.join("sandboxes"), confinement).await?;
                 if let Some(PairRemote::Local { bare, .. }) = remote {
                     sandbox = sandbox.with_team_remote(bare, agent_id);
+                }
+                if let Some(dir) = scratchpad.and_then(Scratchpad::host_dir) {
+                    sandbox = sandbox.with_scratchpad(&dir);
                 }
                 Arc::new(sandbox)
             }
@@ -504,17 +555,28 @@ impl Backend {
                     Some(PairRemote::Docker { server, .. }) => server.network.clone(),
                     _ => options.agent_network.clone(),
                 };
-                let spec = |role_labels: std::collections::HashMap<String, String>| ContainerSpec {
-                    image: image.clone(),
-                    labels: role_labels,
-                    limits: options.limits,
-                    network: network.clone(),
-                    env: Vec::new(),
-                    working_dir: REPO_DIR.into(),
-                    drop_capabilities: true,
+                let volumes: Vec<(String, String)> = match scratchpad {
+                    Some(Scratchpad::Docker { volume, .. }) => {
+                        vec![(volume.clone(), SCRATCHPAD_DIR.to_string())]
+                    }
+                    _ => Vec::new(),
                 };
-                // The pool's containers join no team network: with a remote, start on demand.
-                let pooled = remote.is_none().then(|| pool.claim(&image)).flatten();
+                let spec =
+                    |role_labels: std::collections::HashMap<String, String>,
+                     volumes: Vec<(String, String)>| ContainerSpec {
+                        image: image.clone(),
+                        labels: role_labels,
+                        limits: options.limits,
+                        network: network.clone(),
+                        env: Vec::new(),
+                        working_dir: REPO_DIR.into(),
+                        drop_capabilities: true,
+                        volumes,
+                    };
+                // The pool's containers join no team network and mount no scratchpad: with
+                // either, start on demand.
+                let shares = remote.is_some() || !volumes.is_empty();
+                let pooled = (!shares).then(|| pool.claim(&image)).flatten();
                 let mut sandbox = match pooled {
                     Some(ready) => {
                         tracing::debug!(
@@ -526,17 +588,19 @@ impl Backend {
                         ready
                     }
                     None => {
-                        let spec =
-                            spec(labels.object(&pair.task.label(), &pair.dir_name(), agent_id));
+                        let spec = spec(
+                            labels.object(&pair.task.label(), &pair.dir_name(), agent_id),
+                            volumes,
+                        );
                         DockerSandbox::create(engine, &spec, info.path_env.as_deref(), &[]).await?
                     }
                 };
                 // Started ahead for the pairs after this one, once this agent has its own
                 // container (pre-starting while a run's first pairs start only slows them).
-                if remote.is_none() {
+                if !shares {
                     pool.refill(&PoolTemplate {
                         engine: engine.clone(),
-                        spec: spec(labels.object(&pair.task.label(), "", "pool")),
+                        spec: spec(labels.object(&pair.task.label(), "", "pool"), Vec::new()),
                         image_path: info.path_env.clone(),
                     });
                 }

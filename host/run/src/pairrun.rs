@@ -312,6 +312,19 @@ async fn run_agents_on(
     let _ = std::fs::remove_dir_all(pair_dir);
 
     let git = ctx.cfg.git && setting.one_agent_per_feature();
+    // The team's shared directory, made before its sandboxes (they mount it) and removed after
+    // they are gone; never graded.
+    let scratchpad = match &board {
+        Some(board) if board.mechanisms().scratchpad => Some(
+            ctx.backend
+                .scratchpad(pair, ctx.work_dir.path())
+                .await
+                .map_err(|e| format!("creating the team scratchpad: {e}"))?,
+        ),
+        _ => None,
+    };
+    let scratchpad_path = scratchpad.as_ref().map(|s| s.path_in_sandbox());
+    let scratchpad = scratchpad.as_ref();
     let remote = if git {
         Some(
             ctx.backend
@@ -335,7 +348,14 @@ async fn run_agents_on(
             async move {
                 let made = ctx
                     .backend
-                    .sandbox(pair, agent_id, &ctx.bases, ctx.work_dir.path(), remote)
+                    .sandbox_with(
+                        pair,
+                        agent_id,
+                        &ctx.bases,
+                        ctx.work_dir.path(),
+                        remote,
+                        scratchpad,
+                    )
                     .await
                     .map_err(|e| format!("creating the sandbox of {agent_id}: {e}"));
                 start.finish(made.clone());
@@ -352,6 +372,7 @@ async fn run_agents_on(
             git,
             bus: &bus,
             board: board.as_ref(),
+            scratchpad: scratchpad_path.clone(),
         };
         let (env, granted) =
             agents::environment(ctx, pair, progress, &team, k, feature_ids, sandbox.clone())
@@ -400,6 +421,12 @@ async fn run_agents_on(
         let mut records = Vec::new();
         for (started, run) in meta.into_iter().zip(runs) {
             records.push(agents::finish(ctx, &base, pair_dir, progress, started, run).await?);
+        }
+        // Every sandbox that mounted it is closed by now.
+        if let Some(scratchpad) = scratchpad {
+            if let Err(e) = scratchpad.remove().await {
+                tracing::warn!("removing the team scratchpad: {e}");
+            }
         }
         let conversation = bus.conversation().await.map_err(|e| e.to_string())?;
         write_json_atomic(&pair_dir.join("conversation.json"), &conversation)

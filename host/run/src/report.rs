@@ -97,8 +97,12 @@ pub struct Report {
     pub graded: usize,
     pub overall: Rate,
     pub failures: usize,
-    /// Pairs never run or never graded: reported, never folded into failures.
+    /// Pairs the infrastructure stopped (summary.json): reported, never folded into failures.
     pub infra_errors: usize,
+    /// Pairs whose agents ran but that are not graded yet (`--no-auto-eval`, or grading
+    /// interrupted): neither failures nor infrastructure errors.
+    #[serde(default)]
+    pub not_graded: usize,
     /// Attempts at pairs the infrastructure stopped and a later invocation redid.
     #[serde(default)]
     pub redone_attempts: usize,
@@ -243,7 +247,8 @@ pub fn build(run_dir: &Path, baseline_dir: Option<&Path>) -> Result<Report, Repo
                 .count()
         })
         .unwrap_or(0);
-    let infra_errors = ungraded.max(summary_infra);
+    let infra_errors = summary_infra;
+    let not_graded = ungraded.saturating_sub(summary_infra);
     let graded = outcomes.len();
     let successes = outcomes.values().filter(|o| o.overall).count();
     let agents: usize = outcomes.values().map(|o| o.agents).sum();
@@ -272,8 +277,9 @@ pub fn build(run_dir: &Path, baseline_dir: Option<&Path>) -> Result<Report, Repo
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        pairs: graded + infra_errors,
+        pairs: graded + infra_errors + not_graded,
         graded,
+        not_graded,
         overall: Rate::new(successes, graded),
         failures: graded - successes,
         infra_errors,
@@ -356,10 +362,18 @@ impl Report {
     /// The terminal table.
     pub fn render(&self) -> String {
         let mut out = format!(
-            "Report: {run}\n  pairs: {pairs} · graded: {graded} · infrastructure errors: {infra}{incidents}\n  overall success: {overall} · failures: {fail}\n  individual success: {ind}\n",
+            "Report: {run}\n  pairs: {pairs} · graded: {graded}{ungraded} · infrastructure errors: {infra}{incidents}\n  overall success: {overall} · failures: {fail}\n  individual success: {ind}\n",
             run = self.run,
             pairs = self.pairs,
             graded = self.graded,
+            ungraded = if self.not_graded > 0 {
+                format!(
+                    " · not graded yet: {} (`cbench eval -n {}` grades them)",
+                    self.not_graded, self.run
+                )
+            } else {
+                String::new()
+            },
             infra = self.infra_errors,
             incidents = {
                 let mut parts = Vec::new();

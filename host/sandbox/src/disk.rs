@@ -21,6 +21,8 @@ type Measure = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Option<u64>> + Send>>
 pub struct DiskWatch {
     limit: u64,
     measure: Measure,
+    /// The host directories measured (local watches only).
+    dirs: Vec<PathBuf>,
     /// The measurement started after the last command.
     pending: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Option<u64>>>>,
     /// Why commands are refused, once the limit was passed (for good).
@@ -33,6 +35,7 @@ impl DiskWatch {
         DiskWatch {
             limit,
             measure,
+            dirs: Vec::new(),
             pending: tokio::sync::Mutex::new(None),
             exceeded: std::sync::Mutex::new(None),
         }
@@ -40,8 +43,9 @@ impl DiskWatch {
 
     /// Local directories, measured by a walk that never follows a link.
     pub fn local(limit: u64, dirs: Vec<PathBuf>) -> DiskWatch {
+        let measured = dirs.clone();
         let dirs = Arc::new(dirs);
-        DiskWatch::new(
+        let mut watch = DiskWatch::new(
             limit,
             Arc::new(move || {
                 let dirs = dirs.clone();
@@ -54,7 +58,14 @@ impl DiskWatch {
                     .flatten()
                 })
             }),
-        )
+        );
+        watch.dirs = measured;
+        watch
+    }
+
+    /// The host directories a local watch measures.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
     }
 
     /// The limit in bytes.

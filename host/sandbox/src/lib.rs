@@ -22,6 +22,7 @@ pub mod patch;
 pub mod pending;
 pub mod pool;
 pub mod repos;
+pub mod scratchpad;
 pub mod team;
 
 use std::time::Duration;

@@ -89,14 +89,21 @@ impl LocalSandbox {
             self.writable.push(bare.join(dir));
         }
         // What the agent pushes is disk it fills too.
-        let mut watched: Vec<PathBuf> = AGENT_DIRS
-            .iter()
-            .map(|d| self.root.path().join(d))
-            .collect();
+        let mut watched = self.disk.dirs().to_vec();
         watched.push(bare.to_path_buf());
         self.disk = super::disk::DiskWatch::local(self.disk.limit(), watched);
         self.extra_env
             .push(("CBENCH_AGENT_ID".into(), agent_id.to_string()));
+        self
+    }
+
+    /// Lets commands read and write the pair's scratchpad `dir` (the team setting); what is
+    /// there counts toward this sandbox's disk limit.
+    pub fn with_scratchpad(mut self, dir: &Path) -> LocalSandbox {
+        self.writable.push(dir.to_path_buf());
+        let mut watched = self.disk.dirs().to_vec();
+        watched.push(dir.to_path_buf());
+        self.disk = super::disk::DiskWatch::local(self.disk.limit(), watched);
         self
     }
 

@@ -161,6 +161,7 @@ impl GitServer {
             env: Vec::new(),
             working_dir: "/".into(),
             drop_capabilities: false,
+            volumes: Vec::new(),
         };
         let container = Container::start(engine, &spec).await?;
         container

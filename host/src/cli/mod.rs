@@ -825,6 +825,8 @@ pub enum CliError {
     SoloTeam,
     #[error("{0} is an ablation of the team setting; add --setting team")]
     TeamFlagOutsideTeam(&'static str),
+    #[error("the team setting's scratchpad is a directory shared by the team's sandboxes, which cbench cannot make with modal agents yet: add --team-no-scratchpad, or use --backend docker or local")]
+    ScratchpadOnModal,
     #[error("--agent-config {path}: cannot read: {source}")]
     AgentConfig {
         path: PathBuf,

@@ -136,8 +136,7 @@ pub struct RunArgs {
     /// Team setting ablation: plugins are asked not to show the task list before each call.
     #[arg(long, help_heading = "Team setting")]
     pub team_no_auto_refresh: bool,
-    /// Team setting: accepted for CooperBench's command lines; cbench has no shared scratchpad
-    /// directory yet, so it is always off.
+    /// Team setting ablation: no directory shared by the team's sandboxes.
     #[arg(long, help_heading = "Team setting")]
     pub team_no_scratchpad: bool,
     /// Do not grade after the agents finish.
@@ -424,10 +423,16 @@ impl RunArgs {
                 return Err(CliError::TeamFlagOutsideTeam(flag));
             }
         }
+        if setting == Setting::Team
+            && !self.team_no_scratchpad
+            && matches!(backend.agents(), crate::backend::BackendChoice::Modal(_))
+        {
+            return Err(CliError::ScratchpadOnModal);
+        }
         let team_mechanisms = crate::messaging::team::TeamMechanisms {
             task_list: !self.team_no_task_list,
             protocol: !self.team_no_protocol,
-            scratchpad: false,
+            scratchpad: !self.team_no_scratchpad,
             wait_for_message: !self.team_no_mcp,
             auto_refresh: !self.team_no_auto_refresh,
         };

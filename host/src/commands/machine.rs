@@ -78,10 +78,7 @@ pub async fn cleanup(args: CleanupArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let swept = sweep(&engine, &scope).await?;
-    println!(
-        "removed {} container(s) and {} network(s)",
-        swept.containers, swept.networks
-    );
+    println!("removed {swept}");
     Ok(ExitCode::SUCCESS)
 }
 

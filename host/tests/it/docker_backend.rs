@@ -44,6 +44,7 @@ fn spec(run: &RunLabels, agent: &str) -> ContainerSpec {
         env: Vec::new(),
         working_dir: REPO_DIR.into(),
         drop_capabilities: true,
+        volumes: Vec::new(),
     }
 }
 

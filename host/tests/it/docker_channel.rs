@@ -34,6 +34,7 @@ async fn sandbox(run: &RunLabels) -> DockerSandbox {
         env: Vec::new(),
         working_dir: REPO_DIR.into(),
         drop_capabilities: true,
+        volumes: Vec::new(),
     };
     let sandbox = DockerSandbox::create(docker(), &spec, None, &[])
         .await

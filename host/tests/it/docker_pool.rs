@@ -177,6 +177,7 @@ fn a_sandbox_that_cannot_start_is_an_infrastructure_error_not_an_agent_failure()
             env: Vec::new(),
             working_dir: "/".into(),
             drop_capabilities: false,
+            volumes: Vec::new(),
         };
         let c = cbench::docker::container::Container::start(engine, &spec)
             .await

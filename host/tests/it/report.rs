@@ -79,11 +79,12 @@ fn report_counts_coordination_failures_and_the_deficit_against_solo() {
         text(&out)
     );
 
-    // A pair whose grade is gone is an infrastructure error, not a failure.
+    // A pair whose grade is gone is not graded: neither a failure nor an infrastructure error.
     std::fs::remove_file(coop.pair(1, 3).join("eval.json")).unwrap();
     let out = cbench(&["report", "-n", "coop", "--log-dir", &log_dir, "--json"]);
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(r["infra_errors"], 1);
+    assert_eq!(r["not_graded"], 1);
+    assert_eq!(r["infra_errors"], 0);
     assert_eq!(r["graded"], 2);
     assert_eq!(r["failures"], 1);
     assert_eq!(r["pairs"], 3);

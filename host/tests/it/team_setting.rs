@@ -190,7 +190,7 @@ fn a_team_coordinates_through_the_hosts_task_list_and_the_rules_hold() {
     let out = cbench(&["report", "-n", "team-rules", "--log-dir", logs]);
     let report = text(&out);
     assert!(
-        report.contains("team (1 pair; off: --team-no-scratchpad):")
+        report.contains("team (1 pair):")
             && report.contains("tasks done 1/4 · unowned at end 0")
             && report.contains("requests 1 (answered 1)"),
         "{report}"
@@ -259,7 +259,7 @@ fn each_team_no_flag_switches_off_exactly_its_mechanism() {
     assert!(out.status.success(), "{said}");
     assert!(
         said.contains("--team-no-* (team features): team-full {")
-            && said.contains("mechanisms off             --team-no-scratchpad"),
+            && said.contains("mechanisms off             none"),
         "{said}"
     );
 
@@ -312,5 +312,115 @@ fn a_plugin_without_the_team_capability_and_a_stray_team_flag_are_refused() {
             .contains("--team-no-mcp is an ablation of the team setting; add --setting team"),
         "{}",
         text(&run.output)
+    );
+}
+
+/// Every agent of every pair leaves a mark in its team's scratchpad, waits, and counts the
+/// marks it sees; one also plants a link to a host file there. Returns the run.
+fn scratchpad_run(name: &str, target: &std::path::Path, extra: &[&str]) -> Run {
+    let script = serde_json::json!({
+        "*": [
+            bash("mktemp -p \"$CBENCH_SCRATCHPAD\" mark.XXXXXX >/dev/null && echo marked"),
+            bash(&format!("ln -s {} \"$CBENCH_SCRATCHPAD/link-$RANDOM\" && echo linked", target.display())),
+            bash("sleep 3"),
+            bash("echo SEEN=$(ls \"$CBENCH_SCRATCHPAD\" | grep -c '^mark')"),
+            bash(SUBMIT),
+        ],
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_temp(dir.path(), "marks.json", &script.to_string());
+    let model = format!("scripted:{path}");
+    let agent = plugins().mini_swe.display().to_string();
+    let mut args = vec![
+        "--agent",
+        agent.as_str(),
+        "-m",
+        model.as_str(),
+        "--setting",
+        "team",
+        "--no-auto-eval",
+        "-c",
+        "10",
+    ];
+    args.extend_from_slice(extra);
+    let run = Run::start(name, &args);
+    run.assert_ok();
+    run
+}
+
+/// Checks every agent of every pair saw exactly its own pair's two marks, that nothing of the
+/// scratchpad reached a patch, and that the host's cleanup did not follow the planted links.
+fn assert_shared_within_each_pair_only(run: &Run, target: &std::path::Path) {
+    let mut agents = 0;
+    for a in 1..=5 {
+        for b in a + 1..=5 {
+            for agent in ["agent1", "agent2"] {
+                let dir = run.pair(a, b).join(agent);
+                let told = json(&dir.join("trajectory.json")).to_string();
+                assert!(told.contains("linked"), "{a},{b} {agent}: {told}");
+                assert!(
+                    told.contains("SEEN=2"),
+                    "{a},{b} {agent} did not see exactly its pair's two marks: {told}"
+                );
+                let patch = std::fs::read_to_string(dir.join("patch.diff")).unwrap();
+                assert!(patch.is_empty(), "{a},{b} {agent}: {patch}");
+                agents += 1;
+            }
+        }
+    }
+    assert_eq!(agents, 20);
+    assert_eq!(
+        std::fs::read_to_string(target).unwrap(),
+        "keep me",
+        "removing a scratchpad followed an agent's link"
+    );
+}
+
+#[test]
+fn the_scratchpad_is_shared_within_a_pair_invisible_to_other_pairs_and_never_graded() {
+    let keep = tempfile::tempdir().unwrap();
+    let target = keep.path().join("precious.txt");
+    std::fs::write(&target, "keep me").unwrap();
+    let run = scratchpad_run("team-scratch", &target, &[]);
+    assert_shared_within_each_pair_only(&run, &target);
+
+    // Switched off: no directory, and the plugin is not told of one.
+    let run = scratchpad_run(
+        "team-no-scratch",
+        &target,
+        &["--team-no-scratchpad", "-f", "1,2"],
+    );
+    let told = json(&run.pair(1, 2).join("agent1/trajectory.json")).to_string();
+    assert!(
+        !told.contains("SEEN=2") && !told.contains("shared by the whole team"),
+        "{told}"
+    );
+}
+
+#[test]
+fn the_docker_scratchpad_is_shared_within_a_pair_only_and_removed() {
+    crate::support::docker();
+    let keep = tempfile::tempdir().unwrap();
+    let target = keep.path().join("precious.txt");
+    std::fs::write(&target, "keep me").unwrap();
+    let run = scratchpad_run("team-scratch-docker", &target, &["--backend", "docker"]);
+    assert_shared_within_each_pair_only(&run, &target);
+    let told = json(&run.pair(1, 2).join("agent1/trajectory.json")).to_string();
+    assert!(told.contains("/workspace/shared"), "{told}");
+    // The volumes went with their pairs.
+    let volumes = std::process::Command::new("docker")
+        .args([
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            "label=cbench.run=team-scratch-docker",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&volumes.stdout).trim().is_empty(),
+        "left behind: {}",
+        String::from_utf8_lossy(&volumes.stdout)
     );
 }

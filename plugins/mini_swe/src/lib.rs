@@ -255,11 +255,18 @@ impl Agent {
         }
         let mut observation = notes.join("\n");
         if !command.trim().is_empty() {
+            // The team's shared directory, by name in every command (its path differs by backend).
+            let env = self
+                .team
+                .as_ref()
+                .and_then(|t| t.scratchpad.clone())
+                .map(|dir| vec![("CBENCH_SCRATCHPAD".to_string(), dir)])
+                .unwrap_or_default();
             let request = ExecRequest {
                 command: command.clone(),
                 timeout_ms: self.command_timeout_ms,
                 workdir: None,
-                env: Vec::new(),
+                env,
             };
             let output = match sandbox::exec(&request) {
                 Ok(o) => o,

@@ -74,6 +74,13 @@ fn team_section(task: &Task, team: &crate::cooperbench::agent::types::TeamInfo) 
             lead = team.lead
         ),
     };
+    if let Some(dir) = &team.scratchpad {
+        text.push_str(&format!(
+            "\nA directory shared by the whole team is at {dir} (also $CBENCH_SCRATCHPAD in every \
+             command): leave plans, interface notes and partial diffs there for the others. It is \
+             not graded; only your changes in the repository are."
+        ));
+    }
     if team.task_list || team.protocol {
         text.push('\n');
         text.push_str(crate::team::USAGE);

@@ -41,6 +41,8 @@ pub struct ContainerSpec {
     /// Drop every capability (agents: root in the container can then not mount,
     /// trace, or override file permissions).
     pub drop_capabilities: bool,
+    /// Named volumes mounted read-write: (volume, path in the container).
+    pub volumes: Vec<(String, String)>,
 }
 
 /// A started container; removed (with its anonymous volumes) by `remove`, or on drop.
@@ -88,6 +90,18 @@ impl Container {
             log_config: Some(bollard::models::HostConfigLogConfig {
                 typ: Some("none".into()),
                 config: None,
+            }),
+            mounts: (!spec.volumes.is_empty()).then(|| {
+                spec.volumes
+                    .iter()
+                    .map(|(volume, target)| bollard::models::Mount {
+                        target: Some(target.clone()),
+                        source: Some(volume.clone()),
+                        typ: Some(bollard::models::MountType::VOLUME),
+                        read_only: Some(false),
+                        ..Default::default()
+                    })
+                    .collect()
             }),
             ..Default::default()
         };
