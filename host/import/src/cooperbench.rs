@@ -482,6 +482,7 @@ fn write_run(
         message_bus: "cooperbench".into(),
         git: false,
         team_features: None,
+        team_lead: None,
         auto_eval: true,
         agent_config: None,
         agent_config_sha256: None,

@@ -69,6 +69,8 @@ pub struct RunConfig {
     pub git: bool,
     /// `--setting team`: which coordination mechanisms are on (`--team-no-*` turn them off).
     pub team_mechanisms: crate::messaging::team::TeamMechanisms,
+    /// `--team-lead K`: agent K leads the team (1-based; agent1 by default).
+    pub team_lead: usize,
     /// LLM providers and budgets.
     pub llm: LlmConfig,
     pub quiet: bool,

@@ -55,6 +55,12 @@ pub enum RunError {
         version: String,
         wit: String,
     },
+    #[error("--team-lead {lead}, but pair {pair} has {agents} agents")]
+    TeamLeadOutOfRange {
+        lead: usize,
+        pair: String,
+        agents: usize,
+    },
     #[error("--team has {team} plugins but pair {pair} has {agents} agents: give one plugin per agent (select pairs of that size with -f)")]
     TeamSize {
         team: usize,

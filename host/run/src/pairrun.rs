@@ -276,17 +276,26 @@ async fn close_started(started: Vec<Result<Arc<dyn Sandbox>, String>>) -> String
 /// list switched off, the board still carries the protocol and the roles.
 fn seeded_board(ctx: &RunContext, pair: &Pair, ids: &[String]) -> TeamBoard {
     let mechanisms = ctx.cfg.team_mechanisms;
-    let lead = ids.first().cloned().unwrap_or_default();
+    // `--team-lead` was checked against every pair's size before the run started.
+    let lead_index = ctx
+        .cfg
+        .team_lead
+        .saturating_sub(1)
+        .min(ids.len().saturating_sub(1));
+    let lead = ids.get(lead_index).cloned().unwrap_or_default();
     let board = TeamBoard::new(ids, &lead, mechanisms);
     if mechanisms.task_list {
         let mut features = pair.features.clone();
         features.sort_unstable();
-        for (agent, feature) in ids.iter().zip(&features).skip(1) {
-            board.seed(&format!("Implement feature {feature}"), Some(agent));
+        // Agent k implements the k-th feature; the lead's own feature is its integration task.
+        for (k, (agent, feature)) in ids.iter().zip(&features).enumerate() {
+            if k != lead_index {
+                board.seed(&format!("Implement feature {feature}"), Some(agent));
+            }
         }
-        if let Some(first) = features.first() {
+        if let Some(own) = features.get(lead_index) {
             board.seed(
-                &format!("Lead-only: integrate and submit feature {first}"),
+                &format!("Lead-only: integrate and submit feature {own}"),
                 Some(&lead),
             );
         }

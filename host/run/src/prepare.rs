@@ -271,6 +271,13 @@ async fn load_plugins(
         team.push(member);
     }
     if cfg.setting == Setting::Team {
+        if let Some(pair) = pairs.iter().find(|p| p.features.len() < cfg.team_lead) {
+            return Err(RunError::TeamLeadOutOfRange {
+                lead: cfg.team_lead,
+                pair: crate::dataset::pair_label(pair),
+                agents: pair.features.len(),
+            });
+        }
         let refused = std::iter::once(&plugin)
             .chain(&team)
             .find(|p| !p.identity.requests(Capability::Team));

@@ -50,6 +50,9 @@ pub struct RunRecord {
     /// The team setting's mechanisms, under CooperBench's name (absent in other settings).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team_features: Option<crate::messaging::team::TeamMechanisms>,
+    /// `--team-lead K` in the team setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_lead: Option<usize>,
     pub auto_eval: bool,
     pub agent_config: Option<String>,
     /// sha256 of the `--agent-config` text (the path may stay while the content changes).
@@ -143,6 +146,7 @@ pub(crate) fn run_record(cfg: &RunConfig, plugin: &PluginIdentity, backend: &Bac
             .map(crate::messaging::redis::shown)
             .unwrap_or_else(|| "in-process".into()),
         git: cfg.git,
+        team_lead: (cfg.setting == crate::llm::Setting::Team).then_some(cfg.team_lead),
         team_features: (cfg.setting == crate::llm::Setting::Team).then_some(cfg.team_mechanisms),
         auto_eval: cfg.auto_eval,
         agent_config: cfg
@@ -217,6 +221,7 @@ fn identity(r: &RunRecord) -> Vec<(&'static str, String)> {
         ),
         ("--no-messaging", (!r.messaging).to_string()),
         ("--git", r.git.to_string()),
+        ("--team-lead", opt(r.team_lead.map(|k| k.to_string()))),
         (
             "--team-no-*",
             opt(r

@@ -508,8 +508,8 @@ fn modal_choice(docker: &DockerArgs) -> Result<BackendChoice, CliError> {
 pub enum SettingArg {
     Coop,
     Solo,
-    /// A lead (agent1) and members with a shared task list and typed requests (CooperBench
-    /// 0.0.29's team setting); the plugin must declare the `team` capability.
+    // A lead and members with a shared task list, typed requests and a scratchpad
+    // (CooperBench 0.0.29's team setting); the plugin must declare the `team` capability.
     Team,
 }
 
@@ -827,6 +827,8 @@ pub enum CliError {
     TeamFlagOutsideTeam(&'static str),
     #[error("the team setting's scratchpad is a directory shared by the team's sandboxes, which cbench cannot make with modal agents yet: add --team-no-scratchpad, or use --backend docker or local")]
     ScratchpadOnModal,
+    #[error("--team-lead counts agents from 1 (agent1 is --team-lead 1)")]
+    TeamLeadZero,
     #[error("--agent-config {path}: cannot read: {source}")]
     AgentConfig {
         path: PathBuf,

@@ -77,7 +77,9 @@ pub struct RunArgs {
     pub name: Option<String>,
     #[command(flatten)]
     pub selection: SelectionArgs,
-    /// coop: one agent per feature; solo: one agent for all features.
+    /// coop: one agent per feature; solo: one agent for all features; team: coop with a lead
+    /// and members sharing a task list, typed requests and a scratchpad (the plugin must declare
+    /// `team`).
     #[arg(long, value_enum, default_value = "coop")]
     pub setting: SettingArg,
     /// Pairs run at once.
@@ -124,6 +126,14 @@ pub struct RunArgs {
     /// Give each coop pair a shared git remote named `team` (fetch; push your own branch).
     #[arg(long)]
     pub git: bool,
+    /// Team setting: which agent leads (agent K; CooperBench's lead is the first).
+    #[arg(
+        long,
+        default_value_t = 1,
+        value_name = "K",
+        help_heading = "Team setting"
+    )]
+    pub team_lead: usize,
     /// Team setting ablation: no shared task list.
     #[arg(long, help_heading = "Team setting")]
     pub team_no_task_list: bool,
@@ -423,6 +433,12 @@ impl RunArgs {
                 return Err(CliError::TeamFlagOutsideTeam(flag));
             }
         }
+        if self.team_lead != 1 && setting != Setting::Team {
+            return Err(CliError::TeamFlagOutsideTeam("--team-lead"));
+        }
+        if self.team_lead == 0 {
+            return Err(CliError::TeamLeadZero);
+        }
         if setting == Setting::Team
             && !self.team_no_scratchpad
             && matches!(backend.agents(), crate::backend::BackendChoice::Modal(_))
@@ -501,6 +517,7 @@ impl RunArgs {
             redis_outage: Duration::from_secs(self.redis_outage_secs.max(1)),
             git: self.git,
             team_mechanisms,
+            team_lead: self.team_lead,
             auto_eval: !self.no_auto_eval,
             agent_config,
             max_steps: self.max_steps,

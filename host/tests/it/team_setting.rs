@@ -424,3 +424,70 @@ fn the_docker_scratchpad_is_shared_within_a_pair_only_and_removed() {
         String::from_utf8_lossy(&volumes.stdout)
     );
 }
+
+#[test]
+fn the_lead_can_be_any_agent_and_the_others_are_told_who_it_is() {
+    let agent = plugins().mini_swe.display().to_string();
+    let run = Run::start(
+        "team-lead-2",
+        &[
+            "--agent",
+            &agent,
+            "-m",
+            "oracle",
+            "--setting",
+            "team",
+            "-f",
+            "1,2,3",
+            "--team-lead",
+            "2",
+            "--no-auto-eval",
+        ],
+    );
+    run.assert_ok();
+    let result = json(&pair_dir(&run).join("result.json"));
+    assert_eq!(result["lead_agent"], "agent2");
+    let tasks = json(&pair_dir(&run).join("tasks.json"));
+    let titles: Vec<(&str, &str)> = tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["title"].as_str().unwrap(), t["owner"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        titles,
+        [
+            ("Implement feature 1", "agent1"),
+            ("Implement feature 3", "agent3"),
+            ("Lead-only: integrate and submit feature 2", "agent2"),
+        ]
+    );
+    let lead = json(&pair_dir(&run).join("agent2/trajectory.json")).to_string();
+    assert!(lead.contains("You are agent2, the team lead."), "{lead}");
+    let member = json(&pair_dir(&run).join("agent3/trajectory.json")).to_string();
+    assert!(member.contains("the lead is agent2"), "{member}");
+
+    let run = Run::start(
+        "team-lead-4",
+        &[
+            "--agent",
+            &agent,
+            "-m",
+            "oracle",
+            "--setting",
+            "team",
+            "-f",
+            "1,2,3",
+            "--team-lead",
+            "4",
+        ],
+    );
+    assert!(!run.output.status.success());
+    assert!(
+        text(&run.output).contains(
+            "--team-lead 4, but pair cbench_textkit_task/task1 features_1_2_3 has 3 agents"
+        ),
+        "{}",
+        text(&run.output)
+    );
+}
