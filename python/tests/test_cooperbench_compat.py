@@ -142,6 +142,37 @@ def test_cooperbench_keywords_agent_names_and_evaluate_filters(user_dir):
         cooperbench.run(run_name="x", agent="openhands_sdk", logs_dir=str(logs), quiet=True)
 
 
+def test_the_team_setting_with_cooperbenchs_feature_switches(user_dir):
+    import cooperbench
+    from cooperbench.team_harness import TeamHarnessConfig
+
+    logs = user_dir / "team"
+    summary = cooperbench.run(
+        run_name="team-ablation",
+        repo="llama_index_task",
+        task_id=8394,
+        features=[1, 2],
+        model_name="oracle",
+        agent="mini_swe_agent_v2",
+        setting="team",
+        team_features=TeamHarnessConfig(task_list=False, mcp=False),
+        logs_dir=str(logs),
+        auto_eval=False,
+        quiet=True,
+    )
+    assert summary["pairs"] == 1, summary
+    run = logs / "team-ablation"
+    config = json.loads((run / "config.json").read_text())
+    assert config["setting"] == "team"
+    assert config["team_features"] == {
+        "task_list": False, "scratchpad": True, "mcp": False, "auto_refresh": True, "protocol": True,
+    }, config
+    (result,) = run.glob("*/task*/features_*/result.json")
+    assert json.loads(result.read_text())["lead_agent"] == "agent1"
+    with pytest.raises(ValueError, match="unknown feature"):
+        TeamHarnessConfig.with_only("task_list", "telepathy")
+
+
 def test_the_cooperbench_command_forwards_to_cbench(user_dir):
     command = Path(sys.executable).parent / "cooperbench"
     assert command.exists(), "the wheel installs a `cooperbench` console command"

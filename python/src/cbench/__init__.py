@@ -82,6 +82,8 @@ def run(
     extra_args: Sequence[str] = (),
     logs_dir: Optional[_PathLike] = None,
     engine: str = "local",
+    team_features: Any = None,
+    team_lead: Optional[int] = None,
 ) -> Any:
     """Runs agents on the selected pairs and grades them (as `cbench run`); returns summary.json
     as a dict (a list of them when `agent` names several plugins, which are then compared).
@@ -95,6 +97,11 @@ def run(
     go through that Redis server with CooperBench's keys; without it, through cbench's
     in-process bus (no server needed, the same messages). `logs_dir` is CooperBench's name for
     `log_dir`. `extra_args` passes any other `cbench run` flag as is.
+
+    `setting="team"` is CooperBench 0.0.29's team setting; `team_features` switches its
+    mechanisms as CooperBench's does (a `TeamHarnessConfig`, or a dict with `task_list`,
+    `scratchpad`, `mcp`, `auto_refresh`, `protocol`; false turns one off), `team_lead` picks the
+    lead (agent K, 1-based).
     """
     log_dir = _one_of("log_dir", log_dir, "logs_dir", logs_dir)
     argv: list = []
@@ -109,7 +116,10 @@ def run(
         _flag(argv, "--agent", a)
     _flag(argv, "-c", concurrency)
     _flag(argv, "--setting", setting)
-    if redis_url is not None and setting == "coop" and messaging_enabled:
+    for flag in _team_flags(team_features):
+        argv.append(flag)
+    _flag(argv, "--team-lead", team_lead)
+    if redis_url is not None and setting in ("coop", "team") and messaging_enabled:
         _flag(argv, "--redis", redis_url)
     if force:
         argv.append("--force")
@@ -136,6 +146,25 @@ def run(
             os.environ["CBENCH_EXE"] = exe
     argv += list(extra_args)
     return json.loads(_native.run(argv))
+
+
+_TEAM_FEATURES = ("task_list", "scratchpad", "mcp", "auto_refresh", "protocol")
+
+
+def _team_flags(features: Any) -> list:
+    """`--team-no-*` for each mechanism `features` switches off (CooperBench's TeamHarnessConfig
+    or a dict of the same names)."""
+    if features is None:
+        return []
+    if isinstance(features, dict):
+        unknown = sorted(set(features) - set(_TEAM_FEATURES))
+        if unknown:
+            raise ValueError(f"team_features: unknown mechanism(s) {unknown}; known: {list(_TEAM_FEATURES)}")
+        get = features.get
+    else:
+        def get(name, default=True):
+            return getattr(features, name, default)
+    return [f"--team-no-{name.replace('_', '-')}" for name in _TEAM_FEATURES if not get(name, True)]
 
 
 def evaluate(
