@@ -200,6 +200,16 @@ fn agent_dirs(pair_dir: &Path) -> Vec<String> {
     ids
 }
 
+/// Typed requests the team setting's agents made (its audit log; 0 outside the team setting).
+fn team_requests(pair_dir: &Path) -> usize {
+    std::fs::read(pair_dir.join(cbench_core::layout::TEAM_LOG_FILE))
+        .ok()
+        .and_then(|raw| serde_json::from_slice::<Vec<serde_json::Value>>(&raw).ok())
+        .map_or(0, |events| {
+            events.iter().filter(|e| e["kind"] == "request").count()
+        })
+}
+
 /// Whether the run holding `pair_dir` (`<run>/<repo>/task<id>/features_…`) let agents message
 /// each other (config.json's `messaging`; yes when not recorded).
 fn messaging_enabled(pair_dir: &Path) -> bool {
@@ -232,6 +242,11 @@ pub fn analyze_pair(pair_dir: &Path) -> Result<PairAnalysis, AnalyzeError> {
     let mut hashed = Vec::new();
     for file in ["eval.json", "conversation.json"] {
         hashed.extend(std::fs::read(pair_dir.join(file)).unwrap_or_default());
+        hashed.push(0);
+    }
+    // The team setting's audit log, where there is one (coop pairs' hashes stay as they were).
+    if let Ok(log) = std::fs::read(pair_dir.join(cbench_core::layout::TEAM_LOG_FILE)) {
+        hashed.extend(log);
         hashed.push(0);
     }
     for id in &ids {
@@ -300,8 +315,9 @@ pub fn analyze_pair(pair_dir: &Path) -> Result<PairAnalysis, AnalyzeError> {
         {
             modes.insert(FailureMode::UnverifiablePromise);
         }
-        // Silence is a failure only when the agents could have spoken (not `--no-messaging`).
-        if conversation.is_empty() && messaging_enabled(pair_dir) {
+        // Silence is a failure only when the agents could have spoken (not `--no-messaging`);
+        // in the team setting a typed request is speaking too.
+        if conversation.is_empty() && team_requests(pair_dir) == 0 && messaging_enabled(pair_dir) {
             modes.insert(FailureMode::SilentPair);
         }
     }

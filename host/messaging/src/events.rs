@@ -30,6 +30,11 @@ pub enum Event {
     PairStarted { pair: String, at: String },
     /// A message was delivered.
     Message { pair: String, message: Message },
+    /// The team setting's task list or requests changed (one audit-log event).
+    Team {
+        pair: String,
+        event: crate::team::TeamEvent,
+    },
     /// A pair is done: `success`, `failed`, `infra error` or `not graded`.
     PairFinished {
         pair: String,
@@ -108,6 +113,14 @@ pub struct PairEvents {
 }
 
 impl PairEvents {
+    /// Records a change of the team's task list or requests.
+    pub fn team(&self, event: &crate::team::TeamEvent) {
+        self.log.emit(Event::Team {
+            pair: self.pair.clone(),
+            event: event.clone(),
+        });
+    }
+
     /// Records a delivered message.
     pub fn message(&self, message: &Message) {
         self.log.emit(Event::Message {
@@ -169,6 +182,13 @@ impl Event {
                     clock_ms(message.timestamp),
                     message.from,
                     message.to
+                )
+            }
+            Event::Team { pair, event } => {
+                format!(
+                    "{} {pair} · {}",
+                    clock_ms((event.ts * 1000.0) as u64),
+                    event.describe()
                 )
             }
             Event::PairFinished {

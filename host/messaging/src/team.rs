@@ -155,6 +155,57 @@ pub struct TeamEvent {
 }
 
 impl TeamEvent {
+    /// One line for people (`cbench watch`): `agent2 claimed t1`.
+    pub fn describe(&self) -> String {
+        let id = |x: &Option<String>| x.clone().unwrap_or_default();
+        let quoted = |x: &Option<String>| {
+            let flat: String = x
+                .as_deref()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            let excerpt: String = flat.chars().take(120).collect();
+            if flat.chars().count() > 120 {
+                format!("\"{excerpt}…\"")
+            } else {
+                format!("\"{excerpt}\"")
+            }
+        };
+        match self.kind.as_str() {
+            "create" => format!(
+                "{} created {} {}{}",
+                self.by,
+                id(&self.task_id),
+                quoted(&self.title),
+                self.owner
+                    .as_ref()
+                    .map(|o| format!(" for {o}"))
+                    .unwrap_or_default()
+            ),
+            "claim" => format!("{} claimed {}", self.by, id(&self.task_id)),
+            "update" => format!(
+                "{} set {} to {}{}",
+                self.by,
+                id(&self.task_id),
+                id(&self.status),
+                match &self.note {
+                    Some(n) if !n.is_empty() => format!(": {}", quoted(&self.note)),
+                    _ => String::new(),
+                }
+            ),
+            "request" => format!(
+                "{} asked {} [{}] ({})",
+                self.by,
+                id(&self.to),
+                id(&self.request_kind),
+                id(&self.request_id)
+            ),
+            "response" => format!("{} answered {}", self.by, id(&self.request_id)),
+            other => format!("{} {other}", self.by),
+        }
+    }
+
     fn new(kind: &str, by: &str) -> TeamEvent {
         TeamEvent {
             kind: kind.into(),
@@ -232,6 +283,9 @@ struct Board {
     log: Vec<TeamEvent>,
 }
 
+/// Told of every change after it is made (the run's live event log).
+pub type TeamObserver = Arc<dyn Fn(&TeamEvent) + Send + Sync>;
+
 /// The shared state of one team. Cheap to clone; every clone sees the same list.
 #[derive(Clone)]
 pub struct TeamBoard {
@@ -240,6 +294,7 @@ pub struct TeamBoard {
     agents: Arc<Vec<String>>,
     lead: String,
     mechanisms: TeamMechanisms,
+    observer: Option<TeamObserver>,
 }
 
 fn check_text(what: &str, text: &str) -> Result<(), TeamError> {
@@ -261,6 +316,27 @@ impl TeamBoard {
             agents: Arc::new(agents.to_vec()),
             lead: lead.to_string(),
             mechanisms,
+            observer: None,
+        }
+    }
+
+    /// The same board, telling `observer` of every change.
+    pub fn observed(mut self, observer: TeamObserver) -> TeamBoard {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Appends `event` to the audit log (under the lock the change was made under) and hands
+    /// it back for `tell`.
+    fn log_event(board: &mut Board, event: TeamEvent) -> TeamEvent {
+        board.log.push(event.clone());
+        event
+    }
+
+    /// Tells the observer, after the lock is released.
+    fn tell(&self, event: &TeamEvent) {
+        if let Some(observer) = &self.observer {
+            observer(event);
         }
     }
 
@@ -336,8 +412,10 @@ impl TeamBoard {
         event.task_id = Some(task.id.clone());
         event.title = Some(task.title.clone());
         event.owner = task.owner.clone();
-        board.log.push(event);
+        let event = Self::log_event(&mut board, event);
         board.tasks.push(task.clone());
+        drop(board);
+        self.tell(&event);
         task
     }
 
@@ -394,7 +472,9 @@ impl TeamBoard {
         let claimed = task.clone();
         let mut event = TeamEvent::new("claim", by);
         event.task_id = Some(id.to_string());
-        board.log.push(event);
+        let event = Self::log_event(&mut board, event);
+        drop(board);
+        self.tell(&event);
         Ok(claimed)
     }
 
@@ -425,7 +505,9 @@ impl TeamBoard {
         event.task_id = Some(id.to_string());
         event.status = Some(status.as_str().into());
         event.note = Some(note.to_string());
-        board.log.push(event);
+        let event = Self::log_event(&mut board, event);
+        drop(board);
+        self.tell(&event);
         Ok(updated)
     }
 
@@ -459,7 +541,9 @@ impl TeamBoard {
         event.request_id = Some(id.clone());
         event.to = Some(to.to_string());
         event.request_kind = Some(kind.to_string());
-        board.log.push(event);
+        let event = Self::log_event(&mut board, event);
+        drop(board);
+        self.tell(&event);
         Ok(id)
     }
 
@@ -489,9 +573,10 @@ impl TeamBoard {
         let mut event = TeamEvent::new("response", by);
         event.request_id = Some(id.to_string());
         event.to = Some(to);
-        board.log.push(event);
+        let event = Self::log_event(&mut board, event);
         drop(board);
         self.answered.notify_waiters();
+        self.tell(&event);
         Ok(())
     }
 

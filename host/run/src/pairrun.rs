@@ -283,7 +283,12 @@ fn seeded_board(ctx: &RunContext, pair: &Pair, ids: &[String]) -> TeamBoard {
         .saturating_sub(1)
         .min(ids.len().saturating_sub(1));
     let lead = ids.get(lead_index).cloned().unwrap_or_default();
-    let board = TeamBoard::new(ids, &lead, mechanisms);
+    let events = crate::events::PairEvents {
+        log: ctx.events.clone(),
+        pair: crate::dataset::pair_label(pair),
+    };
+    let board = TeamBoard::new(ids, &lead, mechanisms)
+        .observed(std::sync::Arc::new(move |event| events.team(event)));
     if mechanisms.task_list {
         let mut features = pair.features.clone();
         features.sort_unstable();

@@ -829,6 +829,8 @@ pub enum CliError {
     ScratchpadOnModal,
     #[error("--team-lead counts agents from 1 (agent1 is --team-lead 1)")]
     TeamLeadZero,
+    #[error("--merge-policy lead grades agent1's patch alone on a conflict, but --team-lead {0} makes agent{0} the lead: use --team-lead 1 with it, or --merge-policy union")]
+    LeadPolicyWithOtherLead(usize),
     #[error("--agent-config {path}: cannot read: {source}")]
     AgentConfig {
         path: PathBuf,

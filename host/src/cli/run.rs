@@ -439,6 +439,9 @@ impl RunArgs {
         if self.team_lead == 0 {
             return Err(CliError::TeamLeadZero);
         }
+        if self.team_lead != 1 && matches!(self.merge_policy, MergePolicyArg::Lead) {
+            return Err(CliError::LeadPolicyWithOtherLead(self.team_lead));
+        }
         if setting == Setting::Team
             && !self.team_no_scratchpad
             && matches!(backend.agents(), crate::backend::BackendChoice::Modal(_))

@@ -185,6 +185,17 @@ fn a_team_coordinates_through_the_hosts_task_list_and_the_rules_hold() {
         "agent2 never saw the task list"
     );
 
+    // `cbench watch` follows the task list live: every change is a line of events.jsonl.
+    let logs = run.logs.path().to_str().unwrap();
+    let out = cbench(&["watch", "-n", "team-rules", "--log-dir", logs]);
+    let watched = text(&out);
+    assert!(
+        watched.contains("agent3 asked agent1 [plan-approval] (r1)")
+            && watched.contains("agent2 set t1 to done: \"feature 2 in\"")
+            && watched.contains("host created t1 \"Implement feature 2\" for agent2"),
+        "{watched}"
+    );
+
     // The report and the pair page show the team's figures and its task list.
     let logs = run.logs.path().to_str().unwrap();
     let out = cbench(&["report", "-n", "team-rules", "--log-dir", logs]);
@@ -218,6 +229,7 @@ fn each_team_no_flag_switches_off_exactly_its_mechanism() {
         "*": [
             bash("coop-task-list"),
             bash("coop-pending"),
+            bash("coop-request agent1 ping 'are you there?'"),
             bash(SUBMIT),
         ],
     });
@@ -240,7 +252,11 @@ fn each_team_no_flag_switches_off_exactly_its_mechanism() {
     let config = json(&run.dir().join("config.json"));
     assert_eq!(config["team_features"]["task_list"], false);
     assert_eq!(config["team_features"]["protocol"], true);
-    assert!(log(&run).is_empty(), "nothing seeded without a task list");
+    let kinds: Vec<Value> = log(&run).iter().map(|e| e["kind"].clone()).collect();
+    assert!(
+        !kinds.is_empty() && kinds.iter().all(|k| k == "request"),
+        "without a task list nothing is seeded, created or claimed; the requests still go: {kinds:?}"
+    );
 
     let full = team_run("team-full", &script, &[]);
     let logs = tempfile::tempdir().unwrap();
@@ -263,6 +279,18 @@ fn each_team_no_flag_switches_off_exactly_its_mechanism() {
         "{said}"
     );
 
+    // Typed requests are speaking: a team that only used them is not a silent pair.
+    let modes = |run_name: &str| {
+        json(
+            &logs
+                .path()
+                .join(run_name)
+                .join("cbench_textkit_task/task1/features_1_2_3/analysis.json"),
+        )["modes"]
+            .clone()
+    };
+    assert_eq!(modes("team-full"), serde_json::json!([]));
+
     let run = team_run("team-no-protocol", &script, &["--team-no-protocol"]);
     let told = json(&pair_dir(&run).join("agent2/trajectory.json")).to_string();
     assert!(
@@ -272,6 +300,11 @@ fn each_team_no_flag_switches_off_exactly_its_mechanism() {
     assert!(
         told.contains("team command failed: not available in this run"),
         "the protocol answered though switched off"
+    );
+    // No request went through and nobody messaged: silent.
+    assert_eq!(
+        json(&pair_dir(&run).join("analysis.json"))["modes"],
+        serde_json::json!(["silent_pair"])
     );
 }
 
