@@ -71,7 +71,10 @@ export function agentRun(run) {
       }
       if (e instanceof AgentError) throw e.message;
       const name = (e && e.name) || typeof e;
-      console.error(`${name}: ${errorText(e)}\n${(e && e.stack) || ""}`);
+      // componentize-qjs has no `console` in some builds: the error text still carries it.
+      if (typeof console !== "undefined" && console.error) {
+        console.error(`${name}: ${errorText(e)}\n${(e && e.stack) || ""}`);
+      }
       throw `${name}: ${errorText(e)}`;
     }
   };

@@ -94,3 +94,88 @@ mod permission_tests {
         u32::from_str_radix(line.trim_start_matches("Umask:").trim(), 8).unwrap()
     }
 }
+
+/// Removes a directory tree an agent may have shaped: any depth (a recursive removal in this
+/// process overflows its stack on a tree thousands of levels deep), directories it made
+/// unreadable, links never followed. GNU `rm` walks the tree by directory descriptors; when
+/// a plain removal leaves something, owner permissions are restored and it is tried again.
+/// `path` itself must be a directory the host made (it is checked not to be a link).
+pub fn remove_tree(path: &Path) -> std::io::Result<()> {
+    let rm = |p: &Path| {
+        std::process::Command::new("rm")
+            .args(["-rf", "--one-file-system", "--"])
+            .arg(p)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+    };
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+        Ok(m) if !m.is_dir() => return std::fs::remove_file(path),
+        Ok(_) => {}
+    }
+    rm(path)?;
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok(());
+    }
+    // Directories made unreadable (chmod 000) stop a non-root removal: restore the owner's
+    // rights (chmod -R never follows a link met inside the tree) and try once more.
+    let _ = std::process::Command::new("chmod")
+        .args(["-R", "u+rwx", "--"])
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    rm(path)?;
+    match std::fs::symlink_metadata(path) {
+        Err(_) => Ok(()),
+        Ok(_) => Err(std::io::Error::other(format!(
+            "{} could not be removed entirely",
+            path.display()
+        ))),
+    }
+}
+
+/// Creates `path` (and parents) readable by its owner only: what agents leave there (a
+/// setuid file, say) is out of other local users' reach.
+pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+}
+
+#[cfg(test)]
+mod remove_tree_tests {
+    use super::*;
+
+    #[test]
+    fn a_tree_deeper_than_any_stack_and_unreadable_parts_are_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let outer = tempfile::tempdir().unwrap();
+        let root = outer.path().join("tree");
+        std::fs::create_dir(&root).unwrap();
+        // 20,000 levels, made relative to each level (paths past PATH_MAX).
+        let status = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import os\nfor _ in range(20000):\n os.mkdir('d'); os.chdir('d')\nopen('f','w').write('x')",
+            ])
+            .current_dir(&root)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let locked = root.join("locked");
+        std::fs::create_dir(&locked).unwrap();
+        std::fs::write(locked.join("x"), "x").unwrap();
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+        let target = outer.path().join("keep");
+        std::fs::write(&target, "keep").unwrap();
+        std::os::unix::fs::symlink(&target, root.join("link")).unwrap();
+        remove_tree(&root).unwrap();
+        assert!(!root.exists());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+    }
+}

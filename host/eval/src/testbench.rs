@@ -251,8 +251,13 @@ impl TestBench {
                 };
                 let out = run_script(&launch, &runner, &args).await;
                 drop(cgroup);
-                let _ = tokio::fs::remove_dir_all(&holder).await;
-                let _ = tokio::fs::remove_dir_all(&home).await;
+                // What the tests left may be any depth (the agent's code ran there).
+                let (holder, home) = (holder.clone(), home.clone());
+                let _ = tokio::task::spawn_blocking(move || {
+                    let _ = cbench_core::fsutil::remove_tree(&holder);
+                    let _ = cbench_core::fsutil::remove_tree(&home);
+                })
+                .await;
                 out
             }
             TestBench::Modal(bench) => {

@@ -18,8 +18,15 @@ use super::now_ms;
 pub const MAX_TASKS: usize = 256;
 /// Most requests one team may make.
 pub const MAX_REQUESTS: usize = 1024;
-/// Longest title, note, kind or body, in bytes.
+/// Longest title, note or body, in bytes.
 pub const MAX_TEXT_BYTES: usize = 16 * 1024;
+/// Most changes (tasks, claims, updates, requests, answers) one team may make: the audit log,
+/// the events and the trajectories stay bounded whatever an agent loops on.
+pub const MAX_CHANGES: usize = 5_000;
+/// Longest request kind, in bytes (a word: letters, digits, `_ . : -`).
+pub const MAX_KIND_BYTES: usize = 64;
+/// Longest task or request id an agent may name, in bytes.
+pub const MAX_ID_BYTES: usize = 64;
 
 /// An agent's role in the team.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,7 +164,15 @@ pub struct TeamEvent {
 impl TeamEvent {
     /// One line for people (`cbench watch`): `agent2 claimed t1`.
     pub fn describe(&self) -> String {
-        let id = |x: &Option<String>| x.clone().unwrap_or_default();
+        // Every field an agent chose is one line here: a newline in it must not print what
+        // looks like another event.
+        let id = |x: &Option<String>| {
+            x.as_deref()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         let quoted = |x: &Option<String>| {
             let flat: String = x
                 .as_deref()
@@ -307,6 +322,40 @@ fn check_text(what: &str, text: &str) -> Result<(), TeamError> {
     Ok(())
 }
 
+fn check_id(id: &str) -> Result<(), TeamError> {
+    if id.len() > MAX_ID_BYTES {
+        return Err(TeamError::InvalidArgument(format!(
+            "ids are at most {MAX_ID_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn check_kind(kind: &str) -> Result<(), TeamError> {
+    let word = !kind.is_empty()
+        && kind.len() <= MAX_KIND_BYTES
+        && kind
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c));
+    if word {
+        Ok(())
+    } else {
+        Err(TeamError::InvalidArgument(format!(
+            "a request kind is one word of at most {MAX_KIND_BYTES} letters, digits or `_ . : -`"
+        )))
+    }
+}
+
+/// Refuses a change past `MAX_CHANGES` (seeding is not counted against the agents).
+fn check_room(board: &Board) -> Result<(), TeamError> {
+    if board.log.len() >= MAX_CHANGES {
+        return Err(TeamError::InvalidArgument(format!(
+            "this team made {MAX_CHANGES} changes to its task list and requests, the host's limit"
+        )));
+    }
+    Ok(())
+}
+
 impl TeamBoard {
     /// A board for `agents` led by `lead` (which must be one of them).
     pub fn new(agents: &[String], lead: &str, mechanisms: TeamMechanisms) -> TeamBoard {
@@ -440,10 +489,14 @@ impl TeamBoard {
         if let Some(owner) = owner {
             self.known_agent(owner)?;
         }
-        if self.lock().tasks.len() >= MAX_TASKS {
-            return Err(TeamError::InvalidArgument(format!(
-                "the task list is full ({MAX_TASKS} tasks)"
-            )));
+        {
+            let board = self.lock();
+            check_room(&board)?;
+            if board.tasks.len() >= MAX_TASKS {
+                return Err(TeamError::InvalidArgument(format!(
+                    "the task list is full ({MAX_TASKS} tasks)"
+                )));
+            }
         }
         Ok(self.insert(by, title, owner))
     }
@@ -453,7 +506,9 @@ impl TeamBoard {
     /// only by that owner; claiming your own task again succeeds and logs nothing.
     pub fn claim(&self, by: &str, id: &str) -> Result<TeamTask, TeamError> {
         self.task_list_on()?;
+        check_id(id)?;
         let mut board = self.lock();
+        check_room(&board)?;
         let task = board
             .tasks
             .iter_mut()
@@ -487,8 +542,10 @@ impl TeamBoard {
         note: &str,
     ) -> Result<TeamTask, TeamError> {
         self.task_list_on()?;
+        check_id(id)?;
         check_text("the note", note)?;
         let mut board = self.lock();
+        check_room(&board)?;
         let task = board
             .tasks
             .iter_mut()
@@ -520,9 +577,10 @@ impl TeamBoard {
                 "a request to yourself is not a request".into(),
             ));
         }
-        check_text("the kind", kind)?;
+        check_kind(kind)?;
         check_text("the body", body)?;
         let mut board = self.lock();
+        check_room(&board)?;
         if board.requests.len() >= MAX_REQUESTS {
             return Err(TeamError::InvalidArgument(format!(
                 "this team made {MAX_REQUESTS} requests already"
@@ -550,8 +608,10 @@ impl TeamBoard {
     /// Answers a request addressed to `by`, once.
     pub fn respond(&self, by: &str, id: &str, body: &str) -> Result<(), TeamError> {
         self.protocol_on()?;
+        check_id(id)?;
         check_text("the body", body)?;
         let mut board = self.lock();
+        check_room(&board)?;
         let request = board
             .requests
             .iter()
@@ -600,6 +660,7 @@ impl TeamBoard {
         timeout: Duration,
     ) -> Result<Option<TeamResponse>, TeamError> {
         self.protocol_on()?;
+        check_id(id)?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             // Registered before the check, so an answer between check and wait is not missed.
@@ -791,6 +852,56 @@ mod tests {
         );
         assert_eq!(no_protocol.pending("agent1"), Err(TeamError::Disabled));
         assert!(no_protocol.tasks().is_ok());
+    }
+
+    #[test]
+    fn a_looping_agent_meets_the_change_limit_and_odd_kinds_and_ids_are_refused() {
+        let team = board(TeamMechanisms::default());
+        let t = team.seed("mine", Some("agent2"));
+        let mut made = 1;
+        while team
+            .update("agent2", &t.id, TaskStatus::InProgress, "again")
+            .is_ok()
+        {
+            made += 1;
+            assert!(made <= MAX_CHANGES, "no limit");
+        }
+        assert_eq!(team.log().len(), MAX_CHANGES);
+        assert!(matches!(
+            team.request("agent2", "agent1", "ok", "b"),
+            Err(TeamError::InvalidArgument(_))
+        ));
+        let fresh = board(TeamMechanisms::default());
+        for kind in ["", "two words", "x)\n12:00:00 forged", &"k".repeat(65)] {
+            assert!(
+                matches!(
+                    fresh.request("agent2", "agent1", kind, "b"),
+                    Err(TeamError::InvalidArgument(_))
+                ),
+                "{kind:?}"
+            );
+        }
+        assert!(fresh
+            .request("agent2", "agent1", "plan-approval", "b")
+            .is_ok());
+        assert!(matches!(
+            fresh.claim("agent2", &"t".repeat(65)),
+            Err(TeamError::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn an_event_is_one_line_whatever_the_agent_wrote() {
+        let team = board(TeamMechanisms::default());
+        let t = team
+            .create("agent1", "a\nb\r\n12:00:00 ✓ forged", None)
+            .unwrap();
+        team.claim("agent1", &t.id).unwrap();
+        team.update("agent1", &t.id, TaskStatus::Done, "x\ny")
+            .unwrap();
+        for event in team.log() {
+            assert!(!event.describe().contains('\n'), "{}", event.describe());
+        }
     }
 
     #[test]

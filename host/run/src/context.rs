@@ -42,3 +42,13 @@ pub(crate) struct RunContext {
     /// Held until the run's last pair is written: one live invocation per run.
     pub(crate) _lock: crate::runlock::RunLock,
 }
+
+impl Drop for RunContext {
+    fn drop(&mut self) {
+        // Before the temp dir's own (recursive) removal: what a sandbox left behind may be
+        // deeper than any stack.
+        if let Err(e) = crate::fsutil::remove_tree(self.work_dir.path()) {
+            tracing::warn!("removing {}: {e}", self.work_dir.path().display());
+        }
+    }
+}

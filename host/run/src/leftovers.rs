@@ -20,6 +20,12 @@ pub fn scratch_dir(kind: &str, run: &str) -> std::io::Result<tempfile::TempDir> 
     let dir = tempfile::Builder::new()
         .prefix(&format!("cbench-{kind}-{run}-"))
         .tempdir()?;
+    // Only this user may enter: what agents leave inside (a setuid file, say) is out of other
+    // local users' reach.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
+    }
     let owner = format!(
         "{} {} {kind} {run}\n",
         std::process::id(),
@@ -47,7 +53,7 @@ pub fn sweep(run: Option<&str>) -> Swept {
         if run.is_some_and(|r| r != owner.run) || owner.is_alive() {
             continue;
         }
-        match std::fs::remove_dir_all(&path) {
+        match remove_owned(&path) {
             Ok(()) => swept.scratch_dirs += 1,
             Err(e) => tracing::warn!("removing {}: {e}", path.display()),
         }
@@ -56,6 +62,17 @@ pub fn sweep(run: Option<&str>) -> Swept {
         swept.cgroups = root.remove_stale();
     }
     swept
+}
+
+/// Removes a scratch directory, its owner record last: a removal that fails halfway leaves a
+/// directory the next sweep still recognises.
+fn remove_owned(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        if entry.file_name() != OWNER_FILE {
+            crate::fsutil::remove_tree(&entry.path())?;
+        }
+    }
+    crate::fsutil::remove_tree(dir)
 }
 
 struct Owner {
@@ -98,6 +115,11 @@ mod tests {
     fn our_own_start_time_is_read_and_a_scratch_dir_is_ours() {
         assert!(start_time(std::process::id() as i32).is_some());
         let dir = scratch_dir("test", "own-run").unwrap();
+        // Only its owner may enter: a setuid file an agent leaves inside is out of other
+        // users' reach.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
         let owner = read_owner(dir.path()).unwrap();
         assert!(owner.is_alive());
         assert_eq!(owner.run, "own-run");

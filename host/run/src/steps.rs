@@ -53,8 +53,8 @@ pub(crate) fn only_verified(
 }
 
 /// Paths no local command may see: the dataset (hidden tests, gold patches), the
-/// logs (other agents' work), cbench's cache, and the upstream mirrors (whose later
-/// history holds the features' real implementations).
+/// logs (other agents' work), cbench's cache, the upstream mirrors (whose later
+/// history holds the features' real implementations), and the temp dir (other sandboxes).
 pub fn hidden_paths(
     dataset: &Path,
     logs: &Path,
@@ -67,6 +67,10 @@ pub fn hidden_paths(
         cache.to_path_buf(),
     ];
     hidden.extend(mirrors.map(Path::to_path_buf));
+    // Every pair's sandboxes and scratch lie under the temp dir; when TMPDIR is inside a
+    // directory sandboxes are shown (/opt, say), they would see each other's. Each sandbox's own
+    // directories are bound back on top.
+    hidden.push(std::env::temp_dir());
     hidden
 }
 

@@ -51,7 +51,11 @@ impl DiskWatch {
                 let dirs = dirs.clone();
                 Box::pin(async move {
                     tokio::task::spawn_blocking(move || {
-                        Some(dirs.iter().map(|d| usage(d, limit)).sum())
+                        Some(
+                            dirs.iter()
+                                .map(|d| usage(d, limit))
+                                .fold(0u64, u64::saturating_add),
+                        )
                     })
                     .await
                     .ok()
@@ -83,12 +87,19 @@ impl DiskWatch {
         };
         match handle.await.ok().flatten() {
             Some(used) if used > self.limit => {
-                let why = format!(
-                    "the sandbox holds {} MiB on disk, over its limit of {} MiB (--disk); no \
-                     more commands run",
-                    used >> 20,
-                    self.limit >> 20
-                );
+                let why = if used == UNMEASURABLE {
+                    "the sandbox holds a directory the host cannot measure (made unreadable, or \
+                     nested past the 4096-byte path limit), so its disk use cannot be held to \
+                     --disk; no more commands run"
+                        .to_string()
+                } else {
+                    format!(
+                        "the sandbox holds {} MiB on disk, over its limit of {} MiB (--disk); no \
+                         more commands run",
+                        used >> 20,
+                        self.limit >> 20
+                    )
+                };
                 if let Ok(mut exceeded) = self.exceeded.lock() {
                     *exceeded = Some(why.clone());
                 }
@@ -109,15 +120,22 @@ impl DiskWatch {
     }
 }
 
+/// What `usage` reports for a tree it cannot walk: over any limit, since what it cannot
+/// see it cannot bound.
+const UNMEASURABLE: u64 = u64::MAX;
+
 /// Bytes allocated under `dir` (links not followed; every entry at least 4 KiB), counting
-/// stops once past `stop_at`.
-fn usage(dir: &std::path::Path, stop_at: u64) -> u64 {
+/// stops once past `stop_at`. A directory that cannot be read (made unreadable, or a path
+/// past PATH_MAX) makes the tree `UNMEASURABLE`; one that vanished meanwhile counts nothing.
+pub(crate) fn usage(dir: &std::path::Path, stop_at: u64) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let mut total = 0u64;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
+        let entries = match std::fs::read_dir(&d) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(_) => return UNMEASURABLE,
         };
         for entry in entries.flatten() {
             let Ok(meta) = entry.metadata() else {
@@ -158,5 +176,28 @@ mod tests {
         std::fs::remove_file(dir.path().join("big")).unwrap();
         watch.measure_later().await;
         assert!(watch.check().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_tree_nested_past_the_path_limit_cannot_hide_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        // 90 levels of 60-character names: past PATH_MAX, where a path walk cannot read.
+        let status = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import os
+for _ in range(90):
+ os.mkdir('d'*60); os.chdir('d'*60)
+open('f','w').write('x')",
+            ])
+            .current_dir(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let watch = DiskWatch::local(1 << 30, vec![dir.path().to_path_buf()]);
+        watch.measure_later().await;
+        let err = watch.check().await.unwrap_err().to_string();
+        assert!(err.contains("cannot measure"), "{err}");
+        cbench_core::fsutil::remove_tree(dir.path()).unwrap();
     }
 }

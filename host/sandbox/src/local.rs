@@ -41,6 +41,8 @@ pub struct LocalSandbox {
     readonly: Vec<PathBuf>,
     /// Extra environment (the agent's id for the team remote's hook).
     extra_env: Vec<(String, String)>,
+    /// The team's scratchpad (the team setting), bound read-write.
+    scratchpad: Option<PathBuf>,
     root: tempfile::TempDir,
     output_cap: usize,
     next_script: AtomicU64,
@@ -73,6 +75,7 @@ impl LocalSandbox {
             writable: Vec::new(),
             readonly: Vec::new(),
             extra_env: Vec::new(),
+            scratchpad: None,
             root,
             output_cap: DEFAULT_OUTPUT_CAP,
             next_script: AtomicU64::new(0),
@@ -97,13 +100,12 @@ impl LocalSandbox {
         self
     }
 
-    /// Lets commands read and write the pair's scratchpad `dir` (the team setting); what is
-    /// there counts toward this sandbox's disk limit.
+    /// Lets commands read and write the pair's scratchpad `dir` (the team setting). It is not
+    /// this agent's disk (a teammate's writes must not end this agent): it has a cap of its own,
+    /// checked after each command, past which it is emptied.
     pub fn with_scratchpad(mut self, dir: &Path) -> LocalSandbox {
         self.writable.push(dir.to_path_buf());
-        let mut watched = self.disk.dirs().to_vec();
-        watched.push(dir.to_path_buf());
-        self.disk = super::disk::DiskWatch::local(self.disk.limit(), watched);
+        self.scratchpad = Some(dir.to_path_buf());
         self
     }
 
@@ -280,6 +282,16 @@ fn drain(mut reader: std::io::PipeReader, captured: &Mutex<Captured>, cap: usize
     }
 }
 
+impl Drop for LocalSandbox {
+    fn drop(&mut self) {
+        // Before the temp dir's own removal, which recurses and would overflow on the trees
+        // thousands of levels deep an agent can make.
+        if let Err(e) = cbench_core::fsutil::remove_tree(self.root.path()) {
+            tracing::warn!("removing sandbox {}: {e}", self.root.path().display());
+        }
+    }
+}
+
 /// Kills a process group when dropped.
 struct GroupGuard(i32);
 
@@ -332,6 +344,11 @@ impl Sandbox for LocalSandbox {
         };
         let result = run_script(&launch, &script, &[]).await;
         self.disk.measure_later().await;
+        if let Some(dir) = &self.scratchpad {
+            let dir = dir.clone();
+            let _ = tokio::task::spawn_blocking(move || super::scratchpad::empty_if_over_cap(&dir))
+                .await;
+        }
         let _ = tokio::fs::remove_file(&script).await;
         result
     }

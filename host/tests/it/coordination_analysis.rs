@@ -302,7 +302,9 @@ fn a_pair_that_answered_and_kept_its_word_is_not_flagged_and_a_silent_one_is() {
             "agent1": [
                 {"bash": send("agent2", "I will add `reverse_words()` at the end of textkit/strings.py. Which function will you add?")},
                 {"bash": append(REVERSE_WORDS)},
-                {"bash": "sleep 1"},
+                // Long enough for the answer to arrive on a loaded machine (it comes after
+                // agent2's one-second sleep, which starts only once its sandbox is up).
+                {"bash": "sleep 4"},
                 {"bash": SUBMIT}
             ],
             "agent2": [

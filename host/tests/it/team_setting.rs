@@ -524,3 +524,108 @@ fn the_lead_can_be_any_agent_and_the_others_are_told_who_it_is() {
         text(&run.output)
     );
 }
+
+/// What `agent` was told after each command containing `needle`, in order.
+fn told_after(run: &Run, agent: &str, needle: &str) -> Vec<String> {
+    json(&run.pair(1, 2).join(agent).join("trajectory.json"))["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["args"]["command"].as_str().unwrap_or("").contains(needle))
+        .map(|s| s["observation"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// Runs one team pair (features 1,2) under `script` with `extra` options, ungraded.
+fn attack_run(name: &str, script: &Value, extra: &[&str]) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_temp(dir.path(), "attack.json", &script.to_string());
+    let model = format!("scripted:{path}");
+    let agent = plugins().mini_swe.display().to_string();
+    let mut args = vec![
+        "--agent",
+        agent.as_str(),
+        "-m",
+        model.as_str(),
+        "--setting",
+        "team",
+        "-f",
+        "1,2",
+        "--no-auto-eval",
+    ];
+    args.extend_from_slice(extra);
+    Run::start(name, &args)
+}
+
+#[test]
+fn a_tree_deeper_than_any_stack_in_the_scratchpad_or_home_does_not_bring_cbench_down() {
+    let nest = |dir: &str| {
+        bash(&format!(
+            "cd \"{dir}\" && python3 -c \"import os\nfor _ in range(15000):\n os.mkdir('d'); os.chdir('d')\" && echo nested"
+        ))
+    };
+    let script = serde_json::json!({
+        "agent1": [nest("$CBENCH_SCRATCHPAD"), nest("$HOME"), bash(SUBMIT)],
+        "agent2": [bash(SUBMIT)],
+    });
+    let run = attack_run("team-deep", &script, &[]);
+    run.assert_ok();
+    // cbench stood, recorded the pair, and emptied the scratchpad (it could not measure it);
+    // the tree in agent1's own home is over what its disk limit can vouch for.
+    let result = json(&run.pair(1, 2).join("result.json"));
+    assert_eq!(result["agents"][1]["status"], "Submitted", "{result:#}");
+    assert_eq!(
+        result["agents"][0]["status"], "LimitsExceeded",
+        "{result:#}"
+    );
+    let told = told_after(&run, "agent1", "os.mkdir");
+    assert_eq!(told.len(), 2, "{told:?}");
+    assert!(told.iter().all(|o| o.contains("nested")), "{told:?}");
+}
+
+#[test]
+fn a_teammate_filling_the_scratchpad_ends_nobody_and_a_path_past_the_limit_hides_no_disk() {
+    // agent1 writes past the scratchpad's 64 MiB; agent2 then still works and submits, and the
+    // scratchpad was emptied. agent1 then hides 90 MB under a path past PATH_MAX in its home:
+    // its next command is refused as over its disk limit.
+    let script = serde_json::json!({
+        "agent1": [
+            bash("head -c 70000000 /dev/zero > \"$CBENCH_SCRATCHPAD/junk\" && echo filled"),
+            bash("ls \"$CBENCH_SCRATCHPAD\" | wc -l | sed 's/^/LEFT=/'"),
+            bash("python3 -c \"import os\nos.chdir(os.environ['HOME'])\nfor _ in range(90):\n os.mkdir('d'*60); os.chdir('d'*60)\nfor i in range(3):\n open(f'big{i}','wb').write(bytes(30_000_000))\" && echo hidden"),
+            bash("echo still-running"),
+            bash(SUBMIT),
+        ],
+        "agent2": [
+            bash("sleep 3"),
+            bash("echo teammate-fine"),
+            bash(SUBMIT),
+        ],
+    });
+    let run = attack_run("team-fill", &script, &["--disk", "80m"]);
+    run.assert_ok();
+    let result = json(&run.pair(1, 2).join("result.json"));
+    assert_eq!(result["agents"][1]["status"], "Submitted", "{result:#}");
+    let second = json(&run.pair(1, 2).join("agent2/trajectory.json")).to_string();
+    assert!(second.contains("teammate-fine"), "{second}");
+    assert_eq!(
+        result["agents"][0]["status"], "LimitsExceeded",
+        "{result:#}"
+    );
+    let first = json(&run.pair(1, 2).join("agent1/trajectory.json")).to_string();
+    assert!(
+        first.contains("filled") && first.contains("LEFT=0"),
+        "the scratchpad was not emptied: {first}"
+    );
+    let after = told_after(&run, "agent1", "still-running");
+    assert!(
+        first.contains("hidden") && after.len() == 1 && after[0].starts_with("refused:"),
+        "the hidden tree went unnoticed: {after:?}"
+    );
+    assert!(
+        result["agents"][0]["error"]
+            .to_string()
+            .contains("cannot measure"),
+        "{result:#}"
+    );
+}
