@@ -4,6 +4,7 @@
 //! and one real command through the local sandbox.
 
 mod concurrency;
+mod pair;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -151,6 +152,23 @@ fn median_ms(mut samples: Vec<f64>) -> f64 {
 
 /// Prints the measurements.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.pair {
+        let backends: Vec<&str> = if args.backends.is_empty() {
+            vec!["local"]
+        } else {
+            args.backends
+                .iter()
+                .map(|b| match b {
+                    crate::cli::BackendArg::Docker => Ok("docker"),
+                    crate::cli::BackendArg::Local => Ok("local"),
+                    other => Err(anyhow::anyhow!(
+                        "--pair measures the local and docker backends, not {other:?}"
+                    )),
+                })
+                .collect::<anyhow::Result<_>>()?
+        };
+        return pair::bench_pair(&args, &backends).await;
+    }
     let cache_root = args
         .cache_dir
         .clone()

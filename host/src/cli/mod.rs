@@ -787,6 +787,16 @@ pub struct BenchArgs {
     /// woken by a send) next to the in-process bus.
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
+    /// Instead: run the bundled pair end to end (coop and solo, on --backends, default local)
+    /// with an instant model and report wall, first request, step p50/p99, grading tail, RSS.
+    #[arg(long)]
+    pub pair: bool,
+    /// Commands per agent in --pair.
+    #[arg(long, default_value_t = 10, value_name = "K")]
+    pub pair_commands: u32,
+    /// Runs per backend and setting in --pair (medians are reported).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub pair_runs: u32,
 }
 
 impl BenchArgs {

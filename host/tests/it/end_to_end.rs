@@ -312,3 +312,39 @@ fn ctrl_c_stops_the_run_kills_its_commands_and_keeps_written_results() {
     );
     assert!(json(&config)["name"] == "interrupted", "config.json intact");
 }
+
+#[test]
+fn the_pair_benchmark_runs_the_bundled_pair_and_counts_every_step() {
+    let agent = plugins().mini_swe.display().to_string();
+    let data = crate::support::dataset().display().to_string();
+    let out = cbench(&[
+        "bench",
+        "--pair",
+        "--pair-runs",
+        "1",
+        "--pair-commands",
+        "2",
+        "--agent",
+        &agent,
+        "--dataset-dir",
+        &data,
+    ]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    // Two commands and a submit: three model calls per agent, two steps between them.
+    for (setting, steps) in [("coop", 4), ("solo", 2)] {
+        let line = said
+            .lines()
+            .find(|l| l.contains(&format!("local   {setting}")))
+            .unwrap_or_else(|| panic!("no {setting} line: {said}"));
+        for figure in [
+            "wall per pair incl. grading",
+            "launch → first model request",
+            "after the last model reply",
+        ] {
+            assert!(line.contains(figure), "{line}");
+        }
+        assert!(line.contains(&format!("({steps} steps)")), "{line}");
+    }
+    assert!(said.contains("peak RSS of this process"), "{said}");
+}
