@@ -171,6 +171,9 @@ def test_the_team_setting_with_cooperbenchs_feature_switches(user_dir):
     assert json.loads(result.read_text())["lead_agent"] == "agent1"
     with pytest.raises(ValueError, match="unknown feature"):
         TeamHarnessConfig.with_only("task_list", "telepathy")
+    with pytest.raises(TypeError, match="a TeamHarnessConfig or a dict"):
+        cooperbench.run(run_name="x", setting="team", team_features=["task_list"],
+                        logs_dir=str(logs), quiet=True)
 
 
 def test_the_cooperbench_command_forwards_to_cbench(user_dir):

@@ -101,6 +101,8 @@ pub enum TeamError {
     NotFound(String),
     #[error("task already claimed by `{0}`")]
     ClaimedBy(String),
+    #[error("task reserved for `{0}` (its suggested owner; only they may claim it)")]
+    ReservedFor(String),
     #[error("only the task's owner may update it (owner: {})", .0.as_deref().unwrap_or("nobody"))]
     NotOwner(Option<String>),
     #[error("only the lead may create tasks")]
@@ -515,6 +517,9 @@ impl TeamBoard {
             .find(|t| t.id == id)
             .ok_or_else(|| TeamError::NotFound(id.to_string()))?;
         match &task.owner {
+            Some(owner) if owner != by && !task.claimed => {
+                return Err(TeamError::ReservedFor(owner.clone()))
+            }
             Some(owner) if owner != by => return Err(TeamError::ClaimedBy(owner.clone())),
             Some(_) if task.claimed => return Ok(task.clone()),
             _ => {}
@@ -741,7 +746,7 @@ mod tests {
         let t = team.seed("Implement feature 2", Some("agent2"));
         assert_eq!(
             team.claim("agent3", &t.id),
-            Err(TeamError::ClaimedBy("agent2".into())),
+            Err(TeamError::ReservedFor("agent2".into())),
             "a suggested owner keeps the task"
         );
         assert_eq!(

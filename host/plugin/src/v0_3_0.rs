@@ -247,6 +247,7 @@ fn team_error_out(e: TeamError) -> wit_team::TeamError {
         TeamError::Disabled => wit_team::TeamError::Disabled,
         TeamError::NotFound(id) => wit_team::TeamError::NotFound(id),
         TeamError::ClaimedBy(who) => wit_team::TeamError::ClaimedBy(who),
+        TeamError::ReservedFor(who) => wit_team::TeamError::ReservedFor(who),
         TeamError::NotOwner(who) => wit_team::TeamError::NotOwner(who),
         TeamError::NotLead => wit_team::TeamError::NotLead,
         TeamError::NotYours(id) => wit_team::TeamError::NotYours(id),

@@ -48,7 +48,7 @@ pub enum RunError {
     TaskInputs(#[from] crate::eval::EvalError),
     #[error(transparent)]
     Redis(#[from] crate::messaging::redis::RedisSetupError),
-    #[error("plugin {path} ({name} {version}, WIT {wit}) does not declare the `team` capability, so it would ignore its role and the task list: --setting team needs a plugin built against WIT 0.3.0 or later that declares `team` (mini_swe does)")]
+    #[error("plugin {path} ({name} {version}, WIT {wit}) does not declare the `team` capability, so it would ignore its role and the task list: --setting team needs a plugin built against WIT 0.3.0 or later that declares `team` (the Rust mini_swe does from 0.3.0 on; an older installed copy is replaced by ./scripts/setup.sh, and `cbench plugin list` shows which file a name picks)")]
     NotATeamPlugin {
         path: String,
         name: String,

@@ -116,8 +116,17 @@ impl TeamSummary {
             Some(t) => format!("{t:.1}s"),
             None => "–".into(),
         };
+        let task_list_on = self.features.is_none_or(|f| f.task_list);
+        let tasks = if task_list_on {
+            format!(
+                "tasks done {}/{} · unowned at end {} · median time to first claim {first_claim} · pairs with no claim {}",
+                self.tasks_done, self.tasks_total, self.unowned_at_end, self.pairs_without_claims
+            )
+        } else {
+            "task list off".to_string()
+        };
         format!(
-            "team ({pairs} {noun}{off}):\n  tasks done {done}/{total} · unowned at end {unowned} · median time to first claim {first_claim} · pairs with no claim {unclaimed}\n  claims: lead {cl} · members {cm} · updates: lead {ul} · members {um} · requests {req} (answered {resp})",
+            "team ({pairs} {noun}{off}):\n  {tasks}\n  claims: lead {cl} · members {cm} · updates: lead {ul} · members {um} · requests {req} (answered {resp})",
             pairs = self.pairs,
             noun = if self.pairs == 1 { "pair" } else { "pairs" },
             off = if off.is_empty() {
@@ -125,10 +134,6 @@ impl TeamSummary {
             } else {
                 format!("; off: {}", off.join(" "))
             },
-            done = self.tasks_done,
-            total = self.tasks_total,
-            unowned = self.unowned_at_end,
-            unclaimed = self.pairs_without_claims,
             cl = self.claims_by_lead,
             cm = self.claims_by_members,
             ul = self.updates_by_lead,

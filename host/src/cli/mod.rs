@@ -833,8 +833,10 @@ pub enum CliError {
     TeamOfOne,
     #[error("--team is for coop runs (one agent per feature); --setting solo has a single agent")]
     SoloTeam,
-    #[error("{0} is an ablation of the team setting; add --setting team")]
+    #[error("{0} switches off a mechanism of the team setting, which this run does not use (it needs --setting team)")]
     TeamFlagOutsideTeam(&'static str),
+    #[error("--team-lead picks the lead of the team setting, which this run does not use (it needs --setting team)")]
+    TeamLeadOutsideTeam,
     #[error("the team setting's scratchpad is a directory shared by the team's sandboxes, which cbench cannot make with modal agents yet: add --team-no-scratchpad, or use --backend docker or local")]
     ScratchpadOnModal,
     #[error("--team-lead counts agents from 1 (agent1 is --team-lead 1)")]

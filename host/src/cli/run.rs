@@ -434,7 +434,7 @@ impl RunArgs {
             }
         }
         if self.team_lead != 1 && setting != Setting::Team {
-            return Err(CliError::TeamFlagOutsideTeam("--team-lead"));
+            return Err(CliError::TeamLeadOutsideTeam);
         }
         if self.team_lead == 0 {
             return Err(CliError::TeamLeadZero);

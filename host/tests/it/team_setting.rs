@@ -82,12 +82,14 @@ fn a_team_coordinates_through_the_hosts_task_list_and_the_rules_hold() {
             bash(SUBMIT),
         ],
         "agent3": [
+            bash("coop-task-claim t3"),
             bash("coop-task-update t1 blocked -n 'taking over'"),
             bash("coop-task-create 'my own task'"),
             bash("coop-request agent1 plan-approval 'may I edit textkit/numbers.py?'"),
             bash("sleep 1"),
             bash("coop-task-claim t4"),
             bash("coop-await r1 20"),
+            bash("echo chained && coop-pending"),
             bash(SUBMIT),
         ],
     });
@@ -106,15 +108,28 @@ fn a_team_coordinates_through_the_hosts_task_list_and_the_rules_hold() {
     // Owner-only update and lead-only create, refused by the host with reasons the agent saw.
     let third = observations(&run, "agent3");
     assert!(
-        third[0].0 == "team_update"
+        third[0].0 == "team_claim"
             && third[0]
+                .1
+                .contains("task reserved for `agent1` (its suggested owner"),
+        "{third:?}"
+    );
+    assert!(
+        third[1].0 == "team_update"
+            && third[1]
                 .1
                 .contains("only the task's owner may update it (owner: agent2)"),
         "{third:?}"
     );
     assert!(
-        third[1].0 == "team_create" && third[1].1.contains("only the lead may create tasks"),
+        third[2].0 == "team_create" && third[2].1.contains("only the lead may create tasks"),
         "{third:?}"
+    );
+    // A team command chained in a shell line reaches bash; the model is told why it failed.
+    let chained = json(&pair_dir(&run).join("agent3/trajectory.json")).to_string();
+    assert!(
+        chained.contains("put each on a line of its own"),
+        "no hint for a chained team command"
     );
     let answer = third
         .iter()
@@ -342,7 +357,7 @@ fn a_plugin_without_the_team_capability_and_a_stray_team_flag_are_refused() {
     assert_eq!(run.output.status.code(), Some(2), "{}", text(&run.output));
     assert!(
         text(&run.output)
-            .contains("--team-no-mcp is an ablation of the team setting; add --setting team"),
+            .contains("--team-no-mcp switches off a mechanism of the team setting, which this run does not use"),
         "{}",
         text(&run.output)
     );

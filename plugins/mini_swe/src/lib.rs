@@ -283,6 +283,12 @@ impl Agent {
                 output.timed_out,
                 &truncate_middle(&output.output),
             ));
+            if self.team.is_some() {
+                if let Some(hint) = team::hint_for(output.exit_code, &output.output) {
+                    observation.push('\n');
+                    observation.push_str(hint);
+                }
+            }
         }
         if observation.is_empty() {
             observation = "(nothing to run)".into();

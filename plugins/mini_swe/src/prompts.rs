@@ -67,10 +67,14 @@ fn team_section(task: &Task, team: &crate::cooperbench::agent::types::TeamInfo) 
              lines, tell each member what to do, follow their progress and unblock them, and \
              implement your own feature. Everyone's changes are merged at the end."
         ),
-        TeamRole::Member => format!(
+        TeamRole::Member if team.task_list => format!(
             "\n\nYou are {me}, a team member; the lead is {lead}. Look at the task list for the \
              task meant for you, claim it, keep its status current (blocked with a note when \
              stuck, done when finished) and follow the lead's plan.",
+            lead = team.lead
+        ),
+        TeamRole::Member => format!(
+            "\n\nYou are {me}, a team member; the lead is {lead}. Follow the lead's plan.",
             lead = team.lead
         ),
     };

@@ -159,7 +159,8 @@ pub fn split_verbs(command: &str) -> (Vec<Verb>, String) {
 
 /// How the verbs are written (shown in the prompt and with a misuse).
 pub const USAGE: &str =
-    "Team commands (one per line; they are carried out by the team, not run):\n\
+    "Team commands (each on a line of its own, never chained with && or ;: they are carried \
+out by the team, not by bash):\n\
 coop-task-list [--mine|--open]              # every task of the team\n\
 coop-task-claim <task_id>                   # take a task; fails if someone else owns it\n\
 coop-task-update <task_id> <open|in_progress|blocked|done> [-n \"<note>\"]\n\
@@ -190,9 +191,12 @@ fn parse_status(s: &str) -> Option<TaskStatus> {
 
 fn describe_error(e: &TeamError) -> String {
     match e {
-        TeamError::Disabled => "not available in this run".into(),
+        TeamError::Disabled => "not available in this run (switched off by the user)".into(),
         TeamError::NotFound(id) => format!("no task or request `{id}`"),
         TeamError::ClaimedBy(who) => format!("already claimed by {who}"),
+        TeamError::ReservedFor(who) => {
+            format!("reserved for {who} (its suggested owner); only {who} may claim it")
+        }
         TeamError::NotOwner(who) => format!(
             "only its owner may update it (owner: {})",
             who.as_deref().unwrap_or("nobody; claim it first")
@@ -237,6 +241,18 @@ pub fn summary(tasks: &[TeamTask], viewer: &str) -> String {
     let mut lines = vec![format!("[Team task list] {}", header.join(", "))];
     lines.extend(tasks.iter().map(|t| task_line(t, viewer)));
     lines.join("\n")
+}
+
+/// A hint when bash met a team command it cannot run (one chained with `&&` or `;`).
+pub fn hint_for(exit_code: i32, output: &str) -> Option<&'static str> {
+    let chained = exit_code == 127
+        && VERBS
+            .iter()
+            .any(|v| output.contains(&format!("{v}: command not found")));
+    chained.then_some(
+        "(Team commands are carried out by the team, not by bash: put each on a line of its own, \
+         not chained with && or ;.)",
+    )
 }
 
 /// Carries out one verb; returns what the model is told.

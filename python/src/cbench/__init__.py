@@ -159,11 +159,16 @@ def _team_flags(features: Any) -> list:
     if isinstance(features, dict):
         unknown = sorted(set(features) - set(_TEAM_FEATURES))
         if unknown:
-            raise ValueError(f"team_features: unknown mechanism(s) {unknown}; known: {list(_TEAM_FEATURES)}")
+            raise ValueError(f"unknown feature(s) {unknown}; expected subset of {sorted(_TEAM_FEATURES)}")
         get = features.get
-    else:
+    elif all(hasattr(features, name) for name in _TEAM_FEATURES):
         def get(name, default=True):
             return getattr(features, name, default)
+    else:
+        raise TypeError(
+            "team_features: a TeamHarnessConfig or a dict of "
+            f"{', '.join(_TEAM_FEATURES)}; got {type(features).__name__}"
+        )
     return [f"--team-no-{name.replace('_', '-')}" for name in _TEAM_FEATURES if not get(name, True)]
 
 
