@@ -236,6 +236,16 @@ fn a_team_coordinates_through_the_hosts_task_list_and_the_rules_hold() {
         pair.contains("tasks done 1/4") && pair.contains("Shared: document the new helpers"),
         "{pair}"
     );
+    let index = format!("file://{}", run.dir().join("view/index.html").display());
+    let (overview, log) = crate::presentation::browse(&index, None);
+    assert!(
+        crate::presentation::console_errors(&log).is_empty(),
+        "{log}"
+    );
+    assert!(
+        overview.contains("team (lead agent1; off: none)"),
+        "the header does not show the team: {overview}"
+    );
 }
 
 #[test]

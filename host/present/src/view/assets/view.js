@@ -78,8 +78,14 @@ var cbenchView = (function () {
       "tokens/agent " + (c.max_tokens == null ? "unlimited" : num(c.max_tokens)),
       "run cost " + (c.max_run_cost_usd == null ? "unlimited" : money(c.max_run_cost_usd)),
     ].join(" · ");
+    // The team setting: its lead and the mechanisms an ablation switched off.
+    var tf = c.team_features;
+    var teamOff = tf ? [["task_list", "--team-no-task-list"], ["scratchpad", "--team-no-scratchpad"], ["mcp", "--team-no-mcp"],
+      ["auto_refresh", "--team-no-auto-refresh"], ["protocol", "--team-no-protocol"]]
+      .filter(function (x) { return tf[x[0]] === false; }).map(function (x) { return x[1]; }) : [];
+    var setting = c.setting + (tf ? " (lead agent" + (c.team_lead || 1) + "; off: " + (teamOff.length ? teamOff.join(" ") : "none") + ")" : "");
     var fields = [
-      ["setting", c.setting], ["model", c.model],
+      ["setting", setting], ["model", c.model],
       ["plugin", c.team && c.team.length ? "team " + c.team.map(function (m, k) { return "agent" + (k + 1) + " = " + m.name + " " + m.version + " (sha256 " + String(m.sha256 || "").slice(0, 12) + "…)"; }).join(", ") : (a.name || "?") + " " + (a.version || "")],
       ["plugin sha256", '<span class="mono" title="' + esc(a.sha256) + '">' + esc((a.sha256 || "").slice(0, 16)) + "…</span>"],
       ["WIT", a.wit_version], ["backend", (c.backend || "") + (c.isolation ? " — " + c.isolation : "")],
@@ -149,7 +155,8 @@ var cbenchView = (function () {
       }
     }
     var team = run.report && run.report.team;
-    if (team && team.pairs) {
+    // With the task list off there is no list to chart.
+    if (team && team.pairs && !(team.features && team.features.task_list === false)) {
       out.push(barChart("Team task list (" + plural(team.pairs, "team pair") + ")", [
         { label: "tasks done", value: team.tasks_done, text: team.tasks_done + "/" + team.tasks_total, cls: "ok" },
         { label: "unowned at end", value: team.unowned_at_end, text: team.unowned_at_end + "/" + team.tasks_total, cls: "warn" },
