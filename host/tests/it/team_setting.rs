@@ -15,24 +15,22 @@ fn bash(command: &str) -> Value {
 
 /// Runs the bundled task's features 1,2,3 as a team of mini_swe agents under `script`.
 fn team_run(name: &str, script: &Value, extra: &[&str]) -> Run {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_temp(dir.path(), "team.json", &script.to_string());
-    let model = format!("scripted:{path}");
-    let agent = plugins().mini_swe.display().to_string();
-    let mut args = vec![
-        "--agent",
-        agent.as_str(),
-        "-m",
-        model.as_str(),
-        "--setting",
-        "team",
-        "-f",
-        "1,2,3",
-    ];
+    let mut args = vec!["-f", "1,2,3"];
     args.extend_from_slice(extra);
-    let run = Run::start(name, &args);
+    let run = start_team(name, script, &args);
     run.assert_ok();
     run
+}
+
+/// Starts a team-setting run of mini_swe under the scripted model `script`, with `args`.
+fn start_team(name: &str, script: &Value, args: &[&str]) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_temp(dir.path(), "script.json", &script.to_string());
+    let model = format!("scripted:{path}");
+    let agent = plugins().mini_swe.display().to_string();
+    let mut all = vec!["--agent", &agent, "-m", &model, "--setting", "team"];
+    all.extend_from_slice(args);
+    Run::start(name, &all)
 }
 
 fn pair_dir(run: &Run) -> std::path::PathBuf {
@@ -385,23 +383,9 @@ fn scratchpad_run(name: &str, target: &std::path::Path, extra: &[&str]) -> Run {
             bash(SUBMIT),
         ],
     });
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_temp(dir.path(), "marks.json", &script.to_string());
-    let model = format!("scripted:{path}");
-    let agent = plugins().mini_swe.display().to_string();
-    let mut args = vec![
-        "--agent",
-        agent.as_str(),
-        "-m",
-        model.as_str(),
-        "--setting",
-        "team",
-        "--no-auto-eval",
-        "-c",
-        "10",
-    ];
+    let mut args = vec!["--no-auto-eval", "-c", "10"];
     args.extend_from_slice(extra);
-    let run = Run::start(name, &args);
+    let run = start_team(name, &script, &args);
     run.assert_ok();
     run
 }
@@ -563,23 +547,9 @@ fn told_after(run: &Run, agent: &str, needle: &str) -> Vec<String> {
 
 /// Runs one team pair (features 1,2) under `script` with `extra` options, ungraded.
 fn attack_run(name: &str, script: &Value, extra: &[&str]) -> Run {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_temp(dir.path(), "attack.json", &script.to_string());
-    let model = format!("scripted:{path}");
-    let agent = plugins().mini_swe.display().to_string();
-    let mut args = vec![
-        "--agent",
-        agent.as_str(),
-        "-m",
-        model.as_str(),
-        "--setting",
-        "team",
-        "-f",
-        "1,2",
-        "--no-auto-eval",
-    ];
+    let mut args = vec!["-f", "1,2", "--no-auto-eval"];
     args.extend_from_slice(extra);
-    Run::start(name, &args)
+    start_team(name, script, &args)
 }
 
 #[test]
