@@ -176,12 +176,7 @@ impl TeamEvent {
                 .join(" ")
         };
         let quoted = |x: &Option<String>| {
-            let flat: String = x
-                .as_deref()
-                .unwrap_or("")
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ");
+            let flat = id(x);
             let excerpt: String = flat.chars().take(120).collect();
             if flat.chars().count() > 120 {
                 format!("\"{excerpt}…\"")

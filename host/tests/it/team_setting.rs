@@ -210,7 +210,6 @@ fn a_team_coordinates_through_the_hosts_task_list_and_the_rules_hold() {
     );
 
     // The report and the pair page show the team's figures and its task list.
-    let logs = run.logs.path().to_str().unwrap();
     let out = cbench(&["report", "-n", "team-rules", "--log-dir", logs]);
     let report = text(&out);
     assert!(
