@@ -33,4 +33,5 @@ pub mod cli;
 pub mod commands;
 pub mod doctor;
 pub mod entry;
+pub mod trace;
 pub mod watch;

@@ -32,6 +32,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
+
 use crate::dataset::{Feature, Pair, Task};
 use crate::sandbox::base::BaseRepo;
 use crate::sandbox::SandboxError;
@@ -272,6 +274,7 @@ impl Grader {
                 .map(|(p, _)| (p.agent_id.clone(), p.patch.clone()))
                 .collect();
             let outcome = merge_patches(base, scratch.path(), &inputs, self.policy)
+                .instrument(tracing::info_span!("merge"))
                 .await
                 .map_err(&sandbox_err)?;
             if outcome.strategy != MergeStrategy::Failed {
@@ -293,7 +296,9 @@ impl Grader {
         // Futures do nothing until awaited: the runs start below.
         let pending: Vec<_> = runs
             .iter()
-            .map(|planned| {
+            .map(|planned| async {
+                // The span starts when the run does, not when it is planned.
+                let span = tracing::info_span!("test_run", run = %planned.name);
                 self.run_feature_tests(
                     bench,
                     &pair.task,
@@ -305,6 +310,8 @@ impl Grader {
                     &planned.patch,
                     &planned.name,
                 )
+                .instrument(span)
+                .await
             })
             .collect();
         // Remote benches run each test run on a machine of its own: all at once. Elsewhere

@@ -234,6 +234,7 @@ impl TestBench {
                     readonly,
                     network: confinement.grading_network,
                     toolchains: true,
+                    ..Mounts::default()
                 };
                 // Not a login shell: the user's profile (pyenv init, …) would cost ~100 ms a run.
                 let launcher = confinement.isolation.launcher(&repo, &mounts, false);

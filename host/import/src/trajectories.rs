@@ -185,6 +185,8 @@ pub(crate) fn convert(messages: &[Value], facts: AgentFacts) -> Trajectory {
                 cost_usd: message.pointer("/extra/cost").and_then(Value::as_f64),
                 error: None,
                 retries: Vec::new(),
+                // CooperBench records no timing of its own to split.
+                step: None,
             });
             for (call_id, command) in commands(message, &call_tools) {
                 awaiting.push((call_id, steps.len()));

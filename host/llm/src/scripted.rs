@@ -3,7 +3,8 @@
 //! The file is either a list of replies used by every agent, or an object
 //! mapping agent ids (or `*`) to lists. A reply is a string (plain content) or
 //! `{"content": "...", "bash": "cmd"}` (`bash` becomes a tool call when tools are
-//! offered, a ```bash block otherwise), or `{"content", "tool_calls": [{"name", "arguments"}]}`.
+//! offered, a ```bash block otherwise), or `{"content", "tool_calls": [{"name", "arguments"}]}`;
+//! either may add `"delay_ms": N` to take N ms to answer, as a model thinks.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -31,6 +32,9 @@ struct FullReply {
     bash: Option<String>,
     #[serde(default)]
     tool_calls: Vec<ScriptedToolCall>,
+    /// How long the reply takes (a model's think time), ms.
+    #[serde(default)]
+    delay_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -123,25 +127,30 @@ impl LlmSession for ScriptedSession {
         let call_id = format!("scripted-{}-{}", self.agent_id, self.next);
         let (content, tool_calls) = match reply {
             Reply::Text(text) => (text, Vec::new()),
-            Reply::Full(full) => match full.bash {
-                Some(command) => bash_reply(request, &full.content, &command, call_id),
-                None => {
-                    let calls = full
-                        .tool_calls
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, c)| ToolCall {
-                            id: format!("{call_id}-{i}"),
-                            name: c.name,
-                            arguments: match c.arguments {
-                                serde_json::Value::String(s) => s,
-                                other => other.to_string(),
-                            },
-                        })
-                        .collect();
-                    (full.content, calls)
+            Reply::Full(full) => {
+                if full.delay_ms > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(full.delay_ms)).await;
                 }
-            },
+                match full.bash {
+                    Some(command) => bash_reply(request, &full.content, &command, call_id),
+                    None => {
+                        let calls = full
+                            .tool_calls
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, c)| ToolCall {
+                                id: format!("{call_id}-{i}"),
+                                name: c.name,
+                                arguments: match c.arguments {
+                                    serde_json::Value::String(s) => s,
+                                    other => other.to_string(),
+                                },
+                            })
+                            .collect();
+                        (full.content, calls)
+                    }
+                }
+            }
         };
         Ok(builtin_completion(request, content, tool_calls))
     }

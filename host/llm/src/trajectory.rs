@@ -63,6 +63,25 @@ pub struct LlmCall {
     /// Attempts the host retried (429, 5xx, timeouts) before this call's outcome.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retries: Vec<crate::providers::transport::RetryNote>,
+    /// Where the time went between the previous call's reply and this request (absent on the
+    /// first call).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepTime>,
+}
+
+/// One agent step's time outside the model, split: from the previous model reply reaching the
+/// plugin to its next request reaching the host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepTime {
+    /// The whole interval (wall), ms.
+    pub total_ms: f64,
+    /// Sandbox commands and file transfers the agent waited for (wall), ms.
+    pub commands_ms: f64,
+    /// The plugin's own compute (CPU time of its thread), ms.
+    pub plugin_ms: f64,
+    /// The rest: the host's work for the plugin (imports, recording, messages) and any wait for
+    /// a core, ms.
+    pub host_ms: f64,
 }
 
 /// The whole trajectory file.
@@ -93,6 +112,8 @@ pub struct Recorder {
     usage: TokenUsage,
     cost_known: bool,
     cost: f64,
+    /// When the last model reply went back to the plugin, and the plugin's compute by then.
+    last_reply: Option<(std::time::Instant, std::time::Duration)>,
 }
 
 impl Recorder {
@@ -147,13 +168,36 @@ impl Recorder {
         }
     }
 
-    /// Records an LLM call and its accounting.
+    /// Records an LLM call made at `started` (when the plugin had used `plugin_compute`) and
+    /// its accounting, with the step that led to it.
     pub fn llm_call(
         &mut self,
         request: &CompletionRequest,
         result: &Result<Completion, crate::LlmError>,
-        duration: std::time::Duration,
+        started: std::time::Instant,
+        plugin_compute: std::time::Duration,
     ) {
+        let duration = started.elapsed();
+        let step = self.last_reply.map(|(reply, compute_then)| {
+            let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e5).round() / 100.0;
+            let total_ms = ms(started.saturating_duration_since(reply));
+            let index = self.trajectory.llm_calls.len() as u32;
+            let commands_ms: f64 = self
+                .trajectory
+                .steps
+                .iter()
+                .rev()
+                .take_while(|s| s.after_call == Some(index))
+                .filter_map(|s| s.duration_ms)
+                .sum();
+            let plugin_ms = ms(plugin_compute.saturating_sub(compute_then));
+            StepTime {
+                total_ms,
+                commands_ms: (commands_ms * 100.0).round() / 100.0,
+                plugin_ms,
+                host_ms: ((total_ms - commands_ms - plugin_ms).max(0.0) * 100.0).round() / 100.0,
+            }
+        });
         let new_from = self.messages_seen.min(request.messages.len());
         let mut call = LlmCall {
             index: self.trajectory.llm_calls.len() as u32,
@@ -167,6 +211,7 @@ impl Recorder {
             cost_usd: None,
             error: None,
             retries: Vec::new(),
+            step,
         };
         match result {
             Ok(c) => {
@@ -193,6 +238,7 @@ impl Recorder {
             }
         }
         self.trajectory.llm_calls.push(call);
+        self.last_reply = Some((std::time::Instant::now(), plugin_compute));
     }
 
     /// Adds the attempts retried before the last call failed for good to that call.

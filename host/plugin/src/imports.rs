@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
+
 use super::{AgentCapabilities, AgentStatus, HostState};
 use crate::exec::ExecOutput;
 use crate::llm;
@@ -63,13 +65,20 @@ pub(crate) async fn complete(
     };
     if let Some((status, why)) = limit {
         let result = Err(llm::LlmError::LimitExceeded(why.clone()));
-        caps.recorder.llm_call(&request, &result, Duration::ZERO);
+        caps.recorder
+            .llm_call(&request, &result, Instant::now(), state.clock.spent());
         caps.limit_hit.get_or_insert((status, why.clone()));
         return Err(CompleteError::LimitExceeded(why));
     }
     let started = Instant::now();
-    let result = caps.llm.complete(&request).await;
-    caps.recorder.llm_call(&request, &result, started.elapsed());
+    let span = tracing::info_span!(
+        "model_call",
+        agent = %caps.task.agent_id,
+        call = caps.recorder.llm_calls()
+    );
+    let result = caps.llm.complete(&request).instrument(span).await;
+    caps.recorder
+        .llm_call(&request, &result, started, state.clock.spent());
     if result.is_err() {
         let retries = caps.llm.take_failed_retries();
         caps.recorder.failed_call_retries(retries);
@@ -195,7 +204,8 @@ pub(crate) async fn exec(
         }
     };
     let started = Instant::now();
-    match caps.sandbox.exec(&command, timeout).await {
+    let span = tracing::info_span!("command", agent = %caps.task.agent_id);
+    match caps.sandbox.exec(&command, timeout).instrument(span).await {
         Ok(out) => {
             caps.recorder.timed_step(
                 "bash",

@@ -540,6 +540,7 @@ impl Backend {
                 if let Some(dir) = scratchpad.and_then(Scratchpad::host_dir) {
                     sandbox = sandbox.with_scratchpad(&dir);
                 }
+                sandbox.start_shell().await;
                 Arc::new(sandbox)
             }
             Backend::Docker {

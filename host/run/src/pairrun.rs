@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::future::join_all;
+use tracing::Instrument;
 
 use crate::dataset::Pair;
 use crate::eval::testbench::TestBench;
@@ -56,7 +57,10 @@ pub(crate) async fn run_pair(ctx: &RunContext, pair: Pair) -> PairResult {
             };
         }
     };
-    let result = run_pair_reporting(ctx, &pair, &label, pair_dir, &progress).await;
+    let span = tracing::info_span!("pair", pair = %label);
+    let result = run_pair_reporting(ctx, &pair, &label, pair_dir, &progress)
+        .instrument(span)
+        .await;
     let outcome = match (&result.infra_error, &result.eval) {
         (Some(_), _) => Outcome::InfraError,
         (None, Some(ev)) if ev.overall_success => Outcome::Success,
@@ -359,6 +363,7 @@ async fn run_agents_on(
         .map(|((k, agent_id), start)| {
             let agent_git = git && agents::plugin_of(ctx, k).identity.requests(Capability::Git);
             let remote = remote.as_ref().filter(|_| agent_git);
+            let span = tracing::info_span!("sandbox_start", agent = %agent_id);
             async move {
                 let made = ctx
                     .backend
@@ -370,6 +375,7 @@ async fn run_agents_on(
                         remote,
                         scratchpad,
                     )
+                    .instrument(span)
                     .await
                     .map_err(|e| format!("creating the sandbox of {agent_id}: {e}"));
                 start.finish(made.clone());
@@ -399,7 +405,9 @@ async fn run_agents_on(
             feature_ids: feature_ids.clone(),
             sandbox,
         });
-        futures.push(plugin.run_agent(env));
+        // Each agent is a track of its own in a trace (a root span), not a slice of its pair's.
+        let span = tracing::info_span!(parent: None, "agent", agent = %agent_id, pair = %crate::dataset::pair_label(pair));
+        futures.push(plugin.run_agent(env).instrument(span));
     }
     // All agents run concurrently within this pair's task.
     let starts = join_all(starts);
@@ -424,7 +432,12 @@ async fn run_agents_on(
     // containers removed.
     let open_ahead = async {
         if ctx.cfg.auto_eval {
-            Some(ctx.grader.open_bench(pair).await)
+            Some(
+                ctx.grader
+                    .open_bench(pair)
+                    .instrument(tracing::info_span!("grading_bench_start"))
+                    .await,
+            )
         } else {
             None
         }
@@ -434,7 +447,12 @@ async fn run_agents_on(
         let base = ctx.bases.get(&pair.task).await.map_err(|e| e.to_string());
         let mut records = Vec::new();
         for (started, run) in meta.into_iter().zip(runs) {
-            records.push(agents::finish(ctx, &base, pair_dir, progress, started, run).await?);
+            let span = tracing::info_span!("patch_out", agent = %started.agent_id);
+            records.push(
+                agents::finish(ctx, &base, pair_dir, progress, started, run)
+                    .instrument(span)
+                    .await?,
+            );
         }
         // Every sandbox that mounted it is closed by now.
         if let Some(scratchpad) = scratchpad {
@@ -575,6 +593,7 @@ pub(crate) async fn grade_with(
             &patches,
             opened,
         )
+        .instrument(tracing::info_span!("grade"))
         .await
         .map_err(|e| e.to_string())?;
     write_json_atomic(&eval_path, &report).map_err(|e| e.to_string())?;

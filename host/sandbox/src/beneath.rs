@@ -52,6 +52,26 @@ pub fn read(root: &OwnedFd, rel: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Reads at most `cap` bytes of the regular file `rel` beneath `root`; true when it held more.
+pub fn read_capped(root: &OwnedFd, rel: &Path, cap: usize) -> std::io::Result<(Vec<u8>, bool)> {
+    let fd = rustix::fs::openat2(
+        root,
+        rel,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )?;
+    let stat = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::from(fd)
+        .take(cap as u64)
+        .read_to_end(&mut bytes)?;
+    Ok((bytes, stat.st_size as u64 > cap as u64))
+}
+
 /// Writes `bytes` to `rel` beneath `root`, creating missing directories; no component
 /// may be a link.
 pub fn write(root: &OwnedFd, rel: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -112,6 +112,8 @@ pub struct Mounts {
     pub network: bool,
     /// Also show the toolchain directories (graders run the user's toolchain).
     pub toolchains: bool,
+    /// Bound read-write at the exec channel's directory (`/tmp/cbench`) over the private /tmp.
+    pub channel_dir: Option<PathBuf>,
 }
 
 impl Isolation {
@@ -228,6 +230,13 @@ impl Isolation {
         // (uv installed there, say) is then bound on top of it instead of hidden beneath it.
         push(&["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
         push(&["--tmpfs", "/var/tmp", "--dir", "/run"]);
+        if let Some(dir) = &mounts.channel_dir {
+            push(&[
+                "--bind",
+                &dir.display().to_string(),
+                super::local_shell::CHANNEL_DIR_INSIDE,
+            ]);
+        }
         let mut shown: Vec<PathBuf> = Vec::new();
         for dir in SYSTEM_DIRS {
             let path = Path::new(dir);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tracing::Instrument;
 
 use super::disk::DiskWatch;
 use super::patch::{snapshot_tar, PatchError, SnapshotWriter};
@@ -228,11 +229,18 @@ fn repo_path(rel: &std::path::Path) -> String {
 #[async_trait]
 impl Sandbox for DockerSandbox {
     async fn exec(&self, command: &str, timeout: Duration) -> Result<ExecOutput, SandboxError> {
-        self.disk.check().await?;
+        self.disk
+            .check()
+            .instrument(tracing::info_span!("disk_check"))
+            .await?;
         let out = self
             .run(command, Shell::Login, timeout, self.output_cap)
+            .instrument(tracing::info_span!("channel_round_trip"))
             .await;
-        self.disk.measure_later().await;
+        self.disk
+            .measure_later()
+            .instrument(tracing::info_span!("after_command"))
+            .await;
         out
     }
 

@@ -17,6 +17,7 @@ pub mod disk;
 pub mod docker;
 pub mod git;
 pub mod local;
+pub mod local_shell;
 pub mod modal;
 pub mod patch;
 pub mod pending;

@@ -4,18 +4,20 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::process::Command;
+use tracing::Instrument;
 
 pub use super::base::{copy_tree, BaseRepo};
 use super::cgroup::SandboxCgroup;
 pub use super::confine::{Confinement, Isolation, IsolationMode, Mounts};
 use super::git::BASE_COMMIT_ENV;
 use super::io;
+use super::local_shell::{salvage_output, LocalShell};
 use super::patch::{snapshot_local, PatchError, SnapshotWriter};
 use super::{beneath, checked_relative_path, ExecOutput, Sandbox, SandboxError};
 
@@ -24,6 +26,9 @@ use super::{beneath, checked_relative_path, ExecOutput, Sandbox, SandboxError};
 const AGENT_DIRS: [&str; 3] = ["repo", "home", "tmp"];
 /// The host-owned directory of command scripts, shown read-only.
 const SCRIPTS_DIR: &str = "scripts";
+/// The persistent shell's scratch directory (its command and output files), bound at
+/// `/tmp/cbench`; the agent's commands can write it.
+const CHANNEL_DIR: &str = "chan";
 
 /// Host-side cap on one command's captured output (the agent truncates further).
 pub const DEFAULT_OUTPUT_CAP: usize = 1 << 20;
@@ -50,6 +55,11 @@ pub struct LocalSandbox {
     disk: super::disk::DiskWatch,
     /// No file a command writes may grow past this (the disk limit).
     file_size_limit: u64,
+    /// The persistent confined shell commands run in (bwrap only; started on first use and
+    /// again after a command past its deadline ended it).
+    shell: tokio::sync::Mutex<Option<LocalShell>>,
+    /// The shell could not be started here: one bubblewrap per command instead.
+    shell_unavailable: AtomicBool,
 }
 
 impl LocalSandbox {
@@ -64,11 +74,16 @@ impl LocalSandbox {
             .prefix("sandbox-")
             .tempdir_in(parent)
             .map_err(io("creating sandbox dir"))?;
-        for dir in ["home", "tmp", SCRIPTS_DIR] {
+        for dir in ["home", "tmp", SCRIPTS_DIR, CHANNEL_DIR] {
             std::fs::create_dir_all(root.path().join(dir)).map_err(io("creating sandbox dirs"))?;
         }
         base.checkout_to(&root.path().join("repo")).await?;
-        let agent_dirs = AGENT_DIRS.iter().map(|d| root.path().join(d)).collect();
+        // The channel's directory holds each command's output: disk the agent fills too.
+        let agent_dirs = AGENT_DIRS
+            .iter()
+            .chain([&CHANNEL_DIR])
+            .map(|d| root.path().join(d))
+            .collect();
         Ok(LocalSandbox {
             isolation: confinement.isolation.clone(),
             cgroup: confinement.cgroup()?,
@@ -81,6 +96,8 @@ impl LocalSandbox {
             next_script: AtomicU64::new(0),
             disk: super::disk::DiskWatch::local(confinement.limits.disk_bytes, agent_dirs),
             file_size_limit: confinement.limits.disk_bytes,
+            shell: tokio::sync::Mutex::new(None),
+            shell_unavailable: AtomicBool::new(false),
         })
     }
 
@@ -124,6 +141,151 @@ impl LocalSandbox {
         beneath::open_dir(self.root.path(), "repo").map_err(io("opening the work tree"))
     }
 
+    /// What commands may touch: the agent's directories and the extra ones granted.
+    fn mounts(&self) -> Mounts {
+        let mut writable: Vec<PathBuf> = AGENT_DIRS
+            .iter()
+            .map(|dir| self.root.path().join(dir))
+            .collect();
+        writable.extend(self.writable.iter().cloned());
+        Mounts {
+            writable,
+            readonly: self.readonly.clone(),
+            ..Mounts::default()
+        }
+    }
+
+    /// Starts the persistent shell now (a sandbox's start, while its agent's plugin loads), so
+    /// the first command does not wait for it. Without bubblewrap commands run one by one.
+    pub async fn start_shell(&self) {
+        let mut shell = self.shell.lock().await;
+        if shell.is_none() {
+            *shell = self.open_shell().await;
+        }
+    }
+
+    /// Whether commands currently run in the persistent shell (one is open).
+    pub async fn uses_shell(&self) -> bool {
+        self.shell.lock().await.is_some()
+    }
+
+    /// Opens the shell, or says once why commands will each start their own bubblewrap.
+    async fn open_shell(&self) -> Option<LocalShell> {
+        // The server sweeps every process it can see after each command: only ever inside a
+        // PID namespace of its own.
+        if !matches!(self.isolation, Isolation::Bwrap(_))
+            || self.shell_unavailable.load(Ordering::Relaxed)
+        {
+            return None;
+        }
+        let mounts = Mounts {
+            channel_dir: Some(self.root.path().join(CHANNEL_DIR)),
+            ..self.mounts()
+        };
+        let launcher = self.isolation.launcher(&self.repo(), &mounts, false);
+        let env = self.env();
+        let repo = self.repo();
+        let launch = Launch {
+            launcher: &launcher,
+            cwd: &repo,
+            env: &env,
+            timeout: Duration::ZERO,
+            output_cap: self.output_cap,
+            cgroup: self.cgroup.as_ref(),
+            file_size_limit: Some(self.file_size_limit),
+        };
+        match LocalShell::open(&launch, &self.root.path().join(CHANNEL_DIR)).await {
+            Ok(shell) => Some(shell),
+            Err(e) => {
+                self.shell_unavailable.store(true, Ordering::Relaxed);
+                tracing::warn!(
+                    "sandbox {}: the persistent shell did not start ({e}); each command starts \
+                     its own bubblewrap",
+                    self.root.path().display()
+                );
+                None
+            }
+        }
+    }
+
+    /// Runs `command` in the persistent shell; `None` when there is none (run it alone then).
+    async fn run_in_shell(
+        &self,
+        command: &str,
+        timeout: Duration,
+    ) -> Option<Result<ExecOutput, SandboxError>> {
+        let mut guard = self.shell.lock().await;
+        if guard.is_none() {
+            *guard = self.open_shell().await;
+        }
+        let shell = guard.as_mut()?;
+        match shell.run(command, timeout, self.output_cap).await {
+            Ok(out) => Some(Ok(out)),
+            Err(e) => {
+                // The shell is gone or no longer trusted: end it and whatever it started; the
+                // next command starts a new one.
+                shell.kill();
+                *guard = None;
+                if let Some(cgroup) = &self.cgroup {
+                    cgroup.end_all().await;
+                }
+                if e.timed_out {
+                    let (output, truncated) =
+                        salvage_output(&self.root.path().join(CHANNEL_DIR), self.output_cap);
+                    return Some(Ok(ExecOutput {
+                        exit_code: -1,
+                        output,
+                        timed_out: true,
+                        truncated,
+                    }));
+                }
+                tracing::warn!("sandbox {}: {e}", self.root.path().display());
+                if !e.sent {
+                    return None;
+                }
+                // It may have run: running it again could do its effects twice.
+                Some(Ok(ExecOutput {
+                    exit_code: -1,
+                    output: format!(
+                        "cbench: the sandbox's shell broke while this command ran ({}); whether \
+                         it completed is unknown. Later commands work as before.",
+                        e.reason
+                    ),
+                    timed_out: false,
+                    truncated: false,
+                }))
+            }
+        }
+    }
+
+    /// Runs `command` in a bubblewrap of its own (no persistent shell).
+    async fn run_alone(
+        &self,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<ExecOutput, SandboxError> {
+        let n = self.next_script.fetch_add(1, Ordering::Relaxed);
+        let script = self.scripts_dir().join(format!("cmd-{n}.sh"));
+        write_new(&script, command.as_bytes()).map_err(io("writing command script"))?;
+        let mut mounts = self.mounts();
+        mounts.readonly.insert(0, self.scripts_dir());
+        let launcher = self.isolation.launcher(&self.repo(), &mounts, true);
+        let env = self.env();
+        let repo = self.repo();
+        let launch = Launch {
+            launcher: &launcher,
+            cwd: &repo,
+            env: &env,
+            timeout,
+            output_cap: self.output_cap,
+            cgroup: self.cgroup.as_ref(),
+            file_size_limit: Some(self.file_size_limit),
+        };
+        let result = run_script(&launch, &script, &[]).await;
+        let _ = tokio::fs::remove_file(&script).await;
+        result
+    }
+
     fn env(&self) -> Vec<(String, String)> {
         let home = self.root.path().join("home").display().to_string();
         let tmp = self.root.path().join("tmp").display().to_string();
@@ -160,17 +322,9 @@ pub struct Launch<'a> {
     pub file_size_limit: Option<u64>,
 }
 
-/// Runs `launcher… script args…` in its own process group with a timeout; merged,
-/// capped output. When it ends, whatever it started ends too (its process group, and
-/// with a cgroup every process in it, `setsid` ones included).
-pub async fn run_script(
-    launch: &Launch<'_>,
-    script: &Path,
-    args: &[&str],
-) -> Result<ExecOutput, SandboxError> {
-    let (timeout, output_cap) = (launch.timeout, launch.output_cap);
-    let (reader, writer) = std::io::pipe().map_err(io("creating output pipe"))?;
-    let writer_err = writer.try_clone().map_err(io("creating output pipe"))?;
+/// `launcher… args…` as `launch` describes it: its own process group, the given environment
+/// only, joined to the cgroup and under the file size limit; killed when dropped.
+pub fn confined_command(launch: &Launch<'_>, args: &[&str]) -> Result<Command, SandboxError> {
     let Some((program, launcher_args)) = launch.launcher.split_first() else {
         return Err(SandboxError::Command(
             "no program to run the script with".into(),
@@ -179,14 +333,11 @@ pub async fn run_script(
     let mut command = Command::new(program);
     command
         .args(launcher_args)
-        .arg(script)
         .args(args)
         .current_dir(launch.cwd)
         .env_clear()
         .envs(launch.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
-        .stdout(Stdio::from(writer))
-        .stderr(Stdio::from(writer_err))
         .process_group(0)
         .kill_on_drop(true);
     if let Some(cgroup) = launch.cgroup {
@@ -211,6 +362,34 @@ pub async fn run_script(
             });
         }
     }
+    Ok(command)
+}
+
+/// Runs `launcher… script args…` in its own process group with a timeout; merged,
+/// capped output. When it ends, whatever it started ends too (its process group, and
+/// with a cgroup every process in it, `setsid` ones included).
+pub async fn run_script(
+    launch: &Launch<'_>,
+    script: &Path,
+    args: &[&str],
+) -> Result<ExecOutput, SandboxError> {
+    let (timeout, output_cap) = (launch.timeout, launch.output_cap);
+    let (reader, writer) = std::io::pipe().map_err(io("creating output pipe"))?;
+    let writer_err = writer.try_clone().map_err(io("creating output pipe"))?;
+    let script_arg = script.as_os_str().to_str().ok_or_else(|| {
+        SandboxError::Command(format!("script path {} is not UTF-8", script.display()))
+    })?;
+    let mut argv = vec![script_arg];
+    argv.extend_from_slice(args);
+    let mut command = confined_command(launch, &argv)?;
+    command
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::from(writer_err));
+    let program = launch
+        .launcher
+        .first()
+        .map(String::as_str)
+        .unwrap_or("bash");
     let mut child = command.spawn().map_err(io(format!("starting {program}")))?;
     // The builder still holds our copies of the pipe's write end; until they are
     // closed the reader never sees end-of-file and every command waits out DRAIN_GRACE.
@@ -314,42 +493,32 @@ impl Sandbox for LocalSandbox {
         // The command goes through a file, not argv, so its size is not limited by ARG_MAX.
         // The file lives in `scripts/`, which commands see read-only: they cannot plant a
         // link where the host writes next.
-        self.disk.check().await?;
-        let n = self.next_script.fetch_add(1, Ordering::Relaxed);
-        let script = self.scripts_dir().join(format!("cmd-{n}.sh"));
-        write_new(&script, command.as_bytes()).map_err(io("writing command script"))?;
-        let mut writable: Vec<PathBuf> = AGENT_DIRS
-            .iter()
-            .map(|dir| self.root.path().join(dir))
-            .collect();
-        writable.extend(self.writable.iter().cloned());
-        let mounts = Mounts {
-            writable,
-            readonly: [self.scripts_dir()]
-                .into_iter()
-                .chain(self.readonly.iter().cloned())
-                .collect(),
-            ..Mounts::default()
+        self.disk
+            .check()
+            .instrument(tracing::info_span!("disk_check"))
+            .await?;
+        let result = match self
+            .run_in_shell(command, timeout)
+            .instrument(tracing::info_span!("shell_round_trip"))
+            .await
+        {
+            Some(result) => result,
+            None => {
+                self.run_alone(command, timeout)
+                    .instrument(tracing::info_span!("bwrap_per_command"))
+                    .await
+            }
         };
-        let launcher = self.isolation.launcher(&self.repo(), &mounts, true);
-        let env = self.env();
-        let launch = Launch {
-            launcher: &launcher,
-            cwd: &self.repo(),
-            env: &env,
-            timeout,
-            output_cap: self.output_cap,
-            cgroup: self.cgroup.as_ref(),
-            file_size_limit: Some(self.file_size_limit),
+        let after = async {
+            self.disk.measure_later().await;
+            if let Some(dir) = &self.scratchpad {
+                let dir = dir.clone();
+                let _ =
+                    tokio::task::spawn_blocking(move || super::scratchpad::empty_if_over_cap(&dir))
+                        .await;
+            }
         };
-        let result = run_script(&launch, &script, &[]).await;
-        self.disk.measure_later().await;
-        if let Some(dir) = &self.scratchpad {
-            let dir = dir.clone();
-            let _ = tokio::task::spawn_blocking(move || super::scratchpad::empty_if_over_cap(&dir))
-                .await;
-        }
-        let _ = tokio::fs::remove_file(&script).await;
+        after.instrument(tracing::info_span!("after_command")).await;
         result
     }
 

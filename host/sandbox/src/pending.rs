@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use super::patch::{PatchError, SnapshotWriter};
 use super::{ExecOutput, Sandbox, SandboxError};
@@ -59,7 +60,11 @@ impl PendingSandbox {
 #[async_trait]
 impl Sandbox for PendingSandbox {
     async fn exec(&self, command: &str, timeout: Duration) -> Result<ExecOutput, SandboxError> {
-        self.ready().await?.exec(command, timeout).await
+        let ready = self
+            .ready()
+            .instrument(tracing::info_span!("sandbox_wait"))
+            .await?;
+        ready.exec(command, timeout).await
     }
 
     async fn read_file(&self, path: &str) -> Result<Vec<u8>, SandboxError> {

@@ -1,9 +1,9 @@
 //! `cbench bench --pair`: the bundled pair end to end — the `run` command, in this process —
-//! with the built-in scripted model answering at once and giving each agent K commands, and
-//! the figures issue 28 compares with CooperBench's own harness: wall time per pair with
-//! grading, launch → first model request, the agent step (a model reply → the next request:
-//! plugin, host and the command), the grading tail (the last model reply → the end) and the
-//! harness's peak RSS.
+//! with the built-in scripted model answering at once (or after `--pair-think-ms`) and giving
+//! each agent K commands, and the figures issue 28 compares with CooperBench's own harness:
+//! wall time per pair with grading, launch → first model request, the agent step (a model
+//! reply → the next request: plugin, host and the command, as each trajectory's `step` records
+//! it, split), the grading tail (the last model reply → the end) and the harness's peak RSS.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -11,12 +11,13 @@ use std::time::Instant;
 use clap::Parser;
 
 use crate::cli::{BenchArgs, Cli, Command};
+use crate::trajectory::{StepTime, Trajectory};
 
 /// One measured run of the pair.
 struct PairRun {
     wall_s: f64,
     first_request_s: f64,
-    steps_ms: Vec<f64>,
+    steps: Vec<StepTime>,
     tail_s: f64,
 }
 
@@ -25,13 +26,17 @@ pub async fn bench_pair(args: &BenchArgs, backends: &[&str]) -> anyhow::Result<(
     let scratch = tempfile::tempdir()?;
     let submit = "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT";
     let mut replies: Vec<serde_json::Value> = (0..args.pair_commands)
-        .map(|_| serde_json::json!({ "bash": "ls" }))
+        .map(|_| serde_json::json!({ "bash": "ls", "delay_ms": args.pair_think_ms }))
         .collect();
-    replies.push(serde_json::json!({ "bash": submit }));
+    replies.push(serde_json::json!({ "bash": submit, "delay_ms": args.pair_think_ms }));
     let script = scratch.path().join("instant.json");
     std::fs::write(&script, serde_json::json!({ "*": replies }).to_string())?;
+    let model = match args.pair_think_ms {
+        0 => "an instant model".to_string(),
+        ms => format!("a model taking {ms} ms per reply"),
+    };
     println!(
-        "pair benchmark: the bundled pair (features 1,2) with an instant model, {} commands per agent (`ls`), {} runs each, medians",
+        "pair benchmark: the bundled pair (features 1,2) with {model}, {} commands per agent (`ls`), {} runs each, medians",
         args.pair_commands, args.pair_runs
     );
     for backend in backends {
@@ -96,35 +101,30 @@ async fn one_run(
         "the {backend} {setting} run of the pair failed; run it as `cbench {}` to see why",
         argv[1..].join(" ")
     );
-    let mut calls_per_agent = Vec::new();
-    for trajectory in trajectories(&logs.join("bench-pair"))? {
-        let text = std::fs::read_to_string(&trajectory)?;
-        let value: serde_json::Value = serde_json::from_str(&text)?;
-        let times: Vec<chrono::DateTime<chrono::Utc>> = value["llm_calls"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|c| c["timestamp"].as_str())
-            .filter_map(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&chrono::Utc))
-            .collect();
-        calls_per_agent.push(times);
+    // Each call's request went out `duration_ms` before its recorded (reply) time.
+    let mut requests = Vec::new();
+    let mut replies = Vec::new();
+    let mut steps = Vec::new();
+    for path in trajectories(&logs.join("bench-pair"))? {
+        let trajectory: Trajectory = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+        for call in &trajectory.llm_calls {
+            let Ok(reply) = chrono::DateTime::parse_from_rfc3339(&call.timestamp) else {
+                continue;
+            };
+            let reply = reply.with_timezone(&chrono::Utc);
+            replies.push(reply);
+            requests.push(reply - chrono::TimeDelta::milliseconds(call.duration_ms as i64));
+            steps.extend(call.step);
+        }
     }
-    let first = calls_per_agent.iter().filter_map(|c| c.first()).min();
-    let last = calls_per_agent.iter().filter_map(|c| c.last()).max();
-    let (Some(first), Some(last)) = (first, last) else {
+    let (Some(first), Some(last)) = (requests.iter().min(), replies.iter().max()) else {
         anyhow::bail!("the {backend} {setting} run recorded no model call");
     };
     let secs = |d: chrono::TimeDelta| d.num_microseconds().unwrap_or(0) as f64 / 1e6;
-    let steps_ms = calls_per_agent
-        .iter()
-        .flat_map(|calls| calls.windows(2).map(|w| secs(w[1] - w[0]) * 1e3))
-        .collect();
     Ok(PairRun {
         wall_s,
-        first_request_s: secs(*first - started_at),
-        steps_ms,
+        first_request_s: secs(*first - started_at).max(0.0),
+        steps,
         tail_s: secs(ended_at - *last),
     })
 }
@@ -151,14 +151,19 @@ fn report(backend: &str, setting: &str, runs: &[PairRun]) {
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
     };
-    let steps: Vec<f64> = runs.iter().flat_map(|r| r.steps_ms.clone()).collect();
+    let all: Vec<StepTime> = runs.iter().flat_map(|r| r.steps.clone()).collect();
+    let of = |part: fn(&StepTime) -> f64| all.iter().map(part).collect::<Vec<f64>>();
+    let total = of(|s| s.total_ms);
     println!(
-        "  {backend:<7} {setting:<5} wall per pair incl. grading {:6.2} s · launch → first model request {:6.3} s · agent step p50 {:6.1} ms, p99 {:6.1} ms ({} steps) · after the last model reply {:5.2} s",
+        "  {backend:<7} {setting:<5} wall per pair incl. grading {:6.2} s · launch → first model request {:6.3} s · agent step p50 {:6.2} ms, p99 {:6.2} ms ({} steps; p50 of its command {:.2}, plugin {:.2}, host {:.2} ms) · after the last model reply {:5.2} s",
         median(runs.iter().map(|r| r.wall_s).collect()),
         median(runs.iter().map(|r| r.first_request_s).collect()),
-        super::percentile(&steps, 0.5),
-        super::percentile(&steps, 0.99),
-        steps.len(),
+        super::percentile(&total, 0.5),
+        super::percentile(&total, 0.99),
+        total.len(),
+        super::percentile(&of(|s| s.commands_ms), 0.5),
+        super::percentile(&of(|s| s.plugin_ms), 0.5),
+        super::percentile(&of(|s| s.host_ms), 0.5),
         median(runs.iter().map(|r| r.tail_s).collect()),
     );
 }

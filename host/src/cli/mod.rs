@@ -797,6 +797,13 @@ pub struct BenchArgs {
     /// Runs per backend and setting in --pair (medians are reported).
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub pair_runs: u32,
+    /// How long the model takes per reply in --pair, ms (0: at once, so each command's login
+    /// shell is still starting when it arrives; an agent's real model thinks far longer)
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub pair_think_ms: u64,
+    /// Write a trace of the --pair runs to FILE (Chrome's trace format, as `run --trace`)
+    #[arg(long, value_name = "FILE", requires = "pair")]
+    pub trace: Option<PathBuf>,
 }
 
 impl BenchArgs {

@@ -189,6 +189,11 @@ pub struct RunArgs {
     /// No progress output.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Also write a trace of the run (every agent step's model call, plugin time, host work and
+    /// sandbox command, sandbox starts, grading) to FILE in Chrome's trace format: open it at
+    /// ui.perfetto.dev or chrome://tracing
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
 }
 
 /// LLM provider settings and the budgets the host enforces.

@@ -25,6 +25,7 @@ mod host_integrity;
 mod integrity;
 mod kubernetes_engine;
 mod local_sandbox;
+mod local_shell;
 mod mini_swe_loop;
 mod mock_llm;
 mod modal_backend;

@@ -1,0 +1,226 @@
+//! The local backend's persistent confined shell (one bubblewrap per sandbox, the exec channel's
+//! server inside it): the same semantics and the same attacks as one bubblewrap per command —
+//! binary and capped output, a timeout that ends `setsid` grandchildren, nothing left running
+//! between commands, each command a fresh login shell, a server commands cannot reach, and
+//! output files the host never reads through a link.
+
+use std::time::Duration;
+
+use cbench::sandbox::confine::{Confinement, IsolationMode, LocalOptions};
+use cbench::sandbox::local::{BaseRepo, LocalSandbox};
+use cbench::sandbox::Sandbox;
+
+fn confinement() -> Confinement {
+    Confinement::resolve(LocalOptions {
+        mode: IsolationMode::Bwrap,
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| {
+        panic!("bubblewrap is required for this test (apt-get install bubblewrap): {e}")
+    })
+}
+
+/// A bwrap sandbox of a one-file repository, its shell started.
+async fn sandbox(dir: &std::path::Path) -> LocalSandbox {
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.txt"), "one\n").unwrap();
+    let base = BaseRepo::from_source_tree(&src, &dir.join("base"))
+        .await
+        .unwrap();
+    let sandbox = LocalSandbox::create(&base, &dir.join("boxes"), &confinement())
+        .await
+        .unwrap();
+    sandbox.start_shell().await;
+    assert!(
+        sandbox.uses_shell().await,
+        "the persistent shell did not start"
+    );
+    sandbox
+}
+
+/// Every process the sandbox's PID namespace holds, one command line per line.
+const PROCESSES: &str =
+    "for d in /proc/[0-9]*; do tr '\\0' ' ' < $d/cmdline 2>/dev/null; echo; done";
+
+async fn run(sandbox: &LocalSandbox, command: &str) -> cbench::sandbox::ExecOutput {
+    sandbox
+        .exec(command, Duration::from_secs(20))
+        .await
+        .expect("exec")
+}
+
+#[tokio::test]
+async fn binary_and_capped_output_exit_codes_and_fake_frames_come_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path()).await;
+    let out = run(
+        &sb,
+        "printf 'a\\000b\\377c\\nRES 9 0 @channel.out\\n'; echo err >&2; exit 3",
+    )
+    .await;
+    assert_eq!(out.exit_code, 3);
+    assert_eq!(out.output, "a\0b\u{FFFD}c\nRES 9 0 @channel.out\nerr\n");
+    let out = run(&sb, "head -c 3000000 /dev/urandom").await;
+    assert!(
+        out.truncated && out.exit_code == 0,
+        "{:?}",
+        (out.truncated, out.exit_code)
+    );
+    assert!(out.output.len() >= 1 << 20, "{}", out.output.len());
+    // Writing to the server's answer descriptor (fd 3) reaches nothing: it is not inherited.
+    let out = run(&sb, "echo 'RES 1 0 @channel.out' >&3; echo after").await;
+    assert!(out.output.contains("after"), "{out:?}");
+    assert_eq!(run(&sb, "echo in-step").await.output, "in-step\n");
+    assert!(sb.uses_shell().await);
+}
+
+#[tokio::test]
+async fn a_timeout_ends_setsid_grandchildren_and_keeps_the_output_so_far() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path()).await;
+    let out = sb
+        .exec(
+            "setsid sh -c 'sleep 2; echo x >> ~/late' & (setsid sleep 312 &); echo started; sleep 313",
+            Duration::from_secs(1),
+        )
+        .await
+        .expect("exec");
+    assert!(out.timed_out && out.exit_code == -1, "{out:?}");
+    assert_eq!(out.output, "started\n");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ps = run(&sb, PROCESSES).await;
+    for n in ["sleep 2", "sleep 312", "sleep 313"] {
+        assert!(!ps.output.contains(n), "`{n}` still runs:\n{}", ps.output);
+    }
+    assert_eq!(
+        run(&sb, "cat ~/late 2>/dev/null; echo next").await.output,
+        "next\n"
+    );
+    // A new shell serves the commands after the timeout.
+    assert!(sb.uses_shell().await);
+}
+
+#[tokio::test]
+async fn a_hundred_commands_in_a_row_leave_no_process_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path()).await;
+    for i in 0..100 {
+        let out = run(
+            &sb,
+            &format!("echo {i}; sleep 30 & (setsid sleep 31 &); true"),
+        )
+        .await;
+        assert_eq!(out.output, format!("{i}\n"));
+    }
+    let ps = run(&sb, PROCESSES).await;
+    assert!(
+        !ps.output.contains("sleep 30") && !ps.output.contains("sleep 31"),
+        "processes left behind:\n{}",
+        ps.output
+    );
+    let count = run(
+        &sb,
+        "n=0; for d in /proc/[0-9]*; do [ -r $d/stat ] && n=$((n+1)); done; echo $n",
+    )
+    .await;
+    let count: usize = count.output.trim().parse().unwrap();
+    // bubblewrap's init, the server, the command's shell (and its subshells).
+    assert!(count <= 5, "{count} processes:\n{}", ps.output);
+    assert!(sb.uses_shell().await);
+}
+
+#[tokio::test]
+async fn each_command_is_a_fresh_login_shell_that_sees_what_the_last_one_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path()).await;
+    let repo = sb.repo();
+    let out = run(
+        &sb,
+        "echo 'export CBENCH_FROM_PROFILE=42' >> ~/.profile; export LEAK=1; cd /; set -e; echo kept > /tmp/t",
+    )
+    .await;
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let out = run(
+        &sb,
+        "echo \"$CBENCH_FROM_PROFILE:${LEAK:-unset}:$(pwd):$-:$#\"; shopt -q login_shell && echo login",
+    )
+    .await;
+    assert_eq!(
+        out.output,
+        format!("42:unset:{}:hBc:0\nlogin\n", repo.display())
+    );
+}
+
+#[tokio::test]
+async fn a_command_cannot_make_anything_run_between_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path()).await;
+    // The attacker: count its own runs, wake the shell waiting for the next command through
+    // the server's pipe (reached by /proc), replace the scratch files with links and fifos, and
+    // try to keep a process alive.
+    let attack = r#"echo run >> ~/runs
+for fd in /proc/$PPID/fd/*; do printf 'go\ngo\n' > "$fd" 2>/dev/null; done
+for f in channel.out channel.out2 channel.sh channel.pid; do
+  ln -sf /dev/zero /tmp/cbench/$f.x; mv -f /tmp/cbench/$f.x /tmp/cbench/$f
+done
+(setsid sh -c 'sleep 1; echo late >> ~/runs' &)
+echo attacked"#;
+    let out = run(&sb, attack).await;
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    // Its own output went through a link, which the host does not follow.
+    assert_eq!(out.output, "");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let out = run(&sb, "cat ~/runs; echo second").await;
+    assert_eq!(
+        out.output, "run\nsecond\n",
+        "something ran between the commands"
+    );
+    assert_eq!(run(&sb, "echo third").await.output, "third\n");
+    let fifo = "rm -f /tmp/cbench/channel.out /tmp/cbench/channel.out2; mkfifo /tmp/cbench/channel.out /tmp/cbench/channel.out2; echo fifo";
+    let out = run(&sb, fifo).await;
+    assert_eq!(out.output, "", "a fifo was read as output");
+    assert_eq!(run(&sb, "echo fourth").await.output, "fourth\n");
+    assert!(sb.uses_shell().await);
+}
+
+#[tokio::test]
+async fn the_host_never_reads_output_through_a_link_to_its_own_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("host-secret.txt");
+    std::fs::write(&secret, "HOST-SECRET\n").unwrap();
+    let sb = sandbox(dir.path()).await;
+    // The path means nothing inside the sandbox, but it would on the host if followed.
+    let attack = format!(
+        "for f in channel.out channel.out2; do ln -sf {s} /tmp/cbench/$f.x; mv -f /tmp/cbench/$f.x /tmp/cbench/$f; done; ln -sf {s} ~/link; echo done",
+        s = secret.display()
+    );
+    let out = run(&sb, &attack).await;
+    assert!(!out.output.contains("HOST-SECRET"), "{out:?}");
+    // Nor past a deadline, when the host salvages the output itself.
+    let timed = format!(
+        "for f in channel.out channel.out2; do ln -sf {s} /tmp/cbench/$f.x; mv -f /tmp/cbench/$f.x /tmp/cbench/$f; done; sleep 30",
+        s = secret.display()
+    );
+    let out = sb.exec(&timed, Duration::from_secs(1)).await.expect("exec");
+    assert!(out.timed_out, "{out:?}");
+    assert!(!out.output.contains("HOST-SECRET"), "{out:?}");
+    assert_eq!(run(&sb, "echo after").await.output, "after\n");
+}
+
+#[tokio::test]
+async fn a_command_cannot_reach_the_servers_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path()).await;
+    // The server runs from an execute-only copy of bash, so it is not dumpable: its protocol
+    // descriptors (stdin: requests; fd 3: answers) cannot be opened through /proc.
+    let out = run(
+        &sb,
+        "for fd in 0 3 5; do if echo 'REQ 99 login - 1' > /proc/$PPID/fd/$fd; then echo \"opened $fd\"; fi; done 2>/dev/null; \
+         cat /proc/$PPID/cmdline | tr '\\0' ' ' | grep -o 'cbench-channel sealed'",
+    )
+    .await;
+    assert_eq!(out.output, "cbench-channel sealed\n", "{out:?}");
+    assert_eq!(run(&sb, "echo in-step").await.output, "in-step\n");
+}
