@@ -33,6 +33,11 @@ use crate::exec::{ExecOutput, Shell};
 /// descriptor nor the server's stdin. The container's keep-alive `sleep` (a child of init when
 /// the channel starts, before any command ran) is spared: killing it makes init start another
 /// one during every sweep.
+///
+/// The server holds each command's output file open (fd 7, shared with the command's stdout
+/// and stderr, so its offset counts what the command wrote). An output of up to 64 KiB is sent
+/// by bash itself (`mapfile` split at NULs, read through fd 7 whatever the path now names), so
+/// the common answer starts no process either; a larger one goes through `wc` and `cat`.
 pub const CHANNEL_SERVER: &str = r#"exec 3>&1 1>/dev/null
 d=/tmp/cbench s=/tmp/cbench/channel.sh o= p=/tmp/cbench/channel.pid
 w=
@@ -44,14 +49,29 @@ ready() {
 }
 launch() {
   if [ "$o" = "$d/channel.out" ]; then o="$d/channel.out2"; else o="$d/channel.out"; fi
+  exec 7>"$o"
   if [ "$1" = ahead ]; then
-    setsid bash -l -c "export PATH=\"\${CBENCH_IMAGE_PATH:+\$CBENCH_IMAGE_PATH:}\$PATH\"; IFS= read -r -u 5 __cbench_go; exec 5<&-; unset __cbench_go; . \"\$0\"" "$s" </dev/null >"$o" 2>&1 3>&- &
+    setsid bash -l -c "export PATH=\"\${CBENCH_IMAGE_PATH:+\$CBENCH_IMAGE_PATH:}\$PATH\"; IFS= read -r -u 5 __cbench_go; exec 5<&-; unset __cbench_go; . \"\$0\"" "$s" </dev/null >&7 2>&7 3>&- 7>&- &
   elif [ "$1" = login ]; then
-    setsid bash -l -c "export PATH=\"\${CBENCH_IMAGE_PATH:+\$CBENCH_IMAGE_PATH:}\$PATH\"; . \"\$0\"" "$s" </dev/null >"$o" 2>&1 3>&- 5<&- &
+    setsid bash -l -c "export PATH=\"\${CBENCH_IMAGE_PATH:+\$CBENCH_IMAGE_PATH:}\$PATH\"; . \"\$0\"" "$s" </dev/null >&7 2>&7 3>&- 5<&- 7>&- &
   else
-    setsid bash "$s" </dev/null >"$o" 2>&1 3>&- 5<&- &
+    setsid bash "$s" </dev/null >&7 2>&7 3>&- 5<&- 7>&- &
   fi
   w=$!
+}
+send_small() {
+  local LC_ALL=C parts part k total=0 trailing=0
+  mapfile -d '' -t parts < "/proc/$$/fd/7"
+  k=${#parts[@]}
+  for part in "${parts[@]}"; do total=$((total + ${#part})); done
+  [ "$k" -gt 0 ] && total=$((total + k - 1))
+  [ "$((total + 1))" = "$1" ] && trailing=1
+  echo "RES $id $code $((total + trailing))" >&3
+  if [ "$k" -gt 0 ]; then
+    [ "$k" -gt 1 ] && printf '%s\0' "${parts[@]:0:k-1}" >&3
+    printf '%s' "${parts[k-1]}" >&3
+    [ "$trailing" = 1 ] && printf '\0' >&3
+  fi
 }
 alive() {
   st=
@@ -62,6 +82,8 @@ alive() {
 }
 mkdir -p "$d" && rm -f "$d/channel.fifo" && mkfifo -m 600 "$d/channel.fifo" && exec 5<>"$d/channel.fifo" && rm -f "$d/channel.fifo" || { echo "ERR no pipe" >&3; exit 1; }
 seal=$1
+small=
+[ "${BASH_VERSINFO[0]}" -ge 5 ] 2>/dev/null && small=65536
 keep=
 for x in /proc/[0-9]*; do
   q="${x#/proc/}"
@@ -108,8 +130,12 @@ while IFS=' ' read -r tag id mode cap lines; do
   done
   w=
   while read -r -t 0 -u 5; do read -r -t 0.01 -u 5 -N 4096 _; done
+  pos=
+  [ -n "$small" ] && { read -r _ pos < "/proc/$$/fdinfo/7"; } 2>/dev/null
   if [ "$cap" = - ]; then
     echo "RES $id $code @${o##*/}" >&3
+  elif [ -n "$pos" ] && [ "$pos" -le "$small" ] && [ "$pos" -le "$cap" ]; then
+    send_small "$pos"
   else
     size=0
     [ -s "$o" ] && size=$(( $(wc -c < "$o") ))

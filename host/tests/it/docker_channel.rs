@@ -58,14 +58,14 @@ fn binary_and_huge_output_come_through_the_channel() {
         let sandbox = sandbox(&RunLabels::new("it-channel-output")).await;
         let out = sandbox
             .exec(
-                "printf 'a\\000b\\377c\\nRES 9 0 0\\n'; echo err >&2; exit 3",
+                "printf 'a\\000b\\377c\\nRES 9 0 0\\n\\303\\251\\000'; echo err >&2; exit 3",
                 Duration::from_secs(10),
             )
             .await
             .expect("exec");
         assert_eq!(out.exit_code, 3);
         // NUL and an invalid UTF-8 byte survive (lossily decoded); a fake frame is just output.
-        assert_eq!(out.output, "a\0b\u{FFFD}c\nRES 9 0 0\nerr\n");
+        assert_eq!(out.output, "a\0b\u{FFFD}c\nRES 9 0 0\n\u{e9}\0err\n");
         let out = sandbox
             .exec("head -c 3000000 /dev/urandom", Duration::from_secs(30))
             .await
@@ -76,6 +76,25 @@ fn binary_and_huge_output_come_through_the_channel() {
             (out.truncated, out.exit_code)
         );
         assert!(out.output.len() >= 1 << 20, "{}", out.output.len());
+        // Small outputs are framed by bash itself, split at NULs: every arrangement of them.
+        let lines: String = (1..=3000).map(|i| format!("line {i}\0")).collect();
+        for (command, expected) in [
+            ("printf '\\0'", "\0".to_string()),
+            ("printf '\\0\\0'", "\0\0".to_string()),
+            ("printf 'x\\0\\0y'", "x\0\0y".to_string()),
+            ("printf '\\0x'", "\0x".to_string()),
+            (
+                "for i in $(seq 3000); do printf 'line %d\\0' $i; done",
+                lines,
+            ),
+            ("head -c 65537 /dev/zero | tr '\\0' z", "z".repeat(65537)),
+        ] {
+            let out = sandbox
+                .exec(command, Duration::from_secs(10))
+                .await
+                .expect("exec");
+            assert_eq!(out.output, expected, "{command}");
+        }
         // The channel is still in step after binary and capped output.
         let out = sandbox
             .exec("echo in-step", Duration::from_secs(10))

@@ -324,6 +324,8 @@ fn the_pair_benchmark_runs_the_bundled_pair_and_counts_every_step() {
         "1",
         "--pair-commands",
         "2",
+        "--pair-think-ms",
+        "5",
         "--agent",
         &agent,
         "--dataset-dir",
@@ -344,7 +346,15 @@ fn the_pair_benchmark_runs_the_bundled_pair_and_counts_every_step() {
         ] {
             assert!(line.contains(figure), "{line}");
         }
-        assert!(line.contains(&format!("({steps} steps)")), "{line}");
+        // Every step is counted and split into the command, the plugin and the host.
+        assert!(
+            line.contains(&format!("({steps} steps; p50 of its command ")),
+            "{line}"
+        );
+        assert!(
+            line.contains(", plugin ") && line.contains(", host "),
+            "{line}"
+        );
     }
     assert!(said.contains("peak RSS of this process"), "{said}");
 }
