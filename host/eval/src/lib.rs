@@ -30,8 +30,10 @@ pub mod verify;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use tracing::Instrument;
 
 use crate::dataset::{Feature, Pair, Task};
@@ -115,6 +117,12 @@ pub struct Grader {
     /// Per task and feature: whether the base with its tests yields a test summary here
     /// (checked once, the first time a patch's run yields none).
     baselines: tokio::sync::Mutex<HashMap<(String, u32), Baseline>>,
+    /// The run's grading slots (`--eval-concurrency`): a pair grading on this machine runs
+    /// more of its test runs at once on the slots no other pair holds right now.
+    spare_slots: Option<Arc<tokio::sync::Semaphore>>,
+    /// Test benches being closed after their pair's grade was returned (`None`: a grade
+    /// returns only once its bench is closed).
+    closing: Option<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Grader {
@@ -125,7 +133,37 @@ impl Grader {
             policy,
             backend,
             baselines: Default::default(),
+            spare_slots: None,
+            closing: None,
         }
+    }
+
+    /// Returns each pair's grade before its test bench is closed (its used containers
+    /// removed); the caller awaits [`Grader::closed`] before it ends.
+    pub fn closing_in_background(mut self) -> Grader {
+        self.closing = Some(Default::default());
+        self
+    }
+
+    /// Waits for the test benches still closing.
+    pub async fn closed(&self) {
+        let Some(closing) = &self.closing else {
+            return;
+        };
+        let handles: Vec<_> = match closing.lock() {
+            Ok(mut list) => list.drain(..).collect(),
+            Err(poisoned) => poisoned.into_inner().drain(..).collect(),
+        };
+        for handle in handles {
+            let _ = handle.await;
+        }
+    }
+
+    /// Lets a pair's test runs use the grading slots of `slots` no pair holds (each pair holds
+    /// one while it grades).
+    pub fn with_spare_slots(mut self, slots: Arc<tokio::sync::Semaphore>) -> Grader {
+        self.spare_slots = Some(slots);
+        self
     }
 
     /// Grades one pair and returns eval.json's content; runner logs go to `pair_dir/eval_logs`.
@@ -203,8 +241,23 @@ impl Grader {
             )
             .await;
         // Closed on success and failure alike; a failed close loses no grade.
-        if let Err(e) = bench.close().await {
-            tracing::warn!("{label}: {e}");
+        let close = {
+            let label = label.clone();
+            async move {
+                if let Err(e) = bench.close().await {
+                    tracing::warn!("{label}: {e}");
+                }
+            }
+        };
+        match &self.closing {
+            Some(closing) => {
+                let handle = tokio::spawn(close.instrument(tracing::info_span!("bench_close")));
+                match closing.lock() {
+                    Ok(mut list) => list.push(handle),
+                    Err(poisoned) => poisoned.into_inner().push(handle),
+                }
+            }
+            None => close.await,
         }
         let (agents, merged) = result?;
         let agents_ok = !agents.is_empty() && agents.values().all(|a: &AgentGrade| a.success);
@@ -314,16 +367,27 @@ impl Grader {
                 .await
             })
             .collect();
-        // Remote benches run each test run on a machine of its own: all at once. Elsewhere
-        // one after another (they share this machine), stopping at the first error.
+        // Remote benches run each test run on a machine of its own: all at once. Here, as many
+        // at once as the pair's own grading slot plus the slots idle now (each run is a fresh
+        // tree or container of its own), stopping at the first error.
         let mut results = Vec::with_capacity(runs.len());
         if bench.runs_in_parallel() {
             for result in futures_util::future::join_all(pending).await {
                 results.push(result?);
             }
         } else {
-            for run in pending {
-                results.push(run.await?);
+            let mut extra = Vec::new();
+            if let Some(slots) = &self.spare_slots {
+                while extra.len() + 1 < runs.len() {
+                    match slots.clone().try_acquire_owned() {
+                        Ok(permit) => extra.push(permit),
+                        Err(_) => break,
+                    }
+                }
+            }
+            let mut ordered = futures_util::stream::iter(pending).buffered(1 + extra.len());
+            while let Some(result) = ordered.next().await {
+                results.push(result?);
             }
         }
         let mut agent_grades: Vec<Vec<FeatureGrade>> = vec![Vec::new(); filtered.len()];

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tracing::Instrument;
 
 use crate::context::RunContext;
 use crate::dataset::Pair;
@@ -218,11 +219,17 @@ pub(crate) async fn finish(
     let patch_scratch = ctx.work_dir.path().join("patches");
     let patch = match base {
         Ok(base) => {
-            patch::compute(sandbox.as_ref(), base, &patch_scratch, ctx.cfg.patch_limits).await
+            patch::compute(sandbox.as_ref(), base, &patch_scratch, ctx.cfg.patch_limits)
+                .instrument(tracing::info_span!("patch_compute"))
+                .await
         }
         Err(e) => Err(PatchError::Infra(SandboxError::Command(e.clone()))),
     };
-    if let Err(e) = sandbox.close().await {
+    if let Err(e) = sandbox
+        .close()
+        .instrument(tracing::info_span!("sandbox_close"))
+        .await
+    {
         tracing::warn!("closing the sandbox of {agent_id}: {e}");
     }
     let (patch, mut status, mut error) = match patch {

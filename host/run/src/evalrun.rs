@@ -108,8 +108,12 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
         record.merge_policy = policy;
         write_json_atomic(&config_path, &record)?;
     }
-    let grader = Arc::new(Grader::new(cfg.test_timeout, policy, backend.grading()));
     let slots = Arc::new(Semaphore::new(cfg.eval_concurrency.max(1)));
+    let grader = Arc::new(
+        Grader::new(cfg.test_timeout, policy, backend.grading())
+            .with_spare_slots(slots.clone())
+            .closing_in_background(),
+    );
     let work = Arc::new(work_dir);
     let total = pairs.len();
     // No agents run here: the status line counts graded pairs, not agents or spend.
@@ -145,6 +149,7 @@ pub async fn eval_run(cfg: EvalConfig) -> Result<RunSummary, RunError> {
         });
     }
     let mut results = collect(set).await;
+    grader.closed().await;
     if let Err(e) = backend.cleanup().await {
         progress.line(&format!("  ✗ cleanup: {e}"));
     }

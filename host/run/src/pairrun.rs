@@ -413,47 +413,76 @@ async fn run_agents_on(
     let starts = join_all(starts);
     let agents_run = join_all(futures);
     tokio::pin!(starts, agents_run);
-    let (sandboxes_started, runs): (_, Vec<AgentRun>) = tokio::select! {
-        started = &mut starts => {
-            // A sandbox that cannot start makes the pair an infrastructure error at once
-            // (its agents are stopped), never an agent failure.
-            if started.iter().any(Result::is_err) {
-                return Err(close_started(started).await);
+    let agents_phase = async {
+        let (sandboxes_started, runs): (_, Vec<AgentRun>) = tokio::select! {
+            started = &mut starts => {
+                // A sandbox that cannot start makes the pair an infrastructure error at once
+                // (its agents are stopped), never an agent failure.
+                if started.iter().any(Result::is_err) {
+                    return Err(close_started(started).await);
+                }
+                (started, agents_run.await)
             }
-            (started, agents_run.await)
+            runs = &mut agents_run => (starts.await, runs),
+        };
+        if sandboxes_started.iter().any(Result::is_err) {
+            return Err(close_started(sandboxes_started).await);
         }
-        runs = &mut agents_run => (starts.await, runs),
+        Ok(runs)
     };
-    if sandboxes_started.iter().any(Result::is_err) {
-        return Err(close_started(sandboxes_started).await);
-    }
+    // The host's own copy of the base (patches are computed against it, never the agent's) is
+    // made while the agents run, not after.
+    let base_early = ctx
+        .bases
+        .get(&pair.task)
+        .instrument(tracing::info_span!("base_get"));
+    // The pair's first grading container starts once its agents' sandboxes are up (not
+    // before: the engine starts containers one at a time), so grading need not wait for it.
+    let waiting: Vec<_> = handles.clone();
+    let bench_early = async {
+        if !ctx.cfg.auto_eval {
+            return None;
+        }
+        for sandbox in &waiting {
+            sandbox.wait_started().await;
+        }
+        let opened = ctx
+            .grader
+            .open_bench(pair)
+            .instrument(tracing::info_span!("grading_bench_start"))
+            .await;
+        if let Ok(bench) = &opened {
+            // Every feature on each agent's patch, and (coop) on the merged tree: their
+            // containers start ahead too.
+            let per_feature = if ctx.cfg.setting.one_agent_per_feature() {
+                2
+            } else {
+                1
+            };
+            bench.expect_runs(pair.features.len() * per_feature).await;
+        }
+        Some(opened)
+    };
+    let (base, runs, opened) = tokio::join!(base_early, agents_phase, bench_early);
+    let runs = match runs {
+        Ok(runs) => runs,
+        Err(e) => {
+            close_unused(opened).await;
+            return Err(e);
+        }
+    };
 
-    // The pair's grading container starts while the agents' patches are taken and their
-    // containers removed.
-    let open_ahead = async {
-        if ctx.cfg.auto_eval {
-            Some(
-                ctx.grader
-                    .open_bench(pair)
-                    .instrument(tracing::info_span!("grading_bench_start"))
-                    .await,
-            )
-        } else {
-            None
-        }
-    };
     let finish = async move {
-        // Patches are computed against the host's own copy of the base (never the agent's).
-        let base = ctx.bases.get(&pair.task).await.map_err(|e| e.to_string());
-        let mut records = Vec::new();
-        for (started, run) in meta.into_iter().zip(runs) {
+        let base = base.map_err(|e| e.to_string());
+        // Every agent's patch is taken (and its sandbox closed) at once.
+        let finishing = meta.into_iter().zip(runs).map(|(started, run)| {
             let span = tracing::info_span!("patch_out", agent = %started.agent_id);
-            records.push(
-                agents::finish(ctx, &base, pair_dir, progress, started, run)
-                    .instrument(span)
-                    .await?,
-            );
-        }
+            agents::finish(ctx, &base, pair_dir, progress, started, run).instrument(span)
+        });
+        let records = join_all(finishing)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
         // Every sandbox that mounted it is closed by now.
         if let Some(scratchpad) = scratchpad {
             if let Err(e) = scratchpad.remove().await {
@@ -486,8 +515,7 @@ async fn run_agents_on(
         write_json_atomic(&pair_dir.join("result.json"), &record).map_err(|e| e.to_string())?;
         Ok::<_, String>(record)
     };
-    let (opened, finished) = tokio::join!(open_ahead, finish);
-    match finished {
+    match finish.await {
         Ok(record) => Ok((record, opened)),
         Err(e) => {
             close_unused(opened).await;

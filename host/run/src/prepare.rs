@@ -132,6 +132,10 @@ pub(crate) async fn prepare(
     expect_sandboxes(&cfg, &selected.pairs, &run_dir, &backend);
 
     let pairs = selected.pairs;
+    let eval_slots = match shared {
+        Some(s) => s.eval_slots.clone(),
+        None => Arc::new(Semaphore::new(cfg.eval_concurrency.max(1))),
+    };
     let ctx = Arc::new(RunContext {
         bases: backend.base_repos(
             &work_dir.path().join("bases"),
@@ -140,15 +144,14 @@ pub(crate) async fn prepare(
                 mirror_dir: cfg.repo_cache.clone(),
             },
         ),
-        grader: Grader::new(cfg.test_timeout, cfg.merge_policy, backend.grading()),
+        grader: Grader::new(cfg.test_timeout, cfg.merge_policy, backend.grading())
+            .with_spare_slots(eval_slots.clone())
+            .closing_in_background(),
         agent_slots: match shared {
             Some(s) => s.agent_slots.clone(),
             None => Arc::new(Semaphore::new(cfg.concurrency.max(1))),
         },
-        eval_slots: match shared {
-            Some(s) => s.eval_slots.clone(),
-            None => Arc::new(Semaphore::new(cfg.eval_concurrency.max(1))),
-        },
+        eval_slots,
         label_prefix: shared.map(|_| cfg.name.clone()),
         started: AtomicUsize::new(0),
         total: pairs.len(),

@@ -41,6 +41,12 @@ impl SandboxStart {
 }
 
 impl PendingSandbox {
+    /// Waits until the start ended (started or failed).
+    pub async fn wait_started(&self) {
+        let mut rx = self.started.clone();
+        let _ = rx.wait_for(Option::is_some).await;
+    }
+
     async fn ready(&self) -> Result<Arc<dyn Sandbox>, SandboxError> {
         let mut rx = self.started.clone();
         let started = rx
