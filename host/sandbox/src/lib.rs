@@ -16,6 +16,7 @@ pub mod confine;
 pub mod disk;
 pub mod docker;
 pub mod git;
+pub mod launch;
 pub mod local;
 pub mod local_shell;
 pub mod modal;

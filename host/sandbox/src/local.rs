@@ -1,15 +1,12 @@
 //! The local backend: a per-agent copy of the task repo in a temp dir, commands
 //! run with `bash` under a scrubbed environment, in their own process group.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::process::Command;
 use tracing::Instrument;
 
 pub use super::base::{copy_tree, BaseRepo};
@@ -17,6 +14,7 @@ use super::cgroup::SandboxCgroup;
 pub use super::confine::{Confinement, Isolation, IsolationMode, Mounts};
 use super::git::BASE_COMMIT_ENV;
 use super::io;
+pub use super::launch::{confined_command, run_script, Launch};
 use super::local_shell::{salvage_output, LocalShell};
 use super::patch::{snapshot_local, PatchError, SnapshotWriter};
 use super::{beneath, checked_relative_path, ExecOutput, Sandbox, SandboxError};
@@ -32,8 +30,6 @@ const CHANNEL_DIR: &str = "chan";
 
 /// Host-side cap on one command's captured output (the agent truncates further).
 pub const DEFAULT_OUTPUT_CAP: usize = 1 << 20;
-/// How long to wait for output still buffered after the command's group was killed.
-const DRAIN_GRACE: Duration = Duration::from_millis(500);
 /// One agent's local sandbox. The temp dir (repo, home, tmp) is removed on drop.
 pub struct LocalSandbox {
     isolation: Isolation,
@@ -308,159 +304,6 @@ impl LocalSandbox {
     }
 }
 
-/// How a script is launched: the launcher (`bash`, or bwrap around it), where, with
-/// which environment, for how long, and in which cgroup.
-pub struct Launch<'a> {
-    pub launcher: &'a [String],
-    pub cwd: &'a Path,
-    pub env: &'a [(String, String)],
-    pub timeout: Duration,
-    pub output_cap: usize,
-    /// Limits the script's processes; every one of them is killed when it ends.
-    pub cgroup: Option<&'a SandboxCgroup>,
-    /// `RLIMIT_FSIZE` of the script's processes: no file grows past it.
-    pub file_size_limit: Option<u64>,
-}
-
-/// `launcher… args…` as `launch` describes it: its own process group, the given environment
-/// only, joined to the cgroup and under the file size limit; killed when dropped.
-pub fn confined_command(launch: &Launch<'_>, args: &[&str]) -> Result<Command, SandboxError> {
-    let Some((program, launcher_args)) = launch.launcher.split_first() else {
-        return Err(SandboxError::Command(
-            "no program to run the script with".into(),
-        ));
-    };
-    let mut command = Command::new(program);
-    command
-        .args(launcher_args)
-        .args(args)
-        .current_dir(launch.cwd)
-        .env_clear()
-        .envs(launch.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .process_group(0)
-        .kill_on_drop(true);
-    if let Some(cgroup) = launch.cgroup {
-        let join = cgroup.joiner();
-        // SAFETY: the hook only makes async-signal-safe system calls (see `joiner`).
-        unsafe {
-            command.pre_exec(join);
-        }
-    }
-    if let Some(bytes) = launch.file_size_limit {
-        let limit = libc::rlimit {
-            rlim_cur: bytes,
-            rlim_max: bytes,
-        };
-        // SAFETY: setrlimit(2) is async-signal-safe and reads only `limit`, copied in.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
-    Ok(command)
-}
-
-/// Runs `launcher… script args…` in its own process group with a timeout; merged,
-/// capped output. When it ends, whatever it started ends too (its process group, and
-/// with a cgroup every process in it, `setsid` ones included).
-pub async fn run_script(
-    launch: &Launch<'_>,
-    script: &Path,
-    args: &[&str],
-) -> Result<ExecOutput, SandboxError> {
-    let (timeout, output_cap) = (launch.timeout, launch.output_cap);
-    let (reader, writer) = std::io::pipe().map_err(io("creating output pipe"))?;
-    let writer_err = writer.try_clone().map_err(io("creating output pipe"))?;
-    let script_arg = script.as_os_str().to_str().ok_or_else(|| {
-        SandboxError::Command(format!("script path {} is not UTF-8", script.display()))
-    })?;
-    let mut argv = vec![script_arg];
-    argv.extend_from_slice(args);
-    let mut command = confined_command(launch, &argv)?;
-    command
-        .stdout(Stdio::from(writer))
-        .stderr(Stdio::from(writer_err));
-    let program = launch
-        .launcher
-        .first()
-        .map(String::as_str)
-        .unwrap_or("bash");
-    let mut child = command.spawn().map_err(io(format!("starting {program}")))?;
-    // The builder still holds our copies of the pipe's write end; until they are
-    // closed the reader never sees end-of-file and every command waits out DRAIN_GRACE.
-    drop(command);
-    let pgid = child.id().map(|id| id as i32);
-    // If this future is dropped (Ctrl-C, an aborted pair), the whole group dies with it.
-    let _group = pgid.map(GroupGuard);
-
-    let captured = Arc::new(Mutex::new(Captured::default()));
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    {
-        let captured = captured.clone();
-        std::thread::spawn(move || {
-            drain(reader, &captured, output_cap);
-            let _ = done_tx.send(());
-        });
-    }
-
-    let (exit_code, timed_out) = match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(Ok(status)) => (status.code().unwrap_or(-1), false),
-        Ok(Err(e)) => return Err(io("waiting for command")(e)),
-        Err(_) => (-1, true),
-    };
-    // Each command is a fresh shell: whatever it left behind (background jobs,
-    // a timed-out pipeline) dies with it.
-    if let Some(pgid) = pgid {
-        kill_group(pgid);
-    }
-    if let Some(cgroup) = launch.cgroup {
-        cgroup.end_all().await;
-    }
-    if timed_out {
-        let _ = child.wait().await;
-    }
-    let _ = tokio::time::timeout(DRAIN_GRACE, done_rx).await;
-    let captured = match captured.lock() {
-        Ok(mut c) => std::mem::take(&mut *c),
-        Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-    };
-    Ok(ExecOutput {
-        exit_code,
-        output: String::from_utf8_lossy(&captured.bytes).into_owned(),
-        timed_out,
-        truncated: captured.truncated,
-    })
-}
-
-#[derive(Default)]
-struct Captured {
-    bytes: Vec<u8>,
-    truncated: bool,
-}
-
-fn drain(mut reader: std::io::PipeReader, captured: &Mutex<Captured>, cap: usize) {
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                let Ok(mut c) = captured.lock() else { return };
-                let room = cap.saturating_sub(c.bytes.len());
-                if n > room {
-                    c.truncated = true;
-                }
-                let keep = n.min(room);
-                c.bytes.extend_from_slice(&buf[..keep]);
-            }
-        }
-    }
-}
-
 impl Drop for LocalSandbox {
     fn drop(&mut self) {
         // Before the temp dir's own removal, which recurses and would overflow on the trees
@@ -468,22 +311,6 @@ impl Drop for LocalSandbox {
         if let Err(e) = cbench_core::fsutil::remove_tree(self.root.path()) {
             tracing::warn!("removing sandbox {}: {e}", self.root.path().display());
         }
-    }
-}
-
-/// Kills a process group when dropped.
-struct GroupGuard(i32);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        kill_group(self.0);
-    }
-}
-
-fn kill_group(pgid: i32) {
-    // SAFETY: kill(2) with a negative pid signals a process group; no memory is touched.
-    unsafe {
-        libc::kill(-pgid, libc::SIGKILL);
     }
 }
 

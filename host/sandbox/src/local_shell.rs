@@ -18,7 +18,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use super::beneath;
-use super::local::{confined_command, Launch};
+use super::launch::{confined_command, Launch};
 use crate::ExecOutput;
 
 /// Where the channel keeps its scratch files inside the sandbox (the server script's `$d`).
