@@ -358,3 +358,115 @@ fn the_pair_benchmark_runs_the_bundled_pair_and_counts_every_step() {
     }
     assert!(said.contains("peak RSS of this process"), "{said}");
 }
+
+/// `run --trace FILE`: a Chrome trace of the run (each agent a track: its model calls and
+/// commands, the shell round trip inside each command; the pair's patches, merge and test runs),
+/// and every trajectory call after the first splits the step that led to it.
+#[test]
+fn a_traced_run_shows_every_step_and_the_trajectory_splits_it() {
+    let scratch = tempfile::tempdir().unwrap();
+    let script = crate::support::write_temp(
+        scratch.path(),
+        "script.json",
+        r#"{"*": [{"bash": "ls", "delay_ms": 20}, {"bash": "sleep 0.05; ls", "delay_ms": 20},
+                  {"bash": "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"}]}"#,
+    );
+    let trace = scratch.path().join("run.trace.json");
+    let trace_arg = trace.display().to_string();
+    let agent = plugins().mini_swe.display().to_string();
+    let model = format!("scripted:{script}");
+    let run = Run::start(
+        "traced",
+        &[
+            "--agent", &agent, "-m", &model, "-f", "1,2", "--trace", &trace_arg,
+        ],
+    );
+    run.assert_ok();
+    assert!(
+        !scratch.path().join("run.trace.json.partial").exists(),
+        "the partial trace was left behind"
+    );
+    let events = json(&trace);
+    let events = events
+        .as_array()
+        .expect("a Chrome trace is an array of events");
+    // Async spans: a begin ("b") and an end ("e") per span, matched by name within their root
+    // span's id (spans of one name may overlap there: a pair's test runs).
+    let mut open: std::collections::HashMap<(String, String), Vec<f64>> = Default::default();
+    let mut spans: Vec<(String, String, f64)> = Vec::new();
+    for e in events {
+        let (Some(ph), Some(name)) = (e["ph"].as_str(), e["name"].as_str()) else {
+            continue;
+        };
+        let key = (e["id"].to_string(), name.to_string());
+        let ts = e["ts"].as_f64().unwrap_or_default();
+        match ph {
+            "b" => open.entry(key).or_default().push(ts),
+            "e" => {
+                let begun = open
+                    .get_mut(&key)
+                    .and_then(Vec::pop)
+                    .expect("an end without a begin");
+                let agent = e["args"]["agent"].as_str().unwrap_or_default().to_string();
+                spans.push((name.to_string(), agent, ts - begun));
+            }
+            _ => {}
+        }
+    }
+    let count = |name: &str| spans.iter().filter(|s| s.0 == name).count();
+    // Two agents, three model calls and three commands each.
+    assert_eq!(count("agent"), 2, "{spans:?}");
+    assert_eq!(count("model_call"), 6, "{spans:?}");
+    assert_eq!(count("command"), 6, "{spans:?}");
+    assert_eq!(count("shell_round_trip"), 6, "{spans:?}");
+    for name in ["pair", "sandbox_start", "patch_out", "grade", "merge"] {
+        assert!(count(name) >= 1, "no {name} span: {spans:?}");
+    }
+    assert_eq!(count("test_run"), 4, "{spans:?}");
+    // The model takes 20 ms per reply, and the scripted delay is inside its span.
+    let slowest_model = spans
+        .iter()
+        .filter(|s| s.0 == "model_call")
+        .map(|s| s.2)
+        .fold(0.0, f64::max);
+    assert!(slowest_model >= 20_000.0, "{slowest_model} µs");
+
+    let trajectory = json(&run.pair(1, 2).join("agent1").join("trajectory.json"));
+    let calls = trajectory["llm_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 3);
+    assert!(calls[0].get("step").is_none(), "{:?}", calls[0]);
+    let step = &calls[2]["step"];
+    let ms = |k: &str| {
+        step[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {k} in {step}"))
+    };
+    // The second command slept 50 ms: that is command time, inside the step's total.
+    assert!(ms("commands_ms") >= 50.0, "{step}");
+    assert!(ms("total_ms") >= ms("commands_ms"), "{step}");
+    assert!(ms("plugin_ms") >= 0.0 && ms("host_ms") >= 0.0, "{step}");
+    let parts = ms("commands_ms") + ms("plugin_ms") + ms("host_ms");
+    assert!((parts - ms("total_ms")).abs() < 0.05, "{step}");
+}
+
+/// A trace file that cannot be created is refused before anything runs.
+#[test]
+fn a_trace_file_in_a_missing_directory_is_a_clear_error() {
+    let scratch = tempfile::tempdir().unwrap();
+    let trace = scratch.path().join("no-such-dir").join("t.json");
+    let trace_arg = trace.display().to_string();
+    let agent = plugins().mini_swe.display().to_string();
+    let run = Run::start(
+        "untraced",
+        &[
+            "--agent", &agent, "-m", "oracle", "-f", "1,2", "--trace", &trace_arg,
+        ],
+    );
+    assert_eq!(run.output.status.code(), Some(2), "{}", text(&run.output));
+    let said = text(&run.output);
+    assert!(
+        said.contains("--trace") && said.contains("no-such-dir"),
+        "{said}"
+    );
+    assert!(!run.dir().exists(), "the run started anyway");
+}
