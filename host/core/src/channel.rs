@@ -66,12 +66,15 @@ send_small() {
   for part in "${parts[@]}"; do total=$((total + ${#part})); done
   [ "$k" -gt 0 ] && total=$((total + k - 1))
   [ "$((total + 1))" = "$1" ] && trailing=1
+  # The file grew past what the command's descriptor wrote (written by path): not small.
+  [ "$((total + trailing))" -le "$cap" ] || return 1
   echo "RES $id $code $((total + trailing))" >&3
   if [ "$k" -gt 0 ]; then
     [ "$k" -gt 1 ] && printf '%s\0' "${parts[@]:0:k-1}" >&3
     printf '%s' "${parts[k-1]}" >&3
     [ "$trailing" = 1 ] && printf '\0' >&3
   fi
+  return 0
 }
 alive() {
   st=
@@ -122,7 +125,9 @@ while IFS=' ' read -r tag id mode cap lines; do
       [ "$q" = 1 ] || [ "$q" = "$$" ] || [ ! -r "$x/stat" ] && continue
       case "$keep" in *" $q "*) continue ;; esac
       { read -r st < "$x/stat"; } 2>/dev/null || continue
-      case "${st##*) }" in Z*) continue ;; esac
+      set -- ${st##*) }
+      # A zombie is done, unless it leads threads still running (its main thread exited).
+      [ "$1" = Z ] && [ "${18:-1}" -le 1 ] && continue
       kill -9 "$q" 2>/dev/null && left=1
     done
     [ -z "$left" ] && break
@@ -134,8 +139,8 @@ while IFS=' ' read -r tag id mode cap lines; do
   [ -n "$small" ] && { read -r _ pos < "/proc/$$/fdinfo/7"; } 2>/dev/null
   if [ "$cap" = - ]; then
     echo "RES $id $code @${o##*/}" >&3
-  elif [ -n "$pos" ] && [ "$pos" -le "$small" ] && [ "$pos" -le "$cap" ]; then
-    send_small "$pos"
+  elif [ -n "$pos" ] && [ "$pos" -le "$small" ] && [ "$pos" -le "$cap" ] && send_small "$pos"; then
+    :
   else
     size=0
     [ -s "$o" ] && size=$(( $(wc -c < "$o") ))
@@ -331,8 +336,23 @@ impl<T: Transport> Channel<T> {
         };
         let cap_field = cap.map_or_else(|| "-".to_string(), |c| c.to_string());
         let request = format!("REQ {id} {mode} {cap_field} {lines}\n{body}");
-        self.transport.send(request.as_bytes()).await?;
-        self.answer(id, timeout, cap).await.map_err(|mut e| {
+        let deadline = Instant::now() + timeout;
+        // A server that stops reading (stopped by a command's doing) must not hold the host
+        // past the command's deadline.
+        match tokio::time::timeout_at(deadline.into(), self.transport.send(request.as_bytes()))
+            .await
+        {
+            Ok(sent) => sent?,
+            Err(_) => {
+                self.transport.kill(id).await;
+                return Err(ChannelBroken {
+                    reason: "the request could not be sent before the deadline".into(),
+                    sent: true,
+                    timed_out: true,
+                });
+            }
+        }
+        self.answer(id, deadline, cap).await.map_err(|mut e| {
             e.sent = true;
             e
         })
@@ -342,10 +362,9 @@ impl<T: Transport> Channel<T> {
     async fn answer(
         &mut self,
         id: u64,
-        timeout: Duration,
+        deadline: Instant,
         cap: Option<usize>,
     ) -> Result<Answer, ChannelBroken> {
-        let deadline = Instant::now() + timeout;
         let mut timed_out = false;
         let header = loop {
             let limit = if timed_out {

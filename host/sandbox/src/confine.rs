@@ -195,6 +195,17 @@ impl Isolation {
         }
     }
 
+    /// The launcher of a persistent shell server: `launcher`'s, with the server itself as its PID
+    /// namespace's init. Bubblewrap's own init would hold the server's pipes, and commands could
+    /// open them through `/proc/1/fd`; the server is not dumpable, so they cannot.
+    pub fn server_launcher(&self, chdir: &Path, mounts: &Mounts) -> Vec<String> {
+        let mut argv = self.launcher(chdir, mounts, false);
+        if let Some(at) = argv.iter().position(|a| a == "--unshare-pid") {
+            argv.insert(at + 1, "--as-pid-1".into());
+        }
+        argv
+    }
+
     /// The launcher of a command: `bash [-l]`, inside bwrap when confined.
     pub fn launcher(&self, chdir: &Path, mounts: &Mounts, login: bool) -> Vec<String> {
         let mut bash = vec!["bash".to_string()];

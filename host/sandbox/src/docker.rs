@@ -276,6 +276,15 @@ impl Sandbox for DockerSandbox {
         Some(self)
     }
 
+    /// Kills the container (its tree stays readable for the snapshot): nothing started from
+    /// the agent's profile or left behind keeps running.
+    async fn stop_commands(&self) {
+        *self.channel.lock().await = None;
+        if let Err(e) = self.container.kill().await {
+            tracing::warn!("stopping container {}: {e}", self.container.id());
+        }
+    }
+
     async fn close(&self) -> Result<(), SandboxError> {
         self.container.remove().await?;
         if let Some((server, ip)) = &self.team_client {

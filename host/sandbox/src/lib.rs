@@ -68,6 +68,9 @@ pub trait Sandbox: Send + Sync {
     /// Copies the work tree, without `.git`, into `writer` as data: what the patch is
     /// computed from (see [`patch`]). Nothing the agent configured runs or is followed.
     async fn snapshot(&self, writer: patch::SnapshotWriter) -> Result<(), patch::PatchError>;
+    /// Ends every process the agent's commands left (the agent is done), before its patch is
+    /// taken: none may change the tree afterwards. Remote sandboxes end theirs when closed.
+    async fn stop_commands(&self) {}
     /// Releases what the sandbox holds (containers); dropping also releases it, later.
     async fn close(&self) -> Result<(), SandboxError> {
         Ok(())

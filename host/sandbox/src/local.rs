@@ -56,6 +56,8 @@ pub struct LocalSandbox {
     shell: tokio::sync::Mutex<Option<LocalShell>>,
     /// The shell could not be started here: one bubblewrap per command instead.
     shell_unavailable: AtomicBool,
+    /// The agent is done: its processes were ended and no shell starts again.
+    stopped: AtomicBool,
 }
 
 impl LocalSandbox {
@@ -94,6 +96,7 @@ impl LocalSandbox {
             file_size_limit: confinement.limits.disk_bytes,
             shell: tokio::sync::Mutex::new(None),
             shell_unavailable: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
         })
     }
 
@@ -171,6 +174,7 @@ impl LocalSandbox {
         // PID namespace of its own.
         if !matches!(self.isolation, Isolation::Bwrap(_))
             || self.shell_unavailable.load(Ordering::Relaxed)
+            || self.stopped.load(Ordering::Relaxed)
         {
             return None;
         }
@@ -178,7 +182,7 @@ impl LocalSandbox {
             channel_dir: Some(self.root.path().join(CHANNEL_DIR)),
             ..self.mounts()
         };
-        let launcher = self.isolation.launcher(&self.repo(), &mounts, false);
+        let launcher = self.isolation.server_launcher(&self.repo(), &mounts);
         let env = self.env();
         let repo = self.repo();
         let launch = Launch {
@@ -347,6 +351,18 @@ impl Sandbox for LocalSandbox {
         };
         after.instrument(tracing::info_span!("after_command")).await;
         result
+    }
+
+    /// Ends the shell and every process in the sandbox: what the last command's successor shell
+    /// started from the agent's profile would otherwise keep changing the tree.
+    async fn stop_commands(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+        if let Some(mut shell) = self.shell.lock().await.take() {
+            shell.kill();
+        }
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.end_all().await;
+        }
     }
 
     async fn read_file(&self, path: &str) -> Result<Vec<u8>, SandboxError> {

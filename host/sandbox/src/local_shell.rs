@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use cbench_core::channel::{broken, Channel, ChannelBroken, Sealed, Transport, OUTPUT_FILES};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use super::beneath;
@@ -23,6 +23,9 @@ use crate::ExecOutput;
 
 /// Where the channel keeps its scratch files inside the sandbox (the server script's `$d`).
 pub const CHANNEL_DIR_INSIDE: &str = "/tmp/cbench";
+
+/// How much of the server's stderr is logged (at debug level).
+const STDERR_LOGGED: usize = 64 * 1024;
 
 /// An open persistent shell.
 pub struct LocalShell {
@@ -65,14 +68,23 @@ impl LocalShell {
         else {
             return Err(broken("bubblewrap's pipes were not set up"));
         };
-        // The server's own errors (bash, bubblewrap): for the debug log only.
+        // The server's own errors (bash, bubblewrap): the first few KiB go to the debug log, the
+        // rest is drained unread (whatever writes there, nothing is kept without bound).
         tokio::spawn(async move {
-            let mut lines = tokio::io::BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                tracing::debug!(
-                    "local shell stderr: {}",
-                    line.chars().take(500).collect::<String>()
-                );
+            let mut stderr = stderr;
+            let mut chunk = vec![0u8; 8 * 1024];
+            let mut logged = 0usize;
+            while let Ok(n) = stderr.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+                if logged < STDERR_LOGGED {
+                    logged += n;
+                    tracing::debug!(
+                        "local shell stderr: {}",
+                        String::from_utf8_lossy(&chunk[..n]).trim()
+                    );
+                }
             }
         });
         let pgid = child.id().map(|id| id as i32);

@@ -85,6 +85,14 @@ impl Sandbox for PendingSandbox {
         self.ready().await?.snapshot(writer).await
     }
 
+    async fn stop_commands(&self) {
+        let started = match self.started.borrow().as_ref() {
+            Some(Ok(sandbox)) => sandbox.clone(),
+            _ => return,
+        };
+        started.stop_commands().await
+    }
+
     async fn close(&self) -> Result<(), SandboxError> {
         let started = match self.started.borrow().as_ref() {
             Some(Ok(sandbox)) => sandbox.clone(),

@@ -302,3 +302,69 @@ fn a_command_cannot_reach_the_channels_descriptors() {
         sandbox.close().await.expect("close");
     });
 }
+
+#[test]
+fn a_server_that_stops_reading_cannot_hold_the_host_past_the_deadline() {
+    docker();
+    runtime().block_on(async {
+        let sandbox = sandbox(&RunLabels::new("it-channel-stopped")).await;
+        // The next login shell, started ahead, stops the server (its parent) from the profile:
+        // a request larger than the pipe then cannot be written.
+        let out = sandbox
+            .exec(
+                "echo 'kill -STOP $PPID' >> ~/.profile; echo ok",
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("exec");
+        assert_eq!(out.output, "ok\n");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let big = format!("# {}\necho never", "x".repeat(300_000));
+        let started = std::time::Instant::now();
+        let out = sandbox
+            .exec(&big, Duration::from_secs(2))
+            .await
+            .expect("exec");
+        // The deadline, then at most the grace given a killed command to answer.
+        assert!(
+            started.elapsed() < Duration::from_secs(9),
+            "the host waited {:?}",
+            started.elapsed()
+        );
+        assert_eq!(out.exit_code, -1, "{out:?}");
+        // Later commands work (the profile is the agent's: it is removed first).
+        let out = sandbox
+            .exec(
+                "sed -i '/kill -STOP/d' ~/.profile; echo works",
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("exec");
+        assert_eq!(out.output, "works\n");
+        sandbox.close().await.expect("close");
+    });
+}
+
+#[test]
+fn nothing_the_profile_starts_outlives_the_agent_in_a_container() {
+    docker();
+    runtime().block_on(async {
+        let sandbox = sandbox(&RunLabels::new("it-channel-ghost")).await;
+        let out = sandbox
+            .exec(
+                "echo '( sleep 0.5; echo late > /workspace/repo/LATE.txt ) </dev/null >/dev/null 2>&1 &' >> ~/.profile; echo ok",
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("exec");
+        assert_eq!(out.output, "ok\n");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        sandbox.stop_commands().await;
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        // The tree is still readable (the patch is taken from it), unchanged.
+        let read = sandbox.read_file("LATE.txt").await;
+        assert!(read.is_err(), "a job outlived the agent: {read:?}");
+        assert!(sandbox.read_file("README.md").await.is_ok() || sandbox.read_file("textkit/__init__.py").await.is_ok());
+        sandbox.close().await.expect("close");
+    });
+}

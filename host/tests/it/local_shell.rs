@@ -222,5 +222,100 @@ async fn a_command_cannot_reach_the_servers_descriptors() {
     )
     .await;
     assert_eq!(out.output, "cbench-channel sealed\n", "{out:?}");
+    // No process of the namespace holds a descriptor of the channel a command can open: the
+    // server is its init (bubblewrap's own init would hold the pipes, and be dumpable), and it
+    // cannot be stopped or killed from inside.
+    let out = run(
+        &sb,
+        "for fd in /proc/1/fd/*; do l=$(readlink $fd 2>/dev/null) && echo \"init holds $fd: $l\"; done; \
+         for fd in 0 1 2; do echo x 2>/dev/null > /proc/1/fd/$fd && echo \"wrote $fd\"; done; \
+         kill -STOP 1; kill -9 1; echo signalled",
+    )
+    .await;
+    assert!(
+        !out.output.contains("init holds") && !out.output.contains("wrote"),
+        "{out:?}"
+    );
+    assert!(out.output.ends_with("signalled\n"), "{out:?}");
     assert_eq!(run(&sb, "echo in-step").await.output, "in-step\n");
+}
+
+/// A process whose main thread exited while its other threads run shows as a zombie: it is
+/// swept all the same.
+#[tokio::test]
+async fn a_zombie_leader_with_live_threads_is_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path()).await;
+    let ghost = r#"setsid python3 -c "
+import ctypes, os, threading, time
+def tick():
+    while True:
+        with open(os.path.expanduser('~/ticks'), 'a') as f:
+            f.write('t\\n')
+        time.sleep(0.05)
+threading.Thread(target=tick).start()
+time.sleep(0.2)
+ctypes.CDLL(None).syscall({'x86_64': 60, 'aarch64': 93}[os.uname().machine], 0)
+" </dev/null >/dev/null 2>&1 &
+sleep 0.6; echo started"#;
+    assert_eq!(run(&sb, ghost).await.output, "started\n");
+    let out = run(
+        &sb,
+        "a=$(wc -l < ~/ticks); sleep 0.5; b=$(wc -l < ~/ticks); echo $((b - a))",
+    )
+    .await;
+    assert_eq!(out.output, "0\n", "the ghost thread still writes");
+}
+
+/// What an agent's profile starts after its last command ends with the agent: it cannot
+/// change the tree the patch is taken from, or anything after.
+#[tokio::test]
+async fn nothing_the_profile_starts_outlives_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path()).await;
+    let repo = sb.repo();
+    let profile = "printf '%s\\n' '( sleep 0.5; echo late > \"$HOME/../repo/LATE.txt\" ) </dev/null >/dev/null 2>&1 &' > ~/.bash_profile; echo ok";
+    assert_eq!(run(&sb, profile).await.output, "ok\n");
+    // The next login shell, started ahead, has read the profile: its job is waiting.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    sb.stop_commands().await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(!repo.join("LATE.txt").exists(), "a job outlived the agent");
+}
+
+/// Descriptors cbench inherited from whatever started it never reach a command.
+#[test]
+fn descriptors_cbench_inherited_do_not_reach_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("inherited-secret.txt");
+    std::fs::write(&secret, "INHERITED-SECRET\n").unwrap();
+    let script = crate::support::write_temp(
+        dir.path(),
+        "script.json",
+        r#"{"*": [{"bash": "timeout 2 cat /proc/$$/fd/9 /proc/$$/fd/8 2>/dev/null; echo looked; ls /proc/$$/fd"},
+                  {"bash": "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"}]}"#,
+    );
+    let logs = dir.path().join("logs");
+    let command = format!(
+        "exec 9<{secret} 8<{secret}; exec {bin} run -q -n inherit --agent {agent} -m scripted:{script} -f 1,2 --log-dir {logs} --dataset-dir {data}",
+        secret = secret.display(),
+        bin = crate::support::cbench_bin().display(),
+        agent = crate::support::plugins().mini_swe.display(),
+        logs = logs.display(),
+        data = crate::support::dataset().display(),
+    );
+    let out = std::process::Command::new("bash")
+        .args(["-c", &command])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", crate::support::text(&out));
+    let trajectory = std::fs::read_to_string(
+        logs.join("inherit/cbench_textkit_task/task1/features_1_2/agent1/trajectory.json"),
+    )
+    .unwrap();
+    assert!(trajectory.contains("looked"), "the command did not run");
+    assert!(
+        !trajectory.contains("INHERITED-SECRET"),
+        "an inherited descriptor was readable"
+    );
 }

@@ -369,6 +369,21 @@ impl Container {
         }
     }
 
+    /// Kills every process of the container (it stops; its files stay readable); a container
+    /// already stopped or gone is fine.
+    pub async fn kill(&self) -> Result<(), DockerError> {
+        match self.engine.api().kill_container(&self.id, None).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(DockerError::api(format!("killing container {}", self.id))(
+                e,
+            )),
+        }
+    }
+
     /// Force-removes the container and its anonymous volumes; idempotent.
     pub async fn remove(&self) -> Result<(), DockerError> {
         if self.removed.swap(true, Ordering::SeqCst) {
