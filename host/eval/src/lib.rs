@@ -251,7 +251,9 @@ impl Grader {
         };
         match &self.closing {
             Some(closing) => {
-                let handle = tokio::spawn(close.instrument(tracing::info_span!("bench_close")));
+                // A root span: the grade it follows has returned.
+                let span = tracing::info_span!(parent: None, "bench_close");
+                let handle = tokio::spawn(close.instrument(span));
                 match closing.lock() {
                     Ok(mut list) => list.push(handle),
                     Err(poisoned) => poisoned.into_inner().push(handle),

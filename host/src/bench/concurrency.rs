@@ -40,6 +40,29 @@ struct TimedModel {
     given: u32,
     replied_at: Option<Instant>,
     gaps: Arc<Mutex<Vec<f64>>>,
+    /// Each reply takes `delay` ± up to this, drawn from `seed` (the same every run).
+    jitter: Duration,
+    seed: u64,
+}
+
+impl TimedModel {
+    /// This reply's think time: `delay`, moved by a deterministic draw within ± `jitter`.
+    fn think_time(&self) -> Duration {
+        if self.jitter.is_zero() {
+            return self.delay;
+        }
+        // splitmix64 of (agent, reply): spread evenly, repeatable.
+        let mut z = self
+            .seed
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(u64::from(self.given));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let span = 2 * self.jitter.as_micros() as u64 + 1;
+        let offset = Duration::from_micros(z % span);
+        (self.delay + offset).saturating_sub(self.jitter)
+    }
 }
 
 #[async_trait]
@@ -52,7 +75,7 @@ impl LlmSession for TimedModel {
                 .unwrap_or_else(|p| p.into_inner())
                 .push(gap);
         }
-        tokio::time::sleep(self.delay).await;
+        tokio::time::sleep(self.think_time()).await;
         self.given += 1;
         let command = if self.given > self.steps {
             "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT".to_string()
@@ -104,6 +127,7 @@ pub async fn run_concurrency(
     agents: usize,
     steps: u32,
     delay: Duration,
+    jitter: Duration,
 ) -> anyhow::Result<ConcurrencyRow> {
     let dataset = Dataset::discover(dataset_dir)?;
     let Some(pair) = dataset.select(&Selection::default())?.into_iter().next() else {
@@ -173,6 +197,8 @@ pub async fn run_concurrency(
                 given: 0,
                 replied_at: None,
                 gaps: gaps.clone(),
+                jitter,
+                seed: opened.len() as u64,
             }),
             bus: MessageBus::local(std::slice::from_ref(id), false),
             team: None,

@@ -314,10 +314,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         backend(&choice, &args.dataset_dir).await?;
         if !args.agents.is_empty() {
             println!(
-                "concurrency on {} ({} steps per agent, {} ms per model reply; plugin {}):",
+                "concurrency on {} ({} steps per agent, {} ms{} per model reply; plugin {}):",
                 choice.name(),
                 args.steps,
                 args.model_delay_ms,
+                match args.model_jitter_ms.min(args.model_delay_ms) {
+                    0 => String::new(),
+                    j => format!(" ± {j}"),
+                },
                 plugin.identity.name
             );
         }
@@ -329,6 +333,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 n,
                 args.steps,
                 Duration::from_millis(args.model_delay_ms),
+                Duration::from_millis(args.model_jitter_ms.min(args.model_delay_ms)),
             )
             .await?;
             println!("{}", row.render());

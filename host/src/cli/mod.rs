@@ -783,6 +783,11 @@ pub struct BenchArgs {
     /// Time the concurrency benchmark's model takes per reply, milliseconds.
     #[arg(long, default_value_t = 2000)]
     pub model_delay_ms: u64,
+    /// Spread each reply of the concurrency benchmark's model over --model-delay-ms ± this,
+    /// milliseconds (0: every agent's reply comes at the same instant, a burst real models
+    /// do not make)
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub model_jitter_ms: u64,
     /// Also measure the Redis message bus at URL (send → delivered, and a blocked `wait`
     /// woken by a send) next to the in-process bus.
     #[arg(long, value_name = "URL")]
