@@ -407,7 +407,14 @@ async fn run_agents_on(
         });
         // Each agent is a track of its own in a trace (a root span), not a slice of its pair's.
         let span = tracing::info_span!(parent: None, "agent", agent = %agent_id, pair = %crate::dataset::pair_label(pair));
-        futures.push(plugin.run_agent(env).instrument(span));
+        // The moment an agent ends, so do its sandbox's processes (what its profile started
+        // after its last command included): not when its teammates end.
+        let ended = handles[k].clone();
+        futures.push(async move {
+            let run = plugin.run_agent(env).instrument(span).await;
+            ended.stop_commands().await;
+            run
+        });
     }
     // All agents run concurrently within this pair's task.
     let starts = join_all(starts);

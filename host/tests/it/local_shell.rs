@@ -319,3 +319,33 @@ fn descriptors_cbench_inherited_do_not_reach_commands() {
         "an inherited descriptor was readable"
     );
 }
+
+/// The attack through a whole run: agent1's profile starts a job after its last command while
+/// agent2 is still working; the job must die when agent1 ends, not when the pair does.
+#[test]
+fn a_job_from_the_profile_dies_when_its_agent_ends_not_when_the_pair_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = crate::support::write_temp(
+        dir.path(),
+        "script.json",
+        r#"{"agent1": [{"bash": "printf '%s\\n' '( sleep 1; echo late > \"$HOME/../repo/LATE.txt\" ) </dev/null >/dev/null 2>&1 &' > ~/.bash_profile; echo planted"},
+                       {"bash": "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"}],
+            "agent2": [{"bash": "sleep 3; echo slow"},
+                       {"bash": "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"}]}"#,
+    );
+    let agent = crate::support::plugins().mini_swe.display().to_string();
+    let model = format!("scripted:{script}");
+    let run = crate::support::Run::start("ghost", &["--agent", &agent, "-m", &model, "-f", "1,2"]);
+    run.assert_ok();
+    let agent1 = run.pair(1, 2).join("agent1");
+    let trajectory = std::fs::read_to_string(agent1.join("trajectory.json")).unwrap();
+    assert!(
+        trajectory.contains("planted"),
+        "the profile was not written"
+    );
+    let patch = std::fs::read_to_string(agent1.join("patch.diff")).unwrap();
+    assert!(
+        !patch.contains("LATE.txt"),
+        "a job outlived its agent:\n{patch}"
+    );
+}
