@@ -52,7 +52,10 @@ pub fn init(cli: &Cli) -> Option<TraceGuard> {
     let (file, partial) = match create_partial(&path) {
         Ok(created) => created,
         Err(e) => {
-            eprintln!("error: --trace {}: {e}", path.display());
+            eprintln!(
+                "error: --trace {}: the trace file cannot be created: {e}",
+                path.display()
+            );
             std::process::exit(2);
         }
     };
