@@ -205,6 +205,23 @@ pub fn broken(reason: impl Into<String>) -> ChannelBroken {
     }
 }
 
+/// Writes a request to the server's input and flushes it: a transport's `send` over a byte
+/// stream.
+pub async fn send_flushed<W>(input: &mut W, bytes: &[u8]) -> Result<(), ChannelBroken>
+where
+    W: tokio::io::AsyncWrite + Unpin + ?Sized,
+{
+    use tokio::io::AsyncWriteExt;
+    input
+        .write_all(bytes)
+        .await
+        .map_err(|e| broken(format!("writing: {e}")))?;
+    input
+        .flush()
+        .await
+        .map_err(|e| broken(format!("writing: {e}")))
+}
+
 /// Whether the server could start from its execute-only copy of bash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sealed {

@@ -12,10 +12,10 @@ use std::time::Duration;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use cbench_core::channel::{
-    broken, Channel, ChannelBroken, Sealed, Transport, CHANNEL_BOOT, CHANNEL_SERVER,
+    broken, send_flushed, Channel, ChannelBroken, Sealed, Transport, CHANNEL_BOOT, CHANNEL_SERVER,
 };
 use futures_util::{Stream, StreamExt};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 
 use super::container::Shell;
 use super::{DockerError, Engine};
@@ -129,14 +129,7 @@ impl Transport for DockerTransport {
     }
 
     async fn send(&mut self, bytes: &[u8]) -> Result<(), ChannelBroken> {
-        self.input
-            .write_all(bytes)
-            .await
-            .map_err(|e| broken(format!("writing: {e}")))?;
-        self.input
-            .flush()
-            .await
-            .map_err(|e| broken(format!("writing: {e}")))
+        send_flushed(&mut self.input, bytes).await
     }
 
     async fn kill(&mut self, id: u64) {

@@ -125,6 +125,17 @@ pub struct Grader {
     closing: Option<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
+/// How many test runs grading `pair` makes at most: every feature on its agent's patch and
+/// (coop) on the merged tree. Fewer when a patch is filtered away.
+pub fn most_test_runs(pair: &Pair, setting: Setting) -> usize {
+    let merged = if setting.one_agent_per_feature() {
+        pair.features.len()
+    } else {
+        0
+    };
+    pair.features.len() + merged
+}
+
 impl Grader {
     /// A grader running tests on `backend`.
     pub fn new(test_timeout: Duration, policy: MergePolicy, backend: GradingBackend) -> Grader {

@@ -216,11 +216,8 @@ pub(crate) async fn finish(
         write_atomic(&dir.join(PLUGIN_OUTPUT_FILE), run.plugin_output.as_bytes())
             .map_err(|e| e.to_string())?;
     }
-    // Nothing the agent left running may change the tree while (or after) its patch is taken.
-    sandbox
-        .stop_commands()
-        .instrument(tracing::info_span!("stop_commands"))
-        .await;
+    // Nothing the agent left running changes the tree now: its sandbox's processes ended with
+    // it (`run_agents_on`).
     let patch_scratch = ctx.work_dir.path().join("patches");
     let patch = match base {
         Ok(base) => {

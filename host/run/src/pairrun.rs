@@ -412,7 +412,10 @@ async fn run_agents_on(
         let ended = handles[k].clone();
         futures.push(async move {
             let run = plugin.run_agent(env).instrument(span).await;
-            ended.stop_commands().await;
+            ended
+                .stop_commands()
+                .instrument(tracing::info_span!("stop_commands", agent = %agent_id))
+                .await;
             run
         });
     }
@@ -459,14 +462,10 @@ async fn run_agents_on(
             .instrument(tracing::info_span!("grading_bench_start"))
             .await;
         if let Ok(bench) = &opened {
-            // Every feature on each agent's patch, and (coop) on the merged tree: their
-            // containers start ahead too.
-            let per_feature = if ctx.cfg.setting.one_agent_per_feature() {
-                2
-            } else {
-                1
-            };
-            bench.expect_runs(pair.features.len() * per_feature).await;
+            // The test runs' containers start ahead too.
+            bench
+                .expect_runs(crate::eval::most_test_runs(pair, ctx.cfg.setting))
+                .await;
         }
         Some(opened)
     };

@@ -13,8 +13,10 @@
 
 use std::path::{Path, PathBuf};
 
-use cbench_core::channel::{broken, Channel, ChannelBroken, Sealed, Transport, OUTPUT_FILES};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use cbench_core::channel::{
+    broken, send_flushed, Channel, ChannelBroken, Sealed, Transport, OUTPUT_FILES,
+};
+use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use super::beneath;
@@ -197,14 +199,7 @@ impl Transport for BwrapTransport {
     }
 
     async fn send(&mut self, bytes: &[u8]) -> Result<(), ChannelBroken> {
-        self.stdin
-            .write_all(bytes)
-            .await
-            .map_err(|e| broken(format!("writing: {e}")))?;
-        self.stdin
-            .flush()
-            .await
-            .map_err(|e| broken(format!("writing: {e}")))
+        send_flushed(&mut self.stdin, bytes).await
     }
 
     /// The server's processes live in a PID namespace the host cannot address by the pid the
