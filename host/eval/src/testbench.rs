@@ -66,7 +66,7 @@ pub struct DockerBench {
 type PendingGrader = tokio::task::JoinHandle<Result<Container, SandboxError>>;
 
 /// Containers kept starting ahead of the test runs (the engine starts them one at a time).
-const STARTED_AHEAD: usize = 2;
+const STARTED_AHEAD: usize = 4;
 
 /// Starts one grading container with an empty `/patches`.
 async fn start_grader(engine: Arc<Engine>, spec: ContainerSpec) -> Result<Container, SandboxError> {

@@ -193,7 +193,7 @@ fn feature_texts(
 }
 
 /// Records an agent that ended: its trajectory first, then its patch (taken from a snapshot
-/// of its tree against the host's own base), then its sandbox is closed.
+/// of its tree against the host's own base), then its sandbox is closed in the background.
 pub(crate) async fn finish(
     ctx: &RunContext,
     base: &Result<Arc<BaseRepo>, String>,
@@ -227,13 +227,7 @@ pub(crate) async fn finish(
         }
         Err(e) => Err(PatchError::Infra(SandboxError::Command(e.clone()))),
     };
-    if let Err(e) = sandbox
-        .close()
-        .instrument(tracing::info_span!("sandbox_close"))
-        .await
-    {
-        tracing::warn!("closing the sandbox of {agent_id}: {e}");
-    }
+    ctx.close_later(agent_id.clone(), sandbox);
     let (patch, mut status, mut error) = match patch {
         Ok(patch) => (patch, run.status, run.error.clone()),
         // What the agent left cannot make a patch: its failure, with the reason; the

@@ -39,8 +39,41 @@ pub(crate) struct RunContext {
     pub(crate) redis: Option<crate::messaging::RedisHub>,
     /// Live events for `cbench watch`.
     pub(crate) events: Arc<crate::events::EventLog>,
+    /// Agents' sandboxes being closed after their patches were taken (awaited by
+    /// `closed_sandboxes` before the run's cleanup).
+    pub(crate) closing: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Held until the run's last pair is written: one live invocation per run.
     pub(crate) _lock: crate::runlock::RunLock,
+}
+
+impl RunContext {
+    /// Closes `sandbox` in the background: nothing of the pair waits for its removal.
+    pub(crate) fn close_later(&self, agent_id: String, sandbox: std::sync::Arc<dyn crate::sandbox::Sandbox>) {
+        use tracing::Instrument;
+        let closing = tokio::spawn(
+            async move {
+                if let Err(e) = sandbox.close().await {
+                    tracing::warn!("closing the sandbox of {agent_id}: {e}");
+                }
+            }
+            .instrument(tracing::info_span!(parent: None, "sandbox_close")),
+        );
+        if let Ok(mut list) = self.closing.lock() {
+            list.retain(|h| !h.is_finished());
+            list.push(closing);
+        }
+    }
+
+    /// Waits for every sandbox `close_later` is closing.
+    pub(crate) async fn closed_sandboxes(&self) {
+        let pending: Vec<_> = match self.closing.lock() {
+            Ok(mut list) => list.drain(..).collect(),
+            Err(_) => Vec::new(),
+        };
+        for handle in pending {
+            let _ = handle.await;
+        }
+    }
 }
 
 impl Drop for RunContext {

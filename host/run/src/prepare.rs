@@ -166,6 +166,7 @@ pub(crate) async fn prepare(
         team,
         model,
         progress,
+        closing: Default::default(),
         _lock: lock,
     });
     Ok(Prepared {

@@ -92,6 +92,7 @@ async fn finish(
             pool.started
         );
     }
+    ctx.closed_sandboxes().await;
     ctx.grader.closed().await;
     if let Err(e) = ctx.backend.cleanup().await {
         ctx.progress.line(&format!("  ✗ cleanup: {e}"));

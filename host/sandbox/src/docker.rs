@@ -13,7 +13,7 @@ use super::patch::{snapshot_tar, PatchError, SnapshotWriter};
 use super::{checked_relative_path, ExecOutput, Sandbox, SandboxError};
 use crate::local::DEFAULT_OUTPUT_CAP;
 use crate::team::GitServer;
-use cbench_docker::channel::ExecChannel;
+use cbench_docker::channel::{ExecChannel, FifoPair};
 use cbench_docker::container::{writable_layer_bytes, Container, ContainerSpec, Shell, TarEntry};
 use cbench_docker::{DockerError, Engine};
 
@@ -59,6 +59,9 @@ pub struct DockerSandbox {
     channel: tokio::sync::Mutex<Option<ExecChannel>>,
     /// The writable layer's size against the disk limit.
     disk: DiskWatch,
+    /// The channel's FIFO directory, emptied once the channel opened; it lives as long as the
+    /// container, whose archive reads need every mount's source.
+    fifos: Option<FifoPair>,
 }
 
 /// How a command reaches the container (for measurements and tests).
@@ -79,7 +82,7 @@ impl DockerSandbox {
         image_path: Option<&str>,
         extra_env: &[String],
     ) -> Result<DockerSandbox, SandboxError> {
-        let container = Container::start(engine, spec).await?;
+        let (container, fifos) = start_with_fifos(engine, spec).await?;
         let (code, out) = container
             .exec_argv(&["sh", "-c", CAN_HOST_AGENT], &[])
             .await?;
@@ -107,7 +110,15 @@ impl DockerSandbox {
         env.extend(extra_env.iter().cloned());
         let container_id = container.id().to_string();
         let channel =
-            match ExecChannel::open(container.engine(), container.id(), REPO_DIR, &env).await {
+            match ExecChannel::open(
+                container.engine(),
+                container.id(),
+                REPO_DIR,
+                &env,
+                fifos.as_ref(),
+            )
+            .await
+            {
                 Ok(channel) => Some(channel),
                 Err(e) => {
                     tracing::warn!(
@@ -124,6 +135,7 @@ impl DockerSandbox {
             team_client: None,
             channel: tokio::sync::Mutex::new(channel),
             disk: layer_watch(engine.clone(), container_id, spec.limits.disk_bytes),
+            fifos,
         })
     }
 
@@ -134,6 +146,19 @@ impl DockerSandbox {
         } else {
             ExecPath::PlainExec
         }
+    }
+
+    /// Whether the channel is open and its bytes go over the FIFOs, not through the engine.
+    pub async fn channel_over_fifos(&self) -> bool {
+        match self.channel.lock().await.as_mut() {
+            Some(channel) => channel.over_fifos(),
+            None => false,
+        }
+    }
+
+    /// The host directory mounted for the channel's FIFOs (empty once the channel opened).
+    pub fn fifo_dir(&self) -> Option<std::path::PathBuf> {
+        self.fifos.as_ref().map(FifoPair::dir)
     }
 
     /// Runs `command` by one plain docker exec (what the channel replaces; also its fallback).
@@ -210,6 +235,36 @@ impl DockerSandbox {
     }
 }
 
+/// Starts a container from `spec` with the exec channel's FIFOs mounted when the engine is
+/// on this machine (reached through a unix socket). An engine that cannot mount them (its host
+/// is not this one's file system) gets the container without them: the channel then uses the
+/// exec's attached streams.
+async fn start_with_fifos(
+    engine: &Arc<Engine>,
+    spec: &ContainerSpec,
+) -> Result<(Container, Option<FifoPair>), SandboxError> {
+    let fifos = if engine.endpoint().starts_with("unix://") {
+        FifoPair::create()
+            .map_err(|e| tracing::debug!("creating the exec channel's FIFOs: {e}"))
+            .ok()
+    } else {
+        None
+    };
+    let Some(pair) = fifos else {
+        return Ok((Container::start(engine, spec).await?, None));
+    };
+    match Container::start_with_binds(engine, spec, &[pair.mount()]).await {
+        Ok(container) => Ok((container, Some(pair))),
+        Err(DockerError::MissingImage { image, hint }) => {
+            Err(DockerError::MissingImage { image, hint }.into())
+        }
+        Err(e) => {
+            tracing::debug!("starting a container with the exec channel's FIFOs: {e}; without");
+            Ok((Container::start(engine, spec).await?, None))
+        }
+    }
+}
+
 /// Watches a container's writable layer (measured by the engine, not by anything in the
 /// container the agent could replace).
 fn layer_watch(engine: Arc<Engine>, id: String, limit: u64) -> DiskWatch {
@@ -276,11 +331,11 @@ impl Sandbox for DockerSandbox {
         Some(self)
     }
 
-    /// Kills the container (its tree stays readable for the snapshot): nothing started from
-    /// the agent's profile or left behind keeps running.
+    /// Freezes the container (its tree stays readable for the snapshot): nothing started from
+    /// the agent's profile or left behind runs again.
     async fn stop_commands(&self) {
         *self.channel.lock().await = None;
-        if let Err(e) = self.container.kill().await {
+        if let Err(e) = self.container.freeze().await {
             tracing::warn!("stopping container {}: {e}", self.container.id());
         }
     }

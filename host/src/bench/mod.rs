@@ -380,6 +380,8 @@ async fn measure_backend(
     let (mut start, mut exec, mut diff, mut close) = (vec![], vec![], vec![], vec![]);
     let mut plain_exec = Vec::new();
     let (mut exec_output, mut exec_back_to_back) = (Vec::new(), Vec::new());
+    // `ls`: the pair bench's command (a program started, not a builtin).
+    let mut exec_ls = Vec::new();
     for _ in 0..STARTS {
         let t = Instant::now();
         let sandbox = backend
@@ -398,6 +400,15 @@ async fn measure_backend(
             let out = sandbox.exec("echo hi", Duration::from_secs(30)).await?;
             anyhow::ensure!(out.output == "hi\n", "`echo hi` printed {:?}", out.output);
             exec_output.push(t.elapsed().as_secs_f64() * 1e3);
+            tokio::time::sleep(MODEL_TURN).await;
+            let t = Instant::now();
+            let out = sandbox.exec("ls", Duration::from_secs(30)).await?;
+            anyhow::ensure!(
+                out.exit_code == 0 && !out.output.is_empty(),
+                "`ls` failed: {}",
+                out.output
+            );
+            exec_ls.push(t.elapsed().as_secs_f64() * 1e3);
         }
         for _ in 0..EXECS / STARTS {
             let t = Instant::now();
@@ -487,6 +498,10 @@ async fn measure_backend(
     println!(
         "  … `echo hi` (with output):   {:9.2} ms (median of {EXECS})",
         median_ms(exec_output)
+    );
+    println!(
+        "  … `ls` (a program, output):  {:9.2} ms (median of {EXECS})",
+        median_ms(exec_ls)
     );
     println!(
         "  … `true` back to back:       {:9.2} ms (median of {EXECS}; no turn between commands)",

@@ -44,6 +44,12 @@ async fn sandbox(run: &RunLabels) -> DockerSandbox {
         ExecPath::Channel,
         "the channel did not open"
     );
+    // The engine is on this machine: the channel's bytes bypass it (so every test here
+    // attacks the FIFO transport).
+    assert!(
+        sandbox.channel_over_fifos().await,
+        "the channel did not move to its FIFOs"
+    );
     sandbox
 }
 
@@ -366,5 +372,83 @@ fn nothing_the_profile_starts_outlives_the_agent_in_a_container() {
         assert!(read.is_err(), "a job outlived the agent: {read:?}");
         assert!(sandbox.read_file("README.md").await.is_ok() || sandbox.read_file("textkit/__init__.py").await.is_ok());
         sandbox.close().await.expect("close");
+    });
+}
+
+#[test]
+fn a_command_finds_the_channels_fifos_gone_and_their_directory_read_only() {
+    docker();
+    runtime().block_on(async {
+        let sandbox = sandbox(&RunLabels::new("it-channel-fifos")).await;
+        let host_dir = sandbox.fifo_dir().expect("the channel's FIFO directory");
+        let listed: Vec<_> = std::fs::read_dir(&host_dir)
+            .expect("the FIFO directory stays while the container lives")
+            .collect();
+        assert!(listed.is_empty(), "FIFOs left after the channel opened: {listed:?}");
+        let out = sandbox
+            .exec(
+                "d=/run/cbench-channel; echo \"listed:$(ls -A $d)\"; \
+                 touch $d/x 2>/dev/null && echo WROTE; mkfifo $d/in 2>/dev/null && echo MADE; \
+                 for f in /proc/[0-9]*/fd/*; do readlink $f; done 2>/dev/null | grep -c cbench-channel; \
+                 { exec 9<>$d/in; } 2>/dev/null && echo OPENED; true",
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("exec");
+        assert_eq!(out.output, "listed:\n0\n", "{out:?}");
+        // The channel still answers.
+        let out = sandbox.exec("echo hi", Duration::from_secs(10)).await.expect("exec");
+        assert_eq!(out.output, "hi\n");
+        assert!(sandbox.channel_over_fifos().await);
+        sandbox.close().await.expect("close");
+        drop(sandbox);
+        assert!(!host_dir.exists(), "{} outlived its sandbox", host_dir.display());
+    });
+}
+
+#[test]
+fn fifos_that_do_not_connect_leave_the_channel_on_the_attached_streams() {
+    use cbench::docker::channel::{ExecChannel, FifoPair};
+    use cbench::docker::container::{Container, Shell};
+    docker();
+    runtime().block_on(async {
+        let run = RunLabels::new("it-channel-fifo-fallback");
+        let spec = ContainerSpec {
+            image: BUNDLED_IMAGE.into(),
+            labels: run.object("cbench_textkit_task/task1", "test", "agent1"),
+            limits: ResourceLimits::default(),
+            network: "none".into(),
+            env: Vec::new(),
+            working_dir: REPO_DIR.into(),
+            drop_capabilities: true,
+            volumes: Vec::new(),
+        };
+        // The container sees one pair of FIFOs, the host holds another (as when the engine
+        // runs in a VM whose FIFOs are not this machine's): the server offers, our GO never
+        // reaches it, and it says hello on its attached stdout instead.
+        let mounted = FifoPair::create().expect("FIFOs");
+        let other = FifoPair::create().expect("FIFOs");
+        let container = Container::start_with_binds(docker(), &spec, &[mounted.mount()])
+            .await
+            .expect("a container");
+        let started = std::time::Instant::now();
+        let mut channel = ExecChannel::open(docker(), container.id(), REPO_DIR, &[], Some(&other))
+            .await
+            .expect("the channel opens on the attached streams");
+        assert!(!channel.over_fifos());
+        assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+        let out = channel
+            .run("echo hi", Shell::Login, Duration::from_secs(10), 1 << 20)
+            .await
+            .expect("a command");
+        assert_eq!(out.output, "hi\n");
+        // No FIFOs at all: no offer, the attached streams at once.
+        let bare = Container::start(docker(), &spec).await.expect("a container");
+        let mut channel = ExecChannel::open(docker(), bare.id(), REPO_DIR, &[], Some(&other))
+            .await
+            .expect("the channel opens");
+        assert!(!channel.over_fifos());
+        container.remove().await.expect("remove");
+        bare.remove().await.expect("remove");
     });
 }

@@ -45,6 +45,17 @@ pub struct ContainerSpec {
     pub volumes: Vec<(String, String)>,
 }
 
+/// A host directory mounted into a container.
+#[derive(Debug, Clone)]
+pub struct BindMount {
+    /// The directory on the engine's host.
+    pub source: std::path::PathBuf,
+    /// Where it appears in the container.
+    pub target: String,
+    /// Whether the container may only read it.
+    pub read_only: bool,
+}
+
 /// A started container; removed (with its anonymous volumes) by `remove`, or on drop.
 pub struct Container {
     engine: Arc<Engine>,
@@ -64,6 +75,15 @@ impl Container {
     pub async fn start(
         engine: &Arc<Engine>,
         spec: &ContainerSpec,
+    ) -> Result<Container, DockerError> {
+        Container::start_with_binds(engine, spec, &[]).await
+    }
+
+    /// `start`, with host directories bind-mounted into the container.
+    pub async fn start_with_binds(
+        engine: &Arc<Engine>,
+        spec: &ContainerSpec,
+        binds: &[BindMount],
     ) -> Result<Container, DockerError> {
         let api = engine.api();
         match api.inspect_image(&spec.image).await {
@@ -91,17 +111,22 @@ impl Container {
                 typ: Some("none".into()),
                 config: None,
             }),
-            mounts: (!spec.volumes.is_empty()).then(|| {
-                spec.volumes
-                    .iter()
-                    .map(|(volume, target)| bollard::models::Mount {
-                        target: Some(target.clone()),
-                        source: Some(volume.clone()),
-                        typ: Some(bollard::models::MountType::VOLUME),
-                        read_only: Some(false),
-                        ..Default::default()
-                    })
-                    .collect()
+            mounts: (!spec.volumes.is_empty() || !binds.is_empty()).then(|| {
+                let volumes = spec.volumes.iter().map(|(volume, target)| bollard::models::Mount {
+                    target: Some(target.clone()),
+                    source: Some(volume.clone()),
+                    typ: Some(bollard::models::MountType::VOLUME),
+                    read_only: Some(false),
+                    ..Default::default()
+                });
+                let binds = binds.iter().map(|bind| bollard::models::Mount {
+                    target: Some(bind.target.clone()),
+                    source: Some(bind.source.display().to_string()),
+                    typ: Some(bollard::models::MountType::BIND),
+                    read_only: Some(bind.read_only),
+                    ..Default::default()
+                });
+                volumes.chain(binds).collect()
             }),
             ..Default::default()
         };
@@ -381,6 +406,20 @@ impl Container {
             Err(e) => Err(DockerError::api(format!("killing container {}", self.id))(
                 e,
             )),
+        }
+    }
+
+    /// Stops every process of the container where it stands (the engine's freezer: no
+    /// process runs again; the tree stays mounted, so reading it needs no remount), or kills
+    /// them where the engine cannot pause (rootless cgroup v1).
+    pub async fn freeze(&self) -> Result<(), DockerError> {
+        match self.engine.api().pause_container(&self.id).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => {
+                tracing::debug!("pausing container {}: {e}; killing it", self.id);
+                self.kill().await
+            }
         }
     }
 
