@@ -48,7 +48,11 @@ pub(crate) struct RunContext {
 
 impl RunContext {
     /// Closes `sandbox` in the background: nothing of the pair waits for its removal.
-    pub(crate) fn close_later(&self, agent_id: String, sandbox: std::sync::Arc<dyn crate::sandbox::Sandbox>) {
+    pub(crate) fn close_later(
+        &self,
+        agent_id: String,
+        sandbox: std::sync::Arc<dyn crate::sandbox::Sandbox>,
+    ) {
         use tracing::Instrument;
         let closing = tokio::spawn(
             async move {

@@ -109,25 +109,24 @@ impl DockerSandbox {
         }
         env.extend(extra_env.iter().cloned());
         let container_id = container.id().to_string();
-        let channel =
-            match ExecChannel::open(
-                container.engine(),
-                container.id(),
-                REPO_DIR,
-                &env,
-                fifos.as_ref(),
-            )
-            .await
-            {
-                Ok(channel) => Some(channel),
-                Err(e) => {
-                    tracing::warn!(
-                        "container {}: {e}; using one docker exec per command",
-                        container.id()
-                    );
-                    None
-                }
-            };
+        let channel = match ExecChannel::open(
+            container.engine(),
+            container.id(),
+            REPO_DIR,
+            &env,
+            fifos.as_ref(),
+        )
+        .await
+        {
+            Ok(channel) => Some(channel),
+            Err(e) => {
+                tracing::warn!(
+                    "container {}: {e}; using one docker exec per command",
+                    container.id()
+                );
+                None
+            }
+        };
         Ok(DockerSandbox {
             container,
             env,

@@ -436,14 +436,20 @@ fn fifos_that_do_not_connect_leave_the_channel_on_the_attached_streams() {
             .await
             .expect("the channel opens on the attached streams");
         assert!(!channel.over_fifos());
-        assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{:?}",
+            started.elapsed()
+        );
         let out = channel
             .run("echo hi", Shell::Login, Duration::from_secs(10), 1 << 20)
             .await
             .expect("a command");
         assert_eq!(out.output, "hi\n");
         // No FIFOs at all: no offer, the attached streams at once.
-        let bare = Container::start(docker(), &spec).await.expect("a container");
+        let bare = Container::start(docker(), &spec)
+            .await
+            .expect("a container");
         let mut channel = ExecChannel::open(docker(), bare.id(), REPO_DIR, &[], Some(&other))
             .await
             .expect("the channel opens");

@@ -112,13 +112,16 @@ impl Container {
                 config: None,
             }),
             mounts: (!spec.volumes.is_empty() || !binds.is_empty()).then(|| {
-                let volumes = spec.volumes.iter().map(|(volume, target)| bollard::models::Mount {
-                    target: Some(target.clone()),
-                    source: Some(volume.clone()),
-                    typ: Some(bollard::models::MountType::VOLUME),
-                    read_only: Some(false),
-                    ..Default::default()
-                });
+                let volumes = spec
+                    .volumes
+                    .iter()
+                    .map(|(volume, target)| bollard::models::Mount {
+                        target: Some(target.clone()),
+                        source: Some(volume.clone()),
+                        typ: Some(bollard::models::MountType::VOLUME),
+                        read_only: Some(false),
+                        ..Default::default()
+                    });
                 let binds = binds.iter().map(|bind| bollard::models::Mount {
                     target: Some(bind.target.clone()),
                     source: Some(bind.source.display().to_string()),
