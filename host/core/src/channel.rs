@@ -30,14 +30,14 @@ use crate::exec::{ExecOutput, Shell};
 /// alive between commands to tamper with the next one), whatever a command wrote into the pipe
 /// is drained, and the scratch files are made plain files again (a command may have replaced
 /// them with links) before the next shell opens them. A command gets neither the protocol
-/// descriptor nor the server's stdin. The container's keep-alive `sleep` (a child of init when
+/// descriptor nor the server's stdin. A container's keep-alive `sleep`, where init has one (a child of init when
 /// the channel starts, before any command ran) is spared: killing it makes init start another
 /// one during every sweep.
 ///
 /// The server holds each command's output file open (fd 7, shared with the command's stdout
 /// and stderr, so its offset counts what the command wrote). An output of up to 64 KiB is sent
 /// by bash itself (`mapfile` split at NULs, read through fd 7 whatever the path now names), so
-/// the common answer starts no process either; a larger one goes through `wc` and `cat`.
+/// the common answer starts no process either; a larger one goes through `wc` and `head`.
 pub const CHANNEL_SERVER: &str = r#"exec 3>&1 1>/dev/null
 d=/tmp/cbench s=/tmp/cbench/channel.sh o= p=/tmp/cbench/channel.pid
 w=
@@ -146,7 +146,8 @@ while IFS=' ' read -r tag id mode cap lines; do
     [ -s "$o" ] && size=$(( $(wc -c < "$o") ))
     echo "RES $id $code $size" >&3
     if [ "$size" -gt 0 ]; then
-      if [ "$size" -le "$cap" ]; then cat "$o" >&3; else head -c "$cap" "$o" >&3; fi
+      # Exactly what the header says, whatever the file grew by since: never a byte more.
+      if [ "$size" -le "$cap" ]; then head -c "$size" "$o" >&3; else head -c "$cap" "$o" >&3; fi
     fi
   fi
   ready
@@ -430,8 +431,8 @@ impl<T: Transport> Channel<T> {
         let size = size
             .parse::<usize>()
             .map_err(|_| broken(format!("bad size in `{header}`")))?;
-        // Nothing writes the output file once the command's processes are swept, so the body
-        // follows at once; a stalled one means a broken channel, not a slow command.
+        // The server sends what its header says and no more (a process that escaped the sweep
+        // and appends cannot add a frame); a stalled body means a broken channel.
         let output = tokio::time::timeout(BODY_TIMEOUT, self.read_exact(size.min(cap)))
             .await
             .map_err(|_| broken("the output did not follow its header"))??;

@@ -36,9 +36,17 @@ pub enum Sweep {
 /// Keeps the container alive without depending on the image's entrypoint. It ignores every
 /// signal a process inside can send it (an init without a handler ignores SIGKILL from its
 /// own namespace), so an agent cannot stop its own container (or Modal sandbox) and void its
-/// pair; cbench removes containers and terminates sandboxes from outside.
-pub const KEEP_ALIVE: &str =
-    "trap '' TERM INT HUP QUIT USR1 USR2 ALRM PIPE; while :; do sleep 2147483647 & wait $!; done";
+/// pair; cbench removes containers and terminates sandboxes from outside. Where the image has
+/// bash, init runs from an execute-only copy of it (not dumpable: a command cannot trace it
+/// and make it run its code, which no sweep would end) and waits on a pipe only it holds,
+/// with no child (a keep-alive child could be traced, or replaced through `PATH`); it still
+/// reaps orphans. Elsewhere it loops over `sleep`.
+pub const KEEP_ALIVE: &str = r#"trap '' TERM INT HUP QUIT USR1 USR2 ALRM PIPE
+b=/tmp/cbench-init
+if command -v bash >/dev/null 2>&1 && rm -f "$b" "$b.fifo" && cp "$(command -v bash)" "$b" && chmod 0111 "$b" && mkfifo -m 600 "$b.fifo"; then
+  exec "$b" -c 'trap "" TERM INT HUP QUIT USR1 USR2 ALRM PIPE; exec 9<>"$0.fifo"; rm -f "$0.fifo"; while :; do read -r -u 9 _; done' "$b"
+fi
+while :; do sleep 2147483647 & wait $!; done"#;
 
 /// Where exec scripts and their pid files live inside a container or remote sandbox.
 pub const SCRIPT_DIR: &str = "/tmp/cbench";

@@ -458,3 +458,34 @@ fn fifos_that_do_not_connect_leave_the_channel_on_the_attached_streams() {
         bare.remove().await.expect("remove");
     });
 }
+
+#[test]
+fn a_command_can_trace_no_process_that_outlives_it() {
+    // A traced process runs whatever the tracer writes into it: if init or anything the sweep
+    // spares could be traced, a command could leave code running between commands (appending
+    // to the next answer, writing into the tree after the agent's end).
+    docker();
+    runtime().block_on(async {
+        let sandbox = sandbox(&RunLabels::new("it-channel-ptrace")).await;
+        let trace_all = r#"python3 - <<'PY'
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+me = {os.getpid(), os.getppid()}
+for p in sorted(int(d) for d in os.listdir('/proc') if d.isdigit()):
+    if p in me:
+        continue
+    if libc.ptrace(16, p, 0, 0) == 0:
+        libc.ptrace(17, p, 0, 0)
+        print('TRACED', p, open('/proc/%d/cmdline' % p, 'rb').read().replace(b'\0', b' ').decode(errors='replace'))
+    else:
+        print('denied', p, os.strerror(ctypes.get_errno()))
+PY"#;
+        let out = sandbox
+            .exec(trace_all, Duration::from_secs(30))
+            .await
+            .expect("exec");
+        assert!(!out.output.contains("TRACED"), "{}", out.output);
+        assert!(out.output.contains("denied 1 "), "init was not tried: {}", out.output);
+        sandbox.close().await.expect("close");
+    });
+}
