@@ -480,7 +480,7 @@ async fn run_agents_on(
 
     let finish = async move {
         let base = base.map_err(|e| e.to_string());
-        // Every agent's patch is taken (and its sandbox closed) at once.
+        // Every agent's patch is taken at once (and its sandbox closed in the background).
         let finishing = meta.into_iter().zip(runs).map(|(started, run)| {
             let span = tracing::info_span!("patch_out", agent = %started.agent_id);
             agents::finish(ctx, &base, pair_dir, progress, started, run).instrument(span)
@@ -489,8 +489,9 @@ async fn run_agents_on(
             .await
             .into_iter()
             .collect::<Result<Vec<_>, _>>()?;
-        // Every sandbox that mounted it is closed by now.
         if let Some(scratchpad) = scratchpad {
+            // A volume in use cannot be removed: every sandbox that mounted it closes first.
+            ctx.closed_sandboxes().await;
             if let Err(e) = scratchpad.remove().await {
                 tracing::warn!("removing the team scratchpad: {e}");
             }
