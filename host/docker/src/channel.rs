@@ -52,6 +52,62 @@ fi
 /// The attached server's first line when it found the FIFOs.
 const FIFO_OFFER: &[u8] = b"CBENCH-CHANNEL 2 fifo\n";
 
+/// Every `FifoPair` directory of this process (removed by `remove_fifo_dirs` when a signal
+/// ends the process before the sandboxes holding them are dropped).
+static LIVE_FIFO_DIRS: std::sync::Mutex<Vec<std::path::PathBuf>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// How the FIFO directories' names start (then the creating process's pid and a dash).
+pub const FIFO_DIR_PREFIX: &str = "cbench-channel-";
+
+/// Removes the FIFO directories in the temp dir whose creating process is gone (killed before
+/// it could remove them); returns how many.
+pub fn remove_stale_fifo_dirs() -> usize {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(FIFO_DIR_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        if is_dir
+            && pid != std::process::id()
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && std::fs::remove_dir_all(entry.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Removes every channel FIFO directory this process still has (on Ctrl-C / SIGTERM, after
+/// its containers were swept).
+pub fn remove_fifo_dirs() {
+    let dirs: Vec<_> = match LIVE_FIFO_DIRS.lock() {
+        Ok(mut live) => live.drain(..).collect(),
+        Err(_) => return,
+    };
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+impl Drop for FifoPair {
+    fn drop(&mut self) {
+        if let Ok(mut live) = LIVE_FIFO_DIRS.lock() {
+            live.retain(|d| d != self.outer.path());
+        }
+    }
+}
+
 /// A private host directory holding the channel's two FIFOs, for one container.
 pub struct FifoPair {
     /// Mode 0700: no other user of this machine reaches the FIFOs.
@@ -62,9 +118,15 @@ impl FifoPair {
     /// Makes the directory and its FIFOs `in` and `out`.
     pub fn create() -> std::io::Result<FifoPair> {
         use std::os::unix::fs::PermissionsExt;
+        // The creator's pid in the name: a later cleanup removes what a killed process left.
         let outer = tempfile::Builder::new()
-            .prefix("cbench-channel-")
+            .prefix(&format!("{FIFO_DIR_PREFIX}{}-", std::process::id()))
+            .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir()?;
+        std::fs::set_permissions(outer.path(), std::fs::Permissions::from_mode(0o700))?;
+        if let Ok(mut live) = LIVE_FIFO_DIRS.lock() {
+            live.push(outer.path().to_path_buf());
+        }
         let dir = outer.path().join("fifo");
         std::fs::create_dir(&dir)?;
         // The container's root has no capabilities (no DAC override), and the directory
@@ -377,5 +439,35 @@ async fn kill(engine: Arc<Engine>, container: String, id: u64) {
     .await;
     if let Err(e) = result {
         tracing::warn!("could not kill a timed-out command in {container}: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+
+    #[test]
+    fn the_fifos_are_reachable_only_through_a_private_directory_named_for_this_process() {
+        let pair = FifoPair::create().expect("FIFOs");
+        let outer = pair.outer.path().to_path_buf();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&outer), 0o700, "{}", outer.display());
+        assert_eq!(mode(&pair.dir()), 0o711);
+        for name in ["in", "out"] {
+            let path = pair.dir().join(name);
+            assert!(std::fs::metadata(&path).unwrap().file_type().is_fifo());
+            assert_eq!(mode(&path), 0o666);
+        }
+        let name = outer.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with(&format!("{FIFO_DIR_PREFIX}{}-", std::process::id())),
+            "{name}"
+        );
+        // A live process's directories are not stale.
+        remove_stale_fifo_dirs();
+        assert!(outer.exists());
+        drop(pair);
+        assert!(!outer.exists());
     }
 }

@@ -53,6 +53,8 @@ pub enum Scope {
 
 /// Removes the containers, then the networks and volumes, that `scope` selects.
 pub async fn sweep(engine: &Engine, scope: &Scope) -> Result<Swept, DockerError> {
+    // Exec channel directories of killed processes (not labelled: they live on this host).
+    super::channel::remove_stale_fifo_dirs();
     let label = match scope {
         Scope::RunId(id) => format!("{LABEL_RUN_ID}={id}"),
         Scope::RunName(name) => format!("{LABEL_RUN}={name}"),
@@ -147,5 +149,6 @@ pub async fn sweep_registered() -> Result<Swept, DockerError> {
             total.networks += swept.networks;
         }
     }
+    super::channel::remove_fifo_dirs();
     Ok(total)
 }

@@ -23,6 +23,17 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// Starts `cbench run` in the background: every agent runs `command` (a long sleep).
 fn start_hanging(name: &str, logs: &Path, script_dir: &Path, extra: &[&str]) -> Child {
+    start_hanging_in(name, logs, script_dir, extra, &std::env::temp_dir())
+}
+
+/// `start_hanging` with `tmp` as the run's temp dir.
+fn start_hanging_in(
+    name: &str,
+    logs: &Path,
+    script_dir: &Path,
+    extra: &[&str],
+    tmp: &Path,
+) -> Child {
     let script = write_temp(
         script_dir,
         "hang.json",
@@ -49,6 +60,7 @@ fn start_hanging(name: &str, logs: &Path, script_dir: &Path, extra: &[&str]) -> 
     Command::new(env!("CARGO_BIN_EXE_cbench"))
         .args(&args)
         .env("CBENCH_CACHE_DIR", cache_dir())
+        .env("TMPDIR", tmp)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -79,11 +91,15 @@ fn run_cmd(log_dir: &str, name: &str, model: &str, extra: &[&str]) -> std::proce
 
 /// Scratch directories of run `name` in the temp dir.
 fn scratch_dirs(name: &str) -> Vec<PathBuf> {
-    let prefix = format!("cbench-run-{name}-");
-    std::fs::read_dir(std::env::temp_dir())
+    dirs_named(&std::env::temp_dir(), &format!("cbench-run-{name}-"))
+}
+
+/// The entries of `dir` whose names start with `prefix`.
+fn dirs_named(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
         .map(|e| e.path())
         .collect()
 }
@@ -165,11 +181,14 @@ fn sighup_on_docker_leaves_no_container_and_no_scratch_dir() {
     let logs = tempfile::tempdir().unwrap();
     let scripts = tempfile::tempdir().unwrap();
     let name = format!("hup-{}", std::process::id());
-    let child = start_hanging(
+    // The run's own temp dir: the agents' exec channels keep their FIFO directories there.
+    let tmp = tempfile::tempdir().unwrap();
+    let child = start_hanging_in(
         &name,
         logs.path(),
         scripts.path(),
         &["--backend", "docker", "-f", "1,2"],
+        tmp.path(),
     );
     let rt = runtime();
     wait_for("two agent containers", || {
@@ -183,7 +202,10 @@ fn sighup_on_docker_leaves_no_container_and_no_scratch_dir() {
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
     let left = rt.block_on(containers_labelled(engine, LABEL_RUN, &name));
     assert!(left.is_empty(), "containers left: {left:?}");
-    assert!(scratch_dirs(&name).is_empty(), "{:?}", scratch_dirs(&name));
+    let scratch = dirs_named(tmp.path(), &format!("cbench-run-{name}-"));
+    assert!(scratch.is_empty(), "{scratch:?}");
+    let fifos = dirs_named(tmp.path(), "cbench-channel-");
+    assert!(fifos.is_empty(), "exec channel directories left: {fifos:?}");
 }
 
 #[test]
@@ -211,12 +233,18 @@ fn after_kill_9_cleanup_or_the_resume_leaves_nothing_behind() {
             !scratch_dirs(&name).is_empty(),
             "kill -9 left no scratch dir?"
         );
+        let channel_dirs = format!("cbench-channel-{}-", child.id());
+        assert!(
+            !dirs_named(&std::env::temp_dir(), &channel_dirs).is_empty(),
+            "kill -9 left no exec channel directory?"
+        );
         assert!(!rt
             .block_on(containers_labelled(engine, LABEL_RUN, &name))
             .is_empty());
+        channel_dirs
     };
 
-    kill_mid_run();
+    let channel_dirs = kill_mid_run();
     let out = cbench(&["cleanup", "-n", &name]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
@@ -228,9 +256,11 @@ fn after_kill_9_cleanup_or_the_resume_leaves_nothing_behind() {
     assert!(rt
         .block_on(containers_labelled(engine, LABEL_RUN, &name))
         .is_empty());
+    let left = dirs_named(&std::env::temp_dir(), &channel_dirs);
+    assert!(left.is_empty(), "exec channel directories left: {left:?}");
 
     // Killed again; this time the next run of the same name cleans up first.
-    kill_mid_run();
+    let channel_dirs = kill_mid_run();
     let quick = write_temp(
         scripts.path(),
         "hang.json",
@@ -255,6 +285,8 @@ fn after_kill_9_cleanup_or_the_resume_leaves_nothing_behind() {
     assert!(rt
         .block_on(containers_labelled(engine, LABEL_RUN, &name))
         .is_empty());
+    let left = dirs_named(&std::env::temp_dir(), &channel_dirs);
+    assert!(left.is_empty(), "exec channel directories left: {left:?}");
 }
 
 /// Every pair of the bundled task against an OpenAI-compatible mock of the oracle;
