@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::dataset::{Feature, Pair, Task};
-use crate::docker::container::{Container, ContainerSpec, Shell, TarEntry};
+use crate::docker::container::{Container, ContainerSpec, OneShot, TarEntry};
 use crate::docker::{images, Engine, ResourceLimits, RunLabels};
 use crate::sandbox::base::BaseRepo;
 use crate::sandbox::confine::{toolchain_env, Confinement, Mounts};
@@ -49,7 +49,8 @@ pub enum TestBench {
 
 /// A pair's docker grading: every test run in a container of its own, fresh from the
 /// task's image, so no run sees what another left (installed hooks, files outside the
-/// repository, `/patches`). The next run's container starts while the current one runs.
+/// repository, `/patches`). Each container is started ahead, waiting to run the image's runner
+/// as its main process (as CooperBench's `docker run IMAGE runner.sh …`), and ends with it.
 pub struct DockerBench {
     engine: Arc<Engine>,
     spec: ContainerSpec,
@@ -63,21 +64,20 @@ pub struct DockerBench {
 }
 
 /// A grading container being started.
-type PendingGrader = tokio::task::JoinHandle<Result<Container, SandboxError>>;
+type PendingGrader = tokio::task::JoinHandle<Result<OneShot, SandboxError>>;
 
 /// Containers kept starting ahead of the test runs: every run of a two-feature coop pair (two
 /// own, two merged), so its grading waits for no container start when its agents took longer
 /// than the engine needs to start them (it starts them one at a time, ~0.2 s each).
 const STARTED_AHEAD: usize = 4;
 
-/// Starts one grading container with an empty `/patches`.
-async fn start_grader(engine: Arc<Engine>, spec: ContainerSpec) -> Result<Container, SandboxError> {
-    let container = Container::start(&engine, &spec).await?;
-    if let Err(e) = container.upload("/", &[TarEntry::dir("patches")]).await {
-        let _ = container.remove().await;
-        return Err(e.into());
-    }
-    Ok(container)
+/// Starts one grading container, waiting to run `runner` in the repository.
+async fn start_grader(
+    engine: Arc<Engine>,
+    spec: ContainerSpec,
+    runner: Vec<String>,
+) -> Result<OneShot, SandboxError> {
+    Ok(Container::start_one_shot(&engine, &spec, &runner, REPO_DIR).await?)
 }
 
 impl DockerBench {
@@ -88,12 +88,13 @@ impl DockerBench {
             ahead.push_back(tokio::spawn(start_grader(
                 self.engine.clone(),
                 self.spec.clone(),
+                self.runner.clone(),
             )));
         }
     }
 
     /// A fresh container for one test run (the oldest started ahead, if any).
-    async fn take(&self) -> Result<Container, SandboxError> {
+    async fn take(&self) -> Result<OneShot, SandboxError> {
         use std::sync::atomic::Ordering;
         let mut ahead = self.ahead.lock().await;
         let ready = ahead.pop_front();
@@ -106,7 +107,7 @@ impl DockerBench {
             Some(handle) => handle
                 .await
                 .map_err(|e| SandboxError::Command(format!("starting a grading container: {e}")))?,
-            None => start_grader(self.engine.clone(), self.spec.clone()).await,
+            None => start_grader(self.engine.clone(), self.spec.clone(), self.runner.clone()).await,
         }
     }
 }
@@ -138,7 +139,8 @@ impl TestBench {
             drop_capabilities: false,
             volumes: Vec::new(),
         };
-        let container = start_grader(d.engine.clone(), spec.clone()).await?;
+        let grader = start_grader(d.engine.clone(), spec.clone(), info.runner.clone()).await?;
+        let container = grader.container();
         let (code, out) = match container
             .exec_argv(&["git", "-C", REPO_DIR, "rev-parse", "HEAD"], &[])
             .await
@@ -156,7 +158,7 @@ impl TestBench {
                 out.trim()
             )));
         }
-        let ready = tokio::spawn(async move { Ok(container) });
+        let ready = tokio::spawn(async move { Ok(grader) });
         Ok(TestBench::Docker(Box::new(DockerBench {
             engine: d.engine.clone(),
             spec,
@@ -279,11 +281,14 @@ impl TestBench {
                 };
                 let tests_name = format!("{name}.tests.patch");
                 let patch_name = format!("{name}.patch");
-                let mut entries = vec![TarEntry::file(
-                    &format!("patches/{tests_name}"),
-                    &read(&feature.tests_patch_path())?,
-                    0o644,
-                )];
+                let mut entries = vec![
+                    TarEntry::dir("patches"),
+                    TarEntry::file(
+                        &format!("patches/{tests_name}"),
+                        &read(&feature.tests_patch_path())?,
+                        0o644,
+                    ),
+                ];
                 let mut args = vec![tests_name];
                 if !patch_is_empty {
                     entries.push(TarEntry::file(
@@ -293,23 +298,16 @@ impl TestBench {
                     ));
                     args.push(patch_name);
                 }
-                let container = bench.take().await?;
-                let script = format!(
-                    "cd {REPO_DIR}\nexec {}\n",
-                    bench
-                        .runner
-                        .iter()
-                        .chain(args.iter())
-                        .map(|a| shell_quote(a))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                );
-                let out = match container.upload("/", &entries).await {
-                    Ok(()) => container
-                        .run_script(&script, Shell::Plain, REPO_DIR, &[], timeout, cap)
-                        .await
-                        .map_err(SandboxError::from),
-                    Err(e) => Err(e.into()),
+                let grader = bench.take().await?;
+                let (container, out) = match grader.container().upload("/", &entries).await {
+                    Ok(()) => match grader.run(&args, timeout, cap).await {
+                        Ok((container, out)) => (container, Ok(out)),
+                        Err(e) => return Err(e.into()),
+                    },
+                    Err(e) => {
+                        let _ = grader.container().remove().await;
+                        return Err(e.into());
+                    }
                 };
                 // This run's container is never used again, whatever its code left in it
                 // (removed while the next test runs; `close` waits for the removals).
@@ -329,8 +327,8 @@ impl TestBench {
         if let TestBench::Docker(bench) = self {
             let ahead: Vec<PendingGrader> = bench.ahead.lock().await.drain(..).collect();
             for pending in ahead {
-                if let Ok(Ok(container)) = pending.await {
-                    container.remove().await?;
+                if let Ok(Ok(grader)) = pending.await {
+                    grader.container().remove().await?;
                 }
             }
             let removing: Vec<_> = bench.removing.lock().await.drain(..).collect();

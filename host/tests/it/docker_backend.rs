@@ -734,3 +734,96 @@ fn the_git_server_is_private_and_serves_each_pair_only_its_own_repository() {
         .expect("sweep");
     });
 }
+
+/// A grading container: started ahead, then runs one command as its main process.
+async fn one_shot(run: &RunLabels, script: &str) -> cbench::docker::container::OneShot {
+    let command: Vec<String> = ["sh", "-c", script, "runner"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    cbench::docker::container::Container::start_one_shot(
+        docker(),
+        &spec(run, "grader"),
+        &command,
+        REPO_DIR,
+    )
+    .await
+    .expect("a grading container")
+}
+
+#[test]
+fn a_grading_container_runs_its_runner_as_pid_1_with_exit_code_cap_and_timeout() {
+    docker();
+    runtime().block_on(async {
+        let run = RunLabels::new("it-one-shot");
+        // As `docker run IMAGE runner.sh ARGS`: pid 1, in the repository, the arguments given
+        // last, stdout and stderr merged.
+        let grader = one_shot(
+            &run,
+            "echo \"pid=$$ dir=$PWD args=$*\"; echo err >&2; exit 3",
+        )
+        .await;
+        let args = ["a.tests.patch".to_string(), "a.patch".to_string()];
+        let (container, out) = grader
+            .run(&args, Duration::from_secs(30), 1 << 20)
+            .await
+            .expect("a run");
+        assert_eq!(
+            (
+                out.exit_code,
+                out.output.as_str(),
+                out.timed_out,
+                out.truncated
+            ),
+            (
+                3,
+                "pid=1 dir=/workspace/repo args=a.tests.patch a.patch\nerr\n",
+                false,
+                false
+            )
+        );
+        container.remove().await.expect("remove");
+
+        let grader = one_shot(&run, "head -c 3000000 /dev/zero; exit 0").await;
+        let (container, out) = grader
+            .run(&[], Duration::from_secs(30), 1000)
+            .await
+            .expect("a run");
+        assert_eq!(
+            (out.exit_code, out.output.len(), out.truncated),
+            (0, 1000, true)
+        );
+        container.remove().await.expect("remove");
+
+        // Past its deadline the whole container is killed; what it printed is kept.
+        let grader = one_shot(&run, "echo started; sleep 600").await;
+        let started = Instant::now();
+        let (container, out) = grader
+            .run(&[], Duration::from_secs(2), 1 << 20)
+            .await
+            .expect("a run");
+        assert!(out.timed_out && out.exit_code == -1, "{out:?}");
+        assert_eq!(out.output, "started\n");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+        container.remove().await.expect("remove");
+
+        // Arguments are plain words, never shell text.
+        let grader = one_shot(&run, "echo ran").await;
+        let container_id = grader.container().id().to_string();
+        let err = grader
+            .run(
+                &["x; touch /pwned".to_string()],
+                Duration::from_secs(10),
+                1 << 20,
+            )
+            .await
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("plain word"), "{err}");
+        let _ = cbench::docker::container::remove_container(docker().api(), &container_id).await;
+    });
+}

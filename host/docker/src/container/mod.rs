@@ -12,10 +12,12 @@ use bollard::models::{ContainerCreateBody, EndpointSettings, HostConfig, Network
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use futures_util::StreamExt;
 
+mod oneshot;
 mod transfer;
 
 use super::{is_not_found, DockerError, Engine, ResourceLimits};
 use crate::exec::ExecOutput;
+pub use oneshot::OneShot;
 pub use transfer::{tar_archive, TarEntry};
 
 /// How long to wait for the output stream to end after a timed-out command's group was killed.
@@ -85,6 +87,21 @@ impl Container {
         spec: &ContainerSpec,
         binds: &[BindMount],
     ) -> Result<Container, DockerError> {
+        let main = vec!["sh".into(), "-c".into(), KEEP_ALIVE.into()];
+        let container = Container::create(engine, spec, binds, main, false).await?;
+        container.start_created(&spec.image).await?;
+        Ok(container)
+    }
+
+    /// Creates a container from `spec` whose main process is `main` (with its stdin open to one
+    /// attach when `stdin` is set), not yet started.
+    async fn create(
+        engine: &Arc<Engine>,
+        spec: &ContainerSpec,
+        binds: &[BindMount],
+        main: Vec<String>,
+        stdin: bool,
+    ) -> Result<Container, DockerError> {
         let api = engine.api();
         match api.inspect_image(&spec.image).await {
             Ok(_) => {}
@@ -142,8 +159,13 @@ impl Container {
             });
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
-            entrypoint: Some(vec!["sh".into(), "-c".into(), KEEP_ALIVE.into()]),
+            entrypoint: Some(main),
             cmd: Some(Vec::new()),
+            open_stdin: stdin.then_some(true),
+            stdin_once: stdin.then_some(true),
+            attach_stdin: stdin.then_some(true),
+            attach_stdout: stdin.then_some(true),
+            attach_stderr: stdin.then_some(true),
             working_dir: Some(spec.working_dir.clone()),
             env: Some(spec.env.clone()),
             labels: Some(spec.labels.clone()),
@@ -158,19 +180,23 @@ impl Container {
                 "creating a container from {}",
                 spec.image
             )))?;
-        let container = Container {
+        Ok(Container {
             engine: engine.clone(),
             id: created.id,
             removed: AtomicBool::new(false),
             next_script: AtomicU64::new(0),
-        };
-        api.start_container(&container.id, None)
+        })
+    }
+
+    /// Starts a container `create` made (of `image`, for the error).
+    async fn start_created(&self, image: &str) -> Result<(), DockerError> {
+        self.engine
+            .api()
+            .start_container(&self.id, None)
             .await
             .map_err(DockerError::api(format!(
-                "starting a container from {}",
-                spec.image
-            )))?;
-        Ok(container)
+                "starting a container from {image}"
+            )))
     }
 
     /// Creates (without starting) a container, e.g. to copy files out of an image.
