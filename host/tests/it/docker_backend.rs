@@ -821,8 +821,7 @@ fn a_grading_container_runs_its_runner_as_pid_1_with_exit_code_cap_and_timeout()
                 1 << 20,
             )
             .await
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert!(err.to_string().contains("plain word"), "{err}");
         let _ = cbench::docker::container::remove_container(docker().api(), &container_id).await;
     });
