@@ -359,37 +359,11 @@ impl Container {
         else {
             return Err(DockerError::Other("exec started detached".into()));
         };
-        let mut captured = Vec::new();
-        let mut truncated = false;
-        let mut keep = |message: &[u8], captured: &mut Vec<u8>| {
-            let room = cap.saturating_sub(captured.len());
-            if message.len() > room {
-                truncated = true;
-            }
-            captured.extend_from_slice(&message[..message.len().min(room)]);
-        };
-        let deadline = Instant::now() + timeout;
-        let mut timed_out = false;
-        loop {
-            let next = if timed_out {
-                tokio::time::timeout(DRAIN_GRACE, output.next()).await
-            } else {
-                tokio::time::timeout_at(deadline.into(), output.next()).await
-            };
-            match next {
-                Ok(Some(Ok(LogOutput::StdOut { message } | LogOutput::StdErr { message }))) => {
-                    keep(&message, &mut captured)
-                }
-                Ok(Some(Ok(_))) => {}
-                Ok(Some(Err(e))) => return Err(DockerError::api("reading exec output")(e)),
-                Ok(None) => break,
-                Err(_) if timed_out => break,
-                Err(_) => {
-                    timed_out = true;
-                    self.kill_script_group(&path).await;
-                }
-            }
-        }
+        let Captured {
+            bytes: captured,
+            truncated,
+            timed_out,
+        } = capture(&mut output, timeout, cap, || self.kill_script_group(&path)).await?;
         let exit_code = if timed_out {
             -1
         } else {
@@ -478,6 +452,64 @@ impl Drop for Container {
             });
         }
     }
+}
+
+/// What a command printed (stdout and stderr merged, in order), and how it ended.
+struct Captured {
+    bytes: Vec<u8>,
+    /// It printed more than the cap.
+    truncated: bool,
+    /// Its deadline passed (and `kill` ran).
+    timed_out: bool,
+}
+
+/// Reads `output` until it ends, keeping at most `cap` bytes; once `timeout` passes, `kill`
+/// runs and what follows within `DRAIN_GRACE` is kept too.
+async fn capture<S, K, F>(
+    output: &mut S,
+    timeout: Duration,
+    cap: usize,
+    kill: K,
+) -> Result<Captured, DockerError>
+where
+    S: futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Unpin,
+    K: FnOnce() -> F,
+    F: std::future::Future<Output = ()>,
+{
+    let mut captured = Captured {
+        bytes: Vec::new(),
+        truncated: false,
+        timed_out: false,
+    };
+    let deadline = Instant::now() + timeout;
+    let mut kill = Some(kill);
+    loop {
+        let next = if captured.timed_out {
+            tokio::time::timeout(DRAIN_GRACE, output.next()).await
+        } else {
+            tokio::time::timeout_at(deadline.into(), output.next()).await
+        };
+        match next {
+            Ok(Some(Ok(LogOutput::StdOut { message } | LogOutput::StdErr { message }))) => {
+                let room = cap.saturating_sub(captured.bytes.len());
+                captured.truncated |= message.len() > room;
+                captured
+                    .bytes
+                    .extend_from_slice(&message[..message.len().min(room)]);
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(e))) => return Err(DockerError::api("reading a command's output")(e)),
+            Ok(None) => break,
+            Err(_) if captured.timed_out => break,
+            Err(_) => {
+                captured.timed_out = true;
+                if let Some(kill) = kill.take() {
+                    kill().await;
+                }
+            }
+        }
+    }
+    Ok(captured)
 }
 
 /// Force-removes a container (and its anonymous volumes); a missing one is fine.

@@ -6,13 +6,13 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bollard::container::LogOutput;
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::{BindMount, Container, ContainerSpec, DRAIN_GRACE};
+use super::{capture, BindMount, Captured, Container, ContainerSpec};
 use crate::exec::ExecOutput;
 use crate::{DockerError, Engine};
 
@@ -114,34 +114,16 @@ impl OneShot {
         .await;
         sent.map_err(|e| DockerError::Other(format!("starting the command: {e}")))?;
         drop(input);
-        let mut captured = Vec::new();
-        let mut truncated = false;
-        let deadline = Instant::now() + timeout;
-        let mut timed_out = false;
-        loop {
-            let next = if timed_out {
-                tokio::time::timeout(DRAIN_GRACE, output.next()).await
-            } else {
-                tokio::time::timeout_at(deadline.into(), output.next()).await
-            };
-            match next {
-                Ok(Some(Ok(LogOutput::StdOut { message } | LogOutput::StdErr { message }))) => {
-                    let room = cap.saturating_sub(captured.len());
-                    truncated |= message.len() > room;
-                    captured.extend_from_slice(&message[..message.len().min(room)]);
-                }
-                Ok(Some(Ok(_))) => {}
-                Ok(Some(Err(e))) => {
-                    return Err(DockerError::api("reading the command's output")(e))
-                }
-                Ok(None) => break,
-                Err(_) if timed_out => break,
-                Err(_) => {
-                    timed_out = true;
-                    container.kill().await?;
-                }
+        let Captured {
+            bytes: captured,
+            truncated,
+            timed_out,
+        } = capture(&mut output, timeout, cap, || async {
+            if let Err(e) = container.kill().await {
+                tracing::warn!("killing timed-out container {}: {e}", container.id);
             }
-        }
+        })
+        .await?;
         let exit_code = if timed_out {
             -1
         } else {
