@@ -76,9 +76,14 @@ send_small() {
   fi
   return 0
 }
-alive() {
+# The whole of a /proc/<pid>/stat in $st: a process may name itself with a newline and a fake
+# state (`x) Z`), so the fields are read past the last `) ` of the whole file, never of its first line.
+stat_of() {
   st=
-  { read -r st < "/proc/$w/stat"; } 2>/dev/null
+  { while IFS= read -r l || [ -n "$l" ]; do st="$st$l "; done < "$1"; } 2>/dev/null
+}
+alive() {
+  stat_of "/proc/$w/stat"
   st="${st##*) }"
   case "$st" in R*|S*|D*) return 0 ;; esac
   return 1
@@ -91,7 +96,8 @@ keep=
 for x in /proc/[0-9]*; do
   q="${x#/proc/}"
   [ "$q" = 1 ] || [ "$q" = "$$" ] && continue
-  { read -r st < "$x/stat"; } 2>/dev/null || continue
+  stat_of "$x/stat"
+  [ -n "$st" ] || continue
   set -- ${st##*) }
   [ "$2" = 1 ] && keep="$keep $q "
 done
@@ -124,7 +130,8 @@ while IFS=' ' read -r tag id mode cap lines; do
       q="${x#/proc/}"
       [ "$q" = 1 ] || [ "$q" = "$$" ] || [ ! -r "$x/stat" ] && continue
       case "$keep" in *" $q "*) continue ;; esac
-      { read -r st < "$x/stat"; } 2>/dev/null || continue
+      stat_of "$x/stat"
+      [ -n "$st" ] || continue
       set -- ${st##*) }
       # A zombie is done, unless it leads threads still running (its main thread exited).
       [ "$1" = Z ] && [ "${18:-1}" -le 1 ] && continue

@@ -93,8 +93,13 @@ wait "$pid"
 code=$?
 kill -9 "-$pid" 2>/dev/null
 n=0
+# The whole of a /proc/<pid>/stat in $st (a process may put a newline and a fake state in its name).
+stat_of() {
+  st=
+  { while IFS= read -r l || [ -n "$l" ]; do st="$st$l "; done < "$1"; } 2>/dev/null
+}
 if [ "$sweep" = marked ]; then
-  { read -r st < "/proc/$$/stat"; } 2>/dev/null
+  stat_of "/proc/$$/stat"
   set -- ${st##*) }
   own_group="${3:-0}"
   unsure=0
@@ -107,7 +112,8 @@ if [ "$sweep" = marked ]; then
       p="${f#/proc/}"
       p="${p%/environ}"
       [ "$p" = 1 ] || [ "$p" = "$$" ] && continue
-      { read -r st < "/proc/$p/stat"; } 2>/dev/null || continue
+      stat_of "/proc/$p/stat"
+      [ -n "$st" ] || continue
       set -- ${st##*) }
       case "$1" in Z*) continue ;; esac
       [ "${3:-0}" -gt 1 ] && [ "$3" != "$own_group" ] && kill -9 "-$3" 2>/dev/null
@@ -129,7 +135,8 @@ else
     for d in /proc/[0-9]*; do
       p="${d#/proc/}"
       [ "$p" = 1 ] || [ "$p" = "$$" ] || [ ! -r "$d/stat" ] && continue
-      { read -r st < "$d/stat"; } 2>/dev/null || continue
+      stat_of "$d/stat"
+      [ -n "$st" ] || continue
       case "${st##*) }" in Z*) continue ;; esac
       kill -9 "$p" 2>/dev/null && left=1
     done

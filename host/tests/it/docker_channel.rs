@@ -489,3 +489,37 @@ PY"#;
         sandbox.close().await.expect("close");
     });
 }
+
+#[test]
+fn a_process_named_like_a_zombie_is_swept_in_a_container() {
+    use crate::local_shell::{DISGUISED_TICKER, TICKS_SINCE};
+    docker();
+    runtime().block_on(async {
+        let sandbox = sandbox(&RunLabels::new("it-channel-disguised")).await;
+        let out = sandbox
+            .exec(DISGUISED_TICKER, Duration::from_secs(10))
+            .await
+            .expect("exec");
+        assert_eq!(out.output, "started\n");
+        let out = sandbox
+            .exec(TICKS_SINCE, Duration::from_secs(10))
+            .await
+            .expect("exec");
+        assert_eq!(out.output, "0\n", "the disguised process still writes");
+        // The same through one docker exec per command (the channel's fallback).
+        let out = sandbox
+            .exec_plain(DISGUISED_TICKER, Duration::from_secs(10))
+            .await
+            .expect("exec");
+        assert_eq!(out.output, "started\n");
+        let out = sandbox
+            .exec_plain(TICKS_SINCE, Duration::from_secs(10))
+            .await
+            .expect("exec");
+        assert_eq!(
+            out.output, "0\n",
+            "the disguised process outlived a plain exec"
+        );
+        sandbox.close().await.expect("close");
+    });
+}

@@ -267,6 +267,17 @@ sleep 0.6; echo started"#;
     assert_eq!(out.output, "0\n", "the ghost thread still writes");
 }
 
+/// A process may name itself with a newline and a fake state (`x) Z`), so that the first line
+/// of its `/proc/<pid>/stat` reads like a zombie's: it is swept all the same.
+#[tokio::test]
+async fn a_process_named_like_a_zombie_is_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path()).await;
+    assert_eq!(run(&sb, DISGUISED_TICKER).await.output, "started\n");
+    let out = run(&sb, TICKS_SINCE).await;
+    assert_eq!(out.output, "0\n", "the disguised process still writes");
+}
+
 /// What an agent's profile starts after its last command ends with the agent: it cannot
 /// change the tree the patch is taken from, or anything after.
 #[tokio::test]
@@ -349,3 +360,12 @@ fn a_job_from_the_profile_dies_when_its_agent_ends_not_when_the_pair_does() {
         "a job outlived its agent:\n{patch}"
     );
 }
+
+/// Starts a `setsid` loop that renames itself `x) Z` + newline and appends to `~/ticks`.
+/// Says `started` only once the disguise took.
+pub(crate) const DISGUISED_TICKER: &str = r#"setsid bash -c 'printf "x) Z\n" > /proc/$$/comm; while :; do echo t >> ~/ticks; sleep 0.05; done' </dev/null >/dev/null 2>&1 &
+sleep 0.4; grep -qs "x) Z" /proc/[0-9]*/comm && echo started"#;
+
+/// How many ticks `DISGUISED_TICKER`'s loop wrote during half a second.
+pub(crate) const TICKS_SINCE: &str =
+    "a=$(wc -l < ~/ticks); sleep 0.5; b=$(wc -l < ~/ticks); echo $((b - a))";
