@@ -3,6 +3,7 @@
 //! clock, processes), whether a pair is coop or solo, which plugin ran. No engine, sandbox or
 //! plugin code (it only names the files and images they use): everything else builds on this.
 
+pub mod background;
 pub mod channel;
 pub mod clock;
 pub mod dataset;

@@ -100,14 +100,6 @@ pub fn remove_fifo_dirs() {
     }
 }
 
-impl Drop for FifoPair {
-    fn drop(&mut self) {
-        if let Ok(mut live) = LIVE_FIFO_DIRS.lock() {
-            live.retain(|d| d != self.outer.path());
-        }
-    }
-}
-
 /// A private host directory holding the channel's two FIFOs, for one container.
 pub struct FifoPair {
     /// Mode 0700: no other user of this machine reaches the FIFOs.
@@ -123,7 +115,6 @@ impl FifoPair {
             .prefix(&format!("{FIFO_DIR_PREFIX}{}-", std::process::id()))
             .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir()?;
-        std::fs::set_permissions(outer.path(), std::fs::Permissions::from_mode(0o700))?;
         if let Ok(mut live) = LIVE_FIFO_DIRS.lock() {
             live.push(outer.path().to_path_buf());
         }
@@ -179,6 +170,14 @@ impl FifoPair {
             if let Err(e) = std::fs::remove_file(dir.join(name)) {
                 tracing::warn!("removing the exec channel's {name} FIFO: {e}");
             }
+        }
+    }
+}
+
+impl Drop for FifoPair {
+    fn drop(&mut self) {
+        if let Ok(mut live) = LIVE_FIFO_DIRS.lock() {
+            live.retain(|d| d != self.outer.path());
         }
     }
 }
@@ -380,13 +379,11 @@ impl Transport for DockerTransport {
         let Some((_, receiver)) = self.fifos.as_mut() else {
             return self.read_attached(buffer).await;
         };
-        let mut chunk = [0u8; 65536];
-        match receiver.read(&mut chunk).await {
+        // Straight into the channel's buffer (a pipe holds at most 64 KiB at a time).
+        buffer.reserve(64 << 10);
+        match receiver.read_buf(buffer).await {
             Ok(0) => Err(broken("the channel closed")),
-            Ok(n) => {
-                buffer.extend_from_slice(&chunk[..n]);
-                Ok(())
-            }
+            Ok(_) => Ok(()),
             Err(e) => Err(broken(format!("reading: {e}"))),
         }
     }

@@ -122,7 +122,7 @@ pub struct Grader {
     spare_slots: Option<Arc<tokio::sync::Semaphore>>,
     /// Test benches being closed after their pair's grade was returned (`None`: a grade
     /// returns only once its bench is closed).
-    closing: Option<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    closing: Option<cbench_core::background::Background>,
 }
 
 /// How many test runs grading `pair` makes at most: every feature on its agent's patch and
@@ -158,15 +158,8 @@ impl Grader {
 
     /// Waits for the test benches still closing.
     pub async fn closed(&self) {
-        let Some(closing) = &self.closing else {
-            return;
-        };
-        let handles: Vec<_> = match closing.lock() {
-            Ok(mut list) => list.drain(..).collect(),
-            Err(poisoned) => poisoned.into_inner().drain(..).collect(),
-        };
-        for handle in handles {
-            let _ = handle.await;
+        if let Some(closing) = &self.closing {
+            closing.finished().await;
         }
     }
 
@@ -264,11 +257,7 @@ impl Grader {
             Some(closing) => {
                 // A root span: the grade it follows has returned.
                 let span = tracing::info_span!(parent: None, "bench_close");
-                let handle = tokio::spawn(close.instrument(span));
-                match closing.lock() {
-                    Ok(mut list) => list.push(handle),
-                    Err(poisoned) => poisoned.into_inner().push(handle),
-                }
+                closing.spawn(close.instrument(span));
             }
             None => close.await,
         }

@@ -60,7 +60,7 @@ pub struct DockerBench {
     /// Test runs still planned: containers are started ahead only for those.
     planned: std::sync::atomic::AtomicUsize,
     /// Used containers being removed while the next test runs (awaited by `close`).
-    removing: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    removing: cbench_core::background::Background,
 }
 
 /// A grading container being started.
@@ -299,25 +299,19 @@ impl TestBench {
                     args.push(patch_name);
                 }
                 let grader = bench.take().await?;
-                let (container, out) = match grader.container().upload("/", &entries).await {
-                    Ok(()) => match grader.run(&args, timeout, cap).await {
-                        Ok((container, out)) => (container, Ok(out)),
-                        Err(e) => return Err(e.into()),
-                    },
-                    Err(e) => {
-                        let _ = grader.container().remove().await;
-                        return Err(e.into());
-                    }
-                };
+                if let Err(e) = grader.container().upload("/", &entries).await {
+                    let _ = grader.container().remove().await;
+                    return Err(e.into());
+                }
+                let (container, out) = grader.run(&args, timeout, cap).await?;
                 // This run's container is never used again, whatever its code left in it
                 // (removed while the next test runs; `close` waits for the removals).
-                let removal = tokio::spawn(async move {
+                bench.removing.spawn(async move {
                     if let Err(e) = container.remove().await {
                         tracing::warn!("removing a grading container: {e}");
                     }
                 });
-                bench.removing.lock().await.push(removal);
-                out
+                Ok(out)
             }
         }
     }
@@ -331,10 +325,7 @@ impl TestBench {
                     grader.container().remove().await?;
                 }
             }
-            let removing: Vec<_> = bench.removing.lock().await.drain(..).collect();
-            for removal in removing {
-                let _ = removal.await;
-            }
+            bench.removing.finished().await;
         }
         Ok(())
     }

@@ -41,7 +41,7 @@ pub(crate) struct RunContext {
     pub(crate) events: Arc<crate::events::EventLog>,
     /// Agents' sandboxes being closed after their patches were taken (awaited by
     /// `closed_sandboxes` before the run's cleanup).
-    pub(crate) closing: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    pub(crate) closing: cbench_core::background::Background,
     /// Held until the run's last pair is written: one live invocation per run.
     pub(crate) _lock: crate::runlock::RunLock,
 }
@@ -54,7 +54,7 @@ impl RunContext {
         sandbox: std::sync::Arc<dyn crate::sandbox::Sandbox>,
     ) {
         use tracing::Instrument;
-        let closing = tokio::spawn(
+        self.closing.spawn(
             async move {
                 if let Err(e) = sandbox.close().await {
                     tracing::warn!("closing the sandbox of {agent_id}: {e}");
@@ -62,21 +62,11 @@ impl RunContext {
             }
             .instrument(tracing::info_span!(parent: None, "sandbox_close")),
         );
-        if let Ok(mut list) = self.closing.lock() {
-            list.retain(|h| !h.is_finished());
-            list.push(closing);
-        }
     }
 
     /// Waits for every sandbox `close_later` is closing.
     pub(crate) async fn closed_sandboxes(&self) {
-        let pending: Vec<_> = match self.closing.lock() {
-            Ok(mut list) => list.drain(..).collect(),
-            Err(_) => Vec::new(),
-        };
-        for handle in pending {
-            let _ = handle.await;
-        }
+        self.closing.finished().await;
     }
 }
 
