@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tracing::Instrument;
 
 use crate::dataset::{Feature, Pair, Task};
@@ -308,8 +308,8 @@ impl Grader {
                 0
             };
         bench.expect_runs(planned).await;
-        // Every test run of the pair is planned before any runs (the merge needs no test
-        // result): the agents' patches, then (coop) the merged tree.
+        // The agents' own test runs need no merge: they start while the merge is computed, and
+        // (coop) the merged tree's runs wait for it.
         let mut runs: Vec<PlannedRun> = Vec::new();
         for (i, (p, _)) in filtered.iter().enumerate() {
             let patch_file = scratch.path().join(format!("{}.patch", p.agent_id));
@@ -323,78 +323,109 @@ impl Grader {
                 });
             }
         }
-        let outcome = if setting.one_agent_per_feature() {
-            let inputs: Vec<(String, String)> = filtered
-                .iter()
-                .map(|(p, _)| (p.agent_id.clone(), p.patch.clone()))
-                .collect();
-            let outcome = merge_patches(base, scratch.path(), &inputs, self.policy)
-                .instrument(tracing::info_span!("merge"))
-                .await
-                .map_err(&sandbox_err)?;
-            if outcome.strategy != MergeStrategy::Failed {
-                let merged_file = scratch.path().join("merged.patch");
-                write_patch(&merged_file, &outcome.diff).map_err(&sandbox_err)?;
-                for f in features {
-                    runs.push(PlannedRun {
-                        agent: None,
-                        feature: f,
-                        patch: merged_file.clone(),
-                        name: format!("merged_feature{}", f.id),
-                    });
-                }
+        let merged_file = scratch.path().join("merged.patch");
+        if setting.one_agent_per_feature() {
+            for f in features {
+                runs.push(PlannedRun {
+                    agent: None,
+                    feature: f,
+                    patch: merged_file.clone(),
+                    name: format!("merged_feature{}", f.id),
+                });
             }
-            Some(outcome)
-        } else {
-            None
-        };
-        // Futures do nothing until awaited: the runs start below.
+        }
+        let inputs: Vec<(String, String)> = filtered
+            .iter()
+            .map(|(p, _)| (p.agent_id.clone(), p.patch.clone()))
+            .collect();
+        let merge = async {
+            if !setting.one_agent_per_feature() {
+                return None;
+            }
+            let outcome = async {
+                let outcome = merge_patches(base, scratch.path(), &inputs, self.policy).await?;
+                if outcome.strategy != MergeStrategy::Failed {
+                    write_patch(&merged_file, &outcome.diff)?;
+                }
+                Ok::<_, SandboxError>(outcome)
+            }
+            .instrument(tracing::info_span!("merge"))
+            .await;
+            Some(Arc::new(outcome))
+        }
+        .boxed()
+        .shared();
+        // Futures do nothing until awaited: the runs start below. A merged tree's run is
+        // skipped (None) when there is no merged tree.
         let pending: Vec<_> = runs
             .iter()
-            .map(|planned| async {
-                // The span starts when the run does, not when it is planned.
-                let span = tracing::info_span!("test_run", run = %planned.name);
-                self.run_feature_tests(
-                    bench,
-                    &pair.task,
-                    &label,
-                    base,
-                    scratch.path(),
-                    pair_dir,
-                    planned.feature,
-                    &planned.patch,
-                    &planned.name,
-                )
-                .instrument(span)
-                .await
+            .map(|planned| {
+                let merge = merge.clone();
+                let label = &label;
+                async move {
+                    if planned.agent.is_none() {
+                        match merge.await.as_deref() {
+                            Some(Ok(outcome)) if outcome.strategy != MergeStrategy::Failed => {}
+                            _ => return Ok(None),
+                        }
+                    }
+                    // The span starts when the run does, not when it is planned.
+                    let span = tracing::info_span!("test_run", run = %planned.name);
+                    self.run_feature_tests(
+                        bench,
+                        &pair.task,
+                        label,
+                        base,
+                        scratch.path(),
+                        pair_dir,
+                        planned.feature,
+                        &planned.patch,
+                        &planned.name,
+                    )
+                    .instrument(span)
+                    .await
+                    .map(Some)
+                }
             })
             .collect();
         // Remote benches run each test run on a machine of its own: all at once. Here, as many
         // at once as the pair's own grading slot plus the slots idle now (each run is a fresh
-        // tree or container of its own), stopping at the first error.
-        let mut results = Vec::with_capacity(runs.len());
-        if bench.runs_in_parallel() {
-            for result in futures_util::future::join_all(pending).await {
-                results.push(result?);
-            }
-        } else {
-            let mut extra = Vec::new();
-            if let Some(slots) = &self.spare_slots {
-                while extra.len() + 1 < runs.len() {
-                    match slots.clone().try_acquire_owned() {
-                        Ok(permit) => extra.push(permit),
-                        Err(_) => break,
+        // tree or container of its own), stopping at the first error. The merge is driven
+        // beside them from the start.
+        let collect = async {
+            let mut results = Vec::with_capacity(runs.len());
+            if bench.runs_in_parallel() {
+                for result in futures_util::future::join_all(pending).await {
+                    results.push(result?);
+                }
+            } else {
+                let mut extra = Vec::new();
+                if let Some(slots) = &self.spare_slots {
+                    while extra.len() + 1 < runs.len() {
+                        match slots.clone().try_acquire_owned() {
+                            Ok(permit) => extra.push(permit),
+                            Err(_) => break,
+                        }
                     }
                 }
+                let mut ordered = futures_util::stream::iter(pending).buffered(1 + extra.len());
+                while let Some(result) = ordered.next().await {
+                    results.push(result?);
+                }
             }
-            let mut ordered = futures_util::stream::iter(pending).buffered(1 + extra.len());
-            while let Some(result) = ordered.next().await {
-                results.push(result?);
-            }
-        }
+            Ok::<_, EvalError>(results)
+        };
+        let (merged_outcome, results) = tokio::join!(merge, collect);
+        let outcome = match merged_outcome.as_deref() {
+            Some(Err(e)) => return Err(sandbox_err(SandboxError::Command(e.to_string()))),
+            Some(Ok(outcome)) => Some(outcome.clone()),
+            None => None,
+        };
+        let results = results?;
         let mut agent_grades: Vec<Vec<FeatureGrade>> = vec![Vec::new(); filtered.len()];
         let mut merged_grades = Vec::new();
         for (planned, grade) in runs.iter().zip(results) {
+            let Some(grade) = grade else { continue };
             match planned.agent {
                 Some(i) => agent_grades[i].push(grade),
                 None => merged_grades.push(grade),

@@ -469,16 +469,11 @@ async fn run_agents_on(
         }
         Some(opened)
     };
-    let (base, runs, opened) = tokio::join!(base_early, agents_phase, bench_early);
-    let runs = match runs {
-        Ok(runs) => runs,
-        Err(e) => {
-            close_unused(opened).await;
-            return Err(e);
-        }
-    };
-
+    // The patches are taken as soon as the agents end, while the grading container may still
+    // be starting (the engine takes a few hundred ms for one).
     let finish = async move {
+        let (base, runs) = tokio::join!(base_early, agents_phase);
+        let runs = runs?;
         let base = base.map_err(|e| e.to_string());
         // Every agent's patch is taken at once (and its sandbox closed in the background).
         let finishing = meta.into_iter().zip(runs).map(|(started, run)| {
@@ -522,7 +517,8 @@ async fn run_agents_on(
         write_json_atomic(&pair_dir.join("result.json"), &record).map_err(|e| e.to_string())?;
         Ok::<_, String>(record)
     };
-    match finish.await {
+    let (finished, opened) = tokio::join!(finish, bench_early);
+    match finished {
         Ok(record) => Ok((record, opened)),
         Err(e) => {
             close_unused(opened).await;

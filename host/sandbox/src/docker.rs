@@ -14,7 +14,9 @@ use super::{checked_relative_path, ExecOutput, Sandbox, SandboxError};
 use crate::local::DEFAULT_OUTPUT_CAP;
 use crate::team::GitServer;
 use cbench_docker::channel::{ExecChannel, FifoPair};
-use cbench_docker::container::{writable_layer_bytes, Container, ContainerSpec, Shell, TarEntry};
+use cbench_docker::container::{
+    writable_layer_bytes, writable_layer_dir, Container, ContainerSpec, Shell, TarEntry,
+};
 use cbench_docker::{DockerError, Engine};
 
 /// Where task images keep the repository.
@@ -133,7 +135,7 @@ impl DockerSandbox {
             output_cap: DEFAULT_OUTPUT_CAP,
             team_client: None,
             channel: tokio::sync::Mutex::new(channel),
-            disk: layer_watch(engine.clone(), container_id, spec.limits.disk_bytes),
+            disk: layer_watch(engine.clone(), container_id, spec.limits.disk_bytes).await,
             fifos,
         })
     }
@@ -264,9 +266,13 @@ async fn start_with_fifos(
     }
 }
 
-/// Watches a container's writable layer (measured by the engine, not by anything in the
-/// container the agent could replace).
-fn layer_watch(engine: Arc<Engine>, id: String, limit: u64) -> DiskWatch {
+/// Watches a container's writable layer, measured from outside the container (nothing in it
+/// the agent could replace): walked on the host where the engine's layer is here (as a local
+/// sandbox's tree is), else measured by the engine.
+async fn layer_watch(engine: Arc<Engine>, id: String, limit: u64) -> DiskWatch {
+    if let Some(upper) = writable_layer_dir(&engine, &id).await {
+        return DiskWatch::local(limit, vec![upper]);
+    }
     DiskWatch::new(
         limit,
         Arc::new(move || {

@@ -523,3 +523,33 @@ fn a_process_named_like_a_zombie_is_swept_in_a_container() {
         sandbox.close().await.expect("close");
     });
 }
+
+/// A command gets SIGINT and SIGQUIT as a `docker exec`'s does (a background job of a shell
+/// without job control ignores both for good, and so would everything it starts), and one
+/// that stops itself is not taken for finished: it runs to its deadline.
+#[test]
+fn a_command_gets_the_signals_of_a_docker_exec_and_stopping_itself_ends_nothing() {
+    docker();
+    runtime().block_on(async {
+        let sandbox = sandbox(&RunLabels::new("it-channel-signals")).await;
+        let out = sandbox
+            .exec(
+                "grep SigIgn /proc/self/status; sleep 5 & kill -INT $!; wait $!; echo \"interrupted: $?\"",
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("exec");
+        assert_eq!(
+            out.output, "SigIgn:\t0000000000000000\ninterrupted: 130\n",
+            "{out:?}"
+        );
+        let out = sandbox
+            .exec("kill -STOP $$; echo resumed", Duration::from_secs(2))
+            .await
+            .expect("exec");
+        assert!(out.timed_out && !out.output.contains("resumed"), "{out:?}");
+        assert_eq!(sandbox.exec("echo next", Duration::from_secs(10)).await.expect("exec").output, "next\n");
+        assert_eq!(sandbox.exec_path().await, ExecPath::Channel);
+        sandbox.close().await.expect("close");
+    });
+}

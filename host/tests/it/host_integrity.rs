@@ -652,6 +652,34 @@ fn a_docker_agent_filling_its_disk_is_stopped() {
     assert_disk_limit_stops_the_agent(&attack);
 }
 
+/// An agent that nests a directory past the path limit in its container's writable layer
+/// (where a path walk cannot reach; the engine then reports no size at all) and fills the disk
+/// beside it is stopped all the same: what cannot be measured cannot be held to `--disk`.
+#[test]
+fn a_docker_agent_hiding_its_disk_use_past_the_path_limit_is_stopped() {
+    docker();
+    let attack = attack(
+        "disk-deep-docker",
+        |_| {
+            j!({
+                "agent1": [
+                    {"bash": "echo '# agent1' >> textkit/strings.py; python3 -c \"import os\nos.chdir('/tmp')\nfor _ in range(90):\n os.mkdir('d'*60); os.chdir('d'*60)\nopen('f','w').write('x')\"; head -c 80000000 /dev/zero > /tmp/big; echo filled"},
+                    {"bash": "echo NOT-REFUSED"},
+                    {"bash": SUBMIT}
+                ],
+                "agent2": [{"bash": SUBMIT}]
+            })
+        },
+        &["--backend", "docker", "--disk", "50m"],
+    );
+    attack.assert_graded_not_infra();
+    let (status, error) = attack.agent_status("agent1");
+    assert_eq!(status, "LimitsExceeded", "{error}");
+    let agent1 = attack.observations("agent1");
+    assert!(agent1.contains("filled"), "{agent1}");
+    assert!(!agent1.contains("NOT-REFUSED"), "{agent1}");
+}
+
 /// An agent that deletes its whole repository leaves an empty tree (or none): graded, its own
 /// outcome, never an infrastructure error.
 fn repo_removal_attack(_cwd: &Path) -> Value {

@@ -369,3 +369,28 @@ sleep 0.4; grep -qs "x) Z" /proc/[0-9]*/comm && echo started"#;
 /// How many ticks `DISGUISED_TICKER`'s loop wrote during half a second.
 pub(crate) const TICKS_SINCE: &str =
     "a=$(wc -l < ~/ticks); sleep 0.5; b=$(wc -l < ~/ticks); echo $((b - a))";
+
+/// A command gets SIGINT and SIGQUIT as a fresh process does (a background job of a shell
+/// without job control ignores both for good, and so would everything it starts), and one
+/// that stops itself is not taken for finished: it runs to its deadline.
+#[tokio::test]
+async fn a_command_gets_default_signals_and_stopping_itself_ends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path()).await;
+    let out = run(
+        &sb,
+        "grep SigIgn /proc/self/status; sleep 5 & kill -INT $!; wait $!; echo \"interrupted: $?\"",
+    )
+    .await;
+    assert_eq!(
+        out.output, "SigIgn:\t0000000000000000\ninterrupted: 130\n",
+        "{out:?}"
+    );
+    let out = sb
+        .exec("kill -STOP $$; echo resumed", Duration::from_secs(2))
+        .await
+        .expect("exec");
+    assert!(out.timed_out && !out.output.contains("resumed"), "{out:?}");
+    assert_eq!(run(&sb, "echo next").await.output, "next\n");
+    assert!(sb.uses_shell().await);
+}

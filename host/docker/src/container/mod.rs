@@ -536,6 +536,29 @@ pub async fn remove_container(api: &bollard::Docker, id: &str) -> Result<(), Doc
     }
 }
 
+/// The host directory holding container `id`'s writable layer, when this process can walk it
+/// itself: an `overlay2` engine on this machine (its upper directory, named by a random layer
+/// id, exists here). Walking it costs a fraction of a millisecond; asking the engine for the
+/// size (`writable_layer_bytes`) costs 3–13 ms under load, which an instant model's next
+/// command would wait for.
+pub async fn writable_layer_dir(engine: &Engine, id: &str) -> Option<std::path::PathBuf> {
+    let info = engine.api().inspect_container(id, None).await.ok()?;
+    let driver = info.graph_driver?;
+    if driver.name != "overlay2" {
+        return None;
+    }
+    let upper = std::path::PathBuf::from(driver.data.get("UpperDir")?);
+    let probe = upper.clone();
+    let walkable = tokio::task::spawn_blocking(move || {
+        probe.is_absolute()
+            && std::fs::symlink_metadata(&probe).is_ok_and(|m| m.is_dir())
+            && std::fs::read_dir(&probe).is_ok()
+    })
+    .await
+    .unwrap_or(false);
+    walkable.then_some(upper)
+}
+
 /// Bytes in container `id`'s writable layer (what it wrote beyond its image), as the engine
 /// measures it.
 pub async fn writable_layer_bytes(engine: &Engine, id: &str) -> Result<u64, DockerError> {
