@@ -81,6 +81,9 @@ if [ "$2" = login ]; then
 else
   set -- bash "$s"
 fi
+# A background job of a shell without job control ignores SIGINT and SIGQUIT for good: the
+# command gets them back at their defaults, as a `docker exec`'s has them (where `env` can).
+env --default-signal=INT,QUIT true 2>/dev/null && set -- env --default-signal=INT,QUIT "$@"
 if [ "$sweep" = marked ]; then
   CBENCH_CMD="$s" setsid "$@" </dev/null 2>&1 &
 else
@@ -232,6 +235,29 @@ echo "$survived""#,
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+
+    /// A command gets SIGINT and SIGQUIT at their defaults (the wrapper starts it as a
+    /// background job, which a shell without job control makes ignore both for good).
+    #[test]
+    fn a_command_gets_sigint_and_sigquit_at_their_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("sh")
+            .args(["-c", EXEC_WRAPPER, "cbench-exec"])
+            .arg(dir.path().join("s"))
+            .args([
+                "plain",
+                "inline",
+                "m=$(grep SigIgn /proc/self/status | cut -f2); echo $((0x$m & 6))",
+                "marked",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "0\n",
+            "SIGINT or SIGQUIT ignored"
+        );
     }
 
     /// The marked sweep once let ~2% of `setsid` escapes live: read mid-`exec`, a process's

@@ -534,13 +534,13 @@ fn a_command_gets_the_signals_of_a_docker_exec_and_stopping_itself_ends_nothing(
         let sandbox = sandbox(&RunLabels::new("it-channel-signals")).await;
         let out = sandbox
             .exec(
-                "grep SigIgn /proc/self/status; sleep 5 & kill -INT $!; wait $!; echo \"interrupted: $?\"",
+                "m=$(grep SigIgn /proc/self/status | cut -f2); echo \"INT and QUIT ignored: $((0x$m & 6))\"; sleep 5 & kill -INT $!; wait $!; echo \"interrupted: $?\"",
                 Duration::from_secs(10),
             )
             .await
             .expect("exec");
         assert_eq!(
-            out.output, "SigIgn:\t0000000000000000\ninterrupted: 130\n",
+            out.output, "INT and QUIT ignored: 0\ninterrupted: 130\n",
             "{out:?}"
         );
         let out = sandbox
@@ -550,6 +550,18 @@ fn a_command_gets_the_signals_of_a_docker_exec_and_stopping_itself_ends_nothing(
         assert!(out.timed_out && !out.output.contains("resumed"), "{out:?}");
         assert_eq!(sandbox.exec("echo next", Duration::from_secs(10)).await.expect("exec").output, "next\n");
         assert_eq!(sandbox.exec_path().await, ExecPath::Channel);
+        // A plain docker exec (the channel's fallback, and Modal's and GCP's way) alike.
+        let out = sandbox
+            .exec_plain(
+                "m=$(grep SigIgn /proc/self/status | cut -f2); echo \"INT and QUIT ignored: $((0x$m & 6))\"; sleep 5 & kill -INT $!; wait $!; echo \"interrupted: $?\"",
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("exec");
+        assert_eq!(
+            out.output, "INT and QUIT ignored: 0\ninterrupted: 130\n",
+            "{out:?}"
+        );
         sandbox.close().await.expect("close");
     });
 }
