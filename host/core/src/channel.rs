@@ -11,7 +11,7 @@
 //!   `RES <id> <exit code> @<file>\n`: the output is in `<file>` under `/tmp/cbench`, left alone
 //!   until the command after next (two output files alternate).
 //!
-//! Each command runs in a fresh `bash -l` in its own process group, its group killed and every other
+//! Each command runs in a fresh `bash -l` in its own session, its group killed and every other
 //! process of the sandbox but init and the server swept when it ends, with stdout+stderr merged
 //! into a file under `/tmp/cbench`. The next command's login shell is started ahead (see
 //! `CHANNEL_SERVER`). The sweep assumes the server sees only its sandbox's processes (a
@@ -21,12 +21,12 @@ use std::time::{Duration, Instant};
 
 use crate::exec::{ExecOutput, Shell};
 
-/// The server loop. Each command runs in a fresh `bash -l` in its own process group (the
-/// server's job control: a background job of a shell without it ignores SIGINT and SIGQUIT for
-/// good, which a `docker exec`'s command does not, and no `setsid` process per command; bash
-/// before 5, which cannot wait for a job's end under job control, gets `setsid`). The login
-/// shell of the *next* command is started as soon as the previous one is answered, runs its
-/// profile while the agent waits for its model, then blocks reading a go
+/// The server loop. Each command runs in a fresh `bash -l` in its own session, as a plain exec's
+/// does, with SIGINT and SIGQUIT back at their defaults where `env` can (a background job of a
+/// shell without job control ignores both for good; job control is no way out: under it, with
+/// 100 agents at once, bash 5.2's server once looped forever on `wait_for: No record of
+/// process`). The login shell of the *next* command is started as soon as the previous one is
+/// answered, runs its profile while the agent waits for its model, then blocks reading a go
 /// from a pipe only the server holds (fd 5, its path unlinked) before it sources the script, so
 /// a command's round trip starts no process. When a command ends its group is killed and every
 /// other process but init and the server is swept (nothing a command starts outlives it or is
@@ -54,11 +54,11 @@ launch() {
   if [ "$o" = "$d/channel.out" ]; then o="$d/channel.out2"; else o="$d/channel.out"; fi
   exec 7>"$o"
   if [ "$1" = ahead ]; then
-    $ss bash -l -c "export PATH=\"\${CBENCH_IMAGE_PATH:+\$CBENCH_IMAGE_PATH:}\$PATH\"; IFS= read -r -u 5 __cbench_go; exec 5<&-; unset __cbench_go; . \"\$0\"" "$s" </dev/null >&7 2>&7 3>&- 7>&- &
+    setsid $ds bash -l -c "export PATH=\"\${CBENCH_IMAGE_PATH:+\$CBENCH_IMAGE_PATH:}\$PATH\"; IFS= read -r -u 5 __cbench_go; exec 5<&-; unset __cbench_go; . \"\$0\"" "$s" </dev/null >&7 2>&7 3>&- 7>&- &
   elif [ "$1" = login ]; then
-    $ss bash -l -c "export PATH=\"\${CBENCH_IMAGE_PATH:+\$CBENCH_IMAGE_PATH:}\$PATH\"; . \"\$0\"" "$s" </dev/null >&7 2>&7 3>&- 5<&- 7>&- &
+    setsid $ds bash -l -c "export PATH=\"\${CBENCH_IMAGE_PATH:+\$CBENCH_IMAGE_PATH:}\$PATH\"; . \"\$0\"" "$s" </dev/null >&7 2>&7 3>&- 5<&- 7>&- &
   else
-    $ss bash "$s" </dev/null >&7 2>&7 3>&- 5<&- 7>&- &
+    setsid $ds bash "$s" </dev/null >&7 2>&7 3>&- 5<&- 7>&- &
   fi
   w=$!
 }
@@ -93,8 +93,10 @@ alive() {
 }
 mkdir -p "$d" && rm -f "$d/channel.fifo" && mkfifo -m 600 "$d/channel.fifo" && exec 5<>"$d/channel.fifo" && rm -f "$d/channel.fifo" || { echo "ERR no pipe" >&3; exit 1; }
 seal=$1
-small= ss=setsid wf=
-[ "${BASH_VERSINFO[0]}" -ge 5 ] 2>/dev/null && small=65536 ss= wf=-f && set -m
+small=
+[ "${BASH_VERSINFO[0]}" -ge 5 ] 2>/dev/null && small=65536
+ds=
+env --default-signal=INT,QUIT true 2>/dev/null && ds="env --default-signal=INT,QUIT"
 keep=
 for x in /proc/[0-9]*; do
   q="${x#/proc/}"
@@ -123,7 +125,7 @@ while IFS=' ' read -r tag id mode cap lines; do
     launch "$mode"
     echo "$id $w" > "$p"
   fi
-  wait $wf "$w"
+  wait "$w"
   code=$?
   kill -9 "-$w" 2>/dev/null
   k=0
