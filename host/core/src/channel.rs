@@ -118,12 +118,12 @@ while IFS=' ' read -r tag id mode cap lines; do
     n=$((n + 1))
   done > "$s"
   if [ "$mode" = login ] && [ -n "$w" ] && alive; then
-    echo "$id $w" > "$p"
+    echo "$id $w ${o##*/}" > "$p"
     echo go >&5
   else
     if [ -n "$w" ]; then kill -9 "$w" 2>/dev/null; wait "$w" 2>/dev/null; fi
     launch "$mode"
-    echo "$id $w" > "$p"
+    echo "$id $w ${o##*/}" > "$p"
   fi
   wait "$w"
   code=$?

@@ -412,7 +412,7 @@ async fn kill(engine: Arc<Engine>, container: String, id: u64) {
                     cmd: Some(vec![
                         "sh".to_string(),
                         "-c".to_string(),
-                        r#"read -r i g < /tmp/cbench/channel.pid && [ "$i" = "$1" ] && kill -9 "-$g" 2>/dev/null; true"#
+                        r#"read -r i g _ < /tmp/cbench/channel.pid && [ "$i" = "$1" ] && kill -9 "-$g" 2>/dev/null; true"#
                             .to_string(),
                         "cbench-kill".to_string(),
                         id.to_string(),

@@ -109,7 +109,10 @@ pub async fn merge_patches(
             .await
             .is_ok()
                 || git(&repo, &["apply", "--3way", &file], &[]).await.is_ok();
-            if !applied {
+            // A tree git refuses to record (an encoding its own `.gitattributes` asks for that
+            // the applied text does not carry) is the patch's doing as well.
+            let recorded = applied && git(&repo, &["add", "-A"], &[]).await.is_ok();
+            if !recorded {
                 apply_failed.push(agent.clone());
                 // Leave no half-applied 3-way state on this branch.
                 git(&repo, &["reset", "-q", "--hard"], &[]).await?;
@@ -143,7 +146,7 @@ pub async fn merge_patches(
             conflict: false,
             diff: String::new(),
             error: Some(format!(
-                "the patch of {} does not apply to the base",
+                "the patch of {} does not apply to the base (or git cannot record the result)",
                 apply_failed.join(" and ")
             )),
             apply_failed,

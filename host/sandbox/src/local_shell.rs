@@ -137,8 +137,18 @@ impl LocalShell {
 }
 
 /// What a command past its deadline printed, read from the channel directory `dir` (host side)
-/// once its shell is dead: the output file written last.
+/// once its shell is dead: the output file the server named for it in `channel.pid` (`<id>
+/// <group> <file>`), else the one written last (file times are coarse: a command that wrote
+/// nothing within a few ms of the last one's output could be handed that output).
 pub fn salvage_output(dir: &Path, cap: usize) -> (String, bool) {
+    let (pid_file, _) = read_output(dir, "channel.pid", 256);
+    if let Some(named) = pid_file
+        .split_whitespace()
+        .nth(2)
+        .and_then(|name| OUTPUT_FILES.into_iter().find(|f| *f == name))
+    {
+        return read_output(dir, named, cap);
+    }
     let modified = |file: &str| {
         std::fs::symlink_metadata(dir.join(file))
             .and_then(|m| m.modified())

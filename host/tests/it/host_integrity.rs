@@ -650,6 +650,11 @@ fn a_docker_agent_filling_its_disk_is_stopped() {
         &["--backend", "docker", "--disk", "50m"],
     );
     assert_disk_limit_stops_the_agent(&attack);
+    // No file grew past the limit while it was written.
+    assert!(
+        !attack.observations("agent1").contains("2147483648"),
+        "fallocate made a 2 GiB file"
+    );
 }
 
 /// An agent that nests a directory past the path limit in its container's writable layer
@@ -678,6 +683,30 @@ fn a_docker_agent_hiding_its_disk_use_past_the_path_limit_is_stopped() {
     let agent1 = attack.observations("agent1");
     assert!(agent1.contains("filled"), "{agent1}");
     assert!(!agent1.contains("NOT-REFUSED"), "{agent1}");
+}
+
+/// A patch whose `.gitattributes` asks git for an encoding its applied text no longer carries
+/// (the BOM a UTF-16 file needs does not survive the patch) cannot be recorded in the merge:
+/// the patch's failure to merge, never an infrastructure error.
+#[test]
+fn a_patch_git_cannot_record_in_the_merge_fails_the_merge_not_the_run() {
+    let attack = attack(
+        "unrecordable-merge",
+        |_| {
+            j!({
+                "agent1": [
+                    {"bash": "printf 'bad.txt working-tree-encoding=UTF-16\\n' > .gitattributes && printf 'abc\\n' | iconv -f UTF-8 -t UTF-16 > bad.txt && echo '# agent1' >> textkit/strings.py"},
+                    {"bash": SUBMIT}
+                ],
+                "agent2": [{"bash": SUBMIT}]
+            })
+        },
+        &[],
+    );
+    attack.assert_graded_not_infra();
+    let eval = json(&attack.pair.join("eval.json"));
+    assert_eq!(eval["merged"]["apply_failed"], j!(["agent1"]), "{eval:#}");
+    assert_eq!(eval["merged"]["success"], j!(false), "{eval:#}");
 }
 
 /// An agent that deletes its whole repository leaves an empty tree (or none): graded, its own

@@ -379,7 +379,7 @@ async fn a_command_gets_default_signals_and_stopping_itself_ends_nothing() {
     let sb = sandbox(dir.path()).await;
     let out = run(
         &sb,
-        "m=$(grep SigIgn /proc/self/status | cut -f2); echo \"INT and QUIT ignored: $((0x$m & 6))\"; sleep 5 & kill -INT $!; wait $!; echo \"interrupted: $?\"",
+        "m=$(grep SigIgn /proc/self/status | cut -f2); echo \"INT and QUIT ignored: $((0x$m & 6))\"; sh -c 'kill -INT $$; echo survived'; echo \"interrupted: $?\"",
     )
     .await;
     assert_eq!(
@@ -393,4 +393,25 @@ async fn a_command_gets_default_signals_and_stopping_itself_ends_nothing() {
     assert!(out.timed_out && !out.output.contains("resumed"), "{out:?}");
     assert_eq!(run(&sb, "echo next").await.output, "next\n");
     assert!(sb.uses_shell().await);
+}
+
+/// A command past its deadline gets its own output, never the previous command's: the server
+/// names each command's output file, so file times (coarse, and the previous command's to set)
+/// decide nothing.
+#[tokio::test]
+async fn a_timed_out_command_never_gets_the_previous_commands_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path()).await;
+    let out = run(
+        &sb,
+        "echo previous-output; touch -d '+1 hour' \"$(readlink /proc/$$/fd/1)\"",
+    )
+    .await;
+    assert_eq!(out.output, "previous-output\n");
+    let out = sb
+        .exec("echo own-output; kill -STOP $$", Duration::from_secs(1))
+        .await
+        .expect("exec");
+    assert!(out.timed_out, "{out:?}");
+    assert_eq!(out.output, "own-output\n");
 }

@@ -119,6 +119,13 @@ impl Container {
             memory_swap: Some(spec.limits.memory_bytes),
             nano_cpus: Some((spec.limits.cpus * 1e9) as i64),
             pids_limit: Some(spec.limits.pids),
+            // No file may grow past the disk limit while it is written (as locally): the limit
+            // is otherwise checked only between commands.
+            ulimits: Some(vec![bollard::models::ResourcesUlimits {
+                name: Some("fsize".into()),
+                soft: Some(i64::try_from(spec.limits.disk_bytes).unwrap_or(i64::MAX)),
+                hard: Some(i64::try_from(spec.limits.disk_bytes).unwrap_or(i64::MAX)),
+            }]),
             network_mode: Some(spec.network.clone()),
             cap_drop: spec.drop_capabilities.then(|| vec!["ALL".to_string()]),
             security_opt: Some(vec!["no-new-privileges".to_string()]),
