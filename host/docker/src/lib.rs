@@ -181,7 +181,8 @@ pub struct ResourceLimits {
     pub memory_bytes: i64,
     /// Maximum number of processes.
     pub pids: i64,
-    /// Disk an agent's container may fill (its writable layer), watched between commands.
+    /// Disk an agent's container may fill (its writable layer), watched between commands,
+    /// and the largest file any of its processes may write (`u64::MAX`: no cap).
     pub disk_bytes: u64,
 }
 

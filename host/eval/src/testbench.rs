@@ -132,7 +132,12 @@ impl TestBench {
             labels: d
                 .labels
                 .object(&pair.task.label(), &pair.dir_name(), "grader"),
-            limits: d.limits,
+            // A test run writes what its runner needs (packages, caches): no per-file cap, as
+            // a local grader has none; `--disk` is the agents' limit.
+            limits: ResourceLimits {
+                disk_bytes: u64::MAX,
+                ..d.limits
+            },
             network: d.network.clone(),
             env: Vec::new(),
             working_dir: REPO_DIR.into(),

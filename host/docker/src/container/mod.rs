@@ -120,12 +120,15 @@ impl Container {
             nano_cpus: Some((spec.limits.cpus * 1e9) as i64),
             pids_limit: Some(spec.limits.pids),
             // No file may grow past the disk limit while it is written (as locally): the limit
-            // is otherwise checked only between commands.
-            ulimits: Some(vec![bollard::models::ResourcesUlimits {
-                name: Some("fsize".into()),
-                soft: Some(i64::try_from(spec.limits.disk_bytes).unwrap_or(i64::MAX)),
-                hard: Some(i64::try_from(spec.limits.disk_bytes).unwrap_or(i64::MAX)),
-            }]),
+            // is otherwise checked only between commands. `u64::MAX`: no limit (graders).
+            ulimits: (spec.limits.disk_bytes < u64::MAX).then(|| {
+                let bytes = i64::try_from(spec.limits.disk_bytes).unwrap_or(i64::MAX);
+                vec![bollard::models::ResourcesUlimits {
+                    name: Some("fsize".into()),
+                    soft: Some(bytes),
+                    hard: Some(bytes),
+                }]
+            }),
             network_mode: Some(spec.network.clone()),
             cap_drop: spec.drop_capabilities.then(|| vec!["ALL".to_string()]),
             security_opt: Some(vec!["no-new-privileges".to_string()]),
