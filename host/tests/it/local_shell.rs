@@ -366,6 +366,13 @@ fn a_job_from_the_profile_dies_when_its_agent_ends_not_when_the_pair_does() {
 pub(crate) const DISGUISED_TICKER: &str = r#"setsid bash -c 'printf "x) Z\n" > /proc/$$/comm; while :; do echo t >> ~/ticks; sleep 0.05; done' </dev/null >/dev/null 2>&1 &
 sleep 0.4; grep -qs "x) Z" /proc/[0-9]*/comm && echo started"#;
 
+/// Which of SIGINT and SIGQUIT a command ignores, and whether a SIGINT ends a process it
+/// starts (a self-kill: no race with the child setting its own dispositions).
+pub(crate) const SIGNAL_PROBE: &str = r#"m=$(grep SigIgn /proc/self/status | cut -f2); echo "INT and QUIT ignored: $((0x$m & 6))"; sh -c 'kill -INT $$; echo survived'; echo "interrupted: $?""#;
+
+/// `SIGNAL_PROBE`'s answer where both signals are at their defaults.
+pub(crate) const SIGNALS_AT_DEFAULTS: &str = "INT and QUIT ignored: 0\ninterrupted: 130\n";
+
 /// How many ticks `DISGUISED_TICKER`'s loop wrote during half a second.
 pub(crate) const TICKS_SINCE: &str =
     "a=$(wc -l < ~/ticks); sleep 0.5; b=$(wc -l < ~/ticks); echo $((b - a))";
@@ -377,15 +384,8 @@ pub(crate) const TICKS_SINCE: &str =
 async fn a_command_gets_default_signals_and_stopping_itself_ends_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let sb = sandbox(dir.path()).await;
-    let out = run(
-        &sb,
-        "m=$(grep SigIgn /proc/self/status | cut -f2); echo \"INT and QUIT ignored: $((0x$m & 6))\"; sh -c 'kill -INT $$; echo survived'; echo \"interrupted: $?\"",
-    )
-    .await;
-    assert_eq!(
-        out.output, "INT and QUIT ignored: 0\ninterrupted: 130\n",
-        "{out:?}"
-    );
+    let out = run(&sb, SIGNAL_PROBE).await;
+    assert_eq!(out.output, SIGNALS_AT_DEFAULTS, "{out:?}");
     let out = sb
         .exec("kill -STOP $$; echo resumed", Duration::from_secs(2))
         .await
