@@ -87,7 +87,8 @@ pub async fn merge_patches(
     for (agent, patch) in patches {
         git(&repo, &["checkout", "-q", "-B", agent, &base.commit], &[]).await?;
         if !patch.trim().is_empty() {
-            let file = scratch.join(format!("{agent}.patch"));
+            // Not `<agent>.patch`: the test runs read that one while the merge runs beside them.
+            let file = scratch.join(format!("merge-input-{agent}.patch"));
             tokio::fs::write(&file, patch)
                 .await
                 .map_err(|source| SandboxError::Io {
