@@ -221,8 +221,9 @@ pub(crate) async fn exec(
             );
             Ok(out)
         }
-        Err(crate::sandbox::SandboxError::DiskLimit(why)) => {
-            // The agent filled its sandbox: its limit, not the infrastructure's failure.
+        Err(crate::sandbox::SandboxError::LimitExceeded(why)) => {
+            // The agent filled its sandbox or ran it out of memory: its limit, not the
+            // infrastructure's failure.
             caps.limit_hit
                 .get_or_insert((AgentStatus::LimitsExceeded, why.clone()));
             caps.recorder.step("bash", args, format!("refused: {why}"));

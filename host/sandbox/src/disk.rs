@@ -80,7 +80,7 @@ impl DiskWatch {
     /// Before a command: an error once a measurement was over the limit.
     pub async fn check(&self) -> Result<(), SandboxError> {
         if let Some(why) = self.exceeded() {
-            return Err(SandboxError::DiskLimit(why));
+            return Err(SandboxError::LimitExceeded(why));
         }
         let Some(handle) = self.pending.lock().await.take() else {
             return Ok(());
@@ -103,7 +103,7 @@ impl DiskWatch {
                 if let Ok(mut exceeded) = self.exceeded.lock() {
                     *exceeded = Some(why.clone());
                 }
-                Err(SandboxError::DiskLimit(why))
+                Err(SandboxError::LimitExceeded(why))
             }
             _ => Ok(()),
         }

@@ -15,7 +15,7 @@ use crate::local::DEFAULT_OUTPUT_CAP;
 use crate::team::GitServer;
 use cbench_docker::channel::{ExecChannel, FifoPair};
 use cbench_docker::container::{
-    writable_layer_bytes, writable_layer_dir, Container, ContainerSpec, Shell, TarEntry,
+    writable_layer_bytes, writable_layer_dir, Container, ContainerSpec, Shell, Stopped, TarEntry,
 };
 use cbench_docker::{DockerError, Engine};
 
@@ -61,6 +61,9 @@ pub struct DockerSandbox {
     channel: tokio::sync::Mutex<Option<ExecChannel>>,
     /// The writable layer's size against the disk limit.
     disk: DiskWatch,
+    /// Why no more commands run, once the agent's commands took the container down (out of
+    /// memory, its init killed with it).
+    ended: std::sync::Mutex<Option<String>>,
     /// The channel's FIFO directory, emptied once the channel opened; it lives as long as the
     /// container, whose archive reads need every mount's source.
     fifos: Option<FifoPair>,
@@ -136,6 +139,7 @@ impl DockerSandbox {
             team_client: None,
             channel: tokio::sync::Mutex::new(channel),
             disk: layer_watch(engine.clone(), container_id, spec.limits.disk_bytes).await,
+            ended: std::sync::Mutex::new(None),
             fifos,
         })
     }
@@ -203,13 +207,40 @@ impl DockerSandbox {
                     );
                     if e.sent {
                         // It may have run: running it again could do its effects twice.
-                        return Ok(ExecOutput {
-                            exit_code: -1,
-                            output: format!(
+                        let output = match self
+                            .container
+                            .stopped_within(Duration::from_secs(1))
+                            .await
+                        {
+                            // A command can make init the killer's first choice (raise its
+                            // score), then exhaust the memory: the agent's own limit.
+                            Some(Stopped {
+                                out_of_memory: true,
+                            }) => {
+                                let why = "the container ran out of memory (--memory) and its \
+                                           init process was killed, which stopped it; no more \
+                                           commands run";
+                                if let Ok(mut ended) = self.ended.lock() {
+                                    *ended = Some(why.to_string());
+                                }
+                                format!("cbench: {why}.")
+                            }
+                            Some(Stopped {
+                                out_of_memory: false,
+                            }) => format!(
+                                "cbench: the container stopped while this command ran ({}); no \
+                                 later command can run.",
+                                e.reason
+                            ),
+                            None => format!(
                                 "cbench: the connection to the container broke while this command ran ({}); \
                                  whether it completed is unknown. Later commands work as before.",
                                 e.reason
                             ),
+                        };
+                        return Ok(ExecOutput {
+                            exit_code: -1,
+                            output,
                             timed_out: false,
                             truncated: false,
                         });
@@ -289,6 +320,9 @@ fn repo_path(rel: &std::path::Path) -> String {
 #[async_trait]
 impl Sandbox for DockerSandbox {
     async fn exec(&self, command: &str, timeout: Duration) -> Result<ExecOutput, SandboxError> {
+        if let Some(why) = self.ended.lock().ok().and_then(|ended| ended.clone()) {
+            return Err(SandboxError::LimitExceeded(why));
+        }
         self.disk
             .check()
             .instrument(tracing::info_span!("disk_check"))

@@ -51,9 +51,10 @@ pub enum SandboxError {
     Modal(#[from] cbench_modal::ModalError),
     #[error(transparent)]
     Gcp(#[from] cbench_gcp::GcpError),
-    /// Over the sandbox's disk limit: the agent's doing, it ends `LimitsExceeded`.
+    /// Over one of the sandbox's limits (its disk, or its memory when running out took the
+    /// container down): the agent's doing, it ends `LimitsExceeded`.
     #[error("{0}")]
-    DiskLimit(String),
+    LimitExceeded(String),
 }
 
 /// One agent's isolated working copy of a task repository at its base commit.

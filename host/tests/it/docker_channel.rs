@@ -8,7 +8,7 @@ use std::time::Duration;
 use cbench::docker::container::ContainerSpec;
 use cbench::docker::{ResourceLimits, RunLabels};
 use cbench::sandbox::docker::{DockerSandbox, ExecPath, REPO_DIR};
-use cbench::sandbox::Sandbox;
+use cbench::sandbox::{Sandbox, SandboxError};
 
 use crate::support::{docker, BUNDLED_IMAGE};
 
@@ -559,6 +559,38 @@ fn a_command_gets_the_signals_of_a_docker_exec_and_stopping_itself_ends_nothing(
             .await
             .expect("exec");
         assert_eq!(out.output, SIGNALS_AT_DEFAULTS, "{out:?}");
+        sandbox.close().await.expect("close");
+    });
+}
+
+#[test]
+fn a_command_whose_container_stops_under_it_is_told_nothing_more_runs() {
+    // The container stopping for a reason not the agent's (killed from outside here) is
+    // reported as such, not as a connection that later commands get back: they fail as the
+    // sandbox's failure (the agent's own way to stop it, memory, is in host_integrity.rs).
+    docker();
+    runtime().block_on(async {
+        let sandbox = std::sync::Arc::new(sandbox(&RunLabels::new("it-channel-init-gone")).await);
+        let running = {
+            let sandbox = sandbox.clone();
+            tokio::spawn(async move {
+                sandbox
+                    .exec("sleep 5; echo finished", Duration::from_secs(30))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        sandbox
+            .container()
+            .kill()
+            .await
+            .expect("killing the container's init");
+        let out = running.await.unwrap().expect("exec");
+        assert_eq!(out.exit_code, -1, "{out:?}");
+        assert!(out.output.contains("the container stopped"), "{out:?}");
+        assert!(!out.output.contains("work as before"), "{out:?}");
+        let later = sandbox.exec("echo hi", Duration::from_secs(10)).await;
+        assert!(matches!(&later, Err(SandboxError::Docker(_))), "{later:?}");
         sandbox.close().await.expect("close");
     });
 }

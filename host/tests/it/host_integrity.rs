@@ -685,6 +685,36 @@ fn a_docker_agent_hiding_its_disk_use_past_the_path_limit_is_stopped() {
     assert!(!agent1.contains("NOT-REFUSED"), "{agent1}");
 }
 
+/// The out-of-memory killer takes the process with the highest score: an agent can raise its
+/// container's init to the top and exhaust the memory with processes each scoring below it.
+/// Init dies and the container stops. That is the agent's limit (LimitsExceeded), never an
+/// infrastructure error, which would take the pair out of the score.
+#[test]
+fn a_docker_agent_that_takes_its_container_down_by_memory_ends_on_its_limit() {
+    docker();
+    let attack = attack(
+        "init-oom-docker",
+        |_| {
+            j!({
+                "agent1": [
+                    {"bash": "echo '# agent1' >> textkit/strings.py; echo 1000 > /proc/1/oom_score_adj\nfor i in $(seq 24); do\n  python3 -c 'import time; b = bytearray(24 << 20); b[::4096] = b\"x\" * len(b[::4096]); time.sleep(60)' &\ndone\nwait"},
+                    {"bash": "echo NOT-REFUSED"},
+                    {"bash": SUBMIT}
+                ],
+                "agent2": [{"bash": SUBMIT}]
+            })
+        },
+        &["--backend", "docker", "--memory", "256m"],
+    );
+    attack.assert_graded_not_infra();
+    let (status, error) = attack.agent_status("agent1");
+    assert_eq!(status, "LimitsExceeded", "{error}");
+    assert!(error.contains("ran out of memory"), "{error}");
+    let agent1 = attack.observations("agent1");
+    assert!(!agent1.contains("NOT-REFUSED"), "{agent1}");
+    assert!(!agent1.contains("work as before"), "{agent1}");
+}
+
 /// A patch whose `.gitattributes` asks git for an encoding its applied text no longer carries
 /// (the BOM a UTF-16 file needs does not survive the patch) cannot be recorded in the merge:
 /// the patch's failure to merge, never an infrastructure error.

@@ -422,6 +422,41 @@ impl Container {
         }
     }
 
+    /// How the container stopped, if it stops within `within` (its init ended: the engine
+    /// notes it a moment after the container's processes are gone); `None` while it runs or
+    /// when the engine cannot say. The engine learns of an out-of-memory kill and of the stop
+    /// from separate events, in either order: a stopped container is looked at for `within`
+    /// more before it counts as stopped for another reason.
+    pub async fn stopped_within(&self, within: std::time::Duration) -> Option<Stopped> {
+        let started = tokio::time::Instant::now();
+        let mut stopped_at = None;
+        loop {
+            let state = self
+                .engine
+                .api()
+                .inspect_container(&self.id, None)
+                .await
+                .ok()?
+                .state?;
+            let now = tokio::time::Instant::now();
+            if state.running == Some(false) {
+                if state.oom_killed == Some(true) {
+                    return Some(Stopped {
+                        out_of_memory: true,
+                    });
+                }
+                if now >= *stopped_at.get_or_insert(now) + within {
+                    return Some(Stopped {
+                        out_of_memory: false,
+                    });
+                }
+            } else if now >= started + within {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// Stops every process of the container where it stands (the engine's freezer: no
     /// process runs again; the tree stays mounted, so reading it needs no remount), or kills
     /// them where the engine cannot pause (rootless cgroup v1).
@@ -520,6 +555,13 @@ where
         }
     }
     Ok(captured)
+}
+
+/// How a container stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// The kernel's out-of-memory killer ended a process of it (the container's memory limit).
+    pub out_of_memory: bool,
 }
 
 /// Force-removes a container (and its anonymous volumes); a missing one is fine.
