@@ -197,6 +197,7 @@ impl DockerSandbox {
     ) -> Result<ExecOutput, SandboxError> {
         let mut channel = self.channel.lock().await;
         if let Some(open) = channel.as_mut() {
+            let sent_at = std::time::SystemTime::now();
             match open.run(script, shell, timeout, cap).await {
                 Ok(out) => return Ok(out),
                 Err(e) => {
@@ -209,7 +210,7 @@ impl DockerSandbox {
                         // It may have run: running it again could do its effects twice.
                         let output = match self
                             .container
-                            .stopped_within(Duration::from_secs(1))
+                            .stopped_within(Duration::from_secs(1), sent_at)
                             .await
                         {
                             // A command can make init the killer's first choice (raise its

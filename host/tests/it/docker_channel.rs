@@ -567,10 +567,21 @@ fn a_command_gets_the_signals_of_a_docker_exec_and_stopping_itself_ends_nothing(
 fn a_command_whose_container_stops_under_it_is_told_nothing_more_runs() {
     // The container stopping for a reason not the agent's (killed from outside here) is
     // reported as such, not as a connection that later commands get back: they fail as the
-    // sandbox's failure (the agent's own way to stop it, memory, is in host_integrity.rs).
+    // sandbox's failure (the agent's own way to stop it, memory, is in host_integrity.rs). Not
+    // even after an earlier command ran a process out of memory: the engine's `OOMKilled`
+    // flag stays set from then, but that kill did not stop the container.
     docker();
     runtime().block_on(async {
         let sandbox = std::sync::Arc::new(sandbox(&RunLabels::new("it-channel-init-gone")).await);
+        let out = sandbox
+            .exec(
+                r#"python3 -c 'b = bytearray(1 << 30); b[::4096] = b"x" * len(b[::4096])'"#,
+                Duration::from_secs(60),
+            )
+            .await
+            .expect("exec");
+        assert_eq!(out.exit_code, 137, "the memory hog was not killed: {out:?}");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         let running = {
             let sandbox = sandbox.clone();
             tokio::spawn(async move {

@@ -424,12 +424,15 @@ impl Container {
 
     /// How the container stopped, if it stops within `within` (its init ended: the engine
     /// notes it a moment after the container's processes are gone); `None` while it runs or
-    /// when the engine cannot say. The engine learns of an out-of-memory kill and of the stop
-    /// from separate events, in either order: a stopped container is looked at for `within`
-    /// more before it counts as stopped for another reason.
-    pub async fn stopped_within(&self, within: std::time::Duration) -> Option<Stopped> {
-        let started = tokio::time::Instant::now();
-        let mut stopped_at = None;
+    /// when the engine cannot say. `out_of_memory` counts only the kernel's out-of-memory kills
+    /// since `since` (the engine's events: its `OOMKilled` flag stays set from any earlier
+    /// kill, and is noted apart from the stop, in either order).
+    pub async fn stopped_within(
+        &self,
+        within: std::time::Duration,
+        since: std::time::SystemTime,
+    ) -> Option<Stopped> {
+        let deadline = tokio::time::Instant::now() + within;
         loop {
             let state = self
                 .engine
@@ -438,23 +441,44 @@ impl Container {
                 .await
                 .ok()?
                 .state?;
-            let now = tokio::time::Instant::now();
             if state.running == Some(false) {
-                if state.oom_killed == Some(true) {
-                    return Some(Stopped {
-                        out_of_memory: true,
-                    });
-                }
-                if now >= *stopped_at.get_or_insert(now) + within {
-                    return Some(Stopped {
-                        out_of_memory: false,
-                    });
-                }
-            } else if now >= started + within {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
                 return None;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+        Some(Stopped {
+            out_of_memory: self.oom_kills_since(since, within).await,
+        })
+    }
+
+    /// Whether the kernel killed a process of the container for memory since `since`, as the
+    /// engine's events tell (waiting up to `settle` for the event to be noted).
+    async fn oom_kills_since(
+        &self,
+        since: std::time::SystemTime,
+        settle: std::time::Duration,
+    ) -> bool {
+        use futures_util::StreamExt;
+        let stamp = |t: std::time::SystemTime| {
+            let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+        };
+        let filters = std::collections::HashMap::from([
+            ("type", vec![String::from("container")]),
+            ("container", vec![self.id.clone()]),
+            ("event", vec![String::from("oom")]),
+        ]);
+        let options = bollard::query_parameters::EventsOptionsBuilder::new()
+            .since(&stamp(since))
+            .until(&stamp(std::time::SystemTime::now() + settle))
+            .filters(&filters)
+            .build();
+        let mut events = std::pin::pin!(self.engine.api().events(Some(options)));
+        // The stream ends at `until`; the first event is enough.
+        matches!(events.next().await, Some(Ok(_)))
     }
 
     /// Stops every process of the container where it stands (the engine's freezer: no
@@ -560,7 +584,8 @@ where
 /// How a container stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stopped {
-    /// The kernel's out-of-memory killer ended a process of it (the container's memory limit).
+    /// The kernel's out-of-memory killer ended a process of it (the container's memory limit)
+    /// in the time asked about.
     pub out_of_memory: bool,
 }
 
