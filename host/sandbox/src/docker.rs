@@ -3,7 +3,7 @@
 //! per command if the channel breaks), files as tar archives.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use tracing::Instrument;
@@ -15,7 +15,7 @@ use crate::local::DEFAULT_OUTPUT_CAP;
 use crate::team::GitServer;
 use cbench_docker::channel::{ExecChannel, FifoPair};
 use cbench_docker::container::{
-    writable_layer_bytes, writable_layer_dir, Container, ContainerSpec, Shell, Stopped, TarEntry,
+    writable_layer_bytes, writable_layer_dir, Container, ContainerSpec, Shell, TarEntry,
 };
 use cbench_docker::{DockerError, Engine};
 
@@ -64,6 +64,8 @@ pub struct DockerSandbox {
     /// Why no more commands run, once the agent's commands took the container down (out of
     /// memory, its init killed with it).
     ended: std::sync::Mutex<Option<String>>,
+    /// When the last command ended.
+    last_ended: std::sync::Mutex<Option<SystemTime>>,
     /// The channel's FIFO directory, emptied once the channel opened; it lives as long as the
     /// container, whose archive reads need every mount's source.
     fifos: Option<FifoPair>,
@@ -140,6 +142,7 @@ impl DockerSandbox {
             channel: tokio::sync::Mutex::new(channel),
             disk: layer_watch(engine.clone(), container_id, spec.limits.disk_bytes).await,
             ended: std::sync::Mutex::new(None),
+            last_ended: std::sync::Mutex::new(None),
             fifos,
         })
     }
@@ -195,9 +198,31 @@ impl DockerSandbox {
         timeout: Duration,
         cap: usize,
     ) -> Result<ExecOutput, SandboxError> {
+        // What ran since the last command ended is this command's doing or its login shell's
+        // (the agent's profile, started then).
+        let since = self
+            .last_ended
+            .lock()
+            .ok()
+            .and_then(|last| *last)
+            .unwrap_or_else(SystemTime::now);
+        let result = self.run_once(script, shell, timeout, cap, since).await;
+        if let Ok(mut last) = self.last_ended.lock() {
+            *last = Some(SystemTime::now());
+        }
+        result
+    }
+
+    async fn run_once(
+        &self,
+        script: &str,
+        shell: Shell,
+        timeout: Duration,
+        cap: usize,
+        since: SystemTime,
+    ) -> Result<ExecOutput, SandboxError> {
         let mut channel = self.channel.lock().await;
         if let Some(open) = channel.as_mut() {
-            let sent_at = std::time::SystemTime::now();
             match open.run(script, shell, timeout, cap).await {
                 Ok(out) => return Ok(out),
                 Err(e) => {
@@ -206,39 +231,29 @@ impl DockerSandbox {
                         "container {}: {e}; later commands use one docker exec each",
                         self.container.id()
                     );
+                    let wait = if e.sent {
+                        // The container's end is what broke the channel, or it still runs.
+                        Duration::from_secs(1)
+                    } else {
+                        Duration::ZERO
+                    };
+                    let output = match self.container.stopped_within(wait, since).await {
+                        Some(stopped) if stopped.out_of_memory => {
+                            return Err(SandboxError::LimitExceeded(self.ended_by_memory()));
+                        }
+                        Some(_) => format!(
+                            "cbench: the container has stopped ({}); no later command can \
+                             run.",
+                            e.reason
+                        ),
+                        None => format!(
+                            "cbench: the connection to the container broke while this command ran ({}); \
+                             whether it completed is unknown. Later commands work as before.",
+                            e.reason
+                        ),
+                    };
                     if e.sent {
                         // It may have run: running it again could do its effects twice.
-                        let output = match self
-                            .container
-                            .stopped_within(Duration::from_secs(1), sent_at)
-                            .await
-                        {
-                            // A command can make init the killer's first choice (raise its
-                            // score), then exhaust the memory: the agent's own limit.
-                            Some(Stopped {
-                                out_of_memory: true,
-                            }) => {
-                                let why = "the container ran out of memory (--memory) and its \
-                                           init process was killed, which stopped it; no more \
-                                           commands run";
-                                if let Ok(mut ended) = self.ended.lock() {
-                                    *ended = Some(why.to_string());
-                                }
-                                format!("cbench: {why}.")
-                            }
-                            Some(Stopped {
-                                out_of_memory: false,
-                            }) => format!(
-                                "cbench: the container stopped while this command ran ({}); no \
-                                 later command can run.",
-                                e.reason
-                            ),
-                            None => format!(
-                                "cbench: the connection to the container broke while this command ran ({}); \
-                                 whether it completed is unknown. Later commands work as before.",
-                                e.reason
-                            ),
-                        };
                         return Ok(ExecOutput {
                             exit_code: -1,
                             output,
@@ -250,10 +265,31 @@ impl DockerSandbox {
             }
         }
         drop(channel);
-        Ok(self
+        match self
             .container
             .run_script(script, shell, REPO_DIR, &self.env, timeout, cap)
-            .await?)
+            .await
+        {
+            Ok(out) => Ok(out),
+            Err(e) => match self.container.stopped_within(Duration::ZERO, since).await {
+                Some(stopped) if stopped.out_of_memory => {
+                    Err(SandboxError::LimitExceeded(self.ended_by_memory()))
+                }
+                _ => Err(e.into()),
+            },
+        }
+    }
+
+    /// Notes that the agent's commands ran the container out of memory and stopped it (a
+    /// command can make init the killer's first choice by raising its score, then exhaust the
+    /// memory): its own limit, and no more commands run. Returns why.
+    fn ended_by_memory(&self) -> String {
+        let why = "the container ran out of memory (--memory) and its init process was killed, \
+                   which stopped it; no more commands run";
+        if let Ok(mut ended) = self.ended.lock() {
+            *ended = Some(why.to_string());
+        }
+        why.to_string()
     }
 
     /// Makes `close` withdraw `ip` from the team server's client table.

@@ -564,6 +564,42 @@ fn a_command_gets_the_signals_of_a_docker_exec_and_stopping_itself_ends_nothing(
 }
 
 #[test]
+fn a_profile_that_takes_the_container_down_by_memory_between_commands_is_the_agents_limit() {
+    // The next command's login shell runs the agent's profile while its model thinks: a
+    // profile that runs the container out of memory (init first, its score raised) stops it
+    // between commands. The next command is refused on the agent's limit, not failed as the
+    // sandbox's failure (which would take the pair out of the score).
+    docker();
+    runtime().block_on(async {
+        let sandbox = sandbox(&RunLabels::new("it-channel-profile-oom")).await;
+        let out = sandbox
+            .exec(
+                r#"cat >> ~/.bashrc <<'RC'
+( echo 1000 > /proc/1/oom_score_adj
+  for i in $(seq 24); do python3 -c 'import time; b = bytearray(24 << 20); b[::4096] = b"x" * len(b[::4096]); time.sleep(60)' & done
+  wait ) >/dev/null 2>&1 &
+RC
+echo planted"#,
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("exec");
+        assert_eq!(out.output, "planted\n", "{out:?}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while sandbox.container().stopped_within(Duration::ZERO, std::time::SystemTime::UNIX_EPOCH).await.is_none() {
+            assert!(std::time::Instant::now() < deadline, "the profile's attack did not stop the container");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let next = sandbox.exec("echo NOT-REFUSED", Duration::from_secs(10)).await;
+        assert!(
+            matches!(&next, Err(SandboxError::LimitExceeded(why)) if why.contains("out of memory")),
+            "{next:?}"
+        );
+        sandbox.close().await.expect("close");
+    });
+}
+
+#[test]
 fn a_command_whose_container_stops_under_it_is_told_nothing_more_runs() {
     // The container stopping for a reason not the agent's (killed from outside here) is
     // reported as such, not as a connection that later commands get back: they fail as the
@@ -598,7 +634,7 @@ fn a_command_whose_container_stops_under_it_is_told_nothing_more_runs() {
             .expect("killing the container's init");
         let out = running.await.unwrap().expect("exec");
         assert_eq!(out.exit_code, -1, "{out:?}");
-        assert!(out.output.contains("the container stopped"), "{out:?}");
+        assert!(out.output.contains("the container has stopped"), "{out:?}");
         assert!(!out.output.contains("work as before"), "{out:?}");
         let later = sandbox.exec("echo hi", Duration::from_secs(10)).await;
         assert!(matches!(&later, Err(SandboxError::Docker(_))), "{later:?}");
