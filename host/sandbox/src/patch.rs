@@ -577,18 +577,20 @@ async fn check_recorded_sizes(
         .kill_on_drop(true)
         .spawn()
         .map_err(io("running git cat-file"))?;
-    if let Some(mut stdin) = child.stdin.take() {
+    let ids: String = changed.iter().map(|(id, _)| format!("{id}\n")).collect();
+    let stdin = child.stdin.take();
+    // Written while its answers are read: cat-file answers as it reads, and with tens of
+    // thousands of files its answers fill the pipe before all ids are written.
+    let write = async move {
         use tokio::io::AsyncWriteExt;
-        let ids: String = changed.iter().map(|(id, _)| format!("{id}\n")).collect();
-        stdin
-            .write_all(ids.as_bytes())
-            .await
-            .map_err(io("writing to git cat-file"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(io("waiting for git cat-file"))?;
+        match stdin {
+            Some(mut stdin) => stdin.write_all(ids.as_bytes()).await,
+            None => Ok(()),
+        }
+    };
+    let (written, out) = tokio::join!(write, child.wait_with_output());
+    let out = out.map_err(io("waiting for git cat-file"))?;
+    written.map_err(io("writing to git cat-file"))?;
     let sizes = String::from_utf8_lossy(&out.stdout);
     let cap = limits.max_patch_bytes;
     let mut total = 0u64;

@@ -141,6 +141,34 @@ async fn the_patch_includes_new_files_deletions_and_committed_work() {
     assert!(sb.write_file("/etc/x", b"no").await.is_err());
 }
 
+/// Tens of thousands of new files: the host's check of their recorded sizes asks `git
+/// cat-file` about each, whose answers once filled its pipe while the host was still writing
+/// the questions, and the run hung for good (a killed run then read as an infrastructure
+/// error). The patch is computed, or refused, in bounded time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_of_tens_of_thousands_of_new_files_does_not_hang_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path()).await;
+    let out = sb
+        .exec(
+            "mkdir many && cd many && python3 -c \"\nfor i in range(60000): open(str(i), 'w').write('x')\"",
+            Duration::from_secs(120),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    let base = base_of(dir.path()).await;
+    let patch = tokio::time::timeout(Duration::from_secs(300), patch_of(&sb, &base))
+        .await
+        .expect("the patch of 60,000 new files was not computed within 5 minutes");
+    let patch = patch.expect("the patch");
+    assert!(
+        patch.contains("b/many/59999"),
+        "{}",
+        &patch[..patch.len().min(500)]
+    );
+}
+
 /// Our machines and CI install bubblewrap (scripts/test.sh does it when missing), so this
 /// runs for real; without bwrap, `--isolation bwrap` must be refused instead.
 #[tokio::test]
