@@ -112,11 +112,27 @@ echo "CBENCH-CHANNEL 2 $seal" >&3
 while IFS=' ' read -r tag id mode cap lines; do
   [ "$tag" = REQ ] || { echo "ERR unexpected frame" >&3; exit 1; }
   n=0
-  while [ "$n" -lt "$lines" ]; do
+  { while [ "$n" -lt "$lines" ]; do
     IFS= read -r line || { echo "ERR short request" >&3; exit 1; }
     printf '%s\n' "$line"
     n=$((n + 1))
-  done > "$s"
+  done > "$s"; } 2>/dev/null
+  # The script file could not be opened (a command took the scratch directory away, say by
+  # `chmod 000 /tmp`): the request's lines are still read, so the next frame is one, and the
+  # command is answered as not run.
+  if [ "$n" -lt "$lines" ]; then
+    while [ "$n" -lt "$lines" ]; do
+      IFS= read -r line || { echo "ERR short request" >&3; exit 1; }
+      n=$((n + 1))
+    done
+    [ "$cap" = - ] && { echo "ERR scratch directory unusable" >&3; exit 1; }
+    m="cbench: the command did not run: the exec channel cannot write its scratch directory $d (a command changed its permissions or those of a directory above it)"
+    [ "${#m}" -le "$cap" ] || m=
+    echo "RES $id 126 ${#m}" >&3
+    printf '%s' "$m" >&3
+    ready 2>/dev/null
+    continue
+  fi
   if [ "$mode" = login ] && [ -n "$w" ] && alive; then
     echo "$id $w ${o##*/}" > "$p"
     echo go >&5

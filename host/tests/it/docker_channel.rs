@@ -600,6 +600,37 @@ echo planted"#,
 }
 
 #[test]
+fn a_command_that_takes_the_channels_directory_away_leaves_every_answer_its_own() {
+    // `chmod 000 /tmp` (root without CAP_DAC_OVERRIDE) leaves the channel's server unable to
+    // write the next script: it once skipped reading the request's lines, took them for the
+    // next frame, and from then on gave each command another's answer. Each command is now
+    // answered on its own, as not run.
+    docker();
+    runtime().block_on(async {
+        let sandbox = sandbox(&RunLabels::new("it-channel-tmp-gone")).await;
+        let out = sandbox
+            .exec("chmod 000 /tmp; echo done", Duration::from_secs(10))
+            .await
+            .expect("exec");
+        assert_eq!(out.output, "done\n", "{out:?}");
+        for word in ["alpha", "beta", "gamma"] {
+            let out = sandbox
+                .exec(&format!("echo {word}"), Duration::from_secs(10))
+                .await
+                .expect("exec");
+            assert_eq!(out.exit_code, 126, "{out:?}");
+            assert!(out.output.contains("did not run"), "{out:?}");
+            assert!(
+                !out.output.contains("done") && !out.output.contains("alpha"),
+                "{out:?}"
+            );
+        }
+        assert_eq!(sandbox.exec_path().await, ExecPath::Channel);
+        sandbox.close().await.expect("close");
+    });
+}
+
+#[test]
 fn a_command_whose_container_stops_under_it_is_told_nothing_more_runs() {
     // The container stopping for a reason not the agent's (killed from outside here) is
     // reported as such, not as a connection that later commands get back: they fail as the
