@@ -252,7 +252,7 @@ async fn regrade(
     };
     if record.is_none() {
         result.infra_error = Some(format!(
-            "{} has no result.json: the agents never ran",
+            "{} has no result.json: its agents never ran or their run was stopped before it ended; `cbench run` with the same name runs them",
             pair_dir.display()
         ));
     } else if let Some(why) = record.as_ref().and_then(PairRecord::infra_failure) {
