@@ -142,9 +142,10 @@ timed "build host tests" cargo test "${host_crates[@]}" --exclude cbench-python 
 # 200 s). They get a lane of their own, started first, beside the rest: five tests at a time in
 # all, since many wait on containers, processes and servers (four measured 408 s against 434 s
 # with two). Measured per test (2026-12-07, `--report-time`): the slow lane's four took 364 s
-# on its two threads, the rest 498 s on three, so two modules of ten-pair runs (head-to-head
-# comparisons, Modal against its mock: ~160 test-seconds) moved over to even them.
-slow_lane=(plugin_languages:: plugin_scaffold:: head_to_head:: modal_backend::)
+# on its two threads, the rest 498 s on three, so three modules of ten-pair runs (docker
+# against local, head-to-head comparisons, Modal against its mock: ~250 test-seconds) moved
+# over to even them (with the last two: 379 s and 486 s).
+slow_lane=(plugin_languages:: plugin_scaffold:: docker_backend:: head_to_head:: modal_backend::)
 it_binary="$(cargo test -p cbench --test it --no-run --message-format=json 2>/dev/null \
     | python3 -c 'import json, sys
 for line in sys.stdin:
