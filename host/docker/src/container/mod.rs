@@ -450,7 +450,7 @@ impl Container {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         Some(Stopped {
-            out_of_memory: self.oom_kills_since(since, within).await,
+            out_of_memory: self.oom_kills_since(since, OOM_EVENT_SETTLE).await,
         })
     }
 
@@ -580,6 +580,9 @@ where
     }
     Ok(captured)
 }
+
+/// How long the engine may take to note an out-of-memory kill after the stop it caused.
+const OOM_EVENT_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How a container stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
